@@ -1,0 +1,123 @@
+"""Shared validators, so that every error names the parameter, what was
+allowed, what came, and the fix."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+
+class NotFittedError(RuntimeError, AttributeError):
+    """Raised when a method that needs a fitted estimator is called before ``fit``.
+
+    It subclasses both RuntimeError and AttributeError, as scikit-learn's does,
+    so ``hasattr``-style checks keep working.
+    """
+
+
+def check_option(name: str, value, allowed: Iterable):
+    """Return ``value`` if it is one of ``allowed``, else raise a ValueError."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        names = ", ".join(repr(a) for a in allowed[:-1])
+        names = f"{names} and {allowed[-1]!r}" if len(allowed) > 1 else repr(allowed[0])
+        raise ValueError(
+            f"Invalid value for the '{name}' parameter. Allowed values are {names}, "
+            f"but got {value!r} instead."
+        )
+    return value
+
+
+def check_int(name: str, value, *, min_value: int | None = None, max_value: int | None = None):
+    """Return ``value`` as int, checking its type and range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"'{name}' must be an integer, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if min_value is not None and value < min_value:
+        raise ValueError(f"'{name}' must be >= {min_value}, got {value}.")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"'{name}' must be <= {max_value}, got {value}.")
+    return value
+
+
+def check_float(
+    name: str, value, *, min_value: float | None = None, max_value: float | None = None,
+    strict_min: bool = False,
+):
+    """Return ``value`` as float, checking its type and range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"'{name}' must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"'{name}' must be finite, got {value}.")
+    if min_value is not None and (value <= min_value if strict_min else value < min_value):
+        op = ">" if strict_min else ">="
+        raise ValueError(f"'{name}' must be {op} {min_value}, got {value}.")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"'{name}' must be <= {max_value}, got {value}.")
+    return value
+
+
+def check_random_state(seed) -> np.random.Generator:
+    """Turn None, an int or a Generator into a numpy Generator."""
+    if seed is None or isinstance(seed, numbers.Integral):
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    raise TypeError(
+        f"'random_state' must be None, an int or a numpy Generator, got {type(seed).__name__}."
+    )
+
+
+def check_data_2d(X, name: str = "X") -> np.ndarray:
+    """Validate a (n_channels, n_times) array of finite real numbers; return float32."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        hint = f" Use {name}[None] for one channel." if X.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must have shape (n_channels, n_times), got {X.shape} instead.{hint}"
+        )
+    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}.")
+    finite = np.isfinite(X)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        n_bad = int((~finite).sum())
+        raise ValueError(
+            f"{name} contains {n_bad} NaN or Inf values (in channel(s) "
+            f"{bad_rows[:10].tolist()}). Remove or interpolate them before fitting."
+        )
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_device(device):
+    """Resolve 'auto' | 'cpu' | 'cuda' | 'cuda:N' | torch.device to a torch.device."""
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"'device' must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}.")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={device!r} was requested but CUDA is not available on this machine. "
+                "Pass device='cpu' or device='auto'."
+            )
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist."
+            )
+        return dev
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(
+        f"Invalid value for the 'device' parameter. Allowed values are 'auto', 'cpu', 'cuda' and "
+        f"'cuda:N', but got {device!r} instead."
+    )

@@ -1,0 +1,102 @@
+"""The one container every reader returns and every algorithm takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_KINDS = ("audio", "eeg", "other")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A multichannel recording.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        Samples, stored as float32 (copied only when the dtype or layout
+        differs).
+    sample_rate : float
+        Samples per second, in Hz.
+    ch_names : tuple of str, length n_channels
+        Channel names. Default ``("ch0", "ch1", ...)``.
+    kind : {"audio", "eeg", "other"}
+        What the data is; loaders and writers use it to choose defaults.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rec = Recording(np.zeros((2, 16000)), sample_rate=16000.0, kind="audio")
+    >>> rec.n_channels, rec.duration
+    (2, 1.0)
+    """
+
+    data: np.ndarray
+    sample_rate: float
+    ch_names: tuple[str, ...] = field(default=())
+    kind: str = "other"
+
+    def __post_init__(self):
+        data = np.asarray(self.data)
+        if data.ndim != 2:
+            raise ValueError(
+                f"Recording data must have shape (n_channels, n_times), got {data.shape} "
+                "instead. Use data[None] for one channel."
+            )
+        if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+            raise TypeError(f"Recording data must be real numbers, got dtype {data.dtype}.")
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        try:
+            sample_rate = float(self.sample_rate)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"Recording sample_rate must be a number in Hz, got {self.sample_rate!r}."
+            ) from None
+        if not np.isfinite(sample_rate) or sample_rate <= 0:
+            raise ValueError(f"Recording sample_rate must be positive, got {sample_rate} Hz.")
+        ch_names = tuple(self.ch_names) or tuple(f"ch{i}" for i in range(data.shape[0]))
+        if len(ch_names) != data.shape[0]:
+            raise ValueError(
+                f"Recording has {data.shape[0]} channels but {len(ch_names)} ch_names; "
+                "pass one name per row of data."
+            )
+        if self.kind not in _KINDS:
+            raise ValueError(
+                f"Invalid value for the 'kind' parameter. Allowed values are {_KINDS}, "
+                f"but got {self.kind!r} instead."
+            )
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "sample_rate", sample_rate)
+        object.__setattr__(self, "ch_names", tuple(str(c) for c in ch_names))
+
+    @property
+    def n_channels(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.n_times / self.sample_rate
+
+    def replace(self, **changes) -> Recording:
+        """Return a copy with some fields replaced (the container is frozen)."""
+        fields = dict(
+            data=self.data, sample_rate=self.sample_rate, ch_names=self.ch_names, kind=self.kind
+        )
+        fields.update(changes)
+        if "data" in changes and "ch_names" not in changes:
+            if np.asarray(changes["data"]).shape[0] != self.n_channels:
+                fields["ch_names"] = ()
+        return Recording(**fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Recording | {self.kind}, {self.n_channels} ch, {self.n_times} samples "
+            f"({self.duration:.3g} s) at {self.sample_rate:g} Hz>"
+        )
