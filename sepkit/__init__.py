@@ -3,5 +3,6 @@
 from ._check import NotFittedError
 from ._version import __version__
 from .io import Recording
+from .separator import IVAESeparator
 
-__all__ = ["NotFittedError", "Recording", "__version__"]
+__all__ = ["IVAESeparator", "NotFittedError", "Recording", "__version__"]

@@ -43,7 +43,11 @@ def check_int(name: str, value, *, min_value: int | None = None, max_value: int 
 
 
 def check_float(
-    name: str, value, *, min_value: float | None = None, max_value: float | None = None,
+    name: str,
+    value,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
     strict_min: bool = False,
 ):
     """Return ``value`` as float, checking its type and range."""
@@ -99,7 +103,9 @@ def check_device(device):
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"'device' must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}.")
+        raise TypeError(
+            f"'device' must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}."
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):

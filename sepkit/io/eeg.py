@@ -1,0 +1,834 @@
+"""EEG loading, conversion to :class:`Recording`, labels from annotations, and
+thin preprocessing helpers on top of MNE-Python.
+
+MNE is imported inside the functions, so ``import sepkit`` stays fast.
+Every helper that changes data returns a modified copy and leaves its input
+untouched (MNE's own methods work in place).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._check import check_float, check_option
+from .recording import Recording
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import mne
+
+__all__ = [
+    "SUPPORTED_EEG_EXTENSIONS",
+    "apply_montage",
+    "bad_annotation_mask",
+    "check_eeg_channels",
+    "filter_eeg",
+    "find_bad_channels",
+    "from_recording",
+    "highpass",
+    "is_highpassed",
+    "labels_from_annotations",
+    "labels_from_events",
+    "mark_bad_channels",
+    "notch",
+    "read_eeg",
+    "resample",
+    "set_reference",
+    "to_recording",
+    "warn_if_not_highpassed",
+]
+
+# Extension -> name of the MNE reader. Only formats that carry EEG are listed;
+# MEG-only and fNIRS formats are left to MNE itself. ".cnt" is Neuroscan (the
+# far more common CNT flavour); ANT Neuro ".cnt" needs mne.io.read_raw_ant.
+_READERS = {
+    ".ahdr": "read_raw_brainvision",
+    ".bdf": "read_raw_bdf",
+    ".cdt": "read_raw_curry",
+    ".cnt": "read_raw_cnt",
+    ".edf": "read_raw_edf",
+    ".fif": "read_raw_fif",
+    ".fif.gz": "read_raw_fif",
+    ".gdf": "read_raw_gdf",
+    ".lay": "read_raw_persyst",
+    ".mff": "read_raw_egi",
+    ".nedf": "read_raw_nedf",
+    ".nxe": "read_raw_eximia",
+    ".set": "read_raw_eeglab",
+    ".vhdr": "read_raw_brainvision",
+}
+#: File extensions :func:`read_eeg` understands, sorted.
+SUPPORTED_EEG_EXTENSIONS = tuple(sorted(_READERS))
+
+# Side files of multi-file formats: the user most likely meant the header.
+_COMPANIONS = {
+    ".eeg": (".vhdr", ".ahdr"),
+    ".vmrk": (".vhdr",),
+    ".amrk": (".ahdr",),
+    ".fdt": (".set",),
+}
+
+# MNE's reject_by_annotation treats descriptions starting with these (any
+# case) as bad; we use the same rule so masks agree with MNE's epoching.
+_BAD_PREFIXES = ("bad", "edge")
+
+# Below any real EEG amplifier noise floor (roughly 0.1-1 uV RMS), so a channel
+# this quiet is disconnected or saturated rather than just clean.
+_FLAT_STD_VOLTS = 1e-7
+
+# Channel types MNE knows that an EEG recording may carry.
+_CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp", "bio", "seeg", "ecog")
+
+
+def _extension(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".fif.gz"):
+        return ".fif.gz"
+    return path.suffix.lower()
+
+
+def _check_raw(raw, name: str = "raw"):
+    import mne
+
+    if not isinstance(raw, mne.io.BaseRaw):
+        raise TypeError(
+            f"'{name}' must be an mne.io.Raw (e.g. from sepkit.io.read_eeg), got "
+            f"{type(raw).__name__}."
+        )
+    return raw
+
+
+def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
+    """Indices of ``picks`` in ``raw``, with a clear error when none remain.
+
+    ``picks`` is a channel type (``"eeg"``, ``"eog"``, ...), one channel name,
+    a list of channel names, or None for every channel.
+    """
+    types = raw.get_channel_types()
+    if picks is None:
+        idx = list(range(len(raw.ch_names)))
+    elif isinstance(picks, str) and picks not in raw.ch_names:
+        known_types = sorted(set(types))
+        if picks not in _CHANNEL_TYPES and picks not in known_types:
+            raise ValueError(
+                f"Invalid 'picks' ({picks!r}): neither a channel name nor a channel type. "
+                f"This recording has channel types {known_types}; pass one of them, a list "
+                "of channel names, or None for all channels."
+            )
+        idx = [i for i, kind in enumerate(types) if kind == picks]
+    else:
+        names = [picks] if isinstance(picks, str) else list(picks)
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError(
+                f"'picks' must be a channel type, a list of channel names or None, got {picks!r}."
+            )
+        missing = [name for name in names if name not in raw.ch_names]
+        if missing:
+            raise ValueError(
+                f"'picks' names channel(s) {missing} that the recording lacks; its channels "
+                f"are {raw.ch_names[:12]}{' ...' if len(raw.ch_names) > 12 else ''}."
+            )
+        idx = [raw.ch_names.index(name) for name in names]
+    if exclude_bads:
+        idx = [i for i in idx if raw.ch_names[i] not in raw.info["bads"]]
+    if not idx:
+        raise ValueError(
+            f"No channels left after picks={picks!r} (bad channels excluded: "
+            f"{raw.info['bads'] if exclude_bads else []}). The recording has channel types "
+            f"{sorted(set(types))}. Pass other 'picks', or set the types with "
+            "raw.set_channel_types({'name': 'eeg'})."
+        )
+    return np.asarray(idx, dtype=int)
+
+
+def _resolve_montage(montage):
+    """A DigMontage from a built-in name or a DigMontage; None stays None."""
+    import mne
+
+    if montage is None or isinstance(montage, mne.channels.DigMontage):
+        return montage
+    if not isinstance(montage, str):
+        raise TypeError(
+            "'montage' must be None, a built-in montage name such as 'standard_1020' or "
+            f"'biosemi64', or an mne.channels.DigMontage, got {type(montage).__name__}."
+        )
+    builtin = mne.channels.get_builtin_montages()
+    # MNE 1.13 renamed standard_10xx to colin27_10xx (the old names warn and
+    # will go); accept both so user code works across MNE versions.
+    renamed = {"standard_1005": "colin27_1005", "standard_1020": "colin27_1020"}
+    for name in (montage, renamed.get(montage)):
+        if name is not None and name in builtin:
+            return mne.channels.make_standard_montage(name)
+    allowed = sorted(set(builtin) | {k for k, v in renamed.items() if v in builtin})
+    check_option("montage", montage, allowed)
+    return None  # unreachable: check_option raised
+
+
+def apply_montage(raw, montage, *, on_missing: str = "raise"):
+    """Set electrode positions on a copy of ``raw``.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording.
+    montage : str or mne.channels.DigMontage
+        A built-in montage name (``mne.channels.get_builtin_montages()``;
+        ``"standard_1020"`` and ``"standard_1005"`` work on every MNE version)
+        or a montage. Channel names are matched ignoring case.
+    on_missing : {"raise", "warn", "ignore"}
+        What to do when some EEG channels have no position in the montage.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        A copy with positions set.
+    """
+    _check_raw(raw)
+    check_option("on_missing", on_missing, ("raise", "warn", "ignore"))
+    dig = _resolve_montage(montage)
+    known = {name.lower() for name in dig.ch_names}
+    eeg_names = [raw.ch_names[i] for i in _eeg_types_idx(raw)]
+    missing = [name for name in eeg_names if name.lower() not in known]
+    if missing and on_missing != "ignore":
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        msg = (
+            f"The montage {_montage_name(montage)} has no position for {len(missing)} EEG "
+            f"channel(s): {shown}. Rename them to match the montage "
+            "(raw.rename_channels), mark non-EEG ones with raw.set_channel_types, or pass "
+            "on_missing='warn' or 'ignore' to leave them without positions."
+        )
+        if on_missing == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    raw = raw.copy()
+    raw.set_montage(dig, match_case=False, on_missing="ignore", verbose="error")
+    return raw
+
+
+def _montage_name(montage) -> str:
+    return repr(montage) if isinstance(montage, str) else "given"
+
+
+def _eeg_types_idx(raw) -> list[int]:
+    return [i for i, kind in enumerate(raw.get_channel_types()) if kind == "eeg"]
+
+
+def read_eeg(
+    path,
+    *,
+    picks="eeg",
+    preload: bool = True,
+    montage=None,
+    on_missing: str = "raise",
+) -> mne.io.BaseRaw:
+    """Read an EEG recording in any format MNE reads, chosen by extension.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file (for BrainVision the ``.vhdr`` header, for EEGLAB the ``.set``
+        file, for EGI MFF the ``.mff`` folder). Supported extensions are
+        :data:`SUPPORTED_EEG_EXTENSIONS`.
+    picks : str, list of str or None
+        Channels to keep: a channel type (default ``"eeg"``), a list of names,
+        or None for all data channels. Channels marked bad in the file are
+        kept in ``raw.info["bads"]`` but not dropped.
+    preload : bool
+        Load the samples into memory (needed to filter).
+    montage : None, str or mne.channels.DigMontage
+        Electrode positions to set, e.g. ``"standard_1020"`` or
+        ``"biosemi64"``; None keeps what the file has.
+    on_missing : {"raise", "warn", "ignore"}
+        What to do when ``montage`` has no position for some EEG channels.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        The recording, data in volts.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For an unsupported extension, when no EEG channel remains after
+        ``picks``, or when the montage lacks some channels and
+        ``on_missing="raise"``.
+    """
+    import mne
+
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"'path' must be a str or pathlib.Path, got {type(path).__name__}.")
+    path = Path(path).expanduser()
+    ext = _extension(path)
+    if ext not in _READERS:
+        hint = ""
+        for other in _COMPANIONS.get(ext, ()):
+            if path.with_suffix(other).exists():
+                hint = f" It looks like a data side file; pass {path.with_suffix(other)} instead."
+                break
+        raise ValueError(
+            f"Unsupported file extension '{ext}' for 'path' ({path}). Supported extensions "
+            f"are: {', '.join(SUPPORTED_EEG_EXTENSIONS)}.{hint}"
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"No EEG file at 'path' ({path}); check the name and folder.")
+    check_option("on_missing", on_missing, ("raise", "warn", "ignore"))
+    reader = getattr(mne.io, _READERS[ext])
+    # Only MNE warnings (not info chatter) reach the user.
+    raw = reader(path, preload=preload, verbose="warning")
+    types = raw.get_channel_types()
+    if "eeg" not in types and picks == "eeg":
+        idx = np.array([], dtype=int)
+    else:
+        idx = _eeg_picks(raw, picks, exclude_bads=False)
+    if not any(types[i] == "eeg" for i in idx):
+        raise ValueError(
+            f"No EEG channels in {path.name} after picks={picks!r}; its channel types are "
+            f"{sorted(set(types))}. Pass picks naming EEG channels, or read it with "
+            "mne.io.read_raw and set types with raw.set_channel_types({'name': 'eeg'})."
+        )
+    if len(idx) < len(raw.ch_names):
+        raw.pick([raw.ch_names[i] for i in idx])
+    if montage is not None:
+        raw = apply_montage(raw, montage, on_missing=on_missing)
+    return raw
+
+
+def to_recording(raw, picks="eeg") -> Recording:
+    """Convert an MNE Raw to a :class:`Recording` (``kind="eeg"``, volts, float32).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording.
+    picks : str, list of str or None
+        Channels to take (default the EEG channels, bad ones excluded).
+
+    Returns
+    -------
+    rec : Recording
+        ``data`` has shape (n_channels, n_times) in volts; the sample rate and
+        channel names come from ``raw``. Annotations are not carried; keep
+        ``raw`` to build labels (:func:`labels_from_annotations`).
+    """
+    _check_raw(raw)
+    idx = _eeg_picks(raw, picks)
+    data = raw.get_data(picks=idx)
+    return Recording(
+        data=data.astype(np.float32),
+        sample_rate=float(raw.info["sfreq"]),
+        ch_names=tuple(raw.ch_names[i] for i in idx),
+        kind="eeg",
+    )
+
+
+def from_recording(rec: Recording, info=None, *, ch_types: str = "eeg") -> mne.io.RawArray:
+    """Build an MNE RawArray from a :class:`Recording`.
+
+    Parameters
+    ----------
+    rec : Recording
+        The data, in volts for EEG.
+    info : mne.Info or None
+        Measurement info to reuse (e.g. the ``raw.info`` that
+        :func:`to_recording` read from, so positions and filter settings
+        carry over). It may hold more channels than ``rec``; those named in
+        ``rec.ch_names`` are taken, in ``rec``'s order. None builds a fresh
+        info with ``ch_types``.
+    ch_types : str
+        Channel type when ``info`` is None (use ``"misc"`` for separated
+        sources, which are not scalp potentials).
+
+    Returns
+    -------
+    raw : mne.io.RawArray
+        Shape (n_channels, n_times), float64.
+    """
+    import mne
+
+    if not isinstance(rec, Recording):
+        raise TypeError(f"'rec' must be a sepkit.Recording, got {type(rec).__name__}.")
+    if info is None:
+        info = mne.create_info(list(rec.ch_names), rec.sample_rate, ch_types)
+    else:
+        if not isinstance(info, mne.Info):
+            raise TypeError(f"'info' must be an mne.Info or None, got {type(info).__name__}.")
+        missing = [name for name in rec.ch_names if name not in info["ch_names"]]
+        if missing:
+            raise ValueError(
+                f"'info' has no channel(s) {missing[:20]} that 'rec' holds. Pass the info of "
+                "the recording the data came from, or info=None for a fresh one."
+            )
+        if not np.isclose(info["sfreq"], rec.sample_rate):
+            raise ValueError(
+                f"'info' has sample rate {info['sfreq']} Hz but 'rec' has "
+                f"{rec.sample_rate} Hz; resample first or pass info=None."
+            )
+        order = [info["ch_names"].index(name) for name in rec.ch_names]
+        info = mne.pick_info(info, order, verbose="error")
+    return mne.io.RawArray(rec.data.astype(np.float64), info, verbose="error")
+
+
+# --------------------------------------------------------------------------
+# Channel checks
+# --------------------------------------------------------------------------
+
+
+def find_bad_channels(raw, *, picks="eeg", flat_threshold: float = _FLAT_STD_VOLTS) -> dict:
+    """Names of flat and NaN/Inf channels.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording.
+    picks : str, list of str or None
+        Channels to check (bad ones already in ``raw.info["bads"]`` are skipped).
+    flat_threshold : float
+        A channel whose standard deviation is below this many volts is flat.
+        The default, 1e-7 V, is under any real EEG noise floor.
+
+    Returns
+    -------
+    bads : dict
+        ``{"flat": [names], "nonfinite": [names]}``.
+    """
+    _check_raw(raw)
+    flat_threshold = check_float("flat_threshold", flat_threshold, min_value=0.0)
+    idx = _eeg_picks(raw, picks)
+    data = raw.get_data(picks=idx)
+    finite = np.isfinite(data).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        std = np.where(finite, data.std(axis=1), np.inf)
+    names = [raw.ch_names[i] for i in idx]
+    return {
+        "flat": [n for n, s in zip(names, std, strict=True) if s <= flat_threshold],
+        "nonfinite": [n for n, ok in zip(names, finite, strict=True) if not ok],
+    }
+
+
+def check_eeg_channels(raw, *, picks="eeg", flat_threshold: float = _FLAT_STD_VOLTS) -> None:
+    """Raise a ValueError naming flat or NaN/Inf channels; return None if all are usable.
+
+    Parameters are as in :func:`find_bad_channels`. Channels already listed in
+    ``raw.info["bads"]`` are not checked (they are excluded downstream).
+    """
+    bads = find_bad_channels(raw, picks=picks, flat_threshold=flat_threshold)
+    problems = []
+    if bads["nonfinite"]:
+        problems.append(f"NaN or Inf values in {', '.join(bads['nonfinite'])}")
+    if bads["flat"]:
+        problems.append(f"flat signal (std <= {flat_threshold:g} V) in {', '.join(bads['flat'])}")
+    if problems:
+        raise ValueError(
+            "Unusable EEG channels: "
+            + "; ".join(problems)
+            + ". Mark them bad with sepkit.io.mark_bad_channels(raw) (or add them to "
+            "raw.info['bads']), then drop them or interpolate with raw.interpolate_bads()."
+        )
+
+
+def mark_bad_channels(raw, *, picks="eeg", flat_threshold: float = _FLAT_STD_VOLTS):
+    """Return a copy of ``raw`` with flat and NaN/Inf channels added to ``info["bads"]``.
+
+    Parameters are as in :func:`find_bad_channels`. The newly marked names are
+    ``set(out.info["bads"]) - set(raw.info["bads"])``.
+    """
+    bads = find_bad_channels(raw, picks=picks, flat_threshold=flat_threshold)
+    out = raw.copy()
+    new = [n for n in bads["nonfinite"] + bads["flat"] if n not in out.info["bads"]]
+    out.info["bads"] = list(out.info["bads"]) + new
+    return out
+
+
+# --------------------------------------------------------------------------
+# Preprocessing helpers (thin wrappers that validate, copy, and keep MNE quiet)
+# --------------------------------------------------------------------------
+
+
+def _loaded_copy(raw):
+    _check_raw(raw)
+    out = raw.copy()
+    if not out.preload:
+        out.load_data(verbose="error")
+    return out
+
+
+def filter_eeg(raw, l_freq: float | None, h_freq: float | None, *, picks="eeg"):
+    """Band-, high- or low-pass filter the EEG channels (zero-phase FIR).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (not modified).
+    l_freq : float or None
+        High-pass edge in Hz; None for a low-pass only.
+    h_freq : float or None
+        Low-pass edge in Hz, below Nyquist; None for a high-pass only.
+    picks : str, list of str or None
+        Channels to filter.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        A filtered copy; ``info["highpass"]``/``info["lowpass"]`` updated.
+    """
+    _check_raw(raw)
+    nyquist = raw.info["sfreq"] / 2.0
+    if l_freq is None and h_freq is None:
+        raise ValueError("'l_freq' and 'h_freq' are both None; give at least one edge in Hz.")
+    if l_freq is not None:
+        l_freq = check_float("l_freq", l_freq, min_value=0.0, strict_min=True)
+    if h_freq is not None:
+        h_freq = check_float("h_freq", h_freq, min_value=0.0, strict_min=True)
+        if h_freq >= nyquist:
+            raise ValueError(
+                f"'h_freq' must be below the Nyquist frequency ({nyquist:g} Hz), got "
+                f"{h_freq:g} Hz. Lower it or pass h_freq=None."
+            )
+    if l_freq is not None and h_freq is not None and l_freq >= h_freq:
+        raise ValueError(
+            f"'l_freq' ({l_freq:g} Hz) must be below 'h_freq' ({h_freq:g} Hz) for a "
+            "band-pass; swap them for a band-stop (use notch for line noise)."
+        )
+    out = _loaded_copy(raw)
+    out.filter(l_freq, h_freq, picks=_eeg_picks(out, picks), verbose="error")
+    return out
+
+
+def highpass(raw, cutoff: float = 1.0, *, picks="eeg"):
+    """High-pass filter (default 1 Hz, the usual choice before ICA-like separation).
+
+    See :func:`filter_eeg`.
+    """
+    return filter_eeg(raw, cutoff, None, picks=picks)
+
+
+def notch(raw, freqs: float | Sequence[float] = 50.0, *, harmonics: bool = True, picks="eeg"):
+    """Remove power-line noise with notch filters.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (not modified).
+    freqs : float or sequence of float
+        Line frequency in Hz (50 in Europe/Asia, 60 in the Americas) or the
+        exact frequencies to notch.
+    harmonics : bool
+        Also notch the harmonics of each frequency below Nyquist.
+    picks : str, list of str or None
+        Channels to filter.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        A filtered copy.
+    """
+    _check_raw(raw)
+    nyquist = raw.info["sfreq"] / 2.0
+    base = np.atleast_1d(np.asarray(freqs, dtype=float))
+    if base.size == 0 or not np.all(np.isfinite(base)) or np.any(base <= 0):
+        raise ValueError(f"'freqs' must be positive frequencies in Hz, got {freqs!r}.")
+    if np.any(base >= nyquist):
+        raise ValueError(
+            f"'freqs' must be below the Nyquist frequency ({nyquist:g} Hz), got {freqs!r}."
+        )
+    if harmonics:
+        base = np.concatenate([np.arange(f, nyquist, f) for f in base])
+    out = _loaded_copy(raw)
+    out.notch_filter(np.unique(base), picks=_eeg_picks(out, picks), verbose="error")
+    return out
+
+
+def set_reference(raw, ref: str | Sequence[str] = "average"):
+    """Re-reference the EEG channels (applied to the data, not as a projector).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (not modified).
+    ref : "average" or list of str
+        ``"average"`` for the common average, or channel name(s) whose mean
+        becomes the new reference (e.g. ``["M1", "M2"]`` for linked mastoids).
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        A re-referenced copy.
+    """
+    _check_raw(raw)
+    if isinstance(ref, str) and ref != "average":
+        ref = [ref]
+    if not isinstance(ref, str):
+        ref = list(ref)
+        missing = [name for name in ref if name not in raw.ch_names]
+        if not ref or missing:
+            raise ValueError(
+                f"'ref' must be 'average' or existing channel names; {missing or ref} not "
+                f"found among {raw.ch_names[:10]}{' ...' if len(raw.ch_names) > 10 else ''}."
+            )
+    out = _loaded_copy(raw)
+    out.set_eeg_reference(ref, projection=False, verbose="error")
+    return out
+
+
+def resample(raw, sample_rate: float):
+    """Resample to ``sample_rate`` Hz (anti-aliased; annotations keep their times).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (not modified).
+    sample_rate : float
+        The new rate in Hz.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        A resampled copy.
+    """
+    _check_raw(raw)
+    sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
+    out = _loaded_copy(raw)
+    out.resample(sample_rate, verbose="error")
+    return out
+
+
+def is_highpassed(raw, min_freq: float = 0.5) -> bool:
+    """Whether ``raw`` was high-pass filtered at ``min_freq`` Hz or above.
+
+    Reads ``raw.info["highpass"]``, which MNE's filters and most file headers
+    set. Slow drifts dominate the variance of unfiltered EEG and break
+    separation methods that assume stationary mixing (ICA, iVAE).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording.
+    min_freq : float
+        Required high-pass edge in Hz.
+
+    Returns
+    -------
+    bool
+    """
+    _check_raw(raw)
+    min_freq = check_float("min_freq", min_freq, min_value=0.0)
+    return float(raw.info["highpass"]) >= min_freq
+
+
+def warn_if_not_highpassed(raw, min_freq: float = 0.5, *, stacklevel: int = 2) -> bool:
+    """Emit a RuntimeWarning when ``raw`` is not high-passed at ``min_freq`` Hz.
+
+    Estimators call this before fitting. Returns :func:`is_highpassed`'s answer.
+    """
+    ok = is_highpassed(raw, min_freq)
+    if not ok:
+        warnings.warn(
+            f"The EEG has a high-pass edge of {raw.info['highpass']:g} Hz, below "
+            f"{min_freq:g} Hz. Slow drifts will dominate the separation; high-pass "
+            "filter first, e.g. sepkit.io.highpass(raw, 1.0).",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return ok
+
+
+# --------------------------------------------------------------------------
+# Per-sample labels (the auxiliary variable u) from annotations and events
+# --------------------------------------------------------------------------
+
+
+def _is_bad_description(desc: str) -> bool:
+    return desc.lower().startswith(_BAD_PREFIXES)
+
+
+def _annotation_spans(raw, keep) -> list[tuple[str, int, int]]:
+    """(description, start, stop) in samples of ``raw``, stop exclusive, clipped."""
+    sfreq = raw.info["sfreq"]
+    spans = []
+    for onset, duration, desc in zip(
+        raw.annotations.onset,
+        raw.annotations.duration,
+        raw.annotations.description,
+        strict=True,
+    ):
+        if not keep(desc):
+            continue
+        # Annotation onsets count from the first sample MNE ever recorded, so
+        # a cropped raw (first_samp > 0) must subtract its first_time.
+        start = int(np.round((onset - raw.first_time) * sfreq))
+        stop = int(np.round((onset + duration - raw.first_time) * sfreq))
+        start, stop = max(start, 0), min(stop, raw.n_times)
+        spans.append((str(desc), start, stop))
+    return spans
+
+
+def bad_annotation_mask(raw) -> np.ndarray:
+    """True where a bad annotation covers the sample.
+
+    An annotation is bad when its description starts with ``"bad"`` or
+    ``"edge"`` in any case (``BAD_blink``, ``bad segment``, ``EDGE boundary``),
+    the rule MNE's ``reject_by_annotation`` uses.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_times,)
+    """
+    _check_raw(raw)
+    mask = np.zeros(raw.n_times, dtype=bool)
+    for _, start, stop in _annotation_spans(raw, _is_bad_description):
+        mask[start:stop] = True
+    return mask
+
+
+def _finish_labels(u, labelled, raw, reject_by_annotation, unlabelled, n_labels):
+    check_option("unlabelled", unlabelled, ("drop", "own"))
+    keep = np.ones(raw.n_times, dtype=bool)
+    if unlabelled == "drop":
+        u[~labelled] = -1
+        keep &= labelled
+    else:
+        u[~labelled] = n_labels
+    if reject_by_annotation:
+        keep &= ~bad_annotation_mask(raw)
+    return u, keep
+
+
+def labels_from_annotations(
+    raw,
+    *,
+    mapping: Mapping[str, int] | None = None,
+    reject_by_annotation: bool = True,
+    unlabelled: str = "drop",
+) -> tuple[np.ndarray, np.ndarray]:
+    """One integer label per sample from annotations (task blocks, sleep stages).
+
+    Each non-bad annotation labels the samples it covers,
+    ``[onset, onset + duration)``. Where annotations overlap, the one that
+    starts later wins. Zero-duration annotations cover no sample; for point
+    markers use ``labels_from_events(raw, *mne.events_from_annotations(raw))``.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording with annotations.
+    mapping : dict of str to int or None
+        Description -> label. Descriptions not in it are ignored. None maps the
+        sorted distinct non-bad descriptions to 0, 1, ... .
+    reject_by_annotation : bool
+        Set ``keep_mask`` False under bad annotations (:func:`bad_annotation_mask`).
+    unlabelled : {"drop", "own"}
+        Samples under no label annotation: ``"drop"`` gives them label -1 and
+        ``keep_mask`` False; ``"own"`` gives them one extra label (one more
+        than the largest label) and keeps them.
+
+    Returns
+    -------
+    u : ndarray of int64, shape (n_times,)
+        Label of each sample.
+    keep_mask : ndarray of bool, shape (n_times,)
+        Samples to use.
+    """
+    _check_raw(raw)
+    if mapping is None:
+        descs = sorted({str(d) for d in raw.annotations.description if not _is_bad_description(d)})
+        mapping = {d: i for i, d in enumerate(descs)}
+    else:
+        mapping = _check_mapping(mapping)
+    u = np.zeros(raw.n_times, dtype=np.int64)
+    labelled = np.zeros(raw.n_times, dtype=bool)
+    spans = _annotation_spans(raw, lambda d: d in mapping)
+    # Stable sort on start so "the later start wins" holds on overlaps.
+    for desc, start, stop in sorted(spans, key=lambda s: s[1]):
+        u[start:stop] = mapping[desc]
+        labelled[start:stop] = True
+    n_labels = max(mapping.values(), default=-1) + 1
+    return _finish_labels(u, labelled, raw, reject_by_annotation, unlabelled, n_labels)
+
+
+def _check_mapping(mapping) -> dict:
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"'mapping' must be a dict or None, got {type(mapping).__name__}.")
+    bad = {k: v for k, v in mapping.items() if isinstance(v, bool) or not isinstance(v, int)}
+    negative = {k: v for k, v in mapping.items() if k not in bad and v < 0}
+    if bad or negative:
+        raise ValueError(
+            f"'mapping' values must be non-negative integer labels, got {bad or negative}."
+        )
+    return dict(mapping)
+
+
+def labels_from_events(
+    raw,
+    events,
+    event_id: Mapping[str, int] | None = None,
+    *,
+    duration: float | None = None,
+    reject_by_annotation: bool = True,
+    unlabelled: str = "drop",
+) -> tuple[np.ndarray, np.ndarray]:
+    """One integer label per sample from an MNE events array.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording the events belong to.
+    events : ndarray of int, shape (n_events, 3)
+        MNE events (sample including ``raw.first_samp``, previous value, code),
+        e.g. from ``mne.find_events`` or ``mne.events_from_annotations``.
+    event_id : dict of str to int or None
+        Event name -> code; only these codes label samples. None uses every
+        code in ``events``. Labels are 0, 1, ... in increasing code order.
+    duration : float or None
+        Seconds each event labels. None holds each label until the next event
+        with a code in ``event_id`` (events mark state changes, e.g. block
+        starts), the last one until the end.
+    reject_by_annotation, unlabelled
+        As in :func:`labels_from_annotations`.
+
+    Returns
+    -------
+    u : ndarray of int64, shape (n_times,)
+    keep_mask : ndarray of bool, shape (n_times,)
+    """
+    _check_raw(raw)
+    events = np.asarray(events)
+    if events.ndim != 2 or events.shape[1] != 3 or not np.issubdtype(events.dtype, np.integer):
+        raise ValueError(
+            "'events' must be an integer array of shape (n_events, 3) as from "
+            f"mne.find_events, got shape {events.shape} and dtype {events.dtype}."
+        )
+    if event_id is None:
+        codes = np.unique(events[:, 2])
+    else:
+        if not isinstance(event_id, Mapping):
+            raise TypeError(f"'event_id' must be a dict or None, got {type(event_id).__name__}.")
+        codes = np.unique(np.asarray(list(event_id.values()), dtype=np.int64))
+    if duration is not None:
+        duration = check_float("duration", duration, min_value=0.0, strict_min=True)
+    label_of = {int(c): i for i, c in enumerate(codes)}
+    # Events with other codes neither label nor end a held label.
+    events = events[np.isin(events[:, 2], codes)]
+    events = events[np.argsort(events[:, 0], kind="stable")]
+    starts = events[:, 0] - raw.first_samp
+    u = np.zeros(raw.n_times, dtype=np.int64)
+    labelled = np.zeros(raw.n_times, dtype=bool)
+    for k, (start, code) in enumerate(zip(starts, events[:, 2], strict=True)):
+        if duration is None:
+            stop = starts[k + 1] if k + 1 < len(starts) else raw.n_times
+        else:
+            stop = start + int(np.round(duration * raw.info["sfreq"]))
+        start, stop = max(int(start), 0), min(int(stop), raw.n_times)
+        u[start:stop] = label_of[int(code)]
+        labelled[start:stop] = True
+    return _finish_labels(u, labelled, raw, reject_by_annotation, unlabelled, len(codes))

@@ -1,0 +1,215 @@
+"""The convolutional iVAE core: encoder q(z|x,u), decoder p(x|z[,u]), prior p(z|u).
+
+Every network is a stack of 1-D convolutions over time on windows of shape
+(batch, n_channels, n_times). With ``kernel_size=1`` a convolution is the same
+linear map applied to every time sample, so the model reduces exactly to the
+per-sample MLPs of Khemakhem et al. (2020): one model serves both.
+
+The auxiliary variable u enters per time sample, either as an integer label
+(a segment index, shape (batch, n_times)) or as a continuous vector (shape
+(batch, n_u, n_times)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import functional as F_
+
+ACTIVATIONS = ("lrelu", "xtanh", "elu")
+PRIORS = ("gauss", "laplace", "standard")
+
+# Bounds for every log-variance the networks output. Without them a single
+# badly scaled batch can push exp(logvar) to 0 or inf and the ELBO to NaN.
+_LOGVAR_MIN, _LOGVAR_MAX = -12.0, 8.0
+
+
+class _XTanh(nn.Module):
+    """tanh(x) + alpha x: the invertible activation of the paper's reference setting."""
+
+    def __init__(self, alpha: float = 0.1):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x):
+        return torch.tanh(x) + self.alpha * x
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "lrelu":
+        return nn.LeakyReLU(0.1)
+    if name == "xtanh":
+        return _XTanh(0.1)
+    return nn.ELU()
+
+
+class ConvStack(nn.Module):
+    """``n_layers`` Conv1d layers (same padding) with activations in between.
+
+    ``n_layers=1`` is a single linear map (per sample when ``kernel_size=1``).
+    An optional additive conditioning term (the u features) is added after
+    the first layer, which equals concatenating one-hot u to the input.
+    """
+
+    def __init__(self, n_in, n_out, n_hidden, n_layers, kernel_size, activation):
+        super().__init__()
+        sizes = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
+        pad = kernel_size // 2
+        self.layers = nn.ModuleList(
+            nn.Conv1d(a, b, kernel_size, padding=pad)
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.act = _activation(activation)
+        self.n_first = sizes[1]
+
+    def forward(self, x, cond=None):
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i == 0 and cond is not None:
+                h = h + cond
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h
+
+
+class UFeatures(nn.Module):
+    """Map u to per-sample features of size ``n_out``.
+
+    Discrete u (segment labels) use an embedding table: identical to a linear
+    layer on one-hot u, without materialising the one-hot tensor. Continuous
+    u go through a small per-sample network.
+    """
+
+    def __init__(self, n_out, *, n_segments=None, n_u=None, n_hidden=32, activation="lrelu"):
+        super().__init__()
+        self.discrete = n_segments is not None
+        if self.discrete:
+            self.table = nn.Embedding(n_segments, n_out)
+        else:
+            self.net = ConvStack(n_u, n_out, n_hidden, 2, 1, activation)
+
+    def forward(self, u):
+        if self.discrete:
+            return self.table(u).transpose(1, 2)  # (batch, n_out, n_times)
+        return self.net(u)
+
+
+class IVAE(nn.Module):
+    """Identifiable VAE with a conditionally factorial prior p(z|u).
+
+    Parameters
+    ----------
+    n_channels : int
+        Observed dimensions (sensors).
+    n_sources : int
+        Latent dimensions (sources).
+    n_segments : int or None
+        Number of discrete u values; give this or ``n_u``.
+    n_u : int or None
+        Dimension of a continuous u.
+    n_hidden, n_layers, kernel_size, activation
+        Shape of the encoder and decoder stacks (``kernel_size`` odd).
+    prior : {"gauss", "laplace", "standard"}
+        Family of p(z|u) (factorised, u-dependent location and scale, eq. (7));
+        "standard" is N(0, I) with u ignored everywhere: a plain VAE, the
+        non-identifiable baseline.
+    encoder_u : bool
+        Condition the encoder on u, q(z|x,u), as in the paper.
+    decoder_u : bool
+        Condition the decoder on u, p(x|z,u). Off by default: the
+        identifiability theorem (Thm. 1) assumes x = f(z) + noise with f not
+        depending on u; a u-dependent decoder can explain segment changes in
+        the decoder instead of the sources, and the guarantee is lost.
+    learn_noise : bool
+        Learn the per-channel observation-noise variance, else keep it fixed.
+    noise_var : float
+        The (initial) observation-noise variance, in units of the
+        standardised data.
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        n_sources: int,
+        *,
+        n_segments: int | None = None,
+        n_u: int | None = None,
+        n_hidden: int = 64,
+        n_layers: int = 3,
+        kernel_size: int = 1,
+        activation: str = "lrelu",
+        prior: str = "gauss",
+        encoder_u: bool = True,
+        decoder_u: bool = False,
+        learn_noise: bool = True,
+        noise_var: float = 0.01,
+    ):
+        super().__init__()
+        if (n_segments is None) == (n_u is None) and prior != "standard":
+            raise ValueError("IVAE needs exactly one of n_segments (discrete u) or n_u.")
+        self.prior = prior
+        self.n_sources = n_sources
+        self.kernel_size = kernel_size
+        self.n_layers = n_layers
+        conditional = prior != "standard"
+        self.encoder_u = encoder_u and conditional
+        self.decoder_u = decoder_u and conditional
+        ukw = dict(n_segments=n_segments, n_u=n_u, activation=activation)
+
+        self.encoder = ConvStack(
+            n_channels, 2 * n_sources, n_hidden, n_layers, kernel_size, activation
+        )
+        self.encoder_ufeat = UFeatures(self.encoder.n_first, **ukw) if self.encoder_u else None
+        self.decoder = ConvStack(n_sources, n_channels, n_hidden, n_layers, kernel_size, activation)
+        self.decoder_ufeat = UFeatures(self.decoder.n_first, **ukw) if self.decoder_u else None
+        if conditional:
+            # Prior p(z|u): location and log-scale per source, eq. (7).
+            self.prior_net = UFeatures(2 * n_sources, **ukw)
+            if n_segments is not None:
+                nn.init.normal_(self.prior_net.table.weight, std=0.1)
+        else:
+            self.prior_net = None
+        logvar0 = torch.full((n_channels, 1), float(torch.log(torch.tensor(noise_var))))
+        if learn_noise:
+            self.noise_logvar = nn.Parameter(logvar0)
+        else:
+            self.register_buffer("noise_logvar", logvar0)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of x that one output sample of the encoder depends on."""
+        return self.n_layers * (self.kernel_size - 1) + 1
+
+    def encode(self, x, u=None):
+        """q(z|x,u): mean and log-variance, each (batch, n_sources, n_times)."""
+        cond = self.encoder_ufeat(u) if self.encoder_ufeat is not None else None
+        h = self.encoder(x, cond)
+        mean, logvar = h.chunk(2, dim=1)
+        return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+
+    def decode(self, z, u=None):
+        """Mean of p(x|z[,u]), shape (batch, n_channels, n_times)."""
+        cond = self.decoder_ufeat(u) if self.decoder_ufeat is not None else None
+        return self.decoder(z, cond)
+
+    def prior_params(self, u, like):
+        """Location and log-scale of p(z|u), broadcastable to ``like``."""
+        if self.prior_net is None:
+            zero = torch.zeros((), device=like.device, dtype=like.dtype)
+            return zero, zero
+        loc, logscale = self.prior_net(u).chunk(2, dim=1)
+        return loc, logscale.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+
+    def forward(self, x, u=None):
+        """Negative ELBO (eq. (5)) for a batch; returns (loss, neg_log_lik, kl)."""
+        z_mean, z_logvar = self.encode(x, u)
+        z = F_.reparameterize(z_mean, z_logvar)
+        x_mean = self.decode(z, u)
+        p_loc, p_logscale = self.prior_params(u, z_mean)
+        noise_logvar = self.noise_logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+        family = "gauss" if self.prior == "standard" else self.prior
+        return F_.negative_elbo(
+            x, x_mean, noise_logvar, z_mean, z_logvar, p_loc, p_logscale, prior=family
+        )

@@ -1,0 +1,412 @@
+"""EEG loading, Recording conversion, channel checks, preprocessing helpers and
+per-sample labels from annotations/events."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+
+from sepkit import Recording
+from sepkit.io import (
+    SUPPORTED_EEG_EXTENSIONS,
+    bad_annotation_mask,
+    check_eeg_channels,
+    filter_eeg,
+    from_recording,
+    highpass,
+    is_highpassed,
+    labels_from_annotations,
+    labels_from_events,
+    mark_bad_channels,
+    notch,
+    read_eeg,
+    resample,
+    set_reference,
+    to_recording,
+    warn_if_not_highpassed,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SAMPLE_RATE = 100.0
+
+
+def _shared(relpath: str) -> Path:
+    path = SHARED / relpath
+    if not path.exists():
+        pytest.skip(f"{path} is absent (needs ../shared/data beside the project)")
+    return path
+
+
+def _raw(names=("Fz", "Cz", "Pz", "Oz"), n_seconds=10.0, data=None, types="eeg"):
+    """A small RawArray in volts: independent noise, 10 uV RMS."""
+    n_times = int(n_seconds * SAMPLE_RATE)
+    if data is None:
+        data = 10e-6 * np.random.default_rng(0).standard_normal((len(names), n_times))
+    info = mne.create_info(list(names), SAMPLE_RATE, types)
+    return mne.io.RawArray(data, info, verbose="error")
+
+
+def _save(raw, path: Path) -> Path:
+    raw.save(path, verbose="error")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Real formats (shared data)
+# --------------------------------------------------------------------------
+
+# (file, EEG channels, sample rate, samples, first EEG channel), measured with MNE 1.13.
+REAL_FILES = [
+    ("eeg/eeglab/eeglab_data.set", 32, 128.0, 30504, "FPz"),
+    ("eeg/formats/test.vhdr", 26, 1000.0, 7900, "FP1"),
+    ("eeg/formats/test.edf", 138, 512.0, 3072, "A1"),
+    ("eeg/formats/test.bdf", 72, 2048.0, 2048, "Fp1"),
+]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(("relpath", "n_eeg", "sample_rate", "n_times", "first"), REAL_FILES)
+def test_read_real_formats(relpath, n_eeg, sample_rate, n_times, first):
+    raw = read_eeg(_shared(relpath))
+    assert set(raw.get_channel_types()) == {"eeg"}
+    assert len(raw.ch_names) == n_eeg
+    assert raw.info["sfreq"] == sample_rate
+    assert raw.n_times == n_times
+    assert raw.ch_names[0] == first
+    rec = to_recording(raw)
+    assert rec.kind == "eeg"
+    assert rec.data.dtype == np.float32
+    assert rec.data.shape == (n_eeg, n_times)
+    assert rec.sample_rate == sample_rate
+    # Volts, not microvolts: channel standard deviations are far below 1 V.
+    assert np.median(rec.data.std(axis=1)) < 1e-2
+
+
+@pytest.mark.shared_data
+def test_read_all_channels_with_picks_none():
+    raw = read_eeg(_shared("eeg/formats/test.vhdr"), picks=None)
+    assert len(raw.ch_names) == 32
+    assert "misc" in raw.get_channel_types()
+
+
+@pytest.mark.shared_data
+def test_side_file_suggests_header():
+    with pytest.raises(ValueError, match=r"Unsupported file extension '\.eeg'.*pass .*test\.vhdr"):
+        read_eeg(_shared("eeg/formats/test.eeg"))
+
+
+@pytest.mark.shared_data
+def test_real_roundtrip_and_event_labels():
+    raw = read_eeg(_shared("eeg/eeglab/eeglab_data.set"))
+    rec = to_recording(raw)
+    back = from_recording(rec, raw.info)
+    np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-6, atol=1e-12)
+    events, event_id = mne.events_from_annotations(raw, verbose="error")
+    u, keep = labels_from_events(raw, events, event_id)
+    first = events[:, 0].min() - raw.first_samp
+    assert (u[:first] == -1).all() and not keep[:first].any()
+    assert set(np.unique(u[first:])) == set(range(len(event_id)))
+
+
+# --------------------------------------------------------------------------
+# read_eeg with files we write (always run)
+# --------------------------------------------------------------------------
+
+
+def test_fif_roundtrip_keeps_data_and_annotations(tmp_path):
+    raw = _raw()
+    raw.set_annotations(mne.Annotations([1.0], [2.0], ["task"]))
+    path = _save(raw, tmp_path / "sub_raw.fif")
+    back = read_eeg(path)
+    np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-6)
+    assert back.ch_names == raw.ch_names
+    assert back.info["sfreq"] == SAMPLE_RATE
+    assert list(back.annotations.description) == ["task"]
+    assert back.annotations.duration[0] == pytest.approx(2.0)
+
+
+def test_read_eeg_picks_drops_other_types(tmp_path):
+    raw = _raw(names=("Fz", "Cz", "EOG", "STI"), types=["eeg", "eeg", "eog", "stim"])
+    path = _save(raw, tmp_path / "mixed_raw.fif")
+    assert read_eeg(path).ch_names == ["Fz", "Cz"]
+    assert read_eeg(path, picks=["Cz", "EOG"]).ch_names == ["Cz", "EOG"]
+    assert read_eeg(path, picks=None).ch_names == ["Fz", "Cz", "EOG", "STI"]
+
+
+def test_unknown_extension_lists_supported(tmp_path):
+    path = tmp_path / "rec.xyz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"Unsupported file extension '\.xyz' for 'path'") as err:
+        read_eeg(path)
+    for ext in (".bdf", ".edf", ".fif", ".set", ".vhdr", ".cnt", ".gdf"):
+        assert ext in SUPPORTED_EEG_EXTENSIONS
+        assert ext in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope_raw\.fif"):
+        read_eeg(tmp_path / "nope_raw.fif")
+
+
+def test_path_type_error():
+    with pytest.raises(TypeError, match="'path' must be a str or pathlib.Path"):
+        read_eeg(42)
+
+
+def test_no_eeg_channels_after_picks(tmp_path):
+    path = _save(_raw(names=("EOG", "STI"), types=["eog", "stim"]), tmp_path / "noeeg_raw.fif")
+    with pytest.raises(ValueError, match=r"No EEG channels in noeeg_raw\.fif.*\['eog', 'stim'\]"):
+        read_eeg(path)
+    eeg_path = _save(_raw(names=("Fz", "EOG"), types=["eeg", "eog"]), tmp_path / "eog_raw.fif")
+    with pytest.raises(ValueError, match="No EEG channels .* picks=\\['EOG'\\]"):
+        read_eeg(eeg_path, picks=["EOG"])
+
+
+def test_picks_errors(tmp_path):
+    path = _save(_raw(), tmp_path / "p_raw.fif")
+    with pytest.raises(ValueError, match=r"'picks' names channel\(s\) \['T7'\]"):
+        read_eeg(path, picks=["Fz", "T7"])
+    with pytest.raises(ValueError, match="neither a channel name nor a channel type"):
+        read_eeg(path, picks="brain")
+
+
+def test_montage_missing_positions(tmp_path):
+    path = _save(_raw(names=("Fz", "CZ", "FOO1")), tmp_path / "m_raw.fif")
+    with pytest.raises(ValueError, match=r"no position for 1 EEG channel\(s\): FOO1\..*on_missing"):
+        read_eeg(path, montage="standard_1020")
+    with pytest.warns(RuntimeWarning, match="FOO1"):
+        raw = read_eeg(path, montage="standard_1020", on_missing="warn")
+    pos = raw.get_montage().get_positions()["ch_pos"]
+    # Case-insensitive match: "CZ" got Cz's position; FOO1 has none.
+    assert np.isfinite(pos["Fz"]).all() and np.isfinite(pos["CZ"]).all()
+    assert np.isnan(pos["FOO1"]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_eeg(path, montage="standard_1020", on_missing="ignore")
+    with pytest.raises(ValueError, match="Invalid value for the 'on_missing' parameter"):
+        read_eeg(path, montage="standard_1020", on_missing="skip")
+
+
+def test_unknown_montage_name(tmp_path):
+    path = _save(_raw(), tmp_path / "u_raw.fif")
+    with pytest.raises(ValueError, match="Invalid value for the 'montage' parameter.*biosemi64"):
+        read_eeg(path, montage="biosemi65")
+    with pytest.raises(TypeError, match="'montage' must be None"):
+        read_eeg(path, montage=64)
+
+
+# --------------------------------------------------------------------------
+# Recording conversion
+# --------------------------------------------------------------------------
+
+
+def test_recording_roundtrip_with_and_without_info():
+    raw = _raw(names=("Fz", "Cz", "EOG", "Pz"), types=["eeg", "eeg", "eog", "eeg"])
+    raw.info["bads"] = ["Pz"]
+    rec = to_recording(raw)
+    assert rec.ch_names == ("Fz", "Cz")  # EEG only, bad channel left out
+    assert rec.kind == "eeg" and rec.data.dtype == np.float32
+    np.testing.assert_allclose(rec.data, raw.get_data(picks=["Fz", "Cz"]), rtol=1e-6)
+
+    back = from_recording(rec, raw.info)
+    assert back.ch_names == ["Fz", "Cz"]
+    assert back.info["sfreq"] == SAMPLE_RATE
+    np.testing.assert_array_equal(back.get_data(), rec.data.astype(np.float64))
+
+    fresh = from_recording(rec.replace(ch_names=("s0", "s1")), ch_types="misc")
+    assert fresh.get_channel_types() == ["misc", "misc"]
+
+
+def test_recording_conversion_errors():
+    raw = _raw()
+    rec = to_recording(raw)
+    with pytest.raises(TypeError, match="'raw' must be an mne.io.Raw"):
+        to_recording(rec.data)
+    with pytest.raises(TypeError, match="'rec' must be a sepkit.Recording"):
+        from_recording(raw)
+    with pytest.raises(ValueError, match=r"'info' has no channel\(s\) \['T7'\]"):
+        from_recording(Recording(rec.data[:1], SAMPLE_RATE, ("T7",)), raw.info)
+    with pytest.raises(ValueError, match="'info' has sample rate 100.0 Hz but 'rec' has 200.0"):
+        from_recording(rec.replace(sample_rate=200.0), raw.info)
+
+
+# --------------------------------------------------------------------------
+# Channel checks
+# --------------------------------------------------------------------------
+
+
+def test_check_and_mark_bad_channels():
+    raw = _raw(names=("Fz", "Cz", "Pz", "C3"))
+    data = raw.get_data()
+    data[1] = 3e-3  # a constant DC offset: flat
+    data[3, 10] = np.nan
+    raw = mne.io.RawArray(data, raw.info, verbose="error")
+    with pytest.raises(ValueError, match=r"NaN or Inf values in C3; flat signal .* in Cz\."):
+        check_eeg_channels(raw)
+    marked = mark_bad_channels(raw)
+    assert marked.info["bads"] == ["C3", "Cz"]
+    assert raw.info["bads"] == []  # input untouched
+    check_eeg_channels(marked)  # bad channels are skipped: no error
+
+
+# --------------------------------------------------------------------------
+# Preprocessing helpers
+# --------------------------------------------------------------------------
+
+
+def _sines(freqs, n_seconds=20.0, amplitude=10e-6):
+    t = np.arange(int(n_seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    row = sum(amplitude * np.sin(2 * np.pi * f * t) for f in freqs)
+    return _raw(names=("Fz", "Cz"), data=np.vstack([row, row + 5e-3]), n_seconds=n_seconds)
+
+
+def _amplitude_at(x, freq):
+    spectrum = np.abs(np.fft.rfft(x)) * 2 / x.size
+    return spectrum[int(round(freq * x.size / SAMPLE_RATE))]
+
+
+def test_highpass_removes_drift_keeps_signal_and_warning():
+    raw = _sines([0.1, 10.0])
+    with pytest.warns(RuntimeWarning, match="high-pass edge of 0 Hz, below 0.5 Hz"):
+        assert warn_if_not_highpassed(raw) is False
+    out = highpass(raw, 1.0)
+    x = out.get_data()[1]
+    mid = slice(500, -500)  # away from filter edges
+    assert abs(np.mean(x[mid])) < 1e-7  # 5 mV DC offset gone
+    assert _amplitude_at(x, 0.1) < 0.05 * _amplitude_at(raw.get_data()[1] - 5e-3, 0.1)
+    assert _amplitude_at(x, 10.0) == pytest.approx(10e-6, rel=0.05)
+    assert is_highpassed(out) and not is_highpassed(raw)
+    assert raw.info["highpass"] == 0.0  # input untouched
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_not_highpassed(out) is True
+
+
+def test_bandpass_and_notch():
+    raw = _sines([10.0, 30.0])
+    low = filter_eeg(raw, 1.0, 20.0).get_data()[0]
+    assert _amplitude_at(low, 30.0) < 0.05 * _amplitude_at(low, 10.0)
+    assert filter_eeg(raw, 1.0, 20.0).info["lowpass"] == 20.0
+    notched = notch(raw, 30.0).get_data()[0]
+    assert _amplitude_at(notched, 30.0) < 0.05 * 10e-6
+    assert _amplitude_at(notched, 10.0) == pytest.approx(10e-6, rel=0.05)
+
+
+def test_filter_errors():
+    raw = _raw()
+    with pytest.raises(ValueError, match=r"'h_freq' must be below the Nyquist frequency \(50 Hz\)"):
+        filter_eeg(raw, 1.0, 60.0)
+    with pytest.raises(ValueError, match=r"'l_freq' \(20 Hz\) must be below 'h_freq' \(10 Hz\)"):
+        filter_eeg(raw, 20.0, 10.0)
+    with pytest.raises(ValueError, match="both None"):
+        filter_eeg(raw, None, None)
+    with pytest.raises(ValueError, match="'l_freq' must be > 0"):
+        highpass(raw, 0.0)
+    with pytest.raises(ValueError, match=r"'freqs' must be below the Nyquist frequency \(50 Hz\)"):
+        notch(raw, 60.0)
+
+
+def test_set_reference_and_resample():
+    raw = _raw()
+    avg = set_reference(raw).get_data()
+    np.testing.assert_allclose(avg.mean(axis=0), 0.0, atol=1e-18)
+    cz = set_reference(raw, "Cz")
+    np.testing.assert_allclose(cz.get_data(picks="Cz"), 0.0, atol=1e-18)
+    with pytest.raises(
+        ValueError, match=r"'ref' must be 'average' or existing channel names; \['M1'\]"
+    ):
+        set_reference(raw, ["M1"])
+    raw.set_annotations(mne.Annotations([2.0], [1.0], ["task"]))
+    half = resample(raw, SAMPLE_RATE / 2)
+    assert half.info["sfreq"] == SAMPLE_RATE / 2
+    assert half.n_times == raw.n_times // 2
+    u, _ = labels_from_annotations(half)
+    assert np.flatnonzero(u == 0).tolist() == list(range(100, 150))
+
+
+# --------------------------------------------------------------------------
+# Labels from annotations and events
+# --------------------------------------------------------------------------
+
+
+def _annotated():
+    raw = _raw()
+    raw.set_annotations(
+        mne.Annotations(
+            onset=[0.0, 3.0, 4.0, 8.0],
+            duration=[3.0, 3.0, 1.0, 0.5],
+            description=["rest", "task", "BAD_move", "edge boundary"],
+        )
+    )
+    return raw
+
+
+def test_labels_from_annotations_drop_unlabelled():
+    raw = _annotated()
+    u, keep = labels_from_annotations(raw)
+    assert u.dtype == np.int64 and u.shape == keep.shape == (raw.n_times,)
+    assert (u[:300] == 0).all() and (u[300:600] == 1).all() and (u[600:] == -1).all()
+    expected_keep = np.zeros(raw.n_times, bool)
+    expected_keep[:600] = True
+    expected_keep[400:500] = False  # BAD_move
+    np.testing.assert_array_equal(keep, expected_keep)
+    _, keep_all = labels_from_annotations(raw, reject_by_annotation=False)
+    assert keep_all[:600].all()
+
+
+def test_labels_from_annotations_own_label_and_mapping():
+    raw = _annotated()
+    u, keep = labels_from_annotations(raw, unlabelled="own")
+    assert (u[600:] == 2).all() and keep[600:800].all() and not keep[800:850].any()
+    u, keep = labels_from_annotations(raw, mapping={"task": 5})
+    assert (u[300:600] == 5).all() and (u[:300] == -1).all()
+    with pytest.raises(ValueError, match="'mapping' values must be non-negative integer labels"):
+        labels_from_annotations(raw, mapping={"task": -1})
+    with pytest.raises(ValueError, match="Invalid value for the 'unlabelled' parameter"):
+        labels_from_annotations(raw, unlabelled="keep")
+
+
+def test_labels_follow_crop():
+    raw = _annotated()
+    u_full, keep_full = labels_from_annotations(raw)
+    cropped = raw.copy().crop(tmin=2.0)
+    assert cropped.first_samp > 0
+    u, keep = labels_from_annotations(cropped)
+    np.testing.assert_array_equal(u, u_full[200:])
+    np.testing.assert_array_equal(keep, keep_full[200:])
+    np.testing.assert_array_equal(bad_annotation_mask(cropped), bad_annotation_mask(raw)[200:])
+
+
+def test_bad_annotation_mask_prefixes():
+    raw = _raw()
+    raw.set_annotations(
+        mne.Annotations([1.0, 3.0, 5.0, 7.0], [0.5, 0.5, 0.5, 0.5],
+                        ["BAD_blink", "bad segment", "EDGE boundary", "blink"])
+    )  # fmt: skip
+    mask = bad_annotation_mask(raw)
+    assert mask.dtype == bool and mask.sum() == 150
+    for start in (100, 300, 500):
+        assert mask[start : start + 50].all()
+    assert not mask[700:750].any()
+
+
+def test_labels_from_events_hold_and_duration():
+    raw = _raw()
+    first = raw.first_samp
+    events = np.array([[first + 100, 0, 7], [first + 400, 0, 3], [first + 500, 0, 9],
+                       [first + 700, 0, 7]])  # fmt: skip
+    u, keep = labels_from_events(raw, events, {"a": 3, "b": 7})
+    # Labels in code order: 3 -> 0, 7 -> 1; code 9 is ignored and ends nothing.
+    assert (u[:100] == -1).all() and not keep[:100].any()
+    assert (u[100:400] == 1).all() and (u[400:700] == 0).all() and (u[700:] == 1).all()
+    u, keep = labels_from_events(raw, events, duration=0.5, unlabelled="own")
+    assert (u[500:550] == 2).all()  # code 9 -> label 2 when every code is used
+    assert (u[150:400] == 3).all() and keep.all()
+    with pytest.raises(
+        ValueError, match=r"'events' must be an integer array of shape \(n_events, 3\)"
+    ):
+        labels_from_events(raw, events[:, :2])

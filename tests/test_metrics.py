@@ -1,0 +1,581 @@
+"""Tests for sepkit.metrics: hand-computed cases, reference implementations, properties."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sepkit import metrics as M
+
+fast_bss_eval = pytest.importorskip("fast_bss_eval")
+mir_sep = pytest.importorskip("mir_eval.separation")
+tm_audio = pytest.importorskip("torchmetrics.functional.audio")
+
+
+def _repo_root() -> Path:
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pyproject.toml").is_file():
+            return parent
+    return Path(__file__).resolve().parents[1]
+
+
+AUDIO_DIR = (_repo_root() / ".." / "shared" / "data" / "audio").resolve()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The test machine has 2 shared cores; keep torch from oversubscribing them.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _mixture_case(rng, n_src=3, n_times=4000, n_est=None, noise=0.1):
+    """References, and estimates that are filtered references + leakage + noise, shuffled."""
+    n_est = n_src if n_est is None else n_est
+    S = rng.standard_normal((n_src, n_times))
+    est = []
+    for j in range(n_est):
+        k = j % n_src
+        filt = scipy.signal.lfilter([1.0, 0.4, -0.2], [1.0], S[k])
+        leak = 0.2 * S[(k + 1) % n_src]
+        est.append(filt + leak + noise * rng.standard_normal(n_times))
+    order = rng.permutation(n_est)
+    return S, np.stack(est)[order], order
+
+
+# --------------------------------------------------------------------------------------
+# SI-SDR family
+# --------------------------------------------------------------------------------------
+
+
+def _orthogonal_noise(rng, s, energy):
+    """Zero-mean noise orthogonal to zero-mean ``s`` with the given energy."""
+    v = rng.standard_normal(s.shape[-1])
+    v -= v.mean()
+    v -= (v @ s) / (s @ s) * s
+    return v * np.sqrt(energy / (v @ v))
+
+
+def test_si_sdr_hand_computed_orthogonal_noise():
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal(1000)
+    s -= s.mean()
+    noise = _orthogonal_noise(rng, s, (s @ s) / 100.0)  # 20 dB below the target
+    assert M.si_sdr(s, s + noise) == pytest.approx(20.0, abs=1e-9)
+    # Scaling the estimate changes nothing; the target is then 3 s.
+    assert M.si_sdr(s, 3.0 * (s + noise)) == pytest.approx(20.0, abs=1e-9)
+    # SD-SDR penalises the gain: 10 log10(||3s||^2 / ||s - 3s - 3n||^2).
+    expected = 10 * np.log10(9 * (s @ s) / (4 * (s @ s) + 9 * (noise @ noise)))
+    assert M.sd_sdr(s, 3.0 * (s + noise)) == pytest.approx(expected, abs=1e-9)
+    # SNR: 10 log10(||s||^2 / ||n||^2) = 20 dB.
+    assert M.snr(s, s + noise) == pytest.approx(20.0, abs=1e-9)
+
+
+def test_si_sdr_perfect_estimate_is_inf_and_sd_sdr_of_half_gain_is_zero():
+    s = np.sin(np.linspace(0, 20, 500))
+    assert M.si_sdr(s, s) > 200  # exact up to rounding
+    # est = s/2: target = s/2, error s - s/2 = s/2 -> 0 dB.
+    assert M.sd_sdr(s - s.mean(), 0.5 * (s - s.mean())) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("zero_mean", [True, False])
+def test_si_sdr_matches_torchmetrics(zero_mean):
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((4, 3, 2000)) + 0.3
+    est = ref + rng.uniform(0.05, 2.0, (4, 3, 1)) * rng.standard_normal((4, 3, 2000))
+    ours = M.si_sdr(ref, est, zero_mean=zero_mean)
+    theirs = tm_audio.scale_invariant_signal_distortion_ratio(
+        torch.from_numpy(est), torch.from_numpy(ref), zero_mean=zero_mean
+    ).numpy()
+    assert ours.shape == (4, 3)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    snr_ours = M.snr(ref, est, zero_mean=zero_mean)
+    snr_theirs = tm_audio.signal_noise_ratio(
+        torch.from_numpy(est), torch.from_numpy(ref), zero_mean=zero_mean
+    ).numpy()
+    np.testing.assert_allclose(snr_ours, snr_theirs, atol=1e-6)
+
+
+def test_si_sdr_improvement_broadcasts_mixture():
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((2, 1500))
+    mix = ref.sum(0)
+    est = ref + 0.1 * rng.standard_normal((2, 1500))
+    got = M.si_sdr_improvement(ref, est, mix)
+    expected = M.si_sdr(ref, est) - M.si_sdr(ref, np.stack([mix, mix]))
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert np.all(got > 10)
+
+
+def test_lengths_are_trimmed_to_the_shortest():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(1000)
+    est = ref + 0.1 * rng.standard_normal(1010)[:1000]
+    longer = np.concatenate([est, rng.standard_normal(10)])
+    assert M.si_sdr(ref, longer) == M.si_sdr(ref, est)
+
+
+def test_numpy_torch_kinds_and_dtypes():
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((2, 800)).astype(np.float32)
+    est = (ref + 0.2 * rng.standard_normal((2, 800))).astype(np.float32)
+    a = M.si_sdr(ref, est)
+    b = M.si_sdr(torch.from_numpy(ref), torch.from_numpy(est))
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32
+    assert isinstance(b, torch.Tensor) and b.dtype == torch.float32
+    np.testing.assert_allclose(a, b.numpy(), rtol=1e-6)
+    # Mixed kinds give a tensor; float64 inputs give float64.
+    c = M.si_sdr(ref.astype(np.float64), torch.from_numpy(est))
+    assert isinstance(c, torch.Tensor) and c.dtype == torch.float64
+    assert isinstance(M.si_sdr(ref[0], est[0]), np.floating)
+
+
+def test_si_sdr_errors():
+    with pytest.raises(TypeError, match="'zero_mean' must be True or False"):
+        M.si_sdr(np.ones(10), np.ones(10), zero_mean="yes")
+    with pytest.raises(ValueError, match="'est' contains 1 NaN or Inf values"):
+        M.si_sdr(np.ones(10), np.r_[np.ones(9), np.nan])
+    with pytest.raises(TypeError, match="'ref' must be a numpy array or torch tensor of real"):
+        M.si_sdr(np.array(["a", "b"]), np.ones(2))
+    with pytest.raises(TypeError, match="'est' must hold real numbers"):
+        M.si_sdr(np.ones(4), torch.ones(4, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"leading \(batch\) dimensions of ref\(2, 10\)"):
+        M.si_sdr(np.ones((2, 10)), np.ones((3, 10)))
+    with pytest.raises(ValueError, match="no samples along the last"):
+        M.si_sdr(np.ones(0), np.ones(3))
+    with pytest.raises(ValueError, match=r"'ref' must have at least 1 dimension"):
+        M.si_sdr(np.float64(1.0), np.ones(3))
+
+
+def test_silent_reference_gives_nan_and_warning():
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((2, 500))
+    ref[1] = 0.0
+    est = rng.standard_normal((2, 500))
+    with pytest.warns(M.SilentSignalWarning, match="1 silent reference signal"):
+        out = M.si_sdr(ref, est)
+    assert np.isfinite(out[0]) and np.isnan(out[1])
+    with pytest.warns(M.SilentSignalWarning, match="1 silent estimate signal"):
+        out = M.snr(est, ref)
+    assert np.isnan(out[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    scale=st.floats(min_value=1e-3, max_value=1e3) | st.floats(min_value=-1e3, max_value=-1e-3),
+    seed=st.integers(0, 2**16),
+)
+def test_si_sdr_invariant_to_rescaling_the_estimate(scale, seed):
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal(256)
+    est = ref + rng.uniform(0.01, 3.0) * rng.standard_normal(256)
+    assert M.si_sdr(ref, scale * est) == pytest.approx(M.si_sdr(ref, est), abs=1e-7)
+
+
+# --------------------------------------------------------------------------------------
+# Permutations
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("criterion", ["si_sdr", "sir", "correlation"])
+def test_find_permutation_recovers_shuffle(criterion):
+    rng = np.random.default_rng(6)
+    S, E, order = _mixture_case(rng, n_src=3, n_times=3000)
+    perm = M.find_permutation(S, E, criterion=criterion, filter_length=32)
+    np.testing.assert_array_equal(order[perm], np.arange(3))
+    np.testing.assert_array_equal(M.apply_permutation(E, perm), E[perm])
+
+
+def test_find_permutation_more_estimates_and_batch_torch():
+    rng = np.random.default_rng(7)
+    S = rng.standard_normal((2, 3, 1000))
+    E = np.concatenate([S[:, ::-1], rng.standard_normal((2, 1, 1000))], axis=1)  # 4 est
+    perm = M.find_permutation(torch.from_numpy(S), torch.from_numpy(E))
+    assert isinstance(perm, torch.Tensor) and perm.tolist() == [[2, 1, 0]] * 2
+    matched = M.apply_permutation(torch.from_numpy(E), perm)
+    torch.testing.assert_close(matched, torch.from_numpy(S))
+
+
+def test_solve_permutation_and_errors():
+    score = np.array([[0.1, 0.9, 0.0], [0.8, 0.7, 0.0]])
+    np.testing.assert_array_equal(M.solve_permutation(score), [1, 0])
+    np.testing.assert_array_equal(M.solve_permutation(score, maximize=False), [0, 2])
+    # NaN scores (silent signals) are the worst match.
+    np.testing.assert_array_equal(M.solve_permutation(np.array([[np.nan, 0.0], [1, 2]])), [1, 0])
+    with pytest.raises(ValueError, match="2 references but only 1 estimates"):
+        M.solve_permutation(np.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"'score' must have shape \(\.\.\., n_ref, n_est\)"):
+        M.solve_permutation(np.ones(3))
+    with pytest.raises(ValueError, match="Invalid value for the 'criterion' parameter"):
+        M.find_permutation(np.ones((2, 5)), np.ones((2, 5)), criterion="sdr")
+    with pytest.raises(TypeError, match="'perm' must be an integer array"):
+        M.apply_permutation(np.ones((2, 5)), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="holds indices outside"):
+        M.apply_permutation(np.ones((2, 5)), np.array([0, 2]))
+    with pytest.raises(ValueError, match="does not fit 'est'"):
+        M.apply_permutation(np.ones((2, 5)), np.array([[0, 1]]))
+
+
+def test_pit_loss_matches_brute_force_and_has_gradients():
+    rng = np.random.default_rng(8)
+    ref = torch.from_numpy(rng.standard_normal((2, 3, 800)))
+    est = torch.from_numpy(rng.standard_normal((2, 3, 800))).requires_grad_(True)
+    with torch.no_grad():
+        est[:, [2, 0, 1]] += 2 * ref  # est[perm[i]] resembles ref[i]
+    loss, perm = M.pit_loss(ref, est, reduction="none")
+    expected = []
+    for b in range(2):
+        best = max(
+            M.si_sdr(ref[b], est[b, list(p)]).mean().item()
+            for p in itertools.permutations(range(3))
+        )
+        expected.append(-best)
+    np.testing.assert_allclose(loss.detach().numpy(), expected, atol=1e-9)
+    assert perm.tolist() == [[2, 0, 1]] * 2
+    M.pit_loss(ref, est)[0].backward()
+    assert est.grad is not None and torch.isfinite(est.grad).all()
+    with pytest.raises(ValueError, match="Invalid value for the 'reduction' parameter"):
+        M.pit_loss(ref, est, reduction="sum")
+
+
+# --------------------------------------------------------------------------------------
+# BSS Eval
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_src", [2, 3])
+def test_bss_eval_matches_fast_bss_eval(n_src):
+    rng = np.random.default_rng(10 + n_src)
+    S, E, order = _mixture_case(rng, n_src=n_src, n_times=6000)
+    ours = M.bss_eval(S, E)
+    sdr, sir, sar, perm = fast_bss_eval.bss_eval_sources(S, E)
+    np.testing.assert_allclose(ours.sdr, sdr, atol=0.01)
+    np.testing.assert_allclose(ours.sir, sir, atol=0.01)
+    np.testing.assert_allclose(ours.sar, sar, atol=0.01)
+    np.testing.assert_array_equal(ours.perm, perm)
+    np.testing.assert_array_equal(order[ours.perm], np.arange(n_src))
+    assert ours.isr is None
+
+
+def test_bss_eval_batched_and_more_estimates_match_fast_bss_eval():
+    rng = np.random.default_rng(20)
+    S = rng.standard_normal((3, 2, 3000))
+    E = np.concatenate([S[:, ::-1], rng.standard_normal((3, 1, 3000))], axis=1)
+    E = E + 0.5 * rng.standard_normal(E.shape)
+    ours = M.bss_eval(S, E, filter_length=64)
+    sdr, sir, sar, perm = fast_bss_eval.bss_eval_sources(S, E, filter_length=64)
+    assert ours.sdr.shape == (3, 2)
+    np.testing.assert_allclose(ours.sdr, sdr, atol=0.01)
+    np.testing.assert_allclose(ours.sir, sir, atol=0.01)
+    np.testing.assert_allclose(ours.sar, sar, atol=0.01)
+    np.testing.assert_array_equal(ours.perm, perm)
+
+
+def test_bss_eval_matches_mir_eval_sources():
+    rng = np.random.default_rng(21)
+    S, E, _ = _mixture_case(rng, n_src=2, n_times=2500, noise=0.3)
+    ours = M.bss_eval(S, E)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mir_eval's deprecation notice
+        sdr, sir, sar, perm = mir_sep.bss_eval_sources(S, E)
+    np.testing.assert_allclose(ours.sdr, sdr, atol=0.01)
+    np.testing.assert_allclose(ours.sir, sir, atol=0.01)
+    np.testing.assert_allclose(ours.sar, sar, atol=0.01)
+    np.testing.assert_array_equal(ours.perm, perm)
+
+
+def test_bss_eval_images_matches_mir_eval():
+    rng = np.random.default_rng(22)
+    S = rng.standard_normal((2, 2, 2000))  # (n_src, n_channels, n_times)
+    E = 0.9 * S[::-1] + 0.2 * S + 0.1 * rng.standard_normal(S.shape)
+    E[:, 1] = np.roll(E[:, 1], 2, axis=-1)
+    ours = M.bss_eval(S, E, images=True, compute_permutation=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdr, isr, sir, sar, _ = mir_sep.bss_eval_images(
+            S.transpose(0, 2, 1), E.transpose(0, 2, 1), compute_permutation=False
+        )
+    for got, ref in ((ours.sdr, sdr), (ours.isr, isr), (ours.sir, sir), (ours.sar, sar)):
+        np.testing.assert_allclose(got, ref, atol=0.01)
+
+
+def _direct_bss_frames(S, E, L, window, hop):
+    """Independent time-domain museval-v4-style reference for dry sources (slow, small L).
+
+    Filters come from an explicit least-squares fit on the whole signal; each frame of
+    the references is convolved with them and the estimate frame is zero-padded.
+    """
+    n, T = S.shape
+    pad = T + L - 1
+
+    def basis(rows):
+        cols = []
+        for r in rows:
+            for d in range(L):
+                v = np.zeros(pad)
+                v[d : d + T] = r
+                cols.append(v)
+        return np.stack(cols, axis=1)
+
+    out = np.empty((3, n, n))
+    starts = range(0, T - window + 1, hop)
+    for k in range(n):
+        e = np.r_[E[k], np.zeros(L - 1)]
+        c_all = np.linalg.lstsq(basis(S), e, rcond=None)[0].reshape(n, L)
+        for j in range(n):
+            c_own = np.linalg.lstsq(basis(S[j : j + 1]), e, rcond=None)[0]
+            vals = []
+            for s0 in starts:
+                seg = slice(s0, s0 + window)
+                p_all = sum(np.convolve(S[i, seg], c_all[i]) for i in range(n))
+                t = np.convolve(S[j, seg], c_own)
+                ef = np.r_[E[k, seg], np.zeros(L - 1)]
+                vals.append(
+                    [
+                        10 * np.log10((t @ t) / ((ef - t) @ (ef - t))),
+                        10 * np.log10((t @ t) / ((p_all - t) @ (p_all - t))),
+                        10 * np.log10((p_all @ p_all) / ((ef - p_all) @ (ef - p_all))),
+                    ]
+                )
+            out[:, j, k] = np.median(np.array(vals), axis=0)
+    return out
+
+
+def test_bss_eval_framewise_matches_direct_reference():
+    rng = np.random.default_rng(23)
+    S, E, _ = _mixture_case(rng, n_src=2, n_times=1200, noise=0.3)
+    L, window, hop = 8, 400, 300
+    direct = _direct_bss_frames(S, E, L, window, hop)
+    ours = M.bss_eval(S, E, filter_length=L, window=window, hop=hop, compute_permutation=False)
+    np.testing.assert_allclose(ours.sdr, np.diagonal(direct[0]), atol=1e-6)
+    np.testing.assert_allclose(ours.sir, np.diagonal(direct[1]), atol=1e-6)
+    np.testing.assert_allclose(ours.sar, np.diagonal(direct[2]), atol=1e-6)
+    # With the permutation, SIR (the median one) picks the same pairs as the reference.
+    perm = M.bss_eval(S, E, filter_length=L, window=window, hop=hop).perm
+    np.testing.assert_array_equal(perm, M.solve_permutation(direct[1]))
+
+
+@pytest.mark.parametrize("images", [False, True])
+def test_bss_eval_single_frame_equals_whole_signal(images):
+    rng = np.random.default_rng(24)
+    shape = (2, 2, 1500) if images else (2, 1500)
+    S = rng.standard_normal(shape)
+    E = S[::-1] + 0.3 * rng.standard_normal(shape)
+    whole = M.bss_eval(S, E, filter_length=16, images=images)
+    framed = M.bss_eval(S, E, filter_length=16, window=5000, images=images)
+    for name in ("sdr", "sir", "sar") + (("isr",) if images else ()):
+        np.testing.assert_allclose(getattr(framed, name), getattr(whole, name), atol=1e-7)
+
+
+def test_bss_eval_silent_frames_are_skipped_by_the_median():
+    rng = np.random.default_rng(25)
+    S, E, _ = _mixture_case(rng, n_src=2, n_times=2000)
+    S[0, :1000] = 0.0  # first two frames of reference 0 silent
+    ours = M.bss_eval(S, E, filter_length=8, window=500)
+    assert np.all(np.isfinite(ours.sdr))
+
+
+def test_bss_eval_silent_reference_is_nan_with_warning():
+    rng = np.random.default_rng(26)
+    S = rng.standard_normal((2, 1000))
+    S[1] = 0.0
+    E = rng.standard_normal((2, 1000))
+    with pytest.warns(M.SilentSignalWarning, match="1 silent reference"):
+        out = M.bss_eval(S, E, filter_length=16, compute_permutation=False)
+    assert np.isnan(out.sdr[1]) and np.isnan(out.sir[1]) and np.isfinite(out.sar[0])
+
+
+def test_bss_eval_errors():
+    S = np.ones((2, 100))
+    with pytest.raises(ValueError, match="'hop' was given"):
+        M.bss_eval(S, S, hop=10)
+    with pytest.raises(TypeError, match="'filter_length' must be an integer"):
+        M.bss_eval(S, S, filter_length=1.5)
+    with pytest.raises(ValueError, match="'window' must be >= 1"):
+        M.bss_eval(S, S, window=0)
+    with pytest.raises(ValueError, match="With compute_permutation=False, 'ref' and 'est'"):
+        M.bss_eval(S, np.ones((3, 100)), compute_permutation=False)
+    with pytest.raises(ValueError, match="There are 2 references but only 1 estimates"):
+        M.bss_eval(S, np.ones((1, 100)))
+    with pytest.raises(ValueError, match="With images=True, 'ref' has 2 channels"):
+        M.bss_eval(np.ones((2, 2, 100)), np.ones((2, 3, 100)), images=True)
+    with pytest.raises(ValueError, match=r"'ref' must have at least 3 dimension"):
+        M.bss_eval(np.ones((2, 100)), np.ones((2, 100)), images=True)
+    with pytest.raises(TypeError, match="'images' must be True or False"):
+        M.bss_eval(S, S, images=1)
+
+
+@pytest.mark.shared_data
+def test_bss_eval_and_si_sdr_on_real_speech():
+    files = sorted(AUDIO_DIR.glob("cmu_arctic_*.wav"))[:3]
+    if len(files) < 3:
+        pytest.skip(f"needs 3 cmu_arctic_*.wav files in {AUDIO_DIR}")
+    sf = pytest.importorskip("soundfile")
+    n = 2 * 16000
+    S = np.stack([sf.read(f, dtype="float64")[0][:n] for f in files])
+    rng = np.random.default_rng(27)
+    A = np.eye(3) + 0.3 * rng.standard_normal((3, 3))
+    E = A @ S
+    E[1] = scipy.signal.lfilter([0.8, 0.3], [1.0], E[1])
+    E = E + 0.01 * S.std() * rng.standard_normal(E.shape)  # artifacts keep SAR finite
+    E = E[[1, 2, 0]]
+    ours = M.bss_eval(S, E)
+    sdr, sir, sar, perm = fast_bss_eval.bss_eval_sources(S, E)
+    np.testing.assert_allclose(ours.sdr, sdr, atol=0.01)
+    np.testing.assert_allclose(ours.sir, sir, atol=0.01)
+    np.testing.assert_allclose(ours.sar, sar, atol=0.01)
+    np.testing.assert_array_equal(ours.perm, perm)
+    matched = E[ours.perm]
+    theirs = tm_audio.scale_invariant_signal_distortion_ratio(
+        torch.from_numpy(matched), torch.from_numpy(S), zero_mean=True
+    ).numpy()
+    np.testing.assert_allclose(M.si_sdr(S, matched), theirs, atol=1e-4)
+
+
+def test_bss_eval_numpy_and_torch_agree():
+    rng = np.random.default_rng(28)
+    S, E, _ = _mixture_case(rng, n_src=2, n_times=2000)
+    a = M.bss_eval(S, E, filter_length=32)
+    b = M.bss_eval(torch.from_numpy(S), torch.from_numpy(E), filter_length=32)
+    assert isinstance(b.sdr, torch.Tensor) and isinstance(b.perm, torch.Tensor)
+    for x, y in zip(a, b, strict=True):
+        if x is not None:
+            np.testing.assert_allclose(x, y.numpy(), atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(29)
+    S = rng.standard_normal((5, 3, 4000))
+    E = S[:, ::-1] + 0.3 * rng.standard_normal(S.shape)
+    cpu = M.bss_eval(S, E)
+    gpu = M.bss_eval(torch.from_numpy(S).cuda(), torch.from_numpy(E).cuda())
+    assert gpu.sdr.is_cuda
+    for x, y in zip(cpu, gpu, strict=True):
+        if x is not None:
+            np.testing.assert_allclose(x, y.cpu().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        M.si_sdr(S, E), M.si_sdr(torch.from_numpy(S).cuda(), E).cpu().numpy(), atol=1e-9
+    )
+    m_cpu = M.mcc(S[0], E[0])
+    m_gpu = M.mcc(torch.from_numpy(S[0]).cuda(), torch.from_numpy(E[0]).cuda())
+    assert m_gpu.is_cuda and float(m_gpu) == pytest.approx(m_cpu, abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# MCC, correlation matrix, Amari index
+# --------------------------------------------------------------------------------------
+
+
+def test_mcc_of_permuted_scaled_copy_is_one_with_right_permutation():
+    rng = np.random.default_rng(30)
+    S = rng.standard_normal((4, 500))
+    order = np.array([2, 0, 3, 1])
+    S_est = S[order] * np.array([[2.0], [-1.0], [0.5], [-3.0]])
+    value, perm = M.mcc(S, S_est, return_permutation=True)
+    assert isinstance(value, float) and value == pytest.approx(1.0)
+    np.testing.assert_array_equal(S_est[perm] / S, S_est[perm] / S)  # shapes line up
+    np.testing.assert_array_equal(order[perm], np.arange(4))
+    # Spearman forgives monotonic transforms.
+    assert M.mcc(S, np.tanh(3 * S_est) ** 3, method="spearman") == pytest.approx(1.0)
+
+
+def test_mcc_batched_and_torch():
+    rng = np.random.default_rng(31)
+    S = rng.standard_normal((3, 2, 400))
+    E = S[:, ::-1] + 0.1 * rng.standard_normal(S.shape)
+    vals, perm = M.mcc(S, E, return_permutation=True)
+    assert vals.shape == (3,) and perm.tolist() == [[1, 0]] * 3
+    for b in range(3):
+        assert vals[b] == pytest.approx(M.mcc(S[b], E[b]))
+    t = M.mcc(torch.from_numpy(S), torch.from_numpy(E))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), vals)
+    C = M.correlation_matrix(S[0], E[0])
+    np.testing.assert_allclose(C, np.corrcoef(S[0], E[0])[:2, 2:], atol=1e-12)
+
+
+def test_mcc_constant_source_warns_and_counts_zero():
+    S = np.vstack([np.ones(100), np.arange(100.0)])
+    with (
+        pytest.warns(M.SilentSignalWarning, match=r"1 silent \(constant\) true source"),
+        pytest.warns(M.SilentSignalWarning, match=r"1 silent \(constant\) estimated source"),
+    ):
+        value = M.mcc(S, S[::-1])
+    assert value == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="Invalid value for the 'method' parameter"):
+        M.mcc(S, S, method="kendall")
+    with pytest.raises(ValueError, match="S_true has 100 samples but S_est has 99"):
+        M.mcc(S, S[:, :99])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), method=st.sampled_from(["pearson", "spearman"]))
+def test_mcc_invariant_to_permutation_and_sign(seed, method):
+    rng = np.random.default_rng(seed)
+    S = rng.standard_normal((3, 200))
+    E = S + rng.uniform(0.1, 2.0) * rng.standard_normal((3, 200))
+    order = rng.permutation(3)
+    signs = rng.choice([-1.0, 1.0], size=(3, 1))
+    base = M.mcc(S, E, method=method)
+    assert M.mcc(S, signs * E[order], method=method) == pytest.approx(base, abs=1e-12)
+
+
+def test_amari_index_hand_computed():
+    rng = np.random.default_rng(32)
+    A = rng.standard_normal((4, 4))
+    assert M.amari_index(np.linalg.inv(A), A) == pytest.approx(0.0, abs=1e-12)
+    # Scaled permutation of the inverse is still perfect separation.
+    Pd = np.eye(4)[[3, 1, 0, 2]] * np.array([2.0, -1.0, 0.5, 4.0])[:, None]
+    assert M.amari_index(Pd @ np.linalg.inv(A), A) == pytest.approx(0.0, abs=1e-12)
+    # P = [[1, .5], [.5, 1]]: each row and column contributes 0.5 -> 2 / (2*2*1).
+    assert M.amari_index(np.array([[1.0, 0.5], [0.5, 1.0]]), np.eye(2)) == pytest.approx(0.5)
+    # All-equal P is the worst case: 1.
+    assert M.amari_index(np.ones((3, 3)), np.eye(3)) == pytest.approx(1.0)
+    batch = M.amari_index(torch.from_numpy(np.stack([np.eye(3), np.ones((3, 3))])), np.eye(3))
+    assert batch.tolist() == pytest.approx([0.0, 1.0])
+    with pytest.raises(ValueError, match="do not give a square W @ A"):
+        M.amari_index(np.ones((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="needs at least 2 sources"):
+        M.amari_index(np.ones((1, 1)), np.ones((1, 1)))
+
+
+# --------------------------------------------------------------------------------------
+# EEG denoising scores
+# --------------------------------------------------------------------------------------
+
+
+def test_eeg_scores_hand_computed_and_against_scipy():
+    rng = np.random.default_rng(33)
+    x = rng.standard_normal((3, 512))
+    assert M.rrmse_temporal(x, 1.25 * x) == pytest.approx([0.25] * 3)
+    y = x + 0.5 * rng.standard_normal(x.shape)
+    _, px = scipy.signal.welch(x, fs=256.0, nperseg=256)
+    _, py = scipy.signal.welch(y, fs=256.0, nperseg=256)
+    expected = np.sqrt(((py - px) ** 2).mean(-1)) / np.sqrt((px**2).mean(-1))
+    np.testing.assert_allclose(M.rrmse_spectral(x, y), expected, rtol=1e-10)
+    _, px = scipy.signal.welch(x, nperseg=128, noverlap=32)
+    _, py = scipy.signal.welch(y, nperseg=128, noverlap=32)
+    expected = np.sqrt(((py - px) ** 2).mean(-1)) / np.sqrt((px**2).mean(-1))
+    np.testing.assert_allclose(
+        M.rrmse_spectral(x, y, nperseg=128, noverlap=32), expected, rtol=1e-10
+    )
+    cc = M.cc(x, y)
+    np.testing.assert_allclose(cc, [np.corrcoef(a, b)[0, 1] for a, b in zip(x, y, strict=True)])
+    assert M.cc(x[0], -2 * x[0] + 1) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="'noverlap' must be < nperseg"):
+        M.rrmse_spectral(x, y, nperseg=64, noverlap=64)
+    with pytest.raises(ValueError, match="'nperseg' must be >= 2"):
+        M.rrmse_spectral(x, y, nperseg=1)
+    with pytest.warns(M.SilentSignalWarning, match="1 silent reference"):
+        assert np.isnan(M.rrmse_temporal(np.zeros(50), np.ones(50)))
