@@ -70,6 +70,19 @@ def kl_gaussian_laplace(
     return neg_entropy + neg_expected_log_p
 
 
+def gaussian_total_correlation(
+    marginal_logvar: torch.Tensor, chol_diag_log: torch.Tensor
+) -> torch.Tensor:
+    """0.5 (sum_i log Sigma_ii - log det Sigma) for Sigma = L L^T, over the last dim.
+
+    For a full-covariance Gaussian q and a factorised prior p, KL(q || p) is
+    the sum of the per-dimension KLs of q's marginals plus this term (the
+    total correlation of q, >= 0 by Hadamard's inequality). ``chol_diag_log``
+    is log diag(L), so log det Sigma = 2 sum log L_ii.
+    """
+    return 0.5 * marginal_logvar.sum(-1) - chol_diag_log.sum(-1)
+
+
 def negative_elbo(
     x: torch.Tensor,
     x_mean: torch.Tensor,
@@ -79,6 +92,7 @@ def negative_elbo(
     prior_mean: torch.Tensor,
     prior_logscale: torch.Tensor,
     prior: str = "gauss",
+    extra_kl: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Negative ELBO of eq. (5), averaged over batch and time samples.
 
@@ -96,6 +110,9 @@ def negative_elbo(
     prior_mean, prior_logscale : Tensor, broadcastable to z_mean
         Conditional prior p(z|u): log-variance for ``prior="gauss"``, log of the
         Laplace scale b for ``prior="laplace"``.
+    extra_kl : Tensor or None, shape (batch, n_times)
+        Added to the KL, e.g. :func:`gaussian_total_correlation` for a
+        full-covariance q (then ``z_logvar`` holds q's marginal log-variances).
 
     Returns
     -------
@@ -110,5 +127,8 @@ def negative_elbo(
         kl = kl_gaussian_laplace(z_mean, z_logvar, prior_mean, prior_logscale)
     else:  # validated by the callers; kept explicit so a typo cannot pass silently
         raise ValueError(f"Invalid prior {prior!r}; allowed are 'gauss' and 'laplace'.")
-    kl = kl.sum() / n_points
+    kl = kl.sum()
+    if extra_kl is not None:
+        kl = kl + extra_kl.sum()
+    kl = kl / n_points
     return neg_log_lik + kl, neg_log_lik, kl

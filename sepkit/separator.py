@@ -20,9 +20,19 @@ from ._check import (
     check_int,
     check_option,
 )
+from ._mne_mixin import (
+    MNEMixin,
+    check_flat_eeg,
+    picked_info,
+    raw_to_data,
+    resolve_raw_u,
+    sensors_to_raw,
+    sources_to_raw,
+    valid_chunk_starts,
+)
 from ._version import __version__
 from .io.recording import Recording
-from .models.ivae import ACTIVATIONS, IVAE, PRIORS
+from .models.ivae import ACTIVATIONS, IVAE, POSTERIORS, PRIORS
 from .train import train_ivae
 from .windows import window_labels
 
@@ -35,7 +45,7 @@ def _is_mne_raw(obj) -> bool:
     return hasattr(obj, "info") and hasattr(obj, "get_data") and hasattr(obj, "ch_names")
 
 
-class IVAESeparator(TransformerMixin, BaseEstimator):
+class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     """Blind source separation with an identifiable VAE (iVAE).
 
     Fits the model of Khemakhem et al. (2020): sources z with a factorised
@@ -54,6 +64,10 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
     prior : {"gauss", "laplace", "standard"}
         Family of p(z|u). "standard" fits a plain VAE with p(z) = N(0, I) and
         no u: a non-identifiable baseline.
+    posterior : {"diag", "full"}
+        Covariance of the Gaussian q(z|x,u): "diag" (mean field, the paper's)
+        or "full" (a Cholesky factor per sample), which removes the mean-field
+        bias towards orthogonal decoder Jacobians; see :class:`~sepkit.models.IVAE`.
     n_hidden : int
         Width of the hidden layers of encoder and decoder.
     n_layers : int
@@ -144,6 +158,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
         n_sources: int = 2,
         *,
         prior: str = "gauss",
+        posterior: str = "diag",
         n_hidden: int = 64,
         n_layers: int = 3,
         kernel_size: int = 1,
@@ -165,6 +180,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
     ):
         self.n_sources = n_sources
         self.prior = prior
+        self.posterior = posterior
         self.n_hidden = n_hidden
         self.n_layers = n_layers
         self.kernel_size = kernel_size
@@ -188,6 +204,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
     def _validate_params(self):
         check_int("n_sources", self.n_sources, min_value=1)
         check_option("prior", self.prior, PRIORS)
+        check_option("posterior", self.posterior, POSTERIORS)
         check_int("n_hidden", self.n_hidden, min_value=1)
         check_int("n_layers", self.n_layers, min_value=1)
         k = check_int("kernel_size", self.kernel_size, min_value=1)
@@ -222,15 +239,17 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
             )
 
     @staticmethod
-    def _unpack(X, picks=None):
-        """Return (data, sample_rate, kind, container) for ndarray / Recording / Raw."""
+    def _unpack(X, picks=None, fitted_names=None):
+        """Return (data, sample_rate, kind, container) for ndarray / Recording / Raw.
+
+        For a Raw the container keeps the Raw itself, so outputs can copy its
+        timing and annotations; ``fitted_names`` (at inference) selects the
+        channels of fit by name.
+        """
         if isinstance(X, Recording):
             return check_data_2d(X.data, "Recording data"), X.sample_rate, "recording", X
         if _is_mne_raw(X):
-            from .io.eeg import to_recording
-
-            rec = to_recording(X, picks="eeg" if picks is None else picks)
-            return check_data_2d(rec.data, "Raw data"), rec.sample_rate, "raw", rec
+            return raw_to_data(X, picks, fitted_names)
         if picks is not None:
             raise TypeError("'picks' applies to MNE Raw input only; got an array.")
         return check_data_2d(X), None, "array", None
@@ -259,6 +278,13 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     "This separator was fitted with a continuous u; pass u of shape "
                     f"({self.n_u_}, n_times) to transform."
+                )
+            if self.classes_ is not None:
+                # Window indices would silently stand in for the labels of fit.
+                raise ValueError(
+                    f"This separator was fitted with labels u ({len(self.classes_)} values), "
+                    "so u=None (the window index) does not apply; pass u with one label per "
+                    "sample, shape (n_times,), from the labels seen in fit."
                 )
             if codes.max() >= self.n_segments_:
                 raise ValueError(
@@ -312,33 +338,65 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, u=None, *, picks=None):
+    def fit(self, X, u=None, *, picks=None, reject_by_annotation: bool = True):
         """Fit the iVAE to a recording.
 
         Parameters
         ----------
         X : ndarray, shape (n_channels, n_times), Recording or mne.io.Raw
-            Observations.
-        u : None or ndarray, shape (n_times,) or (n_u, n_times)
+            Observations. A Raw that is not high-pass filtered at 0.5 Hz or
+            above draws a RuntimeWarning, as slow drifts spoil separation.
+        u : None, "annotations" or ndarray, shape (n_times,) or (n_u, n_times)
             Auxiliary variable: one label per sample (any hashable values), or
             a continuous vector per sample. Default: window index.
+            ``"annotations"`` (Raw only) labels each sample with the
+            description of the annotation over it (task blocks, sleep stages;
+            see :func:`sepkit.io.labels_from_annotations`), samples under none
+            with ``"<unlabelled>"``; ``transform`` of a Raw then does the same
+            by itself. For point events pass
+            ``sepkit.io.labels_from_events(raw, events, event_id)[0]``.
         picks : str or list or None
-            Channels of an MNE Raw to fit (default "eeg").
+            Channels of an MNE Raw to fit: a channel type, a list of names, or
+            None for ``"eeg"``. Channels in ``raw.info["bads"]`` are left out,
+            and so are EOG/ECG-typed channels unless picked.
+        reject_by_annotation : bool
+            Raw only: leave the samples under bad annotations (descriptions
+            starting with "bad" or "edge", any case) out of fitting. They do
+            not enter the channel means, the whitening, or any training chunk
+            (chunks overlapping them are never drawn); ``transform`` still
+            separates them.
 
         Returns
         -------
         self : IVAESeparator
         """
         device = self._validate_params()
-        data, sample_rate, _, rec = self._unpack(X, picks)
+        check_option("reject_by_annotation", reject_by_annotation, (True, False))
+        data, sample_rate, kind, rec = self._unpack(X, picks)
         n_channels, n_times = data.shape
+        # Samples that statistics and training chunks may use; None means all.
+        good = None
+        from_annotations = False
+        if kind == "raw":
+            from .io.eeg import warn_if_not_highpassed
+
+            warn_if_not_highpassed(X)
+            check_flat_eeg(rec)
+            u, good, from_annotations = resolve_raw_u(X, u, reject_by_annotation)
+            good = None if good.all() else good
+        elif isinstance(u, str):
+            raise ValueError(
+                f"u={u!r} reads the annotations of an MNE Raw, but X is a "
+                f"{type(X).__name__}. Pass the Raw, or u as an array of labels."
+            )
+        stats = data if good is None else data[:, good]
         if self.n_sources > n_channels:
             raise ValueError(
                 f"n_sources={self.n_sources} is more than the {n_channels} channels of X. "
                 f"Pass n_sources <= {n_channels}, or record more channels."
             )
-        scale = data.std(axis=1)
-        flat = np.flatnonzero(scale <= 1e-12 * max(1.0, float(np.abs(data).max())))
+        scale = stats.std(axis=1)
+        flat = np.flatnonzero(scale <= 1e-12 * max(1.0, float(np.abs(stats).max())))
         if flat.size:
             names = [rec.ch_names[i] for i in flat] if rec is not None else flat.tolist()
             raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
@@ -373,8 +431,10 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
             else:
                 self.n_u_ = codes.shape[0]
 
-        self.mean_ = data.mean(axis=1).astype(np.float64)
-        self._fit_whitening(data, scale)
+        self.mean_ = stats.mean(axis=1).astype(np.float64)
+        self._fit_whitening(stats, scale)
+        self.annotation_u_ = from_annotations
+        self.info_ = picked_info(rec) if kind == "raw" else None
         self.n_channels_ = n_channels
         self.n_features_in_ = n_channels
         self.ch_names_ = tuple(rec.ch_names) if rec is not None else None
@@ -394,6 +454,17 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"chunk_samples={chunk} is longer than the recording ({n_times} samples)."
                 )
+            valid = None
+            if good is not None:
+                starts = valid_chunk_starts(good, chunk)
+                if starts.size == 0:
+                    raise ValueError(
+                        f"No stretch of {chunk} samples (chunk_samples) lies outside the bad "
+                        "annotations, so nothing is left to train on. Shorten the bad "
+                        "annotations, use a smaller kernel_size / n_layers, or pass "
+                        "reject_by_annotation=False."
+                    )
+                valid = torch.from_numpy(starts).to(device)
             gen = torch.Generator(device=device)
             gen.manual_seed(seed)
             Xt = torch.from_numpy(self._standardize(data)).to(device)
@@ -407,6 +478,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
                 chunk_samples=chunk,
                 lr=self.lr,
                 generator=gen,
+                valid_starts=valid,
                 verbose=self.verbose,
             )
         self.model_ = model
@@ -448,6 +520,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
             kernel_size=self.kernel_size,
             activation=self.activation,
             prior=self.prior,
+            posterior=self.posterior,
             encoder_u=self.encoder_u,
             decoder_u=self.decoder_u,
             learn_noise=self.learn_noise,
@@ -485,9 +558,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
         names = tuple(f"{prefix}{i:03d}" for i in range(out.shape[0]))
         if kind == "recording":
             return Recording(out, rec.sample_rate, names, rec.kind)
-        from .io.eeg import from_recording
-
-        return from_recording(Recording(out, rec.sample_rate, names, rec.kind), None)
+        return sources_to_raw(out, rec.raw, names)
 
     def transform(self, X, u=None, *, picks=None):
         """Estimated sources: the mean of q(z|x,u).
@@ -495,16 +566,26 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : ndarray, shape (n_channels, n_times), Recording or mne.io.Raw
-        u : None or ndarray
-            As in ``fit``; default the window index (labels seen in fit).
+            For a Raw, the channels named as in fit are taken (an error names
+            any it lacks).
+        u : None, "annotations" or ndarray
+            As in ``fit``; default the window index (labels seen in fit), or
+            the annotations of a Raw when fitted with ``u="annotations"``.
+        picks : str or list or None
+            Raw only; must select the fitted channels. None takes them by name.
 
         Returns
         -------
         S : ndarray, shape (n_sources, n_times), or a Recording / Raw of sources
-            named IVAE000, IVAE001, ... (same type as ``X``).
+            named IVAE000, IVAE001, ... (same type as ``X``). A Raw has
+            ``misc`` channels and the sample rate, ``first_samp``,
+            ``meas_date`` and annotations of ``X``.
         """
         self._check_fitted()
-        data, _, kind, rec = self._unpack(X, picks)
+        is_raw = _is_mne_raw(X)
+        data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if is_raw else None)
+        if is_raw:
+            u = self._raw_u(X, u)
         if data.shape[0] != self.n_channels_:
             raise ValueError(
                 f"X has {data.shape[0]} channels but the separator was fitted on "
@@ -521,16 +602,19 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        S : ndarray, shape (n_sources, n_times), or a Recording of sources
+        S : ndarray, shape (n_sources, n_times), or a Recording / Raw of sources
+            (a Raw from ``transform`` / ``get_sources``, channels IVAE000, ...).
         u : None or ndarray
             Needed only with ``decoder_u=True``.
 
         Returns
         -------
-        X_hat : ndarray, shape (n_channels, n_times) (a Recording for a Recording)
+        X_hat : ndarray, shape (n_channels, n_times) (a Recording for a
+            Recording, a Raw with the fitted channels for a Raw)
         """
         self._check_fitted()
-        data, _, kind, rec = self._unpack(S)
+        source_names = [f"IVAE{i:03d}" for i in range(self.n_sources)]
+        data, _, kind, rec = self._unpack(S, source_names if _is_mne_raw(S) else None)
         if data.shape[0] != self.n_sources:
             raise ValueError(
                 f"S has {data.shape[0]} rows but the separator has n_sources={self.n_sources}. "
@@ -543,6 +627,8 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
         if kind == "array":
             return out
         names = self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
+        if kind == "raw":
+            return sensors_to_raw(out, rec.raw, names, getattr(self, "info_", None))
         return Recording(out, rec.sample_rate, names, rec.kind)
 
     def get_components(self) -> np.ndarray:
@@ -596,6 +682,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
             window_samples_=self.window_samples_,
             sample_rate_=self.sample_rate_,
             ch_names_=list(self.ch_names_) if self.ch_names_ else None,
+            annotation_u_=bool(getattr(self, "annotation_u_", False)),
             history_=self.history_,
         )
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
@@ -641,6 +728,7 @@ class IVAESeparator(TransformerMixin, BaseEstimator):
         sep.window_samples_ = meta["window_samples_"]
         sep.sample_rate_ = meta["sample_rate_"]
         sep.ch_names_ = tuple(meta["ch_names_"]) if meta["ch_names_"] else None
+        sep.annotation_u_ = meta.get("annotation_u_", False)
         sep.history_ = meta["history_"]
         for name in ("mean_", "whitening_", "dewhitening_"):
             setattr(sep, name, tensors.pop(name).numpy())

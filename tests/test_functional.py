@@ -78,3 +78,28 @@ def test_negative_elbo_rejects_unknown_prior():
     t = torch.zeros(1, 1, 1)
     with pytest.raises(ValueError, match="Invalid prior 'cauchy'"):
         F.negative_elbo(t, t, t, t, t, t, t, prior="cauchy")
+
+
+def test_full_covariance_kl_matches_torch_multivariate_normal():
+    from torch.distributions import MultivariateNormal
+
+    g = torch.Generator().manual_seed(3)
+    n = 4
+    mean_q = torch.randn(n, generator=g, dtype=torch.float64)
+    L = torch.tril(torch.randn(n, n, generator=g, dtype=torch.float64), -1)
+    L = L + torch.diag(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
+    mean_p = torch.randn(n, generator=g, dtype=torch.float64)
+    logvar_p = torch.randn(n, generator=g, dtype=torch.float64) * 0.3
+    marginal_logvar = torch.log((L**2).sum(-1))
+    ours = F.kl_gaussian(mean_q, marginal_logvar, mean_p, logvar_p).sum()
+    ours = ours + F.gaussian_total_correlation(marginal_logvar, torch.log(torch.diagonal(L)))
+    ref = kl_divergence(
+        MultivariateNormal(mean_q, scale_tril=L),
+        MultivariateNormal(mean_p, covariance_matrix=torch.diag(torch.exp(logvar_p))),
+    )
+    torch.testing.assert_close(ours, ref)
+
+
+def test_total_correlation_is_zero_for_diagonal_covariance():
+    lv = torch.randn(5)
+    assert F.gaussian_total_correlation(lv, 0.5 * lv).abs() < 1e-6

@@ -19,6 +19,7 @@ from .. import functional as F_
 
 ACTIVATIONS = ("lrelu", "xtanh", "elu")
 PRIORS = ("gauss", "laplace", "standard")
+POSTERIORS = ("diag", "full")
 
 # Bounds for every log-variance the networks output. Without them a single
 # badly scaled batch can push exp(logvar) to 0 or inf and the ELBO to NaN.
@@ -115,6 +116,13 @@ class IVAE(nn.Module):
         Family of p(z|u) (factorised, u-dependent location and scale, eq. (7));
         "standard" is N(0, I) with u ignored everywhere: a plain VAE, the
         non-identifiable baseline.
+    posterior : {"diag", "full"}
+        Covariance of the Gaussian q(z|x,u) per time sample. "diag" is the
+        paper's mean-field q. Its ELBO gap, 0.5 log(prod diag(J^T J) /
+        det(J^T J)) for a decoder Jacobian J in the small-noise limit, does not
+        vanish with the noise and pulls the decoder towards orthogonal
+        Jacobians, away from the true mixing. "full" (a Cholesky factor per
+        sample, n_sources (n_sources + 1) / 2 outputs) removes that bias.
     encoder_u : bool
         Condition the encoder on u, q(z|x,u), as in the paper.
     decoder_u : bool
@@ -141,6 +149,7 @@ class IVAE(nn.Module):
         kernel_size: int = 1,
         activation: str = "lrelu",
         prior: str = "gauss",
+        posterior: str = "diag",
         encoder_u: bool = True,
         decoder_u: bool = False,
         learn_noise: bool = True,
@@ -150,7 +159,13 @@ class IVAE(nn.Module):
         if (n_segments is None) == (n_u is None) and prior != "standard":
             raise ValueError("IVAE needs exactly one of n_segments (discrete u) or n_u.")
         self.prior = prior
+        self.posterior = posterior
         self.n_sources = n_sources
+        n_tril = n_sources * (n_sources - 1) // 2 if posterior == "full" else 0
+        if n_tril:
+            rows, cols = torch.tril_indices(n_sources, n_sources, offset=-1)
+            self.register_buffer("tril_rows", rows, persistent=False)
+            self.register_buffer("tril_cols", cols, persistent=False)
         self.kernel_size = kernel_size
         self.n_layers = n_layers
         conditional = prior != "standard"
@@ -159,7 +174,7 @@ class IVAE(nn.Module):
         ukw = dict(n_segments=n_segments, n_u=n_u, activation=activation)
 
         self.encoder = ConvStack(
-            n_channels, 2 * n_sources, n_hidden, n_layers, kernel_size, activation
+            n_channels, 2 * n_sources + n_tril, n_hidden, n_layers, kernel_size, activation
         )
         self.encoder_ufeat = UFeatures(self.encoder.n_first, **ukw) if self.encoder_u else None
         self.decoder = ConvStack(n_sources, n_channels, n_hidden, n_layers, kernel_size, activation)
@@ -182,12 +197,26 @@ class IVAE(nn.Module):
         """Samples of x that one output sample of the encoder depends on."""
         return self.n_layers * (self.kernel_size - 1) + 1
 
-    def encode(self, x, u=None):
-        """q(z|x,u): mean and log-variance, each (batch, n_sources, n_times)."""
+    def _encoder_out(self, x, u):
         cond = self.encoder_ufeat(u) if self.encoder_ufeat is not None else None
         h = self.encoder(x, cond)
-        mean, logvar = h.chunk(2, dim=1)
-        return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+        n = self.n_sources
+        return h[:, :n], h[:, n : 2 * n].clamp(_LOGVAR_MIN, _LOGVAR_MAX), h[:, 2 * n :]
+
+    def _cholesky(self, diag_logvar, offdiag):
+        """Lower-triangular L of q's covariance, shape (batch, n_times, n, n)."""
+        L = torch.diag_embed(torch.exp(0.5 * diag_logvar).transpose(1, 2))
+        L[:, :, self.tril_rows, self.tril_cols] = offdiag.transpose(1, 2)
+        return L
+
+    def encode(self, x, u=None):
+        """q(z|x,u): mean and marginal log-variance, each (batch, n_sources, n_times)."""
+        mean, diag_logvar, offdiag = self._encoder_out(x, u)
+        if offdiag.shape[1] == 0:
+            return mean, diag_logvar
+        marginal = torch.exp(diag_logvar)
+        marginal = marginal.index_add(1, self.tril_rows, offdiag**2)
+        return mean, torch.log(marginal)
 
     def decode(self, z, u=None):
         """Mean of p(x|z[,u]), shape (batch, n_channels, n_times)."""
@@ -204,12 +233,31 @@ class IVAE(nn.Module):
 
     def forward(self, x, u=None):
         """Negative ELBO (eq. (5)) for a batch; returns (loss, neg_log_lik, kl)."""
-        z_mean, z_logvar = self.encode(x, u)
-        z = F_.reparameterize(z_mean, z_logvar)
+        z_mean, diag_logvar, offdiag = self._encoder_out(x, u)
+        extra_kl = None
+        if offdiag.shape[1] == 0:
+            z_logvar = diag_logvar
+            z = F_.reparameterize(z_mean, z_logvar)
+        else:
+            L = self._cholesky(diag_logvar, offdiag)
+            eps = torch.randn_like(z_mean).transpose(1, 2).unsqueeze(-1)
+            z = z_mean + (L @ eps).squeeze(-1).transpose(1, 2)
+            z_logvar = torch.log((L**2).sum(-1)).transpose(1, 2)  # marginal variances
+            extra_kl = F_.gaussian_total_correlation(
+                z_logvar.transpose(1, 2), 0.5 * diag_logvar.transpose(1, 2)
+            )
         x_mean = self.decode(z, u)
         p_loc, p_logscale = self.prior_params(u, z_mean)
         noise_logvar = self.noise_logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
         family = "gauss" if self.prior == "standard" else self.prior
         return F_.negative_elbo(
-            x, x_mean, noise_logvar, z_mean, z_logvar, p_loc, p_logscale, prior=family
+            x,
+            x_mean,
+            noise_logvar,
+            z_mean,
+            z_logvar,
+            p_loc,
+            p_logscale,
+            prior=family,
+            extra_kl=extra_kl,
         )

@@ -76,3 +76,19 @@ def test_needs_exactly_one_kind_of_u():
         IVAE(4, 2)
     with pytest.raises(ValueError, match="exactly one of n_segments"):
         IVAE(4, 2, n_segments=3, n_u=2)
+
+
+def test_full_posterior_marginals_and_samples():
+    torch.manual_seed(0)
+    model = IVAE(4, 3, n_segments=5, posterior="full")
+    x = torch.randn(1, 4, 2)
+    u = torch.randint(5, (1, 2))
+    mean, diag_logvar, offdiag = model._encoder_out(x, u)
+    assert offdiag.shape == (1, 3, 2)  # n (n - 1) / 2 = 3 off-diagonal entries
+    L = model._cholesky(diag_logvar, offdiag)
+    assert torch.equal(L, torch.tril(L))
+    cov = L[0, 0] @ L[0, 0].T
+    _, marginal_logvar = model.encode(x, u)
+    torch.testing.assert_close(torch.exp(marginal_logvar[0, :, 0]), torch.diagonal(cov))
+    loss, _, kl = model(x, u)
+    assert torch.isfinite(loss) and kl > 0
