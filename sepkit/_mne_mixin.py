@@ -1,0 +1,814 @@
+"""MNE-Python front end of :class:`~sepkit.IVAESeparator`.
+
+The methods here make the separator a drop-in for ``mne.preprocessing.ICA``
+on continuous data: ``get_sources`` (a Raw of ``misc`` channels named
+``IVAE000``, ``IVAE001``, ...), ``apply`` (a cleaned copy),
+``find_bads_eog``, ``plot_components``, ``plot_sources`` and FIF writers.
+The module-level helpers turn a Raw into model input (channel picking,
+``BAD`` annotations, labels from annotations) and model output back into
+a Raw; ``IVAESeparator._unpack``/``_wrap``/``fit`` call them.
+
+MNE and matplotlib are imported inside the functions, so ``import sepkit``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+
+from ._check import check_float, check_int, check_option
+
+# Label given, with u="annotations", to samples that no (non-bad) annotation
+# covers, so that every sample has a u and the whole recording can be separated.
+UNLABELLED = "<unlabelled>"
+
+# Frontal electrodes that pick up blinks best, used as the EOG reference when a
+# recording has no EOG-typed channel: Fp1, Fp2, Fpz and the AF row (any case).
+_FRONTAL = re.compile(r"^(fp\d+|fpz|af\d+|afz)$", re.IGNORECASE)
+
+# The file-name endings MNE expects of a Raw FIF file; the temp file written
+# before the atomic rename ends like this so that MNE does not warn about it.
+_FIF_ENDINGS = (".fif", ".fif.gz")
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """What ``IVAESeparator._unpack`` keeps of a Raw to build outputs.
+
+    Duck-types the attributes of :class:`Recording` that the estimator reads
+    (``ch_names``, ``sample_rate``, ``kind``).
+    """
+
+    raw: object  # the mne.io.BaseRaw the data came from
+    ch_names: tuple[str, ...]
+    sample_rate: float
+    kind: str = "eeg"
+
+
+def raw_to_data(raw, picks=None, fitted_names=None):
+    """(data, sample_rate, "raw", RawInput) for an MNE Raw.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+    picks : str, list of str or None
+        As in :func:`sepkit.io.to_recording`; None means ``"eeg"`` (bad
+        channels and EOG/ECG-typed channels are left out).
+    fitted_names : tuple of str or None
+        The channels a fitted separator was trained on. With ``picks=None``
+        exactly these are taken, in this order (also if they are now marked
+        bad, so the data match the model); a Raw lacking any of them is an
+        error that names them.
+
+    Returns
+    -------
+    data : ndarray, shape (n_channels, n_times), float32
+    sample_rate : float
+    kind : str
+        ``"raw"``.
+    container : RawInput
+    """
+    from .io.eeg import to_recording
+
+    if picks is None and fitted_names is not None:
+        missing = [name for name in fitted_names if name not in raw.ch_names]
+        if missing:
+            raise ValueError(
+                f"The Raw lacks channel(s) {missing} that the separator was fitted on. Pass a "
+                "recording with the same channels (rename them with raw.rename_channels, or "
+                "interpolate missing ones), or refit."
+            )
+        names = tuple(fitted_names)
+        data = raw.get_data(picks=list(names)).astype(np.float32)
+    else:
+        rec = to_recording(raw, picks="eeg" if picks is None else picks)
+        names, data = rec.ch_names, rec.data
+        if fitted_names is not None and tuple(names) != tuple(fitted_names):
+            raise ValueError(
+                f"picks={picks!r} selects channels {list(names)[:12]} but the separator was "
+                f"fitted on {list(fitted_names)[:12]}. Pass picks=None to take the fitted "
+                "channels."
+            )
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        bad = [names[i] for i in np.flatnonzero(~finite)]
+        raise ValueError(
+            f"Raw channel(s) {bad} contain NaN or Inf values. Mark them bad (add them to "
+            "raw.info['bads'], e.g. with sepkit.io.mark_bad_channels) or interpolate them "
+            "with raw.interpolate_bads()."
+        )
+    container = RawInput(raw, tuple(names), float(raw.info["sfreq"]))
+    return np.ascontiguousarray(data), container.sample_rate, "raw", container
+
+
+def check_flat_eeg(container: RawInput) -> None:
+    """Raise a ValueError naming picked EEG channels that are flat (in volts)."""
+    from .io.eeg import check_eeg_channels
+
+    raw = container.raw
+    types = dict(zip(raw.ch_names, raw.get_channel_types(), strict=True))
+    eeg = [name for name in container.ch_names if types[name] == "eeg"]
+    if eeg:
+        check_eeg_channels(raw, picks=eeg)
+
+
+def sources_to_raw(out: np.ndarray, raw, names):
+    """A RawArray of ``misc`` channels that lines up with ``raw`` in time.
+
+    Sample rate, ``first_samp``, ``meas_date`` and annotations are copied, as
+    ``mne.preprocessing.ICA.get_sources`` does, so events and annotations of
+    the input keep pointing at the same samples.
+    """
+    return _like_raw(out, raw, mne_info=None, names=names, ch_types="misc")
+
+
+def sensors_to_raw(out: np.ndarray, raw, names, info=None):
+    """A RawArray of sensor data (``inverse_transform`` of a Raw of sources).
+
+    ``info`` (the fitted channels' info, with positions) is used when given;
+    otherwise the channels are typed ``eeg`` without positions.
+    """
+    return _like_raw(out, raw, mne_info=info, names=names, ch_types="eeg")
+
+
+def picked_info(container: RawInput):
+    """The ``mne.Info`` of the picked channels (positions, filter settings)."""
+    import mne
+
+    raw = container.raw
+    idx = [raw.ch_names.index(name) for name in container.ch_names]
+    return mne.pick_info(raw.info, idx, verbose="error")
+
+
+def _like_raw(out, raw, *, mne_info, names, ch_types):
+    import mne
+
+    if mne_info is None:
+        mne_info = mne.create_info(list(names), raw.info["sfreq"], ch_types)
+    result = mne.io.RawArray(
+        np.asarray(out, dtype=np.float64), mne_info, first_samp=raw.first_samp, verbose="error"
+    )
+    result.set_meas_date(raw.info["meas_date"])
+    annotations = raw.annotations.copy()
+    if annotations.orig_time is None:
+        # Without a meas_date, a Raw reports onsets from its first sample ever
+        # recorded but set_annotations reads them from the first sample it
+        # holds; undo the shift so annotations stay on the same samples.
+        annotations.onset = annotations.onset - raw.first_time
+    result.set_annotations(annotations, verbose="error")
+    return result
+
+
+def annotation_labels(raw, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels u from the annotations of ``raw`` (``u="annotations"``).
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+    classes : ndarray of str or None
+        The labels seen in fit; None (in fit) takes every non-bad description.
+
+    Returns
+    -------
+    u : ndarray of str, shape (n_times,)
+        The description of the annotation over each sample (the later one
+        where they overlap); :data:`UNLABELLED` where none is.
+    bad : ndarray of bool, shape (n_times,)
+        True under bad annotations (:func:`sepkit.io.bad_annotation_mask`).
+    """
+    from .io.eeg import _is_bad_description, bad_annotation_mask, labels_from_annotations
+
+    if classes is None:
+        descs = sorted(
+            {str(d) for d in raw.annotations.description if not _is_bad_description(d)}
+            - {UNLABELLED}
+        )
+    else:
+        descs = [str(c) for c in classes if str(c) != UNLABELLED]
+    mapping = {d: i for i, d in enumerate(descs)}
+    codes, _ = labels_from_annotations(
+        raw, mapping=mapping, reject_by_annotation=False, unlabelled="own"
+    )
+    names = np.asarray([*descs, UNLABELLED])
+    u = names[codes]
+    if classes is None and (u != UNLABELLED).sum() == 0:
+        raise ValueError(
+            "u='annotations' but no annotation of the Raw covers any sample (found "
+            f"{sorted(set(map(str, raw.annotations.description)))[:10]}; bad ones and "
+            "zero-duration markers label nothing). Give the annotations durations, or pass "
+            "u=sepkit.io.labels_from_events(raw, *mne.events_from_annotations(raw))[0]."
+        )
+    return u, bad_annotation_mask(raw)
+
+
+def resolve_raw_u(raw, u, reject_by_annotation):
+    """u and the mask of samples to fit on, for a Raw given to ``fit``.
+
+    Returns
+    -------
+    u : None or ndarray
+        ``"annotations"`` resolved to per-sample labels; other values as given.
+    good : ndarray of bool, shape (n_times,)
+        False under bad annotations when ``reject_by_annotation``.
+    from_annotations : bool
+    """
+    from .io.eeg import bad_annotation_mask
+
+    from_annotations = isinstance(u, str)
+    if from_annotations:
+        check_option("u", u, ("annotations",))
+        u, bad = annotation_labels(raw)
+    else:
+        bad = bad_annotation_mask(raw)
+    good = ~bad if reject_by_annotation else np.ones(raw.n_times, dtype=bool)
+    if not good.any():
+        raise ValueError(
+            "Every sample of the Raw lies under a bad annotation (descriptions starting with "
+            "'bad' or 'edge'), so nothing is left to fit. Remove or shorten those annotations, "
+            "or pass reject_by_annotation=False."
+        )
+    return u, good, from_annotations
+
+
+def valid_chunk_starts(good: np.ndarray, chunk_samples: int) -> np.ndarray:
+    """Start indices of every chunk of ``chunk_samples`` that holds only good samples.
+
+    Parameters
+    ----------
+    good : ndarray of bool, shape (n_times,)
+    chunk_samples : int
+
+    Returns
+    -------
+    starts : ndarray of int64, shape (n_valid,)
+    """
+    # Number of bad samples in [s, s + chunk) for every s, by a running sum.
+    n_bad = np.concatenate([[0], np.cumsum(~good)])
+    per_chunk = n_bad[chunk_samples:] - n_bad[:-chunk_samples]
+    return np.flatnonzero(per_chunk == 0).astype(np.int64)
+
+
+def _check_raw_arg(raw, name: str = "raw"):
+    import mne
+
+    if not isinstance(raw, mne.io.BaseRaw):
+        raise TypeError(
+            f"'{name}' must be an mne.io.Raw (e.g. from sepkit.io.read_eeg), got "
+            f"{type(raw).__name__}. For arrays use transform / inverse_transform."
+        )
+    return raw
+
+
+def _check_fif_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"'path' must be a str or pathlib.Path, got {type(path).__name__}.")
+    path = Path(path)
+    if not path.name.lower().endswith(_FIF_ENDINGS):
+        raise ValueError(
+            f"'path' must name a FIF file ending in .fif or .fif.gz, got {path.name!r}. Use "
+            "MNE's naming convention, e.g. 'sub-01_ivae_raw.fif'."
+        )
+    return path
+
+
+class MNEMixin:
+    """ICA-style methods on MNE Raw data for :class:`~sepkit.IVAESeparator`.
+
+    The host class provides ``transform``, ``inverse_transform``,
+    ``get_components``, ``_check_fitted``, ``n_sources`` and the fitted
+    ``ch_names_``.
+    """
+
+    # ----------------------------------------------------------- helpers
+    def _check_exclude(self, exclude) -> list[int]:
+        if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
+            raise TypeError(
+                f"'exclude' must be a list of source indices, got {exclude!r}. Pass e.g. "
+                "exclude=[0] (indices from find_bads_eog), or [] to keep every source."
+            )
+        out = []
+        for k in exclude:
+            if isinstance(k, bool) or not isinstance(k, Integral):
+                raise TypeError(
+                    f"'exclude' must hold integer source indices, got {k!r} ({type(k).__name__})."
+                )
+            if not 0 <= k < self.n_sources:
+                raise ValueError(
+                    f"'exclude' holds source index {int(k)} but the separator has "
+                    f"n_sources={self.n_sources}; allowed indices are 0 to {self.n_sources - 1}."
+                )
+            out.append(int(k))
+        return sorted(set(out))
+
+    def _raw_u(self, raw, u):
+        """u for a Raw at inference: "annotations" (given, or as in fit) -> labels."""
+        if u is None and getattr(self, "annotation_u_", False):
+            u = "annotations"
+        if isinstance(u, str):
+            check_option("u", u, ("annotations",))
+            if not getattr(self, "annotation_u_", False):
+                raise ValueError(
+                    "u='annotations' but the separator was not fitted with u='annotations'. "
+                    "Pass the u used in fit (or None for the window index)."
+                )
+            u, _ = annotation_labels(raw, self.classes_)
+        return u
+
+    def _sources_and_data(self, raw, u):
+        """(X, S, u): fitted channels in volts (float64), sources, resolved u."""
+        _check_raw_arg(raw)
+        self._check_fitted()
+        u = self._raw_u(raw, u)
+        sources = self.transform(raw, u)
+        X = raw.get_data(picks=self._fitted_names(raw))
+        return X, sources.get_data(), u
+
+    def _fitted_names(self, raw) -> list[str]:
+        if self.ch_names_ is None:
+            # Fitted on an array: take the EEG channels as transform does.
+            from .io.eeg import _eeg_picks
+
+            return [raw.ch_names[i] for i in _eeg_picks(raw, "eeg")]
+        return list(self.ch_names_)
+
+    # ---------------------------------------------------------- sources
+    def get_sources(self, raw, *, start: float | None = None, stop: float | None = None, u=None):
+        """Source time courses as a Raw, like ``mne.preprocessing.ICA.get_sources``.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        start, stop : float or None
+            Time span to return, in seconds from the first sample of ``raw``;
+            ``stop`` is exclusive. None: from the start / to the end. The
+            whole recording is encoded first, because the default u (the
+            window index) counts windows from its first sample.
+        u : None, "annotations" or ndarray, shape (n_times,)
+            As in ``transform``; None uses the kind of u of ``fit``.
+
+        Returns
+        -------
+        sources : mne.io.RawArray
+            Shape (n_sources, n_times), ``misc`` channels named ``IVAE000``,
+            ``IVAE001``, ...; sample rate, ``first_samp``, ``meas_date`` and
+            annotations copied from ``raw``.
+        """
+        _check_raw_arg(raw)
+        self._check_fitted()
+        tmin = 0.0 if start is None else check_float("start", start, min_value=0.0)
+        duration = raw.n_times / raw.info["sfreq"]
+        tmax = duration if stop is None else check_float("stop", stop, min_value=0.0)
+        if not tmin < tmax <= duration:
+            raise ValueError(
+                f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy "
+                f"0 <= start < stop <= {duration:g} s (the length of raw)."
+            )
+        sources = self.transform(raw, self._raw_u(raw, u))
+        if tmin > 0 or tmax < duration:
+            if tmax < duration:
+                sources.crop(tmin, tmax, include_tmax=False)
+            else:  # MNE's tmax may not pass the last sample: crop to the end
+                sources.crop(tmin)
+        return sources
+
+    def apply(self, raw, exclude, *, copy: bool = True, u=None):
+        """Remove the sources ``exclude`` from ``raw``, like ``ICA.apply``.
+
+        The cleaned data are ``X - (f(S) - f(S'))`` with ``f`` the decoder,
+        ``S`` the sources of ``X`` and ``S'`` a copy of ``S`` whose rows
+        ``exclude`` are held at their mean over the recording (zero for the
+        zero-mean sources of ICA; holding them at the mean instead leaves the
+        channel means untouched). Subtracting the change of the reconstruction,
+        rather than replacing ``X`` by ``f(S')``, keeps the part of ``X`` the
+        model does not reconstruct (noise, dimensions beyond ``n_sources``)
+        exactly, as ICA keeps its PCA residual: ``apply(raw, exclude=[])``
+        returns the input unchanged.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        exclude : list of int
+            Indices of the sources to remove (e.g. from :meth:`find_bads_eog`).
+        copy : bool
+            Return a cleaned copy (default). False cleans ``raw`` in place
+            (it must be preloaded) and returns it, as MNE does.
+        u : None, "annotations" or ndarray, shape (n_times,)
+            As in ``transform``; None uses the kind of u of ``fit``.
+
+        Returns
+        -------
+        raw : mne.io.Raw
+            The fitted channels cleaned, every other channel unchanged.
+        """
+        _check_raw_arg(raw)
+        self._check_fitted()
+        exclude = self._check_exclude(exclude)
+        check_option("copy", copy, (True, False))
+        if not copy and not raw.preload:
+            raise ValueError(
+                "apply(copy=False) cleans raw in place, which needs its data in memory; call "
+                "raw.load_data() first, or pass copy=True."
+            )
+        X, S, u = self._sources_and_data(raw, u)
+        cleaned = X
+        if exclude:
+            held = S.copy()
+            held[exclude] = S[exclude].mean(axis=1, keepdims=True)
+            change = self.inverse_transform(held, u).astype(np.float64)
+            change -= self.inverse_transform(S, u)
+            cleaned = X + change
+        out = raw.copy() if copy else raw
+        if not out.preload:
+            out.load_data(verbose="error")
+        idx = [out.ch_names.index(name) for name in self._fitted_names(raw)]
+        out[idx, :] = cleaned
+        return out
+
+    # -------------------------------------------------------- artefacts
+    def find_bads_eog(
+        self,
+        raw,
+        ch_name=None,
+        threshold: float = 0.5,
+        *,
+        l_freq: float | None = 1.0,
+        h_freq: float | None = 10.0,
+        reject_by_annotation: bool = True,
+        u=None,
+    ):
+        """Find sources that follow the EOG (blinks, eye movements).
+
+        Like ``ICA.find_bads_eog(raw, measure="correlation")``: each source
+        and each reference channel are band-pass filtered (``l_freq`` to
+        ``h_freq``, where blinks and saccades have their power), and a source
+        is flagged when the absolute Pearson correlation with any reference
+        reaches ``threshold``.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        ch_name : None, str or list of str
+            Reference channel(s). None takes the EOG-typed channels of
+            ``raw`` (bad ones excluded), or, when there are none, the frontal
+            EEG channels Fp1, Fp2, Fpz and AF* (matched ignoring case), with a
+            RuntimeWarning saying which.
+        threshold : float
+            Minimum absolute correlation, in (0, 1]. 0.5 flags a source that
+            shares at least a quarter of its (filtered) variance with a
+            reference; real blink components usually score 0.7-0.95.
+        l_freq, h_freq : float or None
+            Band-pass edges in Hz for sources and references; None leaves
+            that side unfiltered.
+        reject_by_annotation : bool
+            Leave samples under bad annotations out of the correlations.
+        u : None, "annotations" or ndarray
+            As in ``transform``.
+
+        Returns
+        -------
+        indices : list of int
+            Flagged sources, highest absolute correlation first.
+        scores : ndarray
+            Correlations, shape (n_sources,) for one reference channel,
+            (n_channels, n_sources) for several.
+        """
+        import mne
+
+        from .io.eeg import bad_annotation_mask
+
+        _check_raw_arg(raw)
+        self._check_fitted()
+        threshold = check_float(
+            "threshold", threshold, min_value=0.0, max_value=1.0, strict_min=True
+        )
+        check_option("reject_by_annotation", reject_by_annotation, (True, False))
+        sfreq = float(raw.info["sfreq"])
+        l_freq, h_freq = self._check_band(l_freq, h_freq, sfreq)
+        names = self._eog_reference(raw, ch_name)
+
+        sources = self.get_sources(raw, u=u).get_data()
+        ref = raw.get_data(picks=names)
+        both = np.concatenate([sources, ref]).astype(np.float64)
+        if reject_by_annotation:
+            # Cut the bad spans out before filtering (MNE's "omit"): filtering
+            # first would smear an artefact in them over its neighbours.
+            both = both[:, ~bad_annotation_mask(raw)]
+        if l_freq is not None or h_freq is not None:
+            both = mne.filter.filter_data(both, sfreq, l_freq, h_freq, verbose="error")
+        sources, ref = both[: len(sources)], both[len(sources) :]
+        scores = _correlations(ref, sources)
+        best = np.abs(scores).max(axis=0)
+        order = np.argsort(-best, kind="stable")
+        indices = [int(k) for k in order if best[k] >= threshold]
+        return indices, (scores[0] if len(names) == 1 else scores)
+
+    @staticmethod
+    def _check_band(l_freq, h_freq, sfreq):
+        nyquist = sfreq / 2.0
+        if l_freq is not None:
+            l_freq = check_float("l_freq", l_freq, min_value=0.0, strict_min=True)
+        if h_freq is not None:
+            h_freq = check_float("h_freq", h_freq, min_value=0.0, strict_min=True)
+            if h_freq >= nyquist:
+                raise ValueError(
+                    f"'h_freq' must be below the Nyquist frequency ({nyquist:g} Hz), got "
+                    f"{h_freq:g} Hz. Lower it or pass h_freq=None."
+                )
+        if l_freq is not None and h_freq is not None and l_freq >= h_freq:
+            raise ValueError(
+                f"'l_freq' ({l_freq:g} Hz) must be below 'h_freq' ({h_freq:g} Hz); pass "
+                "l_freq=None or h_freq=None for a one-sided filter."
+            )
+        return l_freq, h_freq
+
+    @staticmethod
+    def _eog_reference(raw, ch_name) -> list[str]:
+        if ch_name is not None:
+            names = [ch_name] if isinstance(ch_name, str) else list(ch_name)
+            if not names or not all(isinstance(n, str) for n in names):
+                raise TypeError(
+                    f"'ch_name' must be None, a channel name or a list of names, got {ch_name!r}."
+                )
+            missing = [n for n in names if n not in raw.ch_names]
+            if missing:
+                raise ValueError(
+                    f"'ch_name' names channel(s) {missing} that raw lacks; its channels are "
+                    f"{raw.ch_names[:12]}{' ...' if len(raw.ch_names) > 12 else ''}."
+                )
+            return names
+        types = raw.get_channel_types()
+        bads = set(raw.info["bads"])
+        eog = [n for n, t in zip(raw.ch_names, types, strict=True) if t == "eog" and n not in bads]
+        if eog:
+            return eog
+        frontal = [
+            n
+            for n, t in zip(raw.ch_names, types, strict=True)
+            if t == "eeg" and n not in bads and _FRONTAL.match(n)
+        ]
+        if not frontal:
+            raise ValueError(
+                "raw has no EOG channel and no frontal EEG channel (Fp1, Fp2, Fpz, AF*) to use "
+                "instead. Pass ch_name= naming the channel(s) that record eye activity, or set "
+                "their type with raw.set_channel_types({'name': 'eog'})."
+            )
+        warnings.warn(
+            f"raw has no EOG channel; using the frontal EEG channel(s) {frontal} as the EOG "
+            "reference. Pass ch_name= to choose others.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return frontal
+
+    # ------------------------------------------------------------ plots
+    def plot_components(self, picks=None, *, info=None, n_cols: int = 5, cmap="RdBu_r"):
+        """Topographic maps of the sensor patterns (:meth:`get_components`).
+
+        Parameters
+        ----------
+        picks : None or list of int
+            Sources to show; default all.
+        info : None, mne.Info or mne.io.Raw
+            Where the channel positions come from; default the info of the
+            Raw given to ``fit``. Needed after ``load`` or a fit on an array.
+        n_cols : int
+            Maps per row.
+        cmap : str
+            Matplotlib colormap.
+
+        Returns
+        -------
+        fig : matplotlib.figure.Figure
+            One axis per source, titled ``IVAE000``, ...; not shown (call
+            ``fig.savefig`` or display it in a notebook).
+        """
+        import mne
+        from matplotlib.figure import Figure
+
+        self._check_fitted()
+        picks = self._check_source_picks(picks)
+        n_cols = check_int("n_cols", n_cols, min_value=1)
+        info = self._positions_info(info)
+        patterns = self.get_components()
+        eeg_names = info["ch_names"]
+        rows = [list(self._fitted_names_or_default()).index(n) for n in eeg_names]
+        n_rows = -(-len(picks) // n_cols)
+        n_cols = min(n_cols, len(picks))
+        fig = Figure(figsize=(2.0 * n_cols, 2.0 * n_rows), layout="constrained")
+        for i, k in enumerate(picks):
+            ax = fig.add_subplot(n_rows, n_cols, i + 1)
+            mne.viz.plot_topomap(patterns[rows, k], info, axes=ax, cmap=cmap, show=False)
+            ax.set_title(f"IVAE{k:03d}")
+        return fig
+
+    def _fitted_names_or_default(self):
+        return self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
+
+    def _positions_info(self, info):
+        """Info of the fitted EEG channels that have positions, for topomaps."""
+        import mne
+
+        if info is None:
+            info = getattr(self, "info_", None)
+            if info is None:
+                raise ValueError(
+                    "plot_components needs channel positions, but the separator was not fitted "
+                    "on an MNE Raw (or was loaded from a file). Pass info=raw.info of a Raw "
+                    "with the fitted channels and a montage."
+                )
+        elif isinstance(info, mne.io.BaseRaw):
+            info = info.info
+        elif not isinstance(info, mne.Info):
+            raise TypeError(
+                f"'info' must be None, an mne.Info or an mne.io.Raw, got {type(info).__name__}."
+            )
+        fitted = self._fitted_names_or_default()
+        missing = [n for n in fitted if n not in info["ch_names"]]
+        if missing:
+            raise ValueError(
+                f"'info' lacks fitted channel(s) {missing[:12]}; pass the info of a Raw with "
+                "the channels the separator was fitted on."
+            )
+        keep = []
+        for name in fitted:
+            idx = info["ch_names"].index(name)
+            pos = info["chs"][idx]["loc"][:3]
+            # Topomaps are of scalp potentials: other types (EOG picked into the
+            # fit, misc) and channels without a position are left out.
+            if mne.channel_type(info, idx) == "eeg" and np.isfinite(pos).all() and pos.any():
+                keep.append(idx)
+        if len(keep) < 3:
+            raise ValueError(
+                "plot_components needs positions of at least 3 fitted EEG channels, found "
+                f"{len(keep)}. Set a montage first, e.g. "
+                "raw = sepkit.io.apply_montage(raw, 'standard_1020'), and refit or pass "
+                "info=raw.info."
+            )
+        return mne.pick_info(info, keep, verbose="error")
+
+    def _check_source_picks(self, picks) -> list[int]:
+        if picks is None:
+            return list(range(self.n_sources))
+        if isinstance(picks, Integral) and not isinstance(picks, bool):
+            picks = [picks]
+        if isinstance(picks, (str, bytes)) or not hasattr(picks, "__iter__"):
+            raise TypeError(f"'picks' must be None or a list of source indices, got {picks!r}.")
+        picks = list(picks)
+        for k in picks:
+            if isinstance(k, bool) or not isinstance(k, Integral):
+                raise TypeError(
+                    f"'picks' must hold integer source indices, got {k!r} ({type(k).__name__})."
+                )
+            if not 0 <= k < self.n_sources:
+                raise ValueError(
+                    f"'picks' holds source index {int(k)} but the separator has "
+                    f"n_sources={self.n_sources}; allowed indices are 0 to {self.n_sources - 1}."
+                )
+        if not picks:
+            raise ValueError("'picks' is empty; pass None for every source or a list of indices.")
+        return [int(k) for k in picks]
+
+    def plot_sources(
+        self,
+        raw,
+        *,
+        picks=None,
+        start: float = 0.0,
+        duration: float = 10.0,
+        u=None,
+    ):
+        """Time courses of the sources, one trace per source.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        picks : None or list of int
+            Sources to show; default all.
+        start, duration : float
+            Time span in seconds from the first sample of ``raw``.
+        u : None, "annotations" or ndarray
+            As in ``transform``.
+
+        Returns
+        -------
+        fig : matplotlib.figure.Figure
+            Traces scaled to unit standard deviation and stacked, bad
+            annotations shaded; not shown.
+        """
+        from matplotlib.figure import Figure
+
+        from .io.eeg import _is_bad_description
+
+        _check_raw_arg(raw)
+        self._check_fitted()
+        picks = self._check_source_picks(picks)
+        start = check_float("start", start, min_value=0.0)
+        duration = check_float("duration", duration, min_value=0.0, strict_min=True)
+        length = raw.n_times / raw.info["sfreq"]
+        if start >= length:
+            raise ValueError(f"'start' ({start:g} s) must be before the end of raw ({length:g} s).")
+        stop = min(length, start + duration)
+        sources = self.get_sources(raw, start=start, stop=stop, u=u)
+        data = sources.get_data(picks=[f"IVAE{k:03d}" for k in picks])
+        scale = data.std(axis=1, keepdims=True)
+        data = data / np.where(scale > 0, scale, 1.0)
+        times = start + np.arange(data.shape[1]) / raw.info["sfreq"]
+        fig = Figure(figsize=(10.0, 1.0 + 0.5 * len(picks)), layout="constrained")
+        ax = fig.add_subplot()
+        offsets = -6.0 * np.arange(len(picks))
+        for row, offset in zip(data, offsets, strict=True):
+            ax.plot(times, row + offset, lw=0.6, color="k")
+        for onset, dur, desc in zip(
+            sources.annotations.onset,
+            sources.annotations.duration,
+            sources.annotations.description,
+            strict=True,
+        ):
+            if _is_bad_description(desc):
+                t0 = onset - raw.first_time
+                ax.axvspan(t0, t0 + dur, color="r", alpha=0.15, lw=0)
+        ax.set_yticks(offsets, [f"IVAE{k:03d}" for k in picks])
+        ax.set_xlim(times[0], times[-1])
+        ax.set_xlabel("Time (s)")
+        return fig
+
+    # ------------------------------------------------------------ files
+    def save_sources(self, raw, path, *, overwrite: bool = False, u=None) -> Path:
+        """Write :meth:`get_sources` of ``raw`` to a FIF file, atomically.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+        path : str or Path
+            Ends in ``.fif`` or ``.fif.gz`` (MNE convention: ``..._raw.fif``).
+        overwrite : bool
+            Replace an existing file; otherwise a FileExistsError is raised
+            before anything is computed or written.
+        u : None, "annotations" or ndarray
+            As in ``transform``.
+
+        Returns
+        -------
+        path : Path
+        """
+        path = self._check_target(path, overwrite)
+        return _save_fif_atomic(self.get_sources(raw, u=u), path)
+
+    def save_cleaned(self, raw, path, exclude, *, overwrite: bool = False, u=None) -> Path:
+        """Write :meth:`apply` of ``raw`` to a FIF file, atomically.
+
+        Parameters are as in :meth:`save_sources` and :meth:`apply`.
+
+        Returns
+        -------
+        path : Path
+        """
+        path = self._check_target(path, overwrite)
+        return _save_fif_atomic(self.apply(raw, exclude, u=u), path)
+
+    @staticmethod
+    def _check_target(path, overwrite) -> Path:
+        path = _check_fif_path(path)
+        check_option("overwrite", overwrite, (True, False))
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"The folder of 'path' ({path.parent}) does not exist.")
+        return path
+
+
+def _correlations(ref: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every row of ``ref`` with every row of ``sources``."""
+    ref = ref - ref.mean(axis=1, keepdims=True)
+    sources = sources - sources.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(ref, axis=1)[:, None] * np.linalg.norm(sources, axis=1)[None, :]
+    # A constant row correlates with nothing; report 0, not NaN.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (ref @ sources.T) / norm, 0.0)
+
+
+def _save_fif_atomic(raw, path: Path) -> Path:
+    """Save ``raw`` to a temp file beside ``path``, then rename it over ``path``."""
+    # The temp name keeps MNE's "_raw.fif" ending so MNE does not warn.
+    suffix = "_raw.fif.gz" if path.name.lower().endswith(".gz") else "_raw.fif"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        raw.save(tmp, overwrite=True, verbose="error")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

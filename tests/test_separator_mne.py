@@ -1,0 +1,544 @@
+"""IVAESeparator on MNE Raw data: the ICA-like API of sepkit/_mne_mixin.py."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import warnings
+from pathlib import Path
+
+import matplotlib
+import mne
+import numpy as np
+import pytest
+
+from sepkit import IVAESeparator
+from sepkit.datasets import make_eeg
+
+matplotlib.use("Agg")
+
+SAMPLE_RATE = 128.0
+N_SOURCES = 8
+BLINK = 1  # make_eeg's default kinds: alpha, blink, nonstationary, muscle, saccade, ecg, ...
+ECG = 5
+CROP_S = 1.0  # cropped off the start, so first_samp > 0
+BAD_SPAN_S = (5.0, 7.0)  # seconds from the first sample of the cropped Raw
+MEAS_DATE = datetime.datetime(2021, 5, 4, 12, 0, tzinfo=datetime.UTC)
+# A linear model fits in a few seconds and separates the blink of the
+# noise-free simulation; every option is pinned so default changes do not
+# change what these tests see.
+FIT = dict(
+    window=1.0,
+    n_layers=1,
+    n_hidden=16,
+    n_steps=1000,
+    batch_size=256,
+    lr=0.03,
+    posterior="diag",
+    device="cpu",
+    random_state=0,
+)
+TINY = dict(
+    window=1.0,
+    n_hidden=16,
+    n_steps=30,
+    batch_size=64,
+    lr=0.01,
+    posterior="diag",
+    device="cpu",
+    random_state=0,
+)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _simulate(*, highpass: bool = True, seed: int = 0):
+    """(raw, S): 19 EEG channels of 8 sources, plus EOG and ECG channels.
+
+    The Raw starts at first_samp = CROP_S * SAMPLE_RATE, has a meas_date, a
+    BAD annotation over BAD_SPAN_S and two task annotations.
+    """
+    raw, S, _ = make_eeg(
+        N_SOURCES,
+        duration=30.0 + CROP_S,
+        sample_rate=SAMPLE_RATE,
+        snr_db=None,
+        random_state=seed,
+    )
+    if highpass:
+        raw.filter(1.0, None, verbose="error")
+    rng = np.random.default_rng(seed)
+    eog = S[BLINK] / np.abs(S[BLINK]).max() * 150e-6 + 2e-6 * rng.standard_normal(S.shape[1])
+    ecg = S[ECG] / np.abs(S[ECG]).max() * 1e-3
+    extra = mne.io.RawArray(
+        np.vstack([eog, ecg]),
+        mne.create_info(["EOG", "ECG"], SAMPLE_RATE, ["eog", "ecg"]),
+        verbose="error",
+    )
+    raw.add_channels([extra], force_update_info=True)
+    raw.crop(tmin=CROP_S)
+    first = raw.first_samp
+    raw.set_meas_date(MEAS_DATE)
+    t0 = raw.first_time
+    raw.set_annotations(
+        mne.Annotations(
+            onset=[t0 + BAD_SPAN_S[0], t0 + 10.0, t0 + 20.0],
+            duration=[BAD_SPAN_S[1] - BAD_SPAN_S[0], 5.0, 5.0],
+            description=["BAD_muscle", "task", "task"],
+            orig_time=MEAS_DATE,
+        )
+    )
+    return raw, S[:, first:]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return _simulate()
+
+
+@pytest.fixture(scope="module")
+def fitted(sim):
+    raw, _ = sim
+    return IVAESeparator(N_SOURCES, **FIT).fit(raw, picks="eeg")
+
+
+def _bad_samples():
+    start, stop = (int(round(t * SAMPLE_RATE)) for t in BAD_SPAN_S)
+    return start, stop
+
+
+# --------------------------------------------------------------------------
+# Raw in, Raw out
+# --------------------------------------------------------------------------
+
+
+def test_fit_takes_eeg_channels_only(fitted, sim):
+    raw, _ = sim
+    eeg = [n for n, t in zip(raw.ch_names, raw.get_channel_types(), strict=True) if t == "eeg"]
+    assert fitted.ch_names_ == tuple(eeg) and "EOG" not in eeg and "ECG" not in eeg
+    assert fitted.info_["ch_names"] == eeg
+    assert fitted.get_components().shape == (len(eeg), N_SOURCES)
+
+
+def test_bad_channels_left_out_of_fit_but_not_of_transform(sim):
+    raw, _ = sim
+    marked = raw.copy()
+    marked.info["bads"] = ["O2"]
+    sep = IVAESeparator(2, **TINY).fit(marked)
+    assert "O2" not in sep.ch_names_ and len(sep.ch_names_) == 18
+    # transform takes the fitted channels by name, whatever is marked bad now.
+    assert sep.transform(raw).n_times == raw.n_times
+    dropped = raw.copy().drop_channels(["Fz", "Cz"])
+    with pytest.raises(ValueError, match=r"lacks channel\(s\) \['Fz', 'Cz'\] that the separator"):
+        sep.transform(dropped)
+    with pytest.raises(ValueError, match=r"picks='eeg' selects channels .* but the separator"):
+        sep.transform(raw, picks="eeg")
+
+
+def test_get_sources_is_a_raw_aligned_with_the_input(fitted, sim):
+    raw, _ = sim
+    sources = fitted.get_sources(raw)
+    assert isinstance(sources, mne.io.BaseRaw)
+    assert sources.ch_names == [f"IVAE{i:03d}" for i in range(N_SOURCES)]
+    assert set(sources.get_channel_types()) == {"misc"}
+    assert sources.info["sfreq"] == raw.info["sfreq"]
+    assert sources.first_samp == raw.first_samp == int(CROP_S * SAMPLE_RATE)
+    assert sources.info["meas_date"] == MEAS_DATE
+    assert sources.n_times == raw.n_times
+    np.testing.assert_allclose(sources.annotations.onset, raw.annotations.onset)
+    assert list(sources.annotations.description) == list(raw.annotations.description)
+    # Same numbers as the array path with the same (window-index) u.
+    array = fitted.transform(raw.get_data(picks=list(fitted.ch_names_)))
+    np.testing.assert_allclose(sources.get_data(), array, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted.transform(raw).get_data(), sources.get_data())
+
+
+def test_get_sources_start_stop_in_seconds(fitted, sim):
+    raw, _ = sim
+    full = fitted.get_sources(raw).get_data()
+    part = fitted.get_sources(raw, start=2.0, stop=4.5)
+    start, stop = int(2.0 * SAMPLE_RATE), int(4.5 * SAMPLE_RATE)
+    np.testing.assert_allclose(part.get_data(), full[:, start:stop])
+    assert part.first_samp == raw.first_samp + start
+    tail = fitted.get_sources(raw, start=29.0)
+    np.testing.assert_allclose(tail.get_data(), full[:, int(29.0 * SAMPLE_RATE) :])
+    with pytest.raises(ValueError, match=r"must satisfy 0 <= start < stop <= 30 s"):
+        fitted.get_sources(raw, start=4.0, stop=3.0)
+    with pytest.raises(TypeError, match="'raw' must be an mne.io.Raw"):
+        fitted.get_sources(raw.get_data())
+
+
+def test_inverse_transform_of_a_raw_is_a_raw(fitted, sim):
+    raw, _ = sim
+    back = fitted.inverse_transform(fitted.get_sources(raw))
+    assert isinstance(back, mne.io.BaseRaw)
+    assert back.ch_names == list(fitted.ch_names_)
+    assert set(back.get_channel_types()) == {"eeg"}
+    assert back.first_samp == raw.first_samp
+    assert back.get_montage() is not None  # positions from the fitted info
+
+
+def test_annotations_preserved_without_meas_date(fitted, sim):
+    raw, _ = sim
+    plain = raw.copy().set_meas_date(None)
+    sources = fitted.get_sources(plain)
+    assert sources.info["meas_date"] is None
+    np.testing.assert_allclose(sources.annotations.onset, plain.annotations.onset)
+
+
+# --------------------------------------------------------------------------
+# apply
+# --------------------------------------------------------------------------
+
+
+def test_apply_without_exclusions_returns_the_input(fitted, sim):
+    raw, _ = sim
+    out = fitted.apply(raw, exclude=[])
+    assert out is not raw
+    np.testing.assert_allclose(out.get_data(), raw.get_data(), rtol=0, atol=1e-12)
+    # Also for a nonlinear decoder: the residual the model does not explain is kept.
+    deep = IVAESeparator(4, n_layers=2, **TINY).fit(raw)
+    np.testing.assert_allclose(deep.apply(raw, []).get_data(), raw.get_data(), rtol=0, atol=1e-12)
+
+
+def test_apply_removes_the_projection_of_the_excluded_source(fitted, sim):
+    raw, _ = sim
+    k = 3
+    S = fitted.get_sources(raw).get_data()
+    out = fitted.apply(raw, exclude=[k])
+    names = list(fitted.ch_names_)
+    removed = raw.get_data(picks=names) - out.get_data(picks=names)
+    # Linear decoder: exactly the sensor pattern times the centred source.
+    expected = np.outer(fitted.get_components()[:, k], S[k] - S[k].mean())
+    np.testing.assert_allclose(removed, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    # Channels that were not fitted are untouched, and raw itself too.
+    np.testing.assert_array_equal(out.get_data(picks=["EOG", "ECG"]), raw.get_data(["EOG", "ECG"]))
+    assert not np.allclose(out.get_data(picks=names), raw.get_data(picks=names))
+
+
+def test_apply_in_place_and_bad_exclude(fitted, sim):
+    raw, _ = sim
+    target = raw.copy()
+    out = fitted.apply(target, exclude=[0], copy=False)
+    assert out is target
+    np.testing.assert_allclose(out.get_data(), fitted.apply(raw, [0]).get_data())
+    with pytest.raises(
+        ValueError, match=r"'exclude' holds source index 8 .* allowed indices are 0 to 7"
+    ):
+        fitted.apply(raw, exclude=[8])
+    with pytest.raises(TypeError, match="'exclude' must be a list of source indices, got 0"):
+        fitted.apply(raw, exclude=0)
+    with pytest.raises(TypeError, match=r"'exclude' must hold integer source indices, got 1.5"):
+        fitted.apply(raw, exclude=[1.5])
+
+
+# --------------------------------------------------------------------------
+# Bad annotations, high-pass warning, u from annotations
+# --------------------------------------------------------------------------
+
+
+def test_reject_by_annotation_ignores_the_bad_span(sim, monkeypatch):
+    import sepkit.separator as sep_mod
+
+    raw, _ = sim
+    start, stop = _bad_samples()
+    names = [n for n, t in zip(raw.ch_names, raw.get_channel_types(), strict=True) if t == "eeg"]
+    idx = [raw.ch_names.index(n) for n in names]
+    garbage = raw.copy()
+    garbage[idx, start:stop] = 1e-2 * np.random.default_rng(1).standard_normal(
+        (len(idx), stop - start)
+    )
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["valid_starts"])
+        return train(*args, **kwargs)
+
+    train = sep_mod.train_ivae
+    monkeypatch.setattr(sep_mod, "train_ivae", spy)
+    kw = dict(TINY, n_layers=2, kernel_size=3)  # chunks of 5 samples
+    clean_fit = IVAESeparator(3, **kw).fit(raw)
+    garbage_fit = IVAESeparator(3, **kw).fit(garbage)
+
+    good = np.ones(raw.n_times, dtype=bool)
+    good[start:stop] = False
+    data = raw.get_data(picks=names)
+    np.testing.assert_allclose(garbage_fit.mean_, data[:, good].mean(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(garbage_fit.mean_, clean_fit.mean_, rtol=1e-6)
+    np.testing.assert_allclose(garbage_fit.whitening_, clean_fit.whitening_, rtol=1e-6)
+    # No training chunk touches a bad sample, and every clean chunk is allowed.
+    chunk = 5
+    expected = [s for s in range(raw.n_times - chunk + 1) if good[s : s + chunk].all()]
+    np.testing.assert_array_equal(seen[-1].numpy(), expected)
+    # Same batches on the same clean samples: the same model.
+    margin = 2 * (3 // 2)
+    keep = np.r_[0 : start - margin, stop + margin : raw.n_times]
+    np.testing.assert_allclose(
+        garbage_fit.transform(raw).get_data()[:, keep],
+        clean_fit.transform(raw).get_data()[:, keep],
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    # Without rejection the garbage dominates the statistics.
+    blind = IVAESeparator(3, **kw).fit(garbage, reject_by_annotation=False)
+    assert seen[-1] is None  # every chunk allowed
+    assert np.linalg.norm(blind.whitening_) < 0.1 * np.linalg.norm(clean_fit.whitening_)
+
+
+def test_highpass_warning(sim):
+    raw, _ = sim
+    unfiltered, _ = _simulate(highpass=False)
+    with pytest.warns(RuntimeWarning, match=r"high-pass edge of 0 Hz, below 0\.5 Hz"):
+        IVAESeparator(2, **TINY).fit(unfiltered)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        IVAESeparator(2, **TINY).fit(raw)
+    assert not [w for w in caught if "high-pass" in str(w.message)]
+
+
+def test_u_from_annotations(sim, tmp_path):
+    raw, _ = sim
+    with pytest.warns(UserWarning, match="u takes 2 distinct values"):
+        sep = IVAESeparator(2, **TINY).fit(raw, u="annotations")
+    assert list(sep.classes_) == ["<unlabelled>", "task"] and sep.annotation_u_
+    # Inference reads the annotations again, by itself.
+    sources = sep.get_sources(raw)
+    np.testing.assert_allclose(sources.get_data(), sep.transform(raw, u="annotations").get_data())
+    with pytest.raises(ValueError, match=r"fitted with labels u \(2 values\), so u=None"):
+        sep.transform(raw.get_data(picks=list(sep.ch_names_)))
+    loaded = IVAESeparator.load(sep.save(tmp_path / "sep.safetensors"), device="cpu")
+    np.testing.assert_allclose(loaded.get_sources(raw).get_data(), sources.get_data())
+    with pytest.raises(ValueError, match="u='annotations' reads the annotations of an MNE Raw"):
+        IVAESeparator(2, **TINY).fit(raw.get_data(), u="annotations")
+    with pytest.raises(ValueError, match="Invalid value for the 'u' parameter"):
+        IVAESeparator(2, **TINY).fit(raw, u="events")
+    bare = raw.copy().set_annotations(None)
+    with pytest.raises(ValueError, match="no annotation of the Raw covers any sample"):
+        IVAESeparator(2, **TINY).fit(bare, u="annotations")
+    with pytest.raises(ValueError, match="not fitted with u='annotations'"):
+        IVAESeparator(2, **TINY).fit(raw).transform(raw, u="annotations")
+
+
+# --------------------------------------------------------------------------
+# find_bads_eog
+# --------------------------------------------------------------------------
+
+
+def _with_known_sources(fitted, raw, sources):
+    """A copy of ``fitted`` whose transform returns ``sources`` (to test scoring alone)."""
+    from sepkit._mne_mixin import sources_to_raw
+
+    fake = copy.copy(fitted)
+    names = [f"IVAE{i:03d}" for i in range(len(sources))]
+    fake.transform = lambda X, u=None, **kw: sources_to_raw(sources, raw, names)
+    return fake
+
+
+def test_find_bads_eog_scoring(fitted, sim):
+    raw, _ = sim
+    rng = np.random.default_rng(3)
+    eog = raw.get_data(picks="EOG")[0]
+    sources = rng.standard_normal((N_SOURCES, raw.n_times))
+    sources[6] = -eog / eog.std() + 0.5 * sources[6]  # sign does not matter
+    sources[2] = eog / eog.std() + 3.0 * sources[2]  # weaker
+    fake = _with_known_sources(fitted, raw, sources)
+
+    indices, scores = fake.find_bads_eog(raw, threshold=0.3)
+    assert scores.shape == (N_SOURCES,)
+    assert indices == [6, 2]
+    assert scores[6] < -0.8 and 0.3 < scores[2] < 0.8
+    # Noise only correlates by chance (few degrees of freedom after the 1-10 Hz band-pass).
+    assert np.abs(np.delete(scores, [2, 6])).max() < 0.25
+    assert fake.find_bads_eog(raw, threshold=0.8)[0] == [6]
+
+    two, scores2 = fake.find_bads_eog(raw, ch_name=["EOG", "Fp1"], threshold=0.3)
+    assert scores2.shape == (2, N_SOURCES) and two[0] == 6
+    np.testing.assert_allclose(scores2[0], scores)
+
+    # An artefact under a BAD annotation, in the EOG and in source 4, must not count.
+    start, stop = _bad_samples()
+    bump = np.sin(np.linspace(0.0, 4 * np.pi, stop - start))
+    popped = raw.copy()
+    popped[raw.ch_names.index("EOG"), start:stop] = eog[start:stop] + 1e-2 * bump
+    spoiled = sources.copy()
+    spoiled[4, start:stop] += 1e3 * bump
+    fake = _with_known_sources(fitted, raw, spoiled)
+    assert fake.find_bads_eog(popped, threshold=0.3)[0] == [6, 2]
+    assert fake.find_bads_eog(popped, threshold=0.3, reject_by_annotation=False)[0] == [4]
+
+
+def test_find_bads_eog_falls_back_to_frontal_channels(fitted, sim):
+    raw, _ = sim
+    no_eog = raw.copy().drop_channels(["EOG"])
+    sources = np.random.default_rng(4).standard_normal((N_SOURCES, raw.n_times))
+    fp1 = no_eog.get_data(picks="Fp1")[0]
+    sources[5] = fp1 / fp1.std()
+    fake = _with_known_sources(fitted, no_eog, sources)
+    with pytest.warns(
+        RuntimeWarning, match=r"no EOG channel; using the frontal EEG channel\(s\) \['Fp1', 'Fp2'\]"
+    ):
+        indices, scores = fake.find_bads_eog(no_eog)
+    assert scores.shape == (2, N_SOURCES) and indices[0] == 5
+    renamed = no_eog.copy().rename_channels({"Fp1": "X1", "Fp2": "X2"})
+    with pytest.raises(
+        ValueError, match=r"no EOG channel and no frontal EEG channel \(Fp1, Fp2, Fpz, AF\*\)"
+    ):
+        _with_known_sources(fitted, renamed, sources).find_bads_eog(renamed)
+
+
+def test_find_bads_eog_bad_arguments(fitted, sim):
+    raw, _ = sim
+    with pytest.raises(ValueError, match=r"'ch_name' names channel\(s\) \['VEOG'\] that raw lacks"):
+        fitted.find_bads_eog(raw, ch_name="VEOG")
+    with pytest.raises(TypeError, match="'ch_name' must be None, a channel name or a list"):
+        fitted.find_bads_eog(raw, ch_name=[1])
+    with pytest.raises(ValueError, match="'threshold' must be <= 1.0, got 2.0"):
+        fitted.find_bads_eog(raw, threshold=2.0)
+    with pytest.raises(ValueError, match=r"'h_freq' must be below the Nyquist frequency \(64 Hz\)"):
+        fitted.find_bads_eog(raw, h_freq=100.0)
+    with pytest.raises(ValueError, match=r"'l_freq' \(10 Hz\) must be below 'h_freq' \(5 Hz\)"):
+        fitted.find_bads_eog(raw, l_freq=10.0, h_freq=5.0)
+
+
+def test_find_bads_eog_finds_the_simulated_blink(fitted, sim):
+    raw, S = sim
+    indices, scores = fitted.find_bads_eog(raw)
+    sources = fitted.get_sources(raw).get_data()
+    truth = np.abs([np.corrcoef(s, S[BLINK])[0, 1] for s in sources])
+    assert indices and indices[0] == int(np.argmax(truth))
+    assert truth[indices[0]] > 0.6
+    # Removing it takes the blink out of the frontal channels.
+    cleaned = fitted.apply(raw, exclude=indices[:1])
+    eog = raw.get_data(picks="EOG")[0]
+    before = abs(np.corrcoef(raw.get_data(picks="Fp1")[0], eog)[0, 1])
+    after = abs(np.corrcoef(cleaned.get_data(picks="Fp1")[0], eog)[0, 1])
+    assert after < 0.7 * before
+
+
+# --------------------------------------------------------------------------
+# Files and plots
+# --------------------------------------------------------------------------
+
+
+def test_save_sources_and_cleaned_fif(fitted, sim, tmp_path):
+    raw, _ = sim
+    path = fitted.save_sources(raw, tmp_path / "sub-01_ivae_raw.fif")
+    back = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    assert back.ch_names == [f"IVAE{i:03d}" for i in range(N_SOURCES)]
+    np.testing.assert_allclose(back.get_data(), fitted.get_sources(raw).get_data(), rtol=1e-6)
+    assert back.first_samp == raw.first_samp
+
+    clean = fitted.save_cleaned(raw, tmp_path / "sub-01_clean_raw.fif", exclude=[1])
+    back = mne.io.read_raw_fif(clean, preload=True, verbose="error")
+    np.testing.assert_allclose(back.get_data(), fitted.apply(raw, [1]).get_data(), rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "sub-01_clean_raw.fif",
+        "sub-01_ivae_raw.fif",
+    ]  # no temp file left
+
+    before = clean.read_bytes()
+    with pytest.raises(FileExistsError, match="exists. Pass overwrite=True to replace it"):
+        fitted.save_cleaned(raw, clean, exclude=[2])
+    assert clean.read_bytes() == before
+    fitted.save_cleaned(raw, clean, exclude=[2], overwrite=True)
+    assert clean.read_bytes() != before
+    with pytest.raises(
+        ValueError, match=r"'path' must name a FIF file ending in \.fif or \.fif\.gz"
+    ):
+        fitted.save_sources(raw, tmp_path / "sources.edf")
+    with pytest.raises(ValueError, match=r"'exclude' holds source index 9"):
+        fitted.save_cleaned(raw, tmp_path / "other_raw.fif", exclude=[9])
+    assert not (tmp_path / "other_raw.fif").exists()
+
+
+def test_plots_return_figures(fitted, sim, tmp_path):
+    from matplotlib.figure import Figure
+
+    raw, _ = sim
+    fig = fitted.plot_components(picks=[0, 2])
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["IVAE000", "IVAE002"]
+    assert len(fitted.plot_components().axes) == N_SOURCES
+    fig = fitted.plot_sources(raw, picks=[1, 3], start=2.0, duration=5.0)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["IVAE001", "IVAE003"]
+    assert len(ax.lines) == 2 and ax.lines[0].get_xdata()[0] == pytest.approx(2.0)
+    fig.savefig(tmp_path / "sources.png")
+    with pytest.raises(ValueError, match=r"'picks' holds source index 8"):
+        fitted.plot_components(picks=[8])
+    with pytest.raises(ValueError, match=r"'start' \(40 s\) must be before the end of raw"):
+        fitted.plot_sources(raw, start=40.0)
+    loaded = IVAESeparator.load(fitted.save(tmp_path / "sep.safetensors"), device="cpu")
+    with pytest.raises(ValueError, match="plot_components needs channel positions"):
+        loaded.plot_components()
+    assert len(loaded.plot_components(info=raw).axes) == N_SOURCES
+    no_pos = raw.copy().set_montage(None)
+    with pytest.raises(ValueError, match="needs positions of at least 3 fitted EEG channels"):
+        loaded.plot_components(info=no_pos.info)
+
+
+# --------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------
+
+
+def test_bad_raw_input(sim):
+    raw, _ = sim
+    sep = IVAESeparator(2, **TINY)
+    only_eog = raw.copy().pick(["EOG", "ECG"])
+    with pytest.raises(ValueError, match=r"No channels left after picks='eeg'"):
+        sep.fit(only_eog)
+    nan = raw.copy()
+    nan[raw.ch_names.index("F7"), 100] = np.nan
+    with pytest.raises(ValueError, match=r"Raw channel\(s\) \['F7'\] contain NaN or Inf values"):
+        sep.fit(nan)
+    flat = raw.copy()
+    flat[raw.ch_names.index("Cz"), :] = 0.0
+    with pytest.raises(ValueError, match=r"Unusable EEG channels: flat signal .* in Cz"):
+        sep.fit(flat)
+    with pytest.raises(ValueError, match="fewer than one window"):
+        IVAESeparator(2, **{**TINY, "window": 60.0}).fit(raw)
+    all_bad = raw.copy().set_annotations(
+        mne.Annotations([raw.first_time], [30.0], ["BAD_all"], orig_time=MEAS_DATE)
+    )
+    with pytest.raises(ValueError, match="Every sample of the Raw lies under a bad annotation"):
+        sep.fit(all_bad)
+    with pytest.raises(ValueError, match="Invalid value for the 'reject_by_annotation' parameter"):
+        sep.fit(raw, reject_by_annotation="yes")
+
+
+def test_rank_error_after_average_reference():
+    raw, _, _ = make_eeg(4, duration=10.0, sample_rate=SAMPLE_RATE, snr_db=20.0, random_state=0)
+    raw.filter(1.0, None, verbose="error")
+    raw.set_eeg_reference("average", verbose="error")
+    with pytest.raises(
+        ValueError,
+        match=r"n_sources=19 is above the rank of the data \(18 of 19 channels; re-referencing, "
+        r"e\.g\. to the average, removes one dimension",
+    ):
+        # Short windows: enough u values (2 * 19 + 1) that no identifiability warning comes first.
+        IVAESeparator(19, **{**TINY, "window": 0.25}).fit(raw)
+
+
+# --------------------------------------------------------------------------
+# Real recording
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+def test_real_eeglab_recording_end_to_end():
+    from sepkit.io import filter_eeg, read_eeg
+
+    path = SHARED / "eeg" / "eeglab" / "eeglab_data.set"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (needs ../shared/data beside the project)")
+    raw = filter_eeg(read_eeg(path), 1.0, 40.0)
+    sep = IVAESeparator(10, **{**FIT, "n_steps": 300, "window": 2.0}).fit(raw, picks="eeg")
+    sources = sep.get_sources(raw)
+    assert sources.get_data().shape == (10, raw.n_times)
+    assert np.isfinite(sources.get_data()).all()
+    # The file types every channel (EOG1/EOG2 too) as EEG: the frontal fallback applies.
+    with pytest.warns(RuntimeWarning, match=r"using the frontal EEG channel\(s\) \['FPz'\]"):
+        _, scores = sep.find_bads_eog(raw)
+    assert scores.shape == (10,) and np.isfinite(scores).all()
+    assert sep.plot_components() is not None
