@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._check import check_float, check_int, check_option
+from .io.eeg import check_band
 
 # Label given, with u="annotations", to samples that no (non-bad) annotation
 # covers, so that every sample has a u and the whole recording can be separated.
@@ -494,7 +495,7 @@ class MNEMixin:
         )
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         sfreq = float(raw.info["sfreq"])
-        l_freq, h_freq = self._check_band(l_freq, h_freq, sfreq)
+        l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
         names = self._eog_reference(raw, ch_name)
 
         sources = self.get_sources(raw, u=u).get_data()
@@ -512,25 +513,6 @@ class MNEMixin:
         order = np.argsort(-best, kind="stable")
         indices = [int(k) for k in order if best[k] >= threshold]
         return indices, (scores[0] if len(names) == 1 else scores)
-
-    @staticmethod
-    def _check_band(l_freq, h_freq, sfreq):
-        nyquist = sfreq / 2.0
-        if l_freq is not None:
-            l_freq = check_float("l_freq", l_freq, min_value=0.0, strict_min=True)
-        if h_freq is not None:
-            h_freq = check_float("h_freq", h_freq, min_value=0.0, strict_min=True)
-            if h_freq >= nyquist:
-                raise ValueError(
-                    f"'h_freq' must be below the Nyquist frequency ({nyquist:g} Hz), got "
-                    f"{h_freq:g} Hz. Lower it or pass h_freq=None."
-                )
-        if l_freq is not None and h_freq is not None and l_freq >= h_freq:
-            raise ValueError(
-                f"'l_freq' ({l_freq:g} Hz) must be below 'h_freq' ({h_freq:g} Hz); pass "
-                "l_freq=None or h_freq=None for a one-sided filter."
-            )
-        return l_freq, h_freq
 
     @staticmethod
     def _eog_reference(raw, ch_name) -> list[str]:

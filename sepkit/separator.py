@@ -97,8 +97,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     window : float or None
         Window length in seconds for the default u (window index). Needs a
         sample rate (Recording or Raw input); overrides ``window_samples``.
-    window_samples : int
-        Window length in samples for the default u.
+    window_samples : int or None
+        Window length in samples for the default u. None chooses it from the
+        recording: at least 4 (2 n_sources + 1) windows (four times the number
+        of distinct u values that Thm. 1 needs), at most 1000 samples each.
     n_steps : int
         Optimiser steps.
     batch_size : int
@@ -169,7 +171,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         noise_var: float = 0.01,
         whiten: bool = True,
         window: float | None = None,
-        window_samples: int = 1000,
+        window_samples: int | None = None,
         n_steps: int = 5000,
         batch_size: int = 256,
         chunk_samples: int | None = None,
@@ -221,7 +223,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_float("noise_var", self.noise_var, min_value=0.0, strict_min=True)
         if self.window is not None:
             check_float("window", self.window, min_value=0.0, strict_min=True)
-        check_int("window_samples", self.window_samples, min_value=1)
+        if self.window_samples is not None:
+            check_int("window_samples", self.window_samples, min_value=1)
         check_int("n_steps", self.n_steps, min_value=1)
         check_int("batch_size", self.batch_size, min_value=1)
         if self.chunk_samples is not None:
@@ -254,9 +257,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             raise TypeError("'picks' applies to MNE Raw input only; got an array.")
         return check_data_2d(X), None, "array", None
 
-    def _window_samples_for(self, sample_rate):
+    def _window_samples_for(self, sample_rate, n_times):
         if self.window is None:
-            return int(self.window_samples)
+            if self.window_samples is not None:
+                return int(self.window_samples)
+            n_windows = 4 * (2 * self.n_sources + 1)
+            return int(min(1000, max(1, n_times // n_windows)))
         if sample_rate is None:
             raise ValueError(
                 f"window={self.window} s needs a sample rate, but X is a plain array. Pass a "
@@ -270,9 +276,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             return None
         if u is None:
             if fitting:
-                ws = self._window_samples_for(sample_rate)
-                self.window_samples_ = ws
-                return window_labels(n_times, ws)
+                return window_labels(n_times, self.window_samples_)
             codes = window_labels(n_times, self.window_samples_)
             if self.n_u_ is not None:
                 raise ValueError(
@@ -404,7 +408,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.classes_ = None
         self.n_u_ = None
         self.n_segments_ = None
-        self.window_samples_ = self._window_samples_for(sample_rate)
+        self.window_samples_ = self._window_samples_for(sample_rate, n_times)
         codes = self._encode_u(u, n_times, fitting=True, sample_rate=sample_rate)
         if codes is not None:
             if codes.ndim == 1:

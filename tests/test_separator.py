@@ -75,6 +75,15 @@ def test_default_u_is_window_index(linear_data):
         sep.transform(np.tile(X, 2))
 
 
+def test_default_window_follows_the_recording(linear_data):
+    X, _, _ = linear_data
+    # 2000 samples, 3 sources: 4 * (2 * 3 + 1) = 28 windows of 2000 // 28 = 71 samples.
+    sep = IVAESeparator(3, random_state=0, **FAST).fit(X)
+    assert sep.window_samples_ == 71 and sep.n_segments_ == 28
+    long = np.tile(X, 30)  # 60000 samples: capped at 1000 samples per window
+    assert IVAESeparator(3, **{**FAST, "n_steps": 1}).fit(long).window_samples_ == 1000
+
+
 def test_recording_in_recording_out(linear_data):
     X, _, _ = linear_data
     rec = Recording(X, sample_rate=100.0, kind="audio")

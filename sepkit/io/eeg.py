@@ -458,6 +458,29 @@ def _loaded_copy(raw):
     return out
 
 
+def check_band(l_freq, h_freq, sample_rate: float):
+    """Validate filter edges in Hz (either may be None); return them as floats.
+
+    Shared by every function that filters, so that the messages agree.
+    """
+    nyquist = sample_rate / 2.0
+    if l_freq is not None:
+        l_freq = check_float("l_freq", l_freq, min_value=0.0, strict_min=True)
+    if h_freq is not None:
+        h_freq = check_float("h_freq", h_freq, min_value=0.0, strict_min=True)
+        if h_freq >= nyquist:
+            raise ValueError(
+                f"'h_freq' must be below the Nyquist frequency ({nyquist:g} Hz), got "
+                f"{h_freq:g} Hz. Lower it or pass h_freq=None."
+            )
+    if l_freq is not None and h_freq is not None and l_freq >= h_freq:
+        raise ValueError(
+            f"'l_freq' ({l_freq:g} Hz) must be below 'h_freq' ({h_freq:g} Hz) for a "
+            "band-pass; pass l_freq=None or h_freq=None for a one-sided filter."
+        )
+    return l_freq, h_freq
+
+
 def filter_eeg(raw, l_freq: float | None, h_freq: float | None, *, picks="eeg"):
     """Band-, high- or low-pass filter the EEG channels (zero-phase FIR).
 
@@ -478,23 +501,9 @@ def filter_eeg(raw, l_freq: float | None, h_freq: float | None, *, picks="eeg"):
         A filtered copy; ``info["highpass"]``/``info["lowpass"]`` updated.
     """
     _check_raw(raw)
-    nyquist = raw.info["sfreq"] / 2.0
     if l_freq is None and h_freq is None:
         raise ValueError("'l_freq' and 'h_freq' are both None; give at least one edge in Hz.")
-    if l_freq is not None:
-        l_freq = check_float("l_freq", l_freq, min_value=0.0, strict_min=True)
-    if h_freq is not None:
-        h_freq = check_float("h_freq", h_freq, min_value=0.0, strict_min=True)
-        if h_freq >= nyquist:
-            raise ValueError(
-                f"'h_freq' must be below the Nyquist frequency ({nyquist:g} Hz), got "
-                f"{h_freq:g} Hz. Lower it or pass h_freq=None."
-            )
-    if l_freq is not None and h_freq is not None and l_freq >= h_freq:
-        raise ValueError(
-            f"'l_freq' ({l_freq:g} Hz) must be below 'h_freq' ({h_freq:g} Hz) for a "
-            "band-pass; swap them for a band-stop (use notch for line noise)."
-        )
+    l_freq, h_freq = check_band(l_freq, h_freq, raw.info["sfreq"])
     out = _loaded_copy(raw)
     out.filter(l_freq, h_freq, picks=_eeg_picks(out, picks), verbose="error")
     return out
