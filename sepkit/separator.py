@@ -509,8 +509,14 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 f"dimension per reference). Pass n_sources <= {rank}."
             )
         evals, evecs = evals[:rank], evecs[:, :rank]
-        self.whitening_ = (evecs / np.sqrt(evals)).T
-        self.dewhitening_ = evecs * np.sqrt(evals)
+        # Whiten the n_sources strongest components only; weaker ones are scaled
+        # like the n_sources-th, so they stay below unit variance. Whitening all
+        # of them would lift pure sensor noise to the level of the sources and
+        # hide which directions carry signal (MCC 0.25 vs 0.94 for FastICA on
+        # 19-channel, 8-source EEG in our runs).
+        scales = np.sqrt(np.maximum(evals, evals[self.n_sources - 1]))
+        self.whitening_ = (evecs / scales).T
+        self.dewhitening_ = evecs * scales
         self.rank_ = rank
 
     def _build_model(self) -> IVAE:
