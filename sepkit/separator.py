@@ -33,7 +33,7 @@ from ._mne_mixin import (
 from ._version import __version__
 from .io.recording import Recording
 from .models.ivae import ACTIVATIONS, IVAE, POSTERIORS, PRIORS
-from .train import train_ivae
+from .train import check_precision, train_ivae
 from .windows import window_labels
 
 _FORMAT_VERSION = 1
@@ -115,14 +115,49 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     random_state : None or int
         Seed for initialisation and batches; an int makes fits reproducible.
     verbose : bool
-        Show a progress bar.
+        Show a progress bar with the ELBO and steps/s; False prints nothing.
+    checkpoint_dir : str, path or None
+        Folder for a training checkpoint (model, optimiser, RNG states, step,
+        learning-rate scale, history), written atomically every
+        ``checkpoint_every`` steps and at the end, so that ``fit(...,
+        resume=True)`` can continue an interrupted fit. None writes none.
+        The file is ``ivae_checkpoint.pt`` (``ivae_checkpoint.rankR.pt`` per
+        rank under ``python -m sepkit.train``); a fit with ``resume=False``
+        refuses to overwrite one.
+    checkpoint_every : int
+        Steps between checkpoints. Default 1000: an interruption loses at
+        most 1000 steps, while each write (a copy of the state to the host)
+        costs little against them.
+    early_stopping : bool
+        Stop before ``n_steps`` once the -ELBO (averaged over 100-step log
+        intervals) has not improved by ``min_delta`` for ``patience``
+        intervals. Off by default so that ``n_steps`` means what it says.
+    patience : int
+        Log intervals (of 100 steps) without improvement before stopping.
+        Default 5: 500 steps, long enough for the noise of a stochastic ELBO
+        not to pass for a plateau.
+    min_delta : float
+        Smallest decrease of the -ELBO per sample (nats) that counts as an
+        improvement. Default 1e-3, below what a useful step changes.
+    precision : {"fp32", "bf16"}
+        "bf16" trains under bfloat16 autocast on CUDA (exp, log and the
+        log-likelihood and KL sums stay in float32); on CPU it is an error,
+        as bf16 gains nothing there. Inference runs in float32.
+    compile : bool
+        Run the model through ``torch.compile`` for training (needs a C++
+        compiler on CPU, Triton on CUDA; a clear error says when it fails).
+        Off by default: compiling takes longer than short fits last.
 
     Attributes
     ----------
     model_ : IVAE
         The fitted torch module.
     history_ : list of dict
-        Training curve (-ELBO per sample every 100 steps).
+        Training curve (-ELBO per sample every 100 steps, and at
+        checkpoints); an ``event`` key marks a caught non-finite loss, and
+        ``stopped_early_at`` the last entry of an early-stopped fit.
+    n_steps_run_ : int
+        Optimiser steps actually run (below ``n_steps`` after early stopping).
     n_channels_ : int
     mean_ : ndarray, shape (n_channels,)
         Channel means removed before the model.
@@ -179,6 +214,13 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         device: str = "auto",
         random_state: int | None = None,
         verbose: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1000,
+        early_stopping: bool = False,
+        patience: int = 5,
+        min_delta: float = 1e-3,
+        precision: str = "fp32",
+        compile: bool = False,
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -201,6 +243,13 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.min_delta = min_delta
+        self.precision = precision
+        self.compile = compile
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
@@ -232,7 +281,22 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_float("lr", self.lr, min_value=0.0, strict_min=True)
         if self.random_state is not None:
             check_int("random_state", self.random_state, min_value=0)
-        return check_device(self.device)
+        check_option("verbose", self.verbose, (True, False))
+        if self.checkpoint_dir is not None and not isinstance(
+            self.checkpoint_dir, (str, os.PathLike)
+        ):
+            raise TypeError(
+                "'checkpoint_dir' must be None or a path (str or os.PathLike), got "
+                f"{self.checkpoint_dir!r} ({type(self.checkpoint_dir).__name__})."
+            )
+        check_int("checkpoint_every", self.checkpoint_every, min_value=1)
+        check_option("early_stopping", self.early_stopping, (True, False))
+        check_int("patience", self.patience, min_value=1)
+        check_float("min_delta", self.min_delta, min_value=0.0)
+        check_option("compile", self.compile, (True, False))
+        device = check_device(self.device)
+        check_precision(self.precision, device)
+        return device
 
     def _check_fitted(self):
         if not hasattr(self, "model_"):
@@ -342,7 +406,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, u=None, *, picks=None, reject_by_annotation: bool = True):
+    def fit(
+        self, X, u=None, *, picks=None, reject_by_annotation: bool = True, resume: bool = False
+    ):
         """Fit the iVAE to a recording.
 
         Parameters
@@ -369,6 +435,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             not enter the channel means, the whitening, or any training chunk
             (chunks overlapping them are never drawn); ``transform`` still
             separates them.
+        resume : bool
+            Continue from the checkpoint in ``checkpoint_dir`` (same data and
+            settings), giving bit-identical weights to an uninterrupted fit
+            with the same ``random_state``; a fit that has no checkpoint yet
+            starts afresh. False refuses to overwrite an existing checkpoint.
 
         Returns
         -------
@@ -376,6 +447,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         """
         device = self._validate_params()
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
+        check_option("resume", resume, (True, False))
+        if resume and self.checkpoint_dir is None:
+            raise ValueError(
+                "resume=True needs the checkpoint_dir of the fit to resume; the separator has "
+                "checkpoint_dir=None. Pass IVAESeparator(..., checkpoint_dir=DIR)."
+            )
         data, sample_rate, kind, rec = self._unpack(X, picks)
         n_channels, n_times = data.shape
         # Samples that statistics and training chunks may use; None means all.
@@ -484,7 +561,16 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 generator=gen,
                 valid_starts=valid,
                 verbose=self.verbose,
+                checkpoint_dir=self.checkpoint_dir,
+                checkpoint_every=self.checkpoint_every,
+                resume=resume,
+                early_stopping=self.early_stopping,
+                patience=self.patience,
+                min_delta=self.min_delta,
+                precision=self.precision,
+                compile=self.compile,
             )
+        self.n_steps_run_ = self.history_[-1]["step"]
         self.model_ = model
         return self
 
@@ -684,7 +770,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         meta = dict(
             format_version=_FORMAT_VERSION,
             sepkit_version=__version__,
-            params={k: v for k, v in self.get_params().items()},
+            # Paths (checkpoint_dir) as strings: JSON has no path type.
+            params={
+                k: os.fspath(v) if isinstance(v, os.PathLike) else v
+                for k, v in self.get_params().items()
+            },
             n_channels_=self.n_channels_,
             n_segments_=self.n_segments_,
             n_u_=self.n_u_,
@@ -740,6 +830,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         sep.ch_names_ = tuple(meta["ch_names_"]) if meta["ch_names_"] else None
         sep.annotation_u_ = meta.get("annotation_u_", False)
         sep.history_ = meta["history_"]
+        sep.n_steps_run_ = sep.history_[-1]["step"]
         for name in ("mean_", "whitening_", "dewhitening_"):
             setattr(sep, name, tensors.pop(name).numpy())
         sep.rank_ = sep.whitening_.shape[0]

@@ -1,20 +1,119 @@
-"""The training loop (plain PyTorch).
+"""The training loop (plain PyTorch), and ``python -m sepkit.train CONFIG``.
 
 Data stay on the model's device for the whole run; each step gathers a batch
 of random chunks by indexing, so the loop never copies from the host and never
 synchronises with it except every ``log_every`` steps, when the accumulated
-loss is read back and checked for NaN/Inf.
+loss is read back and checked for NaN/Inf (and at checkpoints, which copy the
+state to the host anyway).
+
+Run as a module, this file trains one separator on a corpus of recordings,
+on one process or data-parallel under ``torchrun``::
+
+    torchrun --nproc_per_node=2 -m sepkit.train config.toml
+
+Each rank holds all the data and draws its own batches (seed + rank);
+DistributedDataParallel averages the gradients, so the replicas stay
+identical. gloo is the backend on CPU, nccl on CUDA. Rank 0 writes the
+separator, readable with :meth:`sepkit.IVAESeparator.load`. The config
+(TOML; paths relative to its folder)::
+
+    out = "corpus.safetensors"   # the fitted separator
+    overwrite = false            # replace an existing `out`
+    checkpoint_dir = "ckpt"      # optional: checkpoints, one file per rank
+    resume = false               # continue from the checkpoints in checkpoint_dir
+
+    [data]
+    files = ["s01.fif", "s02.fif"]  # .npy (n_channels, n_times), audio or EEG
+    # or, instead of files, a make_nonlinear_ica dataset:
+    # synthetic = {n_sources = 3, n_segments = 10, n_per_segment = 200, n_layers = 1}
+
+    [model]                      # IVAESeparator keyword arguments
+    n_sources = 3
+    n_steps = 2000
+    random_state = 0
+
+With files, u is the window index within each file (windows never span two
+files); with ``synthetic``, the dataset's segment labels. Recordings are
+concatenated in time, so a training chunk longer than one sample
+(``kernel_size > 1``) may straddle the junction of two files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .models import IVAE
+
+PRECISIONS = ("fp32", "bf16")
+#: Name of the checkpoint file in ``checkpoint_dir`` (one per rank under DDP).
+CHECKPOINT_NAME = "ivae_checkpoint"
+_CHECKPOINT_FORMAT = 1
+# Consecutive non-finite log intervals (each restoring the last good state and
+# halving the learning rate) after which training gives up: 5 halvings bring
+# the rate to 1/32 of the schedule, where a finite loss should have returned.
+MAX_NONFINITE = 5
+
+# Set by main(): when True and a process group is initialised, train_ivae
+# trains data-parallel. A flag rather than an IVAESeparator argument keeps the
+# estimator's API free of launcher details.
+_DISTRIBUTED = False
+
+
+@contextlib.contextmanager
+def distributed_training():
+    """Within this block, :func:`train_ivae` trains with DDP over the process group."""
+    global _DISTRIBUTED
+    old, _DISTRIBUTED = _DISTRIBUTED, True
+    try:
+        yield
+    finally:
+        _DISTRIBUTED = old
+
+
+def _rank_world() -> tuple[int, int]:
+    if _DISTRIBUTED and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def checkpoint_path(checkpoint_dir) -> Path:
+    """The checkpoint file of this process in ``checkpoint_dir``."""
+    rank, world = _rank_world()
+    suffix = f".rank{rank}" if world > 1 else ""
+    return Path(checkpoint_dir) / f"{CHECKPOINT_NAME}{suffix}.pt"
+
+
+def check_precision(precision, device: torch.device) -> str:
+    """Validate ``precision`` for ``device``: bf16 autocast needs a CUDA device."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            "Invalid value for the 'precision' parameter. Allowed values are 'fp32' and "
+            f"'bf16', but got {precision!r} instead."
+        )
+    if precision == "bf16":
+        # On CPU, bf16 autocast is slower than fp32 for these small layers and
+        # gives nothing back, so asking for it is treated as a mistake.
+        if device.type != "cuda":
+            raise ValueError(
+                f"precision='bf16' needs a CUDA device, but training runs on {device}. "
+                "Pass precision='fp32' on CPU."
+            )
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"precision='bf16' needs a GPU with bfloat16 support (Ampere or newer), and "
+                f"{torch.cuda.get_device_name(device)} has none. Pass precision='fp32'."
+            )
+    return precision
 
 
 def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
@@ -24,6 +123,55 @@ def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, n_steps - warmup)
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _rng_states(generator: torch.Generator, device: torch.device) -> dict:
+    states = dict(generator=generator.get_state(), rng_cpu=torch.get_rng_state())
+    if device.type == "cuda":
+        states["rng_cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict, generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["rng_cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["rng_cuda"], device)
+
+
+def _write_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _read_checkpoint(path: Path, fingerprint: dict) -> dict:
+    # weights_only=True: tensors and plain containers only, never arbitrary pickle.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several error types for a bad file
+        raise ValueError(f"{path} is not a readable sepkit checkpoint: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a sepkit checkpoint (format {_CHECKPOINT_FORMAT}).")
+    saved = state["fingerprint"]
+    diff = [
+        f"{k}={saved.get(k)!r} (now {v!r})" for k, v in fingerprint.items() if saved.get(k) != v
+    ]
+    if diff:
+        raise ValueError(
+            f"The checkpoint {path} was written by a run with other settings: "
+            f"{', '.join(diff)}. Resume with the same settings, or pass resume=False with "
+            "another checkpoint_dir."
+        )
+    return state
 
 
 def train_ivae(
@@ -39,6 +187,14 @@ def train_ivae(
     valid_starts: torch.Tensor | None = None,
     log_every: int = 100,
     verbose: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool = False,
+    early_stopping: bool = False,
+    patience: int = 5,
+    min_delta: float = 1e-3,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> list[dict]:
     """Fit ``model`` by stochastic maximisation of the ELBO.
 
@@ -58,22 +214,64 @@ def train_ivae(
     lr : float
         Peak learning rate of Adam.
     generator : torch.Generator
-        On ``X``'s device; makes the batches reproducible.
+        On ``X``'s device; makes the batches reproducible. The
+        reparameterisation noise comes from the global torch RNG, which the
+        caller seeds (and forks).
     valid_starts : Tensor of int64 or None
         Allowed chunk start indices (e.g. chunks not overlapping BAD
         annotations); default all.
     log_every : int
         Steps between host reads of the loss.
     verbose : bool
-        Show a progress bar with the loss and steps/s.
+        Show a progress bar with the ELBO and steps/s.
+    checkpoint_dir : path or None
+        Folder for the checkpoint (created if missing), written atomically
+        every ``checkpoint_every`` steps and at the end: model, optimiser,
+        RNG states (batch generator and global), step, learning-rate scale,
+        early-stopping state and history.
+    checkpoint_every : int
+        Steps between checkpoints; each one also reads the loss back.
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir`` (the result is
+        bit-identical to an uninterrupted run); start afresh when there is
+        none yet. With ``resume=False`` an existing checkpoint is an error
+        rather than overwritten.
+    early_stopping : bool
+        Stop when the loss (-ELBO, averaged over a log interval) has not
+        improved by ``min_delta`` for ``patience`` log intervals.
+    patience : int
+        Log intervals without improvement before stopping.
+    min_delta : float
+        Smallest decrease of the -ELBO per sample (nats) that counts.
+    precision : {"fp32", "bf16"}
+        "bf16" runs the forward pass under bfloat16 autocast (CUDA only);
+        autocast keeps exp, log, pow and sums, hence the log-likelihood and KL
+        reductions, in float32.
+    compile : bool
+        Run the model through ``torch.compile``.
 
     Returns
     -------
     history : list of dict
-        One entry every ``log_every`` steps: step, loss (-ELBO per sample),
-        neg_log_lik, kl, lr, and ``event`` when a non-finite loss was caught.
+        One entry every ``log_every`` steps (and at checkpoints and the last
+        step): step, loss (-ELBO per sample), neg_log_lik, kl, lr; ``event``
+        when a non-finite loss was caught; ``stopped_early_at`` on the last
+        entry when early stopping ended the run.
+
+    Raises
+    ------
+    RuntimeError
+        When the loss stays non-finite for ``MAX_NONFINITE`` consecutive log
+        intervals despite the rollbacks.
+
+    Warns
+    -----
+    RuntimeWarning
+        Each time a non-finite loss is caught: the state of the last finite
+        check is restored and the learning rate halved.
     """
     device = X.device
+    check_precision(precision, device)
     n_times = X.shape[1]
     if valid_starts is None:
         valid_starts = torch.arange(n_times - chunk_samples + 1, device=device)
@@ -82,6 +280,33 @@ def train_ivae(
             f"No training chunk of {chunk_samples} samples fits in the data "
             "(after rejecting bad segments)."
         )
+    rank, world = _rank_world()
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = checkpoint_path(checkpoint_dir)
+        if ckpt.exists() and not resume:
+            raise FileExistsError(
+                f"{ckpt} holds a checkpoint of an earlier run. Pass resume=True to continue "
+                "it, or delete it / choose another checkpoint_dir to start afresh."
+            )
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    elif resume:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from; none was given.")
+    fingerprint = dict(
+        n_steps=n_steps,
+        batch_size=batch_size,
+        chunk_samples=chunk_samples,
+        lr=lr,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        data_shape=list(X.shape),
+        world_size=world,
+        early_stopping=early_stopping,
+        patience=patience,
+        min_delta=min_delta,
+        precision=precision,
+    )
+
     offsets = torch.arange(chunk_samples, device=device)
     # With a receptive field of one sample (kernel_size=1) the model has no
     # temporal mixing, so a batch of single samples can be laid out as one
@@ -93,19 +318,78 @@ def train_ivae(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
     warmup = max(1, n_steps // 20)
     history: list[dict] = []
-    acc = torch.zeros(3, device=device)
-    good_state = copy.deepcopy(model.state_dict())
     lr_scale = 1.0
+    start = 0
+    best, n_stale = math.inf, 0
+    n_bad = 0  # consecutive non-finite checks
+    good_step = 0
+    done = False
+
+    if world > 1:
+        # Each rank draws its own batches and noise: seed + rank.
+        generator.manual_seed(generator.initial_seed() + rank)
+        torch.random.default_generator.manual_seed(torch.initial_seed() + rank)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(torch.initial_seed() + rank)
+    if ckpt is not None and resume and ckpt.exists():
+        state = _read_checkpoint(ckpt, fingerprint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_states(state["rng"], generator, device)
+        start, lr_scale, history = state["step"], state["lr_scale"], state["history"]
+        best, n_stale, done = state["best"], state["n_stale"], state["done"]
+        n_bad, good_step = state["n_bad"], state["good_step"]
+
+    def snapshot(n_done: int):
+        return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), n_done
+
+    # After every check the model and optimiser equal the last good state
+    # (kept, or restored by a rollback), so a checkpoint written then resumes
+    # exactly where the uninterrupted run goes on.
+    def save_checkpoint(n_done: int, finished: bool):
+        state = dict(
+            format=_CHECKPOINT_FORMAT,
+            fingerprint=fingerprint,
+            step=n_done,
+            done=finished,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            rng=_rng_states(generator, device),
+            lr_scale=lr_scale,
+            history=history,
+            best=best,
+            n_stale=n_stale,
+            n_bad=n_bad,
+            good_step=good[2],
+        )
+        _write_checkpoint(ckpt, state)
+
+    good = snapshot(good_step if n_bad else start)  # the last finite check, for rollbacks
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if compile:
+        forward = torch.compile(forward)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
 
     bar = None
-    if verbose:
+    if verbose and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_steps, desc="iVAE fit", unit="step")
+        bar = tqdm(total=n_steps, initial=start, desc="iVAE fit", unit="step")
 
-    model.train()
+    acc = torch.zeros(3, device=device)
     n_acc = 0
-    for step in range(n_steps):
+    model.train()
+    for step in range(start, n_steps if not done else start):
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_scale * _lr_factor(step, n_steps, warmup)
         pick = torch.randint(
@@ -121,46 +405,237 @@ def train_ivae(
             ub = u[idx]
         else:
             ub = u[:, idx].transpose(0, 1)
-        loss, nll, kl = model(xb, ub)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            with autocast:
+                loss, nll, kl = forward(xb, ub)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception as err:
+            if compile and step == start:
+                raise RuntimeError(
+                    f"torch.compile could not compile the model ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}). It needs a working C++ "
+                    "compiler (CPU) or Triton (CUDA); pass compile=False."
+                ) from err
+            raise
         optimizer.step()
-        acc += torch.stack((loss.detach(), nll.detach(), kl.detach()))
+        acc += torch.stack((loss.detach(), nll.detach(), kl.detach())).float()
         n_acc += 1
 
-        if (step + 1) % log_every == 0 or step + 1 == n_steps:
-            means = (acc / n_acc).tolist()  # the only host sync in the loop
-            acc.zero_()
-            n_acc = 0
-            entry = dict(
-                step=step + 1,
-                loss=means[0],
-                neg_log_lik=means[1],
-                kl=means[2],
-                lr=optimizer.param_groups[0]["lr"],
-            )
-            if not np.all(np.isfinite(means)):
-                # Roll back to the last finite state and halve the learning rate
-                # rather than let NaN spread through the weights.
-                model.load_state_dict(good_state)
-                optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
-                lr_scale *= 0.5
-                entry["event"] = f"non-finite loss; restored step {_last_good(history)}, lr x0.5"
-            else:
-                good_state = copy.deepcopy(model.state_dict())
-            history.append(entry)
+        at_checkpoint = ckpt is not None and (step + 1) % checkpoint_every == 0
+        if not ((step + 1) % log_every == 0 or step + 1 == n_steps or at_checkpoint):
             if bar is not None:
-                bar.set_postfix(elbo=f"{-means[0]:.4g}")
+                bar.update(1)
+            continue
+        means = acc / n_acc
+        if world > 1:
+            # Every rank must take the same rollback and stopping decisions.
+            torch.distributed.all_reduce(means)
+            means /= world
+        means = means.tolist()  # the only host sync in the loop
+        acc.zero_()
+        n_acc = 0
+        entry = dict(
+            step=step + 1,
+            loss=means[0],
+            neg_log_lik=means[1],
+            kl=means[2],
+            lr=optimizer.param_groups[0]["lr"],
+        )
+        stop = False
+        if not np.all(np.isfinite(means)):
+            # Roll back to the last finite state and halve the learning rate
+            # rather than let NaN spread through the weights.
+            n_bad += 1
+            model_state, optim_state, good_step = good
+            if n_bad >= MAX_NONFINITE:
+                raise RuntimeError(
+                    f"Training diverged: the loss was non-finite at {n_bad} consecutive "
+                    f"checks (last at step {step + 1}), although each restored the state of "
+                    f"step {good_step} and halved the learning rate. Lower 'lr' (peak "
+                    f"{lr:g}) or look for outliers in the data."
+                )
+            model.load_state_dict(model_state)
+            # A copy: load_state_dict keeps the given tensors, and the steps
+            # to come would update the snapshot in place.
+            optimizer.load_state_dict(copy.deepcopy(optim_state))
+            lr_scale *= 0.5
+            entry["event"] = (
+                f"non-finite loss at step {step + 1}; restored the state of step {good_step} "
+                "and halved the learning rate"
+            )
+            warnings.warn(entry["event"] + ".", RuntimeWarning, stacklevel=3)
+        else:
+            n_bad = 0
+            good = snapshot(step + 1)
+            if means[0] < best - min_delta:
+                best, n_stale = means[0], 0
+            else:
+                n_stale += 1
+            if early_stopping and n_stale >= patience:
+                entry["stopped_early_at"] = step + 1
+                stop = True
+        history.append(entry)
         if bar is not None:
+            bar.set_postfix(elbo=f"{-means[0]:.4g}")
             bar.update(1)
+        if ckpt is not None and (at_checkpoint or stop or step + 1 == n_steps):
+            save_checkpoint(step + 1, finished=stop or step + 1 == n_steps)
+        if stop:
+            break
     if bar is not None:
         bar.close()
     model.eval()
     return history
 
 
-def _last_good(history):
-    for entry in reversed(history):
-        if "event" not in entry:
-            return entry["step"]
+# --------------------------------------------------------------------------- DDP entry
+_CONFIG_KEYS = {"out", "overwrite", "checkpoint_dir", "resume", "data", "model"}
+_DATA_KEYS = {"files", "synthetic"}
+
+
+def _unknown(found, allowed, where: str) -> None:
+    extra = sorted(set(found) - set(allowed))
+    if extra:
+        raise ValueError(
+            f"Unknown key(s) {extra} in {where}. Allowed keys are {sorted(allowed)}; "
+            "check the spelling."
+        )
+
+
+def _read_config(path: Path) -> dict:
+    import tomllib
+
+    if not path.is_file():
+        raise FileNotFoundError(f"No config file at {path}.")
+    with path.open("rb") as f:
+        cfg = tomllib.load(f)
+    _unknown(cfg, _CONFIG_KEYS, f"the config {path}")
+    for key in ("out", "data", "model"):
+        if key not in cfg:
+            raise ValueError(f"The config {path} lacks the '{key}' entry; see sepkit/train.py.")
+    _unknown(cfg["data"], _DATA_KEYS, f"[data] of {path}")
+    if ("files" in cfg["data"]) == ("synthetic" in cfg["data"]):
+        raise ValueError(
+            f"[data] of {path} must give exactly one of 'files' (a list of recordings) or "
+            "'synthetic' (make_nonlinear_ica arguments)."
+        )
+    return cfg
+
+
+def _read_recording(path: Path):
+    """(data, sample_rate) of one .npy, audio or EEG file; sample_rate None for .npy."""
+    from .io import SUPPORTED_EEG_EXTENSIONS, read_audio, read_eeg, to_recording
+
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        data = np.load(path, allow_pickle=False)
+        if data.ndim != 2:
+            raise ValueError(
+                f"{path} holds an array of shape {data.shape}; expected (n_channels, n_times)."
+            )
+        return data.astype(np.float32), None
+    if any(name.endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
+        rec = to_recording(read_eeg(path))
+    else:
+        rec = read_audio(path)
+    return rec.data, rec.sample_rate
+
+
+def _corpus(cfg: dict, base: Path, sep):
+    """Concatenated data (Recording or array) and per-sample window labels."""
+    from .io import Recording
+    from .windows import window_labels
+
+    data_cfg = cfg["data"]
+    if "synthetic" in data_cfg:
+        from .datasets import make_nonlinear_ica
+
+        X, _, u = make_nonlinear_ica(**data_cfg["synthetic"])
+        return X, u
+    parts, labels, rates, offset = [], [], set(), 0
+    for name in data_cfg["files"]:
+        data, rate = _read_recording(base / name)
+        if parts and data.shape[0] != parts[0].shape[0]:
+            raise ValueError(
+                f"{name} has {data.shape[0]} channels but the first file has "
+                f"{parts[0].shape[0]}; a corpus needs the same channels in every file."
+            )
+        rates.add(rate)
+        # u = window index within each file, numbered on across files, so no
+        # window mixes two recordings.
+        codes = window_labels(data.shape[1], sep._window_samples_for(rate, data.shape[1]))
+        parts.append(data)
+        labels.append(codes + offset)
+        offset += int(codes.max()) + 1
+    if len(rates) > 1:
+        raise ValueError(
+            f"The files have different sample rates {sorted(map(str, rates))}; resample "
+            "them to one rate first."
+        )
+    X = np.concatenate(parts, axis=1)
+    rate = rates.pop()
+    if rate is not None:
+        X = Recording(X, rate)
+    return X, np.concatenate(labels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train one separator on the corpus of a TOML config (see the module docstring)."""
+    import argparse
+
+    from .separator import IVAESeparator
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sepkit.train",
+        description="Train one IVAESeparator on a corpus, data-parallel under torchrun.",
+    )
+    parser.add_argument("config", help="TOML config (see the sepkit.train docstring)")
+    args = parser.parse_args(argv)
+    config = Path(args.config)
+    cfg = _read_config(config)
+    base = config.parent
+    out = base / cfg["out"]
+    if out.exists() and not cfg.get("overwrite", False):
+        raise FileExistsError(f"{out} exists. Set overwrite = true in the config to replace it.")
+    model_cfg = dict(cfg["model"])
+    _unknown(model_cfg, IVAESeparator().get_params(), f"[model] of {config}")
+    if "checkpoint_dir" in cfg:
+        model_cfg["checkpoint_dir"] = str(base / cfg["checkpoint_dir"])
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    wanted = model_cfg.get("device", "auto")
+    use_cuda = wanted.startswith("cuda") or (wanted == "auto" and torch.cuda.is_available())
+    if world > 1:
+        if use_cuda:
+            model_cfg["device"] = f"cuda:{local_rank}"
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    try:
+        if world > 1 and model_cfg.get("random_state") is None:
+            # Same seed everywhere: rank r then draws its batches from seed + r.
+            seed = torch.randint(2**31 - 1, (1,), device="cuda" if use_cuda else "cpu")
+            torch.distributed.broadcast(seed, src=0)
+            model_cfg["random_state"] = int(seed.item())
+        model_cfg["verbose"] = bool(model_cfg.get("verbose", False)) and rank == 0
+        sep = IVAESeparator(**model_cfg)
+        X, u = _corpus(cfg, base, sep)
+        with distributed_training():
+            sep.fit(X, u, resume=bool(cfg.get("resume", False)))
+        if rank == 0:
+            sep.save(out, overwrite=bool(cfg.get("overwrite", False)))
+            print(f"saved {out} ({sep.n_steps_run_} steps, world size {world})")
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
     return 0
+
+
+if __name__ == "__main__":
+    # Run the canonical module's main (sepkit.train, already imported by the
+    # package) so that the DDP flag it sets is the one train_ivae reads.
+    from sepkit.train import main as _main
+
+    sys.exit(_main())

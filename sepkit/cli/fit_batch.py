@@ -1,0 +1,123 @@
+"""``sepkit fit-batch``: fit one separator per recording.
+
+Each FILE (audio: WAV, FLAC, OGG, ...; EEG: any format ``sepkit.io.read_eeg``
+reads) gets its own IVAESeparator, saved as ``DIR/<stem>.safetensors``. A
+recording that cannot be read or fitted prints ``FAILED <file>: <reason>``
+and is skipped; the others complete, and the exit code is 1 if any failed.
+
+Under torchrun (``torchrun --nproc_per_node=N -m sepkit fit-batch ...``) the
+files are shared out by the RANK and WORLD_SIZE environment variables: file i
+goes to rank i % WORLD_SIZE, and each rank uses GPU LOCAL_RANK when CUDA is
+there. No process group is needed, since the fits are independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "fit-batch",
+        help="fit one separator per recording (shared across torchrun ranks)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="recordings (audio or EEG)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for <stem>.safetensors")
+    p.add_argument(
+        "--n-sources",
+        type=int,
+        default=None,
+        metavar="K",
+        help="sources per recording (default: the recording's number of channels)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="optimiser steps (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    return p
+
+
+def _read(path: Path):
+    """A Recording (audio) or an MNE Raw (EEG), chosen by extension."""
+    from ..io import SUPPORTED_EEG_EXTENSIONS, read_audio, read_eeg
+
+    name = path.name.lower()
+    if any(name.endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
+        return read_eeg(path)
+    return read_audio(path)
+
+
+def _stem(path: Path) -> str:
+    # ".fif.gz" is one extension; Path.stem would leave "name.fif".
+    name = path.name
+    return name[: -len(".fif.gz")] if name.lower().endswith(".fif.gz") else path.stem
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def run(args) -> int:
+    from ..separator import IVAESeparator
+
+    if args.n_sources is not None and args.n_sources < 1:
+        raise ValueError(f"--n-sources must be >= 1, got {args.n_sources}.")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}.")
+    files = [Path(f) for f in args.files]
+    out_dir = Path(args.out)
+    targets = [out_dir / f"{_stem(f)}.safetensors" for f in files]
+    seen: dict[Path, Path] = {}
+    for f, t in zip(files, targets, strict=True):
+        if t in seen:
+            raise ValueError(
+                f"{seen[t]} and {f} would both be saved as {t}. Rename one, or fit them in "
+                "separate runs with different --out folders."
+            )
+        seen[t] = f
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device
+    if world > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    n_failed = 0
+    for i, (path, target) in enumerate(zip(files, targets, strict=True)):
+        if i % world != rank:
+            continue
+        try:
+            if target.exists() and not args.force:
+                raise FileExistsError(f"{target} exists; pass --force to overwrite it")
+            rec = _read(path)
+            n_sources = args.n_sources or len(rec.ch_names)
+            sep = IVAESeparator(
+                n_sources, n_steps=args.steps, device=device, random_state=args.seed
+            )
+            sep.fit(rec)
+            sep.save(target, overwrite=args.force)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one bad recording must not stop the batch
+            n_failed += 1
+            print(f"FAILED {path}: {_reason(err)}", flush=True)
+            continue
+        print(f"saved {target}", flush=True)
+    return 1 if n_failed else 0

@@ -1,0 +1,100 @@
+"""Tests for ``sepkit fit-batch`` (sepkit/cli/fit_batch.py), through sepkit.cli.main."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sepkit import IVAESeparator
+from sepkit.cli import main
+
+sf = pytest.importorskip("soundfile")
+
+RATE = 8000
+STEPS = ["--steps", "20", "--device", "cpu"]
+
+
+def _wav(path, seed):
+    rng = np.random.default_rng(seed)
+    # Two amplitude-modulated noise sources, linearly mixed to two channels.
+    t = np.arange(RATE // 2) / RATE
+    s = rng.standard_normal((2, t.size)) * (1.5 + np.sin(2 * np.pi * np.array([[3.0], [5.0]]) * t))
+    x = np.array([[1.0, 0.5], [0.3, 1.0]]) @ s
+    sf.write(str(path), (0.1 * x).T, RATE, subtype="FLOAT")
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    a = _wav(tmp_path / "a.wav", 0)
+    b = _wav(tmp_path / "b.wav", 1)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....this is not audio")
+    return a, bad, b
+
+
+def test_failed_recording_is_reported_and_skipped(tmp_path, files, capsys):
+    a, bad, b = files
+    out = tmp_path / "models"
+    code = main(["fit-batch", str(a), str(bad), str(b), "--out", str(out), *STEPS])
+    assert code == 1
+    lines = capsys.readouterr().out.splitlines()
+    failed = [line for line in lines if line.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].startswith(f"FAILED {bad}: ")
+    assert sorted(p.name for p in out.iterdir()) == ["a.safetensors", "b.safetensors"]
+    sep = IVAESeparator.load(out / "a.safetensors", device="cpu")
+    assert sep.n_sources == 2 and sep.n_steps_run_ == 20 and sep.sample_rate_ == RATE
+
+
+def test_all_good_exits_zero_and_never_overwrites(tmp_path, files, capsys):
+    a, _, b = files
+    out = tmp_path / "models"
+    argv = ["fit-batch", str(a), str(b), "--out", str(out), "--n-sources", "1", *STEPS]
+    assert main(argv) == 0
+    assert IVAESeparator.load(out / "b.safetensors", device="cpu").n_sources == 1
+    before = (out / "a.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 1
+    text = capsys.readouterr().out
+    assert f"FAILED {a}: FileExistsError: {out / 'a.safetensors'} exists; pass --force" in text
+    assert (out / "a.safetensors").read_bytes() == before
+    assert main([*argv, "--force", "--seed", "3"]) == 0
+    assert (out / "a.safetensors").read_bytes() != before
+
+
+def test_files_are_sharded_by_rank(tmp_path, files, monkeypatch, capsys):
+    a, bad, b = files
+    out = tmp_path / "models"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    # Rank 1 of 2 takes file 1 only (the broken one) ...
+    assert main(["fit-batch", str(a), str(bad), str(b), "--out", str(out), *STEPS]) == 1
+    assert not list(out.iterdir())
+    monkeypatch.setenv("RANK", "0")
+    # ... and rank 0 files 0 and 2.
+    assert main(["fit-batch", str(a), str(bad), str(b), "--out", str(out), *STEPS]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.safetensors", "b.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--steps", "0"], "--steps must be >= 1, got 0."),
+        (["--n-sources", "0"], "--n-sources must be >= 1, got 0."),
+    ],
+)
+def test_bad_arguments(tmp_path, files, capsys, extra, match):
+    a, _, _ = files
+    assert main(["fit-batch", str(a), "--out", str(tmp_path / "m"), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"sepkit fit-batch: error: {match}"
+
+
+def test_same_stem_is_an_error(tmp_path, files, capsys):
+    a, _, _ = files
+    other = tmp_path / "sub"
+    other.mkdir()
+    twin = _wav(other / "a.wav", 2)
+    assert main(["fit-batch", str(a), str(twin), "--out", str(tmp_path / "m"), *STEPS]) == 2
+    err = capsys.readouterr().err
+    assert "would both be saved as" in err and "Rename one" in err
+    assert not (tmp_path / "m").exists()
