@@ -61,13 +61,20 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     ----------
     n_sources : int
         Number of sources to estimate (<= number of channels).
-    prior : {"gauss", "laplace", "standard"}
+    prior : {"auto", "gauss", "laplace", "standard"}
         Family of p(z|u). "standard" fits a plain VAE with p(z) = N(0, I) and
-        no u: a non-identifiable baseline.
-    posterior : {"diag", "full"}
+        no u: a non-identifiable baseline. "auto" follows the recording:
+        "laplace" for EEG (an MNE Raw or a Recording of kind "eeg"), whose
+        sources (blinks, bursts) are heavy-tailed within a window, "gauss"
+        otherwise. The choice is stored in ``prior_``.
+    posterior : {"auto", "diag", "full"}
         Covariance of the Gaussian q(z|x,u): "diag" (mean field, the paper's)
         or "full" (a Cholesky factor per sample), which removes the mean-field
         bias towards orthogonal decoder Jacobians; see :class:`~sepkit.models.IVAE`.
+        "auto": "diag" for EEG, "full" otherwise (stored in ``posterior_``).
+        Measured: on the paper's nonlinear mixtures "full" is better; on the
+        real EEGLAB sample the blink component reached |r| 0.84 with FPz with
+        "diag" (Laplace prior) but 0.67 with "full" (MNE picard: 0.87).
     n_hidden : int
         Width of the hidden layers of encoder and decoder.
     n_layers : int
@@ -194,8 +201,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self,
         n_sources: int = 2,
         *,
-        prior: str = "gauss",
-        posterior: str = "full",
+        prior: str = "auto",
+        posterior: str = "auto",
         n_hidden: int = 64,
         n_layers: int = 3,
         kernel_size: int = 1,
@@ -254,8 +261,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
         check_int("n_sources", self.n_sources, min_value=1)
-        check_option("prior", self.prior, PRIORS)
-        check_option("posterior", self.posterior, POSTERIORS)
+        check_option("prior", self.prior, ("auto", *PRIORS))
+        check_option("posterior", self.posterior, ("auto", *POSTERIORS))
         check_int("n_hidden", self.n_hidden, min_value=1)
         check_int("n_layers", self.n_layers, min_value=1)
         k = check_int("kernel_size", self.kernel_size, min_value=1)
@@ -336,7 +343,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
 
     def _encode_u(self, u, n_times, *, fitting, sample_rate=None):
         """Validate u and turn it into model input (codes or continuous)."""
-        if self.prior == "standard":
+        if self.prior_ == "standard":
             return None
         if u is None:
             if fitting:
@@ -455,6 +462,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
         data, sample_rate, kind, rec = self._unpack(X, picks)
         n_channels, n_times = data.shape
+        is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
+        self.prior_ = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
+        self.posterior_ = (
+            self.posterior if self.posterior != "auto" else ("diag" if is_eeg else "full")
+        )
         # Samples that statistics and training chunks may use; None means all.
         good = None
         from_annotations = False
@@ -615,8 +627,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             n_layers=self.n_layers,
             kernel_size=self.kernel_size,
             activation=self.activation,
-            prior=self.prior,
-            posterior=self.posterior,
+            prior=self.prior_,
+            posterior=self.posterior_,
             encoder_u=self.encoder_u,
             decoder_u=self.decoder_u,
             learn_noise=self.learn_noise,
@@ -776,6 +788,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 for k, v in self.get_params().items()
             },
             n_channels_=self.n_channels_,
+            prior_=self.prior_,
+            posterior_=self.posterior_,
             n_segments_=self.n_segments_,
             n_u_=self.n_u_,
             classes_=classes,
@@ -822,6 +836,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         sep = cls(**params)
         dev = sep._validate_params()
         sep.n_channels_ = sep.n_features_in_ = meta["n_channels_"]
+        sep.prior_ = meta["prior_"]
+        sep.posterior_ = meta["posterior_"]
         sep.n_segments_ = meta["n_segments_"]
         sep.n_u_ = meta["n_u_"]
         sep.classes_ = None if meta["classes_"] is None else np.asarray(meta["classes_"])

@@ -75,6 +75,18 @@ def test_default_u_is_window_index(linear_data):
         sep.transform(np.tile(X, 2))
 
 
+def test_auto_prior_and_posterior_follow_the_recording(linear_data):
+    X, _, u = linear_data
+    sep = IVAESeparator(3, random_state=0, **{**FAST, "n_steps": 1}).fit(X, u)
+    assert (sep.prior_, sep.posterior_) == ("gauss", "full")
+    eeg = Recording(X, sample_rate=100.0, kind="eeg")
+    sep = IVAESeparator(3, random_state=0, **{**FAST, "n_steps": 1}).fit(eeg, u)
+    assert (sep.prior_, sep.posterior_) == ("laplace", "diag")
+    assert sep.model_.prior == "laplace" and sep.model_.posterior == "diag"
+    explicit = IVAESeparator(3, prior="gauss", posterior="full", **{**FAST, "n_steps": 1})
+    assert (explicit.fit(eeg, u).prior_, explicit.posterior_) == ("gauss", "full")
+
+
 def test_default_window_follows_the_recording(linear_data):
     X, _, _ = linear_data
     # 2000 samples, 3 sources: 4 * (2 * 3 + 1) = 28 windows of 2000 // 28 = 71 samples.
@@ -189,7 +201,7 @@ def test_rank_deficient_data_is_handled():
     [
         (
             dict(prior="gaus"),
-            "Invalid value for the 'prior' parameter. Allowed values are 'gauss', 'laplace' and 'standard', but got 'gaus' instead.",
+            "Invalid value for the 'prior' parameter. Allowed values are 'auto', 'gauss', 'laplace' and 'standard', but got 'gaus' instead.",
             ValueError,
         ),
         (dict(activation="relu"), "Invalid value for the 'activation' parameter", ValueError),
