@@ -323,3 +323,25 @@ def test_cuda_bf16_fit_and_resume(tmp_path, data, monkeypatch):
     bf16 = IVAESeparator(3, **{**TINY, "device": "cuda", "precision": "bf16"}).fit(X, u)
     assert np.isfinite(bf16.history_[-1]["loss"])
     assert np.isfinite(bf16.transform(X, u)).all()
+
+
+def test_gradient_spike_is_clipped_to_a_multiple_of_the_running_norm():
+    from torch import nn
+
+    from sepkit.train import _CLIP_FACTOR, _clip_gradients
+
+    model = nn.Linear(3, 2)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    norm0 = float(torch.sqrt(torch.tensor(8.0)))  # 8 gradient entries of 1
+    ema = _clip_gradients(model, None)  # first call: the average starts at the norm
+    assert float(ema) == pytest.approx(norm0)
+    for p in model.parameters():
+        p.grad = 100.0 * torch.ones_like(p)  # a spike, 100 x the usual norm
+    _clip_gradients(model, ema)
+    clipped = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert float(clipped) == pytest.approx(_CLIP_FACTOR * norm0, rel=1e-5)
+    for p in model.parameters():
+        p.grad = 0.5 * torch.ones_like(p)  # below the cap: untouched
+    _clip_gradients(model, ema)
+    assert all(torch.equal(p.grad, 0.5 * torch.ones_like(p)) for p in model.parameters())
