@@ -33,7 +33,6 @@ from ._mne_mixin import (
 from ._version import __version__
 from .io.recording import Recording
 from .models.ivae import ACTIVATIONS, IVAE, POSTERIORS, PRIORS
-from .train import check_precision, train_ivae
 from .windows import window_labels
 
 _FORMAT_VERSION = 1
@@ -302,6 +301,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_float("min_delta", self.min_delta, min_value=0.0)
         check_option("compile", self.compile, (True, False))
         device = check_device(self.device)
+        # Imported here, not at module level, so that ``python -m sepkit.train``
+        # does not find sepkit.train already imported by ``import sepkit``.
+        from .train import check_precision
+
         check_precision(self.precision, device)
         return device
 
@@ -562,6 +565,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             gen.manual_seed(seed)
             Xt = torch.from_numpy(self._standardize(data)).to(device)
             ut = None if codes is None else torch.from_numpy(codes).to(device)
+            from .train import train_ivae
+
             self.history_ = train_ivae(
                 model,
                 Xt,
