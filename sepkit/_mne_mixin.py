@@ -258,14 +258,9 @@ def valid_chunk_starts(good: np.ndarray, chunk_samples: int) -> np.ndarray:
 
 
 def _check_raw_arg(raw, name: str = "raw"):
-    import mne
+    from .io.eeg import _check_raw
 
-    if not isinstance(raw, mne.io.BaseRaw):
-        raise TypeError(
-            f"'{name}' must be an mne.io.Raw (e.g. from sepkit.io.read_eeg), got "
-            f"{type(raw).__name__}. For arrays use transform / inverse_transform."
-        )
-    return raw
+    return _check_raw(raw, name, hint="For arrays use transform / inverse_transform.")
 
 
 def _check_fif_path(path) -> Path:

@@ -91,13 +91,14 @@ def _extension(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _check_raw(raw, name: str = "raw"):
+def _check_raw(raw, name: str = "raw", hint: str = ""):
+    """Return ``raw`` if it is an MNE Raw, else a TypeError (``hint`` ends the message)."""
     import mne
 
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(
             f"'{name}' must be an mne.io.Raw (e.g. from sepkit.io.read_eeg), got "
-            f"{type(raw).__name__}."
+            f"{type(raw).__name__}.{(' ' + hint) if hint else ''}"
         )
     return raw
 
