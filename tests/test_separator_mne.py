@@ -237,7 +237,7 @@ def test_apply_in_place_and_bad_exclude(fitted, sim):
 
 
 def test_reject_by_annotation_ignores_the_bad_span(sim, monkeypatch):
-    import sepkit.separator as sep_mod
+    import sepkit.train as train_mod
 
     raw, _ = sim
     start, stop = _bad_samples()
@@ -253,8 +253,8 @@ def test_reject_by_annotation_ignores_the_bad_span(sim, monkeypatch):
         seen.append(kwargs["valid_starts"])
         return train(*args, **kwargs)
 
-    train = sep_mod.train_ivae
-    monkeypatch.setattr(sep_mod, "train_ivae", spy)
+    train = train_mod.train_ivae
+    monkeypatch.setattr(train_mod, "train_ivae", spy)  # fit imports it at call time
     kw = dict(TINY, n_layers=2, kernel_size=3)  # chunks of 5 samples
     clean_fit = IVAESeparator(3, **kw).fit(raw)
     garbage_fit = IVAESeparator(3, **kw).fit(garbage)
