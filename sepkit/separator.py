@@ -344,7 +344,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
         return max(1, int(round(self.window * sample_rate)))
 
-    def _encode_u(self, u, n_times, *, fitting, sample_rate=None):
+    def _encode_u(self, u, n_times, *, fitting):
         """Validate u and turn it into model input (codes or continuous)."""
         if self.prior_ == "standard":
             return None
@@ -501,7 +501,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.n_u_ = None
         self.n_segments_ = None
         self.window_samples_ = self._window_samples_for(sample_rate, n_times)
-        codes = self._encode_u(u, n_times, fitting=True, sample_rate=sample_rate)
+        codes = self._encode_u(u, n_times, fitting=True)
         if codes is not None:
             if codes.ndim == 1:
                 n_seg = int(codes.max()) + 1
