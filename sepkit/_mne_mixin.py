@@ -517,12 +517,9 @@ class MNEMixin:
                 raise TypeError(
                     f"'ch_name' must be None, a channel name or a list of names, got {ch_name!r}."
                 )
-            missing = [n for n in names if n not in raw.ch_names]
-            if missing:
-                raise ValueError(
-                    f"'ch_name' names channel(s) {missing} that raw lacks; its channels are "
-                    f"{raw.ch_names[:12]}{' ...' if len(raw.ch_names) > 12 else ''}."
-                )
+            from .io.eeg import _check_names_present
+
+            _check_names_present(raw, names, "ch_name", "raw")
             return names
         types = raw.get_channel_types()
         bads = set(raw.info["bads"])

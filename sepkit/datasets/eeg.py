@@ -97,14 +97,9 @@ def _montage_and_channels(montage):
             "'montage' must be a built-in montage name such as 'standard_1020' or "
             f"'biosemi64', or an mne.channels.DigMontage, got {type(montage).__name__}."
         )
-    builtin = mne.channels.get_builtin_montages()
-    # MNE 1.13 renamed standard_10xx to colin27_10xx; accept the old names on
-    # every version without the deprecation warning.
-    renamed = {"standard_1005": "colin27_1005", "standard_1020": "colin27_1020"}
-    allowed = sorted(set(builtin) | {k for k, v in renamed.items() if v in builtin})
-    check_option("montage", montage, allowed)
-    name = montage if montage in builtin else renamed[montage]
-    dig = mne.channels.make_standard_montage(name)
+    from ..io.eeg import _resolve_montage  # one place knows MNE's montage names
+
+    dig = _resolve_montage(montage)
     if montage in ("standard_1020", "colin27_1020"):
         names = _CLASSIC_1020
     else:

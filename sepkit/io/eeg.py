@@ -103,6 +103,16 @@ def _check_raw(raw, name: str = "raw", hint: str = ""):
     return raw
 
 
+def _check_names_present(raw, names, param: str, owner: str) -> None:
+    """Raise a ValueError naming the channels of ``names`` that ``raw`` lacks."""
+    missing = [name for name in names if name not in raw.ch_names]
+    if missing:
+        raise ValueError(
+            f"'{param}' names channel(s) {missing} that {owner} lacks; its channels are "
+            f"{raw.ch_names[:12]}{' ...' if len(raw.ch_names) > 12 else ''}."
+        )
+
+
 def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
     """Indices of ``picks`` in ``raw``, with a clear error when none remain.
 
@@ -127,12 +137,7 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
             raise TypeError(
                 f"'picks' must be a channel type, a list of channel names or None, got {picks!r}."
             )
-        missing = [name for name in names if name not in raw.ch_names]
-        if missing:
-            raise ValueError(
-                f"'picks' names channel(s) {missing} that the recording lacks; its channels "
-                f"are {raw.ch_names[:12]}{' ...' if len(raw.ch_names) > 12 else ''}."
-            )
+        _check_names_present(raw, names, "picks", "the recording")
         idx = [raw.ch_names.index(name) for name in names]
     if exclude_bads:
         idx = [i for i in idx if raw.ch_names[i] not in raw.info["bads"]]
