@@ -185,9 +185,11 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(arr, order="C"))
 
 
-def _prepare(named: dict, min_ndim: int = 1):
+def _prepare(named: dict, min_ndim: int = 1, *, trim: bool = True):
     """Validate inputs, move them to one device in float64 and trim them to one length.
 
+    ``trim=False`` is for matrices (e.g. W and A of the Amari index), whose last axes
+    are not time and must keep their own sizes.
     Returns the tensors (same order as ``named``) and the :class:`_Kind` of the inputs.
     """
     raw = {k: _as_tensor(v, k) for k, v in named.items()}
@@ -208,6 +210,8 @@ def _prepare(named: dict, min_ndim: int = 1):
                 "Remove or interpolate them first."
             )
         out.append(t)
+    if not trim:
+        return out, kind
     n = min(t.shape[-1] for t in out)
     if n < 1:
         raise ValueError(
@@ -1020,7 +1024,7 @@ def amari_index(W, A):
     -------
     amari : array or tensor, shape (...)
     """
-    (w, a), kind = _prepare({"W": W, "A": A}, min_ndim=2)
+    (w, a), kind = _prepare({"W": W, "A": A}, min_ndim=2, trim=False)
     if w.shape[-1] != a.shape[-2] or w.shape[-2] != a.shape[-1]:
         raise ValueError(
             f"W of shape {tuple(w.shape)} and A of shape {tuple(a.shape)} do not give a "

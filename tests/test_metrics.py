@@ -544,6 +544,10 @@ def test_amari_index_hand_computed():
     assert M.amari_index(np.ones((3, 3)), np.eye(3)) == pytest.approx(1.0)
     batch = M.amari_index(torch.from_numpy(np.stack([np.eye(3), np.ones((3, 3))])), np.eye(3))
     assert batch.tolist() == pytest.approx([0.0, 1.0])
+    # Rectangular (more channels than sources): the pseudo-inverse separates perfectly;
+    # the matrices' last axes are not time and must not be trimmed to one length.
+    A_tall = rng.standard_normal((19, 6))
+    assert M.amari_index(np.linalg.pinv(A_tall), A_tall) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="do not give a square W @ A"):
         M.amari_index(np.ones((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="needs at least 2 sources"):
