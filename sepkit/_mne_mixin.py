@@ -210,25 +210,92 @@ def annotation_labels(raw, classes=None) -> tuple[np.ndarray, np.ndarray]:
     return u, bad_annotation_mask(raw)
 
 
+def is_events_array(u, raw) -> bool:
+    """True when ``u`` is an MNE events array (n_events, 3) rather than per-sample u."""
+    return (
+        isinstance(u, np.ndarray)
+        and u.ndim == 2
+        and u.shape[1] == 3
+        and np.issubdtype(u.dtype, np.integer)
+        and raw.n_times != 3
+    )
+
+
+def event_labels(raw, events=None, classes=None) -> np.ndarray:
+    """Labels u from events (``u="events"`` or ``u=events``).
+
+    Each event labels the samples from it to the next event as
+    ``"event <code>"`` (events mark state changes: block or stage starts);
+    samples before the first event get :data:`UNLABELLED`.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+    events : ndarray of int, shape (n_events, 3) or None
+        MNE events; None reads them from the stim channel(s) of ``raw``
+        with ``mne.find_events``.
+    classes : ndarray of str or None
+        The labels seen in fit; None (in fit) takes every event code.
+
+    Returns
+    -------
+    u : ndarray of str, shape (n_times,)
+    """
+    import mne
+
+    from .io.eeg import labels_from_events
+
+    if events is None:
+        if not any(t == "stim" for t in raw.get_channel_types()):
+            raise ValueError(
+                "u='events' reads events from a stim channel, but the Raw has none. Pass the "
+                "events array instead, u=events (shape (n_events, 3), e.g. from "
+                "mne.events_from_annotations(raw)[0]), or u='annotations'."
+            )
+        events = mne.find_events(raw, verbose="error")
+    events = np.asarray(events)
+    if classes is None:
+        codes = np.unique(events[:, 2]) if events.size else np.zeros(0, dtype=np.int64)
+    else:
+        codes = np.asarray([int(c.split()[-1]) for c in classes if str(c) != UNLABELLED])
+    if codes.size == 0:
+        raise ValueError(
+            "u='events' but no event was found, so every sample would get the same u. Check "
+            "the stim channel (mne.find_events(raw)) or pass u=events."
+        )
+    names = np.asarray([*(f"event {int(c)}" for c in codes), UNLABELLED])
+    event_id = {str(int(c)): int(c) for c in codes}
+    idx, _ = labels_from_events(raw, events, event_id, reject_by_annotation=False, unlabelled="own")
+    return names[idx]
+
+
 def resolve_raw_u(raw, u, reject_by_annotation):
     """u and the mask of samples to fit on, for a Raw given to ``fit``.
 
     Returns
     -------
     u : None or ndarray
-        ``"annotations"`` resolved to per-sample labels; other values as given.
+        ``"annotations"``, ``"events"`` or an events array resolved to
+        per-sample labels; other values as given.
     good : ndarray of bool, shape (n_times,)
         False under bad annotations when ``reject_by_annotation``.
-    from_annotations : bool
+    source : False, "annotations" or "events"
+        Where the labels came from (False: u as given, or the window index).
     """
     from .io.eeg import bad_annotation_mask
 
-    from_annotations = isinstance(u, str)
-    if from_annotations:
-        check_option("u", u, ("annotations",))
-        u, bad = annotation_labels(raw)
-    else:
-        bad = bad_annotation_mask(raw)
+    source = False
+    bad = bad_annotation_mask(raw)
+    if isinstance(u, str):
+        check_option("u", u, ("annotations", "events"))
+        source = u
+        if u == "annotations":
+            u, bad = annotation_labels(raw)
+        else:
+            u = event_labels(raw)
+    elif is_events_array(u, raw):
+        source = "events"
+        u = event_labels(raw, u)
     good = ~bad if reject_by_annotation else np.ones(raw.n_times, dtype=bool)
     if not good.any():
         raise ValueError(
@@ -236,7 +303,7 @@ def resolve_raw_u(raw, u, reject_by_annotation):
             "'bad' or 'edge'), so nothing is left to fit. Remove or shorten those annotations, "
             "or pass reject_by_annotation=False."
         )
-    return u, good, from_annotations
+    return u, good, source
 
 
 def valid_chunk_starts(good: np.ndarray, chunk_samples: int) -> np.ndarray:
@@ -305,17 +372,26 @@ class MNEMixin:
         return sorted(set(out))
 
     def _raw_u(self, raw, u):
-        """u for a Raw at inference: "annotations" (given, or as in fit) -> labels."""
+        """u for a Raw at inference: "annotations" / "events" (given, or as in fit) -> labels."""
+        from_events = getattr(self, "event_u_", False)
         if u is None and getattr(self, "annotation_u_", False):
             u = "annotations"
+        if u is None and from_events:
+            u = "events"
         if isinstance(u, str):
-            check_option("u", u, ("annotations",))
-            if not getattr(self, "annotation_u_", False):
+            check_option("u", u, ("annotations", "events"))
+            fitted = getattr(self, f"{'annotation' if u == 'annotations' else 'event'}_u_", False)
+            if not fitted:
                 raise ValueError(
-                    "u='annotations' but the separator was not fitted with u='annotations'. "
-                    "Pass the u used in fit (or None for the window index)."
+                    f"u={u!r} but the separator was not fitted with u={u!r}. Pass the u used "
+                    "in fit (or None for the window index)."
                 )
-            u, _ = annotation_labels(raw, self.classes_)
+            if u == "annotations":
+                u, _ = annotation_labels(raw, self.classes_)
+            else:
+                u = event_labels(raw, None, self.classes_)
+        elif from_events and is_events_array(u, raw):
+            u = event_labels(raw, u, self.classes_)
         return u
 
     def _sources_and_data(self, raw, u):
@@ -348,7 +424,7 @@ class MNEMixin:
             ``stop`` is exclusive. None: from the start / to the end. The
             whole recording is encoded first, because the default u (the
             window index) counts windows from its first sample.
-        u : None, "annotations" or ndarray, shape (n_times,)
+        u : None, "annotations", "events" or ndarray, shape (n_times,)
             As in ``transform``; None uses the kind of u of ``fit``.
 
         Returns
@@ -398,7 +474,7 @@ class MNEMixin:
         copy : bool
             Return a cleaned copy (default). False cleans ``raw`` in place
             (it must be preloaded) and returns it, as MNE does.
-        u : None, "annotations" or ndarray, shape (n_times,)
+        u : None, "annotations", "events" or ndarray, shape (n_times,)
             As in ``transform``; None uses the kind of u of ``fit``.
 
         Returns
@@ -468,7 +544,7 @@ class MNEMixin:
             that side unfiltered.
         reject_by_annotation : bool
             Leave samples under bad annotations out of the correlations.
-        u : None, "annotations" or ndarray
+        u : None, "annotations", "events" or ndarray
             As in ``transform``.
 
         Returns
@@ -672,7 +748,7 @@ class MNEMixin:
             Sources to show; default all.
         start, duration : float
             Time span in seconds from the first sample of ``raw``.
-        u : None, "annotations" or ndarray
+        u : None, "annotations", "events" or ndarray
             As in ``transform``.
 
         Returns
@@ -730,7 +806,7 @@ class MNEMixin:
         overwrite : bool
             Replace an existing file; otherwise a FileExistsError is raised
             before anything is computed or written.
-        u : None, "annotations" or ndarray
+        u : None, "annotations", "events" or ndarray
             As in ``transform``.
 
         Returns

@@ -33,7 +33,7 @@ from ._mne_mixin import (
 from ._version import __version__
 from .io.recording import Recording
 from .models.ivae import ACTIVATIONS, IVAE, POSTERIORS, PRIORS
-from .windows import window_labels
+from .windows import overlapping_training_set, window_labels
 
 _FORMAT_VERSION = 1
 # Samples per forward pass at inference: bounds memory for long recordings.
@@ -107,6 +107,14 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         Window length in samples for the default u. None chooses it from the
         recording: at least 4 (2 n_sources + 1) windows (four times the number
         of distinct u values that Thm. 1 needs), at most 1000 samples each.
+    window_overlap : float
+        Overlap of consecutive windows of the default u, in seconds, with
+        ``0 <= window_overlap < window`` (needs a sample rate). Window k
+        starts at ``k * (window - window_overlap)``; in fit a sample inside
+        two windows is trained under both labels (more distinct u values from
+        the same data), and at inference it takes the window whose centre is
+        nearest (:func:`sepkit.windows.window_labels`). Default 0: disjoint
+        windows.
     n_steps : int
         Optimiser steps.
     batch_size : int
@@ -153,6 +161,28 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         Run the model through ``torch.compile`` for training (needs a C++
         compiler on CPU, Triton on CUDA; a clear error says when it fails).
         Off by default: compiling takes longer than short fits last.
+    data_device : {"auto", "device", "host"}
+        Where the training data live. "device" copies the recording to the
+        GPU once (fastest); "host" keeps it in host memory and streams each
+        batch over from pinned memory with asynchronous copies, for
+        recordings larger than the GPU's memory; "auto" picks "device" when
+        the data take at most half the free GPU memory, else "host". On CPU
+        both are the same. The batches drawn differ between "device" and
+        "host" on CUDA (different random generators), not their statistics.
+    domain : {"auto", "time", "tf"}
+        Where the model works. "time": the convolutional iVAE on samples
+        (instantaneous mixing, linear or nonlinear). "tf": convolutive
+        separation for real rooms (:mod:`sepkit.tf_separation`): per-frequency
+        demixing matrices learnt with iterative-projection updates, initialised
+        by 20 AuxIVA iterations, with an iVAE source model (conditional prior
+        over ~1 s time segments) for the per-frame source spectra, MVAE-style;
+        sources come back as their images at the first channel (projection
+        back). Long recordings are fitted on at most 60 s spread over them and
+        separated in chunks. "auto": "tf" for Recordings of kind "audio",
+        "time" otherwise (stored in ``domain_``). "tf" is linear per frequency,
+        so nonlinear instantaneous mixtures (e.g. saturating microphones) need
+        ``domain="time"``. With "tf", ``n_steps``, ``lr``, ``window`` and the
+        network settings do not apply.
 
     Attributes
     ----------
@@ -181,6 +211,14 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         Dimension of a continuous u.
     window_samples_ : int
         Window length used for the default u.
+    hop_samples_ : int
+        Step between the starts of those windows (``window_samples_`` without
+        overlap).
+    source_mean_ : ndarray, shape (n_sources,)
+        Mean of the estimated sources over the fitted samples: the point at
+        which :meth:`get_components` takes the decoder's Jacobian.
+    data_device_ : {"device", "host"}
+        Where the training data were kept ("host": streamed batch by batch).
 
     References
     ----------
@@ -213,6 +251,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         whiten: bool = True,
         window: float | None = None,
         window_samples: int | None = None,
+        window_overlap: float = 0.0,
         n_steps: int = 5000,
         batch_size: int = 256,
         chunk_samples: int | None = None,
@@ -227,6 +266,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         min_delta: float = 1e-3,
         precision: str = "fp32",
         compile: bool = False,
+        data_device: str = "auto",
+        domain: str = "auto",
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -242,6 +283,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.whiten = whiten
         self.window = window
         self.window_samples = window_samples
+        self.window_overlap = window_overlap
         self.n_steps = n_steps
         self.batch_size = batch_size
         self.chunk_samples = chunk_samples
@@ -256,6 +298,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.min_delta = min_delta
         self.precision = precision
         self.compile = compile
+        self.data_device = data_device
+        self.domain = domain
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
@@ -280,6 +324,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             check_float("window", self.window, min_value=0.0, strict_min=True)
         if self.window_samples is not None:
             check_int("window_samples", self.window_samples, min_value=1)
+        check_float("window_overlap", self.window_overlap, min_value=0.0)
         check_int("n_steps", self.n_steps, min_value=1)
         check_int("batch_size", self.batch_size, min_value=1)
         if self.chunk_samples is not None:
@@ -300,6 +345,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_int("patience", self.patience, min_value=1)
         check_float("min_delta", self.min_delta, min_value=0.0)
         check_option("compile", self.compile, (True, False))
+        check_option("data_device", self.data_device, ("auto", "device", "host"))
+        check_option("domain", self.domain, ("auto", "time", "tf"))
         device = check_device(self.device)
         # Imported here, not at module level, so that ``python -m sepkit.train``
         # does not find sepkit.train already imported by ``import sepkit``.
@@ -331,6 +378,24 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             raise TypeError("'picks' applies to MNE Raw input only; got an array.")
         return check_data_2d(X), None, "array", None
 
+    def _hop_samples_for(self, sample_rate, window_samples):
+        """Step between window starts, from ``window_overlap`` (seconds)."""
+        if self.window_overlap == 0:
+            return window_samples
+        if sample_rate is None:
+            raise ValueError(
+                f"window_overlap={self.window_overlap} s needs a sample rate, but X is a plain "
+                "array. Pass a Recording or an MNE Raw, or window_overlap=0."
+            )
+        overlap = int(round(self.window_overlap * sample_rate))
+        if overlap >= window_samples:
+            raise ValueError(
+                f"Invalid value for the 'window_overlap' parameter: it must be shorter than "
+                f"the window ({window_samples / sample_rate:g} s), got {self.window_overlap:g} "
+                "s. Pass 0 <= window_overlap < window, e.g. half the window."
+            )
+        return window_samples - overlap
+
     def _window_samples_for(self, sample_rate, n_times):
         if self.window is None:
             if self.window_samples is not None:
@@ -349,9 +414,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if self.prior_ == "standard":
             return None
         if u is None:
+            hop = getattr(self, "hop_samples_", self.window_samples_)
             if fitting:
-                return window_labels(n_times, self.window_samples_)
-            codes = window_labels(n_times, self.window_samples_)
+                return window_labels(n_times, self.window_samples_, hop)
+            codes = window_labels(n_times, self.window_samples_, hop)
             if self.n_u_ is not None:
                 raise ValueError(
                     "This separator was fitted with a continuous u; pass u of shape "
@@ -417,7 +483,15 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(
-        self, X, u=None, *, picks=None, reject_by_annotation: bool = True, resume: bool = False
+        self,
+        X,
+        u=None,
+        *,
+        picks=None,
+        reject_by_annotation: bool = True,
+        resume: bool = False,
+        init=None,
+        callback=None,
     ):
         """Fit the iVAE to a recording.
 
@@ -426,14 +500,18 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         X : ndarray, shape (n_channels, n_times), Recording or mne.io.Raw
             Observations. A Raw that is not high-pass filtered at 0.5 Hz or
             above draws a RuntimeWarning, as slow drifts spoil separation.
-        u : None, "annotations" or ndarray, shape (n_times,) or (n_u, n_times)
+        u : None, "annotations", "events" or ndarray, shape (n_times,) or (n_u, n_times)
             Auxiliary variable: one label per sample (any hashable values), or
             a continuous vector per sample. Default: window index.
             ``"annotations"`` (Raw only) labels each sample with the
             description of the annotation over it (task blocks, sleep stages;
             see :func:`sepkit.io.labels_from_annotations`), samples under none
             with ``"<unlabelled>"``; ``transform`` of a Raw then does the same
-            by itself. For point events pass
+            by itself. ``"events"`` (Raw only) reads events from the stim
+            channel (``mne.find_events``) and labels the samples from each
+            event to the next ``"event <code>"`` (block or stage starts);
+            an MNE events array, shape (n_events, 3), does the same with
+            those events. For other event labelling pass
             ``sepkit.io.labels_from_events(raw, events, event_id)[0]``.
         picks : str or list or None
             Channels of an MNE Raw to fit: a channel type, a list of names, or
@@ -450,6 +528,24 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             settings), giving bit-identical weights to an uninterrupted fit
             with the same ``random_state``; a fit that has no checkpoint yet
             starts afresh. False refuses to overwrite an existing checkpoint.
+        init : None, str, path or IVAESeparator
+            Fine-tune: start from a pretrained model (a name from
+            :func:`sepkit.pretrained.list_models`, a model folder, or a fitted
+            separator) instead of random weights. The architecture parameters
+            must match (start from ``IVAESeparator.from_pretrained(name)``),
+            and so must the channels and sample rate. The model's channel
+            means and whitening are kept, not refitted: the network was
+            trained on inputs in that space, and a new PCA basis would rotate
+            or flip them. Per-u tables are re-learnt when the number of u
+            values differs. Measured (recipes/pretrained/README.md): this
+            helps on recordings from the model's own setup; on another head
+            or mixing, fitting from scratch did better.
+        callback : callable or None
+            ``callback(step, sep)``, called every 100 training steps (after
+            a finite loss check) with this separator, whose ``model_`` then
+            holds the current weights, so ``sep.transform`` works inside it;
+            return True to stop training there. For monitoring (e.g. MCC
+            against known sources in ``benchmarks/synthetic_time.py``).
 
         Returns
         -------
@@ -464,6 +560,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 "checkpoint_dir=None. Pass IVAESeparator(..., checkpoint_dir=DIR)."
             )
         data, sample_rate, kind, rec = self._unpack(X, picks)
+        from . import tf_separation
+
+        self.domain_ = tf_separation.resolve_domain(self.domain, kind, rec, init)
+        if self.domain_ == "tf":  # convolutive audio: sepkit/tf_separation.py
+            return tf_separation.fit_separator(self, data, sample_rate, rec, u)
         n_channels, n_times = data.shape
         is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
         self.prior_ = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
@@ -501,7 +602,18 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.n_u_ = None
         self.n_segments_ = None
         self.window_samples_ = self._window_samples_for(sample_rate, n_times)
-        codes = self._encode_u(u, n_times, fitting=True)
+        self.hop_samples_ = self._hop_samples_for(sample_rate, self.window_samples_)
+        # Overlapping windows are laid out one after the other for training (see
+        # below), so the default u of fit is the window index in that layout.
+        u_layout = (
+            u is None and self.hop_samples_ < self.window_samples_ and self.prior_ != "standard"
+        )
+        if u_layout:
+            _, codes, _ = overlapping_training_set(
+                n_times, self.window_samples_, self.hop_samples_, 1
+            )
+        else:
+            codes = self._encode_u(u, n_times, fitting=True)
         if codes is not None:
             if codes.ndim == 1:
                 n_seg = int(codes.max()) + 1
@@ -527,9 +639,17 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             else:
                 self.n_u_ = codes.shape[0]
 
-        self.mean_ = stats.mean(axis=1).astype(np.float64)
-        self._fit_whitening(stats, scale)
-        self.annotation_u_ = from_annotations
+        init_state = None
+        if init is None:
+            self.mean_ = stats.mean(axis=1).astype(np.float64)
+            self._fit_whitening(stats, scale)
+        else:
+            from .pretrained import prepare_init
+
+            names = rec.ch_names if rec is not None else None
+            init_state = prepare_init(self, init, n_channels, sample_rate, names)
+        self.annotation_u_ = from_annotations == "annotations"
+        self.event_u_ = from_annotations == "events"
         self.info_ = picked_info(rec) if kind == "raw" else None
         self.n_channels_ = n_channels
         self.n_features_in_ = n_channels
@@ -545,13 +665,32 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             model = self._build_model().to(device)
+            if init_state is not None:
+                from .pretrained import apply_init
+
+                apply_init(model, init_state)
             chunk = self.chunk_samples or model.receptive_field
             if chunk > n_times:
                 raise ValueError(
                     f"chunk_samples={chunk} is longer than the recording ({n_times} samples)."
                 )
             valid = None
-            if good is not None:
+            Xt = self._standardize(data)
+            fit_codes = codes
+            if u_layout:
+                index, codes, starts = overlapping_training_set(
+                    n_times, self.window_samples_, self.hop_samples_, chunk, good
+                )
+                if starts.size == 0:
+                    raise ValueError(
+                        f"No stretch of {chunk} samples (chunk_samples) lies inside one window "
+                        "and outside the bad annotations, so nothing is left to train on. "
+                        "Use longer windows, a smaller kernel_size / n_layers, or "
+                        "reject_by_annotation=False."
+                    )
+                valid = torch.from_numpy(starts)
+                Xt = np.ascontiguousarray(Xt[:, index])
+            elif good is not None:
                 starts = valid_chunk_starts(good, chunk)
                 if starts.size == 0:
                     raise ValueError(
@@ -560,12 +699,20 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                         "annotations, use a smaller kernel_size / n_layers, or pass "
                         "reject_by_annotation=False."
                     )
-                valid = torch.from_numpy(starts).to(device)
-            gen = torch.Generator(device=device)
+                valid = torch.from_numpy(starts)
+            from .train import resolve_data_device, train_ivae
+
+            Xt = torch.from_numpy(Xt)
+            ut = None if codes is None else torch.from_numpy(codes)
+            n_bytes = sum(t.nbytes for t in (Xt, ut, valid) if t is not None)
+            # Streamed data stay on the host, and so do the batch generator
+            # and indices (see train_ivae).
+            where = resolve_data_device(self.data_device, device, n_bytes)
+            data_at = device if where == "device" else torch.device("cpu")
+            Xt, ut, valid = (None if t is None else t.to(data_at) for t in (Xt, ut, valid))
+            self.data_device_ = where
+            gen = torch.Generator(device=data_at)
             gen.manual_seed(seed)
-            Xt = torch.from_numpy(self._standardize(data)).to(device)
-            ut = None if codes is None else torch.from_numpy(codes).to(device)
-            from .train import train_ivae
 
             self.history_ = train_ivae(
                 model,
@@ -586,10 +733,35 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 min_delta=self.min_delta,
                 precision=self.precision,
                 compile=self.compile,
+                data_device=where,
+                callback=None if callback is None else self._step_callback(callback),
             )
         self.n_steps_run_ = self.history_[-1]["step"]
         self.model_ = model
+        self.source_mean_ = self._source_mean(data, fit_codes, u_layout, good)
         return self
+
+    def _step_callback(self, callback):
+        """Adapt ``callback(step, sep)`` to train_ivae's ``callback(step, model)``."""
+
+        def call(step, model):
+            self.model_ = model
+            return callback(step, self)
+
+        return call
+
+    def _source_mean(self, data, codes, u_layout, good) -> np.ndarray:
+        """Mean of the posterior means E[z | x, u] over the fitted samples."""
+        if self.model_.encoder_u and u_layout:
+            codes = window_labels(data.shape[1], self.window_samples_, self.hop_samples_)
+        elif not self.model_.encoder_u:
+            codes = None
+        z = self._run_chunked(
+            lambda x, uu: self.model_.encode(x, uu)[0], self._standardize(data), codes
+        )
+        if good is not None:
+            z = z[:, good]
+        return z.mean(axis=1).astype(np.float64)
 
     def _fit_whitening(self, data, scale):
         if not self.whiten:
@@ -673,7 +845,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             return Recording(out, rec.sample_rate, names, rec.kind)
         return sources_to_raw(out, rec.raw, names)
 
-    def transform(self, X, u=None, *, picks=None):
+    def transform(self, X, u=None, *, picks=None, resample: bool = False):
         """Estimated sources: the mean of q(z|x,u).
 
         Parameters
@@ -681,11 +853,16 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         X : ndarray, shape (n_channels, n_times), Recording or mne.io.Raw
             For a Raw, the channels named as in fit are taken (an error names
             any it lacks).
-        u : None, "annotations" or ndarray
+        u : None, "annotations", "events" or ndarray
             As in ``fit``; default the window index (labels seen in fit), or
-            the annotations of a Raw when fitted with ``u="annotations"``.
+            the annotations / stim-channel events of a Raw when fitted with
+            ``u="annotations"`` / ``u="events"``.
         picks : str or list or None
             Raw only; must select the fitted channels. None takes them by name.
+        resample : bool
+            A Recording or Raw whose sample rate differs from the one of fit
+            (``sample_rate_``) is an error, unless True: then it is resampled
+            to ``sample_rate_`` first (and so are the sources returned).
 
         Returns
         -------
@@ -695,20 +872,53 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             ``meas_date`` and annotations of ``X``.
         """
         self._check_fitted()
+        check_option("resample", resample, (True, False))
+        X = self._match_sample_rate(X, resample)
         is_raw = _is_mne_raw(X)
         data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if is_raw else None)
+        if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py
+            from .tf_separation import transform_separator
+
+            return transform_separator(self, data, None, kind, rec, u)
         if is_raw:
             u = self._raw_u(X, u)
         if data.shape[0] != self.n_channels_:
+            names = f" ({', '.join(self.ch_names_)})" if self.ch_names_ else ""
             raise ValueError(
                 f"X has {data.shape[0]} channels but the separator was fitted on "
-                f"{self.n_channels_}. Pass the same channels as in fit."
+                f"{self.n_channels_}{names}. Pass the same channels as in fit (for an MNE "
+                "Raw, picks=[...] selects them)."
             )
         codes = self._encode_u(u, data.shape[1], fitting=False) if self.model_.encoder_u else None
         out = self._run_chunked(
             lambda x, uu: self.model_.encode(x, uu)[0], self._standardize(data), codes
         )
         return self._wrap(out, kind, rec, "IVAE")
+
+    def _match_sample_rate(self, X, resample):
+        """X itself, or X resampled to ``sample_rate_`` (Recording / Raw only)."""
+        expected = getattr(self, "sample_rate_", None)
+        if isinstance(X, Recording):
+            got = X.sample_rate
+        elif _is_mne_raw(X):
+            got = X.info["sfreq"]
+        else:
+            return X  # a plain array carries no rate
+        if expected is None or float(got) == float(expected):
+            return X
+        if not resample:
+            raise ValueError(
+                f"X has sample_rate {float(got):g} Hz but the model expects {float(expected):g} "
+                "Hz. Pass resample=True to resample it (sepkit separate: --resample), or "
+                "resample it yourself first."
+            )
+        if isinstance(X, Recording):
+            from .io.audio import resample as resample_recording
+
+            return resample_recording(X, float(expected))
+        from .io.eeg import resample as resample_raw
+
+        return resample_raw(X, float(expected))
 
     def inverse_transform(self, S, u=None):
         """Map sources back to the sensors: the mean of p(x|z[,u]).
@@ -728,6 +938,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         source_names = [f"IVAE{i:03d}" for i in range(self.n_sources)]
         data, _, kind, rec = self._unpack(S, source_names if _is_mne_raw(S) else None)
+        if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py
+            from .tf_separation import inverse_transform_separator
+
+            return inverse_transform_separator(self, data, None, kind, rec)
         if data.shape[0] != self.n_sources:
             raise ValueError(
                 f"S has {data.shape[0]} rows but the separator has n_sources={self.n_sources}. "
@@ -747,20 +961,48 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     def get_components(self) -> np.ndarray:
         """Sensor patterns, shape (n_channels, n_sources).
 
-        For a linear decoder (``n_layers=1``, ``kernel_size=1``) this is the
-        mixing matrix; otherwise the Jacobian of the decoder at the mean of the
-        sources' prior (over u), in sensor units.
+        Column k is how the sensors change per unit of source k, in sensor
+        units: for a linear decoder (``n_layers=1``, ``kernel_size=1``) the
+        mixing matrix (the decoder's weight, de-whitened), as
+        ``ICA.get_components``; otherwise the Jacobian ``d f(z) / d z`` of
+        the decoder at the data mean, i.e. at ``source_mean_``, the mean of
+        the estimated sources over the fitted samples. (For a linear decoder
+        the Jacobian is the same everywhere, so both agree.) The Jacobian at
+        one point is the pattern of small deflections around typical
+        activity; far from it (e.g. in a saturated amplifier) a source's
+        effect on the sensors differs.
+
+        With ``kernel_size > 1`` the decoder maps a stretch of sources to
+        each sensor sample; the Jacobian is taken for a constant source
+        stretch (the sum of the per-lag weights), the pattern of slow changes.
+
+        Returns
+        -------
+        patterns : ndarray, shape (n_channels, n_sources)
         """
         self._check_fitted()
+        if getattr(self, "domain_", "time") == "tf":
+            raise ValueError(
+                "get_components is defined for domain='time' only: a domain='tf' separator "
+                "has one demixing matrix per frequency, in tf_.demix (n_freqs, n_sources, "
+                "n_channels)."
+            )
         model = self.model_
         device = self._device()
         if self.n_layers == 1 and self.kernel_size == 1 and not model.decoder_u:
             W = model.decoder.layers[0].weight[:, :, 0].detach().cpu().double().numpy()
         else:
-            z0 = torch.zeros(self.n_sources, device=device)
+            mean = getattr(self, "source_mean_", None)
+            if mean is None:  # separators saved before source_mean_ existed
+                mean = np.zeros(self.n_sources)
+            z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)
+
+            # A constant stretch as long as the decoder sees, read at its centre.
+            margin = self.n_layers * (self.kernel_size // 2)
 
             def f(z):
-                return model.decode(z[None, :, None], None)[0, :, 0]
+                stretch = z[None, :, None].expand(1, -1, 2 * margin + 1)
+                return model.decode(stretch, None)[0, :, margin]
 
             W = torch.autograd.functional.jacobian(f, z0).cpu().double().numpy()
         return self.dewhitening_ @ W
@@ -778,6 +1020,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
+        if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py
+            from .tf_separation import save_separator
+
+            return save_separator(self, path)
         tensors = {
             f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()
         }
@@ -799,6 +1045,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             n_u_=self.n_u_,
             classes_=classes,
             window_samples_=self.window_samples_,
+            hop_samples_=int(getattr(self, "hop_samples_", self.window_samples_)),
+            source_mean_=np.asarray(getattr(self, "source_mean_", np.zeros(0))).tolist(),
+            event_u_=bool(getattr(self, "event_u_", False)),
             sample_rate_=self.sample_rate_,
             ch_names_=list(self.ch_names_) if self.ch_names_ else None,
             annotation_u_=bool(getattr(self, "annotation_u_", False)),
@@ -813,6 +1062,18 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             if os.path.exists(tmp):
                 os.remove(tmp)
         return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, device: str = "auto") -> IVAESeparator:
+        """Load a shipped pretrained model by name (see :mod:`sepkit.pretrained`).
+
+        The weights' sha256 is checked against the model's config.json before
+        they are read; nothing is downloaded and no pickle is executed.
+        ``IVAESeparator.from_pretrained("nope")`` lists the valid names.
+        """
+        from .pretrained import load_pretrained
+
+        return load_pretrained(name_or_path, device=device)
 
     @classmethod
     def load(cls, path, *, device: str = "auto") -> IVAESeparator:
@@ -840,6 +1101,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         params["device"] = device
         sep = cls(**params)
         dev = sep._validate_params()
+        if meta.get("domain_") == "tf":  # sepkit/tf_separation.py
+            from .tf_separation import load_separator
+
+            return load_separator(sep, meta, tensors)
         sep.n_channels_ = sep.n_features_in_ = meta["n_channels_"]
         sep.prior_ = meta["prior_"]
         sep.posterior_ = meta["posterior_"]
@@ -847,6 +1112,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         sep.n_u_ = meta["n_u_"]
         sep.classes_ = None if meta["classes_"] is None else np.asarray(meta["classes_"])
         sep.window_samples_ = meta["window_samples_"]
+        sep.hop_samples_ = meta.get("hop_samples_", sep.window_samples_)
+        sep.source_mean_ = np.asarray(meta.get("source_mean_", np.zeros(sep.n_sources)))
+        sep.event_u_ = meta.get("event_u_", False)
         sep.sample_rate_ = meta["sample_rate_"]
         sep.ch_names_ = tuple(meta["ch_names_"]) if meta["ch_names_"] else None
         sep.annotation_u_ = meta.get("annotation_u_", False)

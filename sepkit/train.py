@@ -1,10 +1,12 @@
 """The training loop (plain PyTorch), and ``python -m sepkit.train CONFIG``.
 
-Data stay on the model's device for the whole run; each step gathers a batch
-of random chunks by indexing, so the loop never copies from the host and never
-synchronises with it except every ``log_every`` steps, when the accumulated
-loss is read back and checked for NaN/Inf (and at checkpoints, which copy the
-state to the host anyway).
+Data that fit stay on the model's device for the whole run; each step gathers
+a batch of random chunks by indexing, so the loop never copies from the host
+and never synchronises with it except every ``log_every`` steps, when the
+accumulated loss is read back and checked for NaN/Inf (and at checkpoints,
+which copy the state to the host anyway). Data too large for the GPU stay on
+the host and stream over batch by batch, gathered into pinned memory and
+copied asynchronously (``data_device``; see :func:`resolve_data_device`).
 
 Run as a module, this file trains one separator on a corpus of recordings,
 on one process or data-parallel under ``torchrun``::
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import sys
@@ -55,6 +58,12 @@ import torch
 from .models import IVAE
 
 PRECISIONS = ("fp32", "bf16")
+DATA_DEVICES = ("auto", "device", "host")
+# data_device="auto" keeps the data on the GPU when it takes at most this
+# fraction of the free GPU memory; the rest is left for the model, the
+# optimiser and the activations of a batch (a few MB for typical sizes), and
+# for other processes sharing the card.
+_RESIDENT_FRACTION = 0.5
 #: Name of the checkpoint file in ``checkpoint_dir`` (one per rank under DDP).
 CHECKPOINT_NAME = "ivae_checkpoint"
 _CHECKPOINT_FORMAT = 1
@@ -116,6 +125,39 @@ def check_precision(precision, device: torch.device) -> str:
     return precision
 
 
+def resolve_data_device(data_device, device: torch.device, n_bytes: int) -> str:
+    """Where the training data live: ``"device"`` (resident) or ``"host"`` (streamed).
+
+    Parameters
+    ----------
+    data_device : {"auto", "device", "host"}
+        "device" copies the whole recording to ``device`` once; "host" keeps
+        it in host memory and copies each batch over (from pinned memory,
+        asynchronously, on CUDA); "auto" picks "device" on CPU, and on CUDA
+        when ``n_bytes`` is at most half the free memory of the GPU
+        (``torch.cuda.mem_get_info``), else "host".
+    device : torch.device
+        The device the model trains on.
+    n_bytes : int
+        Size of the data (observations, u and chunk starts) in bytes.
+
+    Returns
+    -------
+    where : {"device", "host"}
+    """
+    if data_device not in DATA_DEVICES:
+        raise ValueError(
+            "Invalid value for the 'data_device' parameter. Allowed values are 'auto', "
+            f"'device' and 'host', but got {data_device!r} instead."
+        )
+    if data_device != "auto":
+        return data_device
+    if device.type != "cuda":
+        return "device"  # host and device memory are the same thing
+    free, _ = torch.cuda.mem_get_info(device)
+    return "device" if n_bytes <= _RESIDENT_FRACTION * free else "host"
+
+
 def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
     # Linear warm-up avoids early blow-ups with a large learning rate; the
     # cosine decay to 5% lets the final steps settle the sources.
@@ -163,7 +205,10 @@ def _read_checkpoint(path: Path, fingerprint: dict) -> dict:
         raise ValueError(f"{path} is not a sepkit checkpoint (format {_CHECKPOINT_FORMAT}).")
     saved = state["fingerprint"]
     diff = [
-        f"{k}={saved.get(k)!r} (now {v!r})" for k, v in fingerprint.items() if saved.get(k) != v
+        f"{k}={saved.get(k)!r} (now {v!r})"
+        for k, v in fingerprint.items()
+        # Checkpoints from before data streaming existed held their data on the device.
+        if saved.get(k, False if k == "data_on_host" else None) != v
     ]
     if diff:
         raise ValueError(
@@ -199,6 +244,20 @@ def _clip_gradients(model, grad_ema):
     return _CLIP_EMA * grad_ema + (1.0 - _CLIP_EMA) * torch.minimum(norm, limit)
 
 
+def _take(data: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
+    """``data`` indexed by ``idx`` along ``dim`` (0 or 1), where ``data`` is."""
+    return data[idx] if dim == 0 else data[:, idx]
+
+
+def _gather(data: torch.Tensor, idx: torch.Tensor, dim: int, pin: bool) -> torch.Tensor:
+    """As :func:`_take`, into a fresh host buffer, pinned if ``pin`` (streamed batches)."""
+    flat = idx.reshape(-1)
+    shape = (*data.shape[:dim], flat.numel(), *data.shape[dim + 1 :])
+    out = torch.empty(shape, dtype=data.dtype, pin_memory=pin)
+    torch.index_select(data, dim, flat, out=out)
+    return out.reshape(*data.shape[:dim], *idx.shape, *data.shape[dim + 1 :])
+
+
 def train_ivae(
     model: IVAE,
     X: torch.Tensor,
@@ -220,15 +279,21 @@ def train_ivae(
     min_delta: float = 1e-3,
     precision: str = "fp32",
     compile: bool = False,
+    data_device: str = "device",
+    callback=None,
 ) -> list[dict]:
     """Fit ``model`` by stochastic maximisation of the ELBO.
 
     Parameters
     ----------
     model : IVAE
-        On the same device as ``X``.
+        On the device to train on.
     X : Tensor, shape (n_channels, n_times)
-        Standardised observations.
+        Standardised observations, on the model's device (resident data) or
+        on the CPU (streamed: each step gathers its batch on the host, into
+        pinned memory when the model is on CUDA, and copies it over with
+        ``non_blocking=True``, so the copy overlaps the previous step's
+        kernels). ``u`` and ``valid_starts`` live where ``X`` does.
     u : Tensor or None
         Discrete labels, shape (n_times,) int64, or continuous, shape
         (n_u, n_times); None for the plain-VAE baseline.
@@ -274,6 +339,16 @@ def train_ivae(
         reductions, in float32.
     compile : bool
         Run the model through ``torch.compile``.
+    data_device : {"device", "host"}
+        "host" streams the batches from ``X`` on the CPU (see ``X``) even
+        when the model is on the CPU too; X on the CPU with the model on
+        CUDA is always streamed. See :func:`resolve_data_device`.
+    callback : callable or None
+        ``callback(step, model)``, called under ``torch.no_grad()`` with the
+        model in eval mode after every finite log-interval check (every
+        ``log_every`` steps); a true return value stops training there
+        (recorded as ``stopped_by_callback_at``). For monitoring, e.g. a
+        metric against known sources; its time counts in the fit's.
 
     Returns
     -------
@@ -281,7 +356,8 @@ def train_ivae(
         One entry every ``log_every`` steps (and at checkpoints and the last
         step): step, loss (-ELBO per sample), neg_log_lik, kl, lr; ``event``
         when a non-finite loss was caught; ``stopped_early_at`` on the last
-        entry when early stopping ended the run.
+        entry when early stopping ended the run (``stopped_by_callback_at``
+        when the callback did).
 
     Raises
     ------
@@ -295,11 +371,28 @@ def train_ivae(
         Each time a non-finite loss is caught: the state of the last finite
         check is restored and the learning rate halved.
     """
-    device = X.device
+    device = next(model.parameters()).device
+    data_at = X.device
+    if data_at != device and data_at.type != "cpu":
+        raise ValueError(
+            f"X is on {data_at} but the model on {device}; pass X on the model's device "
+            "(resident data) or on the CPU (streamed batches)."
+        )
+    # Streamed: batches gathered on the host and copied over, step by step.
+    stream = data_at != device or data_device == "host"
+    if stream and data_at.type != "cpu":
+        raise ValueError(
+            f"data_device='host' needs X on the CPU, but X is on {data_at}. Pass "
+            "X.cpu(), or data_device='device'."
+        )
+    # Pinned (page-locked) host buffers make the host-to-GPU copy asynchronous.
+    # They come from PyTorch's caching host allocator, which reuses a buffer
+    # only once the copy that reads it has finished.
+    pin = stream and device.type == "cuda"
     check_precision(precision, device)
     n_times = X.shape[1]
     if valid_starts is None:
-        valid_starts = torch.arange(n_times - chunk_samples + 1, device=device)
+        valid_starts = torch.arange(n_times - chunk_samples + 1, device=data_at)
     if valid_starts.numel() == 0:
         raise ValueError(
             f"No training chunk of {chunk_samples} samples fits in the data "
@@ -330,9 +423,10 @@ def train_ivae(
         patience=patience,
         min_delta=min_delta,
         precision=precision,
+        data_on_host=stream,
     )
 
-    offsets = torch.arange(chunk_samples, device=device)
+    offsets = torch.arange(chunk_samples, device=data_at)
     # With a receptive field of one sample (kernel_size=1) the model has no
     # temporal mixing, so a batch of single samples can be laid out as one
     # long sequence (1, n_channels, batch): the same maths as (batch,
@@ -423,18 +517,22 @@ def train_ivae(
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_scale * _lr_factor(step, n_steps, warmup)
         pick = torch.randint(
-            valid_starts.numel(), (batch_size,), device=device, generator=generator
+            valid_starts.numel(), (batch_size,), device=data_at, generator=generator
         )
         idx = valid_starts[pick, None] + offsets  # (batch, chunk)
         if flat:
             idx = idx.reshape(1, -1)  # (1, batch)
-        xb = X[:, idx].transpose(0, 1)  # (batch, n_channels, chunk)
-        if u is None:
-            ub = None
-        elif u.dim() == 1:
-            ub = u[idx]
-        else:
-            ub = u[:, idx].transpose(0, 1)
+        take = functools.partial(_gather, pin=pin) if stream else _take
+        xb = take(X, idx, 1)  # (n_channels, batch, chunk)
+        ub = None if u is None else take(u, idx, 0 if u.dim() == 1 else 1)
+        if stream:
+            # Copy the contiguous gathered buffers; transposing first would
+            # make the copy go through a pageable temporary, synchronously.
+            xb = xb.to(device, non_blocking=pin)
+            ub = None if ub is None else ub.to(device, non_blocking=pin)
+        xb = xb.transpose(0, 1)  # (batch, n_channels, chunk)
+        if ub is not None and u.dim() == 2:
+            ub = ub.transpose(0, 1)  # (batch, n_u, chunk)
         try:
             with autocast:
                 loss, nll, kl = forward(xb, ub)
@@ -508,6 +606,15 @@ def train_ivae(
                 entry["stopped_early_at"] = step + 1
                 stop = True
         history.append(entry)
+        if callback is not None and "event" not in entry and not stop:
+            # Between steps and after a finite check: the model holds good
+            # weights. Its result decides whether to go on.
+            model.eval()
+            with torch.no_grad():
+                stop = bool(callback(step + 1, model))
+            model.train()
+            if stop:
+                entry["stopped_by_callback_at"] = step + 1
         if bar is not None:
             bar.set_postfix(elbo=f"{-means[0]:.4g}")
             bar.update(1)

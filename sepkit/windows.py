@@ -14,12 +14,51 @@ import numpy as np
 from ._check import check_int
 
 
-def window_labels(n_times: int, window_samples: int) -> np.ndarray:
+def _check_window_hop(n_times, window_samples, hop_samples):
+    n_times = check_int("n_times", n_times, min_value=1)
+    window_samples = check_int("window_samples", window_samples, min_value=1)
+    hop_samples = window_samples if hop_samples is None else hop_samples
+    hop_samples = check_int("hop_samples", hop_samples, min_value=1)
+    if hop_samples > window_samples:
+        raise ValueError(
+            f"'hop_samples' must be <= window_samples ({window_samples}) so that windows "
+            f"cover every sample, got {hop_samples}. Use an overlap of 0 or more."
+        )
+    if n_times < window_samples:
+        raise ValueError(
+            f"The recording has {n_times} samples, fewer than one window "
+            f"(window_samples={window_samples}). Use a shorter window or a longer recording."
+        )
+    return n_times, window_samples, hop_samples
+
+
+def n_windows_for(n_times: int, window_samples: int, hop_samples: int | None = None) -> int:
+    """Number of windows of ``window_samples`` starting every ``hop_samples`` that fit.
+
+    Window k starts at ``k * hop_samples``; the last one ends at or before
+    ``n_times`` (the rest of the recording joins it, see :func:`window_spans`).
+
+    Examples
+    --------
+    >>> n_windows_for(10, 4, 2)
+    4
+    """
+    n_times, window_samples, hop_samples = _check_window_hop(n_times, window_samples, hop_samples)
+    return (n_times - window_samples) // hop_samples + 1
+
+
+def window_labels(n_times: int, window_samples: int, hop_samples: int | None = None) -> np.ndarray:
     """One window index per sample.
 
-    Samples ``[k * window_samples, (k + 1) * window_samples)`` get label k. A
+    Without overlap (``hop_samples`` None or equal to ``window_samples``),
+    samples ``[k * window_samples, (k + 1) * window_samples)`` get label k. A
     trailing part shorter than one window joins the last full window, so every
     label covers at least ``window_samples`` samples.
+
+    With overlap (``hop_samples < window_samples``) a sample lies in several
+    windows; it gets the window whose centre is nearest (ties to the earlier
+    one), which is how a model fitted on overlapping windows labels samples at
+    inference. Samples past the last window's centre get the last window.
 
     Parameters
     ----------
@@ -27,6 +66,9 @@ def window_labels(n_times: int, window_samples: int) -> np.ndarray:
         Number of samples.
     window_samples : int
         Window length in samples.
+    hop_samples : int or None
+        Step between window starts, at most ``window_samples``; default
+        ``window_samples`` (no overlap).
 
     Returns
     -------
@@ -36,16 +78,100 @@ def window_labels(n_times: int, window_samples: int) -> np.ndarray:
     --------
     >>> window_labels(7, 3)
     array([0, 0, 0, 1, 1, 1, 1])
+    >>> window_labels(8, 4, 2)
+    array([0, 0, 0, 1, 1, 2, 2, 2])
     """
-    n_times = check_int("n_times", n_times, min_value=1)
-    window_samples = check_int("window_samples", window_samples, min_value=1)
-    if n_times < window_samples:
-        raise ValueError(
-            f"The recording has {n_times} samples, fewer than one window "
-            f"(window_samples={window_samples}). Use a shorter window or a longer recording."
-        )
-    n_windows = n_times // window_samples
-    return np.minimum(np.arange(n_times) // window_samples, n_windows - 1).astype(np.int64)
+    n_times, window_samples, hop_samples = _check_window_hop(n_times, window_samples, hop_samples)
+    n_windows = (n_times - window_samples) // hop_samples + 1
+    t = np.arange(n_times)
+    if hop_samples == window_samples:
+        return np.minimum(t // window_samples, n_windows - 1).astype(np.int64)
+    # Nearest centre k * hop + (window - 1) / 2, in integer arithmetic:
+    # k = round((t - (window - 1) / 2) / hop), ties rounded down.
+    k = -((-(2 * t - (window_samples - 1) - hop_samples)) // (2 * hop_samples))
+    return np.clip(k, 0, n_windows - 1).astype(np.int64)
+
+
+def window_spans(n_times: int, window_samples: int, hop_samples: int | None = None) -> np.ndarray:
+    """Start and stop sample of every (possibly overlapping) window used for fitting.
+
+    Window k is ``[k * hop_samples, k * hop_samples + window_samples)``; the
+    last one extends to ``n_times`` so that no sample is left out (as in
+    :func:`window_labels` without overlap).
+
+    Parameters
+    ----------
+    n_times, window_samples, hop_samples : int
+        As in :func:`window_labels`.
+
+    Returns
+    -------
+    spans : ndarray of int64, shape (n_windows, 2)
+        ``[start, stop)`` of each window.
+
+    Examples
+    --------
+    >>> window_spans(9, 4, 2).tolist()
+    [[0, 4], [2, 6], [4, 9]]
+    """
+    n_times, window_samples, hop_samples = _check_window_hop(n_times, window_samples, hop_samples)
+    n_windows = (n_times - window_samples) // hop_samples + 1
+    starts = np.arange(n_windows, dtype=np.int64) * hop_samples
+    stops = starts + window_samples
+    stops[-1] = n_times
+    return np.stack([starts, stops], axis=1)
+
+
+def overlapping_training_set(
+    n_times: int,
+    window_samples: int,
+    hop_samples: int,
+    chunk_samples: int,
+    good: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample indices, labels and chunk starts to fit on overlapping windows.
+
+    Each window is laid out on its own, one after the other, so that a sample
+    in two windows is seen under both labels; chunks never cross from one
+    window into the next, and (with ``good``) never touch a bad sample.
+
+    Parameters
+    ----------
+    n_times, window_samples, hop_samples : int
+        As in :func:`window_spans`.
+    chunk_samples : int
+        Length of a training chunk.
+    good : ndarray of bool, shape (n_times,) or None
+        Samples that chunks may use (False under bad annotations); None: all.
+
+    Returns
+    -------
+    index : ndarray of int64, shape (n_train,)
+        Sample of the recording at each position of the training layout
+        (``n_train`` is about ``n_times * window_samples / hop_samples``).
+    labels : ndarray of int64, shape (n_train,)
+        Window index at each position.
+    starts : ndarray of int64, shape (n_chunks,)
+        Positions where a training chunk may start.
+    """
+    spans = window_spans(n_times, window_samples, hop_samples)
+    chunk_samples = check_int("chunk_samples", chunk_samples, min_value=1)
+    index = np.concatenate([np.arange(a, b) for a, b in spans]).astype(np.int64)
+    lengths = spans[:, 1] - spans[:, 0]
+    labels = np.repeat(np.arange(len(spans), dtype=np.int64), lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    # A chunk may start at position p when p .. p + chunk - 1 lie in one window
+    # and are all good: count bad (or boundary-crossing) positions by a running sum.
+    ok = np.ones(index.size, dtype=bool) if good is None else np.asarray(good, bool)[index]
+    n_bad = np.concatenate([[0], np.cumsum(~ok)])
+    starts = []
+    for off, length in zip(offsets, lengths, strict=True):
+        if length < chunk_samples:
+            continue
+        s = np.arange(off, off + length - chunk_samples + 1)
+        starts.append(s[n_bad[s + chunk_samples] - n_bad[s] == 0])
+    starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+    return index, labels, starts.astype(np.int64)
 
 
 def make_windows(

@@ -310,12 +310,141 @@ def test_u_from_annotations(sim, tmp_path):
     with pytest.raises(ValueError, match="u='annotations' reads the annotations of an MNE Raw"):
         IVAESeparator(2, **TINY).fit(raw.get_data(), u="annotations")
     with pytest.raises(ValueError, match="Invalid value for the 'u' parameter"):
-        IVAESeparator(2, **TINY).fit(raw, u="events")
+        IVAESeparator(2, **TINY).fit(raw, u="event")
     bare = raw.copy().set_annotations(None)
     with pytest.raises(ValueError, match="no annotation of the Raw covers any sample"):
         IVAESeparator(2, **TINY).fit(bare, u="annotations")
     with pytest.raises(ValueError, match="not fitted with u='annotations'"):
         IVAESeparator(2, **TINY).fit(raw).transform(raw, u="annotations")
+
+
+def _with_stim(raw, onsets_s, codes):
+    """A copy of ``raw`` with a stim channel holding ``codes`` at ``onsets_s``."""
+    stim = np.zeros((1, raw.n_times))
+    for onset, code in zip(onsets_s, codes, strict=True):
+        stim[0, int(round(onset * SAMPLE_RATE)) : int(round(onset * SAMPLE_RATE)) + 2] = code
+    info = mne.create_info(["STI"], SAMPLE_RATE, ["stim"])
+    out = raw.copy()
+    extra = mne.io.RawArray(stim, info, first_samp=raw.first_samp, verbose="error")
+    out.add_channels([extra], force_update_info=True)
+    return out
+
+
+def test_u_from_events(sim, tmp_path):
+    raw, _ = sim
+    stim = _with_stim(raw, [2.0, 12.0, 22.0], [1, 2, 1])
+    with pytest.warns(UserWarning, match="u takes 3 distinct values"):
+        sep = IVAESeparator(2, **TINY).fit(stim, u="events")
+    assert list(sep.classes_) == ["<unlabelled>", "event 1", "event 2"] and sep.event_u_
+    assert "STI" not in sep.ch_names_
+    # Inference reads the stim channel again by itself; an events array gives the same.
+    sources = sep.get_sources(stim).get_data()
+    events = mne.find_events(stim, verbose="error")
+    np.testing.assert_allclose(sep.transform(stim, u=events).get_data(), sources)
+    loaded = IVAESeparator.load(sep.save(tmp_path / "sep.safetensors"), device="cpu")
+    np.testing.assert_allclose(loaded.get_sources(stim).get_data(), sources)
+    # Labels: event 1 from 2 s to 12 s, event 2 to 22 s (the sample clock of stim).
+    from sepkit._mne_mixin import event_labels
+
+    u = event_labels(stim)
+    assert u[int(1.9 * SAMPLE_RATE)] == "<unlabelled>" and u[int(5 * SAMPLE_RATE)] == "event 1"
+    assert u[int(15 * SAMPLE_RATE)] == "event 2" and u[-1] == "event 1"
+    # An events array works without a stim channel.
+    with pytest.warns(UserWarning, match="u takes 3 distinct values"):
+        from_array = IVAESeparator(2, **TINY).fit(raw, u=events)
+    assert from_array.event_u_ and list(from_array.classes_) == list(sep.classes_)
+    with pytest.raises(ValueError, match="u='events' reads events from a stim channel, but"):
+        IVAESeparator(2, **TINY).fit(raw, u="events")
+    with pytest.raises(ValueError, match="not fitted with u='events'"):
+        IVAESeparator(2, **TINY).fit(raw).transform(stim, u="events")
+
+
+def test_window_overlap_fit_and_labels(sim):
+    raw, _ = sim
+    sep = IVAESeparator(2, **{**TINY, "window": 2.0, "window_overlap": 1.0}).fit(raw)
+    n_times = raw.n_times
+    assert sep.window_samples_ == 256 and sep.hop_samples_ == 128
+    # Windows start every second and fit in the recording: (n - 256) // 128 + 1.
+    assert sep.n_segments_ == (n_times - 256) // 128 + 1
+    # The bad span is still never trained on (no chunk may touch it): the
+    # statistics of fit leave it out, as without overlap.
+    assert sep.transform(raw).n_times == n_times
+    with pytest.raises(ValueError, match="'window_overlap' parameter: it must be shorter than"):
+        IVAESeparator(2, **{**TINY, "window": 1.0, "window_overlap": 1.0}).fit(raw)
+    with pytest.raises(ValueError, match="'window_overlap' must be >= 0"):
+        IVAESeparator(2, **{**TINY, "window_overlap": -0.5}).fit(raw)
+    with pytest.raises(ValueError, match="window_overlap=0.5 s needs a sample rate"):
+        IVAESeparator(
+            2, **{**TINY, "window": None, "window_samples": 64, "window_overlap": 0.5}
+        ).fit(raw.get_data(picks="eeg"))
+
+
+def test_window_overlap_training_layout_skips_bad_span(sim, monkeypatch):
+    import sepkit.train
+
+    raw, _ = sim
+    seen = {}
+    real = sepkit.train.train_ivae
+
+    def spy(model, X, u, **kw):
+        seen.update(X=X, u=u, valid=kw["valid_starts"])
+        return real(model, X, u, **kw)
+
+    monkeypatch.setattr(sepkit.train, "train_ivae", spy)
+    IVAESeparator(2, **{**TINY, "window": 2.0, "window_overlap": 1.0}).fit(raw)
+    from sepkit.windows import overlapping_training_set
+
+    good = np.ones(raw.n_times, dtype=bool)
+    good[slice(*_bad_samples())] = False
+    index, labels, starts = overlapping_training_set(raw.n_times, 256, 128, 1, good)
+    np.testing.assert_array_equal(seen["u"].numpy(), labels)
+    np.testing.assert_array_equal(seen["valid"].numpy(), starts)
+    assert seen["X"].shape[1] == index.size
+    # No allowed position maps to a sample under the BAD annotation.
+    assert good[index[seen["valid"].numpy()]].all()
+
+
+def test_get_components_is_decoder_jacobian_at_source_mean(sim):
+    raw, _ = sim
+    sep = IVAESeparator(3, **{**TINY, "n_layers": 2, "n_steps": 50}).fit(raw)
+    # source_mean_: the mean of the sources over the good (non-BAD) samples.
+    S = sep.transform(raw).get_data()
+    good = np.ones(raw.n_times, dtype=bool)
+    good[slice(*_bad_samples())] = False
+    np.testing.assert_allclose(sep.source_mean_, S[:, good].mean(axis=1), rtol=1e-4, atol=1e-6)
+    # Central finite differences of inverse_transform (sensor units) at that point.
+    h = 1e-2
+    z0 = sep.source_mean_.astype(np.float32)
+    plus = z0[:, None] + h * np.eye(3, dtype=np.float32)
+    minus = z0[:, None] - h * np.eye(3, dtype=np.float32)
+    numeric = (sep.inverse_transform(plus) - sep.inverse_transform(minus)) / (2 * h)
+    patterns = sep.get_components()
+    scale = np.abs(patterns).max()
+    np.testing.assert_allclose(patterns, numeric, atol=2e-3 * scale)
+
+    # It follows source_mean_: moved far from 0, where other leaky-ReLU units
+    # are active, the patterns change and match the finite differences there.
+    def slope(z, h=1e-3):
+        z = z.astype(np.float32)[:, None]
+        step = h * np.eye(3, dtype=np.float32)
+        return (sep.inverse_transform(z + step) - sep.inverse_transform(z - step)) / (2 * h)
+
+    sep.source_mean_ = np.array([3.0, -3.0, 3.0])
+    moved = sep.get_components()
+    np.testing.assert_allclose(moved, slope(sep.source_mean_), atol=2e-3 * scale)
+    assert np.abs(moved - slope(np.zeros(3))).max() > 0.05 * scale
+
+
+def test_get_components_linear_decoder_is_mixing_matrix(fitted):
+    W = fitted.model_.decoder.layers[0].weight[:, :, 0].detach().double().numpy()
+    np.testing.assert_allclose(fitted.get_components(), fitted.dewhitening_ @ W)
+    # ... and equals the finite-difference slope of inverse_transform anywhere.
+    h = 0.1
+    z0 = np.zeros((N_SOURCES, 1), dtype=np.float32) + 3.0
+    step = h * np.eye(N_SOURCES, dtype=np.float32)
+    numeric = (fitted.inverse_transform(z0 + step) - fitted.inverse_transform(z0 - step)) / (2 * h)
+    scale = np.abs(numeric).max()
+    np.testing.assert_allclose(fitted.get_components(), numeric, atol=1e-4 * scale)
 
 
 # --------------------------------------------------------------------------

@@ -345,3 +345,93 @@ def test_gradient_spike_is_clipped_to_a_multiple_of_the_running_norm():
         p.grad = 0.5 * torch.ones_like(p)  # below the cap: untouched
     _clip_gradients(model, ema)
     assert all(torch.equal(p.grad, 0.5 * torch.ones_like(p)) for p in model.parameters())
+
+
+# ----------------------------------------------------------------- data placement
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_host_streaming_on_cpu_matches_resident_data(data, kernel_size):
+    # On CPU there is no pinned memory; the host path gathers each batch into
+    # a fresh host buffer (index_select) instead of indexing in place, with
+    # the same generator: the weights must come out identical, for single
+    # samples (kernel 1) and for chunks of 3 samples (kernel 3).
+    X, u = data
+    kw = dict(TINY, n_steps=30, kernel_size=kernel_size)
+    host = IVAESeparator(3, **kw, data_device="host").fit(X, u)
+    resident = IVAESeparator(3, **kw, data_device="auto").fit(X, u)
+    assert host.data_device_ == "host" and resident.data_device_ == "device"
+    for a, b in zip(host.model_.parameters(), resident.model_.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_gather_matches_indexing():
+    from sepkit.train import _gather
+
+    data = torch.arange(24.0).reshape(2, 12)
+    idx = torch.tensor([[0, 1, 2], [7, 8, 9]])  # two chunks of three samples
+    out = _gather(data, idx, 1, pin=False)
+    assert out.shape == (2, 2, 3) and torch.equal(out, data[:, idx])
+    labels = torch.arange(12)
+    assert torch.equal(_gather(labels, idx, 0, pin=False), labels[idx])
+
+
+def test_resolve_data_device(monkeypatch):
+    from sepkit.train import resolve_data_device
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_data_device("auto", cpu, 10**12) == "device"
+    assert resolve_data_device("host", cpu, 1) == "host"
+    assert resolve_data_device("device", gpu, 10**15) == "device"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 4000))
+    assert resolve_data_device("auto", gpu, 500) == "device"  # half the free memory
+    assert resolve_data_device("auto", gpu, 501) == "host"
+    with pytest.raises(ValueError, match="'data_device' parameter. Allowed values are 'auto'"):
+        resolve_data_device("gpu", cpu, 1)
+
+
+def test_data_device_is_validated(data):
+    X, u = data
+    with pytest.raises(ValueError, match="Invalid value for the 'data_device' parameter"):
+        IVAESeparator(3, **TINY, data_device="pinned").fit(X, u)
+
+
+@cuda
+def test_cuda_host_streaming_uses_pinned_memory(data):
+    from sepkit.train import _gather
+
+    X, u = data
+    Xh = torch.from_numpy(np.ascontiguousarray(X))
+    idx = torch.tensor([[3, 1, 4, 1, 5]])
+    out = _gather(Xh, idx, 1, pin=True)
+    assert out.is_pinned() and torch.equal(out, Xh[:, idx])
+    sep = IVAESeparator(3, **{**TINY, "device": "cuda"}, data_device="host").fit(X, u)
+    resident = IVAESeparator(3, **{**TINY, "device": "cuda"}, data_device="device").fit(X, u)
+    assert sep.data_device_ == "host" and resident.data_device_ == "device"
+    # Different batch generators (CPU vs CUDA), the same problem: both learn.
+    for fit in (sep, resident):
+        assert np.isfinite(fit.history_[-1]["loss"])
+        assert fit.history_[-1]["loss"] < fit.history_[0]["loss"]
+
+
+# ----------------------------------------------------------------- callbacks
+def test_fit_callback_sees_the_current_sources_and_can_stop(data):
+    X, u = data
+    seen = []
+
+    def monitor(step, sep):
+        seen.append((step, sep.transform(X, u).shape, sep.model_.training))
+        return step >= 200
+
+    sep = IVAESeparator(3, **{**TINY, "n_steps": 400}).fit(X, u, callback=monitor)
+    assert seen == [(100, (3, X.shape[1]), False), (200, (3, X.shape[1]), False)]
+    assert sep.n_steps_run_ == 200 and sep.history_[-1]["stopped_by_callback_at"] == 200
+
+
+def test_a_passive_callback_changes_nothing(data, straight):
+    X, u = data
+
+    def look(step, sep):
+        sep.transform(X, u)  # runs the model between steps; returns None: go on
+
+    watched = IVAESeparator(3, **TINY).fit(X, u, callback=look)
+    np.testing.assert_array_equal(watched.transform(X, u), straight.transform(X, u))
+    assert watched.model_.training is False

@@ -68,6 +68,8 @@ def stage_prepare(cfg: dict, exp: Path) -> None:
                 activation=d["activation"],
                 std_range=tuple(d["std_range"]),
                 mean_range=None if d["centered"] else (-1.0, 1.0),
+                repeat_mixing=d.get("repeat_mixing", False),
+                unit_norm=d.get("unit_norm", "inputs"),
                 random_state=seed,
             )
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import sys
 from .._version import __version__
 
 # Subcommand modules, in the order ``sepkit --help`` lists them.
-_SUBCOMMANDS = ("demo", "evaluate", "fit_batch")
+_SUBCOMMANDS = ("demo", "separate", "fit", "evaluate", "models", "recipes", "fit_batch")
 
 # User errors print one line and exit with this code; tracebacks need --debug.
 EXIT_USER_ERROR = 2

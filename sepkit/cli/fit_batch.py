@@ -39,7 +39,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=5000,
         metavar="N",
-        help="optimiser steps (default: %(default)s)",
+        help="optimiser steps, domain time (default: %(default)s)",
+    )
+    p.add_argument(
+        "--domain",
+        choices=("auto", "time", "tf"),
+        default="auto",
+        help="time: iVAE on samples (instantaneous mixing, EEG); tf: convolutive audio "
+        "(rooms; --steps does not apply); auto: tf for audio files, time otherwise "
+        "(default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
@@ -109,7 +117,11 @@ def run(args) -> int:
             rec = _read(path)
             n_sources = args.n_sources or len(rec.ch_names)
             sep = IVAESeparator(
-                n_sources, n_steps=args.steps, device=device, random_state=args.seed
+                n_sources,
+                n_steps=args.steps,
+                domain=args.domain,
+                device=device,
+                random_state=args.seed,
             )
             sep.fit(rec)
             sep.save(target, overwrite=args.force)

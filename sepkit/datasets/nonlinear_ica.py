@@ -15,10 +15,25 @@ def _xtanh(x, alpha=0.1):
     return np.tanh(x) + alpha * x
 
 
-def _well_conditioned(rng, n_out, n_in, n_trials=2000, quantile=0.25):
+def _well_conditioned(rng, n_out, n_in, unit_norm="inputs", n_trials=2000, quantile=0.25):
     # As in the paper's code: draw random matrices and keep one whose condition
-    # number is below the lower quartile of random draws, so that no layer of
-    # the mixing MLP is close to singular.
+    # number is below the lower quartile of such draws, so that no layer of the
+    # mixing MLP is close to singular. unit_norm="outputs" follows the
+    # reference code exactly (unit-norm rows, every output a unit-norm
+    # combination of the inputs; the quartile taken over normalised draws);
+    # "inputs" (unit-norm columns, quartile over raw draws) is this module's
+    # original variant, kept so that data drawn with a seed stay the same.
+    if unit_norm == "outputs":
+
+        def draw():
+            W = rng.uniform(-1, 1, (n_out, n_in))
+            return W / np.linalg.norm(W, axis=1, keepdims=True)
+
+        bound = np.quantile([np.linalg.cond(draw()) for _ in range(n_trials)], quantile)
+        while True:
+            W = draw()
+            if np.linalg.cond(W) <= bound:
+                return W
     conds = [np.linalg.cond(rng.uniform(-1, 1, (n_out, n_in))) for _ in range(n_trials)]
     bound = np.quantile(conds, quantile)
     while True:
@@ -38,6 +53,8 @@ def make_nonlinear_ica(
     activation: str = "lrelu",
     std_range: tuple[float, float] = (0.5, 3.0),
     mean_range: tuple[float, float] | None = (-1.0, 1.0),
+    repeat_mixing: bool = False,
+    unit_norm: str = "inputs",
     random_state=None,
 ):
     """Non-stationary sources mixed by a random invertible MLP.
@@ -74,6 +91,20 @@ def make_nonlinear_ica(
     mean_range : (float, float) or None
         Range of the per-segment source means; None for zero-mean sources (the
         reference code's default).
+    repeat_mixing : bool
+        Use one weight matrix for every mixing layer (a tall first one when
+        ``n_obs > n_sources``), as the dataset class of the paper's reference
+        code does (``repeat_linearity=True``), instead of a new matrix per
+        layer. The reference MCC figures quoted in issue #2 were measured on
+        data made this way.
+    unit_norm : {"inputs", "outputs"}
+        How each mixing matrix W (shape (n_out, n_in), applied as W h) is
+        scaled: "outputs" gives unit-norm rows, as the reference code does
+        (and draws the condition-number bound from normalised matrices);
+        "inputs" gives unit-norm columns, this function's original choice,
+        kept as the default so that a seed keeps giving the same data (the
+        shipped pretrained model ``ivae-synthetic-5src-v1`` documents its
+        data that way). ``recipes/synthetic`` uses "outputs".
     random_state : None, int or numpy Generator
 
     Returns
@@ -98,6 +129,8 @@ def make_nonlinear_ica(
     n_obs = n_sources if n_obs is None else check_int("n_obs", n_obs, min_value=n_sources)
     check_option("prior", prior, ("gauss", "laplace"))
     check_option("activation", activation, ("lrelu", "xtanh"))
+    check_option("repeat_mixing", repeat_mixing, (True, False))
+    check_option("unit_norm", unit_norm, ("inputs", "outputs"))
     lo, hi = std_range
     if not 0 < lo <= hi:
         raise ValueError(f"'std_range' must satisfy 0 < low <= high, got {std_range}.")
@@ -118,11 +151,18 @@ def make_nonlinear_ica(
         S = means[u] + noise * stds[u]
 
     act = _leaky_relu if activation == "lrelu" else _xtanh
+    if repeat_mixing:
+        first = _well_conditioned(rng, n_obs, n_sources, unit_norm)
+        later = first if n_obs == n_sources else _well_conditioned(rng, n_obs, n_obs, unit_norm)
     H = S
     for layer in range(n_layers):
         n_in = H.shape[1]
         n_out = n_obs if layer == 0 else n_in
-        H = H @ _well_conditioned(rng, n_out, n_in).T
+        if repeat_mixing:
+            W = first if layer == 0 else later
+        else:
+            W = _well_conditioned(rng, n_out, n_in, unit_norm)
+        H = H @ W.T
         if layer < n_layers - 1:
             H = act(H)
     return H.T.astype(np.float32), S.T.astype(np.float32), u

@@ -1,5 +1,6 @@
 """torch modules: the iVAE core and its parts."""
 
 from .ivae import IVAE, ConvStack, UFeatures
+from .tf_ivae import TFSourceModel
 
-__all__ = ["IVAE", "ConvStack", "UFeatures"]
+__all__ = ["IVAE", "ConvStack", "UFeatures", "TFSourceModel"]

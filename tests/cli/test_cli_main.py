@@ -1,39 +1,259 @@
+"""End-to-end tests of the ``sepkit`` command line (demo, separate, fit, models, recipes).
+
+A few cases run ``python -m sepkit`` in a subprocess (exit codes and output
+streams as a user sees them; each costs ~4 s of torch import); the rest call
+``sepkit.cli.main`` in-process.
+"""
+
+from __future__ import annotations
+
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from sepkit import IVAESeparator
 from sepkit.cli import main
+from sepkit.pretrained import PRETRAINED_ENV, export_model
+
+sf = pytest.importorskip("soundfile")
+
+REPO = Path(__file__).resolve().parents[2]
+RATE = 8000
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_fast_prints_table_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "demo.json"
-    code = main(["demo", "--fast", "--layers", "1", "--json", str(out)])
-    assert code == 0
-    text = capsys.readouterr().out
-    assert "MCC (Pearson) on 3 sources" in text
-    assert "iVAE" in text and "FastICA" in text
-    rows = json.loads(out.read_text())
-    assert rows[0]["n_layers"] == 1
-    # Linear mixing of non-stationary sources: both iVAE and FastICA succeed.
-    assert rows[0]["ivae"] > 0.8 and rows[0]["fastica"] > 0.8
-
-
-def test_bad_argument_gives_one_line_error(capsys):
-    code = main(["demo", "--fast", "--layers", "one"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.strip() == (
-        "sepkit demo: error: --layers must be comma-separated integers such as '1,3', got 'one'."
+def _cli(*args, cwd=None, env=None):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "sepkit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        check=False,
+        timeout=300,
     )
+
+
+def _wav(path, seed, rate=RATE, seconds=0.5):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    s = rng.standard_normal((2, t.size)) * (1.5 + np.sin(2 * np.pi * np.array([[3.0], [5.0]]) * t))
+    x = np.array([[1.0, 0.5], [0.3, 1.0]]) @ s
+    sf.write(str(path), (0.1 * x).T, rate, subtype="FLOAT")
+    return path
+
+
+def _png_ok(path):
+    data = Path(path).read_bytes()
+    return data[:8] == PNG_MAGIC and len(data) > 5000
+
+
+def test_demo_fast_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    res = _cli("demo", "--fast", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "sepkit demo results" in res.stdout and "EEG, 4 src, 19 ch" in res.stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["audio_mixture.wav", "audio_source_s1.wav", "audio_source_s2.wav",
+         "eeg_sources_raw.fif", "metrics.json"]
+        + [f"{n}.png" for n in ("audio_sources", "audio_training", "audio_correlation",
+                                "eeg_sources", "eeg_training", "eeg_correlation",
+                                "eeg_topographies")]
+    )  # fmt: skip
+    assert all(_png_ok(p) for p in out.glob("*.png"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    # Instantaneous 2x2 audio mixing is easy: a broken model stays near MCC 0.5-0.7.
+    assert metrics["audio"]["mcc"] > 0.95 and metrics["audio"]["si_sdri_db"] > 10.0
+    assert metrics["eeg"]["mcc"] > 0.7
+    s1, rate = sf.read(str(out / "audio_source_s1.wav"))
+    assert rate == 16000 and s1.shape == (16000,)
+    import mne
+
+    fif = mne.io.read_raw_fif(out / "eeg_sources_raw.fif", verbose="error")
+    assert fif.ch_names == ["IVAE000", "IVAE001", "IVAE002", "IVAE003"]
+
+    # Existing outputs: refused before any work, on one line, nothing changed.
+    before = (out / "metrics.json").read_bytes()
+    assert main(["demo", "--fast", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sepkit demo: error: output(s) exist: ") and "--force" in err
+    assert "\n" not in err
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_separate_fit_end_to_end(tmp_path, capsys):
+    a, b = _wav(tmp_path / "a.wav", 0), _wav(tmp_path / "b.wav", 1)
+    out = tmp_path / "out"
+    args = ["separate", a, b, "--n-sources", "2", "--steps", "40", "-o", out, "--plots"]
+    args = [str(x) for x in args + ["--quiet", "--domain", "time"]]
+    assert main(args) == 0
+    for stem in ("a", "b"):
+        for suffix in ("_s1.wav", "_s2.wav", "_model.safetensors", "_metrics.json"):
+            assert (out / f"{stem}{suffix}").is_file(), stem + suffix
+        assert _png_ok(out / f"{stem}_sources.png") and _png_ok(out / f"{stem}_training.png")
+    info = json.loads((out / "a_metrics.json").read_text())
+    assert info["n_steps"] == 40 and info["sample_rate"] == RATE
+
+    # Second run, as a user runs it: refused (exit 2, one line, no traceback,
+    # nothing rewritten); --force replaces.
+    before = (out / "a_s1.wav").stat().st_mtime_ns
+    res = _cli(*args)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("sepkit separate: error: output(s) exist")
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (out / "a_s1.wav").stat().st_mtime_ns == before
+    assert main(args + ["--force"]) == 0
+    assert (out / "a_s1.wav").stat().st_mtime_ns != before
+
+    # fit, then separate with the saved model; a 16 kHz input needs --resample.
+    model = tmp_path / "m.safetensors"
+    cmd = ["fit", str(a), "-o", str(model), "--n-sources", "2", "--steps", "30", "--domain", "time"]
+    assert main(cmd) == 0
+    assert json.loads((tmp_path / "m_metrics.json").read_text())["n_steps"] == 30
+    c = _wav(tmp_path / "c.wav", 2, rate=16000)
+    out2 = tmp_path / "out2"
+    capsys.readouterr()
+    assert main(["separate", str(c), "--model", str(model), "-o", str(out2)]) == 2
+    assert "sample_rate 16000 Hz but the model expects 8000 Hz" in capsys.readouterr().err
+    assert main(["separate", str(c), "--model", str(model), "-o", str(out2), "--resample"]) == 0
+    s1, rate = sf.read(str(out2 / "c_s1.wav"))
+    assert rate == RATE and s1.shape == (RATE // 2,)
+    assert not (out2 / "c_model.safetensors").exists()  # applied, not refitted
+
+    # Fine-tuning from the saved model writes a new model.
+    out3 = tmp_path / "out3"
+    cmd = [
+        "separate",
+        str(a),
+        "--model",
+        str(model),
+        "--fine-tune",
+        "--steps",
+        "5",
+        "-o",
+        str(out3),
+    ]
+    assert main(cmd) == 0
+    assert (out3 / "a_model.safetensors").is_file()
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    cases = [
+        (["separate", str(tmp_path / "no.wav"), "--n-sources", "2", "-o", str(tmp_path)],
+         "sepkit separate: error: input " + str(tmp_path / "no.wav") + " does not exist."),
+        (["separate", str(tmp_path / "x.txt"), "--n-sources", "2", "-o", str(tmp_path)],
+         "sepkit separate: error: " + str(tmp_path / "x.txt") + ": unknown file type '.txt'."),
+        (["fit", "a.wav", "-o", "m.pt", "--n-sources", "2"],
+         "sepkit fit: error: -o must end in .safetensors, got 'm.pt'."),
+        (["demo", "--seed", "-1"], "sepkit demo: error: --seed must be >= 0, got -1."),
+        (["recipes", "run", "nope"], "sepkit recipes: error: unknown recipe 'nope'; available: "),
+    ]  # fmt: skip
+    for argv, start in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(start), err
+        assert "\n" not in err
+    with pytest.raises(ValueError, match="--seed must be >= 0"):
+        main(["--debug", "demo", "--seed", "-1"])
+    with pytest.raises(SystemExit) as exc:  # argparse: --model or --n-sources is required
+        main(["separate", "a.wav", "-o", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+def test_models_and_recipes(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((2, 2000)) * np.linspace(0.5, 2, 2000)).astype(np.float32)
+    sep = IVAESeparator(2, n_hidden=4, n_layers=1, n_steps=10, encoder_u=False, device="cpu")
+    export_model(sep.fit(X), "ivae-cli-test-v1", root=tmp_path, config={"kind": "synthetic"})
+    monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path))
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ivae-cli-test-v1" in out and "synthetic" in out
+    assert main(["models", "show", "ivae-cli-test-v1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["name"] == "ivae-cli-test-v1" and shown["n_sources"] == 2
+    assert main(["models", "show", "nope"]) == 2
+    assert "Valid names are: ivae-cli-test-v1" in capsys.readouterr().err
+
+    assert main(["recipes", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "pretrained" in listed and "synthetic" in listed
+    # `recipes run` runs recipes/NAME/run.py with the given arguments from the
+    # repository root and passes its exit code on.
+    import sepkit.cli.recipes as cli_recipes
+
+    calls = []
+    monkeypatch.setattr(
+        cli_recipes.subprocess, "call", lambda cmd, cwd: calls.append((cmd, cwd)) or 3
+    )
+    assert main(["recipes", "run", "pretrained", "--stage", "train"]) == 3
+    assert calls == [
+        ([sys.executable, str(REPO / "recipes/pretrained/run.py"), "--stage", "train"], REPO)
+    ]
+
+    # The pretrained recipe end to end on its tiny config (in-process: the
+    # subprocess would only add the torch import).
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run", REPO / "recipes/pretrained/run.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    exp, models = tmp_path / "exp", tmp_path / "models"
+    argv = ["--config", "conf/tiny.toml", "--exp", str(exp), "--export-root", str(models)]
+    import torch
+
+    n_threads = torch.get_num_threads()
+    try:
+        assert recipe.main(argv) == 0  # sets one torch thread, for reproducible timings
+    finally:
+        torch.set_num_threads(n_threads)
+    card = (models / "ivae-tiny-test-v1" / "MODEL_CARD.md").read_text()
+    assert "| new setup | fine-tune | 50 |" in card
+    loaded = IVAESeparator.from_pretrained(models / "ivae-tiny-test-v1", device="cpu")
+    assert loaded.n_sources == 2
+    # A released name is never overwritten: the recipe refuses before training.
+    with pytest.raises(SystemExit, match="exists and released models are never overwritten"):
+        recipe.main(argv)
 
 
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
-    assert "demo" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in ("demo", "separate", "fit", "evaluate", "models", "recipes"):
+        assert name in out
+
+    from sepkit import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"sepkit {__version__}\n"
 
 
-def test_python_dash_m_entry_point():
-    res = subprocess.run(
-        [sys.executable, "-m", "sepkit", "--version"], capture_output=True, text=True, check=False
-    )
-    assert res.returncode == 0 and res.stdout.startswith("sepkit ")
+def test_separate_eeg_with_pretrained_model(tmp_path, capsys):
+    from sepkit.datasets import make_eeg
+
+    # A new head at 128 Hz: the shipped 256 Hz model needs --resample.
+    raw, _, _ = make_eeg(8, duration=8.0, sample_rate=128.0, random_state=5)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "out"
+    argv = ["separate", str(path), "--model", "ivae-eeg1020-256hz-v1", "-o", str(out)]
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "sample_rate 128 Hz but the model expects 256 Hz. Pass resample=True" in err
+    assert main(argv + ["--resample", "--plots", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "rec_metrics.json", "rec_sources.png", "rec_sources_raw.fif", "rec_topographies.png",
+    ]  # fmt: skip
+    assert _png_ok(out / "rec_topographies.png")
+    import mne
+
+    sources = mne.io.read_raw_fif(out / "rec_sources_raw.fif", verbose="error")
+    assert sources.info["sfreq"] == 256.0 and len(sources.ch_names) == 8

@@ -11,7 +11,7 @@ from sepkit.cli import main
 sf = pytest.importorskip("soundfile")
 
 RATE = 8000
-STEPS = ["--steps", "20", "--device", "cpu"]
+STEPS = ["--steps", "20", "--domain", "time", "--device", "cpu"]
 
 
 def _wav(path, seed):

@@ -54,8 +54,31 @@ def test_observed_dims_and_laplace():
         (dict(activation="relu"), "Invalid value for the 'activation' parameter"),
         (dict(std_range=(2.0, 1.0)), "'std_range' must satisfy 0 < low <= high"),
         (dict(n_obs=1), "'n_obs' must be >= 2"),
+        (dict(repeat_mixing="yes"), "Invalid value for the 'repeat_mixing' parameter"),
+        (dict(unit_norm="rows"), "Invalid value for the 'unit_norm' parameter"),
     ],
 )
 def test_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_nonlinear_ica(2, 4, 10, 2, **kwargs)
+
+
+@pytest.mark.parametrize(("unit_norm", "axis"), [("outputs", 0), ("inputs", 1)])
+def test_mixing_matrix_normalisation(unit_norm, axis):
+    # "outputs": unit-norm rows of W, as the reference code; "inputs": columns.
+    X, S, _ = make_nonlinear_ica(4, 10, 100, 1, unit_norm=unit_norm, random_state=1)
+    A, *_ = np.linalg.lstsq(S.T, X.T, rcond=None)  # X.T = S.T @ A, so A = W.T
+    np.testing.assert_allclose(np.linalg.norm(A, axis=axis), 1.0, rtol=1e-4)
+    assert np.linalg.cond(A) < 20
+
+
+def test_repeat_mixing_uses_one_matrix_for_every_layer():
+    kw = dict(activation="xtanh", repeat_mixing=True, unit_norm="outputs", random_state=2)
+    X1, S, _ = make_nonlinear_ica(3, 10, 100, 1, **kw)
+    X2, S2, _ = make_nonlinear_ica(3, 10, 100, 2, **kw)
+    np.testing.assert_array_equal(S, S2)
+    A, *_ = np.linalg.lstsq(S.T, X1.T, rcond=None)  # the one matrix, transposed
+    expected = (np.tanh(X1.T) + 0.1 * X1.T) @ A  # W xtanh(W s)
+    np.testing.assert_allclose(X2.T, expected, atol=1e-4)
+    fresh, *_ = make_nonlinear_ica(3, 10, 100, 2, activation="xtanh", random_state=2)
+    assert not np.allclose(fresh, X2)  # a new matrix per layer otherwise

@@ -1,0 +1,92 @@
+"""Helpers shared by the subcommands: inputs, output targets, messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..viz import _chmod_default
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".mp3")
+
+
+def add_common(p) -> None:
+    """--quiet and --force, which every writing subcommand takes."""
+    p.add_argument("--quiet", action="store_true", help="print only results and errors")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def say(args, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def show_progress(args) -> bool:
+    """Progress bars only on an interactive terminal and without --quiet."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def check_targets(paths, force: bool) -> None:
+    """Refuse, before any work, to overwrite existing outputs without --force."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise FileExistsError(
+            f"output(s) exist: {', '.join(existing[:3])}{more}. Pass --force to overwrite "
+            "them, or choose another output folder."
+        )
+
+
+def write_json(obj, path: Path) -> Path:
+    """Atomic JSON write (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _chmod_default(tmp)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=float)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def input_kind(path: Path) -> str:
+    """'audio' or 'eeg' from the suffix; a clear error otherwise."""
+    from ..io import SUPPORTED_EEG_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    if suffix in SUPPORTED_EEG_EXTENSIONS or path.name.lower().endswith(".fif.gz"):
+        return "eeg"
+    raise ValueError(
+        f"{path}: unknown file type {suffix!r}. Audio: {', '.join(AUDIO_SUFFIXES)}; EEG: "
+        f"{', '.join(SUPPORTED_EEG_EXTENSIONS)}."
+    )
+
+
+def read_input(path) -> tuple[object, str]:
+    """(Recording or Raw, kind) for an audio or EEG file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist.")
+    kind = input_kind(path)
+    if kind == "audio":
+        from ..io import read_audio
+
+        return read_audio(path), kind
+    from ..io import read_eeg
+
+    return read_eeg(path), kind
+
+
+def stem_of(path) -> str:
+    name = Path(path).name
+    for suffix in (".fif.gz", ".fif"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            return name[:-4] if name.endswith("_raw") else name
+    return Path(name).stem

@@ -1,0 +1,74 @@
+"""``sepkit recipes``: list and run the recipes of a sepkit checkout.
+
+Recipes live in recipes/<name>/run.py of the repository (they are not part of
+the installed package): ``sepkit recipes list`` shows them, ``sepkit recipes
+run NAME [ARGS...]`` runs ``python recipes/NAME/run.py ARGS...`` from the
+repository root and returns its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "recipes",
+        help="list or run the recipes of a repository checkout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="one line per recipe")
+    r = sub.add_parser("run", help="run a recipe (arguments after NAME go to its run.py)")
+    r.add_argument("name", metavar="NAME")
+    r.add_argument("recipe_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    return p
+
+
+def recipes_dir() -> Path:
+    """recipes/ of the checkout the package was imported from; a clear error if absent."""
+    root = Path(__file__).resolve().parents[2]
+    folder = root / "recipes"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no recipes/ folder beside the sepkit package (looked in {folder}). Recipes ship "
+            "with the repository, not the installed package: clone it and install with "
+            "'pip install -e .', then run sepkit from there."
+        )
+    return folder
+
+
+def _recipes() -> dict[str, Path]:
+    return {p.parent.name: p for p in sorted(recipes_dir().glob("*/run.py")) if p.parent.is_dir()}
+
+
+def _summary(path: Path) -> str:
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    except SyntaxError:
+        return "(run.py does not parse)"
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def run(args) -> int:
+    recipes = _recipes()
+    if args.action == "list":
+        if not recipes:
+            print(f"no recipes in {recipes_dir()}")
+            return 0
+        width = max(len(n) for n in recipes)
+        for name, path in recipes.items():
+            print(f"{name:<{width}}  {_summary(path)}")
+        return 0
+    if args.name not in recipes:
+        raise ValueError(
+            f"unknown recipe {args.name!r}; available: {', '.join(recipes) or '(none)'}."
+        )
+    path = recipes[args.name]
+    cmd = [sys.executable, str(path), *args.recipe_args]
+    return subprocess.call(cmd, cwd=path.parents[2])

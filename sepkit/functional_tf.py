@@ -1,0 +1,242 @@
+"""Stateless time-frequency math for convolutive (room) separation.
+
+A room mixes each source through a long impulse response, which an STFT with
+frames much longer than the response turns into one complex mixing matrix per
+frequency: ``x_{f,t} = A_f s_{f,t}`` (the narrow-band approximation). The
+separation is then a demixing matrix per frequency, ``y_{f,t} = W_f x_{f,t}``,
+learnt here with iterative-projection (IP) updates (Ono 2011), the update of
+AuxIVA and ILRMA. Scale and permutation are free per frequency: the source
+model couples the frequencies (which fixes the permutation) and
+:func:`projection_back` fixes the scale (minimal distortion principle).
+
+Shapes: multichannel spectra are ``(n_freqs, n_channels, n_frames)`` complex,
+demixing matrices ``(n_freqs, n_sources, n_channels)`` complex.
+
+References
+----------
+Ono (2011). Stable and fast update rules for independent vector analysis based
+on auxiliary function technique. WASPAA.
+Kitamura, Ono, Sawada, Kameoka, Saruwatari (2016). Determined blind source
+separation unifying independent vector analysis and nonnegative matrix
+factorization. IEEE/ACM TASLP 24(9).
+Matsuoka, Nakashima (2001). Minimal distortion principle for blind source
+separation. ICA 2001.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "auxiva_weights",
+    "fft_size_for",
+    "ip_update",
+    "istft",
+    "projection_back",
+    "projection_back_scales",
+    "stft",
+    "whiten_per_frequency",
+]
+
+# Frame length of about 256 ms (4096 samples at 16 kHz). The narrow-band model
+# needs frames long against the room's impulse response. Measured on 2x2 CMU
+# ARCTIC rooms (7 s, 3 rooms per RT60, SI-SDRi at RT60 0.15 / 0.35 / 0.6 s):
+# 64 ms frames 5.9 / 2.1 / -0.4 dB, 128 ms 9.1 / 5.3 / 3.5 dB, 256 ms
+# 11.9 / 5.6 / 5.5 dB (at about twice the time of 128 ms).
+_FRAME_SECONDS = 0.256
+
+
+def fft_size_for(sample_rate: float, frame_seconds: float = _FRAME_SECONDS) -> int:
+    """FFT size: the power of two nearest ``frame_seconds * sample_rate`` (4096 at 16 kHz)."""
+    n = max(16.0, frame_seconds * float(sample_rate))
+    return int(2 ** round(math.log2(n)))
+
+
+def _window(n_fft: int, device=None) -> torch.Tensor:
+    return torch.hann_window(n_fft, periodic=True, dtype=torch.float32, device=device)
+
+
+def stft(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """Short-time Fourier transform with a Hann window.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n_channels, n_times), real
+    n_fft, hop : int
+        Frame length and hop in samples.
+
+    Returns
+    -------
+    X : Tensor, shape (n_freqs, n_channels, n_frames), complex
+        ``n_freqs = n_fft // 2 + 1``; frames are centred (``center=True``), so
+        frame ``k`` is centred on sample ``k * hop``.
+    """
+    X = torch.stft(
+        x,
+        n_fft,
+        hop_length=hop,
+        window=_window(n_fft, x.device),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    return X.permute(1, 0, 2).contiguous()
+
+
+def istft(X: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor:
+    """Inverse of :func:`stft` (weighted overlap-add).
+
+    Parameters
+    ----------
+    X : Tensor, shape (n_freqs, n_channels, n_frames), complex
+    length : int
+        Number of samples to return.
+
+    Returns
+    -------
+    x : Tensor, shape (n_channels, length), real
+    """
+    return torch.istft(
+        X.permute(1, 0, 2).contiguous(),
+        n_fft,
+        hop_length=hop,
+        window=_window(n_fft, X.device),
+        center=True,
+        length=length,
+    )
+
+
+def whiten_per_frequency(X: torch.Tensor, n_sources: int, eps: float = 1e-12) -> torch.Tensor:
+    """Per-frequency PCA whitening onto the ``n_sources`` strongest directions.
+
+    Whitening makes the IP updates start from an orthogonal problem, and for
+    fewer sources than microphones keeps the subspace that holds the sources
+    (the usual reduction for overdetermined IVA).
+
+    Parameters
+    ----------
+    X : Tensor, shape (n_freqs, n_channels, n_frames), complex
+    n_sources : int
+
+    Returns
+    -------
+    P : Tensor, shape (n_freqs, n_sources, n_channels), complex
+        ``P_f X_f`` has identity covariance over frames.
+    """
+    n_frames = X.shape[-1]
+    cov = X @ X.conj().transpose(-1, -2) / n_frames
+    evals, evecs = torch.linalg.eigh(cov)  # ascending
+    evals = evals.flip(-1)[:, :n_sources]
+    evecs = evecs.flip(-1)[:, :, :n_sources]
+    floor = evals[:, :1].clamp_min(eps) * 1e-8 + eps
+    scale = evals.clamp_min(0.0).add(floor).rsqrt()
+    return (evecs.conj().transpose(-1, -2) * scale[..., None]).to(X.dtype)
+
+
+def ip_update(W: torch.Tensor, X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One sweep of iterative-projection updates of the demixing matrices.
+
+    For each source ``n`` (eqs. (15)-(17) of Ono 2011; eqs. (32)-(34) of
+    Kitamura et al. 2016)::
+
+        V_{n,f} = mean_t weights[n,f,t] x_{f,t} x_{f,t}^H
+        w_{n,f} = (W_f V_{n,f})^{-1} e_n
+        w_{n,f} = w_{n,f} / sqrt(w_{n,f}^H V_{n,f} w_{n,f})
+        row n of W_f = w_{n,f}^H
+
+    With ``weights = 1 / r`` for a source variance ``r`` this maximises the
+    complex-Gaussian likelihood ``sum log N_c(y; 0, r) + T log|det W_f|^2``
+    over one row at a time; each sweep never decreases it.
+
+    Parameters
+    ----------
+    W : Tensor, shape (n_freqs, n_sources, n_sources), complex
+        Square demixing matrices (of whitened data).
+    X : Tensor, shape (n_freqs, n_sources, n_frames), complex
+    weights : Tensor, shape (n_sources, n_freqs, n_frames) or (n_sources, 1, n_frames), real
+        Nonnegative weight of every frame in each source's covariance.
+
+    Returns
+    -------
+    W : Tensor, same shape as ``W`` (a new tensor)
+    """
+    W = W.clone()
+    n_freqs, n_src, _ = W.shape
+    n_frames = X.shape[-1]
+    eye = torch.eye(n_src, dtype=W.dtype, device=W.device)
+    Xh = X.conj().transpose(-1, -2)
+    for n in range(n_src):
+        wt = weights[n].to(X.real.dtype).expand(n_freqs, n_frames)
+        V = (X * wt[:, None, :]) @ Xh / n_frames  # (F, N, N)
+        # Tiny ridge: a source silent in some band must not make V singular.
+        tr = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(1e-30)
+        V = V + (1e-9 * tr)[:, None, None] * eye
+        w = torch.linalg.solve(W @ V, eye[:, n].expand(n_freqs, n_src))  # (F, N)
+        quad = torch.einsum("fi,fij,fj->f", w.conj(), V, w).real.clamp_min(1e-30)
+        w = w / quad.sqrt()[:, None]
+        W[:, n, :] = w.conj()
+    return W
+
+
+def auxiva_weights(Y: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """IP weights of AuxIVA with the spherical Laplace source model.
+
+    ``G(y_n,t) = ||y_{n,:,t}||_2`` over frequencies gives the weight
+    ``G'(r)/r = 1 / r`` with ``r = ||y_{n,:,t}||`` (Ono 2011, Table 1), shared
+    by all frequencies of a frame: this couples the frequencies of a source.
+
+    Parameters
+    ----------
+    Y : Tensor, shape (n_freqs, n_sources, n_frames), complex
+
+    Returns
+    -------
+    weights : Tensor, shape (n_sources, 1, n_frames)
+    """
+    r = Y.abs().square().sum(0).sqrt()  # (N, T)
+    floor = eps * r.mean(-1, keepdim=True).clamp_min(1e-30)
+    return (1.0 / torch.maximum(r, floor))[:, None, :]
+
+
+def projection_back_scales(demix: torch.Tensor, ref: int = 0) -> torch.Tensor:
+    """Scales that put each separated source at its image on microphone ``ref``.
+
+    The minimal distortion principle (Matsuoka & Nakashima 2001): with the
+    demixing ``D_f`` (sources x microphones) and its (pseudo-)inverse
+    ``A_f = D_f^+``, the source ``n`` as heard at microphone ``ref`` is
+    ``A_f[ref, n] y_{n,f,t}``.
+
+    Parameters
+    ----------
+    demix : Tensor, shape (n_freqs, n_sources, n_channels), complex
+    ref : int
+        Reference microphone.
+
+    Returns
+    -------
+    scales : Tensor, shape (n_freqs, n_sources), complex
+    """
+    if demix.shape[-2] == demix.shape[-1]:
+        A = torch.linalg.inv(demix)
+    else:
+        A = torch.linalg.pinv(demix)
+    return A[:, ref, :]
+
+
+def projection_back(Y: torch.Tensor, demix: torch.Tensor, ref: int = 0) -> torch.Tensor:
+    """Rescale separated spectra to their images on the reference microphone.
+
+    Parameters
+    ----------
+    Y : Tensor, shape (n_freqs, n_sources, n_frames), complex
+    demix : Tensor, shape (n_freqs, n_sources, n_channels), complex
+        The demixing that produced ``Y`` from the microphone spectra.
+    ref : int
+
+    Returns
+    -------
+    Y_ref : Tensor, same shape as ``Y``
+    """
+    return Y * projection_back_scales(demix, ref)[:, :, None]

@@ -1,0 +1,154 @@
+"""Tests for sepkit.pretrained and IVAESeparator.from_pretrained / fit(init=...)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sepkit import IVAESeparator, Recording
+from sepkit.pretrained import (
+    MAX_MODEL_BYTES,
+    PRETRAINED_ENV,
+    export_model,
+    list_models,
+    model_info,
+    pretrained_dir,
+    sha256_file,
+)
+
+RATE = 8000.0
+NAME = "ivae-test-2ch-8khz-v1"
+
+
+def _recording(seed=0, n_times=4000, rate=RATE):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_times) / rate
+    env = 1.5 + np.sin(2 * np.pi * np.array([[3.0], [5.0]]) * t)
+    s = rng.standard_normal((2, n_times)) * env
+    x = np.array([[1.0, 0.5], [0.3, 1.0]]) @ s
+    return Recording((0.1 * x).astype(np.float32), rate, ("mic0", "mic1"), "audio")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    sep = IVAESeparator(
+        2, n_hidden=8, n_layers=2, n_steps=60, window=0.05, encoder_u=False, random_state=0,
+        domain="time",
+        device="cpu",
+    )  # fmt: skip
+    return sep.fit(_recording())
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch, fitted):
+    export_model(fitted, NAME, root=tmp_path, config={"kind": "audio"}, card="sha {sha256}\n")
+    monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_list_info_and_round_trip(registry, fitted):
+    assert list_models() == [NAME]
+    info = model_info(NAME)
+    weights = registry / NAME / "weights.safetensors"
+    assert info["sha256"] == sha256_file(weights)
+    assert info["card"] == f"sha {info['sha256']}\n"
+    assert info["sample_rate"] == RATE and info["ch_names"] == ["mic0", "mic1"]
+    assert info["version"] == 1 and info["kind"] == "audio"
+    rec = _recording(seed=1)
+    sep = IVAESeparator.from_pretrained(NAME, device="cpu")
+    assert sep.pretrained_["name"] == NAME
+    np.testing.assert_array_equal(sep.transform(rec).data, fitted.transform(rec).data)
+    # A folder path works as well as a name.
+    again = IVAESeparator.from_pretrained(registry / NAME, device="cpu")
+    np.testing.assert_array_equal(again.transform(rec).data, fitted.transform(rec).data)
+
+
+def test_unknown_name_lists_valid_ones(registry):
+    with pytest.raises(
+        ValueError, match=rf"Unknown pretrained model 'nope'. Valid names are: {NAME}"
+    ):
+        IVAESeparator.from_pretrained("nope")
+    with pytest.raises(TypeError, match="'name_or_path' must be a model name"):
+        IVAESeparator.from_pretrained(3)
+
+
+def test_sha256_mismatch_is_refused(registry):
+    weights = registry / NAME / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 mismatch for .*weights.safetensors"):
+        IVAESeparator.from_pretrained(NAME)
+
+
+def test_wrong_sample_rate_and_channels(registry):
+    sep = IVAESeparator.from_pretrained(NAME, device="cpu")
+    rec16 = _recording(seed=2, n_times=8000, rate=16000.0)
+    with pytest.raises(
+        ValueError, match="sample_rate 16000 Hz but the model expects 8000 Hz. Pass resample=True"
+    ):
+        sep.transform(rec16)
+    out = sep.transform(rec16, resample=True)
+    assert out.sample_rate == RATE and out.data.shape == (2, 4000)
+    three = Recording(np.zeros((3, 100), np.float32) + np.arange(100), RATE, kind="audio")
+    with pytest.raises(ValueError, match=r"fitted on 2 \(mic0, mic1\).*picks=\[...\] selects"):
+        sep.transform(three)
+
+
+def test_export_refuses_existing_and_bad_names(registry, fitted):
+    with pytest.raises(FileExistsError, match="released model names are never overwritten"):
+        export_model(fitted, NAME, root=registry)
+    with pytest.raises(ValueError, match="does not follow the scheme"):
+        export_model(fitted, "My_Model", root=registry)
+    assert list_models() == [NAME]  # nothing half-written beside it
+
+
+def test_fine_tune_starts_from_pretrained(registry, fitted):
+    rec = _recording(seed=3)
+    pre = IVAESeparator.from_pretrained(NAME, device="cpu")
+    # lr tiny: after a few steps the weights are still the pretrained ones.
+    sep = IVAESeparator(**{**pre.get_params(), "n_steps": 2, "lr": 1e-12})
+    sep.fit(rec, init=NAME)
+    np.testing.assert_array_equal(sep.whitening_, pre.whitening_)
+    w_new = sep.model_.encoder.layers[0].weight.detach().numpy()
+    w_pre = pre.model_.encoder.layers[0].weight.detach().numpy()
+    np.testing.assert_allclose(w_new, w_pre, atol=1e-6)
+    scratch = IVAESeparator(**{**pre.get_params(), "n_steps": 2, "lr": 1e-12}).fit(rec)
+    assert not np.allclose(scratch.model_.encoder.layers[0].weight.detach().numpy(), w_pre)
+
+    with pytest.raises(ValueError, match=r"another architecture.*n_hidden=16 \(model: 8\)"):
+        IVAESeparator(**{**pre.get_params(), "n_hidden": 16}).fit(rec, init=NAME)
+    with pytest.raises(ValueError, match="expects 8000 Hz. Resample it first"):
+        sep.fit(_recording(n_times=8000, rate=16000.0), init=NAME)
+
+
+def test_missing_folder_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match="non-editable install does not copy"):
+        list_models()
+
+
+# The models shipped in the repository: every one loads (sha256 verified),
+# keeps the size limits, and has a card. A change of the saved format that
+# breaks old files fails here.
+SHIPPED = ["ivae-audio-2mic-16khz-v1", "ivae-eeg1020-256hz-v1", "ivae-synthetic-5src-v1"]
+
+
+def test_shipped_models_load(monkeypatch):
+    monkeypatch.delenv(PRETRAINED_ENV, raising=False)
+    names = list_models()
+    assert set(SHIPPED) <= set(names)
+    total = 0
+    for name in names:
+        info = model_info(name)
+        size = (pretrained_dir() / name / "weights.safetensors").stat().st_size
+        assert size == info["size_bytes"] < MAX_MODEL_BYTES
+        total += size
+        assert info["sha256"] in info["card"] and "python recipes/pretrained/run.py" in info["card"]
+        sep = IVAESeparator.from_pretrained(name, device="cpu")
+        assert sep.n_sources == info["n_sources"] and sep.n_channels_ == info["n_channels"]
+        assert not sep.model_.encoder_u  # amortised: applies without u
+        json.dumps(info)
+    assert total < 50 * 2**20

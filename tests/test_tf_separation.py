@@ -1,0 +1,163 @@
+"""Time-frequency (convolutive) separation: quality, save/load, streaming, errors."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sepkit import IVAESeparator, Recording
+from sepkit.metrics import apply_permutation, find_permutation, si_sdr_improvement
+from sepkit.tf_separation import check_audio_input, fit_blocks, separate_file
+
+RATE = 8000
+
+
+def _convolutive_mixture(seed=0, n_times=4 * RATE):
+    """Two non-stationary sources through short random decaying room-like filters."""
+    rng = np.random.default_rng(seed)
+    env = np.repeat(rng.uniform(0.05, 1.0, size=(2, n_times // 400 + 1)), 400, axis=1)
+    src = rng.laplace(size=(2, n_times)) * env[:, :n_times]
+    taps = 64
+    decay = np.exp(-np.arange(taps) / 12.0)
+    h = rng.standard_normal((2, 2, taps)) * decay
+    h[:, :, 0] += 1.0 + np.eye(2)  # a direct path, each source nearest one mic
+    mix = np.zeros((2, n_times))
+    images = np.zeros((2, n_times))
+    for m in range(2):
+        for n in range(2):
+            y = np.convolve(src[n], h[m, n])[:n_times]
+            mix[m] += y
+            if m == 0:
+                images[n] = y
+    scale = np.abs(mix).max()
+    return (mix / scale).astype(np.float32), (images / scale).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    mix, images = _convolutive_mixture()
+    rec = Recording(mix, RATE, ("m0", "m1"), "audio")
+    sep = IVAESeparator(n_sources=2, random_state=0).fit(rec)
+    return sep, rec, images
+
+
+def test_tf_separator_improves_si_sdr(fitted):
+    sep, rec, images = fitted
+    assert sep.domain_ == "tf"
+    out = sep.transform(rec)
+    assert isinstance(out, Recording)
+    assert out.data.shape == rec.data.shape and out.sample_rate == RATE
+    est = apply_permutation(out.data, find_permutation(images, out.data))
+    si_sdri = si_sdr_improvement(images, est, rec.data[0])
+    assert np.all(si_sdri > 5.0), si_sdri
+
+
+def test_auto_domain_is_time_for_arrays_and_eeg():
+    rng = np.random.default_rng(0)
+    X = rng.laplace(size=(2, 400)).astype(np.float32)
+    sep = IVAESeparator(n_sources=2, n_steps=2, random_state=0).fit(X)
+    assert sep.domain_ == "time"
+    with pytest.raises(ValueError, match="'domain' parameter. Allowed values are 'auto', 'time'"):
+        IVAESeparator(domain="freq").fit(X)
+    with pytest.raises(ValueError, match="domain='tf' needs the sample rate.*Pass a Recording"):
+        IVAESeparator(domain="tf").fit(X)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    sep, rec, _ = fitted
+    path = sep.save(tmp_path / "tf.safetensors")
+    sep2 = IVAESeparator.load(path)
+    assert sep2.domain_ == "tf" and sep2.get_params() == sep.get_params()
+    np.testing.assert_array_equal(sep2.transform(rec).data, sep.transform(rec).data)
+    back = sep2.inverse_transform(sep2.transform(rec))
+    assert back.data.shape == rec.data.shape
+
+
+def test_streaming_equals_in_memory_and_never_overwrites(fitted, tmp_path):
+    sep, rec, _ = fitted
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, rec.data.T, RATE, subtype="FLOAT")
+    paths = separate_file(wav, tmp_path / "out", separator=sep, chunk_seconds=0.7, verbose=False)
+    assert [p.name for p in paths] == ["mix_s1.wav", "mix_s2.wav"]
+    streamed = np.stack([sf.read(p, dtype="float32")[0] for p in paths])
+    ref = sep.transform(rec).data
+    # PCM_16 output: equal up to quantisation (and the one peak-safe gain, here 1).
+    np.testing.assert_allclose(streamed, ref, atol=2.0 / 2**15)
+    before = [p.read_bytes() for p in paths]
+    with pytest.raises(FileExistsError, match="Nothing was written.*overwrite=True"):
+        separate_file(wav, tmp_path / "out", separator=sep, verbose=False)
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["mix_s1.wav", "mix_s2.wav"]
+
+
+def test_separate_file_fits_when_no_separator(tmp_path):
+    mix, _ = _convolutive_mixture(seed=1, n_times=2 * RATE)
+    wav = tmp_path / "m.wav"
+    sf.write(wav, mix.T, RATE, subtype="FLOAT")
+    paths = separate_file(wav, tmp_path, n_sources=2, random_state=0, verbose=False, format="flac")
+    data = [sf.read(p)[0] for p in paths]
+    assert len(data) == 2 and all(d.shape == (2 * RATE,) for d in data)
+
+
+def test_separate_file_errors(fitted, tmp_path):
+    sep, rec, _ = fitted
+    wav = tmp_path / "m16.wav"
+    sf.write(wav, np.zeros((RATE, 2), np.float32), 16000)
+    with pytest.raises(ValueError, match=r"'.*m16\.wav' has sample_rate 16000 Hz but the model "):
+        separate_file(wav, tmp_path / "o", separator=sep, verbose=False)
+    assert not (tmp_path / "o").exists()
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"'.*empty\.wav' is empty"):
+        separate_file(empty, tmp_path / "o", separator=sep, verbose=False)
+    cut = tmp_path / "cut.wav"
+    sf.write(cut, np.zeros((4000, 2), np.float32), RATE, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=r"'.*cut\.wav'.*truncated"):
+        separate_file(cut, tmp_path / "o", separator=sep, verbose=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_sample_rate_mismatch_suggests_resample(fitted):
+    sep, rec, _ = fitted
+    other = Recording(rec.data, 16000, rec.ch_names, "audio")
+    with pytest.raises(
+        ValueError, match="16000 Hz but the model expects 8000 Hz. Pass resample=True"
+    ):
+        sep.transform(other)
+    out = sep.transform(other, resample=True)
+    assert out.sample_rate == RATE
+
+
+@pytest.mark.parametrize(
+    ("data", "n_sources", "match"),
+    [
+        (np.zeros((1, 4000)), 2, r"X is mono \(1 channel\) but n_sources=2.*multichannel"),
+        (np.ones((2, 4000)), 3, "n_sources=3 is more than the 2 channels of X"),
+        (np.ones((2, 100)), 2, r"X has 100 samples, shorter than one STFT window \(2048 samples\)"),
+        (
+            np.full((2, 4000), np.nan),
+            2,
+            r"contains 8000 NaN or Inf values \(in channel\(s\) \[0, 1\]\)",
+        ),
+    ],
+)
+def test_bad_audio_input(data, n_sources, match):
+    rec = Recording(
+        data.astype(np.float32), RATE, tuple(f"c{i}" for i in range(len(data))), "audio"
+    )
+    with pytest.raises(ValueError, match=match):
+        IVAESeparator(n_sources=n_sources).fit(rec)
+
+
+def test_check_audio_input_nan_message():
+    x = np.zeros((2, 4000), np.float32)
+    x[1, 5] = np.inf
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or Inf samples \(channel\(s\) \[1\]\)"):
+        check_audio_input(x, 2, 2048)
+
+
+def test_fit_blocks_bounded_and_spread():
+    assert fit_blocks(1000, 100.0, 60.0) == [(0, 1000)]
+    blocks = fit_blocks(600 * 100, 100.0, 60.0)
+    assert sum(b - a for a, b in blocks) <= 60 * 100
+    assert blocks[0][0] == 0 and blocks[-1][1] == 600 * 100
