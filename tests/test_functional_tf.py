@@ -95,3 +95,19 @@ def test_stft_istft_round_trip():
     X = F.stft(x, 256, 64)
     assert X.shape == (129, 2, 4000 // 64 + 1)
     np.testing.assert_allclose(F.istft(X, 256, 64, 4000).numpy(), x.numpy(), atol=1e-5)
+
+
+def test_cross_spectrum_phase_instantaneous_vs_delayed():
+    rng = np.random.default_rng(0)
+    src = torch.from_numpy(rng.laplace(size=(2, 32000)).astype(np.float32))
+    n_fft = 512
+    # A real mixing matrix: every cross-spectrum is real (phase 0 or pi).
+    inst = torch.tensor([[1.0, 0.5], [0.8, 1.0]]) @ src
+    assert F.cross_spectrum_phase(F.stft(inst, n_fft, n_fft // 4)) < 0.05
+    # Delay the second channel by 3 samples: the phase turns with frequency,
+    # so |sin(phase)| averages well above 0 (2/pi for a uniform phase).
+    delayed = inst.clone()
+    delayed[1] = torch.roll(inst[1], 3)
+    assert F.cross_spectrum_phase(F.stft(delayed, n_fft, n_fft // 4)) > 0.3
+    # Unrelated channels have no coherent bins: NaN (the mixing cannot be told).
+    assert np.isnan(F.cross_spectrum_phase(F.stft(src, n_fft, n_fft // 4)))

@@ -62,6 +62,24 @@ def test_auto_domain_is_time_for_arrays_and_eeg():
         IVAESeparator(domain="tf").fit(X)
 
 
+def test_auto_domain_follows_the_mixing(fitted):
+    sep, rec, _ = fitted
+    # The room-like (convolutive) mix gave a large phase score -> "tf".
+    assert sep.mixing_phase_ > 0.12
+    # The same sources mixed instantaneously (a real matrix) -> "time".
+    rng = np.random.default_rng(1)
+    env = np.repeat(rng.uniform(0.05, 1.0, size=(2, 81)), 400, axis=1)[:, : 4 * RATE]
+    src = rng.laplace(size=(2, 4 * RATE)) * env
+    inst = Recording(
+        (np.array([[1.0, 0.6], [0.4, 1.0]]) @ src).astype(np.float32), RATE, ("m0", "m1"), "audio"
+    )
+    sep_inst = IVAESeparator(n_sources=2, n_steps=2, random_state=0).fit(inst)
+    assert sep_inst.domain_ == "time" and sep_inst.mixing_phase_ < 0.05
+    # An explicit domain is not second-guessed, and nothing is measured.
+    sep_tf = IVAESeparator(n_sources=2, domain="tf", random_state=0).fit(inst)
+    assert sep_tf.domain_ == "tf" and sep_tf.mixing_phase_ is None
+
+
 def test_save_load_round_trip(fitted, tmp_path):
     sep, rec, _ = fitted
     path = sep.save(tmp_path / "tf.safetensors")
