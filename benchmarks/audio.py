@@ -21,7 +21,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import torch
 
 from sepkit import IVAESeparator, Recording, read_audio
 from sepkit import functional_tf as F
+from sepkit._recipe import hardware
 from sepkit.datasets import make_audio_mixture
 from sepkit.metrics import apply_permutation, find_permutation, si_sdr_improvement
 
@@ -43,19 +43,6 @@ SPEAKERS = [
     ["cmu_arctic_us_axb_a0004.wav", "cmu_arctic_us_axb_a0005.wav", "cmu_arctic_us_axb_a0006.wav"],
 ]
 RATE = 16000
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s), {dev}"
 
 
 def speakers(n_times: int) -> np.ndarray:
@@ -86,7 +73,7 @@ def run(method: str, x: np.ndarray) -> np.ndarray:
 
 
 def bench(durations, seeds, methods, rt60):
-    print(f"2x2 rooms, target RT60 {rt60} s, SNR 30 dB, 16 kHz. Machine: {machine()}")
+    print(f"2x2 rooms, target RT60 {rt60} s, SNR 30 dB, 16 kHz. Machine: {hardware()}")
     print("| audio (s) | seed | measured RT60 (s) | method | seconds | SI-SDRi (dB) |")
     print("|---|---|---|---|---|---|")
     rows = []
@@ -139,7 +126,7 @@ def bench_long(minutes: float):
         sec = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         n = sf.info(paths[0]).frames
-    print(f"Machine: {machine()}")
+    print(f"Machine: {hardware()}")
     print("| file | seconds (fit on <= 60 s + stream) | peak RSS (MiB) | peak RSS before (MiB) |")
     print("|---|---|---|---|")
     print(f"| {n / RATE / 60:.1f} min, 2 ch, 16 kHz | {sec:.1f} | {rss:.0f} | {rss0:.0f} |")

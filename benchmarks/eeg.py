@@ -16,38 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import warnings
 
 import numpy as np
-import torch
 
 from sepkit import IVAESeparator
+from sepkit._recipe import hardware, mne_ica
 from sepkit.datasets import make_eeg
 from sepkit.metrics import correlation_matrix, mcc
 
 
 def fit_sources(method: str, raw, n_sources: int, seed: int):
-    import mne
 
     t0 = time.perf_counter()
     if method == "sepkit":
         sep = IVAESeparator(n_sources, random_state=seed).fit(raw, picks="eeg")
         S = sep.get_sources(raw).get_data()
     else:
-        mne_method, fit_params = {
-            "picard": ("picard", None),
-            "infomax": ("infomax", dict(extended=True)),
-        }[method]
-        ica = mne.preprocessing.ICA(
-            n_sources,
-            method=mne_method,
-            fit_params=fit_params,
-            random_state=seed,
-            max_iter="auto",
-            verbose="error",
-        )
+        ica = mne_ica(method, n_sources, seed)
         ica.fit(raw, picks="eeg")
         S = ica.get_sources(raw).get_data()
     return S, time.perf_counter() - t0
@@ -100,9 +87,8 @@ def main(argv=None) -> int:
                 flush=True,
             )
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(
-        f"\nMachine: {platform.machine()}, {torch.get_num_threads()} torch threads, {dev}; "
+        f"\nMachine: {hardware()}; "
         f"{args.duration:g} s at {args.sample_rate:g} Hz, {args.n_sources} sources, "
         f"nonlinearity={args.nonlinearity}"
     )

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -41,30 +39,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from sepkit._recipe import hardware
 from sepkit.models import IVAE
 
 # channels x window (samples) x batch (windows) x hidden units
 CPU_SIZES = ["19x256x8x64", "64x256x8x128", "64x1000x8x256"]
 GPU_SIZES = ["19x1000x64x128", "64x1000x64x256", "64x1000x256x512", "128x2000x128x1024"]
 N_SEGMENTS = 40  # distinct u values (window index)
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s)"
-    )
-    if device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
 
 
 def _sync(device):
@@ -206,7 +187,7 @@ def main(argv=None) -> int:
         peaks["matmul_bf16"] = peak_matmul(device, torch.bfloat16)
     rows = [measure(s, k, device, args.precision, peaks) for s in sizes for k in args.kernels]
 
-    print(f"Machine: {machine(device)}; device {device}, precision {args.precision}")
+    print(f"Machine: {hardware(device)}; device {device}, precision {args.precision}")
     print(
         f"Peaks measured in this run: matmul fp32 {peaks['matmul_fp32'] / 1e9:.1f} GFLOP/s"
         + (f", bf16 {peaks['matmul_bf16'] / 1e9:.1f} GFLOP/s" if "matmul_bf16" in peaks else "")
@@ -226,7 +207,7 @@ def main(argv=None) -> int:
         )
     if args.json:
         args.json.write_text(
-            json.dumps(dict(machine=machine(device), peaks=peaks, rows=rows), indent=1)
+            json.dumps(dict(machine=hardware(device), peaks=peaks, rows=rows), indent=1)
         )
     return 0
 

@@ -24,17 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
-import tomllib
 from pathlib import Path
 
-import torch
-
 from sepkit import IVAESeparator
-from sepkit.datasets import make_nonlinear_ica
+from sepkit._recipe import hardware, load_config, make_synthetic_data
 from sepkit.metrics import mcc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,51 +37,9 @@ PAPER = ROOT / "recipes" / "synthetic" / "conf" / "paper.toml"
 ANCHOR = "reference code (ilkhem/iVAE): MCC 0.92 in ~43 s per fit, 2 CPU cores (issue #2)"
 
 
-def machine() -> str:
-    """CPU model, cores, torch version and threads (and the GPU, if any)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s), {gpu}"
-    )
-
-
-def load_config(path: Path, overrides: list[str]) -> dict:
-    cfg = tomllib.loads(Path(path).read_text())
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item:
-            raise SystemExit(f"override {item!r} must look like --section.key=value")
-        key, value = item[2:].split("=", 1)
-        section, _, name = key.partition(".")
-        if section not in ("data", "model") or name not in cfg[section]:
-            known = sorted(f"{s}.{k}" for s in ("data", "model") for k in cfg[s])
-            raise SystemExit(f"unknown config key {key!r}; known keys: {', '.join(known)}")
-        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
-    return cfg
-
-
 def time_to_target(cfg: dict, n_layers: int, seed: int, target: float, eval_every: int) -> dict:
     d = cfg["data"]
-    X, S, u = make_nonlinear_ica(
-        d["n_sources"],
-        d["n_segments"],
-        d["n_per_segment"],
-        n_layers,
-        activation=d["activation"],
-        std_range=tuple(d["std_range"]),
-        mean_range=None if d["centered"] else (-1.0, 1.0),
-        repeat_mixing=d.get("repeat_mixing", False),
-        unit_norm=d.get("unit_norm", "inputs"),
-        random_state=seed,
-    )
+    X, S, u = make_synthetic_data(d, n_layers, seed)
     curve: list[tuple[int, float, float]] = []  # (step, training seconds, MCC)
     excluded = 0.0
     hit = None
@@ -139,7 +92,7 @@ def main(argv=None) -> int:
     args, overrides = parser.parse_known_args(argv)
     if args.eval_every % 100:
         raise SystemExit("--eval-every must be a multiple of 100 (the fit's log interval)")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, sections=("data", "model"))
     rows = []
     for seed in args.seeds:
         row = time_to_target(cfg, args.n_layers, seed, args.target, args.eval_every)
@@ -147,7 +100,7 @@ def main(argv=None) -> int:
         got = f"{row['seconds']:.1f} s ({row['steps']} steps)" if row["reached"] else "not reached"
         print(f"seed {seed}: {got}; final MCC {row['final_mcc']:.3f}", flush=True)
 
-    print(f"\nMachine: {machine()}")
+    print(f"\nMachine: {hardware()}")
     print(
         f"Setting: {args.config.name}, mixing depth {args.n_layers}, target MCC {args.target}, "
         f"checked every {args.eval_every} steps (evaluation time excluded)\n"
@@ -167,7 +120,7 @@ def main(argv=None) -> int:
     )
     print(f"Anchor (not re-run): {ANCHOR}")
     if args.json:
-        out = dict(machine=machine(), args=vars(args) | {"config": str(args.config)}, rows=rows)
+        out = dict(machine=hardware(), args=vars(args) | {"config": str(args.config)}, rows=rows)
         args.json.write_text(json.dumps(out, indent=1, default=str))
     return 0
 

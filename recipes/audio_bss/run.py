@@ -18,13 +18,10 @@ message saying how to point it at your own mono speech files.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -32,26 +29,13 @@ import torch
 from sklearn.decomposition import FastICA
 
 from sepkit import IVAESeparator, read_audio
+from sepkit._recipe import hardware, load_config, recipe_parser, run_stages
 from sepkit.datasets import make_audio_mixture
 from sepkit.metrics import apply_permutation, bss_eval, find_permutation, si_sdr_improvement
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 INSTANTANEOUS = ("inst", "tanh")
-
-
-def load_config(path: Path, overrides: list[str]) -> dict:
-    cfg = tomllib.loads(Path(path).read_text())
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item:
-            raise SystemExit(f"override {item!r} must look like --section.key=value")
-        key, value = item[2:].split("=", 1)
-        section, _, name = key.partition(".")
-        if section not in cfg or name not in cfg[section]:
-            known = sorted(f"{s}.{k}" for s in cfg for k in cfg[s])
-            raise SystemExit(f"unknown config key {key!r}; known keys: {', '.join(known)}")
-        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
-    return cfg
 
 
 def audio_dir(cfg: dict) -> Path:
@@ -210,12 +194,6 @@ def stage_fit(cfg: dict, exp: Path) -> None:
                     )
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s), {dev}"
-
-
 def stage_report(cfg: dict, exp: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted((exp / "fits").glob("*.json"))]
     lines = [
@@ -250,22 +228,9 @@ def stage_report(cfg: dict, exp: Path) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", type=Path, default=HERE / "conf" / "default.toml")
-    parser.add_argument(
-        "--exp", type=Path, default=None, help="output folder (default exp/<config>)"
-    )
-    parser.add_argument("--stage", type=int, default=1, help="first stage to run (1-3)")
-    parser.add_argument("--stop-stage", type=int, default=3, help="last stage to run")
-    args, overrides = parser.parse_known_args(argv)
-    cfg = load_config(args.config, overrides)
-    exp = args.exp or HERE / "exp" / args.config.stem
+    parser = recipe_parser(__doc__, HERE, n_stages=3)
     stages = {1: stage_prepare, 2: stage_fit, 3: stage_report}
-    for stage in range(args.stage, args.stop_stage + 1):
-        stages[stage](cfg, exp)
-    return 0
+    return run_stages(parser, stages, HERE, argv, load=load_config)
 
 
 if __name__ == "__main__":

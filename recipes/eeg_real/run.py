@@ -29,12 +29,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import sys
 import time
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -44,9 +41,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mne  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from sepkit import IVAESeparator  # noqa: E402
+from sepkit import IVAESeparator, _recipe  # noqa: E402
+from sepkit._recipe import hardware, recipe_parser, run_stages  # noqa: E402
 from sepkit.io import filter_eeg, read_eeg  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -54,20 +51,8 @@ ROOT = HERE.parents[1]
 
 
 def load_config(path: Path, overrides: list[str]) -> dict:
-    cfg = tomllib.loads(Path(path).read_text())
     sepkit_keys = set(IVAESeparator().get_params())
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item:
-            raise SystemExit(f"override {item!r} must look like --section.key=value")
-        key, value = item[2:].split("=", 1)
-        section, _, name = key.partition(".")
-        if not (
-            section in cfg
-            and (name in cfg[section] or (section == "sepkit" and name in sepkit_keys))
-        ):
-            known = sorted(f"{s}.{k}" for s in cfg for k in cfg[s])
-            raise SystemExit(f"unknown config key {key!r}; known keys: {', '.join(known)}")
-        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
+    cfg = _recipe.load_config(path, overrides, extra_keys={"sepkit": sepkit_keys})
     unknown = set(cfg["sepkit"]) - sepkit_keys
     if unknown:
         raise SystemExit(f"[sepkit] keys {sorted(unknown)} are not IVAESeparator parameters")
@@ -85,12 +70,6 @@ def load_raw(cfg: dict):
     raw = filter_eeg(read_eeg(path, picks="eeg"), d["l_freq"], d["h_freq"])
     raw.set_channel_types({name: "eog" for name in d["eog"]}, verbose="error")
     return raw
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s), {dev}"
 
 
 def stage_fit(cfg: dict, exp: Path) -> None:
@@ -276,22 +255,9 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", type=Path, default=HERE / "conf" / "default.toml")
-    parser.add_argument(
-        "--exp", type=Path, default=None, help="output folder (default exp/<config>)"
-    )
-    parser.add_argument("--stage", type=int, default=1, help="first stage to run (1-2)")
-    parser.add_argument("--stop-stage", type=int, default=2, help="last stage to run")
-    args, overrides = parser.parse_known_args(argv)
-    cfg = load_config(args.config, overrides)
-    exp = args.exp or HERE / "exp" / args.config.stem
+    parser = recipe_parser(__doc__, HERE, n_stages=2)
     stages = {1: stage_fit, 2: stage_evaluate}
-    for stage in range(args.stage, args.stop_stage + 1):
-        stages[stage](cfg, exp)
-    return 0
+    return run_stages(parser, stages, HERE, argv, load=load_config)
 
 
 if __name__ == "__main__":

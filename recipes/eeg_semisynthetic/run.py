@@ -35,21 +35,18 @@ are errors ([sepkit] takes any IVAESeparator parameter). Only public APIs are us
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-import tomllib
 import warnings
 from pathlib import Path
 
 import mne
 import numpy as np
-import torch
 
-from sepkit import IVAESeparator
+from sepkit import IVAESeparator, _recipe
+from sepkit._recipe import hardware, mne_ica, recipe_parser, run_stages
 from sepkit.datasets import make_eeg
 from sepkit.metrics import amari_index, correlation_matrix, mcc
 
@@ -59,23 +56,13 @@ METHODS = ("sepkit", "picard", "infomax", "fastica")
 
 
 def load_config(path: Path, overrides: list[str]) -> dict:
-    cfg = tomllib.loads(Path(path).read_text())
     sepkit_keys = set(IVAESeparator().get_params())
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item:
-            raise SystemExit(f"override {item!r} must look like --section.key=value")
-        key, value = item[2:].split("=", 1)
-        section, _, name = key.partition(".")
-        known_here = section in cfg and (
-            name in cfg[section] or (section == "sepkit" and name in sepkit_keys)
-        )
-        if not known_here:
-            known = sorted(f"{s}.{k}" for s in cfg for k in cfg[s])
-            raise SystemExit(
-                f"unknown config key {key!r}; known keys: {', '.join(known)} "
-                "(and sepkit.<any IVAESeparator parameter>)"
-            )
-        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
+    cfg = _recipe.load_config(
+        path,
+        overrides,
+        extra_keys={"sepkit": sepkit_keys},
+        extra_hint=" (and sepkit.<any IVAESeparator parameter>)",
+    )
     for case in cfg["data"]["cases"]:
         if case not in CASES:
             raise SystemExit(f"unknown case {case!r}; allowed: {', '.join(CASES)}")
@@ -140,19 +127,7 @@ def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict):
         sep = IVAESeparator(n_sources, random_state=seed, **sepkit_cfg).fit(raw, picks="eeg")
         seconds = time.perf_counter() - t0
         return sep.get_sources(raw).get_data(), sep.get_components(), seconds
-    mne_method, fit_params = {
-        "picard": ("picard", None),
-        "infomax": ("infomax", dict(extended=True)),
-        "fastica": ("fastica", None),
-    }[method]
-    ica = mne.preprocessing.ICA(
-        n_sources,
-        method=mne_method,
-        fit_params=fit_params,
-        random_state=seed,
-        max_iter="auto",
-        verbose="error",
-    )
+    ica = mne_ica(method, n_sources, seed)
     ica.fit(raw, picks="eeg")
     seconds = time.perf_counter() - t0
     return ica.get_sources(raw).get_data(), ica.get_components(), seconds
@@ -203,12 +178,6 @@ def stage_fit(cfg: dict, exp: Path, only: str | None) -> None:
             )
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s), {dev}"
-
-
 def stage_report(cfg: dict, exp: Path, only: str | None) -> str:
     rows = [json.loads(p.read_text()) for p in sorted((exp / "fits").glob("*.json"))]
     lines = [
@@ -249,27 +218,14 @@ def stage_report(cfg: dict, exp: Path, only: str | None) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", type=Path, default=HERE / "conf" / "default.toml")
-    parser.add_argument(
-        "--exp", type=Path, default=None, help="output folder (default exp/<config>)"
-    )
-    parser.add_argument("--stage", type=int, default=1, help="first stage to run (1-3)")
-    parser.add_argument("--stop-stage", type=int, default=3, help="last stage to run")
+    parser = recipe_parser(__doc__, HERE, n_stages=3)
     parser.add_argument(
         "--only",
         default=None,
         help="restrict stages 1-2 to MONTAGE or MONTAGE/CASE (comma-separated list)",
     )
-    args, overrides = parser.parse_known_args(argv)
-    cfg = load_config(args.config, overrides)
-    exp = args.exp or HERE / "exp" / args.config.stem
     stages = {1: stage_prepare, 2: stage_fit, 3: stage_report}
-    for stage in range(args.stage, args.stop_stage + 1):
-        stages[stage](cfg, exp, args.only)
-    return 0
+    return run_stages(parser, stages, HERE, argv, load=load_config, extra=lambda args: (args.only,))
 
 
 if __name__ == "__main__":

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
-import tomllib
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sepkit import IVAESeparator, Recording
+from sepkit import IVAESeparator, Recording, _recipe
 from sepkit.cli.demo import synthesize_sources
 from sepkit.datasets import make_audio_mixture, make_eeg, make_nonlinear_ica
 from sepkit.metrics import find_permutation, mcc, si_sdr
@@ -44,20 +41,6 @@ from sepkit.pretrained import export_model
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 STAGES = ("train", "evaluate", "export")
-
-
-def load_config(path: Path, overrides: list[str]) -> dict:
-    cfg = tomllib.loads(Path(path).read_text())
-    for item in overrides:
-        if not item.startswith("--") or "=" not in item:
-            raise SystemExit(f"override {item!r} must look like --section.key=value")
-        key, value = item[2:].split("=", 1)
-        section, _, name = key.partition(".")
-        if section not in cfg or name not in cfg[section]:
-            known = sorted(f"{s}.{k}" for s in cfg for k in cfg[s])
-            raise SystemExit(f"unknown config key {key!r}; known keys: {', '.join(known)}")
-        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
-    return cfg
 
 
 # ------------------------------------------------------------------ data
@@ -211,23 +194,8 @@ def stage_evaluate(cfg: dict, data: dict) -> None:
             print(
                 f"[evaluate] {split:>4} {label:<19} MCC {r['mcc']:.3f}{extra}, {r['seconds']:.1f} s"
             )
-    results["hardware"] = hardware()
+    results["hardware"] = _recipe.hardware(python=True)
     (exp / "eval.json").write_text(json.dumps(results, indent=2))
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{torch.get_num_threads()} torch thread, {cpu} ({os.cpu_count()} cores), "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
 
 
 def card_text(cfg: dict, train: dict, ev: dict, command: str) -> str:
@@ -309,7 +277,7 @@ def main(argv=None) -> int:
                         help="work folder (default recipes/pretrained/exp/<name>)")  # fmt: skip
     args, overrides = parser.parse_known_args(argv)
     config_path = args.config if args.config.exists() else HERE / args.config
-    cfg = load_config(config_path, overrides)
+    cfg = _recipe.load_config(config_path, overrides)
     cfg["_exp"] = args.exp
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="The EEG has a high-pass edge")

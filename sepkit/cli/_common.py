@@ -19,6 +19,28 @@ def add_common(p) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
+def add_domain(p, *, tf_note: str = "") -> None:
+    """--domain, the separator's ``domain`` for fit, separate and fit-batch.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The subcommand's parser.
+    tf_note : str, default ""
+        Said in the help after "rooms" for tf (fit-batch: "--steps does not apply").
+    """
+    rooms = f"rooms; {tf_note}" if tf_note else "rooms"
+    p.add_argument(
+        "--domain",
+        choices=("auto", "time", "tf"),
+        default="auto",
+        help="time: iVAE on samples (instantaneous mixing, EEG); tf: convolutive audio "
+        f"({rooms}); auto: for audio files tf when the channels' cross-spectra show "
+        "delays (a room), time when they are real (an instantaneous mix); time "
+        "otherwise (default: %(default)s)",
+    )
+
+
 def say(args, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message, file=sys.stderr, flush=True)

@@ -13,7 +13,15 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import add_common, check_targets, read_input, say, show_progress, write_json
+from ._common import (
+    add_common,
+    add_domain,
+    check_targets,
+    read_input,
+    say,
+    show_progress,
+    write_json,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,13 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--window", type=float, default=None, help="window length in seconds for u")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument(
-        "--domain",
-        choices=("auto", "time", "tf"),
-        default="auto",
-        help="time: iVAE on samples (instantaneous mixing, EEG); tf: convolutive audio "
-        "(rooms); auto: tf for audio files, time otherwise (default: %(default)s)",
-    )
+    add_domain(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p

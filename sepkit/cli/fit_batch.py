@@ -17,6 +17,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ._common import add_domain
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -41,14 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="optimiser steps, domain time (default: %(default)s)",
     )
-    p.add_argument(
-        "--domain",
-        choices=("auto", "time", "tf"),
-        default="auto",
-        help="time: iVAE on samples (instantaneous mixing, EEG); tf: convolutive audio "
-        "(rooms; --steps does not apply); auto: tf for audio files, time otherwise "
-        "(default: %(default)s)",
-    )
+    add_domain(p, tf_note="--steps does not apply")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ._common import (
     add_common,
+    add_domain,
     check_targets,
     input_kind,
     read_input,
@@ -70,13 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="window length in seconds for u (default: the estimator's choice)",
     )
-    p.add_argument(
-        "--domain",
-        choices=("auto", "time", "tf"),
-        default="auto",
-        help="time: iVAE on samples (instantaneous mixing, EEG); tf: convolutive audio "
-        "(rooms); auto: tf for audio files, time otherwise (default: %(default)s)",
-    )
+    add_domain(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p

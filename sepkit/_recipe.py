@@ -1,0 +1,293 @@
+"""Helpers shared by the recipe and benchmark scripts (``recipes/``, ``benchmarks/``).
+
+One place for what every run script needs: the TOML config with
+``--section.key=value`` overrides, the stage loop with its command line, and
+the one-line machine description that goes into every results table. Private
+(underscore) because the scripts are its only users; it lives in the package
+so that a script finds it from any install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+__all__ = [
+    "hardware",
+    "load_config",
+    "make_synthetic_data",
+    "mne_ica",
+    "recipe_parser",
+    "run_stages",
+]
+
+
+def load_config(
+    path: str | Path,
+    overrides: Iterable[str],
+    *,
+    sections: Iterable[str] | None = None,
+    extra_keys: Mapping[str, Iterable[str]] | None = None,
+    extra_hint: str = "",
+) -> dict:
+    """Read a TOML config and apply ``--section.key=value`` overrides.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file.
+    overrides : iterable of str
+        Command-line leftovers, each ``--section.key=value``; ``value`` is parsed
+        as a TOML value (``--model.lr=3e-4``, ``--data.seeds=[0,1]``,
+        ``--data.name='"x"'``).
+    sections : iterable of str or None, default None
+        The sections an override may name (None: every section of the file).
+    extra_keys : mapping of str to iterable of str or None, default None
+        Keys an override may set although the file does not have them, per
+        section (``{"sepkit": IVAESeparator().get_params()}``); the section
+        itself must be in the file.
+    extra_hint : str, default ""
+        Appended to the unknown-key message, to name those extra keys.
+
+    Returns
+    -------
+    cfg : dict
+        The config, one dict per section, with the overrides applied.
+
+    Raises
+    ------
+    SystemExit
+        For an override not of the form ``--section.key=value`` or naming a key
+        that is not in the file (nor in ``extra_keys``); the message lists the
+        known keys, so the script stops with it and exit status 1.
+
+    Examples
+    --------
+    >>> cfg = load_config("recipes/synthetic/conf/tiny.toml", ["--model.n_steps=60"])
+    ... # doctest: +SKIP
+    """
+    cfg = tomllib.loads(Path(path).read_text())
+    allowed = list(cfg) if sections is None else list(sections)
+    extra = {s: set(keys) for s, keys in (extra_keys or {}).items()}
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item:
+            raise SystemExit(f"override {item!r} must look like --section.key=value")
+        key, value = item[2:].split("=", 1)
+        section, _, name = key.partition(".")
+        if not (
+            section in allowed
+            and section in cfg
+            and (name in cfg[section] or name in extra.get(section, ()))
+        ):
+            known = sorted(f"{s}.{k}" for s in allowed for k in cfg.get(s, ()))
+            raise SystemExit(
+                f"unknown config key {key!r}; known keys: {', '.join(known)}{extra_hint}"
+            )
+        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
+    return cfg
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return cpu
+
+
+def hardware(device=None, *, python: bool = False) -> str:
+    """One line describing the machine, for the hardware column of results tables.
+
+    Parameters
+    ----------
+    device : str or torch.device or None, default None
+        The device the timings ran on. None: name the first GPU if there is
+        one, else say "no GPU". A CUDA device: name that GPU. A CPU device:
+        name no GPU (the timings did not use one).
+    python : bool, default False
+        Also give the Python version (model cards record it).
+
+    Returns
+    -------
+    text : str
+        CPU model, cores, torch version, torch threads and the GPU, e.g.
+        ``"AMD EPYC, 2 cores, torch 2.14.1+cu130, 1 torch thread(s), no GPU"``
+        (the dev machine).
+    """
+    import torch
+
+    parts = [
+        _cpu_model(),
+        f"{os.cpu_count()} cores",
+        f"torch {torch.__version__}",
+        f"{torch.get_num_threads()} torch thread(s)",
+    ]
+    if device is None:
+        parts.append(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+    elif torch.device(device).type == "cuda":
+        parts.append(torch.cuda.get_device_name(torch.device(device)))
+    if python:
+        parts.append(f"Python {platform.python_version()}")
+    return ", ".join(parts)
+
+
+def recipe_parser(
+    doc: str, here: Path, *, n_stages: int, default_config: str = "default.toml"
+) -> argparse.ArgumentParser:
+    """The command line every staged recipe takes: --config, --exp, --stage, --stop-stage.
+
+    Parameters
+    ----------
+    doc : str
+        The script's docstring (shown by ``--help`` as written).
+    here : Path
+        The recipe folder; the default config is ``here / "conf" / default_config``.
+    n_stages : int
+        Number of stages, numbered from 1; ``--stop-stage`` defaults to the last.
+    default_config : str, default "default.toml"
+        File name of the config used without ``--config``.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Add a recipe's own options to it, then call :func:`run_stages`.
+    """
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, default=here / "conf" / default_config)
+    parser.add_argument(
+        "--exp", type=Path, default=None, help="output folder (default exp/<config>)"
+    )
+    parser.add_argument("--stage", type=int, default=1, help=f"first stage to run (1-{n_stages})")
+    parser.add_argument("--stop-stage", type=int, default=n_stages, help="last stage to run")
+    return parser
+
+
+def run_stages(
+    parser: argparse.ArgumentParser,
+    stages: Mapping[int, Callable[..., object]],
+    here: Path,
+    argv: list[str] | None = None,
+    *,
+    load: Callable[[Path, list[str]], dict],
+    extra: Callable[[argparse.Namespace], tuple] = lambda args: (),
+) -> int:
+    """Parse the command line, load the config and run stages --stage to --stop-stage.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        From :func:`recipe_parser`, with any options of the recipe added.
+    stages : mapping of int to callable
+        Stage number to ``stage(cfg, exp, *extra(args))``.
+    here : Path
+        The recipe folder; without ``--exp`` the outputs go to
+        ``here / "exp" / <config file stem>``.
+    argv : list of str or None, default None
+        The arguments (None: ``sys.argv[1:]``); what the parser does not know
+        is passed to ``load`` as overrides.
+    load : callable
+        ``load(config_path, overrides) -> cfg``: :func:`load_config`, or the
+        recipe's own wrapper of it that adds checks.
+    extra : callable, default no extra arguments
+        ``extra(args)`` gives the arguments passed to every stage after
+        ``cfg, exp`` (for example ``(args.only,)``).
+
+    Returns
+    -------
+    status : int
+        0, for ``sys.exit``.
+    """
+    args, overrides = parser.parse_known_args(argv)
+    cfg = load(args.config, overrides)
+    exp = args.exp or here / "exp" / args.config.stem
+    for stage in range(args.stage, args.stop_stage + 1):
+        stages[stage](cfg, exp, *extra(args))
+    return 0
+
+
+def make_synthetic_data(data: Mapping, n_layers: int, seed: int):
+    """The dataset that a ``[data]`` section of the synthetic recipe describes.
+
+    Shared by ``recipes/synthetic`` and ``benchmarks/synthetic_time.py``, which
+    times the recipe's setting: both read the config the same way.
+
+    Parameters
+    ----------
+    data : mapping
+        The ``[data]`` section: ``n_sources``, ``n_segments``, ``n_per_segment``,
+        ``activation``, ``std_range``, ``centered`` (True: zero-mean sources,
+        else means drawn in [-1, 1]), and optionally ``repeat_mixing``
+        (default False) and ``unit_norm`` (default "inputs").
+    n_layers : int
+        Depth of the mixing MLP.
+    seed : int
+        Random seed of the data.
+
+    Returns
+    -------
+    X, S, u
+        As :func:`sepkit.datasets.make_nonlinear_ica` returns them.
+    """
+    from .datasets import make_nonlinear_ica
+
+    return make_nonlinear_ica(
+        data["n_sources"],
+        data["n_segments"],
+        data["n_per_segment"],
+        n_layers,
+        activation=data["activation"],
+        std_range=tuple(data["std_range"]),
+        mean_range=None if data["centered"] else (-1.0, 1.0),
+        repeat_mixing=data.get("repeat_mixing", False),
+        unit_norm=data.get("unit_norm", "inputs"),
+        random_state=seed,
+    )
+
+
+# The ICA baselines as the EEG recipe and benchmark run them: MNE's method name
+# and fit_params (infomax: the extended variant, as EEGLAB's runica default).
+_MNE_ICA = {
+    "picard": ("picard", None),
+    "infomax": ("infomax", dict(extended=True)),
+    "fastica": ("fastica", None),
+}
+
+
+def mne_ica(method: str, n_sources: int, seed: int):
+    """An unfitted ``mne.preprocessing.ICA``, set up as the EEG baselines run it.
+
+    Parameters
+    ----------
+    method : {"picard", "infomax", "fastica"}
+        The ICA algorithm (infomax is the extended variant).
+    n_sources : int
+        Number of components.
+    seed : int
+        Random seed of the ICA.
+
+    Returns
+    -------
+    ica : mne.preprocessing.ICA
+        With ``max_iter="auto"`` and ``verbose="error"``; call ``fit``.
+    """
+    import mne
+
+    mne_method, fit_params = _MNE_ICA[method]
+    return mne.preprocessing.ICA(
+        n_sources,
+        method=mne_method,
+        fit_params=fit_params,
+        random_state=seed,
+        max_iter="auto",
+        verbose="error",
+    )
