@@ -189,6 +189,18 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         "tf" is linear per frequency, so nonlinear instantaneous mixtures need
         "time". With "tf", ``n_steps``, ``lr``, ``window`` and the network
         settings do not apply.
+    ica_init : {None, "picard", "fastica"}
+        Start from an ICA solution: run ICA (python-picard's Picard, or
+        scikit-learn's FastICA) on the whitened training data, and give the
+        encoder's mean and the decoder a linear path loaded with its unmixing
+        and mixing matrices, beside MLPs whose output layers start at zero
+        (:class:`~sepkit.models.IVAE`, ``linear_path``). Training then starts
+        at the ICA sources and can only add the nonlinear part. None (the
+        default) starts from random weights. Needs ``whiten=True``, and cannot
+        be combined with ``fit(..., init=...)``. Measured on semi-synthetic
+        19-channel EEG (recipes/eeg_semisynthetic/README.md): MCC 0.845 and
+        0.757 on linear mixtures (defaults 0.678, 0.668; picard 0.846,
+        0.783), no gain on saturating ones.
 
     Attributes
     ----------
@@ -279,6 +291,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         compile: bool = False,
         data_device: str = "auto",
         domain: str = "auto",
+        ica_init: str | None = None,
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -311,6 +324,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.compile = compile
         self.data_device = data_device
         self.domain = domain
+        self.ica_init = ica_init
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
@@ -358,6 +372,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_option("compile", self.compile, (True, False))
         check_option("data_device", self.data_device, ("auto", "device", "host"))
         check_option("domain", self.domain, ("auto", "time", "tf"))
+        check_option("ica_init", self.ica_init, (None, "picard", "fastica"))
+        if self.ica_init is not None and not self.whiten:
+            raise ValueError(
+                f"ica_init={self.ica_init!r} runs ICA on the whitened data and needs "
+                "whiten=True, got whiten=False. Pass whiten=True or ica_init=None."
+            )
         device = check_device(self.device)
         # Imported here, not at module level, so that ``python -m sepkit.train``
         # does not find sepkit.train already imported by ``import sepkit``.
@@ -653,6 +673,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 self.n_u_ = codes.shape[0]
 
         init_state = None
+        if init is not None and self.ica_init is not None:
+            raise ValueError(
+                f"ica_init={self.ica_init!r} and init= both set the starting weights. Pass "
+                "ica_init=None to fine-tune a pretrained model, or drop init= to start from ICA."
+            )
         if init is None:
             self.mean_ = stats.mean(axis=1).astype(np.float64)
             self._fit_whitening(stats, scale)
@@ -689,6 +714,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 )
             valid = None
             Xt = self._standardize(data)
+            if self.ica_init is not None:
+                model.set_linear_path(
+                    *self._ica_matrices(Xt if good is None else Xt[:, good], seed)
+                )
             fit_codes = codes
             if u_layout:
                 index, codes, starts = overlapping_training_set(
@@ -807,6 +836,37 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.dewhitening_ = evecs * scales
         self.rank_ = rank
 
+    def _ica_matrices(self, Xt, seed):
+        """Unmixing (n_sources, rank_) and mixing (rank_, n_sources) of ICA on ``Xt``.
+
+        ICA runs on the first ``n_sources`` whitened dimensions (the ones
+        ``_fit_whitening`` scales to unit variance; the weaker ones are left
+        to the MLPs). Rows of the unmixing are scaled to give unit-variance
+        sources, the scale of the prior.
+        """
+        Y = Xt[: self.n_sources].astype(np.float64)
+        if self.ica_init == "picard":
+            try:
+                from picard import picard
+            except ImportError:
+                raise ImportError(
+                    "ica_init='picard' needs python-picard: pip install python-picard, "
+                    "or pass ica_init='fastica'."
+                ) from None
+            # Picard's defaults (Picard-O, extended), as mne.preprocessing.ICA runs it.
+            _, W, _ = picard(Y, whiten=False, random_state=seed, max_iter=500)
+        else:
+            from sklearn.decomposition import FastICA
+
+            ica = FastICA(whiten=False, random_state=seed, max_iter=1000, tol=1e-4)
+            W = ica.fit(Y.T).components_
+        W = W / (W @ Y).std(axis=1)[:, None]
+        unmixing = np.zeros((self.n_sources, self.rank_))
+        unmixing[:, : self.n_sources] = W
+        mixing = np.zeros((self.rank_, self.n_sources))
+        mixing[: self.n_sources] = np.linalg.inv(W)
+        return unmixing, mixing
+
     def _build_model(self) -> IVAE:
         return IVAE(
             self.rank_,
@@ -823,6 +883,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             decoder_u=self.decoder_u,
             learn_noise=self.learn_noise,
             noise_var=self.noise_var,
+            linear_path=self.ica_init is not None,
         )
 
     def _standardize(self, data):
@@ -1002,7 +1063,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
         model = self.model_
         device = self._device()
-        if self.n_layers == 1 and self.kernel_size == 1 and not model.decoder_u:
+        linear = self.n_layers == 1 and self.kernel_size == 1 and not model.decoder_u
+        if linear and model.decoder_linear is None:
             W = model.decoder.layers[0].weight[:, :, 0].detach().cpu().double().numpy()
         else:
             mean = getattr(self, "source_mean_", None)

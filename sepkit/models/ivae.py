@@ -135,6 +135,12 @@ class IVAE(nn.Module):
     noise_var : float
         The (initial) observation-noise variance, in units of the
         standardised data.
+    linear_path : bool
+        Add a linear map (no bias) beside the encoder's mean and beside the
+        decoder: mean = B x + MLP(x), x_mean = A z + MLP(z). The MLP's layers
+        that feed these outputs start at zero, so the model starts as the
+        linear one that :meth:`set_linear_path` loads (an ICA solution, see
+        ``IVAESeparator(ica_init=...)``) and training adds the nonlinear part.
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class IVAE(nn.Module):
         decoder_u: bool = False,
         learn_noise: bool = True,
         noise_var: float = 0.01,
+        linear_path: bool = False,
     ):
         super().__init__()
         if (n_segments is None) == (n_u is None) and prior != "standard":
@@ -179,6 +186,21 @@ class IVAE(nn.Module):
         self.encoder_ufeat = UFeatures(self.encoder.n_first, **ukw) if self.encoder_u else None
         self.decoder = ConvStack(n_sources, n_channels, n_hidden, n_layers, kernel_size, activation)
         self.decoder_ufeat = UFeatures(self.decoder.n_first, **ukw) if self.decoder_u else None
+        # Built after the stacks so that the default model draws the same
+        # random weights as before the option existed.
+        self.encoder_linear = self.decoder_linear = None
+        if linear_path:
+            self.encoder_linear = nn.Conv1d(n_channels, n_sources, 1, bias=False)
+            self.decoder_linear = nn.Conv1d(n_sources, n_channels, 1, bias=False)
+            with torch.no_grad():
+                # Zero MLP contributions at the start: the encoder's mean rows
+                # (its log-variances keep their usual initialisation) and the
+                # whole decoder output.
+                last = self.encoder.layers[-1]
+                last.weight[:n_sources].zero_()
+                last.bias[:n_sources].zero_()
+                self.decoder.layers[-1].weight.zero_()
+                self.decoder.layers[-1].bias.zero_()
         if conditional:
             # Prior p(z|u): location and log-scale per source, eq. (7).
             self.prior_net = UFeatures(2 * n_sources, **ukw)
@@ -192,6 +214,28 @@ class IVAE(nn.Module):
         else:
             self.register_buffer("noise_logvar", logvar0)
 
+    @torch.no_grad()
+    def set_linear_path(self, unmixing, mixing):
+        """Load the linear path's weights (needs ``linear_path=True``).
+
+        Parameters
+        ----------
+        unmixing : array-like, shape (n_sources, n_channels)
+            Encoder map B: the posterior mean starts at B x.
+        mixing : array-like, shape (n_channels, n_sources)
+            Decoder map A: the reconstruction starts at A z.
+        """
+        if self.encoder_linear is None:
+            raise ValueError("set_linear_path needs an IVAE built with linear_path=True.")
+        for conv, w in ((self.encoder_linear, unmixing), (self.decoder_linear, mixing)):
+            w = torch.as_tensor(w, dtype=conv.weight.dtype, device=conv.weight.device)
+            if w.shape != conv.weight.shape[:2]:
+                raise ValueError(
+                    f"set_linear_path got a matrix of shape {tuple(w.shape)}; expected "
+                    f"{tuple(conv.weight.shape[:2])}."
+                )
+            conv.weight.copy_(w[:, :, None])
+
     @property
     def receptive_field(self) -> int:
         """Samples of x that one output sample of the encoder depends on."""
@@ -201,7 +245,10 @@ class IVAE(nn.Module):
         cond = self.encoder_ufeat(u) if self.encoder_ufeat is not None else None
         h = self.encoder(x, cond)
         n = self.n_sources
-        return h[:, :n], h[:, n : 2 * n].clamp(_LOGVAR_MIN, _LOGVAR_MAX), h[:, 2 * n :]
+        mean = h[:, :n]
+        if self.encoder_linear is not None:
+            mean = mean + self.encoder_linear(x)
+        return mean, h[:, n : 2 * n].clamp(_LOGVAR_MIN, _LOGVAR_MAX), h[:, 2 * n :]
 
     def _cholesky(self, diag_logvar, offdiag):
         """Lower-triangular L of q's covariance, shape (batch, n_times, n, n)."""
@@ -221,7 +268,10 @@ class IVAE(nn.Module):
     def decode(self, z, u=None):
         """Mean of p(x|z[,u]), shape (batch, n_channels, n_times)."""
         cond = self.decoder_ufeat(u) if self.decoder_ufeat is not None else None
-        return self.decoder(z, cond)
+        out = self.decoder(z, cond)
+        if self.decoder_linear is not None:
+            out = out + self.decoder_linear(z)
+        return out
 
     def prior_params(self, u, like):
         """Location and log-scale of p(z|u), broadcastable to ``like``."""
