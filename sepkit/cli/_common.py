@@ -10,8 +10,6 @@ from pathlib import Path
 
 from ..viz import _chmod_default
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff", ".mp3")
-
 
 def add_common(p) -> None:
     """--quiet and --force, which every writing subcommand takes."""
@@ -77,15 +75,15 @@ def write_json(obj, path: Path) -> Path:
 
 def input_kind(path: Path) -> str:
     """'audio' or 'eeg' from the suffix; a clear error otherwise."""
-    from ..io import SUPPORTED_EEG_EXTENSIONS
+    from ..io import AUDIO_EXTENSIONS, SUPPORTED_EEG_EXTENSIONS
 
     suffix = path.suffix.lower()
-    if suffix in AUDIO_SUFFIXES:
+    if suffix in AUDIO_EXTENSIONS:
         return "audio"
     if suffix in SUPPORTED_EEG_EXTENSIONS or path.name.lower().endswith(".fif.gz"):
         return "eeg"
     raise ValueError(
-        f"{path}: unknown file type {suffix!r}. Audio: {', '.join(AUDIO_SUFFIXES)}; EEG: "
+        f"{path}: unknown file type {suffix!r}. Audio: {', '.join(AUDIO_EXTENSIONS)}; EEG: "
         f"{', '.join(SUPPORTED_EEG_EXTENSIONS)}."
     )
 

@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_domain
+from ._common import add_domain, read_input
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,16 +50,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     return p
-
-
-def _read(path: Path):
-    """A Recording (audio) or an MNE Raw (EEG), chosen by extension."""
-    from ..io import SUPPORTED_EEG_EXTENSIONS, read_audio, read_eeg
-
-    name = path.name.lower()
-    if any(name.endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
-        return read_eeg(path)
-    return read_audio(path)
 
 
 def _stem(path: Path) -> str:
@@ -109,7 +99,7 @@ def run(args) -> int:
         try:
             if target.exists() and not args.force:
                 raise FileExistsError(f"{target} exists; pass --force to overwrite it")
-            rec = _read(path)
+            rec, _ = read_input(path)
             n_sources = args.n_sources or len(rec.ch_names)
             sep = IVAESeparator(
                 n_sources,

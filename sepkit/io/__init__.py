@@ -1,6 +1,6 @@
 """Readers, writers and the :class:`Recording` container."""
 
-from .audio import read_audio, write_audio, write_sources
+from .audio import AUDIO_EXTENSIONS, read_audio, write_audio, write_sources
 from .eeg import (
     SUPPORTED_EEG_EXTENSIONS,
     apply_montage,
@@ -42,6 +42,7 @@ __all__ = [
     "set_reference",
     "to_recording",
     "warn_if_not_highpassed",
+    "AUDIO_EXTENSIONS",
     "Recording",
     "read_audio",
     "write_audio",

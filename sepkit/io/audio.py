@@ -27,7 +27,7 @@ from .recording import Recording
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_audio", "resample", "write_audio", "write_sources"]
+__all__ = ["AUDIO_EXTENSIONS", "read_audio", "resample", "write_audio", "write_sources"]
 
 # Subtypes that store floating point samples; every other subtype (PCM_*, ULAW,
 # VORBIS, MPEG_LAYER_III, ...) saturates at full scale, i.e. |x| = 1.0.
@@ -40,6 +40,20 @@ _PEAK_TARGET = 0.99
 
 # Suffixes whose libsndfile format name is not simply the upper-cased suffix.
 _SUFFIX_ALIASES = {"aif": "AIFF", "oga": "OGG"}
+
+# Containers libsndfile does not open but read_audio's audioread (ffmpeg)
+# fallback usually decodes.
+_AUDIOREAD_SUFFIXES = (".aac", ".m4a", ".mp3", ".mp4", ".opus", ".wma")
+
+#: File suffixes read_audio is meant to read: libsndfile's formats (as
+#: write_audio names them) and the audioread containers above.
+AUDIO_EXTENSIONS = tuple(
+    sorted(
+        {"." + f.lower() for f in sf.available_formats() if f != "RAW"}
+        | {"." + s for s in _SUFFIX_ALIASES}
+        | set(_AUDIOREAD_SUFFIXES)
+    )
+)
 
 # Formats write_sources offers (one mono file per source).
 _SOURCE_FORMATS = ("wav", "flac", "ogg")

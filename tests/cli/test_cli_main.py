@@ -18,6 +18,7 @@ import pytest
 
 from sepkit import IVAESeparator
 from sepkit.cli import main
+from sepkit.cli._common import input_kind
 from sepkit.pretrained import PRETRAINED_ENV, export_model
 
 sf = pytest.importorskip("soundfile")
@@ -155,6 +156,8 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         (["demo", "--seed", "-1"], "sepkit demo: error: --seed must be >= 0, got -1."),
         (["recipes", "run", "nope"], "sepkit recipes: error: unknown recipe 'nope'; available: "),
     ]  # fmt: skip
+    # Every suffix read_audio reads is taken as audio, not only WAV-like ones.
+    assert input_kind(Path("talk.m4a")) == "audio" and input_kind(Path("a.FLAC")) == "audio"
     for argv, start in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
