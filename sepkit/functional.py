@@ -132,3 +132,85 @@ def negative_elbo(
         kl = kl + extra_kl.sum()
     kl = kl / n_points
     return neg_log_lik + kl, neg_log_lik, kl
+
+
+def segment_covariances(
+    x: torch.Tensor, codes: torch.Tensor, n_segments: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means and covariances of ``x`` within each segment of u.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n_dims, n_times)
+        Centred data.
+    codes : Tensor of int, shape (n_times,)
+        Segment code (0 .. n_segments - 1) of every sample.
+    n_segments : int
+
+    Returns
+    -------
+    covs : Tensor, shape (n_segments, n_dims, n_dims)
+        Covariance about the segment's mean (divided by n_k, the maximum-likelihood
+        estimate); zero for an empty segment.
+    means : Tensor, shape (n_segments, n_dims)
+    counts : Tensor, shape (n_segments,)
+        Samples per segment, in ``x``'s dtype.
+    """
+    n_dims, n_times = x.shape
+    sums = torch.zeros(n_segments, n_dims * n_dims, dtype=x.dtype, device=x.device)
+    # Outer products in blocks, so memory stays at 4096 * n_dims^2 numbers.
+    for start in range(0, n_times, 4096):
+        xt = x[:, start : start + 4096].T
+        outer = (xt[:, :, None] * xt[:, None, :]).reshape(-1, n_dims * n_dims)
+        sums.index_add_(0, codes[start : start + 4096], outer)
+    counts = torch.bincount(codes, minlength=n_segments).to(x.dtype)
+    n_k = counts.clamp(min=1)
+    covs = sums.reshape(n_segments, n_dims, n_dims) / n_k[:, None, None]
+    means = torch.zeros(n_segments, n_dims, dtype=x.dtype, device=x.device)
+    means.index_add_(0, codes, x.T)
+    means = means / n_k[:, None]
+    covs = covs - means[:, :, None] * means[:, None, :]
+    return covs, means, counts
+
+
+def linear_ivae_nll(
+    unmixing: torch.Tensor, covs: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """-log p(x|u) per sample of the linear, noiseless iVAE with a Gaussian prior.
+
+    The model x = A s, s = W x with W = A^{-1} square, and the conditional
+    prior p(s_i | u = k) = N(mu_ki, lambda_ki) of eq. (7). Its
+    log-likelihood is log|det W| + sum_i log N(w_i^T x; mu_ki, lambda_ki);
+    with the means and variances at their maximum, mu_ki = w_i^T m_k and
+    lambda_ki = w_i^T C_k w_i (m_k, C_k the segment's mean and covariance),
+    it becomes, per sample,
+
+        -log p(x|u) = -log|det W| + 0.5 sum_k pi_k sum_i log(2 pi e lambda_ki),
+
+    pi_k the fraction of samples in segment k. This is the iVAE's ELBO in the
+    limit of zero observation noise, where the exact posterior is a point
+    mass at W x, and the objective of Pham and Cardoso's (2001) separation of
+    non-stationary sources. It only needs the (n_dims, n_dims) segment
+    covariances, not the samples.
+
+    Parameters
+    ----------
+    unmixing : Tensor, shape (n_dims, n_dims)
+        W, one row per source.
+    covs : Tensor, shape (n_segments, n_dims, n_dims)
+        From :func:`segment_covariances`.
+    weights : Tensor, shape (n_segments,)
+        pi_k, summing to 1.
+
+    Returns
+    -------
+    Tensor (scalar)
+        Nats per sample.
+    """
+    variances = torch.einsum("ij,kjl,il->ki", unmixing, covs, unmixing)
+    # The floor keeps a segment in which a source is exactly zero (a tiny last
+    # window) from sending the objective to -inf; it is far below unit variance.
+    log_var = torch.log(variances.clamp(min=1e-12))
+    n_dims = unmixing.shape[0]
+    per_sample = 0.5 * (weights[:, None] * log_var).sum() + 0.5 * n_dims * (_LOG_2PI + 1.0)
+    return per_sample - torch.linalg.slogdet(unmixing)[1]

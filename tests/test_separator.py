@@ -80,11 +80,20 @@ def test_auto_prior_and_posterior_follow_the_recording(linear_data):
     sep = IVAESeparator(3, random_state=0, **{**FAST, "n_steps": 1}).fit(X, u)
     assert (sep.prior_, sep.posterior_) == ("gauss", "full")
     eeg = Recording(X, sample_rate=100.0, kind="eeg")
-    sep = IVAESeparator(3, random_state=0, **{**FAST, "n_steps": 1}).fit(eeg, u)
-    assert (sep.prior_, sep.posterior_) == ("laplace", "diag")
+    # EEG: the linear model by default (tests/test_linear_ivae.py); the network's
+    # own defaults for EEG show with mixing="nonlinear".
+    assert IVAESeparator(3, **{**FAST, "n_steps": 1}).fit(eeg, u).mixing_ == "linear"
+    sep = IVAESeparator(3, random_state=0, mixing="nonlinear", **{**FAST, "n_steps": 1})
+    sep.fit(eeg, u)
+    assert (sep.mixing_, sep.prior_, sep.posterior_) == ("nonlinear", "laplace", "diag")
     assert sep.model_.prior == "laplace" and sep.model_.posterior == "diag"
-    explicit = IVAESeparator(3, prior="gauss", posterior="full", **{**FAST, "n_steps": 1})
+    explicit = IVAESeparator(
+        3, prior="gauss", posterior="full", mixing="nonlinear", **{**FAST, "n_steps": 1}
+    )
     assert (explicit.fit(eeg, u).prior_, explicit.posterior_) == ("gauss", "full")
+    # An option only the network has makes "auto" pick it.
+    laplace = IVAESeparator(3, prior="laplace", **{**FAST, "n_steps": 1}).fit(eeg, u)
+    assert (laplace.mixing_, laplace.prior_) == ("nonlinear", "laplace")
 
 
 def test_default_window_follows_the_recording(linear_data):

@@ -28,6 +28,7 @@ MEAS_DATE = datetime.datetime(2021, 5, 4, 12, 0, tzinfo=datetime.UTC)
 # noise-free simulation; every option is pinned so default changes do not
 # change what these tests see.
 FIT = dict(
+    mixing="nonlinear",
     window=1.0,
     n_layers=1,
     n_hidden=16,
@@ -39,6 +40,7 @@ FIT = dict(
     random_state=0,
 )
 TINY = dict(
+    mixing="nonlinear",
     window=1.0,
     n_hidden=16,
     n_steps=30,

@@ -1,0 +1,161 @@
+"""The linear, noiseless iVAE: its likelihood, its fit, and IVAESeparator(mixing=...)."""
+
+import mne
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from sepkit import IVAESeparator, Recording
+from sepkit.datasets import make_eeg
+from sepkit.functional import linear_ivae_nll, segment_covariances
+from sepkit.metrics import mcc
+from sepkit.train import fit_linear_ivae
+
+N_SOURCES = 4
+N_SEGMENTS = 30
+PER_SEGMENT = 200
+
+
+@pytest.fixture(scope="module")
+def gaussian_nonstationary():
+    """Gaussian sources whose means and variances change per segment, mixed linearly.
+
+    Every marginal within a segment is Gaussian, so only the non-stationarity
+    identifies them; x has 6 channels of 4 sources plus a little noise.
+    """
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.2, 3.0, (N_SOURCES, N_SEGMENTS))
+    mean = rng.uniform(-1.0, 1.0, (N_SOURCES, N_SEGMENTS))
+    u = np.repeat(np.arange(N_SEGMENTS), PER_SEGMENT)
+    S = mean[:, u] + std[:, u] * rng.standard_normal((N_SOURCES, u.size))
+    A = rng.standard_normal((6, N_SOURCES))
+    X = A @ S + 1e-3 * rng.standard_normal((6, u.size))
+    return X, S, u, A
+
+
+def test_segment_covariances_match_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 9000))
+    codes = rng.integers(0, 4, 9000)  # scattered labels, several 4096-sample blocks
+    covs, means, counts = segment_covariances(torch.from_numpy(x), torch.from_numpy(codes), 5)
+    for k in range(4):
+        xk = x[:, codes == k]
+        np.testing.assert_allclose(means[k].numpy(), xk.mean(axis=1), atol=1e-12)
+        np.testing.assert_allclose(covs[k].numpy(), np.cov(xk, bias=True), atol=1e-12)
+        assert counts[k] == xk.shape[1]
+    # A code with no samples gives zeros, not NaN.
+    assert counts[4] == 0 and not covs[4].any() and not means[4].any()
+
+
+def test_linear_ivae_nll_is_the_exact_likelihood():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 600)) * np.repeat(rng.uniform(0.5, 2, (3, 3)), 200, axis=1)
+    codes = np.repeat(np.arange(3), 200)
+    W = rng.standard_normal((3, 3))
+    covs, _, counts = segment_covariances(torch.from_numpy(x), torch.from_numpy(codes), 3)
+    got = float(linear_ivae_nll(torch.from_numpy(W), covs, counts / counts.sum()))
+    # By hand: -mean_t [log|det W| + sum_i log N(s_it; mean_ki, var_ki)] with the
+    # per-segment sample mean and (biased) variance of every source.
+    s = W @ x
+    loglik = np.log(abs(np.linalg.det(W))) * x.shape[1]
+    for k in range(3):
+        sk = s[:, codes == k]
+        mu, sd = sk.mean(axis=1, keepdims=True), sk.std(axis=1, keepdims=True)
+        loglik += norm.logpdf(sk, mu, sd).sum()
+    np.testing.assert_allclose(got, -loglik / x.shape[1], rtol=1e-10)
+
+
+def test_fit_linear_ivae_recovers_gaussian_nonstationary_sources(gaussian_nonstationary):
+    X, S, u, _ = gaussian_nonstationary
+    # Whiten the 4 strongest dimensions (what IVAESeparator hands the fit).
+    Xc = X - X.mean(axis=1, keepdims=True)
+    evals, evecs = np.linalg.eigh(Xc @ Xc.T / Xc.shape[1])
+    Y = (evecs[:, ::-1][:, :N_SOURCES] / np.sqrt(evals[::-1][:N_SOURCES])).T @ Xc
+    result = fit_linear_ivae(Y, u)
+    assert result["converged"]
+    Z = result["unmixing"] @ Y
+    np.testing.assert_allclose(Z.std(axis=1), 1.0, rtol=1e-8)
+    assert mcc(S, Z) > 0.99
+    # The likelihood is at a minimum: no nearby unmixing does better.
+    covs, _, counts = segment_covariances(torch.from_numpy(Y), torch.from_numpy(u), N_SEGMENTS)
+    weights = counts / counts.sum()
+    best = float(linear_ivae_nll(torch.from_numpy(result["unmixing"]), covs, weights))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        nudged = result["unmixing"] + 1e-3 * rng.standard_normal((N_SOURCES, N_SOURCES))
+        assert float(linear_ivae_nll(torch.from_numpy(nudged), covs, weights)) > best
+
+
+def test_mixing_linear_separator(gaussian_nonstationary, tmp_path):
+    X, S, u, A = gaussian_nonstationary
+    sep = IVAESeparator(N_SOURCES, mixing="linear", device="cpu").fit(X, u)
+    assert (sep.mixing_, sep.prior_, sep.n_steps_run_) == ("linear", "gauss", 0)
+    assert sep.history_[0]["converged"] and sep.history_[0]["n_iter"] > 0
+    Z = sep.transform(X, u)
+    assert mcc(S, Z) > 0.99
+    # The encoder does not use u: any u (or none) gives the same sources.
+    np.testing.assert_allclose(sep.transform(X, np.zeros_like(u)), Z, rtol=1e-5, atol=1e-5)
+    # Patterns: the decoder is linear, so they are the mixing matrix (in sensor
+    # units, up to the order and scale of the sources) and reconstruct X.
+    patterns = sep.get_components()
+    np.testing.assert_allclose(
+        patterns,
+        sep.dewhitening_ @ sep.model_.decoder_linear.weight[:, :, 0].detach().double().numpy(),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(sep.inverse_transform(Z), X, atol=0.05 * np.abs(X).max())
+    C = np.abs(np.corrcoef(np.vstack([A.T, patterns.T]))[:N_SOURCES, N_SOURCES:])
+    assert C.max(axis=1).min() > 0.99
+    # The fitted prior holds the per-segment source variances.
+    table = sep.model_.prior_net.table.weight.detach().numpy()
+    np.testing.assert_allclose(
+        np.exp(table[:, N_SOURCES:]).mean(axis=0), np.ones(N_SOURCES), rtol=0.2
+    )
+    loaded = IVAESeparator.load(sep.save(tmp_path / "lin.safetensors"), device="cpu")
+    assert loaded.mixing_ == "linear"
+    np.testing.assert_array_equal(loaded.transform(X, u), Z)
+    # Deterministic: random_state plays no part.
+    again = IVAESeparator(N_SOURCES, mixing="linear", random_state=5, device="cpu").fit(X, u)
+    np.testing.assert_array_equal(again.transform(X, u), Z)
+
+
+def test_eeg_defaults_to_the_linear_model():
+    raw, S, _ = make_eeg(6, duration=40.0, sample_rate=128.0, snr_db=30.0, random_state=0)
+    raw.filter(1.0, None, verbose="error")
+    S = mne.filter.filter_data(S, 128.0, 1.0, None, verbose="error")
+    sep = IVAESeparator(6, device="cpu").fit(raw)
+    assert sep.mixing_ == "linear"
+    sources = sep.get_sources(raw)
+    assert isinstance(sources, mne.io.BaseRaw) and sources.ch_names[0] == "IVAE000"
+    assert mcc(S, sources.get_data()) > 0.85
+    rec = Recording(raw.get_data(), sample_rate=128.0, kind="eeg", ch_names=raw.ch_names)
+    assert IVAESeparator(6, device="cpu").fit(rec).mixing_ == "linear"
+    # Other recordings, and options that need the network, keep the network.
+    audio = Recording(raw.get_data(), sample_rate=128.0, kind="audio", ch_names=raw.ch_names)
+    short = dict(n_steps=1, n_hidden=8, device="cpu", domain="time")
+    assert IVAESeparator(6, **short).fit(audio).mixing_ == "nonlinear"
+    assert IVAESeparator(6, prior="laplace", **short).fit(raw).mixing_ == "nonlinear"
+    assert IVAESeparator(6, mixing="nonlinear", **short).fit(raw).mixing_ == "nonlinear"
+
+
+def test_mixing_errors(gaussian_nonstationary):
+    X, _, u, _ = gaussian_nonstationary
+    with pytest.raises(ValueError, match=r"Invalid value for the 'mixing' parameter.*'linear'"):
+        IVAESeparator(2, mixing="affine").fit(X, u)
+    for kw, what in [
+        (dict(prior="laplace"), r"prior='laplace' \(the linear model's prior is 'gauss'\)"),
+        (dict(ica_init="fastica"), r"ica_init='fastica'"),
+        (dict(decoder_u=True), r"decoder_u=True"),
+        (dict(whiten=False), r"whiten=False"),
+    ]:
+        with pytest.raises(ValueError, match="mixing='linear' fits the linear.*" + what):
+            IVAESeparator(2, mixing="linear", **kw).fit(X, u)
+    with pytest.raises(ValueError, match=r"cannot take a continuous u.*mixing='nonlinear'"):
+        IVAESeparator(2, mixing="linear").fit(X, np.vstack([u, u]).astype(float))
+    pre = IVAESeparator(2, n_steps=1, n_hidden=8, device="cpu").fit(X, u)
+    with pytest.raises(ValueError, match=r"init= \(a pretrained network to fine-tune\)"):
+        IVAESeparator(2, mixing="linear").fit(X, u, init=pre)
+    rec = Recording(X[:2], sample_rate=100.0, kind="audio")
+    with pytest.raises(ValueError, match="domain resolved to 'tf'.*Pass domain='time'"):
+        IVAESeparator(2, mixing="linear", domain="tf").fit(rec)
