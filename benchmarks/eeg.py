@@ -10,7 +10,8 @@ against the true sources; wall-clock fit seconds.
 Usage:
   python benchmarks/eeg.py                    # the full benchmark
   python benchmarks/eeg.py --duration 60 --methods sepkit,picard   # quicker
-  python benchmarks/eeg.py --methods sepkit,sepkit-picard,picard   # with the ICA warm start
+  python benchmarks/eeg.py --methods sepkit,sepkit-nonlinear,picard   # with the network
+  python benchmarks/eeg.py --methods sepkit-nonlinear,sepkit-picard,picard   # ICA warm start
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ from sepkit.metrics import correlation_matrix, mcc
 def fit_sources(method: str, raw, n_sources: int, seed: int):
 
     t0 = time.perf_counter()
-    if method in ("sepkit", "sepkit-picard"):
-        # "sepkit-picard": the iVAE started at picard's solution (ica_init).
-        kw = dict(ica_init="picard") if method == "sepkit-picard" else {}
+    if method in ("sepkit", "sepkit-nonlinear", "sepkit-picard"):
+        # "sepkit": the defaults (the linear iVAE for EEG); "sepkit-nonlinear":
+        # the network; "sepkit-picard": the network started at picard's solution.
+        kw = {
+            "sepkit": {},
+            "sepkit-nonlinear": dict(mixing="nonlinear"),
+            "sepkit-picard": dict(ica_init="picard"),
+        }[method]
         sep = IVAESeparator(n_sources, random_state=seed, **kw).fit(raw, picks="eeg")
         S = sep.get_sources(raw).get_data()
     else:

@@ -96,7 +96,6 @@ def _settings(fast: bool) -> dict:
             audio_steps=300,
             eeg_sources=4,
             eeg_seconds=10.0,
-            eeg_steps=300,
         )
     # Full demo: about 20 s of fitting on one CPU core; enough for MCC > 0.9.
     return dict(
@@ -104,7 +103,6 @@ def _settings(fast: bool) -> dict:
         audio_steps=1500,
         eeg_sources=6,
         eeg_seconds=60.0,
-        eeg_steps=1500,
     )
 
 
@@ -237,7 +235,6 @@ def run(args) -> int:
     sep_e = IVAESeparator(
         n_eeg,
         window=1.0,
-        n_steps=cfg["eeg_steps"],
         random_state=args.seed,
         device="cpu",
         verbose=verbose,
@@ -258,6 +255,7 @@ def run(args) -> int:
         mcc=float(mcc(S_eeg, Z_eeg)),
         fit_seconds=fit_s,
         n_steps=sep_e.n_steps_run_,
+        mixing=sep_e.mixing_,  # "linear": the EEG default (no network training)
     )
     sep_e.save_sources(raw, targets["eeg_sources"], overwrite=args.force)
     if plots:
