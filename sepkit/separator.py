@@ -118,7 +118,16 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     n_steps : int
         Optimiser steps.
     batch_size : int
-        Chunks per step.
+        Chunks per step (of the last step when ``batch_size_start`` is given).
+    batch_size_start : int or None
+        Chunks in the first step; the batch then grows geometrically to
+        ``batch_size`` by the last step. None: ``batch_size`` throughout.
+        256 -> 1024 with ``kl_warmup=0.1`` gave MCC +0.0015 (median of 5
+        seeds, +0.001 to +0.003 on every seed) over a constant 512 at the
+        same time on the paper's synthetic setting (recipes/synthetic).
+    kl_warmup : float
+        Fraction of ``n_steps`` over which the weight of the KL term rises
+        linearly from 0 to 1 (0: none).
     chunk_samples : int or None
         Length of a training chunk; default the encoder's receptive field
         (1 for ``kernel_size=1``).
@@ -225,6 +234,23 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         "nonlinear" 0.678, 0.668) in 2.4-2.7 s on one CPU thread (picard
         3-5 s), 0.794 and 0.705 with amplifier saturation (picard 0.775,
         0.684).
+    refine_steps : int
+        0: ``transform`` returns the posterior mean of q(z|x,u). n > 0: it
+        refines that mean, sample by sample, with n Levenberg-Marquardt steps
+        towards the mode of the posterior under an observation noise
+        ``refine_prior_weight`` times the learned one
+        (:meth:`sepkit.models.IVAE.refine_sources`). The posterior mean is
+        shrunk towards the prior where the decoder is flat (saturated
+        mixing); the sharper mode undoes most of that. Needs
+        ``kernel_size=1``; skipped with a Laplace prior and with
+        ``mixing_ == "linear"`` (noiseless already). On the paper's synthetic
+        setting at mixing depth 3 (recipes/synthetic, 5 seeds): MCC median
+        0.926 -> 0.952 with 5 steps, 2-3 s for 40,000 samples on one CPU
+        thread (10 steps: the same within 0.0003, twice the time).
+    refine_prior_weight : float
+        Weight of the prior in the refined cost (1: the posterior mode of
+        the fitted model). 0.05 was chosen on one seed of the synthetic
+        setting (0.02: -0.002, 0.1: -0.001, 1: -0.021 MCC there).
 
     Attributes
     ----------
@@ -322,6 +348,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         domain: str = "auto",
         ica_init: str | None = None,
         mixing: str = "auto",
+        batch_size_start: int | None = None,
+        kl_warmup: float = 0.0,
+        refine_steps: int = 0,
+        refine_prior_weight: float = 0.05,
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -356,6 +386,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.domain = domain
         self.ica_init = ica_init
         self.mixing = mixing
+        self.batch_size_start = batch_size_start
+        self.kl_warmup = kl_warmup
+        self.refine_steps = refine_steps
+        self.refine_prior_weight = refine_prior_weight
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
@@ -410,6 +444,17 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 "whiten=True, got whiten=False. Pass whiten=True or ica_init=None."
             )
         check_option("mixing", self.mixing, ("auto", "nonlinear", "linear"))
+        if self.batch_size_start is not None:
+            check_int("batch_size_start", self.batch_size_start, min_value=1)
+        check_float("kl_warmup", self.kl_warmup, min_value=0.0, max_value=1.0)
+        check_int("refine_steps", self.refine_steps, min_value=0)
+        check_float("refine_prior_weight", self.refine_prior_weight, min_value=0.0, strict_min=True)
+        if self.refine_steps and (self.kernel_size != 1 or self.prior == "laplace"):
+            raise ValueError(
+                f"refine_steps={self.refine_steps} refines each time sample on its own with a "
+                f"Gaussian prior; it needs kernel_size=1 (got {self.kernel_size}) and prior "
+                f"'gauss', 'standard' or 'auto' (got {self.prior!r}). Pass refine_steps=0."
+            )
         if self.mixing == "linear":
             self._check_linear_options()
         device = check_device(self.device)
@@ -825,6 +870,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 compile=self.compile,
                 data_device=where,
                 callback=None if callback is None else self._step_callback(callback),
+                batch_size_start=self.batch_size_start,
+                kl_warmup=self.kl_warmup,
             )
         self.n_steps_run_ = self.history_[-1]["step"]
         self.model_ = model
@@ -1088,7 +1135,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         return sources_to_raw(out, rec.raw, names)
 
     def transform(self, X, u=None, *, picks=None, resample: bool = False):
-        """Estimated sources: the mean of q(z|x,u).
+        """Estimated sources: the mean of q(z|x,u), refined if ``refine_steps > 0``.
 
         Parameters
         ----------
@@ -1131,10 +1178,29 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 f"{self.n_channels_}{names}. Pass the same channels as in fit (for an MNE "
                 "Raw, picks=[...] selects them)."
             )
-        codes = self._encode_u(u, data.shape[1], fitting=False) if self.model_.encoder_u else None
-        out = self._run_chunked(
-            lambda x, uu: self.model_.encode(x, uu)[0], self._standardize(data), codes
+        model = self.model_
+        refine = (
+            getattr(self, "refine_steps", 0) > 0
+            and model.prior != "laplace"
+            and getattr(self, "mixing_", "nonlinear") != "linear"
         )
+        # The refinement's prior p(z|u) needs u even when the encoder ignores it.
+        needs_u = model.encoder_u or (refine and model.prior_net is not None)
+        codes = self._encode_u(u, data.shape[1], fitting=False) if needs_u else None
+
+        def sources(x, uu):
+            z = model.encode(x, uu if model.encoder_u else None)[0]
+            if refine:
+                z = model.refine_sources(
+                    x,
+                    uu,
+                    z,
+                    prior_weight=self.refine_prior_weight,
+                    n_iter=self.refine_steps,
+                )
+            return z
+
+        out = self._run_chunked(sources, self._standardize(data), codes)
         return self._wrap(out, kind, rec, "IVAE")
 
     def _match_sample_rate(self, X, resample):

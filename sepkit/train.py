@@ -167,6 +167,14 @@ def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _batch_at(step: int, n_steps: int, batch_size: int, batch_size_start) -> int:
+    # Geometric growth from batch_size_start (first step) to batch_size (last).
+    if batch_size_start is None or n_steps == 1:
+        return batch_size
+    ratio = batch_size / batch_size_start
+    return max(1, round(batch_size_start * ratio ** (step / (n_steps - 1))))
+
+
 def _rng_states(generator: torch.Generator, device: torch.device) -> dict:
     states = dict(generator=generator.get_state(), rng_cpu=torch.get_rng_state())
     if device.type == "cuda":
@@ -204,11 +212,13 @@ def _read_checkpoint(path: Path, fingerprint: dict) -> dict:
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a sepkit checkpoint (format {_CHECKPOINT_FORMAT}).")
     saved = state["fingerprint"]
+    # Values implied by checkpoints written before a setting existed: data
+    # held on the device, a constant batch, no KL warm-up.
+    implied = dict(data_on_host=False, kl_warmup=0.0)
     diff = [
         f"{k}={saved.get(k)!r} (now {v!r})"
         for k, v in fingerprint.items()
-        # Checkpoints from before data streaming existed held their data on the device.
-        if saved.get(k, False if k == "data_on_host" else None) != v
+        if saved.get(k, implied.get(k)) != v
     ]
     if diff:
         raise ValueError(
@@ -281,6 +291,8 @@ def train_ivae(
     compile: bool = False,
     data_device: str = "device",
     callback=None,
+    batch_size_start: int | None = None,
+    kl_warmup: float = 0.0,
 ) -> list[dict]:
     """Fit ``model`` by stochastic maximisation of the ELBO.
 
@@ -298,7 +310,8 @@ def train_ivae(
         Discrete labels, shape (n_times,) int64, or continuous, shape
         (n_u, n_times); None for the plain-VAE baseline.
     n_steps, batch_size : int
-        Optimiser steps and chunks per batch.
+        Optimiser steps and chunks per batch (the last step's batch when
+        ``batch_size_start`` is given).
     chunk_samples : int
         Length of each training chunk (1 for the per-sample MLP case).
     lr : float
@@ -349,6 +362,15 @@ def train_ivae(
         ``log_every`` steps); a true return value stops training there
         (recorded as ``stopped_by_callback_at``). For monitoring, e.g. a
         metric against known sources; its time counts in the fit's.
+    batch_size_start : int or None
+        Batch size of the first step; the batch then grows geometrically to
+        ``batch_size`` at the last step. None keeps ``batch_size`` throughout.
+        Small early batches give many cheap noisy steps while the sources are
+        sorted out, large late ones the precise steps of the final phase.
+    kl_warmup : float
+        Fraction of ``n_steps`` over which the weight of the KL term in the
+        minimised loss rises linearly from 0 to 1 (0: no warm-up). The
+        logged loss is the full negative ELBO throughout.
 
     Returns
     -------
@@ -424,6 +446,8 @@ def train_ivae(
         min_delta=min_delta,
         precision=precision,
         data_on_host=stream,
+        batch_size_start=batch_size_start,
+        kl_warmup=kl_warmup,
     )
 
     offsets = torch.arange(chunk_samples, device=data_at)
@@ -517,7 +541,10 @@ def train_ivae(
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_scale * _lr_factor(step, n_steps, warmup)
         pick = torch.randint(
-            valid_starts.numel(), (batch_size,), device=data_at, generator=generator
+            valid_starts.numel(),
+            (_batch_at(step, n_steps, batch_size, batch_size_start),),
+            device=data_at,
+            generator=generator,
         )
         idx = valid_starts[pick, None] + offsets  # (batch, chunk)
         if flat:
@@ -537,7 +564,10 @@ def train_ivae(
             with autocast:
                 loss, nll, kl = forward(xb, ub)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if kl_warmup > 0 and step < kl_warmup * n_steps:
+                (nll + kl * ((step + 1) / (kl_warmup * n_steps))).backward()
+            else:
+                loss.backward()
         except Exception as err:
             if compile and step == start:
                 raise RuntimeError(
