@@ -39,6 +39,18 @@ def add_domain(p, *, tf_note: str = "") -> None:
     )
 
 
+def add_mixing(p) -> None:
+    """--mixing, the separator's ``mixing`` for fit, separate and fit-batch."""
+    p.add_argument(
+        "--mixing",
+        choices=("auto", "linear", "nonlinear"),
+        default="auto",
+        help="linear: the linear iVAE fitted by exact maximum likelihood (seconds, no "
+        "network; --steps does not apply); nonlinear: the convolutional network; auto: "
+        "linear for EEG, nonlinear otherwise (default: %(default)s)",
+    )
+
+
 def say(args, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message, file=sys.stderr, flush=True)

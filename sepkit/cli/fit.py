@@ -16,6 +16,7 @@ from pathlib import Path
 from ._common import (
     add_common,
     add_domain,
+    add_mixing,
     check_targets,
     read_input,
     say,
@@ -42,6 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=None, help="window length in seconds for u")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     add_domain(p)
+    add_mixing(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p
@@ -67,7 +69,7 @@ def run(args) -> int:
         sep = IVAESeparator(**{**pre.get_params(), "checkpoint_dir": None})
     else:
         pre = None
-        sep = IVAESeparator(args.n_sources, domain=args.domain)
+        sep = IVAESeparator(args.n_sources, domain=args.domain, mixing=args.mixing)
     params = dict(random_state=args.seed, verbose=show_progress(args), device="cpu")
     for key in ("steps", "window", "lr"):
         value = getattr(args, key)

@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_domain, read_input
+from ._common import add_domain, add_mixing, read_input
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="optimiser steps, domain time (default: %(default)s)",
     )
     add_domain(p, tf_note="--steps does not apply")
+    add_mixing(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
@@ -105,6 +106,7 @@ def run(args) -> int:
                 n_sources,
                 n_steps=args.steps,
                 domain=args.domain,
+                mixing=args.mixing,
                 device=device,
                 random_state=args.seed,
             )

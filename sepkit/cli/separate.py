@@ -24,6 +24,7 @@ from pathlib import Path
 from ._common import (
     add_common,
     add_domain,
+    add_mixing,
     check_targets,
     input_kind,
     read_input,
@@ -72,6 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="window length in seconds for u (default: the estimator's choice)",
     )
     add_domain(p)
+    add_mixing(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p
@@ -168,7 +170,7 @@ def run(args) -> int:
                 sep = IVAESeparator(**{**pretrained.get_params(), "device": "cpu"})
                 init = pretrained
             else:
-                sep = IVAESeparator(n_sources, device="cpu", domain=args.domain)
+                sep = IVAESeparator(n_sources, device="cpu", domain=args.domain, mixing=args.mixing)
                 init = None
             params = dict(random_state=args.seed, verbose=verbose, checkpoint_dir=None)
             if args.steps is not None:
@@ -196,6 +198,7 @@ def run(args) -> int:
         )
         if fits:
             info["n_steps"] = sep.n_steps_run_
+            info["mixing"] = getattr(sep, "mixing_", None)
             info["final_loss"] = sep.history_[-1]["loss"]
             sep.save(out / f"{stem}_model.safetensors", overwrite=args.force)
         if kind == "audio":

@@ -260,3 +260,21 @@ def test_separate_eeg_with_pretrained_model(tmp_path, capsys):
 
     sources = mne.io.read_raw_fif(out / "rec_sources_raw.fif", verbose="error")
     assert sources.info["sfreq"] == 256.0 and len(sources.ch_names) == 8
+
+
+def test_separate_eeg_mixing_choice(tmp_path):
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(4, duration=20.0, sample_rate=128.0, random_state=2)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    for mixing, extra, expect_steps in [("auto", [], 0), ("nonlinear", ["--steps", "5"], 5)]:
+        out = tmp_path / mixing
+        argv = ["separate", str(path), "--n-sources", "4", "-o", str(out), "--quiet"]
+        assert main(argv + ["--mixing", mixing, *extra]) == 0
+        info = json.loads((out / "rec_metrics.json").read_text())
+        # EEG defaults to the linear iVAE (no training steps); the network on request.
+        assert info["mixing"] == ("linear" if mixing == "auto" else "nonlinear")
+        assert info["n_steps"] == expect_steps
+    err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "m.st", "--mixing", "affine")
+    assert err.returncode == 2 and "invalid choice: 'affine'" in err.stderr
