@@ -32,12 +32,13 @@ from sepkit.metrics import correlation_matrix, mcc
 def fit_sources(method: str, raw, n_sources: int, seed: int):
 
     t0 = time.perf_counter()
-    if method in ("sepkit", "sepkit-nonlinear", "sepkit-picard"):
+    if method in ("sepkit", "sepkit-nonlinear", "sepkit-pnl", "sepkit-picard"):
         # "sepkit": the defaults (the linear iVAE for EEG); "sepkit-nonlinear":
         # the network; "sepkit-picard": the network started at picard's solution.
         kw = {
             "sepkit": {},
             "sepkit-nonlinear": dict(mixing="nonlinear"),
+            "sepkit-pnl": dict(mixing="post-nonlinear"),
             "sepkit-picard": dict(ica_init="picard"),
         }[method]
         sep = IVAESeparator(n_sources, random_state=seed, **kw).fit(raw, picks="eeg")

@@ -156,20 +156,22 @@ def segment_covariances(
     counts : Tensor, shape (n_segments,)
         Samples per segment, in ``x``'s dtype.
     """
-    n_dims, n_times = x.shape
-    sums = torch.zeros(n_segments, n_dims * n_dims, dtype=x.dtype, device=x.device)
-    # Outer products in blocks, so memory stays at 4096 * n_dims^2 numbers.
-    for start in range(0, n_times, 4096):
-        xt = x[:, start : start + 4096].T
-        outer = (xt[:, :, None] * xt[:, None, :]).reshape(-1, n_dims * n_dims)
-        sums.index_add_(0, codes[start : start + 4096], outer)
-    counts = torch.bincount(codes, minlength=n_segments).to(x.dtype)
-    n_k = counts.clamp(min=1)
-    covs = sums.reshape(n_segments, n_dims, n_dims) / n_k[:, None, None]
+    n_dims = x.shape[0]
+    counts = torch.bincount(codes, minlength=n_segments)
+    # Samples grouped by segment, then one centred matrix product per segment:
+    # memory stays at one copy of x whatever n_dims.
+    grouped = x[:, torch.argsort(codes, stable=True)]
+    covs = torch.zeros(n_segments, n_dims, n_dims, dtype=x.dtype, device=x.device)
     means = torch.zeros(n_segments, n_dims, dtype=x.dtype, device=x.device)
-    means.index_add_(0, codes, x.T)
-    means = means / n_k[:, None]
-    covs = covs - means[:, :, None] * means[:, None, :]
+    start = 0
+    for k, n_k in enumerate(counts.tolist()):
+        if n_k:
+            seg = grouped[:, start : start + n_k]
+            means[k] = seg.mean(dim=1)
+            centred = seg - means[k][:, None]
+            covs[k] = centred @ centred.T / n_k
+            start += n_k
+    counts = counts.to(x.dtype)
     return covs, means, counts
 
 
@@ -214,3 +216,127 @@ def linear_ivae_nll(
     n_dims = unmixing.shape[0]
     per_sample = 0.5 * (weights[:, None] * log_var).sum() + 0.5 * n_dims * (_LOG_2PI + 1.0)
     return per_sample - torch.linalg.slogdet(unmixing)[1]
+
+
+def odd_power_features(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """Stack x, x^3/3, ..., x^(2 degree + 1)/(2 degree + 1) along the first axis.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n_channels, n_times)
+    degree : int
+
+    Returns
+    -------
+    Tensor, shape ((degree + 1) * n_channels, n_times)
+        The terms of :func:`sensor_unwarp`, so that its output is a linear
+        map of these features.
+    """
+    return torch.cat([x ** (2 * k + 1) / (2 * k + 1) for k in range(degree + 1)], dim=0)
+
+
+def sensor_unwarp(x: torch.Tensor, coefs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """h(x) = x + sum_k c_k x^(2k+1) / (2k+1) per channel, and its derivative.
+
+    With every c_k >= 0, h is odd, increasing and expansive: the inverse of
+    a compressive, symmetric sensor nonlinearity such as an amplifier's soft
+    clip L tanh(y / L), whose inverse L atanh(x / L) = x + x^3 / (3 L^2) +
+    x^5 / (5 L^4) + ... has exactly this form.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n_channels, n_times)
+        Standardised sensor data.
+    coefs : Tensor, shape (n_channels, degree)
+        c_1 .. c_degree per channel, >= 0.
+
+    Returns
+    -------
+    h, dh : Tensor, shape (n_channels, n_times)
+    """
+    h = x.clone()
+    dh = torch.ones_like(x)
+    for k in range(coefs.shape[1]):
+        even = x ** (2 * (k + 1))
+        h = h + coefs[:, k : k + 1] * even * x / (2 * k + 3)
+        dh = dh + coefs[:, k : k + 1] * even
+    return h, dh
+
+
+def sensor_warp(y: torch.Tensor, coefs: torch.Tensor, n_iter: int = 50) -> torch.Tensor:
+    """The inverse of :func:`sensor_unwarp`: x with h(x) = y, per element.
+
+    h is odd and convex on x >= 0, so Newton's method started at |y| (an
+    upper bound, as h(x) >= x) decreases monotonically to the root.
+    """
+    a = y.abs()
+    x = a.clone()
+    for _ in range(n_iter):
+        h, dh = sensor_unwarp(x, coefs)
+        x = x - (h - a) / dh
+    return torch.sign(y) * x
+
+
+def post_nonlinear_ivae_nll(
+    unmixing: torch.Tensor,
+    log_coefs: torch.Tensor,
+    feature_covs: torch.Tensor,
+    feature_total_cov: torch.Tensor,
+    weights: torch.Tensor,
+    sq_quantiles: torch.Tensor,
+    n_sources: int,
+    noise_floor: float = 1e-4,
+) -> torch.Tensor:
+    """-log p(x|u) per sample of the post-nonlinear, noiseless linear iVAE.
+
+    The model: y = h(x) channel by channel (:func:`sensor_unwarp`, the inverse
+    of the sensors' nonlinearity), s = W y with W square; the first
+    ``n_sources`` rows of W are the sources with the Gaussian conditional
+    prior of eq. (7) (per-segment means and variances at their maximum, as
+    in :func:`linear_ivae_nll`), the other rows stationary Gaussian noise.
+    The change of variables adds -sum_c log h_c'(x_c), averaged over the data.
+    An isotropic ``noise_floor`` on y keeps the likelihood bounded when the
+    data have a null direction (an average reference).
+
+    Parameters
+    ----------
+    unmixing : Tensor, shape (n_channels, n_channels)
+    log_coefs : Tensor, shape (n_channels, degree)
+        log c of :func:`sensor_unwarp`.
+    feature_covs : Tensor, shape (n_segments, n_features, n_features)
+        Segment covariances of :func:`odd_power_features` of the data.
+    feature_total_cov : Tensor, shape (n_features, n_features)
+        Their covariance over all samples.
+    weights : Tensor, shape (n_segments,)
+        Fraction of samples per segment.
+    sq_quantiles : Tensor, shape (n_channels, n_bins)
+        x^2 per channel summarised by equal-count bins (bin means): the
+        log-Jacobian only depends on x^2, and its mean over the bins stands
+        for the mean over samples.
+    n_sources : int
+    noise_floor : float
+
+    Returns
+    -------
+    Tensor (scalar)
+        Nats per sample (of the standardised data).
+    """
+    n_channels, degree = log_coefs.shape
+    coefs = torch.exp(log_coefs)
+    blocks = [torch.eye(n_channels, dtype=unmixing.dtype, device=unmixing.device)]
+    blocks += [torch.diag(coefs[:, k]) for k in range(degree)]
+    M = unmixing @ torch.cat(blocks, dim=1)  # s as a linear map of the features
+    floor = noise_floor * (unmixing**2).sum(dim=1)
+    src = M[:n_sources]
+    seg_var = torch.einsum("ia,kab,ib->ki", src, feature_covs, src) + floor[:n_sources]
+    noise = M[n_sources:]
+    noise_var = torch.einsum("ia,ab,ib->i", noise, feature_total_cov, noise) + floor[n_sources:]
+    powers = torch.stack([sq_quantiles ** (k + 1) for k in range(degree)], dim=1)
+    log_jac = torch.log1p((coefs[:, :, None] * powers).sum(dim=1)).mean(dim=1).sum()
+    return (
+        0.5 * (weights[:, None] * torch.log(seg_var)).sum()
+        + 0.5 * torch.log(noise_var).sum()
+        + 0.5 * n_channels * (_LOG_2PI + 1.0)
+        - torch.linalg.slogdet(unmixing)[1]
+        - log_jac
+    )

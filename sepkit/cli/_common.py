@@ -43,11 +43,12 @@ def add_mixing(p) -> None:
     """--mixing, the separator's ``mixing`` for fit, separate and fit-batch."""
     p.add_argument(
         "--mixing",
-        choices=("auto", "linear", "nonlinear"),
+        choices=("auto", "linear", "post-nonlinear", "nonlinear"),
         default="auto",
         help="linear: the linear iVAE fitted by exact maximum likelihood (seconds, no "
-        "network; --steps does not apply); nonlinear: the convolutional network; auto: "
-        "linear for EEG, nonlinear otherwise (default: %(default)s)",
+        "network; --steps does not apply); post-nonlinear: the same behind a learned "
+        "per-sensor nonlinearity (saturating amplifiers); nonlinear: the convolutional "
+        "network; auto: linear for EEG, nonlinear otherwise (default: %(default)s)",
     )
 
 
