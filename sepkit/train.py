@@ -658,6 +658,28 @@ def train_ivae(
     return history
 
 
+def _lbfgs(params, objective, max_iter: int, tol: float, tolerance_change: float) -> int:
+    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run."""
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=tol,
+        tolerance_change=tolerance_change,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return int(opt.state[params[0]]["n_iter"])
+
+
 def fit_linear_ivae(
     x: np.ndarray, codes: np.ndarray, *, max_iter: int = 1000, tol: float = 1e-7
 ) -> dict:
@@ -697,24 +719,9 @@ def fit_linear_ivae(
     covs, _, counts = segment_covariances(xt, ct, n_segments)
     weights = counts / counts.sum()
     unmixing = torch.eye(xt.shape[0], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [unmixing],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=tol,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
+    n_iter = _lbfgs(
+        [unmixing], lambda: linear_ivae_nll(unmixing, covs, weights), max_iter, tol, 1e-12
     )
-
-    def closure():
-        opt.zero_grad()
-        loss = linear_ivae_nll(unmixing, covs, weights)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    n_iter = int(opt.state[unmixing]["n_iter"])
     with torch.no_grad():
         nll = float(linear_ivae_nll(unmixing, covs, weights))
         grad_max = float(unmixing.grad.abs().max()) if unmixing.grad is not None else 0.0
@@ -816,27 +823,16 @@ def fit_post_nonlinear_ivae(
     unmixing = W0.clone().requires_grad_(True)
     log_coefs = torch.full((n_channels, degree), -6.0, dtype=torch.float64, requires_grad=True)
     args = (covs, total, weights, sq_quantiles, n_sources)
-    opt = torch.optim.LBFGS(
+    # tolerance_change 1e-9, relative to an objective of a few nats: smaller
+    # changes do not move the sources (MCC to 3 decimals), and the line search
+    # would otherwise use up max_iter on rounding noise.
+    n_iter = _lbfgs(
         [unmixing, log_coefs],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        tolerance_grad=tol,
-        # Relative to an objective of a few nats: changes below this do not
-        # move the sources (MCC to 3 decimals), and the line search would
-        # otherwise use up max_iter on rounding noise.
-        tolerance_change=1e-9,
-        line_search_fn="strong_wolfe",
+        lambda: post_nonlinear_ivae_nll(unmixing, log_coefs, *args),
+        max_iter,
+        tol,
+        1e-9,
     )
-
-    def closure():
-        opt.zero_grad()
-        loss = post_nonlinear_ivae_nll(unmixing, log_coefs, *args)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    n_iter = int(opt.state[unmixing]["n_iter"])
     with torch.no_grad():
         nll = float(post_nonlinear_ivae_nll(unmixing, log_coefs, *args))
         coefs = torch.exp(log_coefs)
