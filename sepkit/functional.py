@@ -277,6 +277,23 @@ def sensor_warp(y: torch.Tensor, coefs: torch.Tensor, n_iter: int = 50) -> torch
     return torch.sign(y) * x
 
 
+def unwarp_feature_map(coefs: torch.Tensor) -> torch.Tensor:
+    """E with sensor_unwarp(x, coefs)[0] = E @ odd_power_features(x, degree).
+
+    Parameters
+    ----------
+    coefs : Tensor, shape (n_channels, degree)
+
+    Returns
+    -------
+    Tensor, shape (n_channels, (degree + 1) * n_channels)
+    """
+    n_channels, degree = coefs.shape
+    blocks = [torch.eye(n_channels, dtype=coefs.dtype, device=coefs.device)]
+    blocks += [torch.diag(coefs[:, k]) for k in range(degree)]
+    return torch.cat(blocks, dim=1)
+
+
 def post_nonlinear_ivae_nll(
     unmixing: torch.Tensor,
     log_coefs: torch.Tensor,
@@ -323,9 +340,7 @@ def post_nonlinear_ivae_nll(
     """
     n_channels, degree = log_coefs.shape
     coefs = torch.exp(log_coefs)
-    blocks = [torch.eye(n_channels, dtype=unmixing.dtype, device=unmixing.device)]
-    blocks += [torch.diag(coefs[:, k]) for k in range(degree)]
-    M = unmixing @ torch.cat(blocks, dim=1)  # s as a linear map of the features
+    M = unmixing @ unwarp_feature_map(coefs)  # s as a linear map of the features
     floor = noise_floor * (unmixing**2).sum(dim=1)
     src = M[:n_sources]
     seg_var = torch.einsum("ia,kab,ib->ki", src, feature_covs, src) + floor[:n_sources]

@@ -785,7 +785,12 @@ def fit_post_nonlinear_ivae(
         unit-variance sources), ``coefs`` (n_channels, degree), ``nll``,
         ``n_iter``, ``converged``.
     """
-    from .functional import odd_power_features, post_nonlinear_ivae_nll, segment_covariances
+    from .functional import (
+        odd_power_features,
+        post_nonlinear_ivae_nll,
+        segment_covariances,
+        unwarp_feature_map,
+    )
 
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
     ct = torch.as_tensor(np.asarray(codes), dtype=torch.long)
@@ -836,9 +841,7 @@ def fit_post_nonlinear_ivae(
     with torch.no_grad():
         nll = float(post_nonlinear_ivae_nll(unmixing, log_coefs, *args))
         coefs = torch.exp(log_coefs)
-        blocks = [torch.eye(n_channels, dtype=torch.float64)]
-        blocks += [torch.diag(coefs[:, k]) for k in range(degree)]
-        M = unmixing @ torch.cat(blocks, dim=1)
+        M = unmixing @ unwarp_feature_map(coefs)
         std = torch.sqrt(torch.einsum("ia,ab,ib->i", M, total, M))
         W = unmixing / std[:, None]
     if not np.isfinite(nll):

@@ -181,6 +181,10 @@ def test_sensor_unwarp_inverts_a_soft_clip():
     numeric = (sensor_unwarp(x + eps, coefs)[0] - sensor_unwarp(x - eps, coefs)[0]) / (2 * eps)
     np.testing.assert_allclose(dh, numeric, rtol=1e-7)
     np.testing.assert_allclose(sensor_warp(h, coefs), x, atol=1e-12)
+    # ... and is the linear map unwarp_feature_map of the odd powers.
+    from sepkit.functional import odd_power_features, unwarp_feature_map
+
+    np.testing.assert_allclose(unwarp_feature_map(coefs) @ odd_power_features(x, 3), h)
 
 
 def test_post_nonlinear_nll_is_the_exact_likelihood():
