@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from sepkit import IVAESeparator
-from sepkit._recipe import hardware, mne_ica
+from sepkit._recipe import SEPKIT_METHODS, hardware, mne_ica
 from sepkit.datasets import make_eeg
 from sepkit.metrics import correlation_matrix, mcc
 
@@ -32,16 +32,10 @@ from sepkit.metrics import correlation_matrix, mcc
 def fit_sources(method: str, raw, n_sources: int, seed: int):
 
     t0 = time.perf_counter()
-    if method in ("sepkit", "sepkit-nonlinear", "sepkit-pnl", "sepkit-picard"):
-        # "sepkit": the defaults (the linear iVAE for EEG); "sepkit-nonlinear":
-        # the network; "sepkit-picard": the network started at picard's solution.
-        kw = {
-            "sepkit": {},
-            "sepkit-nonlinear": dict(mixing="nonlinear"),
-            "sepkit-pnl": dict(mixing="post-nonlinear"),
-            "sepkit-picard": dict(ica_init="picard"),
-        }[method]
-        sep = IVAESeparator(n_sources, random_state=seed, **kw).fit(raw, picks="eeg")
+    if method in SEPKIT_METHODS:
+        sep = IVAESeparator(n_sources, random_state=seed, **SEPKIT_METHODS[method]).fit(
+            raw, picks="eeg"
+        )
         S = sep.get_sources(raw).get_data()
     else:
         ica = mne_ica(method, n_sources, seed)

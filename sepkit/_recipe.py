@@ -254,6 +254,17 @@ def make_synthetic_data(data: Mapping, n_layers: int, seed: int):
     )
 
 
+# The sepkit variants the EEG recipes and benchmark compare, as IVAESeparator
+# arguments on top of the config's: "sepkit" the defaults (the linear iVAE for
+# EEG), then the post-nonlinear model, the network, and the network started at
+# picard's solution.
+SEPKIT_METHODS = {
+    "sepkit": {},
+    "sepkit-pnl": {"mixing": "post-nonlinear"},
+    "sepkit-nonlinear": {"mixing": "nonlinear"},
+    "sepkit-picard": {"ica_init": "picard"},
+}
+
 # The ICA baselines as the EEG recipe and benchmark run them: MNE's method name
 # and fit_params (infomax: the extended variant, as EEGLAB's runica default).
 _MNE_ICA = {

@@ -56,6 +56,10 @@ def load_config(path: Path, overrides: list[str]) -> dict:
     unknown = set(cfg["sepkit"]) - sepkit_keys
     if unknown:
         raise SystemExit(f"[sepkit] keys {sorted(unknown)} are not IVAESeparator parameters")
+    allowed = (*_recipe.SEPKIT_METHODS, "picard", "infomax", "fastica")
+    for method in cfg["experiment"]["methods"]:
+        if method not in allowed:
+            raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(allowed)}")
     return cfg
 
 
@@ -88,9 +92,7 @@ def stage_fit(cfg: dict, exp: Path) -> None:
             continue
         t0 = time.perf_counter()
         if method.startswith("sepkit"):
-            # "sepkit": the defaults (the linear iVAE for EEG); "sepkit-nonlinear":
-            # the convolutional network, mixing="nonlinear".
-            kw = dict(cfg["sepkit"], **({"mixing": "nonlinear"} if method != "sepkit" else {}))
+            kw = dict(cfg["sepkit"], **_recipe.SEPKIT_METHODS[method])
             sep = IVAESeparator(e["n_sources"], random_state=e["seed"], **kw)
             sep.fit(raw, picks="eeg")
             timing[method] = time.perf_counter() - t0

@@ -52,7 +52,7 @@ from sepkit.metrics import amari_index, correlation_matrix, mcc
 
 HERE = Path(__file__).resolve().parent
 CASES = ("linear", "nonstationary", "saturation")
-METHODS = ("sepkit", "sepkit-pnl", "sepkit-nonlinear", "picard", "infomax", "fastica")
+METHODS = (*_recipe.SEPKIT_METHODS, "picard", "infomax", "fastica")
 
 
 def load_config(path: Path, overrides: list[str]) -> dict:
@@ -123,11 +123,8 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
 def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict):
     """(sources, patterns, seconds); patterns has shape (n_channels, n_sources)."""
     t0 = time.perf_counter()
-    if method.startswith("sepkit"):
-        # "sepkit": the defaults (the linear iVAE for EEG); "sepkit-nonlinear":
-        # the convolutional network; "sepkit-pnl": mixing="post-nonlinear".
-        extra = {"sepkit-nonlinear": "nonlinear", "sepkit-pnl": "post-nonlinear"}
-        cfg = dict(sepkit_cfg, **({"mixing": extra[method]} if method in extra else {}))
+    if method in _recipe.SEPKIT_METHODS:
+        cfg = dict(sepkit_cfg, **_recipe.SEPKIT_METHODS[method])
         sep = IVAESeparator(n_sources, random_state=seed, **cfg).fit(raw, picks="eeg")
         seconds = time.perf_counter() - t0
         return sep.get_sources(raw).get_data(), sep.get_components(), seconds

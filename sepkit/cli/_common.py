@@ -17,8 +17,10 @@ def add_common(p) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
-def add_domain(p, *, tf_note: str = "") -> None:
-    """--domain, the separator's ``domain`` for fit, separate and fit-batch.
+def add_model_options(p, *, tf_note: str = "") -> None:
+    """--domain and --mixing, the separator's ``domain`` and ``mixing``.
+
+    Used by fit, separate and fit-batch.
 
     Parameters
     ----------
@@ -37,10 +39,6 @@ def add_domain(p, *, tf_note: str = "") -> None:
         "delays (a room), time when they are real (an instantaneous mix); time "
         "otherwise (default: %(default)s)",
     )
-
-
-def add_mixing(p) -> None:
-    """--mixing, the separator's ``mixing`` for fit, separate and fit-batch."""
     p.add_argument(
         "--mixing",
         choices=("auto", "linear", "post-nonlinear", "nonlinear"),

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ._common import (
     add_common,
-    add_domain,
-    add_mixing,
+    add_model_options,
     check_targets,
     read_input,
     say,
@@ -42,8 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--window", type=float, default=None, help="window length in seconds for u")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    add_domain(p)
-    add_mixing(p)
+    add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p

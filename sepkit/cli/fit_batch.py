@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_domain, add_mixing, read_input
+from ._common import add_model_options, read_input
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,8 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="optimiser steps, domain time (default: %(default)s)",
     )
-    add_domain(p, tf_note="--steps does not apply")
-    add_mixing(p)
+    add_model_options(p, tf_note="--steps does not apply")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from ._common import (
     add_common,
-    add_domain,
-    add_mixing,
+    add_model_options,
     check_targets,
     input_kind,
     read_input,
@@ -72,8 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="window length in seconds for u (default: the estimator's choice)",
     )
-    add_domain(p)
-    add_mixing(p)
+    add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p
