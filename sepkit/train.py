@@ -751,6 +751,8 @@ def fit_post_nonlinear_ivae(
     max_iter: int = 1000,
     tol: float = 1e-7,
     n_bins: int = 2048,
+    feature_filter=None,
+    keep: np.ndarray | None = None,
 ) -> dict:
     """Maximum-likelihood fit of the post-nonlinear linear iVAE.
 
@@ -763,6 +765,15 @@ def fit_post_nonlinear_ivae(
     the segment covariances of the odd powers of x and the quantiles of x^2,
     so one iteration costs n_segments * ((degree + 1) * n_channels)^2 * n_sources
     operations whatever the recording's length.
+
+    With ``feature_filter`` (a linear, time-invariant filter such as a
+    high-pass), the model is that the *filtered* unwarped signal
+    F(h(x)) = A s is the linear iVAE's: F acts after the unwarping, where
+    the sensors are linear. As h(x) is a linear map of the odd powers of x,
+    F(h(x)) is the same map of the filtered powers, so only the segment
+    covariances change; the change of variables x -> F(h(x)) over the whole
+    recording has log-determinant log|det F| (a constant) plus the per-sample
+    sum_c log h_c'(x_c) of the unfiltered x.
 
     Parameters
     ----------
@@ -777,6 +788,13 @@ def fit_post_nonlinear_ivae(
         As for :func:`fit_linear_ivae`.
     n_bins : int
         Equal-count bins of x^2 per channel for the log-Jacobian.
+    feature_filter : callable or None
+        ``feature_filter(a)`` filters an ndarray of shape (n_rows, n_times)
+        along time (float64, same shape), e.g. a high-pass. None: no filter.
+    keep : ndarray of bool, shape (n_times,), or None
+        Samples that enter the statistics (after filtering, so that the
+        filter sees the recording's true time axis); None keeps all.
+        ``codes`` of the other samples are ignored.
 
     Returns
     -------
@@ -793,16 +811,27 @@ def fit_post_nonlinear_ivae(
     )
 
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
-    ct = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+    feats = odd_power_features(xt, degree)
+    if feature_filter is not None:
+        feats = torch.from_numpy(np.ascontiguousarray(feature_filter(feats.numpy())))
+    codes = np.asarray(codes)
+    if keep is not None:
+        keep_t = torch.from_numpy(np.asarray(keep, dtype=bool))
+        xt, feats, codes = xt[:, keep_t], feats[:, keep_t], codes[keep]
+    # Segments without a kept sample drop out of the codes.
+    _, codes = np.unique(codes, return_inverse=True)
+    ct = torch.as_tensor(codes, dtype=torch.long)
     n_channels, n_times = xt.shape
     n_segments = int(ct.max()) + 1
-    feats = odd_power_features(xt, degree)
     covs, means, counts = segment_covariances(feats, ct, n_segments)
     weights = counts / counts.sum()
     spread = means - (weights[:, None] * means).sum(dim=0)
     total = torch.einsum("k,kab->ab", weights, covs) + torch.einsum(
         "k,ka,kb->ab", weights, spread, spread
     )
+    # The first block of the features is x itself (filtered, if asked): the
+    # linear iVAE's start below sees what the likelihood sees.
+    x_lin = feats[:n_channels].clone()
     del feats
     # Equal-count bins of x^2 (their means) stand for the samples in the log-Jacobian.
     sq = torch.sort(xt**2, dim=1).values
@@ -822,7 +851,7 @@ def fit_post_nonlinear_ivae(
     evals, evecs = evals.flip(0), evecs.flip(1)
     evals = evals.clamp(min=evals[0] * 1e-8)
     pca = evecs.T / torch.sqrt(evals)[:, None]
-    top = (pca[:n_sources] @ xt).numpy()
+    top = (pca[:n_sources] @ x_lin).numpy()
     lin = fit_linear_ivae(top, codes, max_iter=max_iter, tol=tol)["unmixing"]
     W0 = torch.cat([torch.from_numpy(lin) @ pca[:n_sources], pca[n_sources:]], dim=0)
     unmixing = W0.clone().requires_grad_(True)

@@ -14,6 +14,13 @@ reference), in three cases:
 * ``saturation``: the linear recording through an amplifier-style soft clip
   ``L tanh(x / L)`` (nonlinear sensors).
 
+Every recording is high-pass filtered (``data.highpass``) before MNE ICA and
+the linear and network iVAEs see it. ``sepkit-pnl`` (mixing="post-nonlinear")
+instead fits the unfiltered recording with ``IVAESeparator(highpass=...)``,
+which applies the same filter after its sensor unwarping: the clip acts on
+the unfiltered signal, and a filter in front of the model would smear it.
+Its sources are filtered the same way before scoring, as the truth is.
+
 Stages:
   1 prepare   simulate every (montage, case, seed) into EXP/data/ (FIF + truth)
   2 fit       fit every method on every recording; one JSON per fit in EXP/fits/
@@ -88,6 +95,10 @@ def cells(cfg: dict, only: str | None):
                 yield montage, n_sources, case, seed
 
 
+# Methods that fit the unfiltered recording and filter inside the separator.
+FILTER_INSIDE = {"sepkit-pnl"}
+
+
 def data_stem(exp: Path, montage: str, case: str, seed: int) -> Path:
     return exp / "data" / f"{montage}_{case}_seed{seed}"
 
@@ -96,7 +107,7 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
     d = cfg["data"]
     for montage, n_sources, case, seed in cells(cfg, only):
         stem = data_stem(exp, montage, case, seed)
-        if Path(f"{stem}_raw.fif").exists():
+        if Path(f"{stem}_raw.fif").exists() and Path(f"{stem}_unfiltered_raw.fif").exists():
             continue
         raw, S, A = make_eeg(
             n_sources,
@@ -108,26 +119,38 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
             source_kinds=["nonstationary"] * n_sources if case == "nonstationary" else None,
             random_state=seed,
         )
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        raw.save(f"{stem}_unfiltered_raw.fif", verbose="error", overwrite=True)
         raw.filter(d["highpass"], None, verbose="error")
         # The truth is filtered like the recording, so that a perfect
         # separation scores |r| = 1.
         S = mne.filter.filter_data(
             S.astype(np.float64), raw.info["sfreq"], d["highpass"], None, verbose="error"
         )
-        stem.parent.mkdir(parents=True, exist_ok=True)
         np.savez(f"{stem}_truth.npz", S=S, A=A)
-        raw.save(f"{stem}_raw.fif", verbose="error")  # last: marks the cell as prepared
+        raw.save(f"{stem}_raw.fif", verbose="error", overwrite=True)  # last: marks it prepared
         print(f"[prepare] {stem.name}: {len(raw.ch_names)} ch, {n_sources} sources", flush=True)
 
 
-def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict):
-    """(sources, patterns, seconds); patterns has shape (n_channels, n_sources)."""
+def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict, highpass: float):
+    """(sources, patterns, seconds); patterns has shape (n_channels, n_sources).
+
+    ``raw`` is the unfiltered recording for the methods in FILTER_INSIDE
+    (their sources come back filtered at ``highpass``), else the filtered one.
+    """
     t0 = time.perf_counter()
     if method in _recipe.SEPKIT_METHODS:
         cfg = dict(sepkit_cfg, **_recipe.SEPKIT_METHODS[method])
+        if method in FILTER_INSIDE:
+            cfg["highpass"] = highpass
         sep = IVAESeparator(n_sources, random_state=seed, **cfg).fit(raw, picks="eeg")
         seconds = time.perf_counter() - t0
-        return sep.get_sources(raw).get_data(), sep.get_components(), seconds
+        sources = sep.get_sources(raw).get_data()
+        if method in FILTER_INSIDE:
+            sources = mne.filter.filter_data(
+                sources, raw.info["sfreq"], highpass, None, verbose="error"
+            )
+        return sources, sep.get_components(), seconds
     ica = mne_ica(method, n_sources, seed)
     ica.fit(raw, picks="eeg")
     seconds = time.perf_counter() - t0
@@ -139,17 +162,23 @@ def stage_fit(cfg: dict, exp: Path, only: str | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for montage, n_sources, case, seed in cells(cfg, only):
         stem = data_stem(exp, montage, case, seed)
-        raw = None
+        raws = {}
         for method in cfg["experiment"]["methods"]:
             path = out / f"{method}_{montage}_{case}_seed{seed}.json"
             if path.exists():
                 continue
-            if raw is None:
-                raw = mne.io.read_raw_fif(f"{stem}_raw.fif", preload=True, verbose="error")
+            which = "unfiltered_raw" if method in FILTER_INSIDE else "raw"
+            if which not in raws:
+                raws[which] = mne.io.read_raw_fif(
+                    f"{stem}_{which}.fif", preload=True, verbose="error"
+                )
                 truth = np.load(f"{stem}_truth.npz")
+            raw = raws[which]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # ICA's convergence chatter
-                S, patterns, seconds = fit_method(method, raw, n_sources, seed, cfg["sepkit"])
+                S, patterns, seconds = fit_method(
+                    method, raw, n_sources, seed, cfg["sepkit"], cfg["data"]["highpass"]
+                )
             C = np.abs(correlation_matrix(truth["S"], S))
             score, perm = mcc(truth["S"], S, return_permutation=True)
             per_source = C[np.arange(len(perm)), perm]
