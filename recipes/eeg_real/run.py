@@ -166,8 +166,84 @@ def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
     row["variance_removed_frontal"] = removed_share(d["frontal"])
     row["variance_removed_posterior"] = removed_share(d["posterior"])
     row["_cleaned"] = cleaned
+    row["_sources"] = sources
     row["_estimator"] = est
     return row
+
+
+def blink_agreement(rows: list[dict], raw, cfg: dict) -> dict:
+    """Each method's blink component against the first method's.
+
+    The abs r of the two components, and the difference of their abs r with
+    the blink reference with a 95 % interval from a moving-block bootstrap
+    (``experiment.bootstrap_block`` seconds, ``bootstrap_n`` resamples): on a
+    real recording there is no true blink to score against, and the channel
+    it is judged by also carries other frontal activity, so a difference is
+    only a finding when it is larger than its resampling spread.
+    """
+    e = cfg["experiment"]
+    if len(rows) < 2:
+        return {}
+    sfreq = raw.info["sfreq"]
+    ref = _bandpass(raw.get_data(picks=[cfg["data"]["blink_ref"]])[0], sfreq)
+    comps = [_bandpass(r["_sources"][r["blink_component"]], sfreq) for r in rows]
+    block = int(round(e["bootstrap_block"] * sfreq))
+    n_blocks = len(ref) // block
+    rng = np.random.default_rng(e["seed"])
+    draws = rng.integers(0, n_blocks, size=(e["bootstrap_n"], n_blocks))
+    idx = (draws[:, :, None] * block + np.arange(block)).reshape(e["bootstrap_n"], -1)
+
+    def boot_abs_r(c):
+        a, b = c[idx], ref[idx]
+        a = a - a.mean(axis=1, keepdims=True)
+        b = b - b.mean(axis=1, keepdims=True)
+        return np.abs((a * b).sum(1) / np.sqrt((a**2).sum(1) * (b**2).sum(1)))
+
+    base = boot_abs_r(comps[0])
+    out = []
+    for row, comp in zip(rows[1:], comps[1:], strict=True):
+        diff = boot_abs_r(comp) - base
+        out.append(
+            dict(
+                method=row["method"],
+                abs_r_components=_abs_r(comp, comps[0]),
+                abs_r_difference=_abs_r(comp, ref) - _abs_r(comps[0], ref),
+                ci95=[float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
+            )
+        )
+    return dict(reference=rows[0]["method"], methods=out)
+
+
+def ica_seed_spread(raw, cfg: dict) -> dict:
+    """abs r of MNE ICA's blink component with the blink reference over seeds.
+
+    ICA starts at random; the linear iVAE does not. The fitted estimators are
+    not saved (stage 1 keeps the one of ``experiment.seed``).
+    """
+    e = cfg["experiment"]
+    out = {}
+    for method in e["methods"]:
+        if method.startswith("sepkit") or not e["ica_seeds"]:
+            continue
+        values = []
+        for seed in e["ica_seeds"]:
+            ica = mne.preprocessing.ICA(
+                e["n_sources"], method=method, random_state=seed, max_iter="auto"
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                ica.fit(raw, picks="eeg", verbose="error")
+            _, scores = ica.find_bads_eog(
+                raw,
+                ch_name=cfg["data"]["blink_ref"],
+                measure="correlation",
+                threshold=0.5,
+                verbose="error",
+            )
+            values.append(float(np.max(np.abs(scores))))
+        out[method] = dict(seeds=list(e["ica_seeds"]), abs_r=values)
+        print(f"[evaluate] {method} seeds {e['ica_seeds']}: {np.round(values, 3).tolist()}")
+    return out
 
 
 def figures(rows: list[dict], raw, cfg: dict, exp: Path) -> None:
@@ -228,11 +304,22 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
     base = dict(
         abs_r_eog2_vs_blink_ref=_abs_r(_bandpass(raw.get_data(picks=[ref])[0], sfreq), eog2)
     )
+    agreement = blink_agreement(rows, raw, cfg)
+    spread = ica_seed_spread(raw, cfg)
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     for r in clean_rows:
         r["fit_seconds"] = timing[r["method"]]
     (exp / "results.json").write_text(
-        json.dumps(dict(recording=base, methods=clean_rows, hardware=timing["hardware"]), indent=2)
+        json.dumps(
+            dict(
+                recording=base,
+                methods=clean_rows,
+                agreement=agreement,
+                ica_seed_spread=spread,
+                hardware=timing["hardware"],
+            ),
+            indent=2,
+        )
     )
     lines = [
         f"Band 1-10 Hz for all correlations; |r|(EOG2, {ref}) in the recording: "
@@ -255,6 +342,24 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
             f"{med(r, 'abs_r_blink_after'):.3f} | {r['variance_removed_frontal']:.1%} | "
             f"{r['variance_removed_posterior']:.1%} | {r['fit_seconds']:.1f} |"
         )
+    if agreement:
+        lines += [
+            "",
+            f"Blink components against {agreement['reference']}'s (1-10 Hz): "
+            + "; ".join(
+                f"{a['method']}: abs r {a['abs_r_components']:.3f}, abs r with {ref} "
+                f"{a['abs_r_difference']:+.4f} (95 % block bootstrap "
+                f"{a['ci95'][0]:+.4f} .. {a['ci95'][1]:+.4f})"
+                for a in agreement["methods"]
+            ),
+        ]
+    for method, values in spread.items():
+        lines += [
+            "",
+            f"{method} over seeds {values['seeds'][0]}-{values['seeds'][-1]}: blink abs r with "
+            f"{ref} {min(values['abs_r']):.3f} .. {max(values['abs_r']):.3f} "
+            f"(median {np.median(values['abs_r']):.3f})",
+        ]
     lines += ["", f"Hardware: {timing['hardware']}"]
     text = "\n".join(lines) + "\n"
     (exp / "results.md").write_text(text)

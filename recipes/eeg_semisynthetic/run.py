@@ -12,7 +12,11 @@ reference), in three cases:
   which is what the iVAE uses; but the variance modulation alone makes the
   marginals super-Gaussian, so ICA still has a handle.
 * ``saturation``: the linear recording through an amplifier-style soft clip
-  ``L tanh(x / L)`` (nonlinear sensors).
+  ``L tanh(x / L)`` (nonlinear sensors), L = ``data.saturation_rms`` times the
+  RMS of the linear recording (make_eeg's default: 3).
+* ``strong_saturation``: the same clip at L = ``data.strong_saturation_rms``
+  times the RMS (1.5 in the default config): ongoing activity is bent too,
+  not only the blinks.
 
 Every recording is high-pass filtered (``data.highpass``) before MNE ICA and
 the linear and network iVAEs see it. ``sepkit-pnl`` (mixing="post-nonlinear")
@@ -42,7 +46,9 @@ are errors ([sepkit] takes any IVAESeparator parameter). Only public APIs are us
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import statistics
 import sys
 import time
@@ -58,7 +64,9 @@ from sepkit.datasets import make_eeg
 from sepkit.metrics import amari_index, correlation_matrix, mcc
 
 HERE = Path(__file__).resolve().parent
-CASES = ("linear", "nonstationary", "saturation")
+CASES = ("linear", "nonstationary", "saturation", "strong_saturation")
+# Cases whose recording went through a sensor nonlinearity: no mixing matrix.
+NONLINEAR_CASES = ("saturation", "strong_saturation")
 METHODS = (*_recipe.SEPKIT_METHODS, "picard", "infomax", "fastica")
 
 
@@ -109,16 +117,23 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
         stem = data_stem(exp, montage, case, seed)
         if Path(f"{stem}_raw.fif").exists() and Path(f"{stem}_unfiltered_raw.fif").exists():
             continue
-        raw, S, A = make_eeg(
-            n_sources,
+        kwargs = dict(
             montage=montage,
             duration=d["duration"],
             sample_rate=d["sample_rate"],
             snr_db=d["snr_db"],
-            nonlinearity="saturation" if case == "saturation" else None,
             source_kinds=["nonstationary"] * n_sources if case == "nonstationary" else None,
             random_state=seed,
         )
+        raw, S, A = make_eeg(n_sources, **kwargs)
+        if case in NONLINEAR_CASES:
+            # The clip level is a multiple of the linear recording's RMS; the
+            # same seed gives the same sources, mixing and noise.
+            rms = float(np.sqrt(np.mean(raw.get_data() ** 2)))
+            multiple = d["saturation_rms" if case == "saturation" else "strong_saturation_rms"]
+            raw, S, A = make_eeg(
+                n_sources, nonlinearity="saturation", saturation_level=multiple * rms, **kwargs
+            )
         stem.parent.mkdir(parents=True, exist_ok=True)
         raw.save(f"{stem}_unfiltered_raw.fif", verbose="error", overwrite=True)
         raw.filter(d["highpass"], None, verbose="error")
@@ -130,6 +145,14 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
         np.savez(f"{stem}_truth.npz", S=S, A=A)
         raw.save(f"{stem}_raw.fif", verbose="error", overwrite=True)  # last: marks it prepared
         print(f"[prepare] {stem.name}: {len(raw.ch_names)} ch, {n_sources} sources", flush=True)
+
+
+def source_kinds(raw) -> list[str]:
+    """make_eeg's source kinds, in the order of the true sources (from the description)."""
+    found = re.search(r"sources=(\[[^\]]*\])", raw.info["description"] or "")
+    if found is None:
+        raise SystemExit("the recording's description does not list make_eeg's source kinds")
+    return list(ast.literal_eval(found.group(1)))
 
 
 def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict, highpass: float):
@@ -192,6 +215,9 @@ def stage_fit(cfg: dict, exp: Path, only: str | None) -> None:
                 seconds=seconds,
                 mcc=float(score),
                 median_abs_r=float(np.median(per_source)),
+                # |r| of every true source with its matched estimate, and its kind.
+                per_source_abs_r=[float(r) for r in per_source],
+                source_kinds=source_kinds(raw),
                 # Amari index of pinv(estimated patterns) against the true mixing:
                 # meaningful when the recording is linear in the sources.
                 # (passed as P = W A against the identity: amari_index wants
@@ -206,6 +232,47 @@ def stage_fit(cfg: dict, exp: Path, only: str | None) -> None:
                 f"({seconds:.1f} s)",
                 flush=True,
             )
+
+
+def kind_table(cfg: dict, rows: list[dict]) -> list[str]:
+    """Median |r| of the matched estimate per source kind, over montages and seeds.
+
+    For each case and method: the median, over every recording of the run, of
+    the |r| of each source of that kind with its matched estimate (blinks:
+    how well a method isolates the blink, with the truth known).
+    """
+    kinds = sorted({k for r in rows for k in r.get("source_kinds", ())})
+    if not kinds:
+        return []
+    lines = [
+        "Median abs r of the matched estimate per source kind (all montages and seeds "
+        "of the run; n = sources of that kind):",
+        "",
+        "| case | method | " + " | ".join(kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
+    for case in cfg["data"]["cases"]:
+        for method in cfg["experiment"]["methods"]:
+            sel = [
+                r
+                for r in rows
+                if (r["case"], r["method"]) == (case, method)
+                and r["seed"] in cfg["experiment"]["seeds"]
+                and "source_kinds" in r
+            ]
+            if not sel:
+                continue
+            cells = []
+            for kind in kinds:
+                vals = [
+                    v
+                    for r in sel
+                    for k, v in zip(r["source_kinds"], r["per_source_abs_r"], strict=True)
+                    if k == kind
+                ]
+                cells.append(f"{statistics.median(vals):.3f} (n={len(vals)})" if vals else "-")
+            lines.append(f"| {case} | {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def stage_report(cfg: dict, exp: Path, only: str | None) -> str:
@@ -229,19 +296,22 @@ def stage_report(cfg: dict, exp: Path, only: str | None) -> str:
                 if not sel:
                     continue
                 amari = statistics.median(r["amari"] for r in sel)
-                amari_s = f"{amari:.3f}" if case != "saturation" else f"({amari:.3f})"
+                amari_s = f"({amari:.3f})" if case in NONLINEAR_CASES else f"{amari:.3f}"
                 lines.append(
                     f"| {case} | {sel[0]['n_channels']} | {n_sources} | {method} | "
                     f"{statistics.median(r['mcc'] for r in sel):.3f} | {amari_s} | "
                     f"{statistics.median(r['median_abs_r'] for r in sel):.3f} | "
                     f"{statistics.median(r['seconds'] for r in sel):.1f} | {len(sel)} |"
                 )
+    lines += [
+        "",
+        "Medians over seeds. Amari index in brackets: the recording is not linear in the "
+        "sources, so no mixing matrix exists.",
+        "",
+        *kind_table(cfg, rows),
+    ]
     hw = sorted({r.get("hardware", "?") for r in rows})
-    text = (
-        "\n".join(lines)
-        + "\n\nMedians over seeds. Amari index in brackets: the recording is not linear in"
-        " the sources, so no mixing matrix exists.\n" + f"Hardware: {'; '.join(hw)}\n"
-    )
+    text = "\n".join(lines) + f"\n\nHardware: {'; '.join(hw)}\n"
     (exp / "results.md").write_text(text)
     print(text)
     return text

@@ -40,6 +40,12 @@ def test_tiny_recipe_runs_all_stages(tmp_path):
         )
         # Sources are scored against the filtered truth: far above chance for all.
         assert row["mcc"] > 0.6, (method, row["mcc"])
+        # make_eeg's default kinds, in order, each with the |r| of its match.
+        assert row["source_kinds"][:2] == ["alpha", "blink"]
+        assert len(row["per_source_abs_r"]) == len(row["source_kinds"]) == 6
+        assert min(row["per_source_abs_r"]) >= 0.0 and max(row["per_source_abs_r"]) <= 1.0
+    assert "Median abs r of the matched estimate per source kind" in table
+    assert "| saturation | sepkit-pnl | " in table
 
 
 def test_unknown_method_is_an_error(tmp_path):
