@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -7,28 +6,21 @@ RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "audio_bss"
 TINY = RECIPE / "conf" / "tiny.toml"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("audio_bss_run", RECIPE / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_missing_speech_says_how_to_use_own_files(tmp_path):
-    run = _load()
+def test_missing_speech_says_how_to_use_own_files(tmp_path, load_recipe):
+    run = load_recipe("audio_bss")
     with pytest.raises(SystemExit, match=r"skipped: 4 speech file\(s\) missing.*--data.audio_dir"):
         run.main(["--config", str(TINY), "--exp", str(tmp_path), f'--data.audio_dir="{tmp_path}"'])
 
 
-def test_unknown_override_is_an_error(tmp_path):
-    run = _load()
+def test_unknown_override_is_an_error(tmp_path, load_recipe):
+    run = load_recipe("audio_bss")
     with pytest.raises(SystemExit, match="unknown config key 'data.nope'"):
         run.main(["--config", str(TINY), "--exp", str(tmp_path), "--data.nope=1"])
 
 
 @pytest.mark.shared_data
-def test_one_room_fit_and_report(tmp_path):
-    run = _load()
+def test_one_room_fit_and_report(tmp_path, load_recipe):
+    run = load_recipe("audio_bss")
     cfg = run.load_config(TINY, [])
     if not run.audio_dir(cfg).is_dir():
         pytest.skip("../shared/data/audio is absent")

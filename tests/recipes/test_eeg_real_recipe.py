@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,18 +8,11 @@ RECIPE = ROOT / "recipes" / "eeg_real"
 RECORDING = ROOT.parent / "shared" / "data" / "eeg" / "eeglab" / "eeglab_data.set"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("eeg_real_run", RECIPE / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.shared_data
-def test_tiny_recipe_finds_the_same_blink_as_picard(tmp_path):
+def test_tiny_recipe_finds_the_same_blink_as_picard(tmp_path, load_recipe):
     if not RECORDING.exists():
         pytest.skip(f"{RECORDING} is absent (needs ../shared/data beside the project)")
-    run = _load()
+    run = load_recipe("eeg_real")
     code = run.main(["--config", str(RECIPE / "conf" / "tiny.toml"), "--exp", str(tmp_path)])
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
@@ -40,8 +32,8 @@ def test_tiny_recipe_finds_the_same_blink_as_picard(tmp_path):
     assert (tmp_path / "blink_topographies.png").is_file()
 
 
-def test_absent_recording_skips_cleanly(tmp_path, capsys):
-    run = _load()
+def test_absent_recording_skips_cleanly(tmp_path, capsys, load_recipe):
+    run = load_recipe("eeg_real")
     code = run.main(
         [
             "--config",

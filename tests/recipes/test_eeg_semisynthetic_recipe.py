@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -7,15 +6,8 @@ import pytest
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "eeg_semisynthetic"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("eeg_semisynthetic_run", RECIPE / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_tiny_recipe_runs_all_stages(tmp_path):
-    run = _load()
+def test_tiny_recipe_runs_all_stages(tmp_path, load_recipe):
+    run = load_recipe("eeg_semisynthetic")
     code = run.main(
         [
             "--config",
@@ -48,8 +40,8 @@ def test_tiny_recipe_runs_all_stages(tmp_path):
     assert "| saturation | sepkit-pnl | " in table
 
 
-def test_unknown_method_is_an_error(tmp_path):
-    run = _load()
+def test_unknown_method_is_an_error(tmp_path, load_recipe):
+    run = load_recipe("eeg_semisynthetic")
     with pytest.raises(SystemExit, match="unknown method 'sepkit-pln'; allowed: sepkit, "):
         run.main(
             ["--config", str(RECIPE / "conf" / "tiny.toml"), '--experiment.methods=["sepkit-pln"]']

@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -6,15 +5,8 @@ import pytest
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("synthetic_run", RECIPE / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_tiny_recipe_runs_all_stages(tmp_path):
-    run = _load()
+def test_tiny_recipe_runs_all_stages(tmp_path, load_recipe):
+    run = load_recipe("synthetic")
     code = run.main(
         [
             "--config",
@@ -33,7 +25,7 @@ def test_tiny_recipe_runs_all_stages(tmp_path):
     assert len(list((tmp_path / "fits").glob("*.json"))) == 3
 
 
-def test_unknown_override_is_an_error(tmp_path):
-    run = _load()
+def test_unknown_override_is_an_error(tmp_path, load_recipe):
+    run = load_recipe("synthetic")
     with pytest.raises(SystemExit, match="unknown config key 'model.n_step'"):
         run.main(["--config", str(RECIPE / "conf" / "tiny.toml"), "--model.n_step=3"])
