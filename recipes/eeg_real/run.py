@@ -146,6 +146,11 @@ def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
         blink_component=blink,
         abs_r_blink_vs_blink_ref=float(abs(scores[blink])),
         abs_r_blink_vs_eog2=_abs_r(comp, eog2),
+        # The same in the fitted band (the and ../shared/data's anchors).
+        abs_r_blink_vs_blink_ref_fitted_band=_abs_r(
+            sources[blink], raw.get_data(picks=[d["blink_ref"]])[0]
+        ),
+        abs_r_blink_vs_eog2_fitted_band=_abs_r(sources[blink], raw.get_data(picks=["EOG2"])[0]),
         frontal={},
     )
     for name in d["frontal"]:
@@ -360,6 +365,16 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
             f"{ref} {min(values['abs_r']):.3f} .. {max(values['abs_r']):.3f} "
             f"(median {np.median(values['abs_r']):.3f})",
         ]
+    lines += [
+        "",
+        f"In the fitted band ({cfg['data']['l_freq']:g}-{cfg['data']['h_freq']:g} Hz), "
+        f"blink component abs r with {ref} / EOG2: "
+        + "; ".join(
+            f"{r['method']} {r['abs_r_blink_vs_blink_ref_fitted_band']:.3f} / "
+            f"{r['abs_r_blink_vs_eog2_fitted_band']:.3f}"
+            for r in clean_rows
+        ),
+    ]
     lines += ["", f"Hardware: {timing['hardware']}"]
     text = "\n".join(lines) + "\n"
     (exp / "results.md").write_text(text)
