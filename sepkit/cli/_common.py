@@ -18,7 +18,7 @@ def add_common(p) -> None:
 
 
 def add_model_options(p, *, tf_note: str = "") -> None:
-    """--domain and --mixing, the separator's ``domain`` and ``mixing``.
+    """--domain, --mixing and --highpass: the separator's options of the same names.
 
     Used by fit, separate and fit-batch.
 
@@ -48,6 +48,20 @@ def add_model_options(p, *, tf_note: str = "") -> None:
         "per-sensor nonlinearity (saturating amplifiers); nonlinear: the convolutional "
         "network; auto: linear for EEG, nonlinear otherwise (default: %(default)s)",
     )
+    p.add_argument(
+        "--highpass",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="fit on a copy high-passed at HZ (separation then applies to the file as it "
+        "is, as MNE's ICA); with --mixing post-nonlinear the filter acts after the "
+        "learned unwarping, so give it the unfiltered recording (default: no filter)",
+    )
+
+
+def model_options(args) -> dict:
+    """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
+    return dict(domain=args.domain, mixing=args.mixing, highpass=args.highpass)
 
 
 def say(args, message: str) -> None:

@@ -17,6 +17,7 @@ from ._common import (
     add_common,
     add_model_options,
     check_targets,
+    model_options,
     read_input,
     say,
     show_progress,
@@ -67,7 +68,7 @@ def run(args) -> int:
         sep = IVAESeparator(**{**pre.get_params(), "checkpoint_dir": None})
     else:
         pre = None
-        sep = IVAESeparator(args.n_sources, domain=args.domain, mixing=args.mixing)
+        sep = IVAESeparator(args.n_sources, **model_options(args))
     params = dict(random_state=args.seed, verbose=show_progress(args), device="cpu")
     for key in ("steps", "window", "lr"):
         value = getattr(args, key)
@@ -86,6 +87,8 @@ def run(args) -> int:
         init=args.init,
         n_sources=sep.n_sources,
         n_steps=sep.n_steps_run_,
+        mixing=getattr(sep, "mixing_", None),
+        highpass=sep.highpass,
         final_loss=sep.history_[-1]["loss"],
         seconds=seconds,
     )

@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_model_options, read_input
+from ._common import add_model_options, model_options, read_input
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -104,8 +104,7 @@ def run(args) -> int:
             sep = IVAESeparator(
                 n_sources,
                 n_steps=args.steps,
-                domain=args.domain,
-                mixing=args.mixing,
+                **model_options(args),
                 device=device,
                 random_state=args.seed,
             )

@@ -26,6 +26,7 @@ from ._common import (
     add_model_options,
     check_targets,
     input_kind,
+    model_options,
     read_input,
     say,
     show_progress,
@@ -168,7 +169,7 @@ def run(args) -> int:
                 sep = IVAESeparator(**{**pretrained.get_params(), "device": "cpu"})
                 init = pretrained
             else:
-                sep = IVAESeparator(n_sources, device="cpu", domain=args.domain, mixing=args.mixing)
+                sep = IVAESeparator(n_sources, device="cpu", **model_options(args))
                 init = None
             params = dict(random_state=args.seed, verbose=verbose, checkpoint_dir=None)
             if args.steps is not None:
@@ -197,6 +198,7 @@ def run(args) -> int:
         if fits:
             info["n_steps"] = sep.n_steps_run_
             info["mixing"] = getattr(sep, "mixing_", None)
+            info["highpass"] = sep.highpass
             info["final_loss"] = sep.history_[-1]["loss"]
             sep.save(out / f"{stem}_model.safetensors", overwrite=args.force)
         if kind == "audio":

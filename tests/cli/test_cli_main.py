@@ -278,3 +278,27 @@ def test_separate_eeg_mixing_choice(tmp_path):
         assert info["n_steps"] == expect_steps
     err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "m.st", "--mixing", "affine")
     assert err.returncode == 2 and "invalid choice: 'affine'" in err.stderr
+
+
+def test_highpass_option_reaches_the_separator(tmp_path):
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(
+        4, duration=20.0, sample_rate=128.0, nonlinearity="saturation", random_state=2
+    )
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "pnl"
+    argv = ["separate", str(path), "--n-sources", "4", "-o", str(out), "--quiet"]
+    assert main(argv + ["--mixing", "post-nonlinear", "--highpass", "1.0"]) == 0
+    info = json.loads((out / "rec_metrics.json").read_text())
+    assert info["mixing"] == "post-nonlinear" and info["highpass"] == 1.0
+    model = out / "rec_model.safetensors"
+    assert IVAESeparator.load(model).get_params()["highpass"] == 1.0
+    assert main(["fit", str(path), "--n-sources", "4", "-o", str(tmp_path / "m.safetensors"),
+                 "--highpass", "1.0", "--quiet"]) == 0  # fmt: skip
+    fitted = json.loads((tmp_path / "m_metrics.json").read_text())
+    assert fitted["highpass"] == 1.0 and fitted["mixing"] == "linear"
+    err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "z.safetensors",
+               "--highpass", "0")  # fmt: skip
+    assert err.returncode == 2 and "'highpass' must be > 0" in err.stderr
