@@ -293,6 +293,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         post-nonlinear model on the unfiltered recording with ``highpass``
         set; measured on clipped make_eeg recordings in
         recipes/eeg_semisynthetic/README.md.
+    lowpass : float or None
+        Edge in Hz of a low-pass filter applied with ``highpass`` in the
+        same way (both set: a band-pass, as ``raw.filter(highpass,
+        lowpass)``). None (default): no low-pass.
 
     Attributes
     ----------
@@ -400,6 +404,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         refine_steps: int = 0,
         refine_prior_weight: float = 0.05,
         highpass: float | None = None,
+        lowpass: float | None = None,
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -439,6 +444,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.refine_steps = refine_steps
         self.refine_prior_weight = refine_prior_weight
         self.highpass = highpass
+        self.lowpass = lowpass
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
@@ -498,8 +504,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_float("kl_warmup", self.kl_warmup, min_value=0.0, max_value=1.0)
         check_int("refine_steps", self.refine_steps, min_value=0)
         check_float("refine_prior_weight", self.refine_prior_weight, min_value=0.0, strict_min=True)
-        if self.highpass is not None:
-            check_float("highpass", self.highpass, min_value=0.0, strict_min=True)
+        for name in ("highpass", "lowpass"):
+            if getattr(self, name) is not None:
+                check_float(name, getattr(self, name), min_value=0.0, strict_min=True)
         if self.refine_steps and (self.kernel_size != 1 or self.prior == "laplace"):
             raise ValueError(
                 f"refine_steps={self.refine_steps} refines each time sample on its own with a "
@@ -733,11 +740,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                     "but domain resolved to 'tf' (convolutive separation). Pass "
                     "domain='time', or mixing='auto'."
                 )
-            if self.highpass is not None:
+            band = self._band_text()
+            if band:
                 raise ValueError(
-                    f"highpass={self.highpass:g} filters the time-domain fit, but domain "
-                    "resolved to 'tf' (convolutive separation, which works per frequency). "
-                    "Pass highpass=None, or domain='time'."
+                    f"{band} filters the time-domain fit, but domain resolved to 'tf' "
+                    "(convolutive separation, which works per frequency). Pass "
+                    "highpass=None and lowpass=None, or domain='time'."
                 )
             return tf_separation.fit_separator(self, data, sample_rate, rec, u)
         n_channels, n_times = data.shape
@@ -960,28 +968,47 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             z = z[:, good]
         return z.mean(axis=1).astype(np.float64)
 
+    def _band_text(self) -> str:
+        """ "highpass=1 Hz, lowpass=40 Hz" for the filter options that are set ("" if none)."""
+        return ", ".join(
+            f"{name}={getattr(self, name):g} Hz"
+            for name in ("highpass", "lowpass")
+            if getattr(self, name) is not None
+        )
+
     def _fit_filter(self, sample_rate):
-        """The ``highpass`` filter of fit as ``filt(a)`` on (n_rows, n_times) arrays, or None."""
-        if self.highpass is None:
+        """The ``highpass``/``lowpass`` filter of fit as ``filt(a)`` on (n_rows, n_times), or None."""
+        if self.highpass is None and self.lowpass is None:
             return None
+        band = self._band_text()
         if sample_rate is None:
             raise ValueError(
-                f"highpass={self.highpass:g} Hz needs a sample rate, but X is a plain array. "
-                "Pass a Recording or an MNE Raw, or highpass=None."
+                f"{band} needs a sample rate, but X is a plain array. Pass a Recording or an "
+                "MNE Raw, or highpass=None and lowpass=None."
             )
-        from .io.eeg import check_band
-
-        check_band(self.highpass, None, sample_rate)
-        if self.highpass >= sample_rate / 2.0:
-            raise ValueError(
-                f"highpass={self.highpass:g} Hz must be below the Nyquist frequency "
-                f"({sample_rate / 2.0:g} Hz) of the recording. Lower it or pass highpass=None."
-            )
+        nyquist = sample_rate / 2.0
+        for name in ("highpass", "lowpass"):
+            edge = getattr(self, name)
+            if edge is not None and edge >= nyquist:
+                raise ValueError(
+                    f"{name}={edge:g} Hz must be below the Nyquist frequency ({nyquist:g} Hz) "
+                    f"of the recording. Lower it or pass {name}=None."
+                )
+        if self.highpass is not None and self.lowpass is not None:
+            if self.highpass >= self.lowpass:
+                raise ValueError(
+                    f"highpass={self.highpass:g} Hz must be below lowpass={self.lowpass:g} Hz "
+                    "for a band-pass; pass one of them as None for a one-sided filter."
+                )
         import mne
 
         def filt(a):
             return mne.filter.filter_data(
-                np.asarray(a, dtype=np.float64), sample_rate, self.highpass, None, verbose="error"
+                np.asarray(a, dtype=np.float64),
+                sample_rate,
+                self.highpass,
+                self.lowpass,
+                verbose="error",
             )
 
         return filt

@@ -290,6 +290,23 @@ def test_highpass_fits_on_a_filtered_copy(gaussian_nonstationary):
     assert sep.get_params()["highpass"] == 1.0
 
 
+def test_band_fits_on_a_band_passed_copy(gaussian_nonstationary):
+    X, _, u, _ = gaussian_nonstationary
+    rec = Recording(X, sample_rate=SAMPLE_RATE, kind="eeg")
+    band = mne.filter.filter_data(
+        np.asarray(X, dtype=np.float64), SAMPLE_RATE, 1.0, 30.0, verbose="error"
+    )
+    sep = IVAESeparator(N_SOURCES, mixing="linear", highpass=1.0, lowpass=30.0).fit(rec, u)
+    ref = IVAESeparator(N_SOURCES, mixing="linear").fit(
+        Recording(band, sample_rate=SAMPLE_RATE, kind="eeg"), u
+    )
+    np.testing.assert_allclose(
+        sep.transform(rec, u).data, ref.transform(rec, u).data, rtol=1e-4, atol=1e-4
+    )
+    only_low = IVAESeparator(N_SOURCES, mixing="linear", lowpass=30.0).fit(rec, u)
+    assert not np.allclose(only_low.transform(rec, u).data, sep.transform(rec, u).data)
+
+
 def test_post_nonlinear_filters_after_the_unwarping(saturated):
     """A filter applied to a clipped recording spreads the clip; highpass= filters h(x)."""
     X, S, u = saturated
@@ -315,8 +332,18 @@ def test_highpass_errors_and_warnings(gaussian_nonstationary):
     with pytest.raises(ValueError, match="'highpass' must be > 0"):
         IVAESeparator(2, highpass=0.0).fit(rec, u)
     audio = Recording(X[:2], sample_rate=SAMPLE_RATE, kind="audio")
-    with pytest.raises(ValueError, match=r"highpass=1 filters the time-domain fit.*domain='time'"):
+    with pytest.raises(
+        ValueError, match=r"highpass=1 Hz filters the time-domain fit.*domain='time'"
+    ):
         IVAESeparator(2, highpass=1.0, domain="tf").fit(audio)
+    with pytest.raises(ValueError, match=r"lowpass=50 Hz must be below the Nyquist.*\(50 Hz\)"):
+        IVAESeparator(2, mixing="linear", lowpass=50.0).fit(rec, u)
+    with pytest.raises(ValueError, match=r"highpass=20 Hz must be below lowpass=10 Hz"):
+        IVAESeparator(2, mixing="linear", highpass=20.0, lowpass=10.0).fit(rec, u)
+    with pytest.raises(ValueError, match="'lowpass' must be > 0"):
+        IVAESeparator(2, lowpass=-1.0).fit(rec, u)
+    with pytest.raises(ValueError, match=r"lowpass=30 Hz needs a sample rate"):
+        IVAESeparator(2, mixing="linear", lowpass=30.0).fit(X, u)
 
     raw, _, _ = make_eeg(4, duration=20.0, sample_rate=SAMPLE_RATE, random_state=0)
     with pytest.warns(RuntimeWarning, match="Slow drifts"):

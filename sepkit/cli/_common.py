@@ -18,7 +18,7 @@ def add_common(p) -> None:
 
 
 def add_model_options(p, *, tf_note: str = "") -> None:
-    """--domain, --mixing and --highpass: the separator's options of the same names.
+    """--domain, --mixing, --highpass, --lowpass: the separator's options of those names.
 
     Used by fit, separate and fit-batch.
 
@@ -57,11 +57,20 @@ def add_model_options(p, *, tf_note: str = "") -> None:
         "is, as MNE's ICA); with --mixing post-nonlinear the filter acts after the "
         "learned unwarping, so give it the unfiltered recording (default: no filter)",
     )
+    p.add_argument(
+        "--lowpass",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="low-pass edge of the same fit filter (with --highpass: a band-pass)",
+    )
 
 
 def model_options(args) -> dict:
     """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
-    return dict(domain=args.domain, mixing=args.mixing, highpass=args.highpass)
+    return dict(
+        domain=args.domain, mixing=args.mixing, highpass=args.highpass, lowpass=args.lowpass
+    )
 
 
 def say(args, message: str) -> None:

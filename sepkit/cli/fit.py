@@ -89,6 +89,7 @@ def run(args) -> int:
         n_steps=sep.n_steps_run_,
         mixing=getattr(sep, "mixing_", None),
         highpass=sep.highpass,
+        lowpass=sep.lowpass,
         final_loss=sep.history_[-1]["loss"],
         seconds=seconds,
     )

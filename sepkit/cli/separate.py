@@ -199,6 +199,7 @@ def run(args) -> int:
             info["n_steps"] = sep.n_steps_run_
             info["mixing"] = getattr(sep, "mixing_", None)
             info["highpass"] = sep.highpass
+            info["lowpass"] = sep.lowpass
             info["final_loss"] = sep.history_[-1]["loss"]
             sep.save(out / f"{stem}_model.safetensors", overwrite=args.force)
         if kind == "audio":

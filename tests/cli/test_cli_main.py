@@ -290,15 +290,17 @@ def test_highpass_option_reaches_the_separator(tmp_path):
     raw.save(path, verbose="error")
     out = tmp_path / "pnl"
     argv = ["separate", str(path), "--n-sources", "4", "-o", str(out), "--quiet"]
-    assert main(argv + ["--mixing", "post-nonlinear", "--highpass", "1.0"]) == 0
+    assert main(argv + ["--mixing", "post-nonlinear", "--highpass", "1", "--lowpass", "40"]) == 0
     info = json.loads((out / "rec_metrics.json").read_text())
     assert info["mixing"] == "post-nonlinear" and info["highpass"] == 1.0
+    assert info["lowpass"] == 40.0
     model = out / "rec_model.safetensors"
     assert IVAESeparator.load(model).get_params()["highpass"] == 1.0
     assert main(["fit", str(path), "--n-sources", "4", "-o", str(tmp_path / "m.safetensors"),
                  "--highpass", "1.0", "--quiet"]) == 0  # fmt: skip
     fitted = json.loads((tmp_path / "m_metrics.json").read_text())
     assert fitted["highpass"] == 1.0 and fitted["mixing"] == "linear"
+    assert fitted["lowpass"] is None
     err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "z.safetensors",
                "--highpass", "0")  # fmt: skip
     assert err.returncode == 2 and "'highpass' must be > 0" in err.stderr
