@@ -63,7 +63,14 @@ def load_config(path: Path, overrides: list[str]) -> dict:
     return cfg
 
 
-def load_raw(cfg: dict):
+# Methods fitted on the unfiltered recording that filter inside the separator
+# (highpass=l_freq, lowpass=h_freq): the post-nonlinear model's unwarping must
+# see the samples as the amplifier wrote them.
+FILTER_INSIDE = {"sepkit-pnl"}
+
+
+def load_raw(cfg: dict, *, unfiltered: bool = False):
+    """The recording band-passed (or as read, with ``unfiltered``), EOG leads typed EOG."""
     d = cfg["data"]
     path = (ROOT / d["path"]).resolve()
     if not path.exists():
@@ -71,9 +78,20 @@ def load_raw(cfg: dict):
         return None
     # Every channel of the file is typed EEG: filter them all (EOG1/EOG2 too),
     # then type the EOG leads so that they are not fitted.
-    raw = filter_eeg(read_eeg(path, picks="eeg"), d["l_freq"], d["h_freq"])
+    raw = read_eeg(path, picks="eeg")
+    if not unfiltered:
+        raw = filter_eeg(raw, d["l_freq"], d["h_freq"])
     raw.set_channel_types({name: "eog" for name in d["eog"]}, verbose="error")
     return raw
+
+
+def band(raw_like, cfg: dict):
+    """An array or Raw filtered to the recipe's band, as the recording is."""
+    d = cfg["data"]
+    if isinstance(raw_like, np.ndarray):
+        sfreq = cfg["_sfreq"]
+        return mne.filter.filter_data(raw_like, sfreq, d["l_freq"], d["h_freq"], verbose="error")
+    return filter_eeg(raw_like, d["l_freq"], d["h_freq"], picks=None)
 
 
 def stage_fit(cfg: dict, exp: Path) -> None:
@@ -93,8 +111,12 @@ def stage_fit(cfg: dict, exp: Path) -> None:
         t0 = time.perf_counter()
         if method.startswith("sepkit"):
             kw = dict(cfg["sepkit"], **_recipe.SEPKIT_METHODS[method])
+            fit_raw = raw
+            if method in FILTER_INSIDE:
+                kw.update(highpass=cfg["data"]["l_freq"], lowpass=cfg["data"]["h_freq"])
+                fit_raw = load_raw(cfg, unfiltered=True)
             sep = IVAESeparator(e["n_sources"], random_state=e["seed"], **kw)
-            sep.fit(raw, picks="eeg")
+            sep.fit(fit_raw, picks="eeg")
             timing[method] = time.perf_counter() - t0
             sep.save(target)
         else:
@@ -121,7 +143,16 @@ def _abs_r(a, b) -> float:
 
 def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
     d = cfg["data"]
-    if method.startswith("sepkit"):
+    if method in FILTER_INSIDE:
+        # Sources of the unfiltered recording, then the recording's band. Not
+        # find_bads_eog(unfiltered): its 1-10 Hz filter lets sub-1 Hz drift of
+        # the unfiltered sources through and lowers every score.
+        est = IVAESeparator.load(exp / f"{method}.safetensors", device="cpu")
+        unfiltered = load_raw(cfg, unfiltered=True)
+        sources = band(est.get_sources(unfiltered).get_data(), cfg)
+        ref = _bandpass(raw.get_data(picks=[d["blink_ref"]])[0], raw.info["sfreq"])
+        scores = [_abs_r(_bandpass(c, raw.info["sfreq"]), ref) for c in sources]
+    elif method.startswith("sepkit"):
         est = IVAESeparator.load(exp / f"{method}.safetensors", device="cpu")
         _, scores = est.find_bads_eog(raw, ch_name=d["blink_ref"])
         sources = est.get_sources(raw).get_data()
@@ -133,11 +164,12 @@ def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
         sources = est.get_sources(raw).get_data()
     scores = np.asarray(scores)
     blink = int(np.argmax(np.abs(scores)))
-    cleaned = (
-        est.apply(raw.copy(), exclude=[blink], verbose="error")
-        if not method.startswith("sepkit")
-        else (est.apply(raw, exclude=[blink]))
-    )
+    if method in FILTER_INSIDE:
+        cleaned = band(est.apply(unfiltered, exclude=[blink]), cfg)
+    elif method.startswith("sepkit"):
+        cleaned = est.apply(raw, exclude=[blink])
+    else:
+        cleaned = est.apply(raw.copy(), exclude=[blink], verbose="error")
     sfreq = raw.info["sfreq"]
     eog2 = _bandpass(raw.get_data(picks=["EOG2"])[0], sfreq)
     comp = _bandpass(sources[blink], sfreq)
@@ -301,6 +333,7 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
     if raw is None:
         return
     timing = json.loads((exp / "fit_seconds.json").read_text())
+    cfg["_sfreq"] = raw.info["sfreq"]
     rows = [evaluate_method(m, raw, cfg, exp) for m in cfg["experiment"]["methods"]]
     figures(rows, raw, cfg, exp)
     sfreq = raw.info["sfreq"]
