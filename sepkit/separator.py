@@ -254,7 +254,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         :func:`sepkit.train.fit_post_nonlinear_ivae`), then the sources are
         separated on h(x) as for "linear". Fit it on the **unfiltered**
         recording with ``highpass`` set (below): the clip acts before any
-        filter. Never picked by "auto"; 5-8 s (19 channels) to 30 s (64
+        filter. Never picked by "auto"; 4-8 s (19 channels) to 15-25 s (64
         channels) on one CPU thread. Measured on clipped make_eeg recordings
         (recipes/eeg_semisynthetic, 10 min at 256 Hz, ``highpass=1.0``):
         ahead of MNE picard on all 18, by +0.023 to +0.091 MCC with the clip
