@@ -380,3 +380,34 @@ def test_highpass_errors_and_warnings(gaussian_nonstationary):
     raw_f = raw.copy().filter(1.0, None, verbose="error")
     with pytest.warns(RuntimeWarning, match=r"Fit the unfiltered recording with highpass=1 "):
         IVAESeparator(4, mixing="post-nonlinear").fit(raw_f)
+
+
+@pytest.mark.parametrize("mixing", ["post-nonlinear", "linear"])
+def test_highpass_leaves_bad_spans_out(saturated, mixing):
+    """BAD samples are bridged by lines before the fit filter and kept out of the
+    statistics: garbage under a BAD annotation leaks neither through the filter nor
+    (post-nonlinear) through the odd powers of the unwarping. Measured, post-nonlinear:
+    MCC 0.9935 against 0.9937 without the artefact (0.953 before the bridging; 0.937
+    with reject_by_annotation=False)."""
+    X, S, u = saturated
+    info = mne.create_info([f"E{i}" for i in range(X.shape[0])], SAMPLE_RATE, "eeg")
+    clean = mne.io.RawArray(X, info, verbose="error")
+    dirty = X.copy()
+    start, stop = 2000, 2500  # 5 s of huge artefact
+    dirty[:, start:stop] = (
+        50.0 * X.std() * np.random.default_rng(9).standard_normal((X.shape[0], stop - start))
+    )
+    bad = mne.io.RawArray(dirty, info, verbose="error")
+    bad.set_annotations(mne.Annotations(start / SAMPLE_RATE, 5.0, "BAD_artefact"))
+    kw = dict(mixing=mixing, highpass=1.0)
+    ref = IVAESeparator(N_SOURCES, **kw).fit(clean, u=u)
+    sep = IVAESeparator(N_SOURCES, **kw).fit(bad, u=u)
+    good = np.ones(X.shape[1], bool)
+    # The filter's impulse response spreads the artefact a little beyond the span.
+    good[start - 500 : stop + 500] = False
+    S_f = _highpass(S)[:, good]
+    score_ref = mcc(S_f, _highpass(ref.get_sources(clean, u=u).get_data())[:, good])
+    score = mcc(S_f, _highpass(sep.get_sources(clean, u=u).get_data())[:, good])
+    assert score_ref > 0.9 and score > score_ref - 0.005
+    blind = IVAESeparator(N_SOURCES, **kw).fit(bad, u=u, reject_by_annotation=False)
+    assert mcc(S_f, _highpass(blind.get_sources(clean, u=u).get_data())[:, good]) < score - 0.01
