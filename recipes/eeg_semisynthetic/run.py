@@ -17,6 +17,8 @@ reference), in three cases:
 * ``strong_saturation``: the same clip at L = ``data.strong_saturation_rms``
   times the RMS (1.5 in the default config): ongoing activity is bent too,
   not only the blinks.
+* ``hard_clip``: a hard rail ``clip(x, -L, L)`` at L = ``data.clip_rms`` times
+  the RMS (1.5): flat tops, where what lay beyond L is lost.
 
 Every recording is high-pass filtered (``data.highpass``) before MNE ICA and
 the linear and network iVAEs see it. ``sepkit-pnl`` (mixing="post-nonlinear")
@@ -64,9 +66,14 @@ from sepkit.datasets import make_eeg
 from sepkit.metrics import amari_index, correlation_matrix, mcc
 
 HERE = Path(__file__).resolve().parent
-CASES = ("linear", "nonstationary", "saturation", "strong_saturation")
-# Cases whose recording went through a sensor nonlinearity: no mixing matrix.
-NONLINEAR_CASES = ("saturation", "strong_saturation")
+CASES = ("linear", "nonstationary", "saturation", "strong_saturation", "hard_clip")
+# Cases whose recording went through a sensor nonlinearity (no mixing matrix):
+# make_eeg's nonlinearity and the [data] key of the level (x the linear RMS).
+NONLINEAR_CASES = {
+    "saturation": ("saturation", "saturation_rms"),
+    "strong_saturation": ("saturation", "strong_saturation_rms"),
+    "hard_clip": ("clip", "clip_rms"),
+}
 METHODS = (*_recipe.SEPKIT_METHODS, "picard", "infomax", "fastica")
 
 
@@ -130,9 +137,12 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
             # The clip level is a multiple of the linear recording's RMS; the
             # same seed gives the same sources, mixing and noise.
             rms = float(np.sqrt(np.mean(raw.get_data() ** 2)))
-            multiple = d["saturation_rms" if case == "saturation" else "strong_saturation_rms"]
+            nonlinearity, level_key = NONLINEAR_CASES[case]
             raw, S, A = make_eeg(
-                n_sources, nonlinearity="saturation", saturation_level=multiple * rms, **kwargs
+                n_sources,
+                nonlinearity=nonlinearity,
+                saturation_level=d[level_key] * rms,
+                **kwargs,
             )
         stem.parent.mkdir(parents=True, exist_ok=True)
         raw.save(f"{stem}_unfiltered_raw.fif", verbose="error", overwrite=True)

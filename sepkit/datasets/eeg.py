@@ -378,10 +378,13 @@ def make_eeg(
         Length in seconds, at least 2.
     sample_rate : float
         Hz, at least 64.
-    nonlinearity : None or "saturation"
+    nonlinearity : None, "saturation" or "clip"
         None: the recording is ``A @ S + noise``. ``"saturation"``: an
         amplifier-style soft clip ``L * tanh(x / L)`` of every sample after
-        the noise is added, so ``|raw| < L``.
+        the noise is added, so ``|raw| < L``. ``"clip"``: a hard rail,
+        ``clip(x, -L, L)``, as an amplifier driven past its input range
+        (flat tops: what lies beyond L is lost, where the soft clip can be
+        inverted).
     snr_db : float or None
         Ratio of the power of ``A @ S`` (mean over channels and time) to the
         sensor noise power, in dB. None adds no noise.
@@ -404,7 +407,7 @@ def make_eeg(
     line_freq : float
         Power-line frequency in Hz for ``"line_noise"`` (50 or 60).
     saturation_level : float or None
-        ``L`` in volts for ``nonlinearity="saturation"``; None uses 3 times
+        ``L`` in volts for ``nonlinearity="saturation"`` or ``"clip"``; None uses 3 times
         the RMS of the linear recording (blinks clip hard, ongoing activity
         bends slightly).
     reference : "average" or None
@@ -438,15 +441,16 @@ def make_eeg(
     n_sources = check_int("n_sources", n_sources, min_value=1)
     duration = check_float("duration", duration, min_value=_MIN_DURATION)
     sample_rate = check_float("sample_rate", sample_rate, min_value=_MIN_SAMPLE_RATE)
-    check_option("nonlinearity", nonlinearity, (None, "saturation"))
+    check_option("nonlinearity", nonlinearity, (None, "saturation", "clip"))
     check_option("reference", reference, ("average", None))
     if snr_db is not None:
         snr_db = check_float("snr_db", snr_db)
     if saturation_level is not None:
-        if nonlinearity != "saturation":
+        if nonlinearity not in ("saturation", "clip"):
             raise ValueError(
-                "'saturation_level' only applies with nonlinearity='saturation', got "
-                f"nonlinearity={nonlinearity!r}; drop saturation_level or set the nonlinearity."
+                "'saturation_level' only applies with nonlinearity='saturation' or 'clip', "
+                f"got nonlinearity={nonlinearity!r}; drop saturation_level or set the "
+                "nonlinearity."
             )
         saturation_level = check_float(
             "saturation_level", saturation_level, min_value=0.0, strict_min=True
@@ -496,11 +500,15 @@ def make_eeg(
     if snr_db is not None:
         noise_std = np.sqrt(np.mean(X**2) / 10.0 ** (snr_db / 10.0))
         X = X + noise_std * rng.standard_normal(X.shape)
-    if nonlinearity == "saturation":
+    if nonlinearity is not None:
         level = saturation_level
         if level is None:
             level = _SATURATION_RMS_MULTIPLE * float(np.sqrt(np.mean(X**2)))
-        X = level * np.tanh(X / level)
+        X = (
+            level * np.tanh(X / level)
+            if nonlinearity == "saturation"
+            else np.clip(X, -level, level)
+        )
 
     info = mne.create_info(list(ch_names), sample_rate, "eeg")
     info.set_montage(dig, verbose="error")

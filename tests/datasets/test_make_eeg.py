@@ -101,6 +101,18 @@ def test_saturation_bounds_data():
     assert np.abs(default.get_data()).max() < default_level
 
 
+def test_clip_is_a_hard_rail():
+    level = 20e-6
+    raw, S, A = _make(4, nonlinearity="clip", saturation_level=level, snr_db=None)
+    X = raw.get_data()
+    np.testing.assert_allclose(X, np.clip(A @ S, -level, level), rtol=1e-12, atol=1e-18)
+    assert (np.abs(X) == level).mean() > 0.01  # flat tops at the rail
+    lin, _, _ = _make(4, snr_db=None)
+    default, _, _ = _make(4, nonlinearity="clip", snr_db=None)
+    rail = 3.0 * np.sqrt(np.mean(lin.get_data() ** 2))
+    np.testing.assert_allclose(np.abs(default.get_data()).max(), rail, rtol=1e-12)
+
+
 def _peak_freq(x, sample_rate=SAMPLE_RATE):
     spectrum = np.abs(np.fft.rfft(x))
     return np.fft.rfftfreq(x.size, 1 / sample_rate)[np.argmax(spectrum[1:]) + 1]
@@ -133,7 +145,9 @@ def test_errors():
         ValueError, match=r"'line_freq' \(60 Hz\) must be below 0.45 \* sample_rate"
     ):
         _make(1, source_kinds=["line_noise"], line_freq=60.0, sample_rate=128.0)
-    with pytest.raises(ValueError, match="'saturation_level' only applies with nonlinearity"):
+    with pytest.raises(
+        ValueError, match="'saturation_level' only applies with nonlinearity='saturation' or 'clip'"
+    ):
         _make(2, saturation_level=1e-5)
     with pytest.raises(ValueError, match="Invalid value for the 'montage' parameter"):
         _make(2, montage="biosemi65")
