@@ -1061,7 +1061,13 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 stacklevel=3,
             )
         elif self.highpass is None or self.highpass < 0.5:
-            warn_if_not_highpassed(raw, stacklevel=3)
+            fix = (
+                ", or let fit filter a copy: highpass=1.0 (for mixing='post-nonlinear', "
+                "the way to fit a clipping amplifier)"
+                if self.highpass is None
+                else ""
+            )
+            warn_if_not_highpassed(raw, stacklevel=3, fix=fix)
 
     def _fit_whitening(self, data, scale):
         if not self.whiten:

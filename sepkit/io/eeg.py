@@ -636,17 +636,20 @@ def is_highpassed(raw, min_freq: float = 0.5) -> bool:
     return float(raw.info["highpass"]) >= min_freq
 
 
-def warn_if_not_highpassed(raw, min_freq: float = 0.5, *, stacklevel: int = 2) -> bool:
+def warn_if_not_highpassed(
+    raw, min_freq: float = 0.5, *, stacklevel: int = 2, fix: str = ""
+) -> bool:
     """Emit a RuntimeWarning when ``raw`` is not high-passed at ``min_freq`` Hz.
 
-    Estimators call this before fitting. Returns :func:`is_highpassed`'s answer.
+    Estimators call this before fitting, with ``fix`` naming their own remedy
+    (appended to the message). Returns :func:`is_highpassed`'s answer.
     """
     ok = is_highpassed(raw, min_freq)
     if not ok:
         warnings.warn(
             f"The EEG has a high-pass edge of {raw.info['highpass']:g} Hz, below "
             f"{min_freq:g} Hz. Slow drifts will dominate the separation; high-pass "
-            "filter first, e.g. sepkit.io.highpass(raw, 1.0).",
+            f"filter first, e.g. sepkit.io.highpass(raw, 1.0){fix}.",
             RuntimeWarning,
             stacklevel=stacklevel + 1,
         )
