@@ -265,6 +265,13 @@ SEPKIT_METHODS = {
     "sepkit-picard": {"ica_init": "picard"},
 }
 
+# The variants that fit the unfiltered recording and filter inside the
+# separator (IVAESeparator(highpass=..., lowpass=...)): the post-nonlinear
+# model's unwarping must see the samples as the amplifier wrote them, before
+# any filter. The EEG recipes hand these the unfiltered file and filter their
+# sources afterwards, as the recording is.
+FILTER_INSIDE = frozenset({"sepkit-pnl"})
+
 # The ICA baselines as the EEG recipe and benchmark run them: MNE's method name
 # and fit_params (infomax: the extended variant, as EEGLAB's runica default).
 _MNE_ICA = {

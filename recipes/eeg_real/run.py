@@ -43,7 +43,7 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sepkit import IVAESeparator, _recipe  # noqa: E402
-from sepkit._recipe import hardware, recipe_parser, run_stages  # noqa: E402
+from sepkit._recipe import FILTER_INSIDE, hardware, recipe_parser, run_stages  # noqa: E402
 from sepkit.io import filter_eeg, read_eeg  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -63,12 +63,6 @@ def load_config(path: Path, overrides: list[str]) -> dict:
     return cfg
 
 
-# Methods fitted on the unfiltered recording that filter inside the separator
-# (highpass=l_freq, lowpass=h_freq): the post-nonlinear model's unwarping must
-# see the samples as the amplifier wrote them.
-FILTER_INSIDE = {"sepkit-pnl"}
-
-
 def load_raw(cfg: dict, *, unfiltered: bool = False):
     """The recording band-passed (or as read, with ``unfiltered``), EOG leads typed EOG."""
     d = cfg["data"]
@@ -85,11 +79,10 @@ def load_raw(cfg: dict, *, unfiltered: bool = False):
     return raw
 
 
-def band(raw_like, cfg: dict):
-    """An array or Raw filtered to the recipe's band, as the recording is."""
+def band(raw_like, cfg: dict, sfreq: float | None = None):
+    """An array (at ``sfreq`` Hz) or a Raw filtered to the recipe's band, as the recording is."""
     d = cfg["data"]
     if isinstance(raw_like, np.ndarray):
-        sfreq = cfg["_sfreq"]
         return mne.filter.filter_data(raw_like, sfreq, d["l_freq"], d["h_freq"], verbose="error")
     return filter_eeg(raw_like, d["l_freq"], d["h_freq"], picks=None)
 
@@ -149,7 +142,7 @@ def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
         # the unfiltered sources through and lowers every score.
         est = IVAESeparator.load(exp / f"{method}.safetensors", device="cpu")
         unfiltered = load_raw(cfg, unfiltered=True)
-        sources = band(est.get_sources(unfiltered).get_data(), cfg)
+        sources = band(est.get_sources(unfiltered).get_data(), cfg, raw.info["sfreq"])
         ref = _bandpass(raw.get_data(picks=[d["blink_ref"]])[0], raw.info["sfreq"])
         scores = [_abs_r(_bandpass(c, raw.info["sfreq"]), ref) for c in sources]
     elif method.startswith("sepkit"):
@@ -333,7 +326,6 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
     if raw is None:
         return
     timing = json.loads((exp / "fit_seconds.json").read_text())
-    cfg["_sfreq"] = raw.info["sfreq"]
     rows = [evaluate_method(m, raw, cfg, exp) for m in cfg["experiment"]["methods"]]
     figures(rows, raw, cfg, exp)
     sfreq = raw.info["sfreq"]

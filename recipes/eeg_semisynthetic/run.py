@@ -61,7 +61,7 @@ import mne
 import numpy as np
 
 from sepkit import IVAESeparator, _recipe
-from sepkit._recipe import hardware, mne_ica, recipe_parser, run_stages
+from sepkit._recipe import FILTER_INSIDE, hardware, mne_ica, recipe_parser, run_stages
 from sepkit.datasets import make_eeg
 from sepkit.metrics import amari_index, correlation_matrix, mcc
 
@@ -108,10 +108,6 @@ def cells(cfg: dict, only: str | None):
                 continue
             for seed in cfg["experiment"]["seeds"]:
                 yield montage, n_sources, case, seed
-
-
-# Methods that fit the unfiltered recording and filter inside the separator.
-FILTER_INSIDE = {"sepkit-pnl"}
 
 
 def data_stem(exp: Path, montage: str, case: str, seed: int) -> Path:
