@@ -256,10 +256,13 @@ def make_synthetic_data(data: Mapping, n_layers: int, seed: int):
 
 # The sepkit variants the EEG recipes and benchmark compare, as IVAESeparator
 # arguments on top of the config's: "sepkit" the defaults (the linear iVAE for
-# EEG), then the post-nonlinear model, the network, and the network started at
-# picard's solution.
+# EEG), "sepkit-hp" the defaults fitted on the unfiltered recording with the
+# filter inside (mixing="auto" then tries the sensor unwarping), then the
+# post-nonlinear model, the network, and the network started at picard's
+# solution.
 SEPKIT_METHODS = {
     "sepkit": {},
+    "sepkit-hp": {},
     "sepkit-pnl": {"mixing": "post-nonlinear"},
     "sepkit-nonlinear": {"mixing": "nonlinear"},
     "sepkit-picard": {"ica_init": "picard"},
@@ -270,7 +273,7 @@ SEPKIT_METHODS = {
 # model's unwarping must see the samples as the amplifier wrote them, before
 # any filter. The EEG recipes hand these the unfiltered file and filter their
 # sources afterwards, as the recording is.
-FILTER_INSIDE = frozenset({"sepkit-pnl"})
+FILTER_INSIDE = frozenset({"sepkit-hp", "sepkit-pnl"})
 
 # The ICA baselines as the EEG recipe and benchmark run them: MNE's method name
 # and fit_params (infomax: the extended variant, as EEGLAB's runica default).

@@ -46,6 +46,14 @@ _UNWARP_DEGREE = 3
 # MCC within 0.002 of 1000 (0.756/0.860/0.898 vs 0.758/0.861/0.900) in a tenth
 # of the time (64 channels: 20 s vs 133 s on one CPU thread).
 _UNWARP_MAX_ITER = 100
+# mixing="auto" keeps the sensor unwarping h it tried (a highpass/lowpass fit
+# of EEG) when h changes some channel by this share of its RMS or more
+# (``sensor_nonlinearity_``). On recipes/eeg_semisynthetic's unfiltered
+# recordings (seeds 0-2, 19/32/64 channels) the largest channel change was at
+# most 0.030 on the 18 linear ones and at least 0.216 on the 27 clipped ones;
+# EEGLAB's sample recording: 0.009. 0.08 lies between (near their geometric
+# mean), a channel that clips alone is enough.
+_UNWARP_KEEP = 0.08
 # Samples per forward pass at inference: bounds memory for long recordings.
 _INFER_CHUNK_SAMPLES = 1 << 16
 
@@ -268,7 +276,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         of kind "eeg"), whose sensors see a linear mixture of their sources
         (volume conduction, the assumption of MNE's ICA), unless an option
         needs the network (``prior="laplace"``, ``ica_init``, ``init=``, a
-        continuous u, ``decoder_u``); "nonlinear" otherwise. Measured on
+        continuous u, ``decoder_u``), or "post-nonlinear" for saturating
+        sensors (below); "nonlinear" otherwise. Measured on
         19-channel semi-synthetic EEG (recipes/eeg_semisynthetic): MCC 0.847
         and 0.781 on linear mixtures (MNE picard 0.846, 0.783; mixing=
         "nonlinear" 0.678, 0.668) in 2.4-2.7 s on one CPU thread (picard
@@ -284,8 +293,14 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         :func:`sepkit.train.fit_post_nonlinear_ivae`), then the sources are
         separated on h(x) as for "linear". Fit it on the **unfiltered**
         recording with ``highpass`` set (below): the clip acts before any
-        filter. Never picked by "auto"; 4-8 s (19 channels) to 15-25 s (64
-        channels) on one CPU thread. Measured on clipped make_eeg recordings
+        filter. "auto" tries it when fit filters (``highpass`` or
+        ``lowpass`` set) an EEG recording that is not high-pass filtered
+        already: it fits h, and keeps it when h changes some channel by 8 %
+        of its RMS or more (``sensor_nonlinearity_``; at most 3.0 % on 18
+        linear make_eeg recordings and 0.9 % on EEGLAB's sample recording, at
+        least 21.6 % on 27 clipped ones), else it drops h and fits "linear"
+        on the filtered copy. That try costs a post-nonlinear fit. 4-8 s (19
+        channels) to 15-25 s (64 channels) on one CPU thread. Measured on clipped make_eeg recordings
         (recipes/eeg_semisynthetic, 10 min at 256 Hz, ``highpass=1.0``):
         ahead of MNE picard on all 27, by +0.023 to +0.091 MCC with a soft
         clip at 3x the RMS, +0.050 to +0.134 at 1.5x and +0.022 to +0.075
@@ -343,6 +358,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     sensor_coefs_ : ndarray, shape (n_channels, 3) or None
         c1..c3 of h per channel (``mixing_ == "post-nonlinear"``), else None;
         ``mean_``, ``whitening_`` and ``dewhitening_`` then refer to h(x).
+    sensor_nonlinearity_ : ndarray, shape (n_channels,) or None
+        Where h was fitted (``mixing="post-nonlinear"``, or tried by "auto"):
+        per channel, the standard deviation of h(x) - x over that of h(x) on
+        the fitted samples of the standardised channel; 0 for a linear
+        sensor. None where h was not fitted.
     mixing_phase_ : float or None
         The cross-spectrum phase score "auto" measured on an audio Recording
         (near 0: instantaneous mixing); None when it was not measured.
@@ -780,11 +800,27 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                     "highpass=None and lowpass=None, or domain='time'."
                 )
             return tf_separation.fit_separator(self, data, sample_rate, rec, u)
+        from .io.eeg import is_highpassed as _is_highpassed
+
         n_channels, n_times = data.shape
         is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
         self.mixing_ = self._resolve_mixing(is_eeg, init, u)
         fit_filter = self._fit_filter(sample_rate)
         self.sensor_coefs_ = None  # set by mixing="post-nonlinear" only
+        self.sensor_nonlinearity_ = None  # set where the unwarping h is fitted
+        # mixing="auto" on EEG that fit filters itself (so it sees the signal as
+        # the amplifiers gave it): try the sensor unwarping, keep it only where
+        # it finds saturating sensors (_fit_linear). On a Raw filtered before
+        # the fit a clip is smeared over its neighbours and the unwarping gains
+        # little (recipes/eeg_semisynthetic/README.md), so it is not tried there.
+        self._try_unwarp = (
+            self.mixing == "auto"
+            and self.mixing_ == "linear"
+            and fit_filter is not None
+            and not (kind == "raw" and _is_highpassed(X))
+        )
+        if self._try_unwarp:
+            self.mixing_ = "post-nonlinear"
         if self.mixing_ in _LINEAR_MIXINGS:
             # The linear model's likelihood has a Gaussian prior and an exact
             # (point-mass) posterior, stored as a diagonal one.
@@ -1062,8 +1098,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
         elif self.highpass is None or self.highpass < 0.5:
             fix = (
-                ", or let fit filter a copy: highpass=1.0 (for mixing='post-nonlinear', "
-                "the way to fit a clipping amplifier)"
+                ", or let fit filter a copy: highpass=1.0 (then mixing='auto' also checks "
+                "the sensors for clipping, and mixing='post-nonlinear' can model it)"
                 if self.highpass is None
                 else ""
             )
@@ -1159,6 +1195,15 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             # h becomes part of the standardisation; the sources are then
             # separated as for mixing="linear", on the unwarped signal.
             unwarp = self._fit_sensor_unwarp(data, all_codes, good, fit_filter)
+            if self._try_unwarp and self.sensor_nonlinearity_.max() < _UNWARP_KEEP:
+                # mixing="auto": the sensors are linear; drop h and fit the
+                # filtered recording exactly as mixing="linear" does.
+                self.mixing_ = "linear"
+                self.sensor_coefs_ = None
+                data = fit_filter(_bridge_rejected(data, good))
+                stats = data if good is None else data[:, good]
+                self.mean_ = stats.mean(axis=1).astype(np.float64)
+                self._fit_whitening(stats, stats.std(axis=1))
         Xt = self._standardize(data).astype(np.float64)
         if fit_filter is not None and self.mixing_ == "post-nonlinear":
             # The model's sources are those of the filtered h(x).
@@ -1255,6 +1300,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         )
         self.sensor_coefs_ = result["coefs"]
         y, _ = sensor_unwarp(torch.from_numpy(x), torch.from_numpy(self.sensor_coefs_))
+        change = y - torch.from_numpy(x)
+        if good is not None:
+            change, y_fit = change[:, good], y[:, good]
+        else:
+            y_fit = y
+        self.sensor_nonlinearity_ = (change.std(dim=1) / y_fit.std(dim=1)).numpy()
         # Back to each channel's own scale, so that the principal components
         # weigh the channels as they do for mixing="linear".
         scale = self.sensor_scale_
@@ -1602,6 +1653,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if getattr(self, "sensor_coefs_", None) is not None:  # mixing="post-nonlinear"
             for name in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"):
                 tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+        if getattr(self, "sensor_nonlinearity_", None) is not None:
+            tensors["sensor_nonlinearity_"] = torch.from_numpy(
+                np.ascontiguousarray(self.sensor_nonlinearity_)
+            )
         classes = None if self.classes_ is None else self.classes_.tolist()
         meta = dict(
             format_version=_FORMAT_VERSION,
@@ -1697,7 +1752,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         sep.n_steps_run_ = sep.history_[-1]["step"]
         for name in ("mean_", "whitening_", "dewhitening_"):
             setattr(sep, name, tensors.pop(name).numpy())
-        for name in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"):
+        sep.sensor_coefs_ = sep.sensor_nonlinearity_ = None
+        for name in ("sensor_mean_", "sensor_scale_", "sensor_coefs_", "sensor_nonlinearity_"):
             if name in tensors:
                 setattr(sep, name, tensors.pop(name).numpy())
         sep.rank_ = sep.whitening_.shape[0]

@@ -411,3 +411,53 @@ def test_highpass_leaves_bad_spans_out(saturated, mixing):
     assert score_ref > 0.9 and score > score_ref - 0.005
     blind = IVAESeparator(N_SOURCES, **kw).fit(bad, u=u, reject_by_annotation=False)
     assert mcc(S_f, _highpass(blind.get_sources(clean, u=u).get_data())[:, good]) < score - 0.01
+
+
+# --------------------------------------------------------------------------
+# mixing="auto" tries the unwarping where fit filters the recording itself
+# --------------------------------------------------------------------------
+
+
+def test_auto_keeps_the_unwarping_only_for_saturating_sensors(
+    saturated, gaussian_nonstationary, tmp_path
+):
+    X_lin, _, u, _ = gaussian_nonstationary
+    X_sat, S, _ = saturated
+    lin_rec = Recording(X_lin, sample_rate=SAMPLE_RATE, kind="eeg")
+    sat_rec = Recording(X_sat, sample_rate=SAMPLE_RATE, kind="eeg")
+
+    sat = IVAESeparator(N_SOURCES, highpass=1.0).fit(sat_rec, u)
+    assert sat.mixing_ == "post-nonlinear" and sat.sensor_coefs_ is not None
+    assert sat.sensor_nonlinearity_.shape == (6,) and sat.sensor_nonlinearity_.max() > 0.08
+    explicit = IVAESeparator(N_SOURCES, mixing="post-nonlinear", highpass=1.0).fit(sat_rec, u)
+    np.testing.assert_array_equal(
+        sat.transform(sat_rec, u).data, explicit.transform(sat_rec, u).data
+    )
+    np.testing.assert_array_equal(sat.sensor_nonlinearity_, explicit.sensor_nonlinearity_)
+
+    lin = IVAESeparator(N_SOURCES, highpass=1.0).fit(lin_rec, u)
+    assert lin.mixing_ == "linear" and lin.sensor_coefs_ is None
+    assert 0.0 <= lin.sensor_nonlinearity_.max() < 0.08  # tried, then dropped
+    explicit = IVAESeparator(N_SOURCES, mixing="linear", highpass=1.0).fit(lin_rec, u)
+    np.testing.assert_allclose(
+        lin.transform(lin_rec, u).data, explicit.transform(lin_rec, u).data, rtol=1e-6, atol=1e-6
+    )
+    assert explicit.sensor_nonlinearity_ is None  # mixing="linear" never tries h
+    loaded = IVAESeparator.load(lin.save(tmp_path / "lin.safetensors"), device="cpu")
+    np.testing.assert_array_equal(loaded.sensor_nonlinearity_, lin.sensor_nonlinearity_)
+    assert loaded.mixing_ == "linear" and loaded.sensor_coefs_ is None
+
+    # Without a filter inside fit, auto stays linear and does not try h.
+    plain = IVAESeparator(N_SOURCES).fit(sat_rec, u)
+    assert plain.mixing_ == "linear" and plain.sensor_nonlinearity_ is None
+
+
+def test_auto_does_not_try_the_unwarping_on_a_filtered_raw():
+    raw, _, _ = make_eeg(
+        4, duration=20.0, sample_rate=SAMPLE_RATE, nonlinearity="clip", random_state=0
+    )
+    raw_f = raw.copy().filter(1.0, None, verbose="error")
+    sep = IVAESeparator(4, lowpass=30.0).fit(raw_f)
+    assert sep.mixing_ == "linear" and sep.sensor_nonlinearity_ is None
+    sep = IVAESeparator(4, highpass=1.0).fit(raw)
+    assert sep.sensor_nonlinearity_ is not None

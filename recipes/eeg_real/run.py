@@ -195,6 +195,11 @@ def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
 
     row["variance_removed_frontal"] = removed_share(d["frontal"])
     row["variance_removed_posterior"] = removed_share(d["posterior"])
+    if method.startswith("sepkit"):
+        # The model the separator fitted (mixing="auto" may try the unwarping).
+        nonlinearity = getattr(est, "sensor_nonlinearity_", None)
+        row["mixing"] = est.mixing_
+        row["sensor_nonlinearity_max"] = None if nonlinearity is None else float(nonlinearity.max())
     row["_cleaned"] = cleaned
     row["_sources"] = sources
     row["_estimator"] = est
@@ -372,6 +377,18 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
             f"{med(r, 'abs_r_blink_after'):.3f} | {r['variance_removed_frontal']:.1%} | "
             f"{r['variance_removed_posterior']:.1%} | {r['fit_seconds']:.1f} |"
         )
+    fitted = [
+        f"{r['method']} {r['mixing']}"
+        + (
+            ""
+            if r["sensor_nonlinearity_max"] is None
+            else f" (largest sensor_nonlinearity_ {r['sensor_nonlinearity_max']:.3f})"
+        )
+        for r in clean_rows
+        if "mixing" in r
+    ]
+    if fitted:
+        lines += ["", "Model fitted (mixing_): " + "; ".join(fitted)]
     if agreement:
         lines += [
             "",

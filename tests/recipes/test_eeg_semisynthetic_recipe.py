@@ -16,7 +16,7 @@ def test_tiny_recipe_runs_all_stages(tmp_path, load_recipe):
             str(tmp_path),
             '--data.cases=["saturation"]',
             "--data.duration=30.0",
-            '--experiment.methods=["sepkit", "sepkit-pnl", "picard"]',
+            '--experiment.methods=["sepkit", "sepkit-hp", "sepkit-pnl", "picard"]',
         ]
     )
     assert code == 0
@@ -25,7 +25,7 @@ def test_tiny_recipe_runs_all_stages(tmp_path, load_recipe):
     # its unwarping); the others the high-passed one.
     assert Path(f"{stem}_unfiltered_raw.fif").is_file() and Path(f"{stem}_raw.fif").is_file()
     table = (tmp_path / "results.md").read_text()
-    for method in ("sepkit", "sepkit-pnl", "picard"):
+    for method in ("sepkit", "sepkit-hp", "sepkit-pnl", "picard"):
         assert f"| saturation | 19 | 6 | {method} |" in table
         row = json.loads(
             (tmp_path / "fits" / f"{method}_standard_1020_saturation_seed0.json").read_text()
@@ -38,6 +38,17 @@ def test_tiny_recipe_runs_all_stages(tmp_path, load_recipe):
         assert min(row["per_source_abs_r"]) >= 0.0 and max(row["per_source_abs_r"]) <= 1.0
     assert "Median abs r of the matched estimate per source kind" in table
     assert "| saturation | sepkit-pnl | " in table
+    # The defaults with the filter inside tried the unwarping and kept it (clipped
+    # sensors); the plain defaults did not try it.
+    hp = json.loads(
+        (tmp_path / "fits" / "sepkit-hp_standard_1020_saturation_seed0.json").read_text()
+    )
+    plain = json.loads(
+        (tmp_path / "fits" / "sepkit_standard_1020_saturation_seed0.json").read_text()
+    )
+    assert hp["mixing"] == "post-nonlinear" and hp["sensor_nonlinearity_max"] >= 0.08
+    assert plain["mixing"] == "linear" and plain["sensor_nonlinearity_max"] is None
+    assert "| saturation | post-nonlinear 1 | " in table
 
 
 def test_unknown_method_is_an_error(tmp_path, load_recipe):
