@@ -46,7 +46,8 @@ def add_model_options(p, *, tf_note: str = "") -> None:
         help="linear: the linear iVAE fitted by exact maximum likelihood (seconds, no "
         "network; --steps does not apply); post-nonlinear: the same behind a learned "
         "per-sensor nonlinearity (saturating amplifiers); nonlinear: the convolutional "
-        "network; auto: linear for EEG, nonlinear otherwise (default: %(default)s)",
+        "network; auto: linear for EEG (post-nonlinear where --highpass/--lowpass are "
+        "given and the sensors clip), nonlinear otherwise (default: %(default)s)",
     )
     p.add_argument(
         "--highpass",
@@ -54,8 +55,9 @@ def add_model_options(p, *, tf_note: str = "") -> None:
         default=None,
         metavar="HZ",
         help="fit on a copy high-passed at HZ (separation then applies to the file as it "
-        "is, as MNE's ICA); with --mixing post-nonlinear the filter acts after the "
-        "learned unwarping, so give it the unfiltered recording (default: no filter)",
+        "is, as MNE's ICA); with --mixing post-nonlinear (or auto on clipping EEG) the "
+        "filter acts after the learned unwarping, so give it the unfiltered recording "
+        "(default: no filter)",
     )
     p.add_argument(
         "--lowpass",
