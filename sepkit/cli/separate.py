@@ -26,6 +26,7 @@ from ._common import (
     add_model_options,
     check_targets,
     input_kind,
+    largest_sensor_nonlinearity,
     model_options,
     read_input,
     say,
@@ -198,6 +199,7 @@ def run(args) -> int:
         if fits:
             info["n_steps"] = sep.n_steps_run_
             info["mixing"] = getattr(sep, "mixing_", None)
+            info["sensor_nonlinearity_max"] = largest_sensor_nonlinearity(sep)
             info["highpass"] = sep.highpass
             info["lowpass"] = sep.lowpass
             info["final_loss"] = sep.history_[-1]["loss"]

@@ -299,8 +299,10 @@ def test_highpass_option_reaches_the_separator(tmp_path):
     assert main(["fit", str(path), "--n-sources", "4", "-o", str(tmp_path / "m.safetensors"),
                  "--highpass", "1.0", "--quiet"]) == 0  # fmt: skip
     fitted = json.loads((tmp_path / "m_metrics.json").read_text())
-    assert fitted["highpass"] == 1.0 and fitted["mixing"] == "linear"
-    assert fitted["lowpass"] is None
+    # mixing="auto" with the filter inside found the clipping sensors.
+    assert fitted["highpass"] == 1.0 and fitted["mixing"] == "post-nonlinear"
+    assert fitted["sensor_nonlinearity_max"] >= 0.08 and fitted["lowpass"] is None
+    assert info["sensor_nonlinearity_max"] >= 0.08
     err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "z.safetensors",
                "--highpass", "0")  # fmt: skip
     assert err.returncode == 2 and "'highpass' must be > 0" in err.stderr
