@@ -818,13 +818,13 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         # it finds saturating sensors (_fit_linear). On a Raw filtered before
         # the fit a clip is smeared over its neighbours and the unwarping gains
         # little (recipes/eeg_semisynthetic/README.md), so it is not tried there.
-        self._try_unwarp = (
+        try_unwarp = (
             self.mixing == "auto"
             and self.mixing_ == "linear"
             and fit_filter is not None
             and not (kind == "raw" and _is_highpassed(X))
         )
-        if self._try_unwarp:
+        if try_unwarp:
             self.mixing_ = "post-nonlinear"
         if self.mixing_ in _LINEAR_MIXINGS:
             # The linear model's likelihood has a Gaussian prior and an exact
@@ -932,7 +932,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             else int(np.random.default_rng().integers(2**31))
         )
         if self.mixing_ in _LINEAR_MIXINGS:
-            return self._fit_linear(data, codes, u_layout, good, device, fit_filter)
+            return self._fit_linear(data, codes, u_layout, good, device, fit_filter, try_unwarp)
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -1053,27 +1053,16 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         """The ``highpass``/``lowpass`` filter of fit as ``filt(a)`` on (n_rows, n_times), or None."""
         if self.highpass is None and self.lowpass is None:
             return None
-        band = self._band_text()
         if sample_rate is None:
             raise ValueError(
-                f"{band} needs a sample rate, but X is a plain array. Pass a Recording or an "
-                "MNE Raw, or highpass=None and lowpass=None."
+                f"{self._band_text()} needs a sample rate, but X is a plain array. Pass a "
+                "Recording or an MNE Raw, or highpass=None and lowpass=None."
             )
-        nyquist = sample_rate / 2.0
-        for name in ("highpass", "lowpass"):
-            edge = getattr(self, name)
-            if edge is not None and edge >= nyquist:
-                raise ValueError(
-                    f"{name}={edge:g} Hz must be below the Nyquist frequency ({nyquist:g} Hz) "
-                    f"of the recording. Lower it or pass {name}=None."
-                )
-        if self.highpass is not None and self.lowpass is not None:
-            if self.highpass >= self.lowpass:
-                raise ValueError(
-                    f"highpass={self.highpass:g} Hz must be below lowpass={self.lowpass:g} Hz "
-                    "for a band-pass; pass one of them as None for a one-sided filter."
-                )
         import mne
+
+        from .io.eeg import check_band
+
+        check_band(self.highpass, self.lowpass, sample_rate, names=("highpass", "lowpass"))
 
         def filt(a):
             return mne.filter.filter_data(
@@ -1177,7 +1166,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             return "nonlinear"
         return "linear"
 
-    def _fit_linear(self, data, codes, u_layout, good, device, fit_filter=None):
+    def _fit_linear(self, data, codes, u_layout, good, device, fit_filter=None, try_unwarp=False):
         """Fit ``mixing_ == "linear"``: maximum likelihood, no network training.
 
         The result is stored as an :class:`~sepkit.models.IVAE` with one
@@ -1187,6 +1176,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         of the whitened dimensions beyond ``n_sources``: the noiseless linear
         iVAE written in the model's own parameters, so transform, save and
         get_components work as for a trained network.
+
+        ``try_unwarp`` (mixing="auto" with the fit filter; ``mixing_`` is then
+        "post-nonlinear" on entry): fit the sensor unwarping, and fall back to
+        "linear" on the filtered data when it changes no channel by
+        ``_UNWARP_KEEP`` of its RMS.
         """
         from .train import fit_linear_ivae
 
@@ -1200,7 +1194,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             # h becomes part of the standardisation; the sources are then
             # separated as for mixing="linear", on the unwarped signal.
             unwarp = self._fit_sensor_unwarp(data, all_codes, good, fit_filter)
-            if self._try_unwarp and self.sensor_nonlinearity_.max() < _UNWARP_KEEP:
+            if try_unwarp and self.sensor_nonlinearity_.max() < _UNWARP_KEEP:
                 # mixing="auto": the sensors are linear; drop h and fit the
                 # filtered recording exactly as mixing="linear" does.
                 self.mixing_ = "linear"

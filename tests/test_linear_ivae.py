@@ -364,7 +364,10 @@ def test_highpass_errors_and_warnings(gaussian_nonstationary):
         IVAESeparator(2, highpass=1.0, domain="tf").fit(audio)
     with pytest.raises(ValueError, match=r"lowpass=50 Hz must be below the Nyquist.*\(50 Hz\)"):
         IVAESeparator(2, mixing="linear", lowpass=50.0).fit(rec, u)
-    with pytest.raises(ValueError, match=r"highpass=20 Hz must be below lowpass=10 Hz"):
+    with pytest.raises(
+        ValueError,
+        match=r"highpass=20 Hz must be below lowpass=10 Hz.*highpass=None or lowpass=None",
+    ):
         IVAESeparator(2, mixing="linear", highpass=20.0, lowpass=10.0).fit(rec, u)
     with pytest.raises(ValueError, match="'lowpass' must be > 0"):
         IVAESeparator(2, lowpass=-1.0).fit(rec, u)

@@ -524,9 +524,13 @@ def test_find_bads_eog_bad_arguments(fitted, sim):
         fitted.find_bads_eog(raw, ch_name=[1])
     with pytest.raises(ValueError, match="'threshold' must be <= 1.0, got 2.0"):
         fitted.find_bads_eog(raw, threshold=2.0)
-    with pytest.raises(ValueError, match=r"'h_freq' must be below the Nyquist frequency \(64 Hz\)"):
+    with pytest.raises(
+        ValueError, match=r"h_freq=100 Hz must be below the Nyquist frequency \(64 Hz\)"
+    ):
         fitted.find_bads_eog(raw, h_freq=100.0)
-    with pytest.raises(ValueError, match=r"'l_freq' \(10 Hz\) must be below 'h_freq' \(5 Hz\)"):
+    with pytest.raises(ValueError, match=r"l_freq=70 Hz must be below the Nyquist frequency"):
+        fitted.find_bads_eog(raw, l_freq=70.0, h_freq=None)
+    with pytest.raises(ValueError, match=r"l_freq=10 Hz must be below h_freq=5 Hz .*l_freq=None"):
         fitted.find_bads_eog(raw, l_freq=10.0, h_freq=5.0)
 
 

@@ -464,25 +464,39 @@ def _loaded_copy(raw):
     return out
 
 
-def check_band(l_freq, h_freq, sample_rate: float):
+def check_band(l_freq, h_freq, sample_rate: float, *, names=("l_freq", "h_freq")):
     """Validate filter edges in Hz (either may be None); return them as floats.
 
     Shared by every function that filters, so that the messages agree.
+
+    Parameters
+    ----------
+    l_freq, h_freq : float or None
+        High-pass and low-pass edges in Hz.
+    sample_rate : float
+        Of the recording to filter, in Hz: both edges must lie below its
+        Nyquist frequency.
+    names : (str, str)
+        The caller's names of the two edges, for the messages (e.g.
+        ``("highpass", "lowpass")`` for IVAESeparator).
     """
     nyquist = sample_rate / 2.0
-    if l_freq is not None:
-        l_freq = check_float("l_freq", l_freq, min_value=0.0, strict_min=True)
-    if h_freq is not None:
-        h_freq = check_float("h_freq", h_freq, min_value=0.0, strict_min=True)
-        if h_freq >= nyquist:
-            raise ValueError(
-                f"'h_freq' must be below the Nyquist frequency ({nyquist:g} Hz), got "
-                f"{h_freq:g} Hz. Lower it or pass h_freq=None."
-            )
+    low_name, high_name = names
+    edges = []
+    for name, edge in ((low_name, l_freq), (high_name, h_freq)):
+        if edge is not None:
+            edge = check_float(name, edge, min_value=0.0, strict_min=True)
+            if edge >= nyquist:
+                raise ValueError(
+                    f"{name}={edge:g} Hz must be below the Nyquist frequency ({nyquist:g} Hz) "
+                    f"of the recording. Lower it or pass {name}=None."
+                )
+        edges.append(edge)
+    l_freq, h_freq = edges
     if l_freq is not None and h_freq is not None and l_freq >= h_freq:
         raise ValueError(
-            f"'l_freq' ({l_freq:g} Hz) must be below 'h_freq' ({h_freq:g} Hz) for a "
-            "band-pass; pass l_freq=None or h_freq=None for a one-sided filter."
+            f"{low_name}={l_freq:g} Hz must be below {high_name}={h_freq:g} Hz for a "
+            f"band-pass; pass {low_name}=None or {high_name}=None for a one-sided filter."
         )
     return l_freq, h_freq
 

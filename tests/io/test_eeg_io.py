@@ -298,9 +298,17 @@ def test_bandpass_and_notch():
 
 def test_filter_errors():
     raw = _raw()
-    with pytest.raises(ValueError, match=r"'h_freq' must be below the Nyquist frequency \(50 Hz\)"):
+    with pytest.raises(
+        ValueError, match=r"h_freq=60 Hz must be below the Nyquist frequency \(50 Hz\)"
+    ):
         filter_eeg(raw, 1.0, 60.0)
-    with pytest.raises(ValueError, match=r"'l_freq' \(20 Hz\) must be below 'h_freq' \(10 Hz\)"):
+    with pytest.raises(
+        ValueError, match=r"l_freq=50 Hz must be below the Nyquist frequency \(50 Hz\)"
+    ):
+        filter_eeg(raw, 50.0, None)
+    with pytest.raises(
+        ValueError, match=r"l_freq=20 Hz must be below h_freq=10 Hz for a band-pass"
+    ):
         filter_eeg(raw, 20.0, 10.0)
     with pytest.raises(ValueError, match="both None"):
         filter_eeg(raw, None, None)
