@@ -131,18 +131,12 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
             source_kinds=["nonstationary"] * n_sources if case == "nonstationary" else None,
             random_state=seed,
         )
-        raw, S, A = make_eeg(n_sources, **kwargs)
         if case in NONLINEAR_CASES:
-            # The clip level is a multiple of the linear recording's RMS; the
-            # same seed gives the same sources, mixing and noise.
-            rms = float(np.sqrt(np.mean(raw.get_data() ** 2)))
+            # The clip level is a multiple of the linear recording's RMS (the
+            # same seed without the clip: the same sources, mixing and noise).
             nonlinearity, level_key = NONLINEAR_CASES[case]
-            raw, S, A = make_eeg(
-                n_sources,
-                nonlinearity=nonlinearity,
-                saturation_level=d[level_key] * rms,
-                **kwargs,
-            )
+            kwargs.update(nonlinearity=nonlinearity, saturation_rms=d[level_key])
+        raw, S, A = make_eeg(n_sources, **kwargs)
         stem.parent.mkdir(parents=True, exist_ok=True)
         raw.save(f"{stem}_unfiltered_raw.fif", verbose="error", overwrite=True)
         raw.filter(d["highpass"], None, verbose="error")

@@ -351,6 +351,7 @@ def make_eeg(
     source_kinds: Sequence[str] | None = None,
     line_freq: float = 50.0,
     saturation_level: float | None = None,
+    saturation_rms: float | None = None,
     reference: str | None = "average",
     random_state=None,
 ) -> tuple[mne.io.RawArray, np.ndarray, np.ndarray]:
@@ -407,8 +408,12 @@ def make_eeg(
     line_freq : float
         Power-line frequency in Hz for ``"line_noise"`` (50 or 60).
     saturation_level : float or None
-        ``L`` in volts for ``nonlinearity="saturation"`` or ``"clip"``; None uses 3 times
-        the RMS of the linear recording (blinks clip hard, ongoing activity
+        ``L`` in volts for ``nonlinearity="saturation"`` or ``"clip"``; None uses
+        ``saturation_rms`` times the RMS of the linear recording.
+    saturation_rms : float or None
+        ``L`` as a multiple of the RMS of the linear recording (the same
+        seed without the nonlinearity), instead of ``saturation_level``. None
+        (and no ``saturation_level``): 3 (blinks clip hard, ongoing activity
         bends slightly).
     reference : "average" or None
         ``"average"``: ``A`` (and so the data) is re-referenced to the common
@@ -454,6 +459,21 @@ def make_eeg(
             )
         saturation_level = check_float(
             "saturation_level", saturation_level, min_value=0.0, strict_min=True
+        )
+    if saturation_rms is not None:
+        if nonlinearity not in ("saturation", "clip"):
+            raise ValueError(
+                "'saturation_rms' only applies with nonlinearity='saturation' or 'clip', "
+                f"got nonlinearity={nonlinearity!r}; drop saturation_rms or set the "
+                "nonlinearity."
+            )
+        if saturation_level is not None:
+            raise ValueError(
+                f"saturation_level={saturation_level:g} and saturation_rms={saturation_rms!r} "
+                "both set the clip level; pass one of them."
+            )
+        saturation_rms = check_float(
+            "saturation_rms", saturation_rms, min_value=0.0, strict_min=True
         )
     kinds = _check_kinds(source_kinds, n_sources)
     if "line_noise" in kinds:
@@ -503,7 +523,8 @@ def make_eeg(
     if nonlinearity is not None:
         level = saturation_level
         if level is None:
-            level = _SATURATION_RMS_MULTIPLE * float(np.sqrt(np.mean(X**2)))
+            multiple = _SATURATION_RMS_MULTIPLE if saturation_rms is None else saturation_rms
+            level = multiple * float(np.sqrt(np.mean(X**2)))
         X = (
             level * np.tanh(X / level)
             if nonlinearity == "saturation"

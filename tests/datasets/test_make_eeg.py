@@ -111,6 +111,12 @@ def test_clip_is_a_hard_rail():
     default, _, _ = _make(4, nonlinearity="clip", snr_db=None)
     rail = 3.0 * np.sqrt(np.mean(lin.get_data() ** 2))
     np.testing.assert_allclose(np.abs(default.get_data()).max(), rail, rtol=1e-12)
+    # saturation_rms: the level as a multiple of that RMS, in one simulation.
+    rms = np.sqrt(np.mean(lin.get_data() ** 2))
+    relative, _, _ = _make(4, nonlinearity="clip", saturation_rms=1.5, snr_db=None)
+    absolute, _, _ = _make(4, nonlinearity="clip", saturation_level=1.5 * rms, snr_db=None)
+    np.testing.assert_allclose(relative.get_data(), absolute.get_data(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(np.abs(relative.get_data()).max(), 1.5 * rms, rtol=1e-12)
 
 
 def _peak_freq(x, sample_rate=SAMPLE_RATE):
@@ -149,6 +155,14 @@ def test_errors():
         ValueError, match="'saturation_level' only applies with nonlinearity='saturation' or 'clip'"
     ):
         _make(2, saturation_level=1e-5)
+    with pytest.raises(
+        ValueError, match="'saturation_rms' only applies with nonlinearity='saturation' or 'clip'"
+    ):
+        _make(2, saturation_rms=1.5)
+    with pytest.raises(ValueError, match=r"saturation_level=1e-05 and saturation_rms=1.5 both"):
+        _make(2, nonlinearity="clip", saturation_level=1e-5, saturation_rms=1.5)
+    with pytest.raises(ValueError, match="'saturation_rms' must be > 0"):
+        _make(2, nonlinearity="clip", saturation_rms=0.0)
     with pytest.raises(ValueError, match="Invalid value for the 'montage' parameter"):
         _make(2, montage="biosemi65")
     with pytest.raises(ValueError, match="Invalid value for the 'nonlinearity' parameter"):
