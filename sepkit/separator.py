@@ -301,11 +301,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         linear make_eeg recordings and 0.9 % on EEGLAB's sample recording, at
         least 21.6 % on 27 clipped ones; on 15 held-out ones at most 4.2 %
         and at least 18.5 %), else it drops h and fits "linear" on the
-        filtered copy. That try costs a post-nonlinear fit. The linear
-        recordings' largest change grows with the channel count, so beyond 64
-        channels a linear recording may keep h: equal sources (h near the
-        identity), slower fit. 4-8 s (19
-        channels) to 15-25 s (64 channels) on one CPU thread. Measured on clipped make_eeg recordings
+        filtered copy (128 channels, biosemi128, 10 min: 0.028-0.033 on two
+        linear recordings, 0.276 clipped). That try costs a post-nonlinear
+        fit, also where h is dropped: pass ``mixing="linear"`` to skip it. A
+        linear recording that kept h would lose nothing but time (h stays
+        near the identity). The post-nonlinear fit takes 4-8 s (19 channels),
+        15-25 s (64) and about 50 s (128) on one CPU thread. Measured on clipped make_eeg recordings
         (recipes/eeg_semisynthetic, 10 min at 256 Hz, ``highpass=1.0``):
         ahead of MNE picard on all 27, by +0.023 to +0.091 MCC with a soft
         clip at 3x the RMS, +0.050 to +0.134 at 1.5x and +0.022 to +0.075
