@@ -2,9 +2,10 @@
 
 One place for what every run script needs: the TOML config with
 ``--section.key=value`` overrides, the stage loop with its command line, and
-the one-line machine description that goes into every results table. Private
-(underscore) because the scripts are its only users; it lives in the package
-so that a script finds it from any install.
+the one-line machine description that goes into every results table, and
+which model a separator fitted (also in the command line's metrics JSON).
+Private (underscore) because the scripts and the CLI are its only users; it
+lives in the package so that a script finds it from any install.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 __all__ = [
+    "fitted_model",
     "hardware",
     "load_config",
     "make_synthetic_data",
@@ -267,6 +269,22 @@ SEPKIT_METHODS = {
     "sepkit-nonlinear": {"mixing": "nonlinear"},
     "sepkit-picard": {"ica_init": "picard"},
 }
+
+
+def fitted_model(sep) -> dict:
+    """Which model a fitted IVAESeparator chose: for results rows and metrics JSON.
+
+    ``mixing``: its ``mixing_`` (None where it has none, e.g. ``domain_ ==
+    "tf"``); ``sensor_nonlinearity_max``: the largest ``sensor_nonlinearity_``
+    where the sensor unwarping was fitted (why ``mixing="auto"`` kept or
+    dropped it), else None.
+    """
+    values = getattr(sep, "sensor_nonlinearity_", None)
+    return dict(
+        mixing=getattr(sep, "mixing_", None),
+        sensor_nonlinearity_max=None if values is None else float(values.max()),
+    )
+
 
 # The variants that fit the unfiltered recording and filter inside the
 # separator (IVAESeparator(highpass=..., lowpass=...)): the post-nonlinear

@@ -806,7 +806,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                     "highpass=None and lowpass=None, or domain='time'."
                 )
             return tf_separation.fit_separator(self, data, sample_rate, rec, u)
-        from .io.eeg import is_highpassed as _is_highpassed
+        from .io.eeg import is_highpassed
 
         n_channels, n_times = data.shape
         is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
@@ -823,7 +823,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             self.mixing == "auto"
             and self.mixing_ == "linear"
             and fit_filter is not None
-            and not (kind == "raw" and _is_highpassed(X))
+            and not (kind == "raw" and is_highpassed(X))
         )
         if try_unwarp:
             self.mixing_ = "post-nonlinear"

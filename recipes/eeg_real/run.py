@@ -197,9 +197,7 @@ def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
     row["variance_removed_posterior"] = removed_share(d["posterior"])
     if method.startswith("sepkit"):
         # The model the separator fitted (mixing="auto" may try the unwarping).
-        nonlinearity = getattr(est, "sensor_nonlinearity_", None)
-        row["mixing"] = est.mixing_
-        row["sensor_nonlinearity_max"] = None if nonlinearity is None else float(nonlinearity.max())
+        row.update(_recipe.fitted_model(est))
     row["_cleaned"] = cleaned
     row["_sources"] = sources
     row["_estimator"] = est

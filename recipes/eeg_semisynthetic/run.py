@@ -179,12 +179,7 @@ def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict, hi
             sources = mne.filter.filter_data(
                 sources, raw.info["sfreq"], highpass, None, verbose="error"
             )
-        nonlinearity = sep.sensor_nonlinearity_
-        model = dict(
-            mixing=sep.mixing_,
-            sensor_nonlinearity_max=None if nonlinearity is None else float(nonlinearity.max()),
-        )
-        return sources, sep.get_components(), seconds, model
+        return sources, sep.get_components(), seconds, _recipe.fitted_model(sep)
     ica = mne_ica(method, n_sources, seed)
     ica.fit(raw, picks="eeg")
     seconds = time.perf_counter() - t0

@@ -68,15 +68,6 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
 
 
-def largest_sensor_nonlinearity(sep):
-    """The largest ``sensor_nonlinearity_`` of a fitted separator, or None where h was not fitted.
-
-    For the metrics JSON: why ``mixing="auto"`` kept or dropped the sensor unwarping.
-    """
-    values = getattr(sep, "sensor_nonlinearity_", None)
-    return None if values is None else float(values.max())
-
-
 def model_options(args) -> dict:
     """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
     return dict(

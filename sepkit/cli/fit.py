@@ -13,11 +13,11 @@ import argparse
 import time
 from pathlib import Path
 
+from .._recipe import fitted_model
 from ._common import (
     add_common,
     add_model_options,
     check_targets,
-    largest_sensor_nonlinearity,
     model_options,
     read_input,
     say,
@@ -88,8 +88,7 @@ def run(args) -> int:
         init=args.init,
         n_sources=sep.n_sources,
         n_steps=sep.n_steps_run_,
-        mixing=getattr(sep, "mixing_", None),
-        sensor_nonlinearity_max=largest_sensor_nonlinearity(sep),
+        **fitted_model(sep),
         highpass=sep.highpass,
         lowpass=sep.lowpass,
         final_loss=sep.history_[-1]["loss"],

@@ -21,12 +21,12 @@ import time
 import warnings
 from pathlib import Path
 
+from .._recipe import fitted_model
 from ._common import (
     add_common,
     add_model_options,
     check_targets,
     input_kind,
-    largest_sensor_nonlinearity,
     model_options,
     read_input,
     say,
@@ -198,8 +198,7 @@ def run(args) -> int:
         )
         if fits:
             info["n_steps"] = sep.n_steps_run_
-            info["mixing"] = getattr(sep, "mixing_", None)
-            info["sensor_nonlinearity_max"] = largest_sensor_nonlinearity(sep)
+            info.update(fitted_model(sep))
             info["highpass"] = sep.highpass
             info["lowpass"] = sep.lowpass
             info["final_loss"] = sep.history_[-1]["loss"]
