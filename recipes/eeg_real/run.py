@@ -95,6 +95,8 @@ def stage_fit(cfg: dict, exp: Path) -> None:
     exp.mkdir(parents=True, exist_ok=True)
     timing_path = exp / "fit_seconds.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    # Read once, and outside the timed fits.
+    unfiltered = load_raw(cfg, unfiltered=True) if FILTER_INSIDE & set(e["methods"]) else None
     for method in e["methods"]:
         target = exp / (
             f"{method}.safetensors" if method.startswith("sepkit") else f"{method}-ica.fif"
@@ -107,7 +109,7 @@ def stage_fit(cfg: dict, exp: Path) -> None:
             fit_raw = raw
             if method in FILTER_INSIDE:
                 kw.update(highpass=cfg["data"]["l_freq"], lowpass=cfg["data"]["h_freq"])
-                fit_raw = load_raw(cfg, unfiltered=True)
+                fit_raw = unfiltered
             sep = IVAESeparator(e["n_sources"], random_state=e["seed"], **kw)
             sep.fit(fit_raw, picks="eeg")
             timing[method] = time.perf_counter() - t0
@@ -134,14 +136,18 @@ def _abs_r(a, b) -> float:
     return float(abs(np.corrcoef(a, b)[0, 1]))
 
 
-def evaluate_method(method: str, raw, cfg: dict, exp: Path) -> dict:
+def evaluate_method(method: str, raw, cfg: dict, exp: Path, unfiltered=None) -> dict:
+    """Find, score and remove one method's blink component.
+
+    ``unfiltered`` is the recording as read (``load_raw(cfg, unfiltered=True)``),
+    needed by the methods in FILTER_INSIDE.
+    """
     d = cfg["data"]
     if method in FILTER_INSIDE:
         # Sources of the unfiltered recording, then the recording's band. Not
         # find_bads_eog(unfiltered): its 1-10 Hz filter lets sub-1 Hz drift of
         # the unfiltered sources through and lowers every score.
         est = IVAESeparator.load(exp / f"{method}.safetensors", device="cpu")
-        unfiltered = load_raw(cfg, unfiltered=True)
         sources = band(est.get_sources(unfiltered).get_data(), cfg, raw.info["sfreq"])
         ref = _bandpass(raw.get_data(picks=[d["blink_ref"]])[0], raw.info["sfreq"])
         scores = [_abs_r(_bandpass(c, raw.info["sfreq"]), ref) for c in sources]
@@ -329,7 +335,9 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
     if raw is None:
         return
     timing = json.loads((exp / "fit_seconds.json").read_text())
-    rows = [evaluate_method(m, raw, cfg, exp) for m in cfg["experiment"]["methods"]]
+    methods = cfg["experiment"]["methods"]
+    unfiltered = load_raw(cfg, unfiltered=True) if FILTER_INSIDE & set(methods) else None
+    rows = [evaluate_method(m, raw, cfg, exp, unfiltered) for m in methods]
     figures(rows, raw, cfg, exp)
     sfreq = raw.info["sfreq"]
     eog2 = _bandpass(raw.get_data(picks=["EOG2"])[0], sfreq)
