@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from numbers import Integral
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._check import check_float, check_int, check_option
 from .io.eeg import check_band
 
@@ -853,12 +853,6 @@ def _save_fif_atomic(raw, path: Path) -> Path:
     """Save ``raw`` to a temp file beside ``path``, then rename it over ``path``."""
     # The temp name keeps MNE's "_raw.fif" ending so MNE does not warn.
     suffix = "_raw.fif.gz" if path.name.lower().endswith(".gz") else "_raw.fif"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path, suffix=suffix) as tmp:
         raw.save(tmp, overwrite=True, verbose="error")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ._atomic import atomic_write
 from ._check import (
     NotFittedError,
     check_data_2d,
@@ -1682,14 +1682,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             annotation_u_=bool(getattr(self, "annotation_u_", False)),
             history_=self.history_,
         )
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"sepkit": json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(meta)})
         return path
 
     @classmethod

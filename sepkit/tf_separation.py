@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from . import functional_tf as F
+from ._atomic import atomic_write
 from ._check import check_float, check_int, check_option
 from .io.recording import Recording
 from .models.tf_ivae import TFSourceModel
@@ -734,13 +735,8 @@ def save_separator(sep, path: Path) -> Path:
         ch_names_=list(sep.ch_names_) if sep.ch_names_ else None,
         history_=sep.history_,
     )
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
+    with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

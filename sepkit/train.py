@@ -48,13 +48,13 @@ import functools
 import math
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._atomic import atomic_write
 from .models import IVAE
 
 PRECISIONS = ("fp32", "bf16")
@@ -191,16 +191,10 @@ def _set_rng_states(states: dict, generator: torch.Generator, device: torch.devi
 
 def _write_checkpoint(path: Path, state: dict) -> None:
     """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read_checkpoint(path: Path, fingerprint: dict) -> dict:

@@ -14,12 +14,11 @@ it with :func:`save_figure` (atomic, refuses to overwrite) or ``fig.savefig``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._check import check_float, check_int
 
 __all__ = [
@@ -201,13 +200,6 @@ def plot_topographies(separator, info=None, *, n_cols: int = 5):
     return separator.plot_components(info=info, n_cols=n_cols)
 
 
-def _chmod_default(path) -> None:
-    """Give a mkstemp file (mode 0600) the permissions a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG (or the format of the suffix), atomically.
 
@@ -227,13 +219,6 @@ def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists. Pass overwrite=True (--force) to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    _chmod_default(tmp)
-    try:
+    with atomic_write(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from ..viz import _chmod_default
+from .._atomic import atomic_write
 
 
 def add_common(p) -> None:
@@ -100,12 +98,9 @@ def write_json(obj, path: Path) -> Path:
     """Atomic JSON write (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    _chmod_default(tmp)
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=float)
         f.write("\n")
-    os.replace(tmp, path)
     return path
 
 
