@@ -154,6 +154,12 @@ def _like_raw(out, raw, *, mne_info, names, ch_types):
 
     if mne_info is None:
         mne_info = mne.create_info(list(names), raw.info["sfreq"], ch_types)
+        # Sources of a filtered recording are filtered alike (as ICA.get_sources
+        # keeps them): tools that read info["highpass"], is_highpassed among
+        # them, must not take them for unfiltered data.
+        with mne_info._unlock():
+            mne_info["highpass"] = raw.info["highpass"]
+            mne_info["lowpass"] = raw.info["lowpass"]
     result = mne.io.RawArray(
         np.asarray(out, dtype=np.float64), mne_info, first_samp=raw.first_samp, verbose="error"
     )

@@ -21,6 +21,7 @@ from ._check import (
     check_option,
 )
 from ._mne_mixin import (
+    UNLABELLED,
     MNEMixin,
     check_flat_eeg,
     picked_info,
@@ -55,6 +56,9 @@ _UNWARP_MAX_ITER = 100
 # mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
 # linear at most 0.042 (64 channels), clipped at least 0.185.
 _UNWARP_KEEP = 0.08
+# Shortest window the default u may cut (samples): a variance from fewer samples
+# is mostly noise (relative standard error sqrt(2 / n) = 0.45 at 10).
+_MIN_AUTO_WINDOW_SAMPLES = 10
 # Samples per forward pass at inference: bounds memory for long recordings.
 _INFER_CHUNK_SAMPLES = 1 << 16
 
@@ -155,7 +159,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     window_samples : int or None
         Window length in samples for the default u. None chooses it from the
         recording: at least 4 (2 n_sources + 1) windows (four times the number
-        of distinct u values that Thm. 1 needs), at most 1000 samples each.
+        of distinct u values that Thm. 1 needs), at most 1000 samples each;
+        a recording too short for windows of 10 samples is an error.
     window_overlap : float
         Overlap of consecutive windows of the default u, in seconds, with
         ``0 <= window_overlap < window`` (needs a sample rate). Window k
@@ -684,9 +689,19 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             codes = np.clip(codes, 0, len(self.classes_) - 1)
             unseen = self.classes_[codes] != u
             if unseen.any():
+                shown = [str(c) for c in self.classes_[:10]]
+                hint = ""
+                if UNLABELLED in set(map(str, u[unseen])):
+                    # u="annotations"/"events" name the samples outside every
+                    # label seen in fit UNLABELLED; say what that means.
+                    hint = (
+                        f" {UNLABELLED!r} marks samples that no annotation or event seen in "
+                        "fit covers (new or missing descriptions, or gaps between them)."
+                    )
                 raise ValueError(
                     f"u holds labels not seen in fit: {np.unique(u[unseen])[:10].tolist()}. "
-                    f"Allowed labels are those of fit ({len(self.classes_)} values)."
+                    f"Allowed labels are those of fit ({len(self.classes_)} values: {shown})."
+                    f"{hint} Label every sample with one of them, or refit on this u."
                 )
             return codes.astype(np.int64)
         if u.ndim == 2:
@@ -868,6 +883,24 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.n_u_ = None
         self.n_segments_ = None
         self.window_samples_ = self._window_samples_for(sample_rate, n_times)
+        if (
+            u is None
+            and self.window is None
+            and self.window_samples is None
+            and self.prior_ != "standard"
+            and self.window_samples_ < _MIN_AUTO_WINDOW_SAMPLES
+        ):
+            # The default rule shortens the windows to get 4 (2 n_sources + 1)
+            # of them; below a few samples each, the per-window variances that u
+            # is meant to expose are noise, and the fit would still "succeed".
+            n_windows = 4 * (2 * self.n_sources + 1)
+            raise ValueError(
+                f"X has {n_times} samples, too few for the default u of {n_windows} windows "
+                f"(4 (2 n_sources + 1) for n_sources={self.n_sources}) of at least "
+                f"{_MIN_AUTO_WINDOW_SAMPLES} samples each ({n_windows * _MIN_AUTO_WINDOW_SAMPLES} "
+                "samples). Pass a longer recording, fewer n_sources, or choose the windows "
+                "yourself with window= (seconds) or window_samples=."
+            )
         self.hop_samples_ = self._hop_samples_for(sample_rate, self.window_samples_)
         # Overlapping windows are laid out one after the other for training (see
         # below), so the default u of fit is the window index in that layout.

@@ -295,3 +295,13 @@ def test_ivae_recovers_linear_sources_fast():
     score = mcc(S, sep.transform(X, u))
     assert score >= 0.9, score
     assert elapsed < 60, elapsed
+
+
+def test_default_windows_need_a_long_enough_recording():
+    # 65 samples for 15 sources: the default rule would cut 124 windows of 1 sample.
+    X = np.random.default_rng(0).standard_normal((20, 65))
+    with pytest.raises(ValueError, match=r"X has 65 samples, too few for the default u of 124 "):
+        IVAESeparator(15, mixing="linear").fit(X)
+    # Windows chosen by hand are the user's call (here 13 windows of 5 samples).
+    sep = IVAESeparator(2, mixing="linear", window_samples=5).fit(X[:2])
+    assert sep.window_samples_ == 5 and sep.n_segments_ == 13

@@ -152,6 +152,10 @@ def test_get_sources_is_a_raw_aligned_with_the_input(fitted, sim):
     array = fitted.transform(raw.get_data(picks=list(fitted.ch_names_)))
     np.testing.assert_allclose(sources.get_data(), array, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fitted.transform(raw).get_data(), sources.get_data())
+    # The filter settings carry over, as ICA.get_sources keeps them.
+    filtered = raw.copy().filter(1.0, 30.0, verbose="error")
+    info = fitted.get_sources(filtered).info
+    assert (info["highpass"], info["lowpass"]) == (1.0, 30.0)
 
 
 def test_get_sources_start_stop_in_seconds(fitted, sim):
@@ -318,6 +322,24 @@ def test_u_from_annotations(sim, tmp_path):
         IVAESeparator(2, **TINY).fit(bare, u="annotations")
     with pytest.raises(ValueError, match="not fitted with u='annotations'"):
         IVAESeparator(2, **TINY).fit(raw).transform(raw, u="annotations")
+    # Blocks that cover every sample: a description unseen in fit is named as such.
+    half, t0 = raw.times[-1] / 2, raw.first_time  # onsets from meas_date
+    blocks = raw.copy().set_annotations(
+        mne.Annotations([t0, t0 + half], [half, half + 1.0], ["A", "B"], orig_time=MEAS_DATE)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 2 distinct u for 2 sources
+        sep = IVAESeparator(2, **TINY).fit(blocks, u="annotations")
+    assert list(sep.classes_) == ["A", "B"]
+    renamed = blocks.copy().set_annotations(
+        mne.Annotations([t0], [2 * half + 1.0], ["C"], orig_time=MEAS_DATE)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"not seen in fit: \['<unlabelled>'\]\. Allowed labels are those of fit "
+        r"\(2 values: \['A', 'B'\]\)\. '<unlabelled>' marks samples that no annotation",
+    ):
+        sep.get_sources(renamed)
 
 
 def _with_stim(raw, onsets_s, codes):
