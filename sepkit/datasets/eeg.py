@@ -416,9 +416,11 @@ def make_eeg(
         (and no ``saturation_level``): 3 (blinks clip hard, ongoing activity
         bends slightly).
     reference : "average" or None
-        ``"average"``: ``A`` (and so the data) is re-referenced to the common
-        average, as EEG usually is before separation. None: potentials
-        against infinity, as MNE's forward model gives them.
+        ``"average"``: ``A`` is re-referenced to the common average, as EEG
+        usually is before separation. The sensor noise is added after that,
+        so the data stay full rank (the Raw is not marked as re-referenced,
+        and ``n_sources`` up to the channel count is allowed). None:
+        potentials against infinity, as MNE's forward model gives them.
     random_state : None, int or numpy.random.Generator
         Seed for positions, orientations, time courses and noise.
 
