@@ -627,12 +627,29 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
         return window_samples - overlap
 
-    def _window_samples_for(self, sample_rate, n_times):
+    def _window_samples_for(self, sample_rate, n_times, *, default_u=False):
+        """Window length in samples: ``window``, ``window_samples``, or the default rule.
+
+        ``default_u``: the windows are fit's u (u=None, a prior that uses u), so
+        the default rule must not cut them below ``_MIN_AUTO_WINDOW_SAMPLES``.
+        """
         if self.window is None:
             if self.window_samples is not None:
                 return int(self.window_samples)
             n_windows = 4 * (2 * self.n_sources + 1)
-            return int(min(1000, max(1, n_times // n_windows)))
+            window_samples = int(min(1000, max(1, n_times // n_windows)))
+            if default_u and window_samples < _MIN_AUTO_WINDOW_SAMPLES:
+                # Below a few samples a window's variance, what u is meant to
+                # expose, is noise, and the fit would still "succeed".
+                raise ValueError(
+                    f"X has {n_times} samples, too few for the default u of {n_windows} "
+                    f"windows (4 (2 n_sources + 1) for n_sources={self.n_sources}) of at least "
+                    f"{_MIN_AUTO_WINDOW_SAMPLES} samples each "
+                    f"({n_windows * _MIN_AUTO_WINDOW_SAMPLES} samples). Pass a longer "
+                    "recording, fewer n_sources, or choose the windows yourself with window= "
+                    "(seconds) or window_samples=."
+                )
+            return window_samples
         if sample_rate is None:
             raise ValueError(
                 f"window={self.window} s needs a sample rate, but X is a plain array. Pass a "
@@ -882,25 +899,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.classes_ = None
         self.n_u_ = None
         self.n_segments_ = None
-        self.window_samples_ = self._window_samples_for(sample_rate, n_times)
-        if (
-            u is None
-            and self.window is None
-            and self.window_samples is None
-            and self.prior_ != "standard"
-            and self.window_samples_ < _MIN_AUTO_WINDOW_SAMPLES
-        ):
-            # The default rule shortens the windows to get 4 (2 n_sources + 1)
-            # of them; below a few samples each, the per-window variances that u
-            # is meant to expose are noise, and the fit would still "succeed".
-            n_windows = 4 * (2 * self.n_sources + 1)
-            raise ValueError(
-                f"X has {n_times} samples, too few for the default u of {n_windows} windows "
-                f"(4 (2 n_sources + 1) for n_sources={self.n_sources}) of at least "
-                f"{_MIN_AUTO_WINDOW_SAMPLES} samples each ({n_windows * _MIN_AUTO_WINDOW_SAMPLES} "
-                "samples). Pass a longer recording, fewer n_sources, or choose the windows "
-                "yourself with window= (seconds) or window_samples=."
-            )
+        self.window_samples_ = self._window_samples_for(
+            sample_rate, n_times, default_u=u is None and self.prior_ != "standard"
+        )
         self.hop_samples_ = self._hop_samples_for(sample_rate, self.window_samples_)
         # Overlapping windows are laid out one after the other for training (see
         # below), so the default u of fit is the window index in that layout.
