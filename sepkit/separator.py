@@ -946,8 +946,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 "ica_init=None to fine-tune a pretrained model, or drop init= to start from ICA."
             )
         if init is None:
-            self.mean_ = stats.mean(axis=1).astype(np.float64)
-            self._fit_whitening(stats, scale)
+            self._fit_standardisation(stats, scale)
         else:
             from .pretrained import prepare_init
 
@@ -1134,6 +1133,14 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
             warn_if_not_highpassed(raw, stacklevel=3, fix=fix)
 
+    def _fit_standardisation(self, stats, scale=None):
+        """``mean_`` and the whitening from the fitted samples ``stats`` (n_channels, n_good).
+
+        ``scale``: their per-channel standard deviation, where the caller has it.
+        """
+        self.mean_ = stats.mean(axis=1).astype(np.float64)
+        self._fit_whitening(stats, stats.std(axis=1) if scale is None else scale)
+
     def _fit_whitening(self, data, scale):
         if not self.whiten:
             self.whitening_ = np.diag(1.0 / scale).astype(np.float64)
@@ -1236,8 +1243,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 self.sensor_coefs_ = None
                 data = fit_filter(_bridge_rejected(data, good))
                 stats = data if good is None else data[:, good]
-                self.mean_ = stats.mean(axis=1).astype(np.float64)
-                self._fit_whitening(stats, stats.std(axis=1))
+                self._fit_standardisation(stats)
         Xt = self._standardize(data).astype(np.float64)
         if fit_filter is not None and self.mixing_ == "post-nonlinear":
             # The model's sources are those of the filtered h(x).
@@ -1347,8 +1353,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if fit_filter is not None:
             y = fit_filter(y)
         stats = y if good is None else y[:, good]
-        self.mean_ = stats.mean(axis=1)
-        self._fit_whitening(stats, stats.std(axis=1))
+        self._fit_standardisation(stats)
         # Fold the scale in: _standardize applies whitening_ to h(x) itself.
         self.mean_ = self.mean_ / scale
         self.whitening_ = self.whitening_ * scale[None, :]
