@@ -41,6 +41,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mne  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.signal import find_peaks  # noqa: E402
 
 from sepkit import IVAESeparator, _recipe  # noqa: E402
 from sepkit._recipe import FILTER_INSIDE, hardware, recipe_parser, run_stages  # noqa: E402
@@ -253,6 +254,102 @@ def blink_agreement(rows: list[dict], raw, cfg: dict) -> dict:
     return dict(reference=rows[0]["method"], methods=out)
 
 
+def blink_locked(rows: list[dict], raw, cfg: dict) -> dict:
+    """What each removal does at the blinks and away from them.
+
+    The blinks are the peaks of the band-passed (1-10 Hz) blink reference
+    above ``experiment.blink_threshold`` robust standard deviations (median
+    absolute value / 0.6745), at least 0.5 s apart, on the side of its largest
+    excursion. (MNE's ``find_eog_events`` also returns the near-zero crests
+    between the filter's undershoots on either side of each blink.) Per method: over the frontal channels (median), the share of
+    the variance changed in blink-free samples (farther than
+    ``experiment.blink_free_margin`` seconds from every peak: the non-blink
+    signal a removal should keep, so lower is better) and the share of the
+    variance left in the blinks (``experiment.blink_window`` seconds around
+    each peak: lower is better, though brain activity during a blink keeps it
+    above 0); and the peak-to-peak of the blink reference averaged over the
+    blinks, after / before removal. Each method against the first, with a
+    95 % interval from resampling blink-free blocks (``bootstrap_block``
+    seconds) and blinks (``bootstrap_n`` times).
+    """
+    e = cfg["experiment"]
+    d = cfg["data"]
+    sfreq = raw.info["sfreq"]
+    ref = _bandpass(raw.get_data(picks=[d["blink_ref"]])[0], sfreq)
+    ref = ref * np.sign(ref[np.argmax(np.abs(ref))])
+    robust_sd = np.median(np.abs(ref)) / 0.6745
+    peaks, _ = find_peaks(
+        ref, height=e["blink_threshold"] * robust_sd, distance=max(1, int(0.5 * sfreq))
+    )
+    lo, hi = (int(round(t * sfreq)) for t in e["blink_window"])
+    peaks = peaks[(peaks + lo >= 0) & (peaks + hi < raw.n_times)]
+    if len(peaks) < 2:
+        return dict(n_blinks=int(len(peaks)))
+    in_blink = peaks[:, None] + np.arange(lo, hi + 1)  # (n_blinks, n_offsets)
+    margin = int(round(e["blink_free_margin"] * sfreq))
+    free = np.ones(raw.n_times, bool)
+    for p in peaks:
+        free[max(0, p - margin) : p + margin + 1] = False
+    block = int(round(e["bootstrap_block"] * sfreq))
+    n_blocks = raw.n_times // block
+    block_of = np.minimum(np.arange(raw.n_times) // block, n_blocks - 1)[free]
+
+    def units(data):
+        # Per bootstrap unit (blink-free block, or blink), so that a resample
+        # is a sum of rows: frontal (changed, total) per block, frontal (left,
+        # before) per blink, and the blink reference's epochs.
+        x, y = raw.get_data(picks=d["frontal"]), data.get_data(picks=d["frontal"])
+
+        def per_block(w):
+            return np.stack([np.bincount(block_of, c[free], n_blocks) for c in w], 1)
+
+        return (
+            per_block((x - y) ** 2),
+            per_block(x**2),
+            (y[:, in_blink] ** 2).sum(-1).T,
+            (x[:, in_blink] ** 2).sum(-1).T,
+            data.get_data(picks=[d["blink_ref"]])[0][in_blink],
+        )
+
+    before_ptp = np.ptp(units(raw)[4].mean(0))
+
+    def scores(u, blocks=slice(None), blinks=slice(None)):
+        changed, total, left, before, epochs = u
+        return np.array(
+            [
+                np.median(changed[blocks].sum(0) / total[blocks].sum(0)),
+                np.median(left[blinks].sum(0) / before[blinks].sum(0)),
+                np.ptp(epochs[blinks].mean(0)) / before_ptp,
+            ]
+        )
+
+    keys = [
+        "blink_free_variance_changed_frontal",
+        "blink_variance_left_frontal",
+        "blink_average_left",
+    ]
+    rng = np.random.default_rng(e["seed"])
+    draws = list(
+        zip(
+            rng.integers(0, n_blocks, size=(e["bootstrap_n"], n_blocks)),
+            rng.integers(0, len(peaks), size=(e["bootstrap_n"], len(peaks))),
+            strict=True,
+        )
+    )
+    per_method = [units(r["_cleaned"]) for r in rows]
+    out = dict(n_blinks=int(len(peaks)), blink_free_share=float(free.mean()), methods=[])
+    for row, u in zip(rows, per_method, strict=True):
+        item = dict(method=row["method"], **dict(zip(keys, map(float, scores(u)), strict=True)))
+        if u is not per_method[0]:
+            diff = np.array([scores(u, b, k) - scores(per_method[0], b, k) for b, k in draws])
+            item["ci95_vs_first"] = {
+                key: [float(np.quantile(diff[:, j], 0.025)), float(np.quantile(diff[:, j], 0.975))]
+                for j, key in enumerate(keys)
+            }
+        out["methods"].append(item)
+    return out
+
+
 def ica_seed_spread(raw, cfg: dict) -> dict:
     """abs r of MNE ICA's blink component with the blink reference over seeds.
 
@@ -346,6 +443,7 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
         abs_r_eog2_vs_blink_ref=_abs_r(_bandpass(raw.get_data(picks=[ref])[0], sfreq), eog2)
     )
     agreement = blink_agreement(rows, raw, cfg)
+    locked = blink_locked(rows, raw, cfg)
     spread = ica_seed_spread(raw, cfg)
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     for r in clean_rows:
@@ -356,6 +454,7 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
                 recording=base,
                 methods=clean_rows,
                 agreement=agreement,
+                blink_locked=locked,
                 ica_seed_spread=spread,
                 hardware=timing["hardware"],
             ),
@@ -406,6 +505,31 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
                 for a in agreement["methods"]
             ),
         ]
+    if "methods" in locked:
+        first = locked["methods"][0]["method"]
+        lines += [
+            "",
+            f"At the blinks ({locked['n_blinks']} peaks of {ref} above "
+            f"{cfg['experiment']['blink_threshold']:g} robust SD) and away "
+            f"from them ({locked['blink_free_share']:.0%} of the samples), frontal channels "
+            f"(median); 95 % interval of the difference from {first}'s:",
+            "",
+            "| method | variance changed, blink-free | variance left in the blinks | "
+            f"{ref} blink average left (peak-to-peak) |",
+            "|---|---|---|---|",
+        ]
+        for m in locked["methods"]:
+            ci = m.get("ci95_vs_first")
+            cells = [
+                f"{m[key]:.2%}"
+                + ("" if ci is None else f" ({ci[key][0]:+.2%} .. {ci[key][1]:+.2%})")
+                for key in (
+                    "blink_free_variance_changed_frontal",
+                    "blink_variance_left_frontal",
+                    "blink_average_left",
+                )
+            ]
+            lines.append(f"| {m['method']} | " + " | ".join(cells) + " |")
     for method, values in spread.items():
         lines += [
             "",

@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import mne
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,13 @@ def test_tiny_recipe_finds_the_same_blink_as_picard(tmp_path, load_recipe):
     spread = results["ica_seed_spread"]["picard"]
     assert spread["seeds"] == [0, 1] and all(0.8 < r <= 1.0 for r in spread["abs_r"])
     assert "95 % block bootstrap" in (tmp_path / "results.md").read_text()
+    locked = {m["method"]: m for m in results["blink_locked"]["methods"]}
+    assert results["blink_locked"]["n_blinks"] >= 10  # 15 clear blinks on FPz
+    for key, (low, high) in locked["picard"]["ci95_vs_first"].items():
+        diff = locked["picard"][key] - locked["sepkit"][key]
+        assert low <= diff <= high, key
+    assert all(0 < m["blink_free_variance_changed_frontal"] < 0.2 for m in locked.values())
+    assert all(0 < m["blink_variance_left_frontal"] < 0.6 for m in locked.values())
     assert (tmp_path / "blink_topographies.png").is_file()
 
 
@@ -50,3 +59,72 @@ def test_absent_recording_skips_cleanly(tmp_path, capsys, load_recipe):
     )
     assert code == 0
     assert "[skip]" in capsys.readouterr().out and not (tmp_path / "results.json").exists()
+
+
+def _blinky_raw(sample_rate=100.0, seconds=60.0, onsets=None):
+    """Noise on three frontal channels plus a 200 uV blink every 4 s (or at ``onsets``)."""
+    rng = np.random.default_rng(0)
+    n = int(sample_rate * seconds)
+    data = rng.normal(0, 10e-6, (3, n))
+    t = np.arange(n) / sample_rate
+    for onset in np.arange(2.0, seconds - 2.0, 4.0) if onsets is None else onsets:
+        data += 200e-6 * np.exp(-0.5 * ((t - onset) / 0.08) ** 2) * np.array([[1.0], [0.6], [0.5]])
+    info = mne.create_info(["FPz", "F3", "F4"], sample_rate, "eeg")
+    return mne.io.RawArray(data, info, verbose="error")
+
+
+def test_blink_locked_scores_are_hand_computable(load_recipe):
+    run = load_recipe("eeg_real")
+    raw = _blinky_raw()
+    cfg = dict(
+        data=dict(frontal=["FPz", "F3", "F4"], blink_ref="FPz"),
+        experiment=dict(
+            seed=0,
+            bootstrap_block=10.0,
+            bootstrap_n=50,
+            blink_threshold=5.0,
+            blink_window=[-0.25, 0.35],
+            blink_free_margin=0.75,
+        ),
+    )
+    # Nothing removed, everything removed, and the blinks alone removed.
+    t = raw.times
+    onsets = np.arange(2.0, 58.0, 4.0)
+    wave = 200e-6 * sum(np.exp(-0.5 * ((t - o) / 0.08) ** 2) for o in onsets)
+    clean = mne.io.RawArray(raw.get_data() - wave * np.array([[1.0], [0.6], [0.5]]), raw.info)
+    empty = mne.io.RawArray(np.zeros_like(raw.get_data()), raw.info)
+    rows = [
+        dict(method=m, _cleaned=c) for m, c in [("same", raw), ("zero", empty), ("clean", clean)]
+    ]
+    out = run.blink_locked(rows, raw, cfg)
+    assert out["n_blinks"] == len(onsets)
+    same, zero, clean_row = out["methods"]
+    assert same["blink_free_variance_changed_frontal"] == 0.0
+    assert same["blink_variance_left_frontal"] == pytest.approx(1.0)
+    assert same["blink_average_left"] == pytest.approx(1.0)
+    assert zero["blink_free_variance_changed_frontal"] == pytest.approx(1.0)
+    assert zero["blink_variance_left_frontal"] == 0.0 and zero["blink_average_left"] == 0.0
+    # Removing the blink leaves the blink-free samples (where the Gaussian
+    # bumps are below 1e-11 of their peak) unchanged.
+    assert clean_row["blink_free_variance_changed_frontal"] < 1e-6
+    assert clean_row["blink_variance_left_frontal"] < 0.05
+    assert "ci95_vs_first" not in same
+    low, high = zero["ci95_vs_first"]["blink_free_variance_changed_frontal"]
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+
+
+def test_blink_locked_needs_two_blinks(load_recipe):
+    run = load_recipe("eeg_real")
+    raw = _blinky_raw(seconds=20.0, onsets=[10.0])
+    cfg = dict(
+        data=dict(frontal=["FPz"], blink_ref="FPz"),
+        experiment=dict(
+            seed=0,
+            bootstrap_block=1.0,
+            bootstrap_n=10,
+            blink_threshold=5.0,
+            blink_window=[-0.25, 0.35],
+            blink_free_margin=0.75,
+        ),
+    )
+    assert run.blink_locked([dict(method="same", _cleaned=raw)], raw, cfg) == {"n_blinks": 1}
