@@ -59,6 +59,24 @@ _UNWARP_KEEP = 0.08
 # Shortest window the default u may cut (samples): a variance from fewer samples
 # is mostly noise (relative standard error sqrt(2 / n) = 0.45 at 10).
 _MIN_AUTO_WINDOW_SAMPLES = 10
+
+MODEL_SUFFIX = ".safetensors"
+
+
+def check_model_path(path, what: str = "path") -> Path:
+    """``path`` as a Path, if its name ends in ``.safetensors`` (raises ValueError else).
+
+    ``what`` names the argument in the message (``"-o"`` for the command line).
+    """
+    path = Path(path)
+    if path.suffix != MODEL_SUFFIX:
+        raise ValueError(
+            f"{what} must end in {MODEL_SUFFIX} (a separator is saved as a safetensors "
+            f"file), got {str(path)!r}. Name it e.g. {path.stem or 'model'}{MODEL_SUFFIX}."
+        )
+    return path
+
+
 # Samples per forward pass at inference: bounds memory for long recordings.
 _INFER_CHUNK_SAMPLES = 1 << 16
 
@@ -1554,8 +1572,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if not resample:
             raise ValueError(
                 f"X has sample_rate {float(got):g} Hz but the model expects {float(expected):g} "
-                "Hz. Pass resample=True to resample it (sepkit separate: --resample), or "
-                "resample it yourself first."
+                "Hz. Pass resample=True to resample it, or resample it yourself first."
             )
         if isinstance(X, Recording):
             from .io.audio import resample as resample_recording
@@ -1673,11 +1690,24 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
 
         The write is atomic: a temp file in the same folder is renamed over
         ``path`` only once complete.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write; its name must end in ``.safetensors`` (the format
+            it holds, and what ``sepkit separate --model`` and :meth:`load` expect).
+        overwrite : bool, default False
+            Replace an existing file.
+
+        Returns
+        -------
+        path : Path
+            The file written.
         """
         from safetensors.torch import save_file
 
         self._check_fitted()
-        path = Path(path)
+        path = check_model_path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
         if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py

@@ -978,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train one separator on the corpus of a TOML config (see the module docstring)."""
     import argparse
 
-    from .separator import IVAESeparator
+    from .separator import IVAESeparator, check_model_path
 
     parser = argparse.ArgumentParser(
         prog="python -m sepkit.train",
@@ -989,7 +989,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Path(args.config)
     cfg = _read_config(config)
     base = config.parent
-    out = base / cfg["out"]
+    # Checked before training, not when the trained model is saved.
+    out = check_model_path(base / cfg["out"], f"'out' in {config}")
     if out.exists() and not cfg.get("overwrite", False):
         raise FileExistsError(f"{out} exists. Set overwrite = true in the config to replace it.")
     model_cfg = dict(cfg["model"])

@@ -217,7 +217,7 @@ def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists. Pass overwrite=True (--force) to replace it.")
+        raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, suffix=path.suffix) as tmp:
         fig.savefig(tmp, dpi=dpi)

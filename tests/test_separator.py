@@ -142,6 +142,9 @@ def test_reproducible_and_save_load(tmp_path, fitted, linear_data):
         fitted.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sep.safetensors"]  # no temp left
+    with pytest.raises(ValueError, match=r"path must end in .safetensors .*got '.*sep.pt'"):
+        fitted.save(tmp_path / "sep.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sep.safetensors"]
 
 
 def test_load_errors(tmp_path):

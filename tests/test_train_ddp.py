@@ -137,6 +137,12 @@ def test_single_process_corpus_of_files(tmp_path, capsys):
             ValueError,
             r"expected \(n_channels, n_times\)",
         ),
+        (
+            'out = "m.pt"\n' + SYNTHETIC + MODEL,
+            ValueError,
+            r"'out' in .*cfg.toml must end in .safetensors .*got '.*m.pt'\. Name it e.g. "
+            r"m.safetensors",
+        ),
     ],
 )
 def test_config_errors(tmp_path, text, error, match):

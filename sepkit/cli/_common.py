@@ -94,6 +94,31 @@ def check_targets(paths, force: bool) -> None:
         )
 
 
+def make_output_folder(path) -> list[Path]:
+    """Make ``path`` and its missing parents; return the folders made, deepest first.
+
+    Pass the list to :func:`remove_empty_folders` when a run fails before it
+    writes anything, so that it leaves no empty folder behind.
+    """
+    path = Path(path)
+    made = []
+    folder = path
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_empty_folders(made: list[Path]) -> None:
+    """Remove the folders :func:`make_output_folder` made, as far as they are empty."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a run wrote there), or already gone
+            return
+
+
 def write_json(obj, path: Path) -> Path:
     """Atomic JSON write (temp file in the same folder, then rename)."""
     path = Path(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from .._recipe import fitted_model
 from ._common import (
@@ -50,11 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..separator import IVAESeparator
+    from ..separator import IVAESeparator, check_model_path
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"-o must end in .safetensors, got {str(out)!r}.")
+    out = check_model_path(args.out, "-o")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
     if args.n_sources is not None and args.n_sources < 1:

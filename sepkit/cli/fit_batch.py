@@ -17,7 +17,13 @@ import argparse
 import os
 from pathlib import Path
 
-from ._common import add_model_options, model_options, read_input
+from ._common import (
+    add_model_options,
+    make_output_folder,
+    model_options,
+    read_input,
+    remove_empty_folders,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -90,9 +96,9 @@ def run(args) -> int:
 
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    made = make_output_folder(out_dir)
 
-    n_failed = 0
+    n_failed = n_saved = 0
     for i, (path, target) in enumerate(zip(files, targets, strict=True)):
         if i % world != rank:
             continue
@@ -116,5 +122,10 @@ def run(args) -> int:
             n_failed += 1
             print(f"FAILED {path}: {_reason(err)}", flush=True)
             continue
+        n_saved += 1
         print(f"saved {target}", flush=True)
+    if not n_saved and world == 1:
+        # Every recording failed: leave no empty folder. (Under torchrun the
+        # other ranks may still be about to write there.)
+        remove_empty_folders(made)
     return 1 if n_failed else 0

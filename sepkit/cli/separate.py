@@ -27,8 +27,10 @@ from ._common import (
     add_model_options,
     check_targets,
     input_kind,
+    make_output_folder,
     model_options,
     read_input,
+    remove_empty_folders,
     say,
     show_progress,
     stem_of,
@@ -127,10 +129,6 @@ def _check_steps(args) -> None:
 
 
 def run(args) -> int:
-    from ..io import Recording, write_sources
-    from ..separator import IVAESeparator
-    from ..viz import plot_sources, plot_topographies, plot_training_curve, save_figure
-
     _check_steps(args)
     out = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
@@ -159,7 +157,20 @@ def run(args) -> int:
         loaded.append((path, stem, X, kind, eeg_pos))
         targets += _outputs(out, stem, kind, n_sources, args.plots, fits, eeg_pos)
     check_targets(targets, args.force)
-    out.mkdir(parents=True, exist_ok=True)
+    made = make_output_folder(out)
+    try:
+        _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose)
+    except BaseException:
+        remove_empty_folders(made)
+        raise
+    return 0
+
+
+def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose) -> None:
+    """Fit (or apply) and write the outputs of every input read by :func:`run`."""
+    from ..io import Recording, write_sources
+    from ..separator import IVAESeparator
+    from ..viz import plot_sources, plot_topographies, plot_training_curve, save_figure
 
     for path, stem, X, kind, eeg_pos in loaded:
         t0 = time.perf_counter()
@@ -225,4 +236,3 @@ def run(args) -> int:
                 save_figure(fig, out / f"{stem}_topographies.png", overwrite=args.force)
         write_json(info, out / f"{stem}_metrics.json")
         print(f"{path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
-    return 0

@@ -152,7 +152,8 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         (["separate", str(tmp_path / "x.txt"), "--n-sources", "2", "-o", str(tmp_path)],
          "sepkit separate: error: " + str(tmp_path / "x.txt") + ": unknown file type '.txt'."),
         (["fit", "a.wav", "-o", "m.pt", "--n-sources", "2"],
-         "sepkit fit: error: -o must end in .safetensors, got 'm.pt'."),
+         "sepkit fit: error: -o must end in .safetensors (a separator is saved as a "
+         "safetensors file), got 'm.pt'. Name it e.g. m.safetensors."),
         (["demo", "--seed", "-1"], "sepkit demo: error: --seed must be >= 0, got -1."),
         (["recipes", "run", "nope"], "sepkit recipes: error: unknown recipe 'nope'; available: "),
     ]  # fmt: skip
@@ -168,6 +169,58 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: --model or --n-sources is required
         main(["separate", "a.wav", "-o", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_failed_separate_leaves_no_empty_folder(tmp_path, capsys):
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(4, duration=20.0, sample_rate=128.0, random_state=2)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "a" / "b"
+    # Fails in fit, after the output folder was made: more sources than channels.
+    assert main(["separate", str(path), "--n-sources", "40", "-o", str(out), "--quiet"]) == 2
+    assert "n_sources" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_messages_name_options_not_keyword_arguments():
+    from sepkit.cli import command_line_phrasing
+
+    cases = [
+        ("Fit the unfiltered recording with highpass=1 instead", "with --highpass 1 instead"),
+        ("let fit filter a copy: highpass=1.0 (then", "a copy: --highpass 1.0 (then"),
+        ("then mixing='auto' also checks", "then --mixing auto also checks"),
+        ("Pass overwrite=True to replace it.", "Pass --force to replace it."),
+        ("Pass resample=True.", "Pass --resample."),
+        ("n_steps=0 is not allowed; window=2.5 s", "--steps 0 is not allowed; --window 2.5 s"),
+        # Not options of the command line, or not keyword arguments: unchanged.
+        ("Pass ch_name= to choose others.", "Pass ch_name= to choose others."),
+        ("sample_rate=16000 and overwrite=False", "sample_rate=16000 and overwrite=False"),
+        ("the lowpass edge", "the lowpass edge"),
+    ]
+    for message, expected in cases:
+        assert expected in command_line_phrasing(message), message
+
+
+def test_warnings_are_one_line_in_command_line_terms(tmp_path, capsys):
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(4, duration=20.0, sample_rate=128.0, random_state=2)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")  # not high-pass filtered: fit warns
+    argv = ["fit", str(path), "--n-sources", "4", "-o", str(tmp_path / "m.safetensors")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if ": warning: " in line]
+    assert len(warning) == 1, err
+    assert warning[0].startswith("sepkit fit: warning: The EEG has a high-pass edge of 0 Hz")
+    assert "let fit filter a copy: --highpass 1.0" in warning[0]
+    assert "highpass=" not in err and ".py:" not in err  # no source line
+    # Python's own format with --debug, where the source line helps.
+    argv[-1] = str(tmp_path / "m2.safetensors")
+    with pytest.warns(RuntimeWarning, match="highpass=1.0"):
+        assert main(["--debug", *argv]) == 0
 
 
 def test_models_and_recipes(tmp_path, monkeypatch, capsys):
@@ -250,7 +303,7 @@ def test_separate_eeg_with_pretrained_model(tmp_path, capsys):
     argv = ["separate", str(path), "--model", "ivae-eeg1020-256hz-v1", "-o", str(out)]
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "sample_rate 128 Hz but the model expects 256 Hz. Pass resample=True" in err
+    assert "sample_rate 128 Hz but the model expects 256 Hz. Pass --resample to resample" in err
     assert main(argv + ["--resample", "--plots", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "rec_metrics.json", "rec_sources.png", "rec_sources_raw.fif", "rec_topographies.png",

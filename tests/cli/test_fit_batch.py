@@ -46,6 +46,18 @@ def test_failed_recording_is_reported_and_skipped(tmp_path, files, capsys):
     assert sep.n_sources == 2 and sep.n_steps_run_ == 20 and sep.sample_rate_ == RATE
 
 
+def test_all_failed_leaves_no_empty_folder(tmp_path, files, capsys):
+    _, bad, _ = files
+    out = tmp_path / "new" / "models"
+    assert main(["fit-batch", str(bad), "--out", str(out), *STEPS]) == 1
+    assert capsys.readouterr().out.startswith(f"FAILED {bad}: ")
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    assert main(["fit-batch", str(bad), "--out", str(existing), *STEPS]) == 1
+    assert existing.is_dir()  # a folder the run did not make stays
+
+
 def test_all_good_exits_zero_and_never_overwrites(tmp_path, files, capsys):
     a, _, b = files
     out = tmp_path / "models"
