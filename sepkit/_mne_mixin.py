@@ -22,6 +22,7 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import QhullError
 
 from ._atomic import atomic_write
 from ._check import check_float, check_int, check_option
@@ -664,7 +665,19 @@ class MNEMixin:
         fig = Figure(figsize=(2.0 * n_cols, 2.0 * n_rows), layout="constrained")
         for i, k in enumerate(picks):
             ax = fig.add_subplot(n_rows, n_cols, i + 1)
-            mne.viz.plot_topomap(patterns[rows, k], info, axes=ax, cmap=cmap, show=False)
+            try:
+                mne.viz.plot_topomap(patterns[rows, k], info, axes=ax, cmap=cmap, show=False)
+            except QhullError as err:
+                # MNE interpolates over a Delaunay triangulation of the positions
+                # projected to 2-D, which needs them spread over an area.
+                raise ValueError(
+                    f"plot_components cannot interpolate a topomap over the positions of the "
+                    f"fitted EEG channels {eeg_names[:12]}: after MNE's projection to 2-D "
+                    "they lie on one line or circle (Qhull). Topomaps need channels spread "
+                    "over the scalp; set the montage that matches the cap "
+                    "(sepkit.io.apply_montage) or plot the patterns of get_components() "
+                    "another way."
+                ) from err
             ax.set_title(f"IVAE{k:03d}")
         return fig
 

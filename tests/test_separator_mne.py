@@ -632,6 +632,12 @@ def test_plots_return_figures(fitted, sim, tmp_path):
     no_pos = raw.copy().set_montage(None)
     with pytest.raises(ValueError, match="needs positions of at least 3 fitted EEG channels"):
         loaded.plot_components(info=no_pos.info)
+    # Positions on one line: MNE's triangulation fails; say why, name the channels.
+    eeg = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True)]
+    line = {n: np.array([0.01 * i - 0.03, 0.0, 0.09]) for i, n in enumerate(eeg)}
+    on_line = raw.copy().set_montage(mne.channels.make_dig_montage(line, coord_frame="head"))
+    with pytest.raises(ValueError, match=r"channels \['Fp1', .*lie on one line or circle"):
+        loaded.plot_components(info=on_line.info)
 
 
 # --------------------------------------------------------------------------
