@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-import secrets
 import struct
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from .._atomic import atomic_write
 from .._check import check_float, check_option
 from .recording import Recording
 
@@ -700,25 +701,12 @@ def _check_targets(
 def _write_atomic(items, *, sample_rate: int, fmt: str, subtype: str) -> None:
     """Encode every (path, data) to a temp file beside its target, then rename all.
 
-    ``os.replace`` within one folder is atomic on POSIX and Windows, so a target
-    either keeps its old content or gets the complete new file. If encoding any
-    file fails, all temp files are removed and no target is touched.
+    One :func:`sepkit._atomic.atomic_write` per file, entered together: the
+    renames happen only once every file has been encoded, so if encoding any
+    file fails, all temp files are removed and no target is touched. Each file
+    gets the mode and symlink handling of every other writer in sepkit.
     """
-    pending = []
-    try:
+    with ExitStack() as stack:
         for path, data in items:
-            # A fresh name rather than mkstemp: the file then gets the usual
-            # umask permissions instead of mkstemp's 0600.
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-            pending.append((tmp, path))
+            tmp = stack.enter_context(atomic_write(path))
             sf.write(str(tmp), data.T, sample_rate, format=fmt, subtype=subtype)
-        while pending:
-            tmp, path = pending[0]
-            os.replace(tmp, path)
-            pending.pop(0)
-    finally:
-        for tmp, _ in pending:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass

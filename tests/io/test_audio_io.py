@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -363,6 +364,44 @@ def test_write_sources_failure_leaves_no_partial_output(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_sources(rec, tmp_path, stem="est")
     assert os.listdir(tmp_path) == []
+
+
+def test_write_sources_failure_keeps_existing_files(tmp_path, monkeypatch):
+    rec = Recording(_tones(), sample_rate=RATE)
+    paths = write_sources(rec, tmp_path, stem="est")
+    before = [p.read_bytes() for p in paths]
+    original_write = sf.write
+    calls = []
+
+    def fail_on_third(file, *args, **kwargs):
+        calls.append(file)
+        if len(calls) == 3:
+            raise OSError("disk full (simulated)")
+        return original_write(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio_mod.sf, "write", fail_on_third)
+    with pytest.raises(OSError, match="disk full"):
+        write_sources(Recording(0.5 * rec.data, RATE), tmp_path, stem="est", overwrite=True)
+    # The two files encoded before the failure were not renamed into place.
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in paths)
+
+
+def test_written_files_get_the_usual_modes_and_follow_links(tmp_path):
+    rec = Recording(_tones(), sample_rate=RATE)
+    old = os.umask(0o022)
+    try:
+        (new,) = write_sources(Recording(rec.data[:1], RATE), tmp_path, stem="new")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644  # as open() gives, not 0600
+    os.chmod(new, 0o640)
+    write_audio(rec, new, overwrite=True)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640  # the replaced file's mode
+    link = tmp_path / "link.wav"
+    link.symlink_to(new)
+    write_audio(Recording(rec.data[:1], RATE), link, overwrite=True)
+    assert link.is_symlink() and read_audio(new).data.shape[0] == 1  # written through
 
 
 def test_write_sources_scales_down_without_clipping(tmp_path, caplog):
