@@ -131,12 +131,20 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     ----------
     n_sources : int
         Number of sources to estimate (<= number of channels).
-    prior : {"auto", "gauss", "laplace", "standard"}
+    prior : {"auto", "gauss", "laplace", "standard", "gengauss"}
         Family of p(z|u). "standard" fits a plain VAE with p(z) = N(0, I) and
         no u: a non-identifiable baseline. "auto" follows the recording:
         "laplace" for EEG (an MNE Raw or a Recording of kind "eeg"), whose
         sources (blinks, bursts) are heavy-tailed within a window, "gauss"
-        otherwise. The choice is stored in ``prior_``.
+        otherwise; the linear models (``mixing``) use "gauss". "gengauss"
+        (linear and post-nonlinear models only): a generalised Gaussian with a
+        learned shape per source and a scale per segment
+        (:func:`sepkit.functional.gengauss_ivae_nll`), so that sources whose
+        variance hardly changes between windows (ECG, line noise) are told
+        apart by their non-Gaussianity, as ICA does, while the others still are
+        by their non-stationarity; shapes in ``source_shape_``. It passes over
+        all samples per iteration, so it fits several times slower than
+        "gauss". The choice is stored in ``prior_``.
     posterior : {"auto", "diag", "full"}
         Covariance of the Gaussian q(z|x,u): "diag" (mean field, the paper's)
         or "full" (a Cholesky factor per sample), which removes the mean-field
@@ -392,6 +400,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         per channel, the standard deviation of h(x) - x over that of h(x) on
         the fitted samples of the standardised channel; 0 for a linear
         sensor. None where h was not fitted.
+    source_shape_ : ndarray, shape (n_sources,) or None
+        ``prior_ == "gengauss"``: the fitted shape of each source's
+        generalised Gaussian (2 Gaussian, below 2 heavy-tailed, above 2
+        flat-topped), else None.
     mixing_phase_ : float or None
         The cross-spectrum phase score "auto" measured on an audio Recording
         (near 0: instantaneous mixing); None when it was not measured.
@@ -530,7 +542,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ checks
     def _validate_params(self):
         check_int("n_sources", self.n_sources, min_value=1)
-        check_option("prior", self.prior, ("auto", *PRIORS))
+        check_option("prior", self.prior, ("auto", *PRIORS, "gengauss"))
         check_option("posterior", self.posterior, ("auto", *POSTERIORS))
         check_int("n_hidden", self.n_hidden, min_value=1)
         check_int("n_layers", self.n_layers, min_value=1)
@@ -842,6 +854,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             self.domain, kind, rec, init, self.n_sources
         )
         if self.domain_ == "tf":  # convolutive audio: sepkit/tf_separation.py
+            if self.prior == "gengauss":
+                raise ValueError(
+                    "prior='gengauss' is a prior of the linear time-domain models, but domain "
+                    "resolved to 'tf' (convolutive separation). Pass domain='time' and "
+                    "mixing='linear', or another prior."
+                )
             if self.mixing in _LINEAR_MIXINGS:
                 raise ValueError(
                     f"mixing={self.mixing!r} is an instantaneous model of the time domain, "
@@ -877,10 +895,13 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         )
         if try_unwarp:
             self.mixing_ = "post-nonlinear"
+        self.source_shape_ = None  # set by prior="gengauss" only
         if self.mixing_ in _LINEAR_MIXINGS:
-            # The linear model's likelihood has a Gaussian prior and an exact
-            # (point-mass) posterior, stored as a diagonal one.
-            self.prior_, self.posterior_ = "gauss", "diag"
+            # The linear model's likelihood has a Gaussian (or generalised
+            # Gaussian) prior and an exact (point-mass) posterior, stored as a
+            # diagonal one.
+            self.prior_ = "gengauss" if self.prior == "gengauss" else "gauss"
+            self.posterior_ = "diag"
         else:
             self.prior_ = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
             self.posterior_ = (
@@ -1193,8 +1214,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
     def _check_linear_options(self, init=None, u=None):
         """Raise when an option needs the network that mixing="linear" does not train."""
         conflicts = []
-        if self.prior not in ("auto", "gauss"):
-            conflicts.append(f"prior={self.prior!r} (the linear model's prior is 'gauss')")
+        if self.prior not in ("auto", "gauss", "gengauss"):
+            conflicts.append(
+                f"prior={self.prior!r} (the linear model's prior is 'gauss' or 'gengauss')"
+            )
         if self.ica_init is not None:
             conflicts.append(f"ica_init={self.ica_init!r} (a start for network training)")
         if self.decoder_u:
@@ -1218,13 +1241,21 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if self.mixing in _LINEAR_MIXINGS:
             self._check_linear_options(init, u)
             return self.mixing
-        if self.mixing == "nonlinear" or not is_eeg:
-            return "nonlinear"
-        try:
-            self._check_linear_options(init, u)
-        except ValueError:
-            return "nonlinear"
-        return "linear"
+        if self.mixing != "nonlinear" and is_eeg:
+            try:
+                self._check_linear_options(init, u)
+            except ValueError:
+                pass
+            else:
+                return "linear"
+        if self.prior == "gengauss":
+            raise ValueError(
+                "prior='gengauss' is a prior of the linear models, but mixing resolved to "
+                f"'nonlinear' (mixing={self.mixing!r}"
+                + ("" if is_eeg else ", and the data are not EEG")
+                + "). Pass mixing='linear' (or 'post-nonlinear'), or another prior."
+            )
+        return "nonlinear"
 
     def _fit_linear(self, data, codes, u_layout, good, device, fit_filter=None, try_unwarp=False):
         """Fit ``mixing_ == "linear"``: maximum likelihood, no network training.
@@ -1242,7 +1273,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         "linear" on the filtered data when it changes no channel by
         ``_UNWARP_KEEP`` of its RMS.
         """
-        from .train import fit_linear_ivae
+        from .train import fit_gengauss_ivae, fit_linear_ivae
 
         n_times = data.shape[1]
         all_codes = self._linear_codes(codes, u_layout, n_times)
@@ -1269,7 +1300,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if good is not None:
             Xt = Xt[:, good]
         Y = Xt[: self.n_sources]
-        result = fit_linear_ivae(Y, lin_codes)
+        if self.prior_ == "gengauss":
+            result = fit_gengauss_ivae(Y, lin_codes)
+            self.source_shape_ = result["shape"]
+        else:
+            result = fit_linear_ivae(Y, lin_codes)
         W = result["unmixing"]
         # Per-segment means and variances of the unit-variance sources: the fitted prior.
         S = W @ Y
@@ -1300,6 +1335,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                     table[:, :n] = torch.from_numpy(seg_mean)
                     table[:, n:] = torch.from_numpy(np.log(np.maximum(seg_var, 1e-12)))
         entry = dict(step=0, loss=result["nll"], n_iter=result["n_iter"])
+        if "start_nll" in result:
+            entry["start_loss"] = result["start_nll"]
         entry["converged"] = result["converged"]
         if unwarp is not None:
             entry.update(unwarp_loss=unwarp["nll"], unwarp_n_iter=unwarp["n_iter"])
@@ -1430,7 +1467,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             n_layers=1 if linear else self.n_layers,
             kernel_size=1 if linear else self.kernel_size,
             activation=self.activation,
-            prior=self.prior_,
+            # The module's prior table holds the segment means and variances;
+            # a generalised Gaussian's shapes live in source_shape_.
+            prior="gauss" if self.prior_ == "gengauss" else self.prior_,
             posterior="diag" if linear else self.posterior_,
             # The linear model's posterior mean is W x whatever the window.
             encoder_u=self.encoder_u and not linear,
@@ -1722,6 +1761,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         if getattr(self, "sensor_coefs_", None) is not None:  # mixing="post-nonlinear"
             for name in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"):
                 tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+        if getattr(self, "source_shape_", None) is not None:  # prior="gengauss"
+            tensors["source_shape_"] = torch.from_numpy(np.ascontiguousarray(self.source_shape_))
         if getattr(self, "sensor_nonlinearity_", None) is not None:
             tensors["sensor_nonlinearity_"] = torch.from_numpy(
                 np.ascontiguousarray(self.sensor_nonlinearity_)
@@ -1815,8 +1856,14 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         sep.n_steps_run_ = sep.history_[-1]["step"]
         for name in ("mean_", "whitening_", "dewhitening_"):
             setattr(sep, name, tensors.pop(name).numpy())
-        sep.sensor_coefs_ = sep.sensor_nonlinearity_ = None
-        for name in ("sensor_mean_", "sensor_scale_", "sensor_coefs_", "sensor_nonlinearity_"):
+        sep.sensor_coefs_ = sep.sensor_nonlinearity_ = sep.source_shape_ = None
+        for name in (
+            "sensor_mean_",
+            "sensor_scale_",
+            "sensor_coefs_",
+            "sensor_nonlinearity_",
+            "source_shape_",
+        ):
             if name in tensors:
                 setattr(sep, name, tensors.pop(name).numpy())
         sep.rank_ = sep.whitening_.shape[0]

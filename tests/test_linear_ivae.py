@@ -6,13 +6,13 @@ import mne
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import gennorm, norm
 
 from sepkit import IVAESeparator, Recording
 from sepkit.datasets import make_eeg
-from sepkit.functional import linear_ivae_nll, segment_covariances
+from sepkit.functional import gengauss_ivae_nll, linear_ivae_nll, segment_covariances
 from sepkit.metrics import mcc
-from sepkit.train import fit_linear_ivae
+from sepkit.train import GENGAUSS_SHAPE_BOUNDS, fit_gengauss_ivae, fit_linear_ivae
 
 N_SOURCES = 4
 N_SEGMENTS = 30
@@ -146,7 +146,10 @@ def test_mixing_errors(gaussian_nonstationary):
     with pytest.raises(ValueError, match=r"Invalid value for the 'mixing' parameter.*'linear'"):
         IVAESeparator(2, mixing="affine").fit(X, u)
     for kw, what in [
-        (dict(prior="laplace"), r"prior='laplace' \(the linear model's prior is 'gauss'\)"),
+        (
+            dict(prior="laplace"),
+            r"prior='laplace' \(the linear model's prior is 'gauss' or 'gengauss'\)",
+        ),
         (dict(ica_init="fastica"), r"ica_init='fastica'"),
         (dict(decoder_u=True), r"decoder_u=True"),
         (dict(whiten=False), r"whiten=False"),
@@ -161,6 +164,142 @@ def test_mixing_errors(gaussian_nonstationary):
     rec = Recording(X[:2], sample_rate=100.0, kind="audio")
     with pytest.raises(ValueError, match="domain resolved to 'tf'.*Pass domain='time'"):
         IVAESeparator(2, mixing="linear", domain="tf").fit(rec)
+
+
+# --------------------------------------------------------------------------
+# prior="gengauss"
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stationary_non_gaussian():
+    """Two sources that change scale per segment and two that do not.
+
+    Within every segment the four are made exactly uncorrelated, zero-mean,
+    and the last two of unit variance (Gram-Schmidt per segment), so the
+    Gaussian model's likelihood is the same for every rotation of the two
+    stationary ones, a Laplace and a sinusoid (10 periods per segment): only
+    their non-Gaussianity tells them apart.
+    """
+    rng = np.random.default_rng(3)
+    n_segments, per = 40, 500
+    u = np.repeat(np.arange(n_segments), per)
+    scale = rng.uniform(0.3, 3.0, (2, n_segments))
+    raw = np.stack(
+        [
+            rng.laplace(size=u.size),
+            rng.standard_normal(u.size),
+            rng.laplace(size=u.size),
+            np.sin(2 * np.pi * np.arange(u.size) / 50 + 1.0),
+        ]
+    )
+    S = np.empty_like(raw)
+    for k in range(n_segments):
+        seg = raw[:, u == k] - raw[:, u == k].mean(axis=1, keepdims=True)
+        q, r = np.linalg.qr(seg.T)
+        q *= np.sign(np.diag(r))  # keep each source's sign
+        target = np.array([scale[0, k], scale[1, k], 1.0, 1.0])
+        S[:, u == k] = (q * np.sqrt(per) * target).T
+    A = rng.standard_normal((4, 4))
+    X = A @ S
+    Xc = X - X.mean(axis=1, keepdims=True)
+    evals, evecs = np.linalg.eigh(Xc @ Xc.T / Xc.shape[1])
+    Y = (evecs / np.sqrt(evals)).T @ Xc
+    return X, Y, S, u
+
+
+def test_gengauss_nll_is_the_exact_likelihood():
+    rng = np.random.default_rng(4)
+    x = rng.laplace(size=(3, 600)) * np.repeat(rng.uniform(0.5, 2, (3, 3)), 200, axis=1)
+    codes = np.repeat(np.arange(3), 200)
+    W = rng.standard_normal((3, 3))
+    beta = np.array([0.8, 1.7, 3.5])
+    counts = torch.full((3,), 200.0, dtype=torch.float64)
+    got = float(
+        gengauss_ivae_nll(
+            torch.from_numpy(W), torch.from_numpy(x), torch.from_numpy(codes), counts,
+            torch.from_numpy(beta), eps=0.0,
+        )
+    )  # fmt: skip
+    # By hand, with scipy's generalised normal: the scale at its maximum,
+    # a^beta = beta * mean |s|^beta in each segment.
+    s = W @ x
+    loglik = np.log(abs(np.linalg.det(W))) * x.shape[1]
+    for k in range(3):
+        sk = s[:, codes == k]
+        for i in range(3):
+            a = (beta[i] * np.mean(np.abs(sk[i]) ** beta[i])) ** (1 / beta[i])
+            loglik += gennorm.logpdf(sk[i], beta[i], scale=a).sum()
+    np.testing.assert_allclose(got, -loglik / x.shape[1], rtol=1e-10)
+    # Shape 2 is the Gaussian model about zero: linear_ivae_nll on second moments.
+    covs, means, counts = segment_covariances(torch.from_numpy(x), torch.from_numpy(codes), 3)
+    second = covs + means[:, :, None] * means[:, None, :]
+    two = torch.full((3,), 2.0, dtype=torch.float64)
+    np.testing.assert_allclose(
+        float(gengauss_ivae_nll(torch.from_numpy(W), torch.from_numpy(x),
+                                torch.from_numpy(codes), counts, two, eps=0.0)),
+        float(linear_ivae_nll(torch.from_numpy(W), second, counts / counts.sum())),
+        rtol=1e-12,
+    )  # fmt: skip
+
+
+def test_gengauss_separates_stationary_non_gaussian_sources(stationary_non_gaussian):
+    _, Y, S, u = stationary_non_gaussian
+    gauss = fit_linear_ivae(Y, u)
+    result = fit_gengauss_ivae(Y, u)
+    assert result["converged"] and result["nll"] < result["start_nll"]
+    Z = result["unmixing"] @ Y
+    np.testing.assert_allclose(Z.std(axis=1), 1.0, rtol=1e-8)
+    per_source = lambda W: np.abs(np.corrcoef(S, W @ Y)[:4, 4:]).max(axis=1)  # noqa: E731
+    # The Gaussian model leaves the two stationary sources mixed; the shapes
+    # separate them.
+    assert per_source(gauss["unmixing"])[2:].min() < 0.99
+    assert per_source(result["unmixing"]).min() > 0.995
+    # Shapes matched to the sources: Laplace 1, Gaussian 2, Laplace 1, sinusoid flat.
+    match = np.abs(np.corrcoef(S, Z)[:4, 4:]).argmax(axis=1)
+    shape = result["shape"][match]
+    assert abs(shape[0] - 1.0) < 0.15 and abs(shape[1] - 2.0) < 0.2
+    assert abs(shape[2] - 1.0) < 0.15 and shape[3] > 4.0
+    low, high = GENGAUSS_SHAPE_BOUNDS
+    assert ((low < result["shape"]) & (result["shape"] <= high)).all()
+    with pytest.raises(ValueError, match=r"1 are empty\. Renumber the codes"):
+        fit_gengauss_ivae(Y, np.where(u == 3, 40, u))
+
+
+def test_gengauss_separator(stationary_non_gaussian, tmp_path):
+    X, _, S, u = stationary_non_gaussian
+    sep = IVAESeparator(4, mixing="linear", prior="gengauss", device="cpu").fit(X, u)
+    assert (sep.mixing_, sep.prior_) == ("linear", "gengauss")
+    assert sep.source_shape_.shape == (4,)
+    entry = sep.history_[0]
+    assert entry["loss"] < entry["start_loss"] and entry["converged"]
+    assert mcc(S, sep.transform(X, u)) > 0.995
+    assert mcc(S, IVAESeparator(4, mixing="linear", device="cpu").fit(X, u).transform(X, u)) < 0.995
+    loaded = IVAESeparator.load(sep.save(tmp_path / "gg.safetensors"), device="cpu")
+    assert loaded.prior_ == "gengauss"
+    np.testing.assert_array_equal(loaded.source_shape_, sep.source_shape_)
+    np.testing.assert_allclose(loaded.transform(X, u), sep.transform(X, u), rtol=1e-6)
+    gauss = IVAESeparator(4, mixing="linear", device="cpu").fit(X, u)
+    assert gauss.source_shape_ is None
+    again = IVAESeparator.load(gauss.save(tmp_path / "g.safetensors"), device="cpu")
+    assert again.source_shape_ is None
+
+
+def test_gengauss_errors(stationary_non_gaussian):
+    X, _, _, u = stationary_non_gaussian
+    with pytest.raises(ValueError, match=r"prior='gengauss' is a prior of the linear models, "
+                       r"but mixing resolved to 'nonlinear' \(mixing='auto', and the data are "
+                       r"not EEG\)\. Pass mixing='linear'"):  # fmt: skip
+        IVAESeparator(4, prior="gengauss").fit(X, u)
+    with pytest.raises(ValueError, match=r"mixing resolved to 'nonlinear' \(mixing='nonlinear'\)"):
+        IVAESeparator(4, prior="gengauss", mixing="nonlinear").fit(
+            Recording(X, 100.0, kind="eeg"), u
+        )
+    rec = Recording(X[:2], sample_rate=100.0, kind="audio")
+    with pytest.raises(ValueError, match=r"prior='gengauss' .* domain resolved to 'tf'"):
+        IVAESeparator(2, prior="gengauss", domain="tf").fit(rec)
+    with pytest.raises(ValueError, match=r"Invalid value for the 'prior' parameter.*'gengauss'"):
+        IVAESeparator(2, prior="gg").fit(X, u)
 
 
 # --------------------------------------------------------------------------
