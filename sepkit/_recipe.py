@@ -266,6 +266,7 @@ SEPKIT_METHODS = {
     "sepkit": {},
     "sepkit-hp": {},
     "sepkit-pnl": {"mixing": "post-nonlinear"},
+    "sepkit-gg": {"prior": "gengauss"},
     "sepkit-nonlinear": {"mixing": "nonlinear"},
     "sepkit-picard": {"ica_init": "picard"},
 }

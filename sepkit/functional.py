@@ -282,6 +282,59 @@ def gengauss_ivae_nll(
     return (per_segment * weights).sum() - torch.linalg.slogdet(unmixing)[1]
 
 
+def gengauss_ivae_nll_and_grad(
+    unmixing: torch.Tensor,
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    counts: torch.Tensor,
+    shape: torch.Tensor,
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`gengauss_ivae_nll` with its gradients in closed form (no autograd graph).
+
+    With N samples, s = W x, q = s^2 + eps, a = q^(beta/2) and m_ki the
+    segment means of a, the per-sample objective's gradients are
+
+        d/dW      = G x^T - W^-T,   G_it = s_it a_it / (N q_it m_k(t)i),
+        d/dbeta_i = sum_k pi_k [-psi(1/beta)/beta^2 - 1/beta - log(beta m_ki)/beta^2
+                    + (1/beta + mb_ki / m_ki)/beta - 1/beta^2],
+
+    psi the digamma function and mb_ki the segment mean of a log(q) / 2. One
+    pass over the samples each way, several times faster than backpropagating
+    through :func:`gengauss_ivae_nll` (whose value this returns).
+
+    Returns
+    -------
+    nll : Tensor (scalar)
+    grad_unmixing : Tensor, shape (n_dims, n_dims)
+    grad_shape : Tensor, shape (n_dims,)
+    """
+    sources = unmixing @ x
+    q = sources * sources + eps
+    log_q = torch.log(q)
+    power = torch.exp(0.5 * shape[:, None] * log_q)
+    n_dims, n_segments = sources.shape[0], counts.shape[0]
+
+    def segment_mean(values):
+        total = torch.zeros(n_dims, n_segments, dtype=x.dtype, device=x.device)
+        return total.index_add_(1, codes, values) / counts
+
+    m = segment_mean(power).clamp(min=1e-12)
+    m_shape = segment_mean(0.5 * power * log_q)
+    beta = shape[:, None]
+    weights = counts / counts.sum()
+    log_norm = (math.log(2.0) + torch.lgamma(1.0 / shape) - torch.log(shape))[:, None]
+    log_bm = torch.log(beta * m)
+    nll = (weights * (log_norm + log_bm / beta + 1.0 / beta)).sum()
+    nll = nll - torch.linalg.slogdet(unmixing)[1]
+    g = sources * power / (q * m[:, codes] * x.shape[1])
+    grad_unmixing = g @ x.T - torch.linalg.inv(unmixing).T
+    d_log_norm = (-torch.digamma(1.0 / shape) / shape**2 - 1.0 / shape)[:, None]
+    d_terms = d_log_norm - log_bm / beta**2 + (1.0 / beta + m_shape / m) / beta - 1.0 / beta**2
+    grad_shape = (weights * d_terms).sum(dim=1)
+    return nll, grad_unmixing, grad_shape
+
+
 def odd_power_features(x: torch.Tensor, degree: int) -> torch.Tensor:
     """Stack x, x^3/3, ..., x^(2 degree + 1)/(2 degree + 1) along the first axis.
 

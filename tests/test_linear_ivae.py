@@ -10,7 +10,12 @@ from scipy.stats import gennorm, norm
 
 from sepkit import IVAESeparator, Recording
 from sepkit.datasets import make_eeg
-from sepkit.functional import gengauss_ivae_nll, linear_ivae_nll, segment_covariances
+from sepkit.functional import (
+    gengauss_ivae_nll,
+    gengauss_ivae_nll_and_grad,
+    linear_ivae_nll,
+    segment_covariances,
+)
 from sepkit.metrics import mcc
 from sepkit.train import GENGAUSS_SHAPE_BOUNDS, fit_gengauss_ivae, fit_linear_ivae
 
@@ -241,6 +246,22 @@ def test_gengauss_nll_is_the_exact_likelihood():
         float(linear_ivae_nll(torch.from_numpy(W), second, counts / counts.sum())),
         rtol=1e-12,
     )  # fmt: skip
+
+
+def test_gengauss_gradients_in_closed_form_match_autograd():
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.laplace(size=(4, 1200)) * rng.uniform(0.3, 2, (4, 1)))
+    codes = torch.from_numpy(np.repeat(np.arange(4), 300))
+    counts = torch.full((4,), 300.0, dtype=torch.float64)
+    W = torch.tensor(rng.standard_normal((4, 4)), requires_grad=True)
+    beta = torch.tensor([0.6, 1.3, 2.0, 5.0], dtype=torch.float64, requires_grad=True)
+    gengauss_ivae_nll(W, x, codes, counts, beta).backward()
+    nll, grad_w, grad_beta = gengauss_ivae_nll_and_grad(W.detach(), x, codes, counts, beta.detach())
+    with torch.no_grad():
+        expected = float(gengauss_ivae_nll(W, x, codes, counts, beta))
+    np.testing.assert_allclose(float(nll), expected, rtol=1e-13)
+    np.testing.assert_allclose(grad_w.numpy(), W.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(grad_beta.numpy(), beta.grad.numpy(), atol=1e-12)
 
 
 def test_gengauss_separates_stationary_non_gaussian_sources(stationary_non_gaussian):

@@ -28,14 +28,17 @@ the unfiltered signal, and a filter in front of the model would smear it.
 Its sources are filtered the same way before scoring, as the truth is.
 ``sepkit-hp`` fits the library defaults the same way, on the unfiltered
 recording with ``highpass`` set: mixing="auto" then tries the sensor
-unwarping and keeps it only where it finds saturating sensors.
+unwarping and keeps it only where it finds saturating sensors. ``sepkit-gg``
+is the linear model with the generalised Gaussian prior
+(``prior="gengauss"``), on the high-passed recording as ``sepkit``.
 
 Stages:
   1 prepare   simulate every (montage, case, seed) into EXP/data/ (FIF + truth)
   2 fit       fit every method on every recording; one JSON per fit in EXP/fits/
   3 report    tables of MCC, Amari index (linear case), median per-source |r|,
               fit seconds and per source kind (medians, and sepkit against each
-              MNE ICA method paired by recording) into EXP/results.md
+              MNE ICA method paired by recording), and each sepkit method's MCC
+              minus picard's per recording, into EXP/results.md
 
 Every stage skips what exists, so a run can be split into pieces
 (``--only montage/case``) and resumed.
@@ -283,8 +286,10 @@ def kind_table(cfg: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
-def paired_kind_table(cfg: dict, rows: list[dict], ours: str = "sepkit") -> list[str]:
-    """Per source kind: ``ours`` against each MNE ICA method on the same recordings.
+def paired_kind_table(
+    cfg: dict, rows: list[dict], ours: str = "sepkit", others: list[str] | None = None
+) -> list[str]:
+    """Per source kind: ``ours`` against other methods (default: each MNE ICA one) on the same recordings.
 
     The medians of :func:`kind_table` hide differences smaller than their
     spread across recordings; pairing each true source's |r| under ``ours``
@@ -292,7 +297,9 @@ def paired_kind_table(cfg: dict, rows: list[dict], ours: str = "sepkit") -> list
     seed) shows which method isolates that kind better, and how consistently.
     Cell: median of (|r| ours - |r| other), and on how many sources ours is ahead.
     """
-    others = [m for m in cfg["experiment"]["methods"] if m not in _recipe.SEPKIT_METHODS]
+    if others is None:
+        others = [m for m in cfg["experiment"]["methods"] if m not in _recipe.SEPKIT_METHODS]
+    others = [m for m in others if m in cfg["experiment"]["methods"]]
     if ours not in cfg["experiment"]["methods"] or not others:
         return []
     by_key = {
@@ -333,6 +340,45 @@ def paired_kind_table(cfg: dict, rows: list[dict], ours: str = "sepkit") -> list
         "",
         "| case | methods | " + " | ".join(kinds) + " |",
         "|---|---|" + "---|" * len(kinds),
+        *lines,
+    ]
+
+
+def paired_mcc_table(cfg: dict, rows: list[dict], reference: str = "picard") -> list[str]:
+    """MCC of each sepkit method minus ``reference``'s on the same recording.
+
+    One cell per montage: the differences for the seeds in order, so that a
+    median over recordings cannot hide on how many the method is ahead.
+    """
+    methods = [m for m in cfg["experiment"]["methods"] if m in _recipe.SEPKIT_METHODS]
+    if reference not in cfg["experiment"]["methods"] or not methods:
+        return []
+    mcc_of = {(r["method"], r["montage"], r["case"], r["seed"]): r["mcc"] for r in rows}
+    seeds = cfg["experiment"]["seeds"]
+    montages = cfg["data"]["montages"]
+    lines = []
+    for case in cfg["data"]["cases"]:
+        for method in methods:
+            cells = []
+            for montage in montages:
+                diffs = [
+                    mcc_of[(method, montage, case, seed)] - mcc_of[(reference, montage, case, seed)]
+                    for seed in seeds
+                    if (method, montage, case, seed) in mcc_of
+                    and (reference, montage, case, seed) in mcc_of
+                ]
+                cells.append(" / ".join(f"{d:+.4f}" for d in diffs) if diffs else "-")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {case} | {method} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return [
+        "",
+        f"MCC minus {reference}'s on the same recording (per montage, seeds "
+        f"{', '.join(map(str, seeds))} in order):",
+        "",
+        "| case | method | " + " | ".join(montages) + " |",
+        "|---|---|" + "---|" * len(montages),
         *lines,
     ]
 
@@ -405,7 +451,10 @@ def stage_report(cfg: dict, exp: Path, only: str | None) -> str:
         "",
         *auto_table(cfg, rows),
         *kind_table(cfg, rows),
+        *paired_mcc_table(cfg, rows),
         *paired_kind_table(cfg, rows),
+        # The generalised Gaussian prior against ICA and against the Gaussian one.
+        *paired_kind_table(cfg, rows, "sepkit-gg", ["sepkit", "picard", "fastica"]),
     ]
     hw = sorted({r.get("hardware", "?") for r in rows})
     text = "\n".join(lines) + f"\n\nHardware: {'; '.join(hw)}\n"
