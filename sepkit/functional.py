@@ -270,16 +270,38 @@ def gengauss_ivae_nll(
     Tensor (scalar)
         Nats per sample.
     """
+    return _gengauss_terms(unmixing, x, codes, counts, shape, eps)["nll"]
+
+
+def _gengauss_terms(unmixing, x, codes, counts, shape, eps) -> dict:
+    """The value of :func:`gengauss_ivae_nll` and the pieces its gradients reuse."""
     sources = unmixing @ x
-    power = (sources * sources + eps) ** (shape[:, None] / 2)
-    m = torch.zeros(sources.shape[0], counts.shape[0], dtype=x.dtype, device=x.device)
+    q = sources * sources + eps
+    log_q = torch.log(q)
+    power = torch.exp(0.5 * shape[:, None] * log_q)  # |s|^beta
+
+    def segment_mean(values):
+        total = torch.zeros(sources.shape[0], counts.shape[0], dtype=x.dtype, device=x.device)
+        return total.index_add_(1, codes, values) / counts
+
     # The floor is as linear_ivae_nll's: a source exactly zero in a segment.
-    m = (m.index_add_(1, codes, power) / counts).clamp(min=1e-12)
-    inv = 1.0 / shape[:, None]
-    log_norm = (math.log(2.0) + torch.lgamma(1.0 / shape) - torch.log(shape))[:, None]
-    per_segment = log_norm + inv * torch.log(shape[:, None] * m) + inv
+    m = segment_mean(power).clamp(min=1e-12)
+    beta = shape[:, None]
     weights = counts / counts.sum()
-    return (per_segment * weights).sum() - torch.linalg.slogdet(unmixing)[1]
+    log_norm = (math.log(2.0) + torch.lgamma(1.0 / shape) - torch.log(shape))[:, None]
+    log_bm = torch.log(beta * m)
+    nll = (weights * (log_norm + log_bm / beta + 1.0 / beta)).sum()
+    return dict(
+        nll=nll - torch.linalg.slogdet(unmixing)[1],
+        sources=sources,
+        q=q,
+        log_q=log_q,
+        power=power,
+        m=m,
+        log_bm=log_bm,
+        weights=weights,
+        segment_mean=segment_mean,
+    )
 
 
 def gengauss_ivae_nll_and_grad(
@@ -299,9 +321,10 @@ def gengauss_ivae_nll_and_grad(
         d/dbeta_i = sum_k pi_k [-psi(1/beta)/beta^2 - 1/beta - log(beta m_ki)/beta^2
                     + (1/beta + mb_ki / m_ki)/beta - 1/beta^2],
 
-    psi the digamma function and mb_ki the segment mean of a log(q) / 2. One
-    pass over the samples each way, several times faster than backpropagating
-    through :func:`gengauss_ivae_nll` (whose value this returns).
+    psi the digamma function and mb_ki the segment mean of a log(q) / 2. It
+    takes about two thirds of the time of backpropagating through
+    :func:`gengauss_ivae_nll` (whose value it returns): 152 against 230 ms for
+    16 sources x 153600 samples on one CPU thread.
 
     Returns
     -------
@@ -309,30 +332,18 @@ def gengauss_ivae_nll_and_grad(
     grad_unmixing : Tensor, shape (n_dims, n_dims)
     grad_shape : Tensor, shape (n_dims,)
     """
-    sources = unmixing @ x
-    q = sources * sources + eps
-    log_q = torch.log(q)
-    power = torch.exp(0.5 * shape[:, None] * log_q)
-    n_dims, n_segments = sources.shape[0], counts.shape[0]
-
-    def segment_mean(values):
-        total = torch.zeros(n_dims, n_segments, dtype=x.dtype, device=x.device)
-        return total.index_add_(1, codes, values) / counts
-
-    m = segment_mean(power).clamp(min=1e-12)
-    m_shape = segment_mean(0.5 * power * log_q)
-    beta = shape[:, None]
-    weights = counts / counts.sum()
-    log_norm = (math.log(2.0) + torch.lgamma(1.0 / shape) - torch.log(shape))[:, None]
-    log_bm = torch.log(beta * m)
-    nll = (weights * (log_norm + log_bm / beta + 1.0 / beta)).sum()
-    nll = nll - torch.linalg.slogdet(unmixing)[1]
-    g = sources * power / (q * m[:, codes] * x.shape[1])
-    grad_unmixing = g @ x.T - torch.linalg.inv(unmixing).T
-    d_log_norm = (-torch.digamma(1.0 / shape) / shape**2 - 1.0 / shape)[:, None]
-    d_terms = d_log_norm - log_bm / beta**2 + (1.0 / beta + m_shape / m) / beta - 1.0 / beta**2
-    grad_shape = (weights * d_terms).sum(dim=1)
-    return nll, grad_unmixing, grad_shape
+    with torch.no_grad():
+        t = _gengauss_terms(unmixing, x, codes, counts, shape, eps)
+        sources, q, power, m, beta = t["sources"], t["q"], t["power"], t["m"], shape[:, None]
+        m_shape = t["segment_mean"](0.5 * power * t["log_q"])
+        g = sources * power / (q * m[:, codes] * x.shape[1])
+        grad_unmixing = g @ x.T - torch.linalg.inv(unmixing).T
+        d_log_norm = (-torch.digamma(1.0 / shape) / shape**2 - 1.0 / shape)[:, None]
+        d_terms = (
+            d_log_norm - t["log_bm"] / beta**2 + (1.0 / beta + m_shape / m) / beta - 1.0 / beta**2
+        )
+        grad_shape = (t["weights"] * d_terms).sum(dim=1)
+    return t["nll"], grad_unmixing, grad_shape
 
 
 def odd_power_features(x: torch.Tensor, degree: int) -> torch.Tensor:
