@@ -420,6 +420,18 @@ def saturated(gaussian_nonstationary):
     return level * np.tanh(X / level), S, u
 
 
+def test_gengauss_behind_the_sensor_unwarping(saturated):
+    X, S, u = saturated
+    pnl = IVAESeparator(N_SOURCES, mixing="post-nonlinear", prior="gengauss", device="cpu")
+    pnl.fit(X, u)
+    assert (pnl.mixing_, pnl.prior_) == ("post-nonlinear", "gengauss")
+    assert pnl.sensor_coefs_.shape == (6, 3) and pnl.source_shape_.shape == (N_SOURCES,)
+    assert mcc(S, pnl.transform(X, u)) > 0.97
+    # A refit with the Gaussian prior drops the shapes.
+    pnl.set_params(prior="auto").fit(X, u)
+    assert pnl.prior_ == "gauss" and pnl.source_shape_ is None
+
+
 def test_post_nonlinear_separator(saturated, tmp_path):
     X, S, u = saturated
     lin = IVAESeparator(N_SOURCES, mixing="linear", device="cpu").fit(X, u)
