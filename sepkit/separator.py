@@ -1342,8 +1342,9 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             entry.update(unwarp_loss=unwarp["nll"], unwarp_n_iter=unwarp["n_iter"])
         self.history_ = [entry]
         if not result["converged"]:
+            fitted = "linear iVAE" + (" (prior='gengauss')" if self.prior_ == "gengauss" else "")
             warnings.warn(
-                f"The linear iVAE fit stopped after {result['n_iter']} L-BFGS iterations "
+                f"The {fitted} fit stopped after {result['n_iter']} L-BFGS iterations "
                 "without converging; the sources may be off. Check the data for outliers "
                 "or use longer windows.",
                 RuntimeWarning,

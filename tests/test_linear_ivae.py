@@ -306,6 +306,24 @@ def test_gengauss_separator(stationary_non_gaussian, tmp_path):
     assert again.source_shape_ is None
 
 
+def test_gengauss_not_converged_warns(stationary_non_gaussian, monkeypatch):
+    import sepkit.train
+
+    X, _, _, u = stationary_non_gaussian
+    real = sepkit.train.fit_gengauss_ivae
+
+    def stopped_short(*args, **kwargs):
+        return {**real(*args, max_iter=3), "converged": False}
+
+    monkeypatch.setattr(sepkit.train, "fit_gengauss_ivae", stopped_short)
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"The linear iVAE \(prior='gengauss'\) fit stopped after \d+ L-BFGS iterations "
+        r"without converging",
+    ):
+        IVAESeparator(4, mixing="linear", prior="gengauss", device="cpu").fit(X, u)
+
+
 def test_gengauss_errors(stationary_non_gaussian):
     X, _, _, u = stationary_non_gaussian
     with pytest.raises(ValueError, match=r"prior='gengauss' is a prior of the linear models, "
