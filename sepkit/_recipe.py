@@ -276,13 +276,14 @@ def fitted_model(sep) -> dict:
     """Which model a fitted IVAESeparator chose: for results rows and metrics JSON.
 
     ``mixing``: its ``mixing_`` (None where it has none, e.g. ``domain_ ==
-    "tf"``); ``sensor_nonlinearity_max``: the largest ``sensor_nonlinearity_``
-    where the sensor unwarping was fitted (why ``mixing="auto"`` kept or
-    dropped it), else None.
+    "tf"``); ``prior``: its ``prior_``; ``sensor_nonlinearity_max``: the
+    largest ``sensor_nonlinearity_`` where the sensor unwarping was fitted (why
+    ``mixing="auto"`` kept or dropped it), else None.
     """
     values = getattr(sep, "sensor_nonlinearity_", None)
     return dict(
         mixing=getattr(sep, "mixing_", None),
+        prior=getattr(sep, "prior_", None),
         sensor_nonlinearity_max=None if values is None else float(values.max()),
     )
 

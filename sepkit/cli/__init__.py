@@ -27,6 +27,7 @@ _OPTIONS = {
     "highpass": "--highpass",
     "lowpass": "--lowpass",
     "mixing": "--mixing",
+    "prior": "--prior",
     "domain": "--domain",
     "window": "--window",
     "n_steps": "--steps",

@@ -333,6 +333,26 @@ def test_separate_eeg_mixing_choice(tmp_path):
     assert err.returncode == 2 and "invalid choice: 'affine'" in err.stderr
 
 
+def test_prior_option_reaches_the_separator(tmp_path):
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(4, duration=20.0, sample_rate=128.0, random_state=2)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    model = tmp_path / "m.safetensors"
+    argv = ["fit", str(path), "--n-sources", "4", "-o", str(model), "--quiet"]
+    assert main(argv + ["--prior", "gengauss", "--highpass", "1"]) == 0
+    fitted = json.loads((tmp_path / "m_metrics.json").read_text())
+    assert fitted["prior"] == "gengauss" and fitted["mixing"] == "linear"
+    assert IVAESeparator.load(model).source_shape_.shape == (4,)
+    err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "n.safetensors",
+               "--prior", "gengauss", "--mixing", "nonlinear")  # fmt: skip
+    assert err.returncode == 2
+    assert "prior='gengauss' is a prior of the linear models" not in err.stderr
+    assert "--prior gengauss is a prior of the linear models" in err.stderr
+    assert "Pass --mixing linear (or 'post-nonlinear')" in err.stderr
+
+
 def test_highpass_option_reaches_the_separator(tmp_path):
     from sepkit.datasets import make_eeg
 
