@@ -401,7 +401,7 @@ def _check_room_dim(room_dim, rng) -> np.ndarray:
     return dims
 
 
-def _array_layout(n_mics: int, geometry: str, spacing: float, rng) -> np.ndarray:
+def _array_layout(n_mics: int, geometry: str, spacing: float, azimuth: float) -> np.ndarray:
     """Microphone offsets from the array centre, shape (3, n_mics), in a horizontal plane."""
     if geometry == "circular" and n_mics >= 3:
         # Chord between neighbours on the circle equals the spacing.
@@ -410,20 +410,28 @@ def _array_layout(n_mics: int, geometry: str, spacing: float, rng) -> np.ndarray
         planar = radius * np.stack([np.cos(angles), np.sin(angles)])
     else:  # linear, and circular arrays of 1 or 2 microphones
         planar = np.stack([spacing * (np.arange(n_mics) - (n_mics - 1) / 2), np.zeros(n_mics)])
-    azimuth = rng.uniform(0, 2 * np.pi)
     rotation = np.array([[np.cos(azimuth), -np.sin(azimuth)], [np.sin(azimuth), np.cos(azimuth)]])
     return np.vstack([rotation @ planar, np.zeros(n_mics)])
 
 
 def _place(room_dims, n_mics, n_sources, geometry, spacing, rng):
-    offsets = _array_layout(n_mics, geometry, spacing, rng)
-    extent = np.max(np.abs(offsets), axis=1)
-    low, high = _WALL_MARGIN + extent, room_dims - _WALL_MARGIN - extent
-    if (low >= high).any():
+    # The array's orientation is drawn; where it leaves the array too close to a
+    # wall, the next orientations in 1-degree steps are tried, so that whether
+    # the array fits does not depend on the draw (a drawn orientation that fits
+    # is kept, and with it the random stream of earlier versions).
+    drawn = rng.uniform(0, 2 * np.pi)
+    for step in range(360):
+        offsets = _array_layout(n_mics, geometry, spacing, drawn + np.deg2rad(step))
+        extent = np.max(np.abs(offsets), axis=1)
+        low, high = _WALL_MARGIN + extent, room_dims - _WALL_MARGIN - extent
+        if (low < high).all():
+            break
+    else:
+        width = np.max(np.linalg.norm(offsets[:, :, None] - offsets[:, None, :], axis=0))
         raise ValueError(
-            f"The {n_mics}-microphone array ({2 * extent.max():.2f} m wide) does not fit in a "
-            f"room of {room_dims.round(2).tolist()} m with {_WALL_MARGIN} m to the walls. "
-            "Pass a larger room_dim or a smaller mic_spacing."
+            f"The {n_mics}-microphone array ({width:.2f} m wide) does "
+            f"not fit in a room of {room_dims.round(2).tolist()} m with {_WALL_MARGIN} m to the "
+            "walls, in any orientation. Pass a larger room_dim or a smaller mic_spacing."
         )
     mics = rng.uniform(low, high)[:, None] + offsets
     placed = []

@@ -224,10 +224,41 @@ def test_room_errors(pra):
     # this raises whatever the draws; seeded all the same.
     with pytest.raises(ValueError, match="Could not place 2 sources"):
         make_audio_mixture(s, 2, kind="room", rt60=0.1, room_dim=[1.2, 1.2, 1.2], random_state=0)
-    with pytest.raises(ValueError, match="does not fit in a room"):
-        make_audio_mixture(s, 8, kind="room", mic_spacing=0.2, room_dim=[2.0, 2.0, 2.5])
+    # 1.4 m of array in 0.9 m x 0.9 m of floor (0.5 m to the walls): no orientation fits.
+    with pytest.raises(
+        ValueError, match=r"8-microphone array \(1.40 m wide\) does not fit .* in any orientation"
+    ):
+        make_audio_mixture(
+            s, 8, kind="room", mic_spacing=0.2, room_dim=[1.9, 1.9, 2.5], random_state=0
+        )
     with pytest.raises(ValueError, match="'array_geometry' parameter"):
         make_audio_mixture(s, 2, kind="room", array_geometry="spiral")
+
+
+def test_room_array_turns_to_fit(pra, monkeypatch):
+    # 1.4 m of array in 1.0 m x 5.0 m of floor fits only when turned within 44
+    # degrees of the long side; every draw must place it, some after turning it
+    # (those used to fail).
+    real = audio_ds._array_layout
+    tried = []
+
+    def spy(*args):
+        tried.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(audio_ds, "_array_layout", spy)
+    turned = 0
+    for seed in range(8):
+        tried.clear()
+        mix = make_audio_mixture(
+            _sources(2, 100), 8, kind="room", mic_spacing=0.2, room_dim=[2.0, 6.0, 3.0],
+            rt60=0.2, random_state=seed,
+        )  # fmt: skip
+        assert mix.mixture.shape == (8, 100)
+        turned += len(tried) > 1
+        # The orientation kept: its x-extent fits the 1.0 m of usable width.
+        assert 1.4 * abs(np.cos(tried[-1])) / 2 < 0.5
+    assert 0 < turned < 8
 
 
 def test_room_without_pyroomacoustics(monkeypatch):
