@@ -261,8 +261,9 @@ def blink_locked(rows: list[dict], raw, cfg: dict) -> dict:
     above ``experiment.blink_threshold`` robust standard deviations (median
     absolute value / 0.6745), at least 0.5 s apart, on the side of its largest
     excursion. (MNE's ``find_eog_events`` also returns the near-zero crests
-    between the filter's undershoots on either side of each blink.) Per method: over the frontal channels (median), the share of
-    the variance changed in blink-free samples (farther than
+    between the filter's undershoots on either side of each blink.) Per
+    method: over the frontal channels (median), the share of the variance
+    changed in blink-free samples (farther than
     ``experiment.blink_free_margin`` seconds from every peak: the non-blink
     signal a removal should keep, so lower is better) and the share of the
     variance left in the blinks (``experiment.blink_window`` seconds around
