@@ -778,7 +778,8 @@ def fit_gengauss_ivae(
         its value at 500 iterations from iteration 250 on, when 50
         iterations gained 6e-7 nats).
     check_every : int
-        Iterations between those checks.
+        Iterations between those checks (fewer where L-BFGS's budget of
+        5/4 as many objective evaluations per call runs out first).
 
     Returns
     -------

@@ -287,6 +287,16 @@ def test_gengauss_separates_stationary_non_gaussian_sources(stationary_non_gauss
         fit_gengauss_ivae(Y, np.where(u == 3, 40, u))
 
 
+def test_gengauss_stopping_rules(stationary_non_gaussian):
+    _, Y, _, u = stationary_non_gaussian
+    # Gradient test off: the objective's change over check_every iterations stops it.
+    flat = fit_gengauss_ivae(Y, u, tol=0.0, tol_change=1.0, check_every=5)
+    assert flat["converged"] and 0 < flat["n_iter"] <= 5  # L-BFGS may end a check early
+    # Both tests off: max_iter stops it, unconverged.
+    capped = fit_gengauss_ivae(Y, u, tol=0.0, tol_change=-np.inf, max_iter=12, check_every=5)
+    assert not capped["converged"] and capped["n_iter"] == 12
+
+
 def test_gengauss_separator(stationary_non_gaussian, tmp_path):
     X, _, S, u = stationary_non_gaussian
     sep = IVAESeparator(4, mixing="linear", prior="gengauss", device="cpu").fit(X, u)
