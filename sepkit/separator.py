@@ -144,8 +144,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         apart by their non-Gaussianity, as ICA does, while the others still are
         by their non-stationarity; shapes in ``source_shape_``. It passes over
         all samples per iteration, so it fits slower than "gauss" (measured on
-        one CPU thread: 60-85 s against about 1 s for 10 min of 19-64 channels
-        at 256 Hz; 8 s against 3 s on EEGLAB's 4-min sample). On the 9 linear
+        one CPU thread: 16-83 s against about 1 s for 10 min of 19-64 channels
+        at 256 Hz; 7 s against 3 s on EEGLAB's 4-min sample). On the 9 linear
         recordings of recipes/eeg_semisynthetic its MCC is ahead of picard's
         on 8. The choice is stored in ``prior_``.
     posterior : {"auto", "diag", "full"}
