@@ -652,9 +652,9 @@ def train_ivae(
     return history
 
 
-def _lbfgs(params, objective, max_iter: int, tol: float, tolerance_change: float) -> int:
-    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run."""
-    opt = torch.optim.LBFGS(
+def _lbfgs_optimizer(params, max_iter: int, tol: float, tolerance_change: float):
+    """The L-BFGS set-up every exact-likelihood fit here uses (strong Wolfe line search)."""
+    return torch.optim.LBFGS(
         params,
         lr=1.0,
         max_iter=max_iter,
@@ -663,6 +663,25 @@ def _lbfgs(params, objective, max_iter: int, tol: float, tolerance_change: float
         tolerance_change=tolerance_change,
         line_search_fn="strong_wolfe",
     )
+
+
+def _unit_variance_rows(unmixing: torch.Tensor, xt: torch.Tensor, nll: float, model: str):
+    """``unmixing`` with rows scaled to unit source variance; raise if ``nll`` is not finite."""
+    if not np.isfinite(nll):
+        raise FloatingPointError(
+            f"The {model}'s likelihood is not finite; the data have a dimension with no "
+            "variance in some segment. Use longer windows or fewer n_sources."
+        )
+    with torch.no_grad():
+        # Unit variance over all samples (about the overall mean).
+        xc = xt - xt.mean(dim=1, keepdim=True)
+        W = unmixing.detach()
+        return (W / (W @ xc).std(dim=1, correction=0)[:, None]).numpy()
+
+
+def _lbfgs(params, objective, max_iter: int, tol: float, tolerance_change: float) -> int:
+    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run."""
+    opt = _lbfgs_optimizer(params, max_iter, tol, tolerance_change)
 
     def closure():
         opt.zero_grad()
@@ -719,17 +738,8 @@ def fit_linear_ivae(
     with torch.no_grad():
         nll = float(linear_ivae_nll(unmixing, covs, weights))
         grad_max = float(unmixing.grad.abs().max()) if unmixing.grad is not None else 0.0
-        W = unmixing.detach()
-        # Unit variance over all samples (about the overall mean).
-        xc = xt - xt.mean(dim=1, keepdim=True)
-        W = W / (W @ xc).std(dim=1, correction=0)[:, None]
-    if not np.isfinite(nll):
-        raise FloatingPointError(
-            "The linear iVAE's likelihood is not finite; the data have a dimension with no "
-            "variance in some segment. Use longer windows or fewer n_sources."
-        )
     return dict(
-        unmixing=W.numpy(),
+        unmixing=_unit_variance_rows(unmixing, xt, nll, "linear iVAE"),
         nll=nll,
         n_iter=n_iter,
         converged=n_iter < max_iter or grad_max <= tol,
@@ -823,15 +833,7 @@ def fit_gengauss_ivae(
         return nll
 
     start_nll = previous = float(objective())
-    opt = torch.optim.LBFGS(
-        [unmixing, theta],
-        lr=1.0,
-        max_iter=check_every,
-        history_size=20,
-        tolerance_grad=tol,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
-    )
+    opt = _lbfgs_optimizer([unmixing, theta], check_every, tol, 1e-12)
 
     def closure():
         opt.zero_grad()
@@ -849,17 +851,8 @@ def fit_gengauss_ivae(
             converged = True
             break
         previous = nll
-    with torch.no_grad():
-        W = unmixing.detach()
-        xc = xt - xt.mean(dim=1, keepdim=True)
-        W = W / (W @ xc).std(dim=1, correction=0)[:, None]
-    if not np.isfinite(nll):
-        raise FloatingPointError(
-            "The generalised Gaussian iVAE's likelihood is not finite; the data have a "
-            "dimension with no variance in some segment. Use longer windows or fewer n_sources."
-        )
     return dict(
-        unmixing=W.numpy(),
+        unmixing=_unit_variance_rows(unmixing, xt, nll, "generalised Gaussian iVAE"),
         shape=shape().detach().numpy(),
         nll=nll,
         start_nll=start_nll,
