@@ -330,18 +330,21 @@ def paired_kind_table(
                 for v in diffs.values()
             ]
             lines.append(f"| {case} | {ours} - {other} | " + " | ".join(cells) + " |")
-    if not lines:
-        return []
-    return [
-        "",
+    return _paired_table(
         f"Paired per source kind: median of abs r under {ours} minus abs r under the other "
         f"method, for the same true source of the same recording; in brackets, on how many "
         f"sources {ours} is ahead:",
-        "",
-        "| case | methods | " + " | ".join(kinds) + " |",
-        "|---|---|" + "---|" * len(kinds),
-        *lines,
-    ]
+        ["case", "methods", *kinds],
+        lines,
+    )
+
+
+def _paired_table(caption: str, columns: list[str], lines: list[str]) -> list[str]:
+    """A paired table for results.md: blank line, caption, header and rows; [] without rows."""
+    if not lines:
+        return []
+    header = "| " + " | ".join(columns) + " |"
+    return ["", caption, "", header, "|" + "---|" * len(columns), *lines]
 
 
 def paired_mcc_table(cfg: dict, rows: list[dict], reference: str = "picard") -> list[str]:
@@ -370,17 +373,12 @@ def paired_mcc_table(cfg: dict, rows: list[dict], reference: str = "picard") -> 
                 cells.append(" / ".join(f"{d:+.4f}" for d in diffs) if diffs else "-")
             if any(c != "-" for c in cells):
                 lines.append(f"| {case} | {method} | " + " | ".join(cells) + " |")
-    if not lines:
-        return []
-    return [
-        "",
+    return _paired_table(
         f"MCC minus {reference}'s on the same recording (per montage, seeds "
         f"{', '.join(map(str, seeds))} in order):",
-        "",
-        "| case | method | " + " | ".join(montages) + " |",
-        "|---|---|" + "---|" * len(montages),
-        *lines,
-    ]
+        ["case", "method", *montages],
+        lines,
+    )
 
 
 def auto_table(cfg: dict, rows: list[dict]) -> list[str]:
