@@ -312,7 +312,7 @@ def blink_locked(rows: list[dict], raw, cfg: dict) -> dict:
             data.get_data(picks=[d["blink_ref"]])[0][in_blink],
         )
 
-    before_ptp = np.ptp(units(raw)[4].mean(0))
+    before_ptp = np.ptp(raw.get_data(picks=[d["blink_ref"]])[0][in_blink].mean(0))
 
     def scores(u, blocks=slice(None), blinks=slice(None)):
         changed, total, left, before, epochs = u

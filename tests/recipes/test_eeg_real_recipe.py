@@ -62,36 +62,44 @@ def test_absent_recording_skips_cleanly(tmp_path, capsys, load_recipe):
 
 
 def _blinky_raw(sample_rate=100.0, seconds=60.0, onsets=None):
-    """Noise on three frontal channels plus a 200 uV blink every 4 s (or at ``onsets``)."""
+    """Noise on three frontal channels plus a 200 uV blink every 4 s (or at ``onsets``).
+
+    Returns the Raw and the blinks alone, shape (3, n_times).
+    """
     rng = np.random.default_rng(0)
     n = int(sample_rate * seconds)
-    data = rng.normal(0, 10e-6, (3, n))
     t = np.arange(n) / sample_rate
+    blinks = np.zeros((3, n))
     for onset in np.arange(2.0, seconds - 2.0, 4.0) if onsets is None else onsets:
-        data += 200e-6 * np.exp(-0.5 * ((t - onset) / 0.08) ** 2) * np.array([[1.0], [0.6], [0.5]])
+        blinks += (
+            200e-6 * np.exp(-0.5 * ((t - onset) / 0.08) ** 2) * np.array([[1.0], [0.6], [0.5]])
+        )
     info = mne.create_info(["FPz", "F3", "F4"], sample_rate, "eeg")
-    return mne.io.RawArray(data, info, verbose="error")
+    return mne.io.RawArray(rng.normal(0, 10e-6, (3, n)) + blinks, info, verbose="error"), blinks
 
 
-def test_blink_locked_scores_are_hand_computable(load_recipe):
-    run = load_recipe("eeg_real")
-    raw = _blinky_raw()
-    cfg = dict(
-        data=dict(frontal=["FPz", "F3", "F4"], blink_ref="FPz"),
+def _blink_cfg(frontal, bootstrap_block, bootstrap_n):
+    """The recipe's config keys that blink_locked reads."""
+    return dict(
+        data=dict(frontal=frontal, blink_ref="FPz"),
         experiment=dict(
             seed=0,
-            bootstrap_block=10.0,
-            bootstrap_n=50,
+            bootstrap_block=bootstrap_block,
+            bootstrap_n=bootstrap_n,
             blink_threshold=5.0,
             blink_window=[-0.25, 0.35],
             blink_free_margin=0.75,
         ),
     )
+
+
+def test_blink_locked_scores_are_hand_computable(load_recipe):
+    run = load_recipe("eeg_real")
+    raw, blinks = _blinky_raw()
+    cfg = _blink_cfg(["FPz", "F3", "F4"], bootstrap_block=10.0, bootstrap_n=50)
     # Nothing removed, everything removed, and the blinks alone removed.
-    t = raw.times
     onsets = np.arange(2.0, 58.0, 4.0)
-    wave = 200e-6 * sum(np.exp(-0.5 * ((t - o) / 0.08) ** 2) for o in onsets)
-    clean = mne.io.RawArray(raw.get_data() - wave * np.array([[1.0], [0.6], [0.5]]), raw.info)
+    clean = mne.io.RawArray(raw.get_data() - blinks, raw.info)
     empty = mne.io.RawArray(np.zeros_like(raw.get_data()), raw.info)
     rows = [
         dict(method=m, _cleaned=c) for m, c in [("same", raw), ("zero", empty), ("clean", clean)]
@@ -115,16 +123,6 @@ def test_blink_locked_scores_are_hand_computable(load_recipe):
 
 def test_blink_locked_needs_two_blinks(load_recipe):
     run = load_recipe("eeg_real")
-    raw = _blinky_raw(seconds=20.0, onsets=[10.0])
-    cfg = dict(
-        data=dict(frontal=["FPz"], blink_ref="FPz"),
-        experiment=dict(
-            seed=0,
-            bootstrap_block=1.0,
-            bootstrap_n=10,
-            blink_threshold=5.0,
-            blink_window=[-0.25, 0.35],
-            blink_free_margin=0.75,
-        ),
-    )
+    raw, _ = _blinky_raw(seconds=20.0, onsets=[10.0])
+    cfg = _blink_cfg(["FPz"], bootstrap_block=1.0, bootstrap_n=10)
     assert run.blink_locked([dict(method="same", _cleaned=raw)], raw, cfg) == {"n_blinks": 1}
