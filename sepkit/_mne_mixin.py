@@ -358,25 +358,33 @@ class MNEMixin:
     """
 
     # ----------------------------------------------------------- helpers
-    def _check_exclude(self, exclude) -> list[int]:
+    def _check_exclude(self, exclude, name: str = "exclude") -> list[int]:
+        """``exclude`` as sorted unique ints in range, or an error naming ``name``."""
         if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
             raise TypeError(
-                f"'exclude' must be a list of source indices, got {exclude!r}. Pass e.g. "
-                "exclude=[0] (indices from find_bads_eog), or [] to keep every source."
+                f"{name!r} must be a list of source indices, got {exclude!r}. Pass e.g. "
+                "[0] (indices from find_bads_eog), or [] to keep every source."
             )
         out = []
         for k in exclude:
             if isinstance(k, bool) or not isinstance(k, Integral):
                 raise TypeError(
-                    f"'exclude' must hold integer source indices, got {k!r} ({type(k).__name__})."
+                    f"{name!r} must hold integer source indices, got {k!r} ({type(k).__name__})."
                 )
             if not 0 <= k < self.n_sources:
                 raise ValueError(
-                    f"'exclude' holds source index {int(k)} but the separator has "
+                    f"{name!r} holds source index {int(k)} but the separator has "
                     f"n_sources={self.n_sources}; allowed indices are 0 to {self.n_sources - 1}."
                 )
             out.append(int(k))
         return sorted(set(out))
+
+    def _excluded(self, exclude) -> list[int]:
+        """The sources apply removes: ``exclude`` and ``self.exclude`` together, as MNE."""
+        chosen = self._check_exclude(getattr(self, "exclude", []), "sep.exclude")
+        if exclude is None:
+            return chosen
+        return sorted(set(chosen) | set(self._check_exclude(exclude)))
 
     def _raw_u(self, raw, u):
         """u for a Raw at inference: "annotations" / "events" (given, or as in fit) -> labels."""
@@ -459,7 +467,7 @@ class MNEMixin:
                 sources.crop(tmin)
         return sources
 
-    def apply(self, raw, exclude, *, copy: bool = True, u=None):
+    def apply(self, raw, exclude=None, *, copy: bool = True, u=None):
         """Remove the sources ``exclude`` from ``raw``, like ``ICA.apply``.
 
         The cleaned data are ``X - (f(S) - f(S'))`` with ``f`` the decoder,
@@ -469,15 +477,17 @@ class MNEMixin:
         channel means untouched). Subtracting the change of the reconstruction,
         rather than replacing ``X`` by ``f(S')``, keeps the part of ``X`` the
         model does not reconstruct (noise, dimensions beyond ``n_sources``)
-        exactly, as ICA keeps its PCA residual: ``apply(raw, exclude=[])``
-        returns the input unchanged.
+        exactly, as ICA keeps its PCA residual: with nothing to exclude,
+        ``apply`` returns the input unchanged.
 
         Parameters
         ----------
         raw : mne.io.Raw
             A recording with the channels the separator was fitted on.
-        exclude : list of int
-            Indices of the sources to remove (e.g. from :meth:`find_bads_eog`).
+        exclude : None or list of int
+            Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
+            besides those in ``self.exclude``, as ``ICA.apply`` does; None
+            removes ``self.exclude`` alone.
         copy : bool
             Return a cleaned copy (default). False cleans ``raw`` in place
             (it must be preloaded) and returns it, as MNE does.
@@ -491,7 +501,7 @@ class MNEMixin:
         """
         _check_raw_arg(raw)
         self._check_fitted()
-        exclude = self._check_exclude(exclude)
+        exclude = self._excluded(exclude)
         check_option("copy", copy, (True, False))
         if not copy and not raw.preload:
             raise ValueError(
@@ -518,8 +528,9 @@ class MNEMixin:
         self,
         raw,
         ch_name=None,
-        threshold: float = 0.5,
+        threshold="auto",
         *,
+        measure: str = "correlation",
         l_freq: float | None = 1.0,
         h_freq: float | None = 10.0,
         reject_by_annotation: bool = True,
@@ -527,11 +538,10 @@ class MNEMixin:
     ):
         """Find sources that follow the EOG (blinks, eye movements).
 
-        Like ``ICA.find_bads_eog(raw, measure="correlation")``: each source
-        and each reference channel are band-pass filtered (``l_freq`` to
-        ``h_freq``, where blinks and saccades have their power), and a source
-        is flagged when the absolute Pearson correlation with any reference
-        reaches ``threshold``.
+        Like ``ICA.find_bads_eog``: each source and each reference channel
+        are band-pass filtered (``l_freq`` to ``h_freq``, where blinks and
+        saccades have their power) and scored by their Pearson correlation;
+        ``measure`` says which scores flag a source.
 
         Parameters
         ----------
@@ -542,10 +552,26 @@ class MNEMixin:
             ``raw`` (bad ones excluded), or, when there are none, the frontal
             EEG channels Fp1, Fp2, Fpz and AF* (matched ignoring case), with a
             RuntimeWarning saying which.
-        threshold : float
-            Minimum absolute correlation, in (0, 1]. 0.5 flags a source that
-            shares at least a quarter of its (filtered) variance with a
-            reference; real blink components usually score 0.7-0.95.
+        threshold : "auto" or float
+            ``measure="correlation"``: the absolute correlation with some
+            reference that flags a source, in (0, 1]; "auto" is 0.5, which
+            flags a source sharing at least a quarter of its (filtered)
+            variance with a reference (real blink components usually score
+            0.7-0.95: recipes/eeg_real's scores 0.876 with FPz, which MNE's
+            0.9 would miss). ``measure="zscore"``:
+            the z-score, in standard deviations, above which a correlation
+            is an outlier among the sources' correlations with that
+            reference; "auto" is 3.0, as MNE's.
+        measure : {"correlation", "zscore"}
+            "correlation" flags absolute correlations of at least
+            ``threshold``. "zscore" is MNE's default: per reference, z-score
+            the correlations over the sources, flag those beyond
+            ``threshold`` (either sign), z-score the rest again without them
+            and flag again (two rounds, as MNE). It adapts to how strongly
+            the blink shows in the reference, but flags nothing when every
+            source correlates alike, and one outlier can hide another. Of n
+            values none lies more than (n - 1) / sqrt(n) SDs from their mean
+            (2.47 for 8 sources), so a threshold at or above that is refused.
         l_freq, h_freq : float or None
             Band-pass edges in Hz for sources and references; None leaves
             that side unfiltered.
@@ -568,9 +594,24 @@ class MNEMixin:
 
         _check_raw_arg(raw)
         self._check_fitted()
-        threshold = check_float(
-            "threshold", threshold, min_value=0.0, max_value=1.0, strict_min=True
-        )
+        check_option("measure", measure, ("correlation", "zscore"))
+        if isinstance(threshold, str) and threshold == "auto":
+            threshold = 0.5 if measure == "correlation" else 3.0
+        elif measure == "correlation":
+            threshold = check_float(
+                "threshold", threshold, min_value=0.0, max_value=1.0, strict_min=True
+            )
+        else:
+            threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
+        if measure == "zscore":
+            reach = (self.n_sources - 1) / np.sqrt(self.n_sources)
+            if threshold >= reach:
+                raise ValueError(
+                    f"measure='zscore' with threshold={threshold:g} cannot flag any of "
+                    f"{self.n_sources} sources: the z-scores of {self.n_sources} values never "
+                    f"exceed (n - 1) / sqrt(n) = {reach:.2f}. Pass a threshold below "
+                    f"{reach:.2f}, or measure='correlation'."
+                )
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         sfreq = float(raw.info["sfreq"])
         l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
@@ -588,8 +629,12 @@ class MNEMixin:
         sources, ref = both[: len(sources)], both[len(sources) :]
         scores = _correlations(ref, sources)
         best = np.abs(scores).max(axis=0)
+        if measure == "correlation":
+            flagged = best >= threshold
+        else:
+            flagged = np.any([_zscore_outliers(row, threshold) for row in scores], axis=0)
         order = np.argsort(-best, kind="stable")
-        indices = [int(k) for k in order if best[k] >= threshold]
+        indices = [int(k) for k in order if flagged[k]]
         return indices, (scores[0] if len(names) == 1 else scores)
 
     @staticmethod
@@ -835,7 +880,7 @@ class MNEMixin:
         path = self._check_target(path, overwrite)
         return _save_fif_atomic(self.get_sources(raw, u=u), path)
 
-    def save_cleaned(self, raw, path, exclude, *, overwrite: bool = False, u=None) -> Path:
+    def save_cleaned(self, raw, path, exclude=None, *, overwrite: bool = False, u=None) -> Path:
         """Write :meth:`apply` of ``raw`` to a FIF file, atomically.
 
         Parameters are as in :meth:`save_sources` and :meth:`apply`.
@@ -866,6 +911,37 @@ def _correlations(ref: np.ndarray, sources: np.ndarray) -> np.ndarray:
     # A constant row correlates with nothing; report 0, not NaN.
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, (ref @ sources.T) / norm, 0.0)
+
+
+def _zscore_outliers(scores: np.ndarray, threshold: float, n_rounds: int = 2) -> np.ndarray:
+    """Which ``scores`` lie beyond ``threshold`` SDs, by iterated z-scoring.
+
+    Each round z-scores the scores not yet flagged (mean and population SD of
+    those alone) and flags the ones whose absolute z-score exceeds
+    ``threshold``; it stops when a round flags nothing. This is the rule of
+    MNE's ``find_bads_eog(measure="zscore")``.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n_sources,)
+    threshold : float
+    n_rounds : int
+
+    Returns
+    -------
+    flagged : ndarray of bool, shape (n_sources,)
+    """
+    flagged = np.zeros(len(scores), dtype=bool)
+    for _ in range(n_rounds):
+        rest = scores[~flagged]
+        sd = rest.std()
+        if rest.size < 2 or sd == 0:
+            break
+        new = ~flagged & (np.abs(scores - rest.mean()) > threshold * sd)
+        if not new.any():
+            break
+        flagged |= new
+    return flagged
 
 
 def _save_fif_atomic(raw, path: Path) -> Path:

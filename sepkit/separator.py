@@ -444,6 +444,11 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         which :meth:`get_components` takes the decoder's Jacobian.
     data_device_ : {"device", "host"}
         Where the training data were kept ("host": streamed batch by batch).
+    exclude : list of int
+        Sources that :meth:`apply` and :meth:`save_cleaned` remove by default,
+        as ``ICA.exclude`` (e.g. ``sep.exclude = sep.find_bads_eog(raw)[0]``).
+        Empty after every ``fit`` (a refit's indices name other sources);
+        saved and loaded with the model.
 
     References
     ----------
@@ -853,6 +858,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         data, sample_rate, kind, rec = self._unpack(X, picks)
         from . import tf_separation
 
+        # Indices chosen on an earlier fit name other sources now.
+        self.exclude = []
         self.domain_, self.mixing_phase_ = tf_separation.resolve_domain(
             self.domain, kind, rec, init, self.n_sources
         )
@@ -1795,6 +1802,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             ch_names_=list(self.ch_names_) if self.ch_names_ else None,
             annotation_u_=bool(getattr(self, "annotation_u_", False)),
             history_=self.history_,
+            exclude=self._check_exclude(getattr(self, "exclude", []), "sep.exclude"),
         )
         with atomic_write(path) as tmp:
             save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(meta)})
@@ -1838,6 +1846,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         params["device"] = device
         sep = cls(**params)
         dev = sep._validate_params()
+        sep.exclude = list(meta.get("exclude", []))  # files from before the attribute
         if meta.get("domain_") == "tf":  # sepkit/tf_separation.py
             from .tf_separation import load_separator
 

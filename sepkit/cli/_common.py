@@ -158,8 +158,12 @@ def input_kind(path: Path) -> str:
     )
 
 
-def read_input(path) -> tuple[object, str]:
-    """(Recording or Raw, kind) for an audio or EEG file."""
+def read_input(path, *, eeg_picks="eeg") -> tuple[object, str]:
+    """(Recording or Raw, kind) for an audio or EEG file.
+
+    ``eeg_picks``: the channels of an EEG file to read (``read_eeg``'s picks;
+    None for every data channel, e.g. to keep the EOG leads beside the EEG).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist.")
@@ -170,7 +174,7 @@ def read_input(path) -> tuple[object, str]:
         return read_audio(path), kind
     from ..io import read_eeg
 
-    return read_eeg(path), kind
+    return read_eeg(path, picks=eeg_picks), kind
 
 
 def stem_of(path) -> str:

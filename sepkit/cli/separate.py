@@ -11,6 +11,12 @@ EEG sources as STEM_sources_raw.fif; STEM_metrics.json (model, steps, times,
 final -ELBO); a fitted model as STEM_model.safetensors; with --plots
 STEM_sources.png, STEM_training.png and, for EEG with a montage,
 STEM_topographies.png. Existing outputs are never overwritten without --force.
+
+EEG artefact removal: --exclude K,K,... (source indices, e.g. read off the
+topographies of an earlier run, then given with --model STEM_model.safetensors)
+or --exclude eog (the sources find_bads_eog flags against the EOG channels, or
+the frontal ones when there are none) also writes STEM_cleaned_raw.fif, the
+recording with those sources removed, and lists them in STEM_metrics.json.
 """
 
 from __future__ import annotations
@@ -75,6 +81,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="window length in seconds for u (default: the estimator's choice)",
     )
+    p.add_argument(
+        "--exclude",
+        metavar="K,K|eog",
+        default=None,
+        help="EEG: remove these sources (comma-separated indices from 0, or 'eog' for the "
+        "ones that follow the EOG) and write STEM_cleaned_raw.fif",
+    )
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
@@ -91,12 +104,15 @@ def load_model(spec: str, device: str = "cpu"):
     return IVAESeparator.from_pretrained(spec, device=device)
 
 
-def _outputs(out: Path, stem: str, kind: str, n_sources: int, plots: bool, fits: bool, eeg_pos):
+def _outputs(out: Path, stem: str, kind: str, n_sources: int, args, fits: bool, eeg_pos):
     files = [out / f"{stem}_metrics.json"]
     if kind == "audio":
         files += [out / f"{stem}_s{i + 1}.wav" for i in range(n_sources)]
     else:
         files.append(out / f"{stem}_sources_raw.fif")
+        if args.exclude is not None:
+            files.append(out / f"{stem}_cleaned_raw.fif")
+    plots = args.plots
     if fits:
         files.append(out / f"{stem}_model.safetensors")
     if plots:
@@ -113,6 +129,43 @@ def _has_positions(raw) -> bool:
 
     locs = [ch["loc"][:3] for ch in raw.info["chs"]]
     return sum(bool(np.isfinite(p).all() and np.any(p)) for p in locs) >= 3
+
+
+def parse_exclude(text: str | None, n_sources: int):
+    """None, "eog" or a sorted list of source indices from ``--exclude``."""
+    if text is None or text.strip().lower() == "eog":
+        return None if text is None else "eog"
+    try:
+        indices = sorted({int(k) for k in text.split(",")})
+    except ValueError:
+        raise ValueError(
+            f"--exclude takes comma-separated source indices (e.g. 0,3) or 'eog', got {text!r}."
+        ) from None
+    wrong = [k for k in indices if not 0 <= k < n_sources]
+    if wrong:
+        raise ValueError(
+            f"--exclude names source(s) {wrong}, but there are {n_sources} sources (indices 0 "
+            f"to {n_sources - 1}). Pass indices in that range."
+        )
+    return indices
+
+
+def _check_exclude_input(path: Path, X, kind: str, exclude) -> None:
+    """Refuse --exclude where it cannot apply, before any fit."""
+    if exclude is None:
+        return
+    if kind != "eeg":
+        raise ValueError(
+            f"--exclude removes sources from EEG recordings, but {path.name} is audio. Drop "
+            "--exclude for audio inputs (their sources are written one file each)."
+        )
+    if exclude == "eog":
+        from ..separator import IVAESeparator
+
+        with warnings.catch_warnings():
+            # find_bads_eog warns about a frontal fallback itself, later.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            IVAESeparator._eog_reference(X, None)
 
 
 def _check_steps(args) -> None:
@@ -147,26 +200,31 @@ def run(args) -> int:
     n_sources = pretrained.n_sources if pretrained is not None else args.n_sources
     verbose = show_progress(args)
 
+    exclude = parse_exclude(args.exclude, n_sources)
+
     # Everything this run would write, checked before any work.
     loaded = []
     targets = []
     for path, stem in zip(inputs, stems, strict=True):
         say(args, f"reading {path}")
-        X, kind = read_input(path)
+        # Every data channel: the EOG leads for --exclude eog, and all of them in
+        # the cleaned recording (the fit and the sources take the EEG only).
+        X, kind = read_input(path, eeg_picks=None)
+        _check_exclude_input(path, X, kind, exclude)
         eeg_pos = kind == "eeg" and _has_positions(X)
         loaded.append((path, stem, X, kind, eeg_pos))
-        targets += _outputs(out, stem, kind, n_sources, args.plots, fits, eeg_pos)
+        targets += _outputs(out, stem, kind, n_sources, args, fits, eeg_pos)
     check_targets(targets, args.force)
     made = make_output_folder(out)
     try:
-        _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose)
+        _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, exclude)
     except BaseException:
         remove_empty_folders(made)
         raise
     return 0
 
 
-def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose) -> None:
+def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, exclude) -> None:
     """Fit (or apply) and write the outputs of every input read by :func:`run`."""
     from ..io import Recording, write_sources
     from ..separator import IVAESeparator
@@ -223,6 +281,8 @@ def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose) -> No
             # Existing targets were refused above unless --force.
             _save_fif_atomic(S, out / f"{stem}_sources_raw.fif")
             rate, data, names = S.info["sfreq"], S.get_data(), S.ch_names
+            if exclude is not None:
+                info.update(_write_cleaned(sep, X, exclude, out / f"{stem}_cleaned_raw.fif"))
         if args.plots:
             rec = Recording(data, rate, tuple(names), "other")
             save_figure(plot_sources(rec), out / f"{stem}_sources.png", overwrite=args.force)
@@ -236,3 +296,32 @@ def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose) -> No
                 save_figure(fig, out / f"{stem}_topographies.png", overwrite=args.force)
         write_json(info, out / f"{stem}_metrics.json")
         print(f"{path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
+
+
+def _write_cleaned(sep, raw, exclude, path: Path) -> dict:
+    """Write ``raw`` without the sources ``exclude`` ("eog": find_bads_eog's); say which."""
+    import numpy as np
+
+    from .._mne_mixin import _save_fif_atomic
+
+    entry = {}
+    if exclude == "eog":
+        exclude, scores = sep.find_bads_eog(raw)
+        entry["eog_scores"] = np.round(np.asarray(scores, dtype=float), 4).tolist()
+        if not exclude:
+            own = sep._excluded(None)
+            warnings.warn(
+                "no source follows the EOG (find_bads_eog flagged none at |r| >= 0.5), so "
+                + (
+                    f"{path.name} is the recording unchanged"
+                    if not own
+                    else f"{path.name} lacks only the model's own exclude {own}"
+                )
+                + ". Pass --exclude with indices to remove sources anyway.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    # The model's own sep.exclude (saved with it) is removed too, as apply does.
+    entry["excluded"] = sep._excluded(exclude)
+    _save_fif_atomic(sep.apply(raw, exclude), path)
+    return entry

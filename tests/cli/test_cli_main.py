@@ -379,3 +379,78 @@ def test_highpass_option_reaches_the_separator(tmp_path):
     err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "z.safetensors",
                "--highpass", "0")  # fmt: skip
     assert err.returncode == 2 and "'highpass' must be > 0" in err.stderr
+
+
+def _assert_same_in_float32(actual, expected):
+    # FIF stores single precision by default.
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
+    import mne
+
+    from sepkit.datasets import make_eeg
+
+    # make_eeg's second source is a blink; an EOG lead records it with noise.
+    raw, S, _ = make_eeg(6, duration=60.0, sample_rate=128.0, random_state=1)
+    eog = S[1] / S[1].std() * 50e-6 + 5e-6 * np.random.default_rng(0).standard_normal(S.shape[1])
+    info = mne.create_info(["EOG"], 128.0, ["eog"])
+    raw.add_channels([mne.io.RawArray(eog[None], info, verbose="error")], force_update_info=True)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "eog"
+    argv = ["separate", str(path), "--n-sources", "6", "-o", str(out), "--exclude", "eog"]
+    assert main(argv + ["--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "rec_cleaned_raw.fif", "rec_metrics.json", "rec_model.safetensors", "rec_sources_raw.fif",
+    ]  # fmt: skip
+    info = json.loads((out / "rec_metrics.json").read_text())
+    sep = IVAESeparator.load(out / "rec_model.safetensors")
+    sources = sep.get_sources(raw).get_data()
+    truth = np.abs([np.corrcoef(s, S[1])[0, 1] for s in sources])
+    assert info["excluded"] == [int(np.argmax(truth))] and truth.max() > 0.9
+    assert np.shape(info["eog_scores"]) == (6,)
+    cleaned = mne.io.read_raw_fif(out / "rec_cleaned_raw.fif", verbose="error")
+    assert cleaned.ch_names == raw.ch_names  # the EOG lead kept, as MNE's apply does
+    _assert_same_in_float32(cleaned.get_data(), sep.apply(raw, info["excluded"]).get_data())
+
+    # Chosen by hand on a saved model; the model's own exclude is removed too.
+    sep.exclude = [4]
+    sep.save(tmp_path / "m.safetensors")
+    out2 = tmp_path / "hand"
+    argv = ["separate", str(path), "--model", str(tmp_path / "m.safetensors"), "-o", str(out2)]
+    assert main(argv + ["--exclude", "3,0", "--quiet"]) == 0
+    assert json.loads((out2 / "rec_metrics.json").read_text())["excluded"] == [0, 3, 4]
+    cleaned = mne.io.read_raw_fif(out2 / "rec_cleaned_raw.fif", verbose="error").get_data()
+    _assert_same_in_float32(cleaned, sep.apply(raw, [0, 3]).get_data())
+
+    # An EOG lead that records no blink: nothing flagged, and the run says so.
+    quiet_eye = raw.copy()
+    quiet_eye._data[raw.ch_names.index("EOG")] = np.random.default_rng(1).standard_normal(
+        raw.n_times
+    )
+    quiet_eye.save(tmp_path / "calm_raw.fif", verbose="error")
+    argv = [*argv[:1], str(tmp_path / "calm_raw.fif"), *argv[2:]]
+    capsys.readouterr()
+    assert main(argv + ["--exclude", "eog"]) == 0
+    assert (
+        "no source follows the EOG (find_bads_eog flagged none at |r| >= 0.5), so "
+        "calm_cleaned_raw.fif lacks only the model's own exclude [4]." in capsys.readouterr().err
+    )
+    assert json.loads((out2 / "calm_metrics.json").read_text())["excluded"] == [4]
+
+    wav = _wav(tmp_path / "a.wav", 0)
+    for extra, message in [
+        (["--exclude", "6"], "--exclude names source(s) [6], but there are 6 sources (indices 0 "
+         "to 5). Pass indices in that range."),
+        (["--exclude", "1;2"], "--exclude takes comma-separated source indices (e.g. 0,3) or "
+         "'eog', got '1;2'."),
+    ]:  # fmt: skip
+        assert main([*argv[:-1], str(tmp_path / "x"), *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"sepkit separate: error: {message}"
+    argv = ["separate", str(wav), "--n-sources", "2", "-o", str(tmp_path / "y"), "--exclude", "0"]
+    assert main(argv) == 2
+    assert "--exclude removes sources from EEG recordings, but a.wav is audio" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
