@@ -3,7 +3,8 @@
 The methods here make the separator a drop-in for ``mne.preprocessing.ICA``
 on continuous data: ``get_sources`` (a Raw of ``misc`` channels named
 ``IVAE000``, ``IVAE001``, ...), ``apply`` (a cleaned copy),
-``find_bads_eog``, ``plot_components``, ``plot_sources`` and FIF writers.
+``find_bads_eog``, ``find_bads_ecg``, ``plot_components``, ``plot_sources``,
+``plot_overlay`` and FIF writers.
 The module-level helpers turn a Raw into model input (channel picking,
 ``BAD`` annotations, labels from annotations) and model output back into
 a Raw; ``IVAESeparator._unpack``/``_wrap``/``fit`` call them.
@@ -588,12 +589,84 @@ class MNEMixin:
             Correlations, shape (n_sources,) for one reference channel,
             (n_channels, n_sources) for several.
         """
+        _check_raw_arg(raw)
+        self._check_fitted()
+        names = self._eog_reference(raw, ch_name)
+        return self._score_references(
+            raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
+        )
+
+    def find_bads_ecg(
+        self,
+        raw,
+        ch_name=None,
+        threshold="auto",
+        *,
+        measure: str = "correlation",
+        l_freq: float | None = 8.0,
+        h_freq: float | None = 16.0,
+        reject_by_annotation: bool = True,
+        u=None,
+    ):
+        """Find sources that follow the ECG (the heartbeat's field on the scalp).
+
+        Like ``ICA.find_bads_ecg(raw, method="correlation")``: each source
+        and the ECG channel(s) are band-pass filtered (``l_freq`` to
+        ``h_freq``; 8-16 Hz, MNE's band, keeps the QRS complex and drops the
+        slower T wave and drifts) and scored by their Pearson correlation.
+        MNE's default ``method="ctps"`` (cross-trial phase statistics) is
+        not provided.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        ch_name : None, str or list of str
+            Reference channel(s). None takes the ECG-typed channels of
+            ``raw`` (bad ones excluded); a recording without one needs
+            ``ch_name`` (EEG has no magnetometers to synthesise an ECG from,
+            as MNE does for MEG).
+        threshold : "auto" or float
+            As in :meth:`find_bads_eog`: "auto" is 0.5 for
+            ``measure="correlation"`` and 3.0 for ``measure="zscore"``.
+        measure : {"correlation", "zscore"}
+            As in :meth:`find_bads_eog`.
+        l_freq, h_freq : float or None
+            Band-pass edges in Hz; None leaves that side unfiltered.
+        reject_by_annotation : bool
+            Leave samples under bad annotations out of the correlations.
+        u : None, "annotations", "events" or ndarray
+            As in ``transform``.
+
+        Returns
+        -------
+        indices : list of int
+            Flagged sources, highest absolute correlation first.
+        scores : ndarray
+            Correlations, shape (n_sources,) for one reference channel,
+            (n_channels, n_sources) for several.
+        """
+        _check_raw_arg(raw)
+        self._check_fitted()
+        names = _typed_reference(raw, ch_name, "ecg")
+        if not names:
+            raise ValueError(
+                "raw has no ECG channel to score the sources against. Pass ch_name= naming the "
+                "channel that records the heart, or set its type with "
+                "raw.set_channel_types({'name': 'ecg'})."
+            )
+        return self._score_references(
+            raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
+        )
+
+    def _score_references(
+        self, raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
+    ):
+        """(indices, scores) of :meth:`find_bads_eog` / :meth:`find_bads_ecg` for ``names``."""
         import mne
 
         from .io.eeg import bad_annotation_mask
 
-        _check_raw_arg(raw)
-        self._check_fitted()
         check_option("measure", measure, ("correlation", "zscore"))
         if isinstance(threshold, str) and threshold == "auto":
             threshold = 0.5 if measure == "correlation" else 3.0
@@ -615,8 +688,6 @@ class MNEMixin:
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         sfreq = float(raw.info["sfreq"])
         l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
-        names = self._eog_reference(raw, ch_name)
-
         sources = self.get_sources(raw, u=u).get_data()
         ref = raw.get_data(picks=names)
         both = np.concatenate([sources, ref]).astype(np.float64)
@@ -639,21 +710,11 @@ class MNEMixin:
 
     @staticmethod
     def _eog_reference(raw, ch_name) -> list[str]:
-        if ch_name is not None:
-            names = [ch_name] if isinstance(ch_name, str) else list(ch_name)
-            if not names or not all(isinstance(n, str) for n in names):
-                raise TypeError(
-                    f"'ch_name' must be None, a channel name or a list of names, got {ch_name!r}."
-                )
-            from .io.eeg import _check_names_present
-
-            _check_names_present(raw, names, "ch_name", "raw")
-            return names
-        types = raw.get_channel_types()
-        bads = set(raw.info["bads"])
-        eog = [n for n, t in zip(raw.ch_names, types, strict=True) if t == "eog" and n not in bads]
+        eog = _typed_reference(raw, ch_name, "eog")
         if eog:
             return eog
+        types = raw.get_channel_types()
+        bads = set(raw.info["bads"])
         frontal = [
             n
             for n, t in zip(raw.ch_names, types, strict=True)
@@ -828,12 +889,7 @@ class MNEMixin:
         _check_raw_arg(raw)
         self._check_fitted()
         picks = self._check_source_picks(picks)
-        start = check_float("start", start, min_value=0.0)
-        duration = check_float("duration", duration, min_value=0.0, strict_min=True)
-        length = raw.n_times / raw.info["sfreq"]
-        if start >= length:
-            raise ValueError(f"'start' ({start:g} s) must be before the end of raw ({length:g} s).")
-        stop = min(length, start + duration)
+        start, stop = _check_span(raw, start, duration)
         sources = self.get_sources(raw, start=start, stop=stop, u=u)
         data = sources.get_data(picks=[f"IVAE{k:03d}" for k in picks])
         scale = data.std(axis=1, keepdims=True)
@@ -856,6 +912,88 @@ class MNEMixin:
         ax.set_yticks(offsets, [f"IVAE{k:03d}" for k in picks])
         ax.set_xlim(times[0], times[-1])
         ax.set_xlabel("Time (s)")
+        return fig
+
+    def plot_overlay(
+        self,
+        raw,
+        exclude=None,
+        *,
+        picks=None,
+        n_channels: int = 5,
+        start: float = 0.0,
+        duration: float = 10.0,
+        u=None,
+    ):
+        """Channels before and after :meth:`apply`, like ``ICA.plot_overlay``.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        exclude : None or list of int
+            The sources to remove, as in :meth:`apply` (with ``self.exclude``).
+        picks : None or list of str
+            Fitted channels to show; default the ``n_channels`` whose variance
+            the removal changes most over the shown span (for a blink, the
+            frontal ones).
+        n_channels : int
+            How many channels ``picks=None`` shows.
+        start, duration : float
+            Time span in seconds from the first sample of ``raw``.
+        u : None, "annotations", "events" or ndarray
+            As in ``transform``.
+
+        Returns
+        -------
+        fig : matplotlib.figure.Figure
+            One axis per channel, the recording in red and the cleaned one in
+            black over it, in microvolts for EEG; not shown.
+        """
+        from matplotlib.figure import Figure
+
+        _check_raw_arg(raw)
+        self._check_fitted()
+        removed = self._excluded(exclude)
+        n_channels = check_int("n_channels", n_channels, min_value=1)
+        start, stop = _check_span(raw, start, duration)
+        sfreq = raw.info["sfreq"]
+        fitted = self._fitted_names(raw)
+        if picks is not None:
+            picks = [picks] if isinstance(picks, str) else list(picks)
+            unknown = [name for name in picks if name not in fitted]
+            if unknown or not picks:
+                raise ValueError(
+                    f"'picks' must name fitted channels; {unknown or picks} are not among the "
+                    f"{len(fitted)} the separator was fitted on (e.g. {fitted[:3]})."
+                )
+        # Clean the whole recording (u counts windows from its first sample), then cut.
+        cleaned = self.apply(raw, removed, u=u)
+        span = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
+        before = raw.get_data(picks=fitted)[:, span]
+        after = cleaned.get_data(picks=fitted)[:, span]
+        if picks is None:
+            change = ((before - after) ** 2).sum(axis=1)
+            order = np.argsort(-change, kind="stable")[:n_channels]
+            picks = [fitted[i] for i in order]
+        rows = [fitted.index(name) for name in picks]
+        is_eeg = [raw.get_channel_types(picks=[name])[0] == "eeg" for name in picks]
+        times = start + np.arange(before.shape[1]) / sfreq
+        fig = Figure(figsize=(10.0, 0.6 + 1.2 * len(picks)), layout="constrained")
+        axes = fig.subplots(len(picks), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, row, name, eeg in zip(axes, rows, picks, is_eeg, strict=True):
+            scale = 1e6 if eeg else 1.0
+            ax.plot(times, before[row] * scale, lw=0.7, color="tab:red", label="before")
+            ax.plot(times, after[row] * scale, lw=0.7, color="k", label="cleaned")
+            ax.set_ylabel(f"{name}\n(uV)" if eeg else name)
+        axes[0].set_title(
+            f"Removed IVAE{', IVAE'.join(f'{k:03d}' for k in removed)}"
+            if removed
+            else "Nothing removed"
+        )
+        axes[0].legend(loc="upper right", fontsize="small")
+        axes[-1].set_xlim(times[0], times[-1])
+        axes[-1].set_xlabel("Time (s)")
         return fig
 
     # ------------------------------------------------------------ files
@@ -911,6 +1049,33 @@ def _correlations(ref: np.ndarray, sources: np.ndarray) -> np.ndarray:
     # A constant row correlates with nothing; report 0, not NaN.
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, (ref @ sources.T) / norm, 0.0)
+
+
+def _check_span(raw, start, duration) -> tuple[float, float]:
+    """(start, stop) in seconds of a plot's span inside ``raw``; stop is clipped to its end."""
+    start = check_float("start", start, min_value=0.0)
+    duration = check_float("duration", duration, min_value=0.0, strict_min=True)
+    length = raw.n_times / raw.info["sfreq"]
+    if start >= length:
+        raise ValueError(f"'start' ({start:g} s) must be before the end of raw ({length:g} s).")
+    return start, min(length, start + duration)
+
+
+def _typed_reference(raw, ch_name, ch_type: str) -> list[str]:
+    """``ch_name`` as a checked list of names, or (None) the good channels of ``ch_type``."""
+    if ch_name is not None:
+        names = [ch_name] if isinstance(ch_name, str) else list(ch_name)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise TypeError(
+                f"'ch_name' must be None, a channel name or a list of names, got {ch_name!r}."
+            )
+        from .io.eeg import _check_names_present
+
+        _check_names_present(raw, names, "ch_name", "raw")
+        return names
+    bads = set(raw.info["bads"])
+    types = raw.get_channel_types()
+    return [n for n, t in zip(raw.ch_names, types, strict=True) if t == ch_type and n not in bads]
 
 
 def _zscore_outliers(scores: np.ndarray, threshold: float, n_rounds: int = 2) -> np.ndarray:

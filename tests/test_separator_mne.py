@@ -601,6 +601,39 @@ def test_find_bads_eog_zscore(fitted, sim):
         fake.find_bads_eog(raw, measure="zscore", threshold=-1.0)
 
 
+def test_find_bads_ecg(fitted, sim):
+    raw, S = sim
+    rng = np.random.default_rng(6)
+    ecg = raw.get_data(picks="ECG")[0]
+    sources = rng.standard_normal((N_SOURCES, raw.n_times))
+    sources[3] = ecg / ecg.std() + 0.3 * sources[3]
+    sources[0] = -ecg / ecg.std() + 6.0 * sources[0]  # weaker, opposite sign
+    fake = _with_known_sources(fitted, raw, sources)
+    indices, scores = fake.find_bads_ecg(raw, reject_by_annotation=False)
+    # By hand: both band-passed 8-16 Hz, then Pearson's r.
+    band = mne.filter.filter_data(
+        np.vstack([sources, ecg]), SAMPLE_RATE, 8.0, 16.0, verbose="error"
+    )
+    expected = [np.corrcoef(b, band[-1])[0, 1] for b in band[:-1]]
+    np.testing.assert_allclose(scores, expected, atol=1e-10)
+    assert indices == [3] and scores[3] > 0.9 and -0.5 < scores[0] < -0.2
+    assert fake.find_bads_ecg(raw, threshold=0.2)[0] == [3, 0]
+    # z-scoring: source 3 stands out first; without it, source 0 does in round two.
+    assert fake.find_bads_ecg(raw, ch_name="ECG", measure="zscore", threshold=2.0)[0] == [3, 0]
+
+    # The separator's own sources: the simulated heartbeat is the flagged one.
+    found, _ = fitted.find_bads_ecg(raw)
+    own = fitted.get_sources(raw).get_data()
+    truth = np.abs([np.corrcoef(s, S[ECG])[0, 1] for s in own])
+    assert found[:1] == [int(np.argmax(truth))]
+
+    no_ecg = raw.copy().drop_channels(["ECG"])
+    with pytest.raises(ValueError, match="raw has no ECG channel to score the sources against"):
+        fitted.find_bads_ecg(no_ecg)
+    with pytest.raises(ValueError, match=r"'ch_name' names channel\(s\) \['EKG'\] that raw lacks"):
+        fitted.find_bads_ecg(raw, ch_name="EKG")
+
+
 def test_find_bads_eog_falls_back_to_frontal_channels(fitted, sim):
     raw, _ = sim
     no_eog = raw.copy().drop_channels(["EOG"])
@@ -720,6 +753,40 @@ def test_plots_return_figures(fitted, sim, tmp_path):
     on_line = raw.copy().set_montage(mne.channels.make_dig_montage(line, coord_frame="head"))
     with pytest.raises(ValueError, match=r"channels \['Fp1', .*lie on one line or circle"):
         loaded.plot_components(info=on_line.info)
+
+
+def test_plot_overlay(fitted, sim):
+    raw, _ = sim
+    names = list(fitted.ch_names_)
+    fig = fitted.plot_overlay(raw, exclude=[BLINK], start=2.0, duration=5.0)
+    assert len(fig.axes) == 5
+    # Default channels: those the removal changes most over the span, most first.
+    span = slice(int(2.0 * SAMPLE_RATE), int(7.0 * SAMPLE_RATE))
+    change = (
+        raw.get_data(picks=names)[:, span]
+        - fitted.apply(raw, [BLINK]).get_data(picks=names)[:, span]
+    ) ** 2
+    expected = [names[i] for i in np.argsort(-change.sum(axis=1))[:5]]
+    assert [ax.get_ylabel().split("\n")[0] for ax in fig.axes] == expected
+    before, after = fig.axes[0].lines
+    cleaned = fitted.apply(raw, [BLINK]).get_data(picks=expected[0])[0, span] * 1e6
+    np.testing.assert_allclose(after.get_ydata(), cleaned)
+    np.testing.assert_allclose(before.get_ydata(), raw.get_data(picks=expected[0])[0, span] * 1e6)
+    assert after.get_xdata()[0] == pytest.approx(2.0)
+    assert fig.axes[0].get_title() == f"Removed IVAE{BLINK:03d}"
+
+    sep = copy.deepcopy(fitted)
+    sep.exclude = [0]
+    fig = sep.plot_overlay(raw, exclude=[2], picks=["Fz", "Cz"])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Fz\n(uV)", "Cz\n(uV)"]
+    assert fig.axes[0].get_title() == "Removed IVAE000, IVAE002"
+    assert fitted.plot_overlay(raw, picks="Fz").axes[0].get_title() == "Nothing removed"
+    with pytest.raises(ValueError, match=r"'picks' must name fitted channels; \['EOG'\] are not"):
+        fitted.plot_overlay(raw, [1], picks=["Fz", "EOG"])
+    with pytest.raises(ValueError, match="'n_channels' must be >= 1, got 0"):
+        fitted.plot_overlay(raw, [1], n_channels=0)
+    with pytest.raises(ValueError, match=r"'start' \(40 s\) must be before the end of raw"):
+        fitted.plot_overlay(raw, [1], start=40.0)
 
 
 # --------------------------------------------------------------------------
