@@ -609,7 +609,7 @@ def test_find_bads_ecg(fitted, sim):
     sources[3] = ecg / ecg.std() + 0.3 * sources[3]
     sources[0] = -ecg / ecg.std() + 6.0 * sources[0]  # weaker, opposite sign
     fake = _with_known_sources(fitted, raw, sources)
-    indices, scores = fake.find_bads_ecg(raw, reject_by_annotation=False)
+    indices, scores = fake.find_bads_ecg(raw, method="correlation", reject_by_annotation=False)
     # By hand: both band-passed 8-16 Hz, then Pearson's r.
     band = mne.filter.filter_data(
         np.vstack([sources, ecg]), SAMPLE_RATE, 8.0, 16.0, verbose="error"
@@ -617,12 +617,13 @@ def test_find_bads_ecg(fitted, sim):
     expected = [np.corrcoef(b, band[-1])[0, 1] for b in band[:-1]]
     np.testing.assert_allclose(scores, expected, atol=1e-10)
     assert indices == [3] and scores[3] > 0.9 and -0.5 < scores[0] < -0.2
-    assert fake.find_bads_ecg(raw, threshold=0.2)[0] == [3, 0]
+    assert fake.find_bads_ecg(raw, method="correlation", threshold=0.2)[0] == [3, 0]
     # z-scoring: source 3 stands out first; without it, source 0 does in round two.
-    assert fake.find_bads_ecg(raw, ch_name="ECG", measure="zscore", threshold=2.0)[0] == [3, 0]
+    zscored = fake.find_bads_ecg(raw, "ECG", 2.0, method="correlation", measure="zscore")
+    assert zscored[0] == [3, 0]
 
     # The separator's own sources: the simulated heartbeat is the flagged one.
-    found, _ = fitted.find_bads_ecg(raw)
+    found, _ = fitted.find_bads_ecg(raw, method="correlation")
     own = fitted.get_sources(raw).get_data()
     truth = np.abs([np.corrcoef(s, S[ECG])[0, 1] for s in own])
     assert found[:1] == [int(np.argmax(truth))]
@@ -632,6 +633,51 @@ def test_find_bads_ecg(fitted, sim):
         fitted.find_bads_ecg(no_ecg)
     with pytest.raises(ValueError, match=r"'ch_name' names channel\(s\) \['EKG'\] that raw lacks"):
         fitted.find_bads_ecg(raw, ch_name="EKG")
+
+
+def test_kuiper_index_matches_mne():
+    from mne.preprocessing.ctps_ import kuiper
+
+    from sepkit._mne_mixin import kuiper_index
+
+    rng = np.random.default_rng(7)
+    for n in (5, 40, 300):
+        spread = rng.uniform(size=(n, 6))
+        locked = (0.3 + 0.05 * rng.standard_normal((n, 6))) % 1.0
+        for x in (spread, locked, np.c_[spread, locked]):
+            np.testing.assert_allclose(kuiper_index(x), kuiper(x)[1], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(kuiper_index(x.T, axis=1), kuiper(x)[1], rtol=1e-12)
+    assert kuiper_index(np.linspace(0, 1, 200, endpoint=False)) == 0.0  # evenly spread
+    assert kuiper_index(np.full(200, 0.25)) == 1.0  # all alike (clipped)
+
+
+def test_find_bads_ecg_ctps(fitted, sim):
+    from mne.preprocessing import find_ecg_events
+    from mne.preprocessing.ctps_ import ctps
+
+    raw, S = sim
+    indices, scores = fitted.find_bads_ecg(raw)  # method="ctps", MNE's default
+    own = fitted.get_sources(raw).get_data()
+    truth = np.abs([np.corrcoef(s, S[ECG])[0, 1] for s in own])
+    assert indices[0] == int(np.argmax(truth)) and scores.shape == (N_SOURCES,)
+    assert all(scores[k] >= 0.3 for k in indices)
+    # The same score by MNE's CTPS on the same epochs (heartbeats outside the BAD span).
+    peaks = find_ecg_events(raw, ch_name="ECG", verbose="error")[0][:, 0] - raw.first_samp
+    half = int(0.5 * SAMPLE_RATE)
+    start, stop = _bad_samples()
+    keep = (peaks >= half) & (peaks + half < raw.n_times)
+    keep &= (peaks + half < start) | (peaks - half >= stop)
+    band = mne.filter.filter_data(own.astype(np.float64), SAMPLE_RATE, 8.0, 16.0, verbose="error")
+    epochs = np.stack([band[:, p - half : p + half + 1] for p in peaks[keep]])
+    np.testing.assert_allclose(scores, ctps(epochs)[1].max(axis=-1), rtol=1e-10)
+
+    with pytest.raises(ValueError, match=r"'method' parameter. Allowed values are 'ctps' and"):
+        fitted.find_bads_ecg(raw, method="kuiper")
+    with pytest.raises(ValueError, match="'threshold' must be <= 1.0, got 3.0"):
+        fitted.find_bads_ecg(raw, threshold=3.0)
+    short = raw.copy().crop(0.0, 0.9)
+    with pytest.raises(ValueError, match=r"found [01] heartbeat\(s\) in 'ECG' with whole epochs"):
+        fitted.find_bads_ecg(short)
 
 
 def test_find_bads_eog_falls_back_to_frontal_channels(fitted, sim):
