@@ -332,6 +332,12 @@ def valid_chunk_starts(good: np.ndarray, chunk_samples: int) -> np.ndarray:
     return np.flatnonzero(per_chunk == 0).astype(np.int64)
 
 
+def _epochs_or_evoked(inst) -> bool:
+    import mne
+
+    return isinstance(inst, (mne.BaseEpochs, mne.Evoked))
+
+
 def _check_raw_arg(raw, name: str = "raw"):
     from .io.eeg import _check_raw
 
@@ -433,23 +439,30 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
+        raw : mne.io.Raw, mne.Epochs or mne.Evoked
             A recording with the channels the separator was fitted on.
+            Epochs and Evoked data need a separator whose encoder ignores u
+            (the linear models, the EEG default, or ``encoder_u=False``):
+            their samples have no window of the recording.
         start, stop : float or None
-            Time span to return, in seconds from the first sample of ``raw``;
-            ``stop`` is exclusive. None: from the start / to the end. The
-            whole recording is encoded first, because the default u (the
-            window index) counts windows from its first sample.
+            Raw only: time span to return, in seconds from the first sample
+            of ``raw``; ``stop`` is exclusive. None: from the start / to the
+            end. The whole recording is encoded first, because the default u
+            (the window index) counts windows from its first sample.
         u : None, "annotations", "events" or ndarray, shape (n_times,)
-            As in ``transform``; None uses the kind of u of ``fit``.
+            Raw only; as in ``transform``; None uses the kind of u of ``fit``.
 
         Returns
         -------
-        sources : mne.io.RawArray
-            Shape (n_sources, n_times), ``misc`` channels named ``IVAE000``,
-            ``IVAE001``, ...; sample rate, ``first_samp``, ``meas_date`` and
-            annotations copied from ``raw``.
+        sources : mne.io.RawArray, mne.EpochsArray or mne.EvokedArray
+            As the input: ``misc`` channels named ``IVAE000``, ``IVAE001``,
+            ...; for a Raw, shape (n_sources, n_times), with sample rate,
+            ``first_samp``, ``meas_date`` and annotations copied from
+            ``raw``; for Epochs, their events, ``event_id``, ``tmin`` and
+            metadata; for an Evoked, its ``tmin``, ``nave`` and comment.
         """
+        if _epochs_or_evoked(raw):
+            return self._segment_sources(raw, start=start, stop=stop, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
         tmin = 0.0 if start is None else check_float("start", start, min_value=0.0)
@@ -483,8 +496,11 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
-            A recording with the channels the separator was fitted on.
+        raw : mne.io.Raw, mne.Epochs or mne.Evoked
+            A recording with the channels the separator was fitted on
+            (Epochs and Evoked data as in :meth:`get_sources`; their removed
+            sources are held at ``source_mean_``, their mean over the fitted
+            samples, since an epoch is too short to stand for the recording).
         exclude : None or list of int
             Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
             besides those in ``self.exclude``, as ``ICA.apply`` does; None
@@ -497,9 +513,12 @@ class MNEMixin:
 
         Returns
         -------
-        raw : mne.io.Raw
-            The fitted channels cleaned, every other channel unchanged.
+        raw : mne.io.Raw, mne.Epochs or mne.Evoked
+            As the input: the fitted channels cleaned, every other channel
+            unchanged.
         """
+        if _epochs_or_evoked(raw):
+            return self._clean_segments(raw, exclude, copy=copy, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
         exclude = self._excluded(exclude)
@@ -522,6 +541,96 @@ class MNEMixin:
             out.load_data(verbose="error")
         idx = [out.ch_names.index(name) for name in self._fitted_names(raw)]
         out[idx, :] = cleaned
+        return out
+
+    def _segment_data(self, inst, u):
+        """(names, X, S) of Epochs / Evoked: X (n_epochs, n_channels, n_times), S its sources."""
+        self._check_fitted()
+        what = type(inst).__name__
+        if u is not None:
+            raise ValueError(
+                f"u is for a Raw; {what} data have no u of their own. Pass u=None (the "
+                "separator must ignore u, see get_sources)."
+            )
+        model = self.model_
+        if getattr(self, "domain_", "time") == "tf" or model.encoder_u or model.decoder_u:
+            raise ValueError(
+                f"{what} data have no window of the recording to stand for u, and this "
+                "separator's encoder or decoder takes u. Use a separator that ignores u "
+                "(mixing='linear' or 'post-nonlinear', the EEG default, or encoder_u=False "
+                "with decoder_u=False), or apply it to the continuous Raw and epoch the "
+                "result, e.g. mne.Epochs(sep.apply(raw), events)."
+            )
+        names = self._fitted_names(inst)
+        missing = [name for name in names if name not in inst.ch_names]
+        if missing:
+            raise ValueError(
+                f"The {what} data lack the fitted channel(s) {missing}. Pass data with every "
+                f"channel the separator was fitted on ({len(names)}: {names[:5]} ...)."
+            )
+        X = inst.get_data(picks=names).astype(np.float64)
+        if X.ndim == 2:  # Evoked
+            X = X[None]
+        n_epochs, n_channels, n_times = X.shape
+        flat = X.transpose(1, 0, 2).reshape(n_channels, n_epochs * n_times)
+        S = self.transform(flat).reshape(self.n_sources, n_epochs, n_times).transpose(1, 0, 2)
+        return names, X, S
+
+    def _segment_sources(self, inst, *, start, stop, u):
+        import mne
+
+        if start is not None or stop is not None:
+            raise ValueError(
+                f"'start' and 'stop' crop a Raw; for {type(inst).__name__} data pass None "
+                "(crop them with .crop() first)."
+            )
+        _, _, S = self._segment_data(inst, u)
+        names = [f"IVAE{k:03d}" for k in range(self.n_sources)]
+        info = mne.create_info(names, inst.info["sfreq"], "misc")
+        if isinstance(inst, mne.Evoked):
+            return mne.EvokedArray(
+                S[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,
+                verbose="error",
+            )  # fmt: skip
+        return mne.EpochsArray(
+            S, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
+            metadata=inst.metadata, verbose="error",
+        )  # fmt: skip
+
+    def _clean_segments(self, inst, exclude, *, copy, u):
+        import mne
+
+        self._check_fitted()
+        exclude = self._excluded(exclude)
+        check_option("copy", copy, (True, False))
+        names, X, S = self._segment_data(inst, u)
+        n_epochs, n_channels, n_times = X.shape
+        cleaned = X
+        if exclude:
+            held = S.copy()
+            held[:, exclude] = np.asarray(self.source_mean_)[exclude][None, :, None]
+
+            def sensors(a):
+                flat = a.transpose(1, 0, 2).reshape(self.n_sources, n_epochs * n_times)
+                out = np.asarray(self.inverse_transform(flat), dtype=np.float64)
+                return out.reshape(n_channels, n_epochs, n_times).transpose(1, 0, 2)
+
+            cleaned = X + (sensors(held) - sensors(S))
+        out = inst.copy() if copy else inst
+        idx = np.array([out.ch_names.index(name) for name in names])
+        if isinstance(out, mne.Evoked):
+            out.data[idx] = cleaned[0]
+            return out
+        if not out.preload:
+            if not copy:
+                raise ValueError(
+                    "apply(copy=False) cleans the Epochs in place, which needs their data in "
+                    "memory; call epochs.load_data() first, or pass copy=True."
+                )
+            out.load_data()
+        order = np.argsort(idx)
+        # apply_function hands over the picked channels in index order.
+        out.apply_function(lambda _: cleaned[:, order], picks=idx[order], channel_wise=False)
         return out
 
     # -------------------------------------------------------- artefacts

@@ -267,6 +267,92 @@ def test_exclude_attribute_like_ica_exclude(fitted, sim, tmp_path):
     assert sep.exclude == []
 
 
+@pytest.fixture(scope="module")
+def linear(sim):
+    raw, _ = sim
+    return IVAESeparator(N_SOURCES, mixing="linear", window=1.0).fit(raw)
+
+
+def _epochs(raw, preload=True):
+    events = mne.make_fixed_length_events(raw, duration=2.0)[1:-1]
+    return mne.Epochs(
+        raw, events, tmin=-0.2, tmax=0.5, baseline=None, preload=preload, verbose="error"
+    )
+
+
+def test_epochs_and_evoked_sources(linear, sim):
+    raw, _ = sim
+    epochs = _epochs(raw)
+    sources = linear.get_sources(epochs)
+    assert isinstance(sources, mne.EpochsArray)
+    assert sources.ch_names == [f"IVAE{k:03d}" for k in range(N_SOURCES)]
+    np.testing.assert_array_equal(sources.events, epochs.events)
+    assert sources.tmin == epochs.tmin and set(sources.get_channel_types()) == {"misc"}
+    # The linear model separates sample by sample: the epochs of the Raw's sources.
+    whole = linear.get_sources(raw).get_data()
+    starts = epochs.events[:, 0] - raw.first_samp
+    offsets = np.round(epochs.times * SAMPLE_RATE).astype(int)
+    expected = np.stack([whole[:, e + offsets] for e in starts])
+    np.testing.assert_allclose(sources.get_data(), expected, rtol=1e-5, atol=1e-6)
+    evoked = epochs.average()
+    ev_sources = linear.get_sources(evoked)
+    assert isinstance(ev_sources, mne.EvokedArray) and ev_sources.nave == evoked.nave
+    np.testing.assert_allclose(ev_sources.data, expected.mean(axis=0), rtol=1e-4, atol=1e-6)
+
+
+def test_apply_to_epochs_and_evoked(linear, sim):
+    raw, _ = sim
+    epochs = _epochs(raw)
+    names = list(linear.ch_names_)
+    k = BLINK
+    S = linear.get_sources(epochs).get_data()
+    cleaned = linear.apply(epochs, exclude=[k])
+    assert isinstance(cleaned, mne.BaseEpochs) and cleaned is not epochs
+    # Linear decoder: the pattern times the source about its mean over the fit.
+    removed = epochs.get_data(picks=names) - cleaned.get_data(picks=names)
+    pattern = linear.get_components()[:, k]
+    expected = pattern[None, :, None] * (S[:, k] - linear.source_mean_[k])[:, None, :]
+    np.testing.assert_allclose(removed, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    keep = ["EOG", "ECG"]
+    np.testing.assert_array_equal(cleaned.get_data(picks=keep), epochs.get_data(picks=keep))
+    np.testing.assert_allclose(
+        linear.apply(epochs, []).get_data(), epochs.get_data(), rtol=0, atol=1e-12
+    )
+    target = epochs.copy()
+    assert linear.apply(target, [k], copy=False) is target
+    np.testing.assert_allclose(target.get_data(), cleaned.get_data())
+    with pytest.raises(ValueError, match=r"apply\(copy=False\) cleans the Epochs in place"):
+        linear.apply(_epochs(raw, preload=False), [k], copy=False)
+    np.testing.assert_allclose(
+        linear.apply(_epochs(raw, preload=False), [k]).get_data(), cleaned.get_data()
+    )
+
+    evoked = epochs.average()
+    ev_clean = linear.apply(evoked, [k])
+    np.testing.assert_allclose(
+        ev_clean.get_data(picks=names), cleaned.average().get_data(picks=names), rtol=1e-4,
+        atol=1e-4 * np.abs(evoked.data).max(),
+    )  # fmt: skip
+    sep = copy.deepcopy(linear)
+    sep.exclude = [k]
+    np.testing.assert_allclose(sep.apply(epochs).get_data(), cleaned.get_data())
+
+
+def test_epochs_need_a_separator_that_ignores_u(fitted, linear, sim):
+    raw, _ = sim
+    epochs = _epochs(raw)
+    with pytest.raises(ValueError, match=r"Epochs data have no window of the recording"):
+        fitted.get_sources(epochs)
+    with pytest.raises(ValueError, match=r"EvokedArray data have no window|Evoked data have no"):
+        fitted.apply(epochs.average(), [0])
+    with pytest.raises(ValueError, match=r"'start' and 'stop' crop a Raw; for Epochs data"):
+        linear.get_sources(epochs, start=1.0)
+    with pytest.raises(ValueError, match="u is for a Raw; Epochs data have no u"):
+        linear.apply(epochs, [0], u="annotations")
+    with pytest.raises(ValueError, match=r"The Epochs data lack the fitted channel\(s\) \['Cz'\]"):
+        linear.get_sources(epochs.copy().drop_channels(["Cz"]))
+
+
 # --------------------------------------------------------------------------
 # Bad annotations, high-pass warning, u from annotations
 # --------------------------------------------------------------------------
