@@ -531,11 +531,7 @@ class MNEMixin:
         X, S, u = self._sources_and_data(raw, u)
         cleaned = X
         if exclude:
-            held = S.copy()
-            held[exclude] = S[exclude].mean(axis=1, keepdims=True)
-            change = self.inverse_transform(held, u).astype(np.float64)
-            change -= self.inverse_transform(S, u)
-            cleaned = X + change
+            cleaned = X + self._removal_change(S, exclude, u)
         out = raw.copy() if copy else raw
         if not out.preload:
             out.load_data(verbose="error")
@@ -632,6 +628,15 @@ class MNEMixin:
         # apply_function hands over the picked channels in index order.
         out.apply_function(lambda _: cleaned[:, order], picks=idx[order], channel_wise=False)
         return out
+
+    def _removal_change(self, S, exclude, u, decoded=None) -> np.ndarray:
+        """f(S') - f(S): the change of the reconstruction when the rows ``exclude``
+        of ``S`` are held at their mean (``decoded``: f(S), if already computed)."""
+        held = S.copy()
+        held[exclude] = S[exclude].mean(axis=1, keepdims=True)
+        change = self.inverse_transform(held, u).astype(np.float64)
+        change -= self.inverse_transform(S, u) if decoded is None else decoded
+        return change
 
     # -------------------------------------------------------- artefacts
     def find_bads_eog(
@@ -936,13 +941,12 @@ class MNEMixin:
             One axis per source, titled ``IVAE000``, ...; not shown (call
             ``fig.savefig`` or display it in a notebook).
         """
-        import mne
         from matplotlib.figure import Figure
 
         self._check_fitted()
         picks = self._check_source_picks(picks)
         n_cols = check_int("n_cols", n_cols, min_value=1)
-        info = self._positions_info(info)
+        info = self._positions_info(info, "plot_components")
         patterns = self.get_components()
         eeg_names = info["ch_names"]
         rows = [list(self._fitted_names_or_default()).index(n) for n in eeg_names]
@@ -951,34 +955,91 @@ class MNEMixin:
         fig = Figure(figsize=(2.0 * n_cols, 2.0 * n_rows), layout="constrained")
         for i, k in enumerate(picks):
             ax = fig.add_subplot(n_rows, n_cols, i + 1)
-            try:
-                mne.viz.plot_topomap(patterns[rows, k], info, axes=ax, cmap=cmap, show=False)
-            except QhullError as err:
-                # MNE interpolates over a Delaunay triangulation of the positions
-                # projected to 2-D, which needs them spread over an area.
-                raise ValueError(
-                    f"plot_components cannot interpolate a topomap over the positions of the "
-                    f"fitted EEG channels {eeg_names[:12]}: after MNE's projection to 2-D "
-                    "they lie on one line or circle (Qhull). Topomaps need channels spread "
-                    "over the scalp; set the montage that matches the cap "
-                    "(sepkit.io.apply_montage) or plot the patterns of get_components() "
-                    "another way."
-                ) from err
+            _topomap(ax, patterns[rows, k], info, cmap, "plot_components")
             ax.set_title(f"IVAE{k:03d}")
         return fig
+
+    def plot_properties(self, raw, picks=None, *, info=None, fmax: float | None = None, u=None):
+        """One figure per source: its map, spectrum and variance over the windows.
+
+        Like ``ICA.plot_properties``, for judging whether a source is an
+        artefact: the sensor pattern (topomap), the source's power spectrum
+        (Welch, 2 s segments), and its variance in each window of u
+        (``window_samples_``): how it changes between windows is what the
+        iVAE separates by. Each title gives the share of the fitted
+        channels' variance that removing the source (:meth:`apply`) takes.
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            A recording with the channels the separator was fitted on.
+        picks : None or list of int
+            Sources to show; default all.
+        info : None, mne.Info or mne.io.Raw
+            Channel positions, as in :meth:`plot_components`; default those
+            of ``raw``.
+        fmax : float or None
+            Highest frequency of the spectrum in Hz; default the Nyquist
+            frequency.
+        u : None, "annotations", "events" or ndarray
+            As in ``transform``.
+
+        Returns
+        -------
+        figs : list of matplotlib.figure.Figure
+            One per source in ``picks``; not shown.
+        """
+        from matplotlib.figure import Figure
+        from scipy.signal import welch
+
+        _check_raw_arg(raw)
+        self._check_fitted()
+        picks = self._check_source_picks(picks)
+        sfreq = float(raw.info["sfreq"])
+        fmax = sfreq / 2 if fmax is None else check_float(
+            "fmax", fmax, min_value=0.0, max_value=sfreq / 2, strict_min=True
+        )  # fmt: skip
+        info = self._positions_info(raw if info is None else info, "plot_properties")
+        rows = [list(self._fitted_names_or_default()).index(n) for n in info["ch_names"]]
+        patterns = self.get_components()
+        X, S, u = self._sources_and_data(raw, u)
+        total = ((X - X.mean(axis=1, keepdims=True)) ** 2).sum()
+        decoded = self.inverse_transform(S, u).astype(np.float64)
+        freqs, power = welch(S, fs=sfreq, nperseg=min(S.shape[1], int(round(2 * sfreq))))
+        shown = freqs <= fmax
+        win = self.window_samples_
+        n_windows = S.shape[1] // win
+        variances = S[:, : n_windows * win].reshape(len(S), n_windows, win).var(axis=2)
+        centres = (np.arange(n_windows) + 0.5) * win / sfreq
+        figs = []
+        for k in picks:
+            change = self._removal_change(S, [k], u, decoded)
+            share = (change**2).sum() / total if total > 0 else 0.0
+            fig = Figure(figsize=(10.0, 3.0), layout="constrained")
+            top, spec, var = fig.subplots(1, 3, width_ratios=[1.0, 1.4, 1.4])
+            _topomap(top, patterns[rows, k], info, "RdBu_r", "plot_properties")
+            spec.semilogy(freqs[shown], power[k, shown], color="k", lw=0.8)
+            spec.set_xlabel("Frequency (Hz)")
+            spec.set_ylabel("Power (a.u./Hz)")
+            var.semilogy(centres, variances[k], color="k", lw=0.8)
+            var.set_xlabel("Time (s)")
+            var.set_ylabel(f"Variance per {win / sfreq:.3g} s window")
+            fig.suptitle(f"IVAE{k:03d}: {100 * share:.1f} % of the fitted channels' variance")
+            figs.append(fig)
+        return figs
 
     def _fitted_names_or_default(self):
         return self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
 
-    def _positions_info(self, info):
-        """Info of the fitted EEG channels that have positions, for topomaps."""
+    def _positions_info(self, info, what: str):
+        """Info of the fitted EEG channels that have positions, for the topomaps of ``what``."""
         import mne
 
         if info is None:
             info = getattr(self, "info_", None)
             if info is None:
                 raise ValueError(
-                    "plot_components needs channel positions, but the separator was not fitted "
+                    f"{what} needs channel positions, but the separator was not fitted "
                     "on an MNE Raw (or was loaded from a file). Pass info=raw.info of a Raw "
                     "with the fitted channels and a montage."
                 )
@@ -1005,7 +1066,7 @@ class MNEMixin:
                 keep.append(idx)
         if len(keep) < 3:
             raise ValueError(
-                "plot_components needs positions of at least 3 fitted EEG channels, found "
+                f"{what} needs positions of at least 3 fitted EEG channels, found "
                 f"{len(keep)}. Set a montage first, e.g. "
                 "raw = sepkit.io.apply_montage(raw, 'standard_1020'), and refit or pass "
                 "info=raw.info."
@@ -1229,6 +1290,25 @@ def _correlations(ref: np.ndarray, sources: np.ndarray) -> np.ndarray:
     # A constant row correlates with nothing; report 0, not NaN.
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, (ref @ sources.T) / norm, 0.0)
+
+
+def _topomap(ax, values, info, cmap, what: str) -> None:
+    """``mne.viz.plot_topomap`` on ``ax``, with a clear error where it cannot interpolate."""
+    import mne
+
+    try:
+        mne.viz.plot_topomap(values, info, axes=ax, cmap=cmap, show=False)
+    except QhullError as err:
+        # MNE interpolates over a Delaunay triangulation of the positions
+        # projected to 2-D, which needs them spread over an area.
+        raise ValueError(
+            f"{what} cannot interpolate a topomap over the positions of the "
+            f"fitted EEG channels {info['ch_names'][:12]}: after MNE's projection to 2-D "
+            "they lie on one line or circle (Qhull). Topomaps need channels spread "
+            "over the scalp; set the montage that matches the cap "
+            "(sepkit.io.apply_montage) or plot the patterns of get_components() "
+            "another way."
+        ) from err
 
 
 def _check_span(raw, start, duration) -> tuple[float, float]:

@@ -887,6 +887,39 @@ def test_plots_return_figures(fitted, sim, tmp_path):
         loaded.plot_components(info=on_line.info)
 
 
+def test_plot_properties(linear, sim):
+    from scipy.signal import welch
+
+    raw, _ = sim
+    figs = linear.plot_properties(raw, picks=[BLINK, 0], fmax=30.0)
+    assert len(figs) == 2
+    top, spec, var = figs[0].axes[:3]
+    S = linear.get_sources(raw).get_data()
+    freqs, power = welch(S[BLINK], fs=SAMPLE_RATE, nperseg=int(2 * SAMPLE_RATE))
+    (line,) = spec.lines
+    np.testing.assert_allclose(line.get_xdata(), freqs[freqs <= 30.0])
+    np.testing.assert_allclose(line.get_ydata(), power[freqs <= 30.0], rtol=1e-6)
+    win = linear.window_samples_
+    n = S.shape[1] // win
+    (line,) = var.lines
+    np.testing.assert_allclose(
+        line.get_ydata(), S[BLINK, : n * win].reshape(n, win).var(axis=1), rtol=1e-6
+    )
+    # The title's share: the variance that removing the source takes, by hand.
+    names = list(linear.ch_names_)
+    X = raw.get_data(picks=names)
+    gone = ((X - linear.apply(raw, [BLINK]).get_data(picks=names)) ** 2).sum()
+    share = 100 * gone / ((X - X.mean(axis=1, keepdims=True)) ** 2).sum()
+    assert (
+        figs[0].get_suptitle() == f"IVAE{BLINK:03d}: {share:.1f} % of the fitted channels' variance"
+    )
+    assert len(linear.plot_properties(raw)) == N_SOURCES
+    with pytest.raises(ValueError, match=r"'fmax' must be <= 64.0, got 100.0"):
+        linear.plot_properties(raw, fmax=100.0)
+    with pytest.raises(ValueError, match="plot_properties needs positions of at least 3 fitted"):
+        linear.plot_properties(raw.copy().set_montage(None), picks=[0])
+
+
 def test_plot_overlay(fitted, sim):
     raw, _ = sim
     names = list(fitted.ch_names_)
