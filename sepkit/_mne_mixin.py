@@ -500,7 +500,9 @@ class MNEMixin:
             A recording with the channels the separator was fitted on
             (Epochs and Evoked data as in :meth:`get_sources`; their removed
             sources are held at ``source_mean_``, their mean over the fitted
-            samples, since an epoch is too short to stand for the recording).
+            samples, since an epoch is too short to stand for the recording,
+            and a baseline correction of theirs is re-applied after the
+            cleaning, as MNE's ``on_baseline="reapply"``).
         exclude : None or list of int
             Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
             besides those in ``self.exclude``, as ``ICA.apply`` does; None
@@ -616,17 +618,21 @@ class MNEMixin:
         idx = np.array([out.ch_names.index(name) for name in names])
         if isinstance(out, mne.Evoked):
             out.data[idx] = cleaned[0]
-            return out
-        if not out.preload:
-            if not copy:
-                raise ValueError(
-                    "apply(copy=False) cleans the Epochs in place, which needs their data in "
-                    "memory; call epochs.load_data() first, or pass copy=True."
-                )
-            out.load_data()
-        order = np.argsort(idx)
-        # apply_function hands over the picked channels in index order.
-        out.apply_function(lambda _: cleaned[:, order], picks=idx[order], channel_wise=False)
+        else:
+            if not out.preload:
+                if not copy:
+                    raise ValueError(
+                        "apply(copy=False) cleans the Epochs in place, which needs their data "
+                        "in memory; call epochs.load_data() first, or pass copy=True."
+                    )
+                out.load_data()
+            order = np.argsort(idx)
+            # apply_function hands over the picked channels in index order.
+            out.apply_function(lambda _: cleaned[:, order], picks=idx[order], channel_wise=False)
+        if out.baseline is not None:
+            # The removed part had a baseline of its own; restore the data's
+            # (MNE's on_baseline="reapply").
+            out.apply_baseline(out.baseline, verbose="error")
         return out
 
     def _removal_change(self, S, exclude, u, decoded=None) -> np.ndarray:
@@ -974,7 +980,8 @@ class MNEMixin:
         raw : mne.io.Raw
             A recording with the channels the separator was fitted on.
         picks : None or list of int
-            Sources to show; default all.
+            Sources to show; default all. An empty list (e.g. ``sep.exclude``
+            when nothing was flagged) gives no figures.
         info : None, mne.Info or mne.io.Raw
             Channel positions, as in :meth:`plot_components`; default those
             of ``raw``.
@@ -994,6 +1001,8 @@ class MNEMixin:
 
         _check_raw_arg(raw)
         self._check_fitted()
+        if picks is not None and not isinstance(picks, (str, bytes)) and len(picks) == 0:
+            return []
         picks = self._check_source_picks(picks)
         sfreq = float(raw.info["sfreq"])
         fmax = sfreq / 2 if fmax is None else check_float(

@@ -337,6 +337,14 @@ def test_apply_to_epochs_and_evoked(linear, sim):
     sep.exclude = [k]
     np.testing.assert_allclose(sep.apply(epochs).get_data(), cleaned.get_data())
 
+    # Baseline-corrected epochs keep a zero baseline after cleaning.
+    events = mne.make_fixed_length_events(raw, duration=2.0)[1:-1]
+    based = mne.Epochs(raw, events, tmin=-0.2, tmax=0.5, baseline=(None, 0), verbose="error")
+    out = linear.apply(based, [k])
+    before_zero = out.times <= 0
+    np.testing.assert_allclose(out.get_data(picks=names)[..., before_zero].mean(-1), 0, atol=1e-12)
+    assert not np.allclose(out.get_data(picks=names), based.get_data(picks=names))
+
 
 def test_epochs_need_a_separator_that_ignores_u(fitted, linear, sim):
     raw, _ = sim
@@ -914,6 +922,7 @@ def test_plot_properties(linear, sim):
         figs[0].get_suptitle() == f"IVAE{BLINK:03d}: {share:.1f} % of the fitted channels' variance"
     )
     assert len(linear.plot_properties(raw)) == N_SOURCES
+    assert linear.plot_properties(raw, picks=[]) == []  # e.g. nothing flagged
     with pytest.raises(ValueError, match=r"'fmax' must be <= 64.0, got 100.0"):
         linear.plot_properties(raw, fmax=100.0)
     with pytest.raises(ValueError, match="plot_properties needs positions of at least 3 fitted"):

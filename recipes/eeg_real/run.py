@@ -426,6 +426,14 @@ def figures(rows: list[dict], raw, cfg: dict, exp: Path) -> None:
     axes[-1].set_xlabel("Time (s)")
     fig.savefig(exp / "fpz_before_after.png", dpi=120)
     plt.close(fig)
+    # The first sepkit method's blink component as a user inspects it.
+    for row in rows:
+        if row["method"].startswith("sepkit") and row["method"] not in _recipe.FILTER_INSIDE:
+            (fig,) = row["_estimator"].plot_properties(
+                raw, picks=[row["blink_component"]], fmax=cfg["data"]["h_freq"]
+            )
+            fig.savefig(exp / f"{row['method']}_blink_properties.png", dpi=120)
+            break
 
 
 def stage_evaluate(cfg: dict, exp: Path) -> None:
