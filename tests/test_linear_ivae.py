@@ -377,6 +377,29 @@ def test_sensor_unwarp_inverts_a_soft_clip():
     np.testing.assert_allclose(unwarp_feature_map(coefs) @ odd_power_features(x, 3), h)
 
 
+def test_sensor_warp_stops_each_sample_when_it_settles():
+    from sepkit.functional import sensor_unwarp, sensor_warp
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(4, 3000, generator=gen, dtype=torch.float64)
+    y[:, :20] *= 40.0  # a few far-out samples keep iterating after the rest settle
+    coefs = torch.tensor(
+        [[0.3, 0.1, 0.05], [0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 0.0, 0.4]], dtype=torch.float64
+    )
+    x = sensor_warp(y, coefs)
+    np.testing.assert_allclose(sensor_unwarp(x, coefs)[0], y, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(x[1], y[1])  # no coefficients: the identity
+    # The same root as 200 plain Newton steps from |y| on every sample.
+    a, ref = y.abs(), y.abs().clone()
+    for _ in range(200):
+        h, dh = sensor_unwarp(ref, coefs)
+        ref = ref - (h - a) / dh
+    np.testing.assert_allclose(x, torch.sign(y) * ref, rtol=1e-13, atol=1e-14)
+    # Newton from above: stopped early, |x| still bounds the root from above.
+    rough = sensor_warp(y, coefs, n_iter=1)
+    assert bool((rough.abs() >= ref - 1e-12).all()) and not torch.allclose(rough, x)
+
+
 def test_post_nonlinear_nll_is_the_exact_likelihood():
     from sepkit.functional import (
         odd_power_features,
