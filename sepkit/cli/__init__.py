@@ -55,6 +55,8 @@ def command_line_phrasing(message: str) -> str:
         value = match.group(3) if match.group(3) is not None else match.group(2)
         return f"{_OPTIONS[match.group(1)]} {value}"
 
+    # find_bads_eog's reference channels: --eog-channels of ``separate --exclude eog``.
+    message = message.replace("'ch_name'", "--eog-channels").replace("ch_name=", "--eog-channels")
     return _KEYWORD.sub(option, message)
 
 

@@ -15,8 +15,9 @@ STEM_topographies.png. Existing outputs are never overwritten without --force.
 EEG artefact removal: --exclude K,K,... (source indices, e.g. read off the
 topographies of an earlier run, then given with --model STEM_model.safetensors)
 or --exclude eog (the sources find_bads_eog flags against the EOG channels, or
-the frontal ones when there are none) also writes STEM_cleaned_raw.fif, the
-recording with those sources removed, and lists them in STEM_metrics.json.
+the frontal ones when there are none, or those --eog-channels names) also writes
+STEM_cleaned_raw.fif, the recording with those sources removed, and lists them in
+STEM_metrics.json.
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="EEG: remove these sources (comma-separated indices from 0, or 'eog' for the "
         "ones that follow the EOG) and write STEM_cleaned_raw.fif",
     )
+    p.add_argument(
+        "--eog-channels",
+        metavar="NAME,NAME",
+        default=None,
+        help="with --exclude eog: the channel(s) that record the eyes (default: the "
+        "EOG-typed channels, else Fp1/Fp2/Fpz/AF*)",
+    )
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
@@ -150,8 +158,13 @@ def parse_exclude(text: str | None, n_sources: int):
     return indices
 
 
-def _check_exclude_input(path: Path, X, kind: str, exclude) -> None:
+def _check_exclude_input(path: Path, X, kind: str, exclude, eog_channels) -> None:
     """Refuse --exclude where it cannot apply, before any fit."""
+    if eog_channels is not None and exclude != "eog":
+        raise ValueError(
+            "--eog-channels names the EOG reference of --exclude eog, which is not given. "
+            "Pass --exclude eog too, or drop --eog-channels."
+        )
     if exclude is None:
         return
     if kind != "eeg":
@@ -165,7 +178,7 @@ def _check_exclude_input(path: Path, X, kind: str, exclude) -> None:
         with warnings.catch_warnings():
             # find_bads_eog warns about a frontal fallback itself, later.
             warnings.simplefilter("ignore", RuntimeWarning)
-            IVAESeparator._eog_reference(X, None)
+            IVAESeparator._eog_reference(X, eog_channels)
 
 
 def _check_steps(args) -> None:
@@ -201,6 +214,7 @@ def run(args) -> int:
     verbose = show_progress(args)
 
     exclude = parse_exclude(args.exclude, n_sources)
+    eog_channels = None if args.eog_channels is None else args.eog_channels.split(",")
 
     # Everything this run would write, checked before any work.
     loaded = []
@@ -210,22 +224,28 @@ def run(args) -> int:
         # Every data channel: the EOG leads for --exclude eog, and all of them in
         # the cleaned recording (the fit and the sources take the EEG only).
         X, kind = read_input(path, eeg_picks=None)
-        _check_exclude_input(path, X, kind, exclude)
+        _check_exclude_input(path, X, kind, exclude, eog_channels)
         eeg_pos = kind == "eeg" and _has_positions(X)
         loaded.append((path, stem, X, kind, eeg_pos))
         targets += _outputs(out, stem, kind, n_sources, args, fits, eeg_pos)
     check_targets(targets, args.force)
     made = make_output_folder(out)
     try:
-        _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, exclude)
+        _separate_all(
+            args, out, loaded, pretrained, fits, n_sources, verbose, (exclude, eog_channels)
+        )
     except BaseException:
         remove_empty_folders(made)
         raise
     return 0
 
 
-def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, exclude) -> None:
-    """Fit (or apply) and write the outputs of every input read by :func:`run`."""
+def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, removal) -> None:
+    """Fit (or apply) and write the outputs of every input read by :func:`run`.
+
+    ``removal``: (``--exclude`` parsed, ``--eog-channels`` as a list or None).
+    """
+    exclude, eog_channels = removal
     from ..io import Recording, write_sources
     from ..separator import IVAESeparator
     from ..viz import plot_sources, plot_topographies, plot_training_curve, save_figure
@@ -282,7 +302,8 @@ def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, exclu
             _save_fif_atomic(S, out / f"{stem}_sources_raw.fif")
             rate, data, names = S.info["sfreq"], S.get_data(), S.ch_names
             if exclude is not None:
-                info.update(_write_cleaned(sep, X, exclude, out / f"{stem}_cleaned_raw.fif"))
+                target = out / f"{stem}_cleaned_raw.fif"
+                info.update(_write_cleaned(sep, X, exclude, target, eog_channels))
         if args.plots:
             rec = Recording(data, rate, tuple(names), "other")
             save_figure(plot_sources(rec), out / f"{stem}_sources.png", overwrite=args.force)
@@ -298,7 +319,7 @@ def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, exclu
         print(f"{path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
 
 
-def _write_cleaned(sep, raw, exclude, path: Path) -> dict:
+def _write_cleaned(sep, raw, exclude, path: Path, eog_channels=None) -> dict:
     """Write ``raw`` without the sources ``exclude`` ("eog": find_bads_eog's); say which."""
     import numpy as np
 
@@ -306,7 +327,7 @@ def _write_cleaned(sep, raw, exclude, path: Path) -> dict:
 
     entry = {}
     if exclude == "eog":
-        exclude, scores = sep.find_bads_eog(raw)
+        exclude, scores = sep.find_bads_eog(raw, ch_name=eog_channels)
         entry["eog_scores"] = np.round(np.asarray(scores, dtype=float), 4).tolist()
         if not exclude:
             own = sep._excluded(None)

@@ -194,8 +194,10 @@ def test_messages_name_options_not_keyword_arguments():
         ("Pass overwrite=True to replace it.", "Pass --force to replace it."),
         ("Pass resample=True.", "Pass --resample."),
         ("n_steps=0 is not allowed; window=2.5 s", "--steps 0 is not allowed; --window 2.5 s"),
+        # find_bads_eog's reference: separate's --eog-channels.
+        ("Pass ch_name= to choose others.", "Pass --eog-channels to choose others."),
+        ("'ch_name' names channel(s) ['X']", "--eog-channels names channel(s) ['X']"),
         # Not options of the command line, or not keyword arguments: unchanged.
-        ("Pass ch_name= to choose others.", "Pass ch_name= to choose others."),
         ("sample_rate=16000 and overwrite=False", "sample_rate=16000 and overwrite=False"),
         ("the lowpass edge", "the lowpass edge"),
     ]
@@ -438,6 +440,25 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
         "calm_cleaned_raw.fif lacks only the model's own exclude [4]." in capsys.readouterr().err
     )
     assert json.loads((out2 / "calm_metrics.json").read_text())["excluded"] == [4]
+
+    # The EOG reference named by hand: the same blink against the lead, named.
+    argv = ["separate", str(path), "--model", str(tmp_path / "m.safetensors")]
+    named = tmp_path / "named"
+    assert main(argv + ["-o", str(named), "--exclude", "eog", "--eog-channels", "EOG"]) == 0
+    assert json.loads((named / "rec_metrics.json").read_text())["excluded"] == sorted(
+        {*info["excluded"], 4}
+    )
+    capsys.readouterr()
+    bad = ["--exclude", "eog", "--eog-channels", "VEOG"]
+    assert main(argv + ["-o", str(tmp_path / "z"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert "sepkit separate: error: --eog-channels names channel(s) ['VEOG'] that raw lacks" in err
+    assert main(argv + ["-o", str(tmp_path / "z"), "--eog-channels", "EOG"]) == 2
+    assert "--eog-channels names the EOG reference of --exclude eog, which is not given" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "z").exists()
+    argv = ["separate", str(path), "--model", str(tmp_path / "m.safetensors"), "-o", str(out2)]
 
     wav = _wav(tmp_path / "a.wav", 0)
     for extra, message in [
