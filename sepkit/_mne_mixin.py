@@ -745,7 +745,10 @@ class MNEMixin:
           largest normalised Kuiper index over the latencies, -ln(p) / (2 n)
           for p the test's p-value over n heartbeats, in [0, 1]. A source
           that the heart drives is phase-locked to every beat whatever its
-          amplitude.
+          amplitude, and so is one that carries only a small share of the
+          heartbeat: in ``recipes/eeg_artifacts`` CTPS at 0.3 also flags
+          line-noise and muscle components that hold some ECG. Look at what
+          it flags (:meth:`plot_properties`) before removing it.
         * ``"correlation"``: Pearson correlation with the ECG channel(s),
           flagged as ``measure`` says (as :meth:`find_bads_eog`).
 
