@@ -833,10 +833,8 @@ class MNEMixin:
         peaks = events[:, 0] - raw.first_samp
         half = int(round(0.5 * sfreq))
         # Whole epochs only, and none that touches a bad span.
-        peaks = peaks[(peaks >= half) & (peaks + half < raw.n_times)]
-        if reject_by_annotation:
-            bad = np.concatenate([[0], np.cumsum(bad_annotation_mask(raw))])
-            peaks = peaks[bad[peaks + half + 1] == bad[peaks - half]]
+        good = ~bad_annotation_mask(raw) if reject_by_annotation else np.ones(raw.n_times, bool)
+        peaks = peaks[np.isin(peaks - half, valid_chunk_starts(good, 2 * half + 1))]
         if len(peaks) < 2:
             raise ValueError(
                 f"find_bads_ecg(method='ctps') found {len(peaks)} heartbeat(s) in {ecg_name!r} "
