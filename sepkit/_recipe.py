@@ -256,6 +256,20 @@ def make_synthetic_data(data: Mapping, n_layers: int, seed: int):
     )
 
 
+def source_kinds(raw) -> list[str]:
+    """make_eeg's source kinds, in the order of the true sources (from the description).
+
+    Shared by the EEG recipes that score estimates per kind of true source.
+    """
+    import ast
+    import re
+
+    found = re.search(r"sources=(\[[^\]]*\])", raw.info["description"] or "")
+    if found is None:
+        raise SystemExit("the recording's description does not list make_eeg's source kinds")
+    return list(ast.literal_eval(found.group(1)))
+
+
 # The sepkit variants the EEG recipes and benchmark compare, as IVAESeparator
 # arguments on top of the config's: "sepkit" the defaults (the linear iVAE for
 # EEG), "sepkit-hp" the defaults fitted on the unfiltered recording with the

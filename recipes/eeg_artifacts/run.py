@@ -24,9 +24,7 @@ Usage:
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import sys
 import time
 import warnings
@@ -36,7 +34,14 @@ import mne
 import numpy as np
 
 from sepkit import IVAESeparator, _recipe
-from sepkit._recipe import FILTER_INSIDE, hardware, mne_ica, recipe_parser, run_stages
+from sepkit._recipe import (
+    FILTER_INSIDE,
+    hardware,
+    mne_ica,
+    recipe_parser,
+    run_stages,
+    source_kinds,
+)
 from sepkit.datasets import make_eeg
 from sepkit.metrics import cc, mcc, rrmse_temporal
 
@@ -117,9 +122,7 @@ def stage_prepare(cfg: dict, exp: Path) -> None:
             raw, _, _ = make_eeg(
                 n_sources, nonlinearity="saturation", saturation_rms=d["saturation_rms"], **kwargs
             )
-        kinds = list(
-            ast.literal_eval(re.search(r"sources=(\[[^\]]*\])", raw.info["description"])[1])
-        )
+        kinds = source_kinds(raw)
         artifact = np.isin(kinds, EYE_KINDS + HEART_KINDS)
         # The EEG a perfect removal leaves: the linear recording without the
         # artifact sources' projections (brain sources and sensor noise kept).

@@ -55,9 +55,7 @@ are errors ([sepkit] takes any IVAESeparator parameter). Only public APIs are us
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import statistics
 import sys
 import time
@@ -68,7 +66,14 @@ import mne
 import numpy as np
 
 from sepkit import IVAESeparator, _recipe
-from sepkit._recipe import FILTER_INSIDE, hardware, mne_ica, recipe_parser, run_stages
+from sepkit._recipe import (
+    FILTER_INSIDE,
+    hardware,
+    mne_ica,
+    recipe_parser,
+    run_stages,
+    source_kinds,
+)
 from sepkit.datasets import make_eeg
 from sepkit.metrics import amari_index, correlation_matrix, mcc
 
@@ -152,14 +157,6 @@ def stage_prepare(cfg: dict, exp: Path, only: str | None) -> None:
         np.savez(f"{stem}_truth.npz", S=S, A=A)
         raw.save(f"{stem}_raw.fif", verbose="error", overwrite=True)  # last: marks it prepared
         print(f"[prepare] {stem.name}: {len(raw.ch_names)} ch, {n_sources} sources", flush=True)
-
-
-def source_kinds(raw) -> list[str]:
-    """make_eeg's source kinds, in the order of the true sources (from the description)."""
-    found = re.search(r"sources=(\[[^\]]*\])", raw.info["description"] or "")
-    if found is None:
-        raise SystemExit("the recording's description does not list make_eeg's source kinds")
-    return list(ast.literal_eval(found.group(1)))
 
 
 def fit_method(method: str, raw, n_sources: int, seed: int, sepkit_cfg: dict, highpass: float):
