@@ -20,21 +20,25 @@ from ._check import (
     check_int,
     check_option,
 )
-from ._mne_mixin import (
+from ._mne_mixin import MNEMixin
+from ._version import __version__
+from .io.raw import (
     UNLABELLED,
-    MNEMixin,
     check_flat_eeg,
     picked_info,
     raw_to_data,
     resolve_raw_u,
     sensors_to_raw,
     sources_to_raw,
-    valid_chunk_starts,
 )
-from ._version import __version__
 from .io.recording import Recording
 from .models.ivae import _LOGVAR_MIN, ACTIVATIONS, IVAE, POSTERIORS, PRIORS
-from .windows import overlapping_training_set, window_labels
+from .windows import (
+    overlapping_training_set,
+    resolve_window_samples,
+    valid_chunk_starts,
+    window_labels,
+)
 
 _FORMAT_VERSION = 1
 # mixing values fitted by maximum likelihood without a network.
@@ -56,10 +60,6 @@ _UNWARP_MAX_ITER = 100
 # mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
 # linear at most 0.042 (64 channels), clipped at least 0.185.
 _UNWARP_KEEP = 0.08
-# Shortest window the default u may cut (samples): a variance from fewer samples
-# is mostly noise (relative standard error sqrt(2 / n) = 0.45 at 10).
-_MIN_AUTO_WINDOW_SAMPLES = 10
-
 MODEL_SUFFIX = ".safetensors"
 
 
@@ -666,34 +666,15 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         return window_samples - overlap
 
     def _window_samples_for(self, sample_rate, n_times, *, default_u=False):
-        """Window length in samples: ``window``, ``window_samples``, or the default rule.
-
-        ``default_u``: the windows are fit's u (u=None, a prior that uses u), so
-        the default rule must not cut them below ``_MIN_AUTO_WINDOW_SAMPLES``.
-        """
-        if self.window is None:
-            if self.window_samples is not None:
-                return int(self.window_samples)
-            n_windows = 4 * (2 * self.n_sources + 1)
-            window_samples = int(min(1000, max(1, n_times // n_windows)))
-            if default_u and window_samples < _MIN_AUTO_WINDOW_SAMPLES:
-                # Below a few samples a window's variance, what u is meant to
-                # expose, is noise, and the fit would still "succeed".
-                raise ValueError(
-                    f"X has {n_times} samples, too few for the default u of {n_windows} "
-                    f"windows (4 (2 n_sources + 1) for n_sources={self.n_sources}) of at least "
-                    f"{_MIN_AUTO_WINDOW_SAMPLES} samples each "
-                    f"({n_windows * _MIN_AUTO_WINDOW_SAMPLES} samples). Pass a longer "
-                    "recording, fewer n_sources, or choose the windows yourself with window= "
-                    "(seconds) or window_samples=."
-                )
-            return window_samples
-        if sample_rate is None:
-            raise ValueError(
-                f"window={self.window} s needs a sample rate, but X is a plain array. Pass a "
-                "Recording, or give the window in samples with window_samples=."
-            )
-        return max(1, int(round(self.window * sample_rate)))
+        """Window length in samples (:func:`sepkit.windows.resolve_window_samples`)."""
+        return resolve_window_samples(
+            self.window,
+            self.window_samples,
+            sample_rate,
+            n_times,
+            self.n_sources,
+            default_u=default_u,
+        )
 
     def _encode_u(self, u, n_times, *, fitting):
         """Validate u and turn it into model input (codes or continuous)."""

@@ -208,3 +208,77 @@ def make_windows(
     view = np.lib.stride_tricks.sliding_window_view(X, window_samples, axis=1)[:, ::hop_samples]
     windows = view.transpose(1, 0, 2)
     return windows, np.arange(windows.shape[0], dtype=np.int64)
+
+
+def valid_chunk_starts(good: np.ndarray, chunk_samples: int) -> np.ndarray:
+    """Start indices of every chunk of ``chunk_samples`` that holds only good samples.
+
+    Parameters
+    ----------
+    good : ndarray of bool, shape (n_times,)
+    chunk_samples : int
+
+    Returns
+    -------
+    starts : ndarray of int64, shape (n_valid,)
+    """
+    # Number of bad samples in [s, s + chunk) for every s, by a running sum.
+    n_bad = np.concatenate([[0], np.cumsum(~good)])
+    per_chunk = n_bad[chunk_samples:] - n_bad[:-chunk_samples]
+    return np.flatnonzero(per_chunk == 0).astype(np.int64)
+
+
+# Shortest window the default u may cut (samples): a variance from fewer samples
+# is mostly noise (relative standard error sqrt(2 / n) = 0.45 at 10).
+MIN_AUTO_WINDOW_SAMPLES = 10
+
+
+def resolve_window_samples(
+    window, window_samples, sample_rate, n_times: int, n_sources: int, *, default_u: bool = False
+) -> int:
+    """Window length in samples: ``window`` (seconds), ``window_samples``, or the default rule.
+
+    The default cuts ``4 (2 n_sources + 1)`` windows of at most 1000 samples:
+    Thm. 1 of Khemakhem et al. (2020) needs ``2 n_sources + 1`` distinct u,
+    and four times that leaves each segment's variance room to differ.
+
+    Parameters
+    ----------
+    window : float or None
+        Seconds; needs ``sample_rate``.
+    window_samples : int or None
+        Used when ``window`` is None.
+    sample_rate : float or None
+    n_times : int
+    n_sources : int
+    default_u : bool
+        The windows are fit's u (u=None, a prior that uses u), so the default
+        rule must not cut them below ``MIN_AUTO_WINDOW_SAMPLES``.
+
+    Returns
+    -------
+    window_samples : int
+    """
+    if window is None:
+        if window_samples is not None:
+            return int(window_samples)
+        n_windows = 4 * (2 * n_sources + 1)
+        length = int(min(1000, max(1, n_times // n_windows)))
+        if default_u and length < MIN_AUTO_WINDOW_SAMPLES:
+            # Below a few samples a window's variance, what u is meant to
+            # expose, is noise, and the fit would still "succeed".
+            raise ValueError(
+                f"X has {n_times} samples, too few for the default u of {n_windows} "
+                f"windows (4 (2 n_sources + 1) for n_sources={n_sources}) of at least "
+                f"{MIN_AUTO_WINDOW_SAMPLES} samples each "
+                f"({n_windows * MIN_AUTO_WINDOW_SAMPLES} samples). Pass a longer "
+                "recording, fewer n_sources, or choose the windows yourself with window= "
+                "(seconds) or window_samples=."
+            )
+        return length
+    if sample_rate is None:
+        raise ValueError(
+            f"window={window} s needs a sample rate, but X is a plain array. Pass a "
+            "Recording, or give the window in samples with window_samples=."
+        )
+    return max(1, int(round(window * sample_rate)))

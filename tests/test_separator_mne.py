@@ -497,7 +497,7 @@ def test_u_from_events(sim, tmp_path):
     loaded = IVAESeparator.load(sep.save(tmp_path / "sep.safetensors"), device="cpu")
     np.testing.assert_allclose(loaded.get_sources(stim).get_data(), sources)
     # Labels: event 1 from 2 s to 12 s, event 2 to 22 s (the sample clock of stim).
-    from sepkit._mne_mixin import event_labels
+    from sepkit.io.raw import event_labels
 
     u = event_labels(stim)
     assert u[int(1.9 * SAMPLE_RATE)] == "<unlabelled>" and u[int(5 * SAMPLE_RATE)] == "event 1"
@@ -607,7 +607,7 @@ def test_get_components_linear_decoder_is_mixing_matrix(fitted):
 
 def _with_known_sources(fitted, raw, sources):
     """A copy of ``fitted`` whose transform returns ``sources`` (to test scoring alone)."""
-    from sepkit._mne_mixin import sources_to_raw
+    from sepkit.io.raw import sources_to_raw
 
     fake = copy.copy(fitted)
     names = [f"IVAE{i:03d}" for i in range(len(sources))]

@@ -46,5 +46,7 @@ def test_format1_files_give_the_same_outputs(name):
 def test_shipped_models_give_the_same_outputs(name):
     sep = IVAESeparator.from_pretrained(name, device="cpu")
     expected = np.load(HERE / f"{name}_expected.npz")
-    np.testing.assert_allclose(sep.transform(expected["X"]), expected["sources"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sep.transform(expected["X"]), expected["sources"], rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(sep.get_components(), expected["components"], rtol=1e-5, atol=1e-9)

@@ -54,7 +54,9 @@ def cases():
             None,
         ),
         "network_labels": (
-            IVAESeparator(2, n_steps=30, n_layers=2, random_state=1, domain="time", mixing="nonlinear"),
+            IVAESeparator(
+                2, n_steps=30, n_layers=2, random_state=1, domain="time", mixing="nonlinear"
+            ),
             _audio(1),
             np.repeat(np.arange(6), 4000),
         ),
@@ -88,7 +90,9 @@ def main():
         if sep.sample_rate_ is not None and sep.n_channels_ > 2:
             X *= 1e-5
         np.savez_compressed(
-            HERE / f"{model}_expected.npz", X=X, sources=sep.transform(X),
+            HERE / f"{model}_expected.npz",
+            X=X,
+            sources=sep.transform(X),
             components=sep.get_components(),
         )
 

@@ -1,0 +1,292 @@
+"""MNE Raw as model input and output: channel picking, BAD samples, u from annotations/events.
+
+The estimator's one normalisation of its input (:mod:`sepkit.separator`)
+calls these for an ``mne.io.BaseRaw``; the sources and reconstructions it
+returns for a Raw are built here, aligned in time with the input (as
+``mne.preprocessing.ICA.get_sources``). MNE is imported inside the functions
+so that ``import sepkit`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._check import check_option
+
+# Label given, with u="annotations", to samples that no (non-bad) annotation
+# covers, so that every sample has a u and the whole recording can be separated.
+UNLABELLED = "<unlabelled>"
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """What ``IVAESeparator._unpack`` keeps of a Raw to build outputs.
+
+    Duck-types the attributes of :class:`Recording` that the estimator reads
+    (``ch_names``, ``sample_rate``, ``kind``).
+    """
+
+    raw: object  # the mne.io.BaseRaw the data came from
+    ch_names: tuple[str, ...]
+    sample_rate: float
+    kind: str = "eeg"
+
+
+def raw_to_data(raw, picks=None, fitted_names=None):
+    """(data, sample_rate, "raw", RawInput) for an MNE Raw.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+    picks : str, list of str or None
+        As in :func:`sepkit.io.to_recording`; None means ``"eeg"`` (bad
+        channels and EOG/ECG-typed channels are left out).
+    fitted_names : tuple of str or None
+        The channels a fitted separator was trained on. With ``picks=None``
+        exactly these are taken, in this order (also if they are now marked
+        bad, so the data match the model); a Raw lacking any of them is an
+        error that names them.
+
+    Returns
+    -------
+    data : ndarray, shape (n_channels, n_times), float32
+    sample_rate : float
+    kind : str
+        ``"raw"``.
+    container : RawInput
+    """
+    from .eeg import to_recording
+
+    if picks is None and fitted_names is not None:
+        missing = [name for name in fitted_names if name not in raw.ch_names]
+        if missing:
+            raise ValueError(
+                f"The Raw lacks channel(s) {missing} that the separator was fitted on. Pass a "
+                "recording with the same channels (rename them with raw.rename_channels, or "
+                "interpolate missing ones), or refit."
+            )
+        names = tuple(fitted_names)
+        data = raw.get_data(picks=list(names)).astype(np.float32)
+    else:
+        rec = to_recording(raw, picks="eeg" if picks is None else picks)
+        names, data = rec.ch_names, rec.data
+        if fitted_names is not None and tuple(names) != tuple(fitted_names):
+            raise ValueError(
+                f"picks={picks!r} selects channels {list(names)[:12]} but the separator was "
+                f"fitted on {list(fitted_names)[:12]}. Pass picks=None to take the fitted "
+                "channels."
+            )
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        bad = [names[i] for i in np.flatnonzero(~finite)]
+        raise ValueError(
+            f"Raw channel(s) {bad} contain NaN or Inf values. Mark them bad (add them to "
+            "raw.info['bads'], e.g. with sepkit.io.mark_bad_channels) or interpolate them "
+            "with raw.interpolate_bads()."
+        )
+    container = RawInput(raw, tuple(names), float(raw.info["sfreq"]))
+    return np.ascontiguousarray(data), container.sample_rate, "raw", container
+
+
+def check_flat_eeg(container: RawInput) -> None:
+    """Raise a ValueError naming picked EEG channels that are flat (in volts)."""
+    from .eeg import check_eeg_channels
+
+    raw = container.raw
+    types = dict(zip(raw.ch_names, raw.get_channel_types(), strict=True))
+    eeg = [name for name in container.ch_names if types[name] == "eeg"]
+    if eeg:
+        check_eeg_channels(raw, picks=eeg)
+
+
+def sources_to_raw(out: np.ndarray, raw, names):
+    """A RawArray of ``misc`` channels that lines up with ``raw`` in time.
+
+    Sample rate, ``first_samp``, ``meas_date`` and annotations are copied, as
+    ``mne.preprocessing.ICA.get_sources`` does, so events and annotations of
+    the input keep pointing at the same samples.
+    """
+    return _like_raw(out, raw, mne_info=None, names=names, ch_types="misc")
+
+
+def sensors_to_raw(out: np.ndarray, raw, names, info=None):
+    """A RawArray of sensor data (``inverse_transform`` of a Raw of sources).
+
+    ``info`` (the fitted channels' info, with positions) is used when given;
+    otherwise the channels are typed ``eeg`` without positions.
+    """
+    return _like_raw(out, raw, mne_info=info, names=names, ch_types="eeg")
+
+
+def picked_info(container: RawInput):
+    """The ``mne.Info`` of the picked channels (positions, filter settings)."""
+    import mne
+
+    raw = container.raw
+    idx = [raw.ch_names.index(name) for name in container.ch_names]
+    return mne.pick_info(raw.info, idx, verbose="error")
+
+
+def _like_raw(out, raw, *, mne_info, names, ch_types):
+    import mne
+
+    if mne_info is None:
+        mne_info = mne.create_info(list(names), raw.info["sfreq"], ch_types)
+        # Sources of a filtered recording are filtered alike (as ICA.get_sources
+        # keeps them): tools that read info["highpass"], is_highpassed among
+        # them, must not take them for unfiltered data.
+        with mne_info._unlock():
+            mne_info["highpass"] = raw.info["highpass"]
+            mne_info["lowpass"] = raw.info["lowpass"]
+    result = mne.io.RawArray(
+        np.asarray(out, dtype=np.float64), mne_info, first_samp=raw.first_samp, verbose="error"
+    )
+    result.set_meas_date(raw.info["meas_date"])
+    annotations = raw.annotations.copy()
+    if annotations.orig_time is None:
+        # Without a meas_date, a Raw reports onsets from its first sample ever
+        # recorded but set_annotations reads them from the first sample it
+        # holds; undo the shift so annotations stay on the same samples.
+        annotations.onset = annotations.onset - raw.first_time
+    result.set_annotations(annotations, verbose="error")
+    return result
+
+
+def annotation_labels(raw, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels u from the annotations of ``raw`` (``u="annotations"``).
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+    classes : ndarray of str or None
+        The labels seen in fit; None (in fit) takes every non-bad description.
+
+    Returns
+    -------
+    u : ndarray of str, shape (n_times,)
+        The description of the annotation over each sample (the later one
+        where they overlap); :data:`UNLABELLED` where none is.
+    bad : ndarray of bool, shape (n_times,)
+        True under bad annotations (:func:`sepkit.io.bad_annotation_mask`).
+    """
+    from .eeg import _is_bad_description, bad_annotation_mask, labels_from_annotations
+
+    if classes is None:
+        descs = sorted(
+            {str(d) for d in raw.annotations.description if not _is_bad_description(d)}
+            - {UNLABELLED}
+        )
+    else:
+        descs = [str(c) for c in classes if str(c) != UNLABELLED]
+    mapping = {d: i for i, d in enumerate(descs)}
+    codes, _ = labels_from_annotations(
+        raw, mapping=mapping, reject_by_annotation=False, unlabelled="own"
+    )
+    names = np.asarray([*descs, UNLABELLED])
+    u = names[codes]
+    if classes is None and (u != UNLABELLED).sum() == 0:
+        raise ValueError(
+            "u='annotations' but no annotation of the Raw covers any sample (found "
+            f"{sorted(set(map(str, raw.annotations.description)))[:10]}; bad ones and "
+            "zero-duration markers label nothing). Give the annotations durations, or pass "
+            "u=sepkit.io.labels_from_events(raw, *mne.events_from_annotations(raw))[0]."
+        )
+    return u, bad_annotation_mask(raw)
+
+
+def is_events_array(u, raw) -> bool:
+    """True when ``u`` is an MNE events array (n_events, 3) rather than per-sample u."""
+    return (
+        isinstance(u, np.ndarray)
+        and u.ndim == 2
+        and u.shape[1] == 3
+        and np.issubdtype(u.dtype, np.integer)
+        and raw.n_times != 3
+    )
+
+
+def event_labels(raw, events=None, classes=None) -> np.ndarray:
+    """Labels u from events (``u="events"`` or ``u=events``).
+
+    Each event labels the samples from it to the next event as
+    ``"event <code>"`` (events mark state changes: block or stage starts);
+    samples before the first event get :data:`UNLABELLED`.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+    events : ndarray of int, shape (n_events, 3) or None
+        MNE events; None reads them from the stim channel(s) of ``raw``
+        with ``mne.find_events``.
+    classes : ndarray of str or None
+        The labels seen in fit; None (in fit) takes every event code.
+
+    Returns
+    -------
+    u : ndarray of str, shape (n_times,)
+    """
+    import mne
+
+    from .eeg import labels_from_events
+
+    if events is None:
+        if not any(t == "stim" for t in raw.get_channel_types()):
+            raise ValueError(
+                "u='events' reads events from a stim channel, but the Raw has none. Pass the "
+                "events array instead, u=events (shape (n_events, 3), e.g. from "
+                "mne.events_from_annotations(raw)[0]), or u='annotations'."
+            )
+        events = mne.find_events(raw, verbose="error")
+    events = np.asarray(events)
+    if classes is None:
+        codes = np.unique(events[:, 2]) if events.size else np.zeros(0, dtype=np.int64)
+    else:
+        codes = np.asarray([int(c.split()[-1]) for c in classes if str(c) != UNLABELLED])
+    if codes.size == 0:
+        raise ValueError(
+            "u='events' but no event was found, so every sample would get the same u. Check "
+            "the stim channel (mne.find_events(raw)) or pass u=events."
+        )
+    names = np.asarray([*(f"event {int(c)}" for c in codes), UNLABELLED])
+    event_id = {str(int(c)): int(c) for c in codes}
+    idx, _ = labels_from_events(raw, events, event_id, reject_by_annotation=False, unlabelled="own")
+    return names[idx]
+
+
+def resolve_raw_u(raw, u, reject_by_annotation):
+    """u and the mask of samples to fit on, for a Raw given to ``fit``.
+
+    Returns
+    -------
+    u : None or ndarray
+        ``"annotations"``, ``"events"`` or an events array resolved to
+        per-sample labels; other values as given.
+    good : ndarray of bool, shape (n_times,)
+        False under bad annotations when ``reject_by_annotation``.
+    source : False, "annotations" or "events"
+        Where the labels came from (False: u as given, or the window index).
+    """
+    from .eeg import bad_annotation_mask
+
+    source = False
+    bad = bad_annotation_mask(raw)
+    if isinstance(u, str):
+        check_option("u", u, ("annotations", "events"))
+        source = u
+        if u == "annotations":
+            u, bad = annotation_labels(raw)
+        else:
+            u = event_labels(raw)
+    elif is_events_array(u, raw):
+        source = "events"
+        u = event_labels(raw, u)
+    good = ~bad if reject_by_annotation else np.ones(raw.n_times, dtype=bool)
+    if not good.any():
+        raise ValueError(
+            "Every sample of the Raw lies under a bad annotation (descriptions starting with "
+            "'bad' or 'edge'), so nothing is left to fit. Remove or shorten those annotations, "
+            "or pass reject_by_annotation=False."
+        )
+    return u, good, source
