@@ -1,0 +1,1 @@
+"""Model families: one module each, behind the protocol of :mod:`sepkit.methods.base`."""
