@@ -6,7 +6,9 @@ on continuous data: ``get_sources`` (a Raw of ``misc`` channels named
 ``find_bads_eog``, ``find_bads_ecg``, ``plot_components``, ``plot_sources``,
 ``plot_overlay`` and FIF writers.
 Turning a Raw into model input and model output back into a Raw lives in
-:mod:`sepkit.io.raw`.
+:mod:`sepkit.io.raw`; the scores behind ``find_bads_*`` (correlation, CTPS)
+in :mod:`sepkit.artifacts`; the figures in :mod:`sepkit.viz`; the atomic FIF
+writer in :mod:`sepkit.io.eeg`.
 
 MNE and matplotlib are imported inside the functions, so ``import sepkit``
 stays fast.
@@ -14,28 +16,28 @@ stays fast.
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import QhullError
 
-from ._atomic import atomic_write
+from . import viz
 from ._check import check_float, check_int, check_option
-from .io.eeg import check_band
+from .artifacts import (
+    ctps_scores,
+    ecg_peaks,
+    flag_sources,
+    reference_correlations,
+    whole_epoch_peaks,
+)
+from .io.eeg import _check_fif_target, _save_fif_atomic, check_band
 from .io.raw import annotation_labels, event_labels, is_events_array
-from .windows import valid_chunk_starts
 
 # Frontal electrodes that pick up blinks best, used as the EOG reference when a
 # recording has no EOG-typed channel: Fp1, Fp2, Fpz and the AF row (any case).
 _FRONTAL = re.compile(r"^(fp\d+|fpz|af\d+|afz)$", re.IGNORECASE)
-
-# The file-name endings MNE expects of a Raw FIF file; the temp file written
-# before the atomic rename ends like this so that MNE does not warn about it.
-_FIF_ENDINGS = (".fif", ".fif.gz")
 
 
 def _epochs_or_evoked(inst) -> bool:
@@ -48,18 +50,6 @@ def _check_raw_arg(raw, name: str = "raw"):
     from .io.eeg import _check_raw
 
     return _check_raw(raw, name, hint="For arrays use transform / inverse_transform.")
-
-
-def _check_fif_path(path) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"'path' must be a str or pathlib.Path, got {type(path).__name__}.")
-    path = Path(path)
-    if not path.name.lower().endswith(_FIF_ENDINGS):
-        raise ValueError(
-            f"'path' must name a FIF file ending in .fif or .fif.gz, got {path.name!r}. Use "
-            "MNE's naming convention, e.g. 'sub-01_ivae_raw.fif'."
-        )
-    return path
 
 
 class MNEMixin:
@@ -501,26 +491,17 @@ class MNEMixin:
         _check_raw_arg(raw)
         self._check_fitted()
         check_option("method", method, ("ctps", "correlation"))
-        names = _typed_reference(raw, ch_name, "ecg")
-        if not names:
-            raise ValueError(
-                "raw has no ECG channel to score the sources against. Pass ch_name= naming the "
-                "channel that records the heart, or set its type with "
-                "raw.set_channel_types({'name': 'ecg'})."
+        names = _ecg_reference(raw, ch_name)
+        if method == "ctps":
+            return self._ctps_scores(
+                raw, names[0], threshold, l_freq, h_freq, reject_by_annotation, u
             )
-        if method == "correlation":
-            return self._score_references(
-                raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
-            )
-        return self._ctps_scores(raw, names[0], threshold, l_freq, h_freq, reject_by_annotation, u)
+        return self._score_references(
+            raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
+        )
 
     def _ctps_scores(self, raw, ecg_name, threshold, l_freq, h_freq, reject_by_annotation, u):
         """(indices, scores) of ``find_bads_ecg(method="ctps")``."""
-        import mne
-        from scipy.signal import hilbert
-
-        from .io.eeg import bad_annotation_mask
-
         if isinstance(threshold, str) and threshold == "auto":
             threshold = 0.3
         threshold = check_float(
@@ -529,31 +510,17 @@ class MNEMixin:
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         sfreq = float(raw.info["sfreq"])
         l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
-        try:
-            events, _, _ = mne.preprocessing.find_ecg_events(
-                raw, ch_name=ecg_name, reject_by_annotation=reject_by_annotation, verbose="error"
-            )
-        except (ValueError, IndexError):
-            # MNE's QRS detector fails on recordings too short for its filters.
-            events = np.zeros((0, 3), dtype=int)
-        peaks = events[:, 0] - raw.first_samp
-        half = int(round(0.5 * sfreq))
+        peaks = ecg_peaks(raw, ecg_name, reject_by_annotation=reject_by_annotation)
         # Whole epochs only, and none that touches a bad span.
-        good = ~bad_annotation_mask(raw) if reject_by_annotation else np.ones(raw.n_times, bool)
-        peaks = peaks[np.isin(peaks - half, valid_chunk_starts(good, 2 * half + 1))]
+        peaks = whole_epoch_peaks(peaks, _good_samples(raw, reject_by_annotation), sfreq)
         if len(peaks) < 2:
             raise ValueError(
                 f"find_bads_ecg(method='ctps') found {len(peaks)} heartbeat(s) in {ecg_name!r} "
                 "with whole epochs (-0.5 to 0.5 s) outside bad spans, and needs at least 2. "
                 "Check that the channel records the heart, or pass method='correlation'."
             )
-        sources = self.get_sources(raw, u=u).get_data().astype(np.float64)
-        if l_freq is not None or h_freq is not None:
-            sources = mne.filter.filter_data(sources, sfreq, l_freq, h_freq, verbose="error")
-        epochs = sources[:, peaks[:, None] + np.arange(-half, half + 1)]  # (n_src, n_ep, n_lat)
-        # Phase per epoch as a fraction of the cycle, in [0, 1).
-        phase = (np.angle(hilbert(epochs, axis=-1)) + np.pi) / (2 * np.pi)
-        scores = kuiper_index(phase, axis=1).max(axis=-1)
+        sources = self.get_sources(raw, u=u).get_data()
+        scores = ctps_scores(sources, peaks, sfreq, l_freq=l_freq, h_freq=h_freq)
         order = np.argsort(-scores, kind="stable")
         return [int(k) for k in order if scores[k] >= threshold], scores
 
@@ -561,10 +528,21 @@ class MNEMixin:
         self, raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
     ):
         """(indices, scores) of :meth:`find_bads_eog` / :meth:`find_bads_ecg` for ``names``."""
-        import mne
+        threshold = self._check_score_threshold(threshold, measure)
+        check_option("reject_by_annotation", reject_by_annotation, (True, False))
+        sfreq = float(raw.info["sfreq"])
+        l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
+        sources = self.get_sources(raw, u=u).get_data()
+        # Bad spans are cut out before filtering (MNE's "omit"), in reference_correlations.
+        good = _good_samples(raw, reject_by_annotation)
+        scores = reference_correlations(
+            sources, raw.get_data(picks=names), sfreq, l_freq=l_freq, h_freq=h_freq, good=good
+        )
+        indices = flag_sources(scores, threshold, measure)
+        return indices, (scores[0] if len(names) == 1 else scores)
 
-        from .io.eeg import bad_annotation_mask
-
+    def _check_score_threshold(self, threshold, measure) -> float:
+        """``threshold`` of a correlation ``measure``, "auto" resolved, or the error."""
         check_option("measure", measure, ("correlation", "zscore"))
         if isinstance(threshold, str) and threshold == "auto":
             threshold = 0.5 if measure == "correlation" else 3.0
@@ -583,28 +561,7 @@ class MNEMixin:
                     f"exceed (n - 1) / sqrt(n) = {reach:.2f}. Pass a threshold below "
                     f"{reach:.2f}, or measure='correlation'."
                 )
-        check_option("reject_by_annotation", reject_by_annotation, (True, False))
-        sfreq = float(raw.info["sfreq"])
-        l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
-        sources = self.get_sources(raw, u=u).get_data()
-        ref = raw.get_data(picks=names)
-        both = np.concatenate([sources, ref]).astype(np.float64)
-        if reject_by_annotation:
-            # Cut the bad spans out before filtering (MNE's "omit"): filtering
-            # first would smear an artefact in them over its neighbours.
-            both = both[:, ~bad_annotation_mask(raw)]
-        if l_freq is not None or h_freq is not None:
-            both = mne.filter.filter_data(both, sfreq, l_freq, h_freq, verbose="error")
-        sources, ref = both[: len(sources)], both[len(sources) :]
-        scores = _correlations(ref, sources)
-        best = np.abs(scores).max(axis=0)
-        if measure == "correlation":
-            flagged = best >= threshold
-        else:
-            flagged = np.any([_zscore_outliers(row, threshold) for row in scores], axis=0)
-        order = np.argsort(-best, kind="stable")
-        indices = [int(k) for k in order if flagged[k]]
-        return indices, (scores[0] if len(names) == 1 else scores)
+        return threshold
 
     @staticmethod
     def _eog_reference(raw, ch_name) -> list[str]:
@@ -654,23 +611,15 @@ class MNEMixin:
             One axis per source, titled ``IVAE000``, ...; not shown (call
             ``fig.savefig`` or display it in a notebook).
         """
-        from matplotlib.figure import Figure
-
         self._check_fitted()
         picks = self._check_source_picks(picks)
         n_cols = check_int("n_cols", n_cols, min_value=1)
         info = self._positions_info(info, "plot_components")
-        patterns = self.get_components()
-        eeg_names = info["ch_names"]
-        rows = [list(self._fitted_names_or_default()).index(n) for n in eeg_names]
-        n_rows = -(-len(picks) // n_cols)
-        n_cols = min(n_cols, len(picks))
-        fig = Figure(figsize=(2.0 * n_cols, 2.0 * n_rows), layout="constrained")
-        for i, k in enumerate(picks):
-            ax = fig.add_subplot(n_rows, n_cols, i + 1)
-            _topomap(ax, patterns[rows, k], info, cmap, "plot_components")
-            ax.set_title(f"IVAE{k:03d}")
-        return fig
+        patterns = self.get_components()[np.ix_(self._info_rows(info), picks)]
+        names = [f"IVAE{k:03d}" for k in picks]
+        return viz.plot_topomaps(
+            patterns, info, names=names, n_cols=n_cols, cmap=cmap, caller="plot_components"
+        )
 
     def plot_properties(self, raw, picks=None, *, info=None, fmax: float | None = None, u=None):
         """One figure per source: its map, spectrum and variance over the windows.
@@ -703,9 +652,6 @@ class MNEMixin:
         figs : list of matplotlib.figure.Figure
             One per source in ``picks``; not shown.
         """
-        from matplotlib.figure import Figure
-        from scipy.signal import welch
-
         _check_raw_arg(raw)
         self._check_fitted()
         if picks is not None and not isinstance(picks, (str, bytes)) and len(picks) == 0:
@@ -716,36 +662,36 @@ class MNEMixin:
             "fmax", fmax, min_value=0.0, max_value=sfreq / 2, strict_min=True
         )  # fmt: skip
         info = self._positions_info(raw if info is None else info, "plot_properties")
-        rows = [list(self._fitted_names_or_default()).index(n) for n in info["ch_names"]]
-        patterns = self.get_components()
+        patterns = self.get_components()[self._info_rows(info)]
         X, S, u = self._sources_and_data(raw, u)
         total = ((X - X.mean(axis=1, keepdims=True)) ** 2).sum()
         decoded = self.inverse_transform(S, u).astype(np.float64)
-        freqs, power = welch(S, fs=sfreq, nperseg=min(S.shape[1], int(round(2 * sfreq))))
-        shown = freqs <= fmax
-        win = self.window_samples_
-        n_windows = S.shape[1] // win
-        variances = S[:, : n_windows * win].reshape(len(S), n_windows, win).var(axis=2)
-        centres = (np.arange(n_windows) + 0.5) * win / sfreq
         figs = []
         for k in picks:
             change = self._removal_change(S, [k], u, decoded)
             share = (change**2).sum() / total if total > 0 else 0.0
-            fig = Figure(figsize=(10.0, 3.0), layout="constrained")
-            top, spec, var = fig.subplots(1, 3, width_ratios=[1.0, 1.4, 1.4])
-            _topomap(top, patterns[rows, k], info, "RdBu_r", "plot_properties")
-            spec.semilogy(freqs[shown], power[k, shown], color="k", lw=0.8)
-            spec.set_xlabel("Frequency (Hz)")
-            spec.set_ylabel("Power (a.u./Hz)")
-            var.semilogy(centres, variances[k], color="k", lw=0.8)
-            var.set_xlabel("Time (s)")
-            var.set_ylabel(f"Variance per {win / sfreq:.3g} s window")
-            fig.suptitle(f"IVAE{k:03d}: {100 * share:.1f} % of the fitted channels' variance")
-            figs.append(fig)
+            title = f"IVAE{k:03d}: {100 * share:.1f} % of the fitted channels' variance"
+            figs.append(
+                viz.plot_source_properties(
+                    S[k],
+                    patterns[:, k],
+                    info,
+                    sfreq,
+                    window_samples=self.window_samples_,
+                    fmax=fmax,
+                    title=title,
+                    caller="plot_properties",
+                )
+            )
         return figs
 
     def _fitted_names_or_default(self):
         return self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
+
+    def _info_rows(self, info) -> list[int]:
+        """Rows of ``get_components()`` for the channels of ``info``, in its order."""
+        fitted = list(self._fitted_names_or_default())
+        return [fitted.index(name) for name in info["ch_names"]]
 
     def _positions_info(self, info, what: str):
         """Info of the fitted EEG channels that have positions, for the topomaps of ``what``."""
@@ -839,8 +785,6 @@ class MNEMixin:
             Traces scaled to unit standard deviation and stacked, bad
             annotations shaded; not shown.
         """
-        from matplotlib.figure import Figure
-
         from .io.eeg import _is_bad_description
 
         _check_raw_arg(raw)
@@ -848,28 +792,20 @@ class MNEMixin:
         picks = self._check_source_picks(picks)
         start, stop = _check_span(raw, start, duration)
         sources = self.get_sources(raw, start=start, stop=stop, u=u)
-        data = sources.get_data(picks=[f"IVAE{k:03d}" for k in picks])
-        scale = data.std(axis=1, keepdims=True)
-        data = data / np.where(scale > 0, scale, 1.0)
-        times = start + np.arange(data.shape[1]) / raw.info["sfreq"]
-        fig = Figure(figsize=(10.0, 1.0 + 0.5 * len(picks)), layout="constrained")
-        ax = fig.add_subplot()
-        offsets = -6.0 * np.arange(len(picks))
-        for row, offset in zip(data, offsets, strict=True):
-            ax.plot(times, row + offset, lw=0.6, color="k")
-        for onset, dur, desc in zip(
-            sources.annotations.onset,
-            sources.annotations.duration,
-            sources.annotations.description,
-            strict=True,
-        ):
-            if _is_bad_description(desc):
-                t0 = onset - raw.first_time
-                ax.axvspan(t0, t0 + dur, color="r", alpha=0.15, lw=0)
-        ax.set_yticks(offsets, [f"IVAE{k:03d}" for k in picks])
-        ax.set_xlim(times[0], times[-1])
-        ax.set_xlabel("Time (s)")
-        return fig
+        names = [f"IVAE{k:03d}" for k in picks]
+        annotations = sources.annotations
+        # Onsets count from the first sample MNE ever recorded; the plot from raw's.
+        bad_spans = [
+            (onset - raw.first_time, onset - raw.first_time + dur)
+            for onset, dur, desc in zip(
+                annotations.onset, annotations.duration, annotations.description, strict=True
+            )
+            if _is_bad_description(desc)
+        ]
+        return viz.plot_source_traces(
+            sources.get_data(picks=names), raw.info["sfreq"], names=names, start=start,
+            bad_spans=bad_spans,
+        )  # fmt: skip
 
     def plot_overlay(
         self,
@@ -907,8 +843,6 @@ class MNEMixin:
             One axis per channel, the recording in red and the cleaned one in
             black over it, in microvolts for EEG; not shown.
         """
-        from matplotlib.figure import Figure
-
         _check_raw_arg(raw)
         self._check_fitted()
         removed = self._excluded(exclude)
@@ -916,14 +850,7 @@ class MNEMixin:
         start, stop = _check_span(raw, start, duration)
         sfreq = raw.info["sfreq"]
         fitted = self._fitted_names(raw)
-        if picks is not None:
-            picks = [picks] if isinstance(picks, str) else list(picks)
-            unknown = [name for name in picks if name not in fitted]
-            if unknown or not picks:
-                raise ValueError(
-                    f"'picks' must name fitted channels; {unknown or picks} are not among the "
-                    f"{len(fitted)} the separator was fitted on (e.g. {fitted[:3]})."
-                )
+        picks = _check_channel_picks(picks, fitted)
         # Clean the whole recording (u counts windows from its first sample), then cut.
         cleaned = self.apply(raw, removed, u=u)
         span = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
@@ -935,23 +862,14 @@ class MNEMixin:
             picks = [fitted[i] for i in order]
         rows = [fitted.index(name) for name in picks]
         is_eeg = [raw.get_channel_types(picks=[name])[0] == "eeg" for name in picks]
-        times = start + np.arange(before.shape[1]) / sfreq
-        fig = Figure(figsize=(10.0, 0.6 + 1.2 * len(picks)), layout="constrained")
-        axes = fig.subplots(len(picks), 1, sharex=True, squeeze=False)[:, 0]
-        for ax, row, name, eeg in zip(axes, rows, picks, is_eeg, strict=True):
-            scale = 1e6 if eeg else 1.0
-            ax.plot(times, before[row] * scale, lw=0.7, color="tab:red", label="before")
-            ax.plot(times, after[row] * scale, lw=0.7, color="k", label="cleaned")
-            ax.set_ylabel(f"{name}\n(uV)" if eeg else name)
-        axes[0].set_title(
+        title = (
             f"Removed IVAE{', IVAE'.join(f'{k:03d}' for k in removed)}"
             if removed
             else "Nothing removed"
         )
-        axes[0].legend(loc="upper right", fontsize="small")
-        axes[-1].set_xlim(times[0], times[-1])
-        axes[-1].set_xlabel("Time (s)")
-        return fig
+        return viz.plot_overlay(
+            before[rows], after[rows], sfreq, names=picks, start=start, eeg=is_eeg, title=title
+        )
 
     # ------------------------------------------------------------ files
     def save_sources(self, raw, path, *, overwrite: bool = False, u=None) -> Path:
@@ -972,7 +890,8 @@ class MNEMixin:
         -------
         path : Path
         """
-        path = self._check_target(path, overwrite)
+        # Refuse the target before computing the sources.
+        path = _check_fif_target(path, overwrite)
         return _save_fif_atomic(self.get_sources(raw, u=u), path)
 
     def save_cleaned(self, raw, path, exclude=None, *, overwrite: bool = False, u=None) -> Path:
@@ -984,47 +903,8 @@ class MNEMixin:
         -------
         path : Path
         """
-        path = self._check_target(path, overwrite)
+        path = _check_fif_target(path, overwrite)
         return _save_fif_atomic(self.apply(raw, exclude, u=u), path)
-
-    @staticmethod
-    def _check_target(path, overwrite) -> Path:
-        path = _check_fif_path(path)
-        check_option("overwrite", overwrite, (True, False))
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"The folder of 'path' ({path.parent}) does not exist.")
-        return path
-
-
-def _correlations(ref: np.ndarray, sources: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every row of ``ref`` with every row of ``sources``."""
-    ref = ref - ref.mean(axis=1, keepdims=True)
-    sources = sources - sources.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(ref, axis=1)[:, None] * np.linalg.norm(sources, axis=1)[None, :]
-    # A constant row correlates with nothing; report 0, not NaN.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, (ref @ sources.T) / norm, 0.0)
-
-
-def _topomap(ax, values, info, cmap, what: str) -> None:
-    """``mne.viz.plot_topomap`` on ``ax``, with a clear error where it cannot interpolate."""
-    import mne
-
-    try:
-        mne.viz.plot_topomap(values, info, axes=ax, cmap=cmap, show=False)
-    except QhullError as err:
-        # MNE interpolates over a Delaunay triangulation of the positions
-        # projected to 2-D, which needs them spread over an area.
-        raise ValueError(
-            f"{what} cannot interpolate a topomap over the positions of the "
-            f"fitted EEG channels {info['ch_names'][:12]}: after MNE's projection to 2-D "
-            "they lie on one line or circle (Qhull). Topomaps need channels spread "
-            "over the scalp; set the montage that matches the cap "
-            "(sepkit.io.apply_montage) or plot the patterns of get_components() "
-            "another way."
-        ) from err
 
 
 def _check_span(raw, start, duration) -> tuple[float, float]:
@@ -1054,77 +934,36 @@ def _typed_reference(raw, ch_name, ch_type: str) -> list[str]:
     return [n for n, t in zip(raw.ch_names, types, strict=True) if t == ch_type and n not in bads]
 
 
-def kuiper_index(samples: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Normalised Kuiper index of ``samples`` in [0, 1) against the uniform law.
-
-    Kuiper's statistic V = max_i (i / n - x_(i)) + max_i (x_(i) - (i - 1) / n)
-    of the n sorted samples, its p-value from the asymptotic series
-    Q(l) = 2 sum_j (4 j^2 l^2 - 1) exp(-2 j^2 l^2) with
-    l = (sqrt(n) + 0.155 + 0.24 / sqrt(n)) V (Stephens 1970), and the index
-    -ln(Q) / (2 n), clipped to [0, 1]: 0 for samples spread evenly (taken as
-    0 where l < 0.4, below which the series is 1 to many digits), towards 1 for
-    samples that all share one value. The score of CTPS (Dammers et al. 2008).
-
-    Parameters
-    ----------
-    samples : ndarray
-        Values in [0, 1) (e.g. phases as fractions of a cycle).
-    axis : int
-        The axis holding the n samples of each test.
-
-    Returns
-    -------
-    ndarray
-        ``samples``' shape without ``axis``.
-    """
-    from scipy.special import logsumexp
-
-    x = np.sort(np.moveaxis(np.asarray(samples, dtype=np.float64), axis, 0), axis=0)
-    n = x.shape[0]
-    i = np.arange(1, n + 1, dtype=np.float64).reshape((n,) + (1,) * (x.ndim - 1))
-    v = (i / n - x).max(axis=0) + (x - (i - 1) / n).max(axis=0)
-    lam = (np.sqrt(n) + 0.155 + 0.24 / np.sqrt(n)) * v
-    j2 = (np.arange(1, 101, dtype=np.float64) ** 2).reshape((100,) + (1,) * v.ndim)
-    # log Q as one signed log-sum-exp: the terms' signs alternate near l = 0.4.
-    log_q = logsumexp(-2.0 * j2 * lam**2, b=2.0 * (4.0 * j2 * lam**2 - 1.0), axis=0)
-    return np.where(lam < 0.4, 0.0, np.clip(-log_q / (2.0 * n), 0.0, 1.0))
+def _ecg_reference(raw, ch_name) -> list[str]:
+    """The ECG reference channels of ``find_bads_ecg``, or the error saying there are none."""
+    names = _typed_reference(raw, ch_name, "ecg")
+    if not names:
+        raise ValueError(
+            "raw has no ECG channel to score the sources against. Pass ch_name= naming the "
+            "channel that records the heart, or set its type with "
+            "raw.set_channel_types({'name': 'ecg'})."
+        )
+    return names
 
 
-def _zscore_outliers(scores: np.ndarray, threshold: float, n_rounds: int = 2) -> np.ndarray:
-    """Which ``scores`` lie beyond ``threshold`` SDs, by iterated z-scoring.
+def _good_samples(raw, reject_by_annotation: bool) -> np.ndarray:
+    """True on the samples of ``raw`` that scoring uses: outside bad spans, or all."""
+    from .io.eeg import bad_annotation_mask
 
-    Each round z-scores the scores not yet flagged (mean and population SD of
-    those alone) and flags the ones whose absolute z-score exceeds
-    ``threshold``; it stops when a round flags nothing. This is the rule of
-    MNE's ``find_bads_eog(measure="zscore")``.
-
-    Parameters
-    ----------
-    scores : ndarray, shape (n_sources,)
-    threshold : float
-    n_rounds : int
-
-    Returns
-    -------
-    flagged : ndarray of bool, shape (n_sources,)
-    """
-    flagged = np.zeros(len(scores), dtype=bool)
-    for _ in range(n_rounds):
-        rest = scores[~flagged]
-        sd = rest.std()
-        if rest.size < 2 or sd == 0:
-            break
-        new = ~flagged & (np.abs(scores - rest.mean()) > threshold * sd)
-        if not new.any():
-            break
-        flagged |= new
-    return flagged
+    if reject_by_annotation:
+        return ~bad_annotation_mask(raw)
+    return np.ones(raw.n_times, dtype=bool)
 
 
-def _save_fif_atomic(raw, path: Path) -> Path:
-    """Save ``raw`` to a temp file beside ``path``, then rename it over ``path``."""
-    # The temp name keeps MNE's "_raw.fif" ending so MNE does not warn.
-    suffix = "_raw.fif.gz" if path.name.lower().endswith(".gz") else "_raw.fif"
-    with atomic_write(path, suffix=suffix) as tmp:
-        raw.save(tmp, overwrite=True, verbose="error")
-    return path
+def _check_channel_picks(picks, fitted: list[str]) -> list[str] | None:
+    """``plot_overlay``'s ``picks`` as a list of fitted channel names (None stays None)."""
+    if picks is None:
+        return None
+    picks = [picks] if isinstance(picks, str) else list(picks)
+    unknown = [name for name in picks if name not in fitted]
+    if unknown or not picks:
+        raise ValueError(
+            f"'picks' must name fitted channels; {unknown or picks} are not among the "
+            f"{len(fitted)} the separator was fitted on (e.g. {fitted[:3]})."
+        )
+    return picks

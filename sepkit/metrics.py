@@ -751,6 +751,74 @@ def _framewise(ref, est, stats, L, window, hop, images):
     return med[0], med[1], med[2], (med[3] if images else None)
 
 
+def _check_bss_options(filter_length, window, hop, compute_permutation, images, zero_mean):
+    """Validate the scalar options of :func:`bss_eval`; return them normalised, in order."""
+    filter_length = check_int("filter_length", filter_length, min_value=1)
+    compute_permutation = _check_bool("compute_permutation", compute_permutation)
+    images = _check_bool("images", images)
+    zero_mean = _check_bool("zero_mean", zero_mean)
+    if window is None and hop is not None:
+        raise ValueError(
+            f"'hop' was given ({hop!r}) without 'window'. Pass window=<frame length in "
+            "samples> for the framewise (museval v4) variant, or drop hop."
+        )
+    if window is not None:
+        window = check_int("window", window, min_value=1)
+        hop = window if hop is None else check_int("hop", hop, min_value=1)
+    return filter_length, window, hop, compute_permutation, images, zero_mean
+
+
+def _check_bss_sources(r, e, nd: int, images: bool, compute_permutation: bool):
+    """Check the channel and source counts of :func:`bss_eval`'s inputs; return (n, m)."""
+    if images and r.shape[-2] != e.shape[-2]:
+        raise ValueError(
+            f"With images=True, 'ref' has {r.shape[-2]} channels but 'est' has "
+            f"{e.shape[-2]} (axis -2); give both as (..., n_sources, n_channels, n_times)."
+        )
+    n, m = r.shape[-nd], e.shape[-nd]
+    if compute_permutation:
+        _check_counts(n, m)
+    elif n != m:
+        raise ValueError(
+            f"With compute_permutation=False, 'ref' and 'est' need the same number of "
+            f"sources, got {n} and {m}. Pass compute_permutation=True to match them."
+        )
+    return n, m
+
+
+def _bss_pairwise(r, e, filter_length: int, window, hop, images: bool):
+    """Pairwise (B, n, m) SDR, SIR, SAR and ISR (None unless ``images``) of every item.
+
+    ``r`` is (B, n, g, T) and ``e`` (B, m, g, T), as :func:`_bss_projections` takes them.
+    """
+    B, n, g, T = r.shape
+    m = e.shape[1]
+    # Chunk the batch so that the largest intermediate (the lagged cross-correlations,
+    # B * (n g)^2 * L^2 values, or B * (n g)^2 * N for the FFT products) fits in memory.
+    per_item = (n * g) ** 2 * max(filter_length**2, T + filter_length) + (n + m) * g * T
+    step = max(1, _MAX_BLOCK_ELEMENTS // per_item)
+    results = []
+    for b0 in range(0, B, step):
+        rb, eb = r[b0 : b0 + step], e[b0 : b0 + step]
+        st = _bss_projections(rb, eb, filter_length, need_filters=window is not None)
+        if window is None:
+            vals = _ratios(
+                st["own"],
+                st["all"].unsqueeze(1),
+                st["est"].unsqueeze(1),
+                st["ref"].unsqueeze(2),
+                st["dot"],
+                images,
+            )
+        else:
+            vals = _framewise(rb, eb, st, filter_length, window, hop, images)
+        results.append(vals)
+    sdr, sir, sar = (torch.cat([res[i] for res in results]) for i in range(3))
+    isr = torch.cat([res[3] for res in results]) if images else None
+    sdr, sir, sar = (x.expand(B, n, m) for x in (sdr, sir, sar))
+    return sdr, sir, sar, isr
+
+
 def bss_eval(
     ref,
     est,
@@ -818,68 +886,23 @@ def bss_eval(
         unless ``images``; ``perm`` (..., n_sources) gives the matched estimate indices.
         NaN where a reference or estimate is silent.
     """
-    filter_length = check_int("filter_length", filter_length, min_value=1)
-    compute_permutation = _check_bool("compute_permutation", compute_permutation)
-    images = _check_bool("images", images)
-    zero_mean = _check_bool("zero_mean", zero_mean)
-    if window is None and hop is not None:
-        raise ValueError(
-            f"'hop' was given ({hop!r}) without 'window'. Pass window=<frame length in "
-            "samples> for the framewise (museval v4) variant, or drop hop."
-        )
-    if window is not None:
-        window = check_int("window", window, min_value=1)
-        hop = window if hop is None else check_int("hop", hop, min_value=1)
-
+    filter_length, window, hop, compute_permutation, images, zero_mean = _check_bss_options(
+        filter_length, window, hop, compute_permutation, images, zero_mean
+    )
     nd = 3 if images else 2
     (r, e), kind = _prepare({"ref": ref, "est": est}, min_ndim=nd)
-    if images and r.shape[-2] != e.shape[-2]:
-        raise ValueError(
-            f"With images=True, 'ref' has {r.shape[-2]} channels but 'est' has "
-            f"{e.shape[-2]} (axis -2); give both as (..., n_sources, n_channels, n_times)."
-        )
-    n, m = r.shape[-nd], e.shape[-nd]
-    if compute_permutation:
-        _check_counts(n, m)
-    elif n != m:
-        raise ValueError(
-            f"With compute_permutation=False, 'ref' and 'est' need the same number of "
-            f"sources, got {n} and {m}. Pass compute_permutation=True to match them."
-        )
+    n, m = _check_bss_sources(r, e, nd, images, compute_permutation)
     r, e = _broadcast({"ref": r, "est": e}, keep=nd)
     lead = r.shape[:-nd]
     r = _demean(r, zero_mean).reshape(-1, n, 1 if not images else r.shape[-2], r.shape[-1])
     e = _demean(e, zero_mean).reshape(-1, m, r.shape[2], r.shape[-1])
     silent_r = _silent(r, dims=(-2, -1))  # (B, n)
     silent_e = _silent(e, dims=(-2, -1))  # (B, m)
+    # Warned here, not in a helper: stacklevel=3 must point at the caller of bss_eval.
     _warn_silent(silent_r, "reference")
     _warn_silent(silent_e, "estimate")
 
-    B, g, T = r.shape[0], r.shape[2], r.shape[-1]
-    # Chunk the batch so that the largest intermediate (the lagged cross-correlations,
-    # B * (n g)^2 * L^2 values, or B * (n g)^2 * N for the FFT products) fits in memory.
-    per_item = (n * g) ** 2 * max(filter_length**2, T + filter_length) + (n + m) * g * T
-    step = max(1, _MAX_BLOCK_ELEMENTS // per_item)
-    results = []
-    for b0 in range(0, B, step):
-        rb, eb = r[b0 : b0 + step], e[b0 : b0 + step]
-        st = _bss_projections(rb, eb, filter_length, need_filters=window is not None)
-        if window is None:
-            vals = _ratios(
-                st["own"],
-                st["all"].unsqueeze(1),
-                st["est"].unsqueeze(1),
-                st["ref"].unsqueeze(2),
-                st["dot"],
-                images,
-            )
-        else:
-            vals = _framewise(rb, eb, st, filter_length, window, hop, images)
-        results.append(vals)
-    sdr, sir, sar = (torch.cat([res[i] for res in results]) for i in range(3))
-    isr = torch.cat([res[3] for res in results]) if images else None
-    sdr, sir, sar = (x.expand(B, n, m) for x in (sdr, sir, sar))
-
+    sdr, sir, sar, isr = _bss_pairwise(r, e, filter_length, window, hop, images)
     # Silent signals: NaN (module convention) rather than whatever 0/0 produced.
     silent_pair = silent_r.unsqueeze(2) | silent_e.unsqueeze(1)
     nan = torch.tensor(math.nan, dtype=torch.float64, device=r.device)
@@ -890,7 +913,7 @@ def bss_eval(
     if compute_permutation:
         perm = _hungarian(sir).to(r.device)  # maximise the summed SIR, as mir_eval
     else:
-        perm = torch.arange(n, device=r.device).expand(B, n)
+        perm = torch.arange(n, device=r.device).expand(r.shape[0], n)
 
     def pick(x):
         return torch.gather(x, 2, perm.unsqueeze(-1)).squeeze(-1).reshape(*lead, n)

@@ -22,15 +22,25 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from .registry import (
+    _NAME_RE,
+    CARD_FILE,
+    CONFIG_FILE,
+    MAX_MODEL_BYTES,
+    PRETRAINED_ENV,
+    WEIGHTS_FILE,
+    list_models,
+    model_info,
+    pretrained_dir,
+    sha256_file,
+)
+from .separator import IVAESeparator
 
 __all__ = [
     "PRETRAINED_ENV",
@@ -41,113 +51,6 @@ __all__ = [
     "pretrained_dir",
     "sha256_file",
 ]
-
-# Environment variable that points to another models folder (e.g. after a
-# non-editable install, which does not copy the repository's pretrained/).
-PRETRAINED_ENV = "SEPKIT_PRETRAINED_DIR"
-WEIGHTS_FILE = "weights.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "MODEL_CARD.md"
-# ivae-<what>-<details>-v<N>: lower case, digits and dashes, a version at the end.
-_NAME_RE = re.compile(r"^ivae-[a-z0-9]+(?:-[a-z0-9]+)*-v[0-9]+$")
-# Size limits of the issue: each model < 20 MB, all together < 50 MB.
-MAX_MODEL_BYTES = 20 * 1024 * 1024
-
-
-def pretrained_dir() -> Path:
-    """The folder that holds the shipped models.
-
-    ``$SEPKIT_PRETRAINED_DIR`` when set, else ``pretrained/`` in the checkout
-    the package was imported from (one level above ``sepkit/``).
-    """
-    env = os.environ.get(PRETRAINED_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "pretrained"
-
-
-def _registry_dir() -> Path:
-    root = pretrained_dir()
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"No pretrained models folder at {root}. The models ship in the repository's "
-            "pretrained/ folder, which a non-editable install does not copy: install with "
-            f"'pip install -e .' from a checkout, or set {PRETRAINED_ENV} to that folder."
-        )
-    return root
-
-
-def list_models() -> list[str]:
-    """Names of the shipped models, sorted.
-
-    Returns
-    -------
-    names : list of str
-        Each folder of :func:`pretrained_dir` that holds a ``config.json``.
-    """
-    root = _registry_dir()
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file())
-
-
-def sha256_file(path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _resolve(name_or_path) -> tuple[Path, dict]:
-    """Model folder and parsed config for a registered name or a model folder."""
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(
-            "'name_or_path' must be a model name (str) or a model folder (path), got "
-            f"{type(name_or_path).__name__}."
-        )
-    candidate = Path(name_or_path)
-    if candidate.is_dir() and (candidate / CONFIG_FILE).is_file():
-        folder = candidate
-    elif candidate.is_file() and candidate.name == CONFIG_FILE:
-        folder = candidate.parent
-    else:
-        name = os.fspath(name_or_path)
-        valid = list_models()
-        if name not in valid:
-            raise ValueError(
-                f"Unknown pretrained model {name!r}. Valid names are: "
-                f"{', '.join(valid) if valid else '(none shipped)'}; or pass the path of a "
-                "model folder (with config.json and weights.safetensors)."
-            )
-        folder = _registry_dir() / name
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{folder / CONFIG_FILE} is not valid JSON: {err}") from None
-    for key in ("name", "sha256"):
-        if key not in config:
-            raise ValueError(f"{folder / CONFIG_FILE} lacks the required key {key!r}.")
-    return folder, config
-
-
-def model_info(name_or_path) -> dict:
-    """The ``config.json`` of a model, plus its ``path`` and model card text.
-
-    Parameters
-    ----------
-    name_or_path : str or path
-        A name from :func:`list_models` or a model folder.
-
-    Returns
-    -------
-    info : dict
-        Config keys (name, version, kind, sample_rate, ch_names, n_sources,
-        sha256, recipe, metrics, ...), ``path`` (the folder) and ``card``
-        (the text of MODEL_CARD.md, or "" when absent).
-    """
-    folder, config = _resolve(name_or_path)
-    card = folder / CARD_FILE
-    return {**config, "path": str(folder), "card": card.read_text() if card.is_file() else ""}
 
 
 def load_pretrained(name_or_path, *, device: str = "auto"):
@@ -174,126 +77,7 @@ def load_pretrained(name_or_path, *, device: str = "auto"):
         whose sha256 differs from the one in ``config.json`` (the file is then
         not read at all).
     """
-    from .separator import IVAESeparator
-
-    folder, config = _resolve(name_or_path)
-    weights = folder / config.get("weights", WEIGHTS_FILE)
-    if not weights.is_file():
-        raise FileNotFoundError(f"Model {config['name']!r} has no weights file at {weights}.")
-    digest = sha256_file(weights)
-    if digest != config["sha256"]:
-        raise ValueError(
-            f"sha256 mismatch for {weights}: config.json says {config['sha256']}, the file has "
-            f"{digest}. The file is corrupt or was changed; restore it (git checkout) or "
-            "re-run the recipe named in its MODEL_CARD.md under a new name."
-        )
-    sep = IVAESeparator.load(weights, device=device)
-    sep.pretrained_ = {"name": config["name"], "version": config.get("version"), "sha256": digest}
-    return sep
-
-
-# --------------------------------------------------------------------------- #
-# Fine-tuning: fit(..., init=name_or_path)
-# --------------------------------------------------------------------------- #
-# Constructor parameters that shape the network: they must match the
-# pretrained model's for its weights to fit.
-_ARCH_PARAMS = (
-    "n_sources",
-    "n_hidden",
-    "n_layers",
-    "kernel_size",
-    "activation",
-    "encoder_u",
-    "decoder_u",
-    "learn_noise",
-    "whiten",
-)
-
-
-def prepare_init(sep, init, n_channels: int, sample_rate, ch_names) -> dict:
-    """Check ``init`` against ``sep`` and the data; copy its input transform.
-
-    Called by ``IVAESeparator.fit(..., init=...)`` in place of fitting the
-    channel means and whitening: the pretrained network was trained on
-    inputs in *its* whitened space, so the same map must feed it (a new PCA
-    basis could rotate or flip the input dimensions and make the weights
-    meaningless). Returns the weights to load into the new network.
-    """
-    if hasattr(init, "model_"):  # an already loaded or fitted separator
-        pre, label = init, getattr(init, "pretrained_", {}).get("name", "init")
-    else:
-        pre = load_pretrained(init, device="cpu")
-        label = pre.pretrained_["name"]
-    if getattr(pre, "domain_", "time") != "time":
-        raise ValueError(
-            f"init={label!r} is a domain={pre.domain_!r} separator; fine-tuning (init=) applies "
-            "to domain='time' models. Fit a new separator instead."
-        )
-    mismatch = {
-        k: (getattr(sep, k), getattr(pre, k))
-        for k in _ARCH_PARAMS
-        if getattr(sep, k) != getattr(pre, k)
-    }
-    if mismatch:
-        detail = ", ".join(f"{k}={a!r} (model: {b!r})" for k, (a, b) in mismatch.items())
-        raise ValueError(
-            f"init={label!r} has another architecture than this separator: {detail}. Start from "
-            f"IVAESeparator.from_pretrained({label!r}), change training settings with "
-            "set_params(n_steps=..., lr=...), then fit(X, init=...)."
-        )
-    for attr, param in (("prior_", "prior"), ("posterior_", "posterior")):
-        if getattr(sep, attr) != getattr(pre, attr):
-            raise ValueError(
-                f"init={label!r} has {param}={getattr(pre, attr)!r} but this fit resolved "
-                f"{param}={getattr(sep, attr)!r}. Pass {param}={getattr(pre, attr)!r}."
-            )
-    if n_channels != pre.n_channels_:
-        names = f" ({', '.join(pre.ch_names_)})" if pre.ch_names_ else ""
-        raise ValueError(
-            f"X has {n_channels} channels but init={label!r} expects {pre.n_channels_}{names}. "
-            "Select them first (picks=[...] for an MNE Raw)."
-        )
-    if (
-        sample_rate is not None
-        and pre.sample_rate_ is not None
-        and float(sample_rate) != float(pre.sample_rate_)
-    ):
-        raise ValueError(
-            f"X has sample_rate {float(sample_rate):g} Hz but init={label!r} expects "
-            f"{float(pre.sample_rate_):g} Hz. Resample it first: "
-            "sepkit.io.audio.resample(rec, rate) for a Recording, sepkit.io.resample(raw, rate) "
-            "for an MNE Raw."
-        )
-    if pre.ch_names_ and ch_names and tuple(ch_names) != tuple(pre.ch_names_):
-        raise ValueError(
-            f"X has channels {list(ch_names)} but init={label!r} expects "
-            f"{list(pre.ch_names_)} in this order. Reorder or pick them (picks=[...] for an "
-            "MNE Raw)."
-        )
-    sep.mean_ = np.array(pre.mean_, dtype=np.float64)
-    sep.whitening_ = np.array(pre.whitening_, dtype=np.float64)
-    sep.dewhitening_ = np.array(pre.dewhitening_, dtype=np.float64)
-    sep.rank_ = int(sep.whitening_.shape[0])
-    return {k: v.detach().cpu().clone() for k, v in pre.model_.state_dict().items()}
-
-
-def apply_init(model, state: dict) -> list[str]:
-    """Load ``state`` into ``model``; tensors whose shape differs stay as initialised.
-
-    Only the per-u tables (the prior's, and the encoder's or decoder's with
-    ``encoder_u`` / ``decoder_u``) can differ, when the new data have another
-    number of u values; they are re-learnt. Returns their names.
-    """
-    own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    keep = {k: v for k, v in state.items() if k not in skipped}
-    missing, unexpected = model.load_state_dict(keep, strict=False)
-    if unexpected or set(missing) - set(skipped):
-        raise ValueError(
-            "The pretrained weights do not fit this network: missing "
-            f"{sorted(set(missing) - set(skipped))}, unexpected {sorted(unexpected)}."
-        )
-    return skipped
+    return IVAESeparator.from_pretrained(name_or_path, device=device)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,17 +1,25 @@
-"""IVAESeparator: the public estimator, in the scikit-learn / MNE-ICA tradition."""
+"""IVAESeparator: the public estimator, in the scikit-learn / MNE-ICA tradition.
+
+The estimator holds the options, normalises the input once
+(:class:`~sepkit.methods.base.FitInput`), makes the "auto" choice of model
+family (:meth:`IVAESeparator._choose_family`) and delegates: the family's
+``fit`` returns a :class:`~sepkit.methods.base.Fitted` that every later
+method (transform, inverse_transform, get_components, save) asks, without
+asking which family it is. See ARCHITECTURE.md.
+"""
 
 from __future__ import annotations
 
-import json
+import inspect
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator
 
-from ._atomic import atomic_write
 from ._check import (
     NotFittedError,
     check_data_2d,
@@ -21,9 +29,8 @@ from ._check import (
     check_option,
 )
 from ._mne_mixin import MNEMixin
-from ._version import __version__
+from .io.eeg import is_highpassed, warn_if_not_highpassed
 from .io.raw import (
-    UNLABELLED,
     check_flat_eeg,
     picked_info,
     raw_to_data,
@@ -32,90 +39,33 @@ from .io.raw import (
     sources_to_raw,
 )
 from .io.recording import Recording
-from .models.ivae import _LOGVAR_MIN, ACTIVATIONS, IVAE, POSTERIORS, PRIORS
-from .windows import (
-    overlapping_training_set,
-    resolve_window_samples,
-    valid_chunk_starts,
-    window_labels,
+from .methods import linear as linear_family
+from .methods import network as network_family
+from .methods import tf as tf_family
+from .methods._time import LINEAR_MIXINGS
+from .methods.base import FitInput
+from .methods.tf import resolve_domain
+from .models.ivae import ACTIVATIONS, POSTERIORS, PRIORS
+from .preprocessing import FitFilter, band_text
+from .registry import verified_weights
+from .serialization import (
+    MODEL_SUFFIX,
+    check_model_path,
+    fitted_from_state,
+    read_separator,
+    write_separator,
 )
+from .train import check_precision
+from .windows import resolve_window_samples
 
-_FORMAT_VERSION = 1
-# mixing values fitted by maximum likelihood without a network.
-_LINEAR_MIXINGS = ("linear", "post-nonlinear")
-# Odd powers in the sensor unwarping of mixing="post-nonlinear" (x^3, x^5, x^7).
-_UNWARP_DEGREE = 3
-# L-BFGS iterations of the joint fit that learns the unwarping h. Only h is
-# kept (see _fit_sensor_unwarp), and it settles long before the full unmixing
-# does: on clipped make_eeg recordings (19/32/64 channels) 100 iterations gave
-# MCC within 0.002 of 1000 (0.756/0.860/0.898 vs 0.758/0.861/0.900) in a tenth
-# of the time (64 channels: 20 s vs 133 s on one CPU thread).
-_UNWARP_MAX_ITER = 100
-# mixing="auto" keeps the sensor unwarping h it tried (a highpass/lowpass fit
-# of EEG) when h changes some channel by this share of its RMS or more
-# (``sensor_nonlinearity_``). On recipes/eeg_semisynthetic's unfiltered
-# recordings (seeds 0-2, 19/32/64 channels) the largest channel change was at
-# most 0.030 on the 18 linear ones and at least 0.216 on the 27 clipped ones;
-# EEGLAB's sample recording: 0.009. 0.08 lies between (near their geometric
-# mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
-# linear at most 0.042 (64 channels), clipped at least 0.185.
-_UNWARP_KEEP = 0.08
-MODEL_SUFFIX = ".safetensors"
-
-
-def check_model_path(path, what: str = "path") -> Path:
-    """``path`` as a Path, if its name ends in ``.safetensors`` (raises ValueError else).
-
-    ``what`` names the argument in the message (``"-o"`` for the command line).
-    """
-    path = Path(path)
-    if path.suffix != MODEL_SUFFIX:
-        raise ValueError(
-            f"{what} must end in {MODEL_SUFFIX} (a separator is saved as a safetensors "
-            f"file), got {str(path)!r}. Name it e.g. {path.stem or 'model'}{MODEL_SUFFIX}."
-        )
-    return path
-
-
-# Samples per forward pass at inference: bounds memory for long recordings.
-_INFER_CHUNK_SAMPLES = 1 << 16
+__all__ = ["IVAESeparator", "MODEL_SUFFIX", "check_model_path"]
 
 
 def _is_mne_raw(obj) -> bool:
     return hasattr(obj, "info") and hasattr(obj, "get_data") and hasattr(obj, "ch_names")
 
 
-def _bridge_rejected(a: np.ndarray, good) -> np.ndarray:
-    """``a`` with the samples outside ``good`` replaced by straight lines.
-
-    Before the fit filter: rejected (BAD) samples stay out of the statistics,
-    but a filter would spread an artefact under them over its impulse
-    response into the good samples, and the odd powers of the post-nonlinear
-    model blow it up (a 5 s artefact of 50x the signal under a BAD
-    annotation took a clipped 4-source fit from MCC 0.994 to 0.953; bridged:
-    0.9935, tests/test_linear_ivae.py). A line between the neighbouring good
-    samples of each channel has no step, so it adds no filter transient.
-
-    Parameters
-    ----------
-    a : ndarray, shape (n_rows, n_times)
-    good : ndarray of bool, shape (n_times,), or None (nothing rejected)
-
-    Returns
-    -------
-    ndarray, shape (n_rows, n_times)
-        A new array when samples were replaced, else ``a`` itself.
-    """
-    if good is None or good.all():
-        return a
-    t = np.arange(a.shape[1])
-    out = np.array(a, dtype=np.float64, copy=True)
-    for row in out:
-        row[~good] = np.interp(t[~good], t[good], row[good])
-    return out
-
-
-class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
+class IVAESeparator(MNEMixin, BaseEstimator):
     """Blind source separation with an identifiable VAE (iVAE).
 
     Fits the model of Khemakhem et al. (2020): sources z with a factorised
@@ -301,7 +251,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         the Gaussian conditional prior of eq. (7) (per-segment means and
         variances). It is fitted by maximum likelihood with L-BFGS on the
         segment covariances of the first ``n_sources`` whitened dimensions
-        (:func:`sepkit.train.fit_linear_ivae`; the objective of Pham and
+        (:func:`sepkit.methods.likelihood.fit_linear_ivae`; the objective of Pham and
         Cardoso's separation of non-stationary sources): seconds, no network
         training, no randomness, and the sources are identifiable from their
         non-stationarity alone. The network settings, ``n_steps``, ``lr`` and
@@ -325,7 +275,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         of a soft clip L tanh(y/L)). h is fitted by exact maximum likelihood
         together with a square unmixing over all channels (the change of
         variables adds sum_c log h_c'(x_c);
-        :func:`sepkit.train.fit_post_nonlinear_ivae`), then the sources are
+        :func:`sepkit.methods.likelihood.fit_post_nonlinear_ivae`), then the sources are
         separated on h(x) as for "linear". Fit it on the **unfiltered**
         recording with ``highpass`` set (below): the clip acts before any
         filter. "auto" tries it when fit filters (``highpass`` or
@@ -373,13 +323,19 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         no filter. Needs a sample rate (a Recording or Raw) and
         ``domain="time"``. With ``mixing="post-nonlinear"`` the filter acts
         after the sensor unwarping h, where the sensors are linear
-        (:func:`sepkit.train.fit_post_nonlinear_ivae`): a saturating
+        (:func:`sepkit.methods.likelihood.fit_post_nonlinear_ivae`): a saturating
         amplifier clips the unfiltered signal, and a filter applied to the
         recording before the fit spreads each clipped sample over its
         neighbours, which no per-sample h can undo. So fit the
         post-nonlinear model on the unfiltered recording with ``highpass``
         set; measured on clipped make_eeg recordings in
         recipes/eeg_semisynthetic/README.md.
+    fit_params : dict or None
+        Settings of one family that have no constructor argument of their
+        own, as ``mne.preprocessing.ICA(fit_params=...)``: for domain='tf'
+        the fields of :class:`sepkit.methods.tf.TFConfig` (``n_iter``,
+        ``n_init``, ``frame_seconds``, ...). A key the chosen family does not
+        know is an error that lists the allowed ones.
     lowpass : float or None
         Edge in Hz of a low-pass filter applied with ``highpass`` in the
         same way (both set: a band-pass, as ``raw.filter(highpass,
@@ -387,6 +343,10 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
+    fitted_ : sepkit.methods.base.Fitted
+        The family's fitted state; every later method asks it.
+    family_ : {"network", "linear", "tf"}
+        Which model family ran (``fitted_.describe()`` says more).
     model_ : IVAE
         The fitted torch module.
     domain_ : {"time", "tf"}
@@ -506,6 +466,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         refine_prior_weight: float = 0.05,
         highpass: float | None = None,
         lowpass: float | None = None,
+        fit_params: dict | None = None,
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -546,9 +507,29 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self.refine_prior_weight = refine_prior_weight
         self.highpass = highpass
         self.lowpass = lowpass
+        self.fit_params = fit_params
+
+    @property
+    def source_mean_(self) -> np.ndarray:
+        """Mean of the estimated sources over the fitted samples (time-domain fits)."""
+        value = getattr(self.fitted_, "source_mean", None)
+        if value is None:
+            raise AttributeError("source_mean_ is set by time-domain fits only.")
+        return value
+
+    @source_mean_.setter
+    def source_mean_(self, value) -> None:
+        # get_components takes the decoder's Jacobian here: setting it moves that point.
+        self.fitted_.source_mean = None if value is None else np.asarray(value, np.float64)
 
     # ------------------------------------------------------------------ checks
-    def _validate_params(self):
+    def _validate_params(self, *, training: bool = True):
+        """Check every setting; returns the torch device.
+
+        ``training=False`` (``load``) skips the settings only training reads
+        (``precision``), so that a model trained in bf16 on a GPU loads and
+        runs on a CPU.
+        """
         check_int("n_sources", self.n_sources, min_value=1)
         check_option("prior", self.prior, ("auto", *PRIORS, "gengauss"))
         check_option("posterior", self.posterior, ("auto", *POSTERIORS))
@@ -561,10 +542,16 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 f"Use {k + 1}."
             )
         check_option("activation", self.activation, ACTIVATIONS)
-        check_option("encoder_u", self.encoder_u, (True, False))
-        check_option("decoder_u", self.decoder_u, (True, False))
-        check_option("learn_noise", self.learn_noise, (True, False))
-        check_option("whiten", self.whiten, (True, False))
+        for name in ("encoder_u", "decoder_u", "learn_noise", "whiten", "verbose"):
+            check_option(name, getattr(self, name), (True, False))
+        self._validate_training_params()
+        self._validate_choice_params()
+        device = check_device(self.device)
+        if training:
+            check_precision(self.precision, device)
+        return device
+
+    def _validate_training_params(self):
         check_float("noise_var", self.noise_var, min_value=0.0, strict_min=True)
         if self.window is not None:
             check_float("window", self.window, min_value=0.0, strict_min=True)
@@ -578,7 +565,6 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_float("lr", self.lr, min_value=0.0, strict_min=True)
         if self.random_state is not None:
             check_int("random_state", self.random_state, min_value=0)
-        check_option("verbose", self.verbose, (True, False))
         if self.checkpoint_dir is not None and not isinstance(
             self.checkpoint_dir, (str, os.PathLike)
         ):
@@ -592,14 +578,6 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         check_float("min_delta", self.min_delta, min_value=0.0)
         check_option("compile", self.compile, (True, False))
         check_option("data_device", self.data_device, ("auto", "device", "host"))
-        check_option("domain", self.domain, ("auto", "time", "tf"))
-        check_option("ica_init", self.ica_init, (None, "picard", "fastica"))
-        if self.ica_init is not None and not self.whiten:
-            raise ValueError(
-                f"ica_init={self.ica_init!r} runs ICA on the whitened data and needs "
-                "whiten=True, got whiten=False. Pass whiten=True or ica_init=None."
-            )
-        check_option("mixing", self.mixing, ("auto", "nonlinear", *_LINEAR_MIXINGS))
         if self.batch_size_start is not None:
             check_int("batch_size_start", self.batch_size_start, min_value=1)
         check_float("kl_warmup", self.kl_warmup, min_value=0.0, max_value=1.0)
@@ -608,24 +586,32 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         for name in ("highpass", "lowpass"):
             if getattr(self, name) is not None:
                 check_float(name, getattr(self, name), min_value=0.0, strict_min=True)
+        if self.fit_params is not None and not isinstance(self.fit_params, dict):
+            raise TypeError(
+                "'fit_params' must be None or a dict of the chosen family's settings, got "
+                f"{type(self.fit_params).__name__}."
+            )
+
+    def _validate_choice_params(self):
+        check_option("domain", self.domain, ("auto", "time", "tf"))
+        check_option("ica_init", self.ica_init, (None, "picard", "fastica"))
+        if self.ica_init is not None and not self.whiten:
+            raise ValueError(
+                f"ica_init={self.ica_init!r} runs ICA on the whitened data and needs "
+                "whiten=True, got whiten=False. Pass whiten=True or ica_init=None."
+            )
+        check_option("mixing", self.mixing, ("auto", "nonlinear", *LINEAR_MIXINGS))
         if self.refine_steps and (self.kernel_size != 1 or self.prior == "laplace"):
             raise ValueError(
                 f"refine_steps={self.refine_steps} refines each time sample on its own with a "
                 f"Gaussian prior; it needs kernel_size=1 (got {self.kernel_size}) and prior "
                 f"'gauss', 'standard' or 'auto' (got {self.prior!r}). Pass refine_steps=0."
             )
-        if self.mixing in _LINEAR_MIXINGS:
+        if self.mixing in LINEAR_MIXINGS:
             self._check_linear_options()
-        device = check_device(self.device)
-        # Imported here, not at module level, so that ``python -m sepkit.train``
-        # does not find sepkit.train already imported by ``import sepkit``.
-        from .train import check_precision
-
-        check_precision(self.precision, device)
-        return device
 
     def _check_fitted(self):
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "fitted_"):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
@@ -674,88 +660,6 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             n_times,
             self.n_sources,
             default_u=default_u,
-        )
-
-    def _encode_u(self, u, n_times, *, fitting):
-        """Validate u and turn it into model input (codes or continuous)."""
-        if self.prior_ == "standard":
-            return None
-        if u is None:
-            hop = getattr(self, "hop_samples_", self.window_samples_)
-            if fitting:
-                return window_labels(n_times, self.window_samples_, hop)
-            codes = window_labels(n_times, self.window_samples_, hop)
-            if self.n_u_ is not None:
-                raise ValueError(
-                    "This separator was fitted with a continuous u; pass u of shape "
-                    f"({self.n_u_}, n_times) to transform."
-                )
-            if self.classes_ is not None:
-                # Window indices would silently stand in for the labels of fit.
-                raise ValueError(
-                    f"This separator was fitted with labels u ({len(self.classes_)} values), "
-                    "so u=None (the window index) does not apply; pass u with one label per "
-                    "sample, shape (n_times,), from the labels seen in fit."
-                )
-            if codes.max() >= self.n_segments_:
-                raise ValueError(
-                    f"X has {codes.max() + 1} windows of {self.window_samples_} samples but the "
-                    f"model was fitted on {self.n_segments_}, so the later windows have no "
-                    "learnt u. Pass u with labels seen in fit, or fit with encoder_u=False "
-                    "to separate recordings of any length."
-                )
-            return codes
-        u = np.asarray(u)
-        if u.ndim == 1:
-            if u.shape[0] != n_times:
-                raise ValueError(
-                    f"u has {u.shape[0]} labels but X has {n_times} samples; pass one label "
-                    "per time sample, shape (n_times,)."
-                )
-            if fitting:
-                classes, codes = np.unique(u, return_inverse=True)
-                self.classes_ = classes
-                return codes.astype(np.int64)
-            if self.classes_ is None:
-                raise ValueError(
-                    "This separator was fitted with a continuous u; pass u of shape "
-                    f"({self.n_u_}, n_times), got labels of shape {u.shape}."
-                )
-            codes = np.searchsorted(self.classes_, u)
-            codes = np.clip(codes, 0, len(self.classes_) - 1)
-            unseen = self.classes_[codes] != u
-            if unseen.any():
-                shown = [str(c) for c in self.classes_[:10]]
-                hint = ""
-                if UNLABELLED in set(map(str, u[unseen])):
-                    # u="annotations"/"events" name the samples outside every
-                    # label seen in fit UNLABELLED; say what that means.
-                    hint = (
-                        f" {UNLABELLED!r} marks samples that no annotation or event seen in "
-                        "fit covers (new or missing descriptions, or gaps between them)."
-                    )
-                raise ValueError(
-                    f"u holds labels not seen in fit: {np.unique(u[unseen])[:10].tolist()}. "
-                    f"Allowed labels are those of fit ({len(self.classes_)} values: {shown})."
-                    f"{hint} Label every sample with one of them, or refit on this u."
-                )
-            return codes.astype(np.int64)
-        if u.ndim == 2:
-            if u.shape[1] != n_times:
-                raise ValueError(
-                    f"u has shape {u.shape} but X has {n_times} samples; a continuous u must "
-                    "have shape (n_u, n_times)."
-                )
-            if not np.isfinite(u).all():
-                raise ValueError("u contains NaN or Inf values.")
-            if not fitting and self.n_u_ != u.shape[0]:
-                raise ValueError(
-                    f"u has {u.shape[0]} dimensions but the model was fitted with n_u={self.n_u_}."
-                )
-            return u.astype(np.float32)
-        raise ValueError(
-            f"u must have shape (n_times,) for labels or (n_u, n_times) for a continuous "
-            f"variable, got {u.shape}."
         )
 
     # ------------------------------------------------------------------ fit
@@ -837,313 +741,194 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 "checkpoint_dir=None. Pass IVAESeparator(..., checkpoint_dir=DIR)."
             )
         data, sample_rate, kind, rec = self._unpack(X, picks)
-        from . import tf_separation
-
         # Indices chosen on an earlier fit name other sources now.
         self.exclude = []
-        self.domain_, self.mixing_phase_ = tf_separation.resolve_domain(
-            self.domain, kind, rec, init, self.n_sources
+        choice = self._choose_family(X, kind, rec, u, init)
+        if choice.module is not tf_family and init is not None and not hasattr(init, "model_"):
+            init = type(self).from_pretrained(init, device="cpu")
+        inp = self._fit_input(X, data, sample_rate, kind, rec, u, reject_by_annotation, choice)
+        opts = self._family_options(choice, inp)
+        fitted = choice.module.fit(
+            inp,
+            opts,
+            device=device,
+            init=init,
+            resume=resume,
+            callback=None if callback is None else self._step_callback(callback, inp),
         )
-        if self.domain_ == "tf":  # convolutive audio: sepkit/tf_separation.py
-            if self.prior == "gengauss":
-                raise ValueError(
-                    "prior='gengauss' is a prior of the linear time-domain models, but domain "
-                    "resolved to 'tf' (convolutive separation). Pass domain='time' and "
-                    "mixing='linear', or another prior."
-                )
-            if self.mixing in _LINEAR_MIXINGS:
-                raise ValueError(
-                    f"mixing={self.mixing!r} is an instantaneous model of the time domain, "
-                    "but domain resolved to 'tf' (convolutive separation). Pass "
-                    "domain='time', or mixing='auto'."
-                )
-            band = self._band_text()
-            if band:
-                raise ValueError(
-                    f"{band} filters the time-domain fit, but domain resolved to 'tf' "
-                    "(convolutive separation, which works per frequency). Pass "
-                    "highpass=None and lowpass=None, or domain='time'."
-                )
-            return tf_separation.fit_separator(self, data, sample_rate, rec, u)
-        from .io.eeg import is_highpassed
+        self._set_fitted(fitted, inp)
+        self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
+        self.info_ = picked_info(rec) if kind == "raw" else None
+        return self
 
-        n_channels, n_times = data.shape
+    def fit_transform(self, X, u=None, **fit_params):
+        """Fit, then return the sources of ``X``: ``fit(X, u, ...).transform(X, u)``.
+
+        Unlike scikit-learn's TransformerMixin, the second argument is u (the
+        auxiliary variable), passed to both steps.
+        """
+        return self.fit(X, u, **fit_params).transform(X, u, picks=fit_params.get("picks"))
+
+    def _choose_family(self, X, kind, rec, u, init) -> _Choice:
+        """The "auto" decision: which family fits, and the settings it resolves.
+
+        Audio (a Recording of kind "audio") goes to the time-frequency family
+        when its channels' cross-spectra are complex (a room); the time domain
+        is linear for EEG (scalp EEG is a linear mixture) unless an option
+        needs the network, and nonlinear otherwise. With the fit filter on an
+        unfiltered EEG recording, mixing="auto" also tries the sensor
+        unwarping and keeps it where it finds saturating sensors.
+        """
+        domain, phase = resolve_domain(self.domain, kind, rec, init, self.n_sources)
+        if domain == "tf":
+            self._check_tf_options()
+            return _Choice(tf_family, "tf", None, "gauss", "diag", phase)
         is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
-        self.mixing_ = self._resolve_mixing(is_eeg, init, u)
-        fit_filter = self._fit_filter(sample_rate)
-        self.sensor_coefs_ = None  # set by mixing="post-nonlinear" only
-        self.sensor_nonlinearity_ = None  # set where the unwarping h is fitted
-        # mixing="auto" on EEG that fit filters itself (so it sees the signal as
-        # the amplifiers gave it): try the sensor unwarping, keep it only where
-        # it finds saturating sensors (_fit_linear). On a Raw filtered before
-        # the fit a clip is smeared over its neighbours and the unwarping gains
-        # little (recipes/eeg_semisynthetic/README.md), so it is not tried there.
+        mixing = self._resolve_mixing(is_eeg, init, u)
+        fit_filter = FitFilter.create(
+            self.highpass, self.lowpass, getattr(rec, "sample_rate", None)
+        )
+        # On a Raw filtered before the fit a clip is smeared over its neighbours
+        # and the unwarping gains little (recipes/eeg_semisynthetic/README.md),
+        # so it is not tried there.
         try_unwarp = (
             self.mixing == "auto"
-            and self.mixing_ == "linear"
+            and mixing == "linear"
             and fit_filter is not None
             and not (kind == "raw" and is_highpassed(X))
         )
         if try_unwarp:
-            self.mixing_ = "post-nonlinear"
-        self.source_shape_ = None  # set by prior="gengauss" only
-        if self.mixing_ in _LINEAR_MIXINGS:
+            mixing = "post-nonlinear"
+        if mixing in LINEAR_MIXINGS:
             # The linear model's likelihood has a Gaussian (or generalised
             # Gaussian) prior and an exact (point-mass) posterior, stored as a
             # diagonal one.
-            self.prior_ = "gengauss" if self.prior == "gengauss" else "gauss"
-            self.posterior_ = "diag"
-        else:
-            self.prior_ = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
-            self.posterior_ = (
-                self.posterior if self.posterior != "auto" else ("diag" if is_eeg else "full")
+            prior = "gengauss" if self.prior == "gengauss" else "gauss"
+            return _Choice(
+                linear_family, "time", mixing, prior, "diag", phase, try_unwarp, fit_filter, is_eeg
             )
-        # Samples that statistics and training chunks may use; None means all.
-        good = None
-        from_annotations = False
+        prior = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
+        posterior = self.posterior if self.posterior != "auto" else ("diag" if is_eeg else "full")
+        return _Choice(
+            network_family, "time", mixing, prior, posterior, phase, False, fit_filter, is_eeg
+        )
+
+    def _check_tf_options(self):
+        if self.prior == "gengauss":
+            raise ValueError(
+                "prior='gengauss' is a prior of the linear time-domain models, but domain "
+                "resolved to 'tf' (convolutive separation). Pass domain='time' and "
+                "mixing='linear', or another prior."
+            )
+        if self.mixing in LINEAR_MIXINGS:
+            raise ValueError(
+                f"mixing={self.mixing!r} is an instantaneous model of the time domain, "
+                "but domain resolved to 'tf' (convolutive separation). Pass "
+                "domain='time', or mixing='auto'."
+            )
+        band = band_text(self.highpass, self.lowpass)
+        if band:
+            raise ValueError(
+                f"{band} filters the time-domain fit, but domain resolved to 'tf' "
+                "(convolutive separation, which works per frequency). Pass "
+                "highpass=None and lowpass=None, or domain='time'."
+            )
+
+    def _fit_input(self, X, data, sample_rate, kind, rec, u, reject_by_annotation, choice):
+        """The one normalised :class:`FitInput` every family fits on."""
+        names = tuple(rec.ch_names) if rec is not None else None
+        inp = FitInput(data, sample_rate, names, choice.is_eeg, u)
+        self.annotation_u_ = self.event_u_ = False
+        if choice.module is tf_family:
+            return inp
         if kind == "raw":
-            self._warn_filtering(X)
+            self._warn_filtering(X, choice.mixing)
             check_flat_eeg(rec)
-            u, good, from_annotations = resolve_raw_u(X, u, reject_by_annotation)
-            good = None if good.all() else good
+            inp.u, good, from_annotations = resolve_raw_u(X, u, reject_by_annotation)
+            inp.good = None if good.all() else good
+            inp.highpassed = is_highpassed(X)
+            self.annotation_u_ = from_annotations == "annotations"
+            self.event_u_ = from_annotations == "events"
         elif isinstance(u, str):
             raise ValueError(
                 f"u={u!r} reads the annotations of an MNE Raw, but X is a "
                 f"{type(X).__name__}. Pass the Raw, or u as an array of labels."
             )
-        if fit_filter is not None and self.mixing_ != "post-nonlinear":
-            # The post-nonlinear fit filters after its unwarping (_fit_linear).
-            data = fit_filter(_bridge_rejected(data, good))
-        stats = data if good is None else data[:, good]
-        if self.n_sources > n_channels:
+        return inp
+
+    def _family_options(self, choice, inp) -> dict:
+        """The settings the family reads: the constructor's, plus what fit resolved."""
+        self._check_unused_settings(choice)
+        opts = dict(
+            self.get_params(),
+            prior_=choice.prior,
+            posterior_=choice.posterior,
+            mixing_=choice.mixing,
+            try_unwarp=choice.try_unwarp,
+            fit_filter=choice.fit_filter,
+            seed=(
+                self.random_state
+                if self.random_state is not None
+                else int(np.random.default_rng().integers(2**31))
+            ),
+        )
+        if choice.module is not tf_family:
+            window = self._window_samples_for(
+                inp.sample_rate, inp.n_times, default_u=inp.u is None and choice.prior != "standard"
+            )
+            opts.update(
+                window_samples_=window, hop_samples_=self._hop_samples_for(inp.sample_rate, window)
+            )
+        return opts
+
+    def _check_unused_settings(self, choice) -> None:
+        """Warn about settings changed from their default that the chosen family ignores."""
+        unknown = set(self.fit_params or {}) - set(getattr(choice.module, "FIT_PARAMS", ()))
+        if unknown:
+            allowed = list(getattr(choice.module, "FIT_PARAMS", ())) or "none"
             raise ValueError(
-                f"n_sources={self.n_sources} is more than the {n_channels} channels of X. "
-                f"Pass n_sources <= {n_channels}, or record more channels."
+                f"fit_params has key(s) {sorted(unknown)} that the {choice.module.NAME!r} family "
+                f"does not take (its fit_params: {allowed}). fit_params holds the settings of "
+                "domain='tf' (sepkit.methods.tf.TFConfig); drop them, or pass domain='tf'."
             )
-        scale = stats.std(axis=1)
-        flat = np.flatnonzero(scale <= 1e-12 * max(1.0, float(np.abs(stats).max())))
-        if flat.size:
-            names = [rec.ch_names[i] for i in flat] if rec is not None else flat.tolist()
-            raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
-
-        self.classes_ = None
-        self.n_u_ = None
-        self.n_segments_ = None
-        self.window_samples_ = self._window_samples_for(
-            sample_rate, n_times, default_u=u is None and self.prior_ != "standard"
-        )
-        self.hop_samples_ = self._hop_samples_for(sample_rate, self.window_samples_)
-        # Overlapping windows are laid out one after the other for training (see
-        # below), so the default u of fit is the window index in that layout.
-        u_layout = (
-            u is None and self.hop_samples_ < self.window_samples_ and self.prior_ != "standard"
-        )
-        if u_layout:
-            _, codes, _ = overlapping_training_set(
-                n_times, self.window_samples_, self.hop_samples_, 1
+        defaults = _constructor_defaults()
+        ignored = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if name not in choice.module.PARAMS and not _same(value, defaults[name])
+        ]
+        if ignored:
+            warnings.warn(
+                f"{', '.join(ignored)}: not used by the {choice.module.NAME!r} model family that "
+                f"this fit chose (domain={choice.domain!r}, mixing={choice.mixing!r}); they are "
+                "ignored. Pass domain= / mixing= to choose another family, or leave them at "
+                "their defaults.",
+                UserWarning,
+                stacklevel=4,
             )
-        else:
-            codes = self._encode_u(u, n_times, fitting=True)
-        if codes is not None:
-            if codes.ndim == 1:
-                n_seg = int(codes.max()) + 1
-                if n_seg < 2:
-                    raise ValueError(
-                        "u takes a single value, so the sources are not identifiable (the iVAE "
-                        "needs the source distribution to change with u). Pass a u with at least "
-                        f"2 values, or a shorter window (window_samples={self.window_samples_}, "
-                        f"n_times={n_times})."
-                    )
-                # Thm. 1 needs n*k + 1 distinct u for n sources with k = 2 sufficient
-                # statistics (mean and variance) each.
-                need = 2 * self.n_sources + 1
-                if n_seg < need:
-                    warnings.warn(
-                        f"u takes {n_seg} distinct values; identifiability of {self.n_sources} "
-                        f"sources needs at least {need} (2 * n_sources + 1, Thm. 1 of "
-                        "Khemakhem et al. 2020). Use shorter windows or more data.",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-                self.n_segments_ = n_seg
-            else:
-                self.n_u_ = codes.shape[0]
 
-        init_state = None
-        if init is not None and self.ica_init is not None:
-            raise ValueError(
-                f"ica_init={self.ica_init!r} and init= both set the starting weights. Pass "
-                "ica_init=None to fine-tune a pretrained model, or drop init= to start from ICA."
-            )
-        if init is None:
-            self._fit_standardisation(stats, scale)
-        else:
-            from .pretrained import prepare_init
+    def _set_fitted(self, fitted, inp) -> None:
+        """Expose ``fitted`` (and what fit learnt of the input) as fitted attributes."""
+        self.fitted_ = fitted
+        self.family_ = fitted.family
+        for name, value in fitted.attributes().items():
+            setattr(self, name, value)
+        self.n_channels_ = self.n_features_in_ = fitted.n_channels
+        self.ch_names_ = inp.ch_names
+        self.sample_rate_ = inp.sample_rate
 
-            names = rec.ch_names if rec is not None else None
-            init_state = prepare_init(self, init, n_channels, sample_rate, names)
-        self.annotation_u_ = from_annotations == "annotations"
-        self.event_u_ = from_annotations == "events"
-        self.info_ = picked_info(rec) if kind == "raw" else None
-        self.n_channels_ = n_channels
-        self.n_features_in_ = n_channels
-        self.ch_names_ = tuple(rec.ch_names) if rec is not None else None
-        self.sample_rate_ = sample_rate
+    def _step_callback(self, callback, inp):
+        """Adapt ``callback(step, sep)`` to the family's ``callback(step, fitted)``."""
 
-        seed = (
-            self.random_state
-            if self.random_state is not None
-            else int(np.random.default_rng().integers(2**31))
-        )
-        if self.mixing_ in _LINEAR_MIXINGS:
-            return self._fit_linear(data, codes, u_layout, good, device, fit_filter, try_unwarp)
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            model = self._build_model().to(device)
-            if init_state is not None:
-                from .pretrained import apply_init
-
-                apply_init(model, init_state)
-            chunk = self.chunk_samples or model.receptive_field
-            if chunk > n_times:
-                raise ValueError(
-                    f"chunk_samples={chunk} is longer than the recording ({n_times} samples)."
-                )
-            valid = None
-            Xt = self._standardize(data)
-            if self.ica_init is not None:
-                model.set_linear_path(
-                    *self._ica_matrices(Xt if good is None else Xt[:, good], seed)
-                )
-            fit_codes = codes
-            if u_layout:
-                index, codes, starts = overlapping_training_set(
-                    n_times, self.window_samples_, self.hop_samples_, chunk, good
-                )
-                if starts.size == 0:
-                    raise ValueError(
-                        f"No stretch of {chunk} samples (chunk_samples) lies inside one window "
-                        "and outside the bad annotations, so nothing is left to train on. "
-                        "Use longer windows, a smaller kernel_size / n_layers, or "
-                        "reject_by_annotation=False."
-                    )
-                valid = torch.from_numpy(starts)
-                Xt = np.ascontiguousarray(Xt[:, index])
-            elif good is not None:
-                starts = valid_chunk_starts(good, chunk)
-                if starts.size == 0:
-                    raise ValueError(
-                        f"No stretch of {chunk} samples (chunk_samples) lies outside the bad "
-                        "annotations, so nothing is left to train on. Shorten the bad "
-                        "annotations, use a smaller kernel_size / n_layers, or pass "
-                        "reject_by_annotation=False."
-                    )
-                valid = torch.from_numpy(starts)
-            from .train import resolve_data_device, train_ivae
-
-            Xt = torch.from_numpy(Xt)
-            ut = None if codes is None else torch.from_numpy(codes)
-            n_bytes = sum(t.nbytes for t in (Xt, ut, valid) if t is not None)
-            # Streamed data stay on the host, and so do the batch generator
-            # and indices (see train_ivae).
-            where = resolve_data_device(self.data_device, device, n_bytes)
-            data_at = device if where == "device" else torch.device("cpu")
-            Xt, ut, valid = (None if t is None else t.to(data_at) for t in (Xt, ut, valid))
-            self.data_device_ = where
-            gen = torch.Generator(device=data_at)
-            gen.manual_seed(seed)
-
-            self.history_ = train_ivae(
-                model,
-                Xt,
-                ut,
-                n_steps=self.n_steps,
-                batch_size=self.batch_size,
-                chunk_samples=chunk,
-                lr=self.lr,
-                generator=gen,
-                valid_starts=valid,
-                verbose=self.verbose,
-                checkpoint_dir=self.checkpoint_dir,
-                checkpoint_every=self.checkpoint_every,
-                resume=resume,
-                early_stopping=self.early_stopping,
-                patience=self.patience,
-                min_delta=self.min_delta,
-                precision=self.precision,
-                compile=self.compile,
-                data_device=where,
-                callback=None if callback is None else self._step_callback(callback),
-                batch_size_start=self.batch_size_start,
-                kl_warmup=self.kl_warmup,
-            )
-        self.n_steps_run_ = self.history_[-1]["step"]
-        self.model_ = model
-        self.source_mean_ = self._source_mean(data, fit_codes, u_layout, good)
-        return self
-
-    def _step_callback(self, callback):
-        """Adapt ``callback(step, sep)`` to train_ivae's ``callback(step, model)``."""
-
-        def call(step, model):
-            self.model_ = model
+        def call(step, fitted):
+            self._set_fitted(fitted, inp)
             return callback(step, self)
 
         return call
 
-    def _source_mean(self, data, codes, u_layout, good) -> np.ndarray:
-        """Mean of the posterior means E[z | x, u] over the fitted samples."""
-        if self.model_.encoder_u and u_layout:
-            codes = window_labels(data.shape[1], self.window_samples_, self.hop_samples_)
-        elif not self.model_.encoder_u:
-            codes = None
-        z = self._run_chunked(
-            lambda x, uu: self.model_.encode(x, uu)[0], self._standardize(data), codes
-        )
-        if good is not None:
-            z = z[:, good]
-        return z.mean(axis=1).astype(np.float64)
-
-    def _band_text(self) -> str:
-        """ "highpass=1 Hz, lowpass=40 Hz" for the filter options that are set ("" if none)."""
-        return ", ".join(
-            f"{name}={getattr(self, name):g} Hz"
-            for name in ("highpass", "lowpass")
-            if getattr(self, name) is not None
-        )
-
-    def _fit_filter(self, sample_rate):
-        """The ``highpass``/``lowpass`` filter of fit as ``filt(a)`` on (n_rows, n_times), or None."""
-        if self.highpass is None and self.lowpass is None:
-            return None
-        if sample_rate is None:
-            raise ValueError(
-                f"{self._band_text()} needs a sample rate, but X is a plain array. Pass a "
-                "Recording or an MNE Raw, or highpass=None and lowpass=None."
-            )
-        import mne
-
-        from .io.eeg import check_band
-
-        check_band(self.highpass, self.lowpass, sample_rate, names=("highpass", "lowpass"))
-
-        def filt(a):
-            return mne.filter.filter_data(
-                np.asarray(a, dtype=np.float64),
-                sample_rate,
-                self.highpass,
-                self.lowpass,
-                verbose="error",
-            )
-
-        return filt
-
-    def _warn_filtering(self, raw) -> None:
+    def _warn_filtering(self, raw, mixing) -> None:
         """MNE's advice on filtering, adapted to ``highpass`` and the post-nonlinear model."""
-        from .io.eeg import is_highpassed, warn_if_not_highpassed
-
-        if self.mixing_ == "post-nonlinear" and is_highpassed(raw):
+        if mixing == "post-nonlinear" and is_highpassed(raw):
             edge = raw.info["highpass"]
             warnings.warn(
                 f"mixing='post-nonlinear' on a recording high-pass filtered at {edge:g} Hz: "
@@ -1152,7 +937,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 f"undo that. Fit the unfiltered recording with highpass={edge:g} instead "
                 "(the filter then acts after the unwarping).",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         elif self.highpass is None or self.highpass < 0.5:
             fix = (
@@ -1161,46 +946,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 if self.highpass is None
                 else ""
             )
-            warn_if_not_highpassed(raw, stacklevel=3, fix=fix)
-
-    def _fit_standardisation(self, stats, scale=None):
-        """``mean_`` and the whitening from the fitted samples ``stats`` (n_channels, n_good).
-
-        ``scale``: their per-channel standard deviation, where the caller has it.
-        """
-        self.mean_ = stats.mean(axis=1).astype(np.float64)
-        self._fit_whitening(stats, stats.std(axis=1) if scale is None else scale)
-
-    def _fit_whitening(self, data, scale):
-        if not self.whiten:
-            self.whitening_ = np.diag(1.0 / scale).astype(np.float64)
-            self.dewhitening_ = np.diag(scale).astype(np.float64)
-            self.rank_ = data.shape[0]
-            return
-        centred = data.astype(np.float64) - self.mean_[:, None]
-        cov = centred @ centred.T / centred.shape[1]
-        evals, evecs = np.linalg.eigh(cov)
-        evals, evecs = evals[::-1], evecs[:, ::-1]
-        # Dimensions whose variance is this far below the largest are numerical
-        # zeros (e.g. the one an average reference removes).
-        keep = evals > evals[0] * 1e-10
-        rank = int(keep.sum())
-        if self.n_sources > rank:
-            raise ValueError(
-                f"n_sources={self.n_sources} is above the rank of the data ({rank} of "
-                f"{data.shape[0]} channels; re-referencing, e.g. to the average, removes one "
-                f"dimension per reference). Pass n_sources <= {rank}."
-            )
-        evals, evecs = evals[:rank], evecs[:, :rank]
-        # Whiten the n_sources strongest components only; weaker ones are scaled
-        # like the n_sources-th, so they stay below unit variance. Whitening all
-        # of them would lift pure sensor noise to the level of the sources and
-        # hide which directions carry signal (MCC 0.25 vs 0.94 for FastICA on
-        # 19-channel, 8-source EEG in our runs).
-        scales = np.sqrt(np.maximum(evals, evals[self.n_sources - 1]))
-        self.whitening_ = (evecs / scales).T
-        self.dewhitening_ = evecs * scales
-        self.rank_ = rank
+            warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
 
     def _check_linear_options(self, init=None, u=None):
         """Raise when an option needs the network that mixing="linear" does not train."""
@@ -1229,7 +975,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
 
     def _resolve_mixing(self, is_eeg, init, u) -> str:
         """``mixing_``: "linear" for EEG unless an option needs the network."""
-        if self.mixing in _LINEAR_MIXINGS:
+        if self.mixing in LINEAR_MIXINGS:
             self._check_linear_options(init, u)
             return self.mixing
         if self.mixing != "nonlinear" and is_eeg:
@@ -1248,270 +994,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
             )
         return "nonlinear"
 
-    def _fit_linear(self, data, codes, u_layout, good, device, fit_filter=None, try_unwarp=False):
-        """Fit ``mixing_ == "linear"``: maximum likelihood, no network training.
-
-        The result is stored as an :class:`~sepkit.models.IVAE` with one
-        linear layer each way (``linear_path`` loaded, the parallel layers at
-        zero), the prior table at the fitted per-segment log-variances, the
-        posterior a near point mass and the observation noise at the variance
-        of the whitened dimensions beyond ``n_sources``: the noiseless linear
-        iVAE written in the model's own parameters, so transform, save and
-        get_components work as for a trained network.
-
-        ``try_unwarp`` (mixing="auto" with the fit filter; ``mixing_`` is then
-        "post-nonlinear" on entry): fit the sensor unwarping, and fall back to
-        "linear" on the filtered data when it changes no channel by
-        ``_UNWARP_KEEP`` of its RMS.
-        """
-        from .train import fit_gengauss_ivae, fit_linear_ivae
-
-        n_times = data.shape[1]
-        all_codes = self._linear_codes(codes, u_layout, n_times)
-        lin_codes = all_codes if good is None else all_codes[good]
-        # Drop segments without samples (e.g. wholly under BAD annotations) from the codes.
-        _, lin_codes = np.unique(lin_codes, return_inverse=True)
-        unwarp = None
-        if self.mixing_ == "post-nonlinear":
-            # h becomes part of the standardisation; the sources are then
-            # separated as for mixing="linear", on the unwarped signal.
-            unwarp = self._fit_sensor_unwarp(data, all_codes, good, fit_filter)
-            if try_unwarp and self.sensor_nonlinearity_.max() < _UNWARP_KEEP:
-                # mixing="auto": the sensors are linear; drop h and fit the
-                # filtered recording exactly as mixing="linear" does.
-                self.mixing_ = "linear"
-                self.sensor_coefs_ = None
-                data = fit_filter(_bridge_rejected(data, good))
-                stats = data if good is None else data[:, good]
-                self._fit_standardisation(stats)
-        Xt = self._standardize(data).astype(np.float64)
-        if fit_filter is not None and self.mixing_ == "post-nonlinear":
-            # The model's sources are those of the filtered h(x).
-            Xt = fit_filter(_bridge_rejected(Xt, good))
-        if good is not None:
-            Xt = Xt[:, good]
-        Y = Xt[: self.n_sources]
-        if self.prior_ == "gengauss":
-            result = fit_gengauss_ivae(Y, lin_codes)
-            self.source_shape_ = result["shape"]
-        else:
-            result = fit_linear_ivae(Y, lin_codes)
-        W = result["unmixing"]
-        # Per-segment means and variances of the unit-variance sources: the fitted prior.
-        S = W @ Y
-        counts = np.bincount(lin_codes)
-        seg_mean = np.stack([np.bincount(lin_codes, weights=s) / counts for s in S], axis=1)
-        seg_sq = np.stack([np.bincount(lin_codes, weights=s * s) / counts for s in S], axis=1)
-        seg_var = seg_sq - seg_mean**2
-        unmixing = np.zeros((self.n_sources, self.rank_))
-        unmixing[:, : self.n_sources] = W
-        mixing = np.zeros((self.rank_, self.n_sources))
-        mixing[: self.n_sources] = np.linalg.inv(W)
-        residual = Xt - mixing @ S
-        noise_var = np.maximum(residual.var(axis=1), 1e-6)
-
-        model = self._build_model()
-        n = self.n_sources
-        with torch.no_grad():
-            model.set_linear_path(unmixing, mixing)
-            enc = model.encoder.layers[-1]
-            enc.weight[n : 2 * n].zero_()
-            # The exact posterior of the noiseless model is a point mass at W x:
-            # the smallest log-variance the encoder may output.
-            enc.bias[n : 2 * n].fill_(_LOGVAR_MIN)
-            model.noise_logvar.copy_(torch.from_numpy(np.log(noise_var))[:, None])
-            if model.prior_net is not None and model.prior_net.discrete:
-                table = model.prior_net.table.weight
-                if table.shape[0] == seg_var.shape[0]:
-                    table[:, :n] = torch.from_numpy(seg_mean)
-                    table[:, n:] = torch.from_numpy(np.log(np.maximum(seg_var, 1e-12)))
-        entry = dict(step=0, loss=result["nll"], n_iter=result["n_iter"])
-        if "start_nll" in result:
-            entry["start_loss"] = result["start_nll"]
-        entry["converged"] = result["converged"]
-        if unwarp is not None:
-            entry.update(unwarp_loss=unwarp["nll"], unwarp_n_iter=unwarp["n_iter"])
-        self.history_ = [entry]
-        if not result["converged"]:
-            fitted = "linear iVAE" + (" (prior='gengauss')" if self.prior_ == "gengauss" else "")
-            warnings.warn(
-                f"The {fitted} fit stopped after {result['n_iter']} L-BFGS iterations "
-                "without converging; the sources may be off. Check the data for outliers "
-                "or use longer windows.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        self.n_steps_run_ = 0
-        self.data_device_ = "host"
-        self.model_ = model.to(device)
-        self.source_mean_ = self._source_mean(data, codes, u_layout, good)
-        return self
-
-    def _fit_sensor_unwarp(self, data, codes, good=None, fit_filter=None) -> dict:
-        """mixing="post-nonlinear": fit h, and store it in the standardisation.
-
-        h is fitted jointly with a square unmixing by maximum likelihood
-        (:func:`sepkit.train.fit_post_nonlinear_ivae`). That unmixing is then
-        dropped: its rows beyond the sources model the rest of the signal as
-        stationary Gaussian noise, so a source with little non-stationarity
-        (ECG, line noise) is as likely a noise row as a source row; the
-        sources are instead separated on the unwarped signal as for
-        mixing="linear", from its strongest principal components (measured
-        on a clipped 32-channel make_eeg recording, seed 2: MCC 0.861 vs
-        0.804 for the joint unmixing, whose ECG source fell to |r| 0.11).
-
-        Sets ``sensor_mean_``, ``sensor_scale_``, ``sensor_coefs_`` (h per
-        channel, on the standardised channels) and ``mean_``, ``whitening_``,
-        ``dewhitening_`` and ``rank_`` (PCA whitening, as ``_fit_whitening``)
-        for the standardised unwarped data y = h(x). ``data`` and ``codes``
-        cover the whole recording; ``good`` (or None) marks the samples
-        fitted, after ``fit_filter`` has filtered the unwarped signal.
-        """
-        from .functional import sensor_unwarp
-        from .train import fit_post_nonlinear_ivae
-
-        stats = data if good is None else data[:, good]
-        self.sensor_mean_ = stats.mean(axis=1).astype(np.float64)
-        self.sensor_scale_ = stats.std(axis=1).astype(np.float64)
-        x = (data - self.sensor_mean_[:, None]) / self.sensor_scale_[:, None]
-        if fit_filter is not None:
-            x = _bridge_rejected(x, good)
-        result = fit_post_nonlinear_ivae(
-            x,
-            codes,
-            self.n_sources,
-            degree=_UNWARP_DEGREE,
-            max_iter=_UNWARP_MAX_ITER,
-            feature_filter=fit_filter,
-            keep=good,
-        )
-        self.sensor_coefs_ = result["coefs"]
-        y, _ = sensor_unwarp(torch.from_numpy(x), torch.from_numpy(self.sensor_coefs_))
-        change = y - torch.from_numpy(x)
-        if good is not None:
-            change, y_fit = change[:, good], y[:, good]
-        else:
-            y_fit = y
-        self.sensor_nonlinearity_ = (change.std(dim=1) / y_fit.std(dim=1)).numpy()
-        # Back to each channel's own scale, so that the principal components
-        # weigh the channels as they do for mixing="linear".
-        scale = self.sensor_scale_
-        y = y.numpy() * scale[:, None]
-        if fit_filter is not None:
-            y = fit_filter(y)
-        stats = y if good is None else y[:, good]
-        self._fit_standardisation(stats)
-        # Fold the scale in: _standardize applies whitening_ to h(x) itself.
-        self.mean_ = self.mean_ / scale
-        self.whitening_ = self.whitening_ * scale[None, :]
-        self.dewhitening_ = self.dewhitening_ / scale[:, None]
-        return result
-
-    def _linear_codes(self, codes, u_layout, n_times):
-        """One segment code per sample of the recording, for the linear iVAE."""
-        if u_layout:
-            return window_labels(n_times, self.window_samples_, self.hop_samples_)
-        if codes is None or codes.ndim != 1:
-            return None
-        return codes
-
-    def _ica_matrices(self, Xt, seed):
-        """Unmixing (n_sources, rank_) and mixing (rank_, n_sources) of ICA on ``Xt``.
-
-        ICA runs on the first ``n_sources`` whitened dimensions (the ones
-        ``_fit_whitening`` scales to unit variance; the weaker ones are left
-        to the MLPs). Rows of the unmixing are scaled to give unit-variance
-        sources, the scale of the prior.
-        """
-        Y = Xt[: self.n_sources].astype(np.float64)
-        if self.ica_init == "picard":
-            try:
-                from picard import picard
-            except ImportError:
-                raise ImportError(
-                    "ica_init='picard' needs python-picard: pip install python-picard, "
-                    "or pass ica_init='fastica'."
-                ) from None
-            # Picard's defaults (Picard-O, extended), as mne.preprocessing.ICA runs it.
-            _, W, _ = picard(Y, whiten=False, random_state=seed, max_iter=500)
-        else:
-            from sklearn.decomposition import FastICA
-
-            ica = FastICA(whiten=False, random_state=seed, max_iter=1000, tol=1e-4)
-            W = ica.fit(Y.T).components_
-        W = W / (W @ Y).std(axis=1)[:, None]
-        unmixing = np.zeros((self.n_sources, self.rank_))
-        unmixing[:, : self.n_sources] = W
-        mixing = np.zeros((self.rank_, self.n_sources))
-        mixing[: self.n_sources] = np.linalg.inv(W)
-        return unmixing, mixing
-
-    def _build_model(self) -> IVAE:
-        # mixing="linear": one linear layer each way (with the linear path
-        # holding the fit), per sample; the network settings do not apply.
-        linear = getattr(self, "mixing_", "nonlinear") in _LINEAR_MIXINGS
-        return IVAE(
-            self.rank_,
-            self.n_sources,
-            n_segments=self.n_segments_,
-            n_u=self.n_u_,
-            n_hidden=self.n_hidden,
-            n_layers=1 if linear else self.n_layers,
-            kernel_size=1 if linear else self.kernel_size,
-            activation=self.activation,
-            # The module's prior table holds the segment means and variances;
-            # a generalised Gaussian's shapes live in source_shape_.
-            prior="gauss" if self.prior_ == "gengauss" else self.prior_,
-            posterior="diag" if linear else self.posterior_,
-            # The linear model's posterior mean is W x whatever the window.
-            encoder_u=self.encoder_u and not linear,
-            decoder_u=self.decoder_u,
-            learn_noise=self.learn_noise,
-            noise_var=self.noise_var,
-            linear_path=self.ica_init is not None or linear,
-        )
-
-    def _standardize(self, data):
-        if getattr(self, "sensor_coefs_", None) is not None:  # mixing="post-nonlinear"
-            from .functional import sensor_unwarp
-
-            x = (data - self.sensor_mean_[:, None]) / self.sensor_scale_[:, None]
-            data, _ = sensor_unwarp(torch.from_numpy(x), torch.from_numpy(self.sensor_coefs_))
-            data = data.numpy()
-        return (self.whitening_ @ (data - self.mean_[:, None])).astype(np.float32)
-
-    def _destandardize(self, out):
-        """The inverse of :meth:`_standardize`, shape (n_channels, n_times)."""
-        out = self.dewhitening_ @ out + self.mean_[:, None]
-        if getattr(self, "sensor_coefs_", None) is not None:  # mixing="post-nonlinear"
-            from .functional import sensor_warp
-
-            x = sensor_warp(torch.from_numpy(out), torch.from_numpy(self.sensor_coefs_)).numpy()
-            out = x * self.sensor_scale_[:, None] + self.sensor_mean_[:, None]
-        return out
-
     # ------------------------------------------------------------ inference
-    def _device(self):
-        return next(self.model_.parameters()).device
-
-    @torch.no_grad()
-    def _run_chunked(self, fn, inp: np.ndarray, codes) -> np.ndarray:
-        """Apply a fully convolutional ``fn(x, u)`` over time in bounded-memory chunks."""
-        device = self._device()
-        n_times = inp.shape[1]
-        margin = self.n_layers * (self.kernel_size // 2)
-        outs = []
-        for start in range(0, n_times, _INFER_CHUNK_SAMPLES):
-            stop = min(n_times, start + _INFER_CHUNK_SAMPLES)
-            lo, hi = max(0, start - margin), min(n_times, stop + margin)
-            x = torch.from_numpy(np.ascontiguousarray(inp[:, lo:hi]))[None].to(device)
-            u = None
-            if codes is not None:
-                u = torch.from_numpy(np.ascontiguousarray(codes[..., lo:hi]))[None].to(device)
-            out = fn(x, u)[0, :, start - lo : start - lo + (stop - start)]
-            outs.append(out.float().cpu().numpy())
-        return np.concatenate(outs, axis=1)
-
     def _wrap(self, out, kind, rec, prefix):
         if kind == "array":
             return out
@@ -1551,10 +1034,6 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         X = self._match_sample_rate(X, resample)
         is_raw = _is_mne_raw(X)
         data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if is_raw else None)
-        if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py
-            from .tf_separation import transform_separator
-
-            return transform_separator(self, data, None, kind, rec, u)
         if is_raw:
             u = self._raw_u(X, u)
         if data.shape[0] != self.n_channels_:
@@ -1564,30 +1043,8 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
                 f"{self.n_channels_}{names}. Pass the same channels as in fit (for an MNE "
                 "Raw, picks=[...] selects them)."
             )
-        model = self.model_
-        refine = (
-            getattr(self, "refine_steps", 0) > 0
-            and model.prior != "laplace"
-            and getattr(self, "mixing_", "nonlinear") not in _LINEAR_MIXINGS
-        )
-        # The refinement's prior p(z|u) needs u even when the encoder ignores it.
-        needs_u = model.encoder_u or (refine and model.prior_net is not None)
-        codes = self._encode_u(u, data.shape[1], fitting=False) if needs_u else None
-
-        def sources(x, uu):
-            z = model.encode(x, uu if model.encoder_u else None)[0]
-            if refine:
-                z = model.refine_sources(
-                    x,
-                    uu,
-                    z,
-                    prior_weight=self.refine_prior_weight,
-                    n_iter=self.refine_steps,
-                )
-            return z
-
-        out = self._run_chunked(sources, self._standardize(data), codes)
-        return self._wrap(out, kind, rec, "IVAE")
+        self.fitted_.set_params(self.get_params())
+        return self._wrap(self.fitted_.sources(data, u), kind, rec, "IVAE")
 
     def _match_sample_rate(self, X, resample):
         """X itself, or X resampled to ``sample_rate_`` (Recording / Raw only)."""
@@ -1631,18 +1088,12 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         self._check_fitted()
         source_names = [f"IVAE{i:03d}" for i in range(self.n_sources)]
         data, _, kind, rec = self._unpack(S, source_names if _is_mne_raw(S) else None)
-        if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py
-            from .tf_separation import inverse_transform_separator
-
-            return inverse_transform_separator(self, data, None, kind, rec)
         if data.shape[0] != self.n_sources:
             raise ValueError(
                 f"S has {data.shape[0]} rows but the separator has n_sources={self.n_sources}. "
                 "Pass the output of transform."
             )
-        codes = self._encode_u(u, data.shape[1], fitting=False) if self.model_.decoder_u else None
-        out = self._run_chunked(lambda z, uu: self.model_.decode(z, uu), data, codes)
-        out = self._destandardize(out.astype(np.float64)).astype(np.float32)
+        out = self.fitted_.reconstruct(data, u)
         if kind == "array":
             return out
         names = self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
@@ -1673,47 +1124,7 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         patterns : ndarray, shape (n_channels, n_sources)
         """
         self._check_fitted()
-        if getattr(self, "domain_", "time") == "tf":
-            raise ValueError(
-                "get_components is defined for domain='time' only: a domain='tf' separator "
-                "has one demixing matrix per frequency, in tf_.demix (n_freqs, n_sources, "
-                "n_channels)."
-            )
-        model = self.model_
-        device = self._device()
-        linear = self.n_layers == 1 and self.kernel_size == 1 and not model.decoder_u
-        if linear and model.decoder_linear is None:
-            W = model.decoder.layers[0].weight[:, :, 0].detach().cpu().double().numpy()
-        else:
-            mean = getattr(self, "source_mean_", None)
-            if mean is None:  # separators saved before source_mean_ existed
-                mean = np.zeros(self.n_sources)
-            z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)
-
-            # A constant stretch as long as the decoder sees, read at its centre.
-            margin = self.n_layers * (self.kernel_size // 2)
-
-            def f(z):
-                stretch = z[None, :, None].expand(1, -1, 2 * margin + 1)
-                return model.decode(stretch, None)[0, :, margin]
-
-            W = torch.autograd.functional.jacobian(f, z0).cpu().double().numpy()
-        patterns = self.dewhitening_ @ W
-        if getattr(self, "sensor_coefs_", None) is not None:  # mixing="post-nonlinear"
-            # Chain rule through the sensor warp g = h^-1 at the decoded source mean:
-            # dx/dz = scale * dy/dz / h'(g(y0)).
-            from .functional import sensor_unwarp, sensor_warp
-
-            mean = getattr(self, "source_mean_", np.zeros(self.n_sources))
-            z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)[None, :, None]
-            with torch.no_grad():
-                y0 = model.decode(z0, None)[0].cpu().double().numpy()
-            y0 = self.dewhitening_ @ y0 + self.mean_[:, None]
-            coefs = torch.from_numpy(self.sensor_coefs_)
-            x0 = sensor_warp(torch.from_numpy(y0), coefs)
-            _, dh = sensor_unwarp(x0, coefs)
-            patterns = patterns * (self.sensor_scale_[:, None] / dh.numpy())
-        return patterns
+        return self.fitted_.components()
 
     # ------------------------------------------------------------ save / load
     def save(self, path, *, overwrite: bool = False) -> Path:
@@ -1735,59 +1146,19 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         path : Path
             The file written.
         """
-        from safetensors.torch import save_file
-
         self._check_fitted()
         path = check_model_path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
-        if getattr(self, "domain_", "time") == "tf":  # sepkit/tf_separation.py
-            from .tf_separation import save_separator
-
-            return save_separator(self, path)
-        tensors = {
-            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()
-        }
-        for name in ("mean_", "whitening_", "dewhitening_"):
-            tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
-        if getattr(self, "sensor_coefs_", None) is not None:  # mixing="post-nonlinear"
-            for name in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"):
-                tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
-        if getattr(self, "source_shape_", None) is not None:  # prior="gengauss"
-            tensors["source_shape_"] = torch.from_numpy(np.ascontiguousarray(self.source_shape_))
-        if getattr(self, "sensor_nonlinearity_", None) is not None:
-            tensors["sensor_nonlinearity_"] = torch.from_numpy(
-                np.ascontiguousarray(self.sensor_nonlinearity_)
-            )
-        classes = None if self.classes_ is None else self.classes_.tolist()
-        meta = dict(
-            format_version=_FORMAT_VERSION,
-            sepkit_version=__version__,
-            # Paths (checkpoint_dir) as strings: JSON has no path type.
-            params={
-                k: os.fspath(v) if isinstance(v, os.PathLike) else v
-                for k, v in self.get_params().items()
-            },
+        own = dict(
             n_channels_=self.n_channels_,
-            prior_=self.prior_,
-            posterior_=self.posterior_,
-            mixing_=getattr(self, "mixing_", "nonlinear"),
-            n_segments_=self.n_segments_,
-            n_u_=self.n_u_,
-            classes_=classes,
-            window_samples_=self.window_samples_,
-            hop_samples_=int(getattr(self, "hop_samples_", self.window_samples_)),
-            source_mean_=np.asarray(getattr(self, "source_mean_", np.zeros(0))).tolist(),
-            event_u_=bool(getattr(self, "event_u_", False)),
             sample_rate_=self.sample_rate_,
             ch_names_=list(self.ch_names_) if self.ch_names_ else None,
+            event_u_=bool(getattr(self, "event_u_", False)),
             annotation_u_=bool(getattr(self, "annotation_u_", False)),
-            history_=self.history_,
             exclude=self._check_exclude(getattr(self, "exclude", []), "sep.exclude"),
         )
-        with atomic_write(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(meta)})
-        return path
+        return write_separator(path, self.get_params(), self.fitted_, own)
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, device: str = "auto") -> IVAESeparator:
@@ -1797,71 +1168,59 @@ class IVAESeparator(MNEMixin, TransformerMixin, BaseEstimator):
         they are read; nothing is downloaded and no pickle is executed.
         ``IVAESeparator.from_pretrained("nope")`` lists the valid names.
         """
-        from .pretrained import load_pretrained
-
-        return load_pretrained(name_or_path, device=device)
+        weights, config, digest = verified_weights(name_or_path)
+        sep = cls.load(weights, device=device)
+        sep.pretrained_ = {
+            "name": config["name"],
+            "version": config.get("version"),
+            "sha256": digest,
+        }
+        return sep
 
     @classmethod
     def load(cls, path, *, device: str = "auto") -> IVAESeparator:
         """Load a separator written by :meth:`save` (never unpickles anything)."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No saved separator at {path}.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"{path} is not a sepkit separator file: {err}") from None
-        if "sepkit" not in header:
-            raise ValueError(f"{path} is a safetensors file but holds no sepkit separator.")
-        meta = json.loads(header["sepkit"])
-        if meta.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written by sepkit {meta.get('sepkit_version')} in a newer format; "
-                "upgrade sepkit to load it."
-            )
+        meta, tensors = read_separator(path)
         params = dict(meta["params"])
         params["device"] = device
         sep = cls(**params)
-        dev = sep._validate_params()
-        sep.exclude = list(meta.get("exclude", []))  # files from before the attribute
-        if meta.get("domain_") == "tf":  # sepkit/tf_separation.py
-            from .tf_separation import load_separator
-
-            return load_separator(sep, meta, tensors)
+        dev = sep._validate_params(training=False)
+        fitted = fitted_from_state(meta, tensors, sep.get_params(), dev)
+        names = tuple(meta["ch_names_"]) if meta.get("ch_names_") else None
+        inp = FitInput(np.zeros((0, 0)), meta["sample_rate_"], names, False)
+        sep._set_fitted(fitted, inp)
         sep.n_channels_ = sep.n_features_in_ = meta["n_channels_"]
-        sep.prior_ = meta["prior_"]
-        sep.posterior_ = meta["posterior_"]
-        sep.mixing_ = meta.get("mixing_", "nonlinear")  # files from before the option
-        sep.n_segments_ = meta["n_segments_"]
-        sep.n_u_ = meta["n_u_"]
-        sep.classes_ = None if meta["classes_"] is None else np.asarray(meta["classes_"])
-        sep.window_samples_ = meta["window_samples_"]
-        sep.hop_samples_ = meta.get("hop_samples_", sep.window_samples_)
-        sep.source_mean_ = np.asarray(meta.get("source_mean_", np.zeros(sep.n_sources)))
         sep.event_u_ = meta.get("event_u_", False)
-        sep.sample_rate_ = meta["sample_rate_"]
-        sep.ch_names_ = tuple(meta["ch_names_"]) if meta["ch_names_"] else None
         sep.annotation_u_ = meta.get("annotation_u_", False)
-        sep.history_ = meta["history_"]
-        sep.n_steps_run_ = sep.history_[-1]["step"]
-        for name in ("mean_", "whitening_", "dewhitening_"):
-            setattr(sep, name, tensors.pop(name).numpy())
-        sep.sensor_coefs_ = sep.sensor_nonlinearity_ = sep.source_shape_ = None
-        for name in (
-            "sensor_mean_",
-            "sensor_scale_",
-            "sensor_coefs_",
-            "sensor_nonlinearity_",
-            "source_shape_",
-        ):
-            if name in tensors:
-                setattr(sep, name, tensors.pop(name).numpy())
-        sep.rank_ = sep.whitening_.shape[0]
-        model = sep._build_model()
-        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
-        sep.model_ = model.to(dev).eval()
+        sep.exclude = list(meta.get("exclude", []))  # files from before the attribute
         return sep
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What :meth:`IVAESeparator._choose_family` decided."""
+
+    module: ModuleType
+    domain: str
+    mixing: str | None
+    prior: str
+    posterior: str
+    mixing_phase: float | None
+    try_unwarp: bool = False
+    fit_filter: FitFilter | None = None
+    is_eeg: bool = False
+
+
+def _constructor_defaults() -> dict:
+    return {
+        name: p.default
+        for name, p in inspect.signature(IVAESeparator.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. arrays
+        return a is b

@@ -1,382 +1,39 @@
-"""Time-frequency (convolutive) separation of multichannel audio.
+"""Separate long multichannel audio files in bounded memory (the time-frequency family).
 
-Real rooms mix every source through an impulse response hundreds of
-milliseconds long, which the per-sample time-domain iVAE cannot model. In the
-STFT domain with ~256 ms frames the mixing becomes one complex matrix per
-frequency, and separation is a demixing matrix ``W_f`` per frequency. This
-module learns them as MVAE does (Kameoka et al. 2019), with the iVAE as the
-source model (see :class:`sepkit.models.TFSourceModel`):
-
-1. STFT (Hann, ~256 ms frames, hop 1/4), per-frequency PCA whitening onto the
-   ``n_sources`` strongest directions.
-2. Initialisation: ``n_init`` AuxIVA iterations (IP updates with the spherical
-   Laplace weights, Ono 2011). MVAE is likewise initialised from ILRMA; we say
-   so because a part of the result is owed to it.
-3. Alternation, ``n_iter`` times: a few Adam steps on the iVAE's ELBO for the
-   current separated spectra (complex-Gaussian likelihood with variances
-   ``r = g v(z)``, conditional prior ``p(z | u)`` over ~1 s time segments), then
-   one IP sweep of ``W`` with weights ``1 / r``. Both steps increase the same
-   likelihood (the ELBO's reconstruction term plus ``log |det W_f|^2``).
-4. Scale: projection back onto the reference microphone (minimal distortion
-   principle). Permutation across frequencies: the source model is joint over
-   frequency (one gain and one latent per frame), as in IVA.
-
-After fitting, separation is a fixed linear filter per frequency, so any
-length of audio can be separated chunk by chunk with bounded memory and the
-same result as in one piece (:func:`separate_file`).
-
-References
-----------
-Kameoka, Li, Inoue, Makino (2019). Supervised determined source separation
-with multichannel variational autoencoder. Neural Computation 31(9).
-Ono (2011). Stable and fast update rules for independent vector analysis based
-on auxiliary function technique. WASPAA.
-Kitamura et al. (2016). Determined blind source separation unifying IVA and
-NMF. IEEE/ACM TASLP 24(9).
+:func:`separate_file` fits the time-frequency separation
+(:mod:`sepkit.methods.tf`) on at most ``max_fit_seconds`` of a file, read in
+blocks spread over it, then reads, separates and writes it chunk by chunk.
+The family's names stay importable from here for code written against
+earlier releases.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
+import soundfile as sf
+from tqdm.auto import tqdm
 
-from . import functional_tf as F
-from ._atomic import atomic_write
 from ._check import check_float, check_int, check_option
+from .functional_tf import fft_size_for
+from .io import audio as aio
+from .io.audio import read_audio
 from .io.recording import Recording
-from .models.tf_ivae import TFSourceModel
+from .methods.tf import (
+    _CHUNK_SECONDS,
+    TFConfig,
+    TFDemixer,
+    check_audio_input,
+    fit_blocks,
+    fit_tf,
+)
 
-__all__ = ["TFConfig", "TFDemixer", "fit_tf", "separate_file"]
-
-# ------------------------------------------------------------------ defaults
-# Measured figures below: 2x2 CMU ARCTIC rooms, 7 s, 3 rooms per RT60 (SI-SDRi).
-# AuxIVA iterations before the iVAE source model takes over: pyroomacoustics'
-# own default for AuxIVA is 20; the iVAE needs a rough separation to start from.
-_N_INIT = 20
-# Alternations of (Adam steps on the ELBO, one IP sweep). 20 / 40 / 80 gave
-# 5.7 / 5.8 / 5.9 dB at RT60 0.15 s and 1.1 / 1.3 / 1.6 dB at 0.35 s (64 ms
-# frames, 5 Adam steps); 40 is the compromise with time.
-_N_ITER = 40
-# Adam steps per alternation: few, so the source model follows W (MVAE does
-# likewise). Measured on 2x2 rooms (64 ms frames): 2 steps gave +0.2, +0.8 and
-# +0.9 dB SI-SDRi over 5 steps at RT60 0.15/0.35/0.6 s, in half the time.
-_N_ADAM = 2
-# Adam learning rate for the source model (not tuned).
-_LR = 3e-3
-# Frames per source in each Adam step: a random minibatch keeps a step's cost
-# (profiled: a full-batch step on 10 s took 25 ms) independent of the length of the fit audio.
-_BATCH_FRAMES = 128
-# Gradient-norm clip for the source model's Adam steps (measured maxima 0.8-1.1
-# on the recipe's 7 s mixtures: only runaway steps are touched).
-_MAX_GRAD_NORM = 10.0
-# Segment length for u, in seconds: speech statistics change over ~0.5-1 s
-# (0.5 s gave -0.4 to +0.6 dB against 1 s: no clear gain).
-_SEGMENT_SECONDS = 1.0
-# Most audio used to fit, in seconds: the demixing of a static room needs far
-# less than a long file holds; fitting cost and memory grow with it.
-_MAX_FIT_SECONDS = 60.0
-# Blocks the fitting audio is cut into when a file is longer than that
-# (spread evenly, so the fit sees the whole file).
-_FIT_BLOCKS = 6
-# Samples separated at a time when streaming (bounded memory).
-_CHUNK_SECONDS = 30.0
+__all__ = ["TFConfig", "TFDemixer", "check_audio_input", "fit_blocks", "fit_tf", "separate_file"]
 
 
-@dataclass
-class TFConfig:
-    """Settings of the time-frequency separation (defaults: see module constants)."""
-
-    n_init: int = _N_INIT
-    n_iter: int = _N_ITER
-    n_adam: int = _N_ADAM
-    lr: float = _LR
-    segment_seconds: float = _SEGMENT_SECONDS
-    max_fit_seconds: float = _MAX_FIT_SECONDS
-    ref_channel: int = 0
-    frame_seconds: float = F._FRAME_SECONDS
-    n_latent: int = 8
-    n_hidden: int = 64
-    batch_frames: int = _BATCH_FRAMES
-
-    def validate(self) -> TFConfig:
-        check_int("n_init", self.n_init, min_value=0)
-        check_int("n_iter", self.n_iter, min_value=0)
-        check_int("n_adam", self.n_adam, min_value=1)
-        check_float("lr", self.lr, min_value=0.0, strict_min=True)
-        check_float("segment_seconds", self.segment_seconds, min_value=0.0, strict_min=True)
-        check_float("max_fit_seconds", self.max_fit_seconds, min_value=0.0, strict_min=True)
-        check_int("ref_channel", self.ref_channel, min_value=0)
-        check_float("frame_seconds", self.frame_seconds, min_value=0.0, strict_min=True)
-        check_int("n_latent", self.n_latent, min_value=1)
-        check_int("n_hidden", self.n_hidden, min_value=1)
-        check_int("batch_frames", self.batch_frames, min_value=1)
-        return self
-
-
-@dataclass
-class TFDemixer:
-    """A fitted time-frequency separation: everything ``transform`` needs.
-
-    Attributes
-    ----------
-    demix : ndarray, shape (n_freqs, n_sources, n_channels), complex64
-        Demixing per frequency, already scaled by projection back, so that
-        ``demix[f] @ x_{f,t}`` are the sources' images at the reference mic.
-    n_fft, hop : int
-        STFT frame and hop in samples.
-    sample_rate : float
-    model : TFSourceModel
-        The fitted iVAE source model.
-    history : list of dict
-    """
-
-    demix: np.ndarray
-    n_fft: int
-    hop: int
-    sample_rate: float
-    model: TFSourceModel
-    history: list = field(default_factory=list)
-
-    @property
-    def n_sources(self) -> int:
-        return self.demix.shape[1]
-
-    @property
-    def n_channels(self) -> int:
-        return self.demix.shape[2]
-
-    def separate(self, data: np.ndarray, *, chunk_seconds: float = _CHUNK_SECONDS, progress=None):
-        """Apply the demixing to a whole array, chunk by chunk.
-
-        Parameters
-        ----------
-        data : ndarray, shape (n_channels, n_times)
-
-        Returns
-        -------
-        sources : ndarray, shape (n_sources, n_times), float32
-        """
-        n_times = data.shape[1]
-        out = np.empty((self.n_sources, n_times), np.float32)
-        for start, stop, block in self._chunks(
-            lambda lo, hi: data[:, lo:hi], n_times, chunk_seconds
-        ):
-            out[:, start:stop] = block
-            if progress is not None:
-                progress.update(stop - start)
-        return out
-
-    def _chunk_len(self, chunk_seconds: float) -> int:
-        n = max(self.n_fft * 4, int(chunk_seconds * self.sample_rate))
-        return (n // self.hop) * self.hop
-
-    def _chunks(self, read, n_times: int, chunk_seconds: float):
-        """Yield (start, stop, sources) over [0, n_times), each from ``read(lo, hi)``.
-
-        Chunks start on multiples of the hop and are read with ``n_fft``
-        samples of context on each side, so every output sample comes from the
-        same STFT frames as in a one-piece transform (identical up to float
-        rounding).
-        """
-        chunk = self._chunk_len(chunk_seconds)
-        pad = self.n_fft
-        demix = torch.from_numpy(self.demix)
-        for start in range(0, n_times, chunk):
-            stop = min(n_times, start + chunk)
-            lo, hi = max(0, start - pad), min(n_times, stop + pad)
-            # Keep frame k of the chunk on the global frame grid.
-            x = np.zeros((self.n_channels, hi - (start - pad)), np.float32)
-            x[:, lo - (start - pad) :] = read(lo, hi)
-            X = F.stft(torch.from_numpy(x), self.n_fft, self.hop)
-            y = F.istft(demix @ X, self.n_fft, self.hop, x.shape[1]).numpy()
-            yield start, stop, y[:, pad : pad + (stop - start)]
-
-    def inverse(self, sources: np.ndarray) -> np.ndarray:
-        """Mix sources (images at the reference mic) back to all microphones.
-
-        sources : (n_sources, n_times) -> (n_channels, n_times), float32.
-        """
-        mixing = torch.linalg.pinv(torch.from_numpy(self.demix))  # (F, M, N)
-        n_times = sources.shape[1]
-        S = F.stft(
-            torch.from_numpy(np.ascontiguousarray(sources, np.float32)), self.n_fft, self.hop
-        )
-        return F.istft(mixing @ S, self.n_fft, self.hop, n_times).numpy().astype(np.float32)
-
-
-def check_audio_input(data: np.ndarray, n_sources: int, n_fft: int, what: str = "X") -> None:
-    """The bad-input checks of the audio path, with messages that say the fix."""
-    n_channels, n_times = data.shape
-    if n_channels == 1 and n_sources >= 2:
-        raise ValueError(
-            f"{what} is mono (1 channel) but n_sources={n_sources}: separating several "
-            "sources needs at least as many microphones as sources. Pass a multichannel "
-            "recording, or n_sources=1."
-        )
-    if n_sources > n_channels:
-        raise ValueError(
-            f"n_sources={n_sources} is more than the {n_channels} channels of {what}. "
-            f"Pass n_sources <= {n_channels}, or record more channels."
-        )
-    if n_times < n_fft:
-        raise ValueError(
-            f"{what} has {n_times} samples, shorter than one STFT window ({n_fft} samples); "
-            "time-frequency separation needs at least one window. Pass a longer recording, "
-            "or domain='time'."
-        )
-    finite = np.isfinite(data)
-    if not finite.all():
-        rows = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(
-            f"{what} contains {int((~finite).sum())} NaN or Inf samples (channel(s) "
-            f"{rows[:10].tolist()}). Replace them (e.g. np.nan_to_num) before separating."
-        )
-
-
-def fit_blocks(n_times: int, sample_rate: float, max_fit_seconds: float) -> list[tuple[int, int]]:
-    """Sample ranges to fit on: all of it, or ``_FIT_BLOCKS`` blocks spread evenly.
-
-    Returns a list of (start, stop) sample indices whose total length is at
-    most ``max_fit_seconds`` (or the whole recording if shorter).
-    """
-    budget = int(max_fit_seconds * sample_rate)
-    if n_times <= budget:
-        return [(0, n_times)]
-    block = budget // _FIT_BLOCKS
-    starts = np.linspace(0, n_times - block, _FIT_BLOCKS).astype(np.int64)
-    return [(int(s), int(s) + block) for s in starts]
-
-
-def _segment_codes(n_frames_per_block, segment_frames, n_sources):
-    """u per frame: the segment index (blocks never share a segment)."""
-    seg = []
-    offset = 0
-    for n in n_frames_per_block:
-        k = np.arange(n) // segment_frames
-        n_seg = max(1, int(np.ceil(n / segment_frames)))
-        # A last segment shorter than half is merged into the one before it.
-        if n_seg > 1 and n - (n_seg - 1) * segment_frames < segment_frames // 2:
-            k = np.minimum(k, n_seg - 2)
-            n_seg -= 1
-        seg.append(k + offset)
-        offset += n_seg
-    seg = np.concatenate(seg)
-    codes = np.arange(n_sources)[:, None] * offset + seg[None, :]
-    return torch.from_numpy(codes.astype(np.int64)), offset
-
-
-def fit_tf(
-    blocks,
-    sample_rate: float,
-    n_sources: int,
-    *,
-    config: TFConfig | None = None,
-    random_state: int | None = None,
-    verbose: bool = False,
-) -> TFDemixer:
-    """Fit the time-frequency iVAE separation.
-
-    Parameters
-    ----------
-    blocks : list of ndarray, each shape (n_channels, n_times_i)
-        Audio to fit on (one block for a whole recording; several spread-out
-        blocks for a long file; see :func:`fit_blocks`).
-    sample_rate : float
-    n_sources : int
-    config : TFConfig or None
-    random_state : int or None
-    verbose : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    TFDemixer
-    """
-    cfg = (config or TFConfig()).validate()
-    n_fft = F.fft_size_for(sample_rate, cfg.frame_seconds)
-    hop = n_fft // 4
-    Xs = [F.stft(torch.from_numpy(np.ascontiguousarray(b, np.float32)), n_fft, hop) for b in blocks]
-    X = torch.cat(Xs, dim=-1)  # (F, M, T)
-    n_freqs, n_channels, n_frames = X.shape
-    if cfg.ref_channel >= n_channels:
-        raise ValueError(
-            f"'ref_channel' must be < the {n_channels} channels, got {cfg.ref_channel}."
-        )
-    P = F.whiten_per_frequency(X, n_sources)  # (F, N, M)
-    Xw = P @ X  # (F, N, T)
-    W = torch.eye(n_sources, dtype=X.dtype).expand(n_freqs, n_sources, n_sources).clone()
-
-    seed = (
-        random_state if random_state is not None else int(np.random.default_rng().integers(2**31))
-    )
-    segment_frames = max(1, int(round(cfg.segment_seconds * sample_rate / hop)))
-    codes, n_segments = _segment_codes([x.shape[-1] for x in Xs], segment_frames, n_sources)
-    history = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.n_init + cfg.n_iter, desc="tf-ivae", disable=not verbose, leave=False)
-    for _ in range(cfg.n_init):
-        W = F.ip_update(W, Xw, F.auxiva_weights(W @ Xw))
-        bar.update(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = TFSourceModel(n_freqs, n_sources, n_segments, cfg.n_latent, cfg.n_hidden)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        gen = torch.Generator().manual_seed(seed)
-        n_batch = min(cfg.batch_frames, n_frames)
-        for it in range(cfg.n_iter):
-            Y = W @ Xw
-            power = Y.abs().square().permute(1, 2, 0)  # (N, T, F)
-            # Scale is free per source (IP renormalises); keep the net's input O(1).
-            power = power / power.mean(dim=(1, 2), keepdim=True).clamp_min(1e-30)
-            model.train()
-            for _ in range(cfg.n_adam):
-                idx = torch.randperm(n_frames, generator=gen)[:n_batch]
-                opt.zero_grad(set_to_none=True)
-                loss = model.loss(power[:, idx], codes[:, idx])
-                if torch.isfinite(loss):
-                    loss.backward()
-                    # Few frames against many bins can make a step explode:
-                    # clip, and skip any step whose gradient is not finite.
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), _MAX_GRAD_NORM)
-                    if torch.isfinite(norm):
-                        opt.step()
-            model.eval()
-            r = model.variances(power, codes)  # (N, T, F)
-            floor = 1e-6 * r.mean(dim=(1, 2), keepdim=True)
-            weights = 1.0 / torch.maximum(r, floor).permute(0, 2, 1)
-            if not torch.isfinite(weights).all():
-                # An overflowing source model (e.g. very few frames) must not
-                # spoil W: fall back to the AuxIVA weights for this sweep.
-                weights = F.auxiva_weights(W @ Xw)
-            W_new = F.ip_update(W, Xw, weights)
-            # Keep the previous matrices where a sweep went non-finite.
-            ok = torch.isfinite(torch.view_as_real(W_new)).flatten(1).all(1)
-            W = torch.where(ok[:, None, None], W_new, W)
-            history.append({"iter": it + 1, "loss": loss.item()})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    demix = W @ P
-    demix = F.projection_back_scales(demix, cfg.ref_channel)[:, :, None] * demix
-    if not history:
-        history.append({"iter": 0, "loss": float("nan")})
-    return TFDemixer(
-        demix=demix.numpy().astype(np.complex64),
-        n_fft=n_fft,
-        hop=hop,
-        sample_rate=float(sample_rate),
-        model=model.eval(),
-        history=history,
-    )
-
-
-# ------------------------------------------------------------ streaming files
 def separate_file(
     path,
     out_dir,
@@ -443,13 +100,6 @@ def separate_file(
     multiplied by the same gain ``0.99 / peak`` in the second pass that
     encodes the final files.
     """
-    import soundfile as sf
-    from tqdm.auto import tqdm
-
-    from .io import audio as aio
-    from .io.audio import read_audio
-    from .separator import IVAESeparator
-
     path = aio._check_read_path(path)
     check_float("chunk_seconds", chunk_seconds, min_value=0.0, strict_min=True)
     check_option("resample", resample, (True, False))
@@ -461,6 +111,47 @@ def separate_file(
     fmt = format.upper()
     subtype = aio._check_subtype(subtype, fmt)
 
+    n_times_file, file_rate = _probe(path)
+
+    if separator is None:
+        demixer = _fit_file(path, n_times_file, file_rate, n_sources, random_state)
+    elif getattr(separator, "domain_", None) != "tf":
+        raise ValueError(
+            "separate_file needs a separator fitted with domain='tf' (audio); got one fitted "
+            f"with domain={getattr(separator, 'domain_', None)!r}."
+        )
+    else:
+        demixer = separator.tf_
+    rate = demixer.sample_rate
+    if file_rate != rate and not resample:
+        raise ValueError(
+            f"'{path}' has sample_rate {file_rate:g} Hz but the model expects {rate:g} Hz. "
+            "Pass resample=True."
+        )
+    n_times = n_times_file if file_rate == rate else int(round(n_times_file * rate / file_rate))
+
+    read = _chunk_reader(path, n_times_file, file_rate, demixer)
+    paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(demixer.n_sources)]
+    aio._check_targets(paths, overwrite=overwrite, folder=out_dir, create_folder=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_streamed(demixer, read, n_times, paths, fmt, subtype, chunk_seconds, path.name, verbose)
+    return paths
+
+
+def _fit_file(path, n_times, file_rate, n_sources, random_state) -> TFDemixer:
+    """Fit the time-frequency separation on blocks spread over the file."""
+    check_int("n_sources", n_sources, min_value=1)
+    cfg = TFConfig()
+    ranges = fit_blocks(n_times, file_rate, cfg.max_fit_seconds)
+    blocks = [read_audio(path, start=a / file_rate, stop=b / file_rate).data for a, b in ranges]
+    for b in blocks:
+        check_audio_input(b, n_sources, fft_size_for(file_rate))
+    # The fit's own progress bar stays off; the file's bar shows the separation.
+    return fit_tf(blocks, file_rate, n_sources, random_state=random_state, verbose=False)
+
+
+def _probe(path) -> tuple[int, float]:
+    """(n_times, sample_rate) of an audio file; a truncated or corrupt file fails here."""
     try:
         info = sf.info(str(path))
         n_times_file, file_rate = int(info.frames), float(info.samplerate)
@@ -473,26 +164,12 @@ def separate_file(
     # file fails before anything is fitted or any output folder is made.
     read_audio(path, stop=1 / file_rate)
     read_audio(path, start=(n_times_file - 1) / file_rate)
+    return n_times_file, file_rate
 
-    if separator is None:
-        separator = IVAESeparator(n_sources=n_sources, domain="tf", random_state=random_state)
-        cfg = TFConfig()
-        ranges = fit_blocks(n_times_file, file_rate, cfg.max_fit_seconds)
-        blocks = [read_audio(path, start=a / file_rate, stop=b / file_rate).data for a, b in ranges]
-        fit_separator_blocks(separator, blocks, file_rate, None)
-    if getattr(separator, "domain_", None) != "tf":
-        raise ValueError(
-            "separate_file needs a separator fitted with domain='tf' (audio); got one fitted "
-            f"with domain={getattr(separator, 'domain_', None)!r}."
-        )
-    demixer: TFDemixer = separator.tf_
+
+def _chunk_reader(path, n_times_file, file_rate, demixer):
+    """``read(lo, hi)``: samples [lo, hi) of the file at the model's rate, checked."""
     rate = demixer.sample_rate
-    if file_rate != rate and not resample:
-        raise ValueError(
-            f"'{path}' has sample_rate {file_rate:g} Hz but the model expects {rate:g} Hz. "
-            "Pass resample=True."
-        )
-    n_times = n_times_file if file_rate == rate else int(round(n_times_file * rate / file_rate))
 
     def read(lo, hi):
         a, b = lo * file_rate / rate, hi * file_rate / rate
@@ -512,9 +189,12 @@ def separate_file(
             x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
         return x[:, :n]
 
-    paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(demixer.n_sources)]
-    aio._check_targets(paths, overwrite=overwrite, folder=out_dir, create_folder=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return read
+
+
+def _write_streamed(demixer, read, n_times, paths, fmt, subtype, chunk_seconds, name, verbose):
+    """Separate chunk by chunk into float temp files, then encode ``paths`` all or nothing."""
+    rate = demixer.sample_rate
     token = secrets.token_hex(6)
     raw_tmp = [p.with_name(f".{p.name}.{token}.f32.tmp") for p in paths]
     fin_tmp = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
@@ -526,7 +206,7 @@ def separate_file(
         ]
         try:
             with tqdm(
-                total=n_times, unit="sample", unit_scale=True, desc=path.name, disable=not verbose
+                total=n_times, unit="sample", unit_scale=True, desc=name, disable=not verbose
             ) as bar:
                 for start, stop, block in demixer._chunks(read, n_times, chunk_seconds):
                     peak = max(peak, float(np.abs(block).max(initial=0.0)))
@@ -555,204 +235,3 @@ def separate_file(
                 os.unlink(t)
             except FileNotFoundError:
                 pass
-    return paths
-
-
-# ------------------------------------------------------- IVAESeparator glue
-# IVAESeparator (sepkit/separator.py) dispatches here when domain_ == "tf".
-
-
-# Largest cross-spectrum phase score (functional_tf.cross_spectrum_phase) still
-# taken for instantaneous mixing. Measured on recipes/audio_bss's 100 speech
-# mixtures: instantaneous (linear and tanh) <= 0.058, rooms >= 0.22.
-_INSTANTANEOUS_PHASE = 0.12
-# The score needs only a rough cross-spectrum: 64 ms frames over <= 60 s.
-_PHASE_FRAME_SECONDS = 0.064
-
-
-def mixing_phase_score(data: np.ndarray, sample_rate: float) -> float:
-    """:func:`functional_tf.cross_spectrum_phase` of (up to 60 s of) a recording."""
-    n_fft = F.fft_size_for(sample_rate, _PHASE_FRAME_SECONDS)
-    blocks = [data[:, a:b] for a, b in fit_blocks(data.shape[1], sample_rate, _MAX_FIT_SECONDS)]
-    X = torch.cat(
-        [
-            F.stft(torch.from_numpy(np.ascontiguousarray(b, np.float32)), n_fft, n_fft // 4)
-            for b in blocks
-        ],
-        dim=-1,
-    )
-    return F.cross_spectrum_phase(X)
-
-
-def resolve_domain(
-    domain: str, kind: str, rec, init=None, n_sources: int = 1
-) -> tuple[str, float | None]:
-    """The domain to fit in, and the mixing phase score when 'auto' measured it.
-
-    'auto' on a Recording of kind 'audio' measures how far the channels'
-    cross-spectra are from real (:func:`mixing_phase_score`): near 0 means an
-    instantaneous (possibly saturating) mix, fitted with 'time'; otherwise, or
-    when the channels are unrelated (NaN), 'tf' for convolutive rooms. Any other
-    input gives 'time'. Fine-tuning (``init`` given) starts from a time-domain
-    model, so 'auto' then means 'time'.
-    """
-    if domain == "tf" and init is not None:
-        raise ValueError(
-            "init= fine-tunes a time-domain model, but domain='tf' was asked for. Pass "
-            "domain='time' (or 'auto') with init, or fit domain='tf' without init."
-        )
-    if domain != "auto":
-        return domain, None
-    if init is not None or kind != "recording" or rec.kind != "audio":
-        return "time", None
-    # Audio errors (mono, too short, NaN) before measuring anything.
-    check_audio_input(rec.data, n_sources, F.fft_size_for(rec.sample_rate))
-    if rec.data.shape[0] < 2:  # one channel, one source: nothing to unmix
-        return "tf", None
-    score = mixing_phase_score(rec.data, rec.sample_rate)
-    return ("time" if score <= _INSTANTANEOUS_PHASE else "tf"), score
-
-
-def fit_separator(sep, data, sample_rate, rec, u):
-    """Fit ``sep`` (an IVAESeparator) in the time-frequency domain; returns ``sep``."""
-    if sample_rate is None:
-        raise ValueError(
-            "domain='tf' needs the sample rate to choose the STFT frame, but X is a plain "
-            "array. Pass a Recording (e.g. Recording(X, sample_rate=16000, kind='audio'))."
-        )
-    if u is not None:
-        raise ValueError(
-            "u applies to domain='time' only; with domain='tf' u is the index of the "
-            f"{_SEGMENT_SECONDS:g} s time segment of every STFT frame. Pass u=None, or "
-            "domain='time'."
-        )
-    check_audio_input(data, sep.n_sources, F.fft_size_for(sample_rate))
-    blocks = [data[:, a:b] for a, b in fit_blocks(data.shape[1], sample_rate, _MAX_FIT_SECONDS)]
-    ch_names = tuple(rec.ch_names) if rec is not None else None
-    return fit_separator_blocks(sep, blocks, sample_rate, ch_names)
-
-
-def fit_separator_blocks(sep, blocks, sample_rate, ch_names):
-    """Fit on a list of (n_channels, n_times_i) blocks and set the fitted attributes."""
-    sep._validate_params()
-    for b in blocks:
-        check_audio_input(b, sep.n_sources, F.fft_size_for(sample_rate))
-    demixer = fit_tf(
-        blocks,
-        sample_rate,
-        sep.n_sources,
-        random_state=sep.random_state,
-        verbose=sep.verbose,
-    )
-    _set_fitted(sep, demixer, ch_names)
-    return sep
-
-
-def _set_fitted(sep, demixer: TFDemixer, ch_names):
-    sep.domain_ = "tf"
-    sep.tf_ = demixer
-    sep.model_ = demixer.model
-    sep.history_ = demixer.history
-    sep.n_steps_run_ = len(demixer.history)
-    sep.n_channels_ = sep.n_features_in_ = demixer.n_channels
-    sep.sample_rate_ = demixer.sample_rate
-    sep.ch_names_ = tuple(ch_names) if ch_names else None
-    # The source model's conditional prior is Gaussian per (source, segment),
-    # with a diagonal Gaussian posterior.
-    sep.prior_, sep.posterior_ = "gauss", "diag"
-    sep.n_segments_ = demixer.model.n_segments
-    sep.n_u_ = None
-    sep.classes_ = None
-    sep.window_samples_ = int(round(_SEGMENT_SECONDS * demixer.sample_rate))
-    sep.annotation_u_ = False
-
-
-def _check_rate(sep, sample_rate):
-    if sample_rate is not None and float(sample_rate) != sep.tf_.sample_rate:
-        raise ValueError(
-            f"Recording sample_rate is {float(sample_rate):g} Hz but the model expects "
-            f"{sep.tf_.sample_rate:g} Hz. Resample it first with "
-            f"sepkit.io.resample(rec, {sep.tf_.sample_rate:g}), or pass resample=True to "
-            "sepkit.tf_separation.separate_file."
-        )
-
-
-def transform_separator(sep, data, sample_rate, kind, rec, u):
-    """Sources (images at the reference mic), same length as ``data``."""
-    if u is not None:
-        raise ValueError("u applies to domain='time' only; pass u=None for domain='tf'.")
-    if data.shape[0] != sep.n_channels_:
-        raise ValueError(
-            f"X has {data.shape[0]} channels but the separator was fitted on "
-            f"{sep.n_channels_}. Pass the same channels as in fit."
-        )
-    _check_rate(sep, sample_rate)
-    check_audio_input(data, sep.n_sources, sep.tf_.n_fft)
-    out = sep.tf_.separate(np.asarray(data, np.float32))
-    return sep._wrap(out, kind, rec, "IVAE")
-
-
-def inverse_transform_separator(sep, data, sample_rate, kind, rec):
-    """Mix separated sources back to all microphones."""
-    if data.shape[0] != sep.n_sources:
-        raise ValueError(
-            f"S has {data.shape[0]} rows but the separator has n_sources={sep.n_sources}. "
-            "Pass the output of transform."
-        )
-    _check_rate(sep, sample_rate)
-    out = sep.tf_.inverse(data)
-    if kind == "array":
-        return out
-    names = sep.ch_names_ or tuple(f"ch{i}" for i in range(sep.n_channels_))
-    return Recording(out, rec.sample_rate, names, rec.kind)
-
-
-def save_separator(sep, path: Path) -> Path:
-    """Write a domain='tf' separator: safetensors weights + JSON settings, atomically."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from ._version import __version__
-    from .separator import _FORMAT_VERSION
-
-    d = sep.tf_
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in d.model.state_dict().items()}
-    # Complex as two float32 tensors: every safetensors reader handles those.
-    tensors["tf.demix_real"] = torch.from_numpy(np.ascontiguousarray(d.demix.real, np.float32))
-    tensors["tf.demix_imag"] = torch.from_numpy(np.ascontiguousarray(d.demix.imag, np.float32))
-    meta = dict(
-        format_version=_FORMAT_VERSION,
-        sepkit_version=__version__,
-        params={
-            k: os.fspath(v) if isinstance(v, os.PathLike) else v
-            for k, v in sep.get_params().items()
-        },
-        domain_="tf",
-        tf_=dict(n_fft=d.n_fft, hop=d.hop, sample_rate=d.sample_rate, model=d.model.config()),
-        n_channels_=sep.n_channels_,
-        sample_rate_=sep.sample_rate_,
-        ch_names_=list(sep.ch_names_) if sep.ch_names_ else None,
-        history_=sep.history_,
-    )
-    with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(meta)})
-    return path
-
-
-def load_separator(sep, meta, tensors):
-    """Fill a fresh IVAESeparator from what :func:`state_for_save` wrote."""
-    info = meta["tf_"]
-    demix = tensors.pop("tf.demix_real").numpy() + 1j * tensors.pop("tf.demix_imag").numpy()
-    model = TFSourceModel(**info["model"])
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
-    demixer = TFDemixer(
-        demix=demix.astype(np.complex64),
-        n_fft=int(info["n_fft"]),
-        hop=int(info["hop"]),
-        sample_rate=float(info["sample_rate"]),
-        model=model.eval(),
-        history=meta["history_"],
-    )
-    _set_fitted(sep, demixer, meta.get("ch_names_"))
-    return sep

@@ -10,6 +10,18 @@ it with :func:`save_figure` (atomic, refuses to overwrite) or ``fig.savefig``.
   sources, matched (as :func:`sepkit.metrics.mcc` does) and annotated;
 - :func:`plot_topographies`: EEG sensor patterns (wraps
   :meth:`IVAESeparator.plot_components`).
+
+The figures of the separator's MNE methods, on arrays (and an ``mne.Info``
+for channel positions):
+
+- :func:`plot_topomaps`: scalp maps of sensor patterns
+  (:meth:`IVAESeparator.plot_components`);
+- :func:`plot_source_properties`: one source's map, spectrum and variance
+  per window (:meth:`IVAESeparator.plot_properties`);
+- :func:`plot_source_traces`: sources stacked, bad spans shaded
+  (:meth:`IVAESeparator.plot_sources`);
+- :func:`plot_overlay`: channels before and after cleaning
+  (:meth:`IVAESeparator.plot_overlay`).
 """
 
 from __future__ import annotations
@@ -23,8 +35,12 @@ from ._check import check_float, check_int
 
 __all__ = [
     "plot_correlation_matrix",
+    "plot_overlay",
+    "plot_source_properties",
+    "plot_source_traces",
     "plot_sources",
     "plot_topographies",
+    "plot_topomaps",
     "plot_training_curve",
     "save_figure",
 ]
@@ -198,6 +214,271 @@ def plot_topographies(separator, info=None, *, n_cols: int = 5):
     fitted on a Raw (e.g. after ``from_pretrained``).
     """
     return separator.plot_components(info=info, n_cols=n_cols)
+
+
+# --------------------------------------------------------------------------
+# Figures of the separator's MNE methods, on arrays
+# --------------------------------------------------------------------------
+
+
+def _topomap(ax, values, info, cmap, caller: str) -> None:
+    """``mne.viz.plot_topomap`` on ``ax``, with a clear error where it cannot interpolate."""
+    import mne
+    from scipy.spatial import QhullError
+
+    try:
+        mne.viz.plot_topomap(values, info, axes=ax, cmap=cmap, show=False)
+    except QhullError as err:
+        # MNE interpolates over a Delaunay triangulation of the positions
+        # projected to 2-D, which needs them spread over an area.
+        raise ValueError(
+            f"{caller} cannot interpolate a topomap over the positions of the "
+            f"fitted EEG channels {info['ch_names'][:12]}: after MNE's projection to 2-D "
+            "they lie on one line or circle (Qhull). Topomaps need channels spread "
+            "over the scalp; set the montage that matches the cap "
+            "(sepkit.io.apply_montage) or plot the patterns of get_components() "
+            "another way."
+        ) from err
+
+
+def _rows(name: str, x, shape: str = "(n_rows, n_times)") -> np.ndarray:
+    """``x`` as a 2-D array (dtype kept), or an error naming ``name`` and ``shape``."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"'{name}' must have shape {shape}, got {x.shape}.")
+    return x
+
+
+def _check_names(names, n: int, what: str) -> list[str]:
+    names = [str(name) for name in names]
+    if len(names) != n:
+        raise ValueError(f"'names' has {len(names)} entries for {n} {what}.")
+    return names
+
+
+def plot_topomaps(
+    patterns,
+    info,
+    *,
+    names=None,
+    n_cols: int = 5,
+    cmap="RdBu_r",
+    caller: str = "plot_topomaps",
+):
+    """Scalp maps of sensor patterns, one axis per map, ``n_cols`` to a row.
+
+    The drawing of :meth:`IVAESeparator.plot_components`.
+
+    Parameters
+    ----------
+    patterns : ndarray, shape (n_channels, n_maps)
+        One column per map, rows in the order of ``info["ch_names"]``.
+    info : mne.Info
+        The ``n_channels`` EEG channels, with positions (a montage).
+    names : sequence of str or None
+        Map titles; default ``IVAE000``, ``IVAE001``, ...
+    n_cols : int
+        Maps per row.
+    cmap : str
+        Matplotlib colormap.
+    caller : str
+        Named in the error raised when MNE cannot interpolate the positions.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    patterns = _rows("patterns", patterns, "(n_channels, n_maps)")
+    if patterns.shape[0] != len(info["ch_names"]):
+        raise ValueError(
+            f"'patterns' must have shape (n_channels, n_maps) with n_channels = "
+            f"{len(info['ch_names'])} (the channels of info), got {patterns.shape}."
+        )
+    n_maps = patterns.shape[1]
+    names = [f"IVAE{k:03d}" for k in range(n_maps)] if names is None else names
+    names = _check_names(names, n_maps, "maps")
+    n_cols = check_int("n_cols", n_cols, min_value=1)
+    n_rows = -(-n_maps // n_cols)
+    n_cols = min(n_cols, n_maps)
+    fig = _figure(figsize=(2.0 * n_cols, 2.0 * n_rows))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(n_rows, n_cols, i + 1)
+        _topomap(ax, patterns[:, i], info, cmap, caller)
+        ax.set_title(name)
+    return fig
+
+
+def plot_source_properties(
+    source,
+    pattern,
+    info,
+    sample_rate: float,
+    *,
+    window_samples: int,
+    fmax: float | None = None,
+    title: str | None = None,
+    cmap="RdBu_r",
+    caller: str = "plot_source_properties",
+):
+    """One source's sensor pattern, power spectrum and variance per window.
+
+    The drawing of :meth:`IVAESeparator.plot_properties`: a topomap, the
+    Welch spectrum (2 s segments, fewer samples for a shorter source) up to
+    ``fmax`` and the variance in each window of ``window_samples`` (a
+    trailing part shorter than a window is left out), on log scales.
+
+    Parameters
+    ----------
+    source : ndarray, shape (n_times,)
+    pattern : ndarray, shape (n_channels,)
+        Its sensor pattern, in the order of ``info["ch_names"]``.
+    info : mne.Info
+        The ``n_channels`` EEG channels, with positions.
+    sample_rate : float
+        In Hz.
+    window_samples : int
+        Length of the windows whose variances are shown.
+    fmax : float or None
+        Highest frequency shown in Hz; default the Nyquist frequency.
+    title : str or None
+        The figure's title.
+    cmap : str
+        Matplotlib colormap of the topomap.
+    caller : str
+        Named in the error raised when MNE cannot interpolate the positions.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        Three axes: topomap, spectrum, variance per window.
+    """
+    from scipy.signal import welch
+
+    source = np.asarray(source, dtype=np.float64)
+    if source.ndim != 1:
+        raise ValueError(
+            f"'source' must have shape (n_times,), got {source.shape}. Pass one row of the "
+            "sources, e.g. S[k]."
+        )
+    sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
+    win = check_int("window_samples", window_samples, min_value=1)
+    fmax = sample_rate / 2 if fmax is None else check_float(
+        "fmax", fmax, min_value=0.0, strict_min=True
+    )  # fmt: skip
+    freqs, power = welch(
+        source, fs=sample_rate, nperseg=min(len(source), int(round(2 * sample_rate)))
+    )
+    shown = freqs <= fmax
+    n_windows = len(source) // win
+    variances = source[: n_windows * win].reshape(n_windows, win).var(axis=1)
+    centres = (np.arange(n_windows) + 0.5) * win / sample_rate
+    fig = _figure(figsize=(10.0, 3.0))
+    top, spec, var = fig.subplots(1, 3, width_ratios=[1.0, 1.4, 1.4])
+    _topomap(top, np.asarray(pattern), info, cmap, caller)
+    spec.semilogy(freqs[shown], power[shown], color="k", lw=0.8)
+    spec.set_xlabel("Frequency (Hz)")
+    spec.set_ylabel("Power (a.u./Hz)")
+    var.semilogy(centres, variances, color="k", lw=0.8)
+    var.set_xlabel("Time (s)")
+    var.set_ylabel(f"Variance per {win / sample_rate:.3g} s window")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_source_traces(
+    sources, sample_rate: float, *, names=None, start: float = 0.0, bad_spans=()
+):
+    """Sources stacked one above the other, each scaled to unit standard deviation.
+
+    The drawing of :meth:`IVAESeparator.plot_sources`.
+
+    Parameters
+    ----------
+    sources : ndarray, shape (n_sources, n_times)
+    sample_rate : float
+        In Hz.
+    names : sequence of str or None
+        Row labels; default ``IVAE000``, ``IVAE001``, ...
+    start : float
+        Time of the first sample in seconds (the x axis).
+    bad_spans : sequence of (float, float)
+        (start, stop) in seconds, on the same time axis, shaded red.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One axis; a constant row is shown unscaled.
+    """
+    data = _rows("sources", sources, "(n_sources, n_times)")
+    sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
+    names = [f"IVAE{k:03d}" for k in range(len(data))] if names is None else names
+    names = _check_names(names, len(data), "sources")
+    scale = data.std(axis=1, keepdims=True)
+    data = data / np.where(scale > 0, scale, 1.0)
+    times = start + np.arange(data.shape[1]) / sample_rate
+    fig = _figure(figsize=(10.0, 1.0 + 0.5 * len(data)))
+    ax = fig.add_subplot()
+    offsets = -6.0 * np.arange(len(data))
+    for row, offset in zip(data, offsets, strict=True):
+        ax.plot(times, row + offset, lw=0.6, color="k")
+    for t0, t1 in bad_spans:
+        ax.axvspan(t0, t1, color="r", alpha=0.15, lw=0)
+    ax.set_yticks(offsets, names)
+    ax.set_xlim(times[0], times[-1])
+    ax.set_xlabel("Time (s)")
+    return fig
+
+
+def plot_overlay(
+    before, after, sample_rate: float, *, names, start: float = 0.0, eeg=None, title=None
+):
+    """Channels before (red) and after (black, over it) cleaning, one axis each.
+
+    The drawing of :meth:`IVAESeparator.plot_overlay`.
+
+    Parameters
+    ----------
+    before, after : ndarray, shape (n_channels, n_times)
+        The channels to show, in volts for EEG.
+    sample_rate : float
+        In Hz.
+    names : sequence of str
+        The channels' names (y labels).
+    start : float
+        Time of the first sample in seconds (the x axis).
+    eeg : None or sequence of bool, shape (n_channels,)
+        Rows shown in microvolts (labelled ``(uV)``); default none.
+    title : str or None
+        Title of the top axis.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    shape = "(n_channels, n_times)"
+    before, after = _rows("before", before, shape), _rows("after", after, shape)
+    if before.shape != after.shape:
+        raise ValueError(
+            f"'before' and 'after' must have the same shape, got {before.shape} and {after.shape}."
+        )
+    sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
+    names = _check_names(names, len(before), "channels")
+    eeg = [False] * len(before) if eeg is None else [bool(e) for e in eeg]
+    times = start + np.arange(before.shape[1]) / sample_rate
+    fig = _figure(figsize=(10.0, 0.6 + 1.2 * len(before)))
+    axes = fig.subplots(len(before), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, b, a, name, volts in zip(axes, before, after, names, eeg, strict=True):
+        scale = 1e6 if volts else 1.0
+        ax.plot(times, b * scale, lw=0.7, color="tab:red", label="before")
+        ax.plot(times, a * scale, lw=0.7, color="k", label="cleaned")
+        ax.set_ylabel(f"{name}\n(uV)" if volts else name)
+    if title is not None:
+        axes[0].set_title(title)
+    axes[0].legend(loc="upper right", fontsize="small")
+    axes[-1].set_xlim(times[0], times[-1])
+    axes[-1].set_xlabel("Time (s)")
+    return fig
 
 
 def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:

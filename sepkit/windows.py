@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._check import check_int
+from .io.raw import UNLABELLED
 
 
 def _check_window_hop(n_times, window_samples, hop_samples):
@@ -282,3 +283,134 @@ def resolve_window_samples(
             "Recording, or give the window in samples with window_samples=."
         )
     return max(1, int(round(window * sample_rate)))
+
+
+class UCodec:
+    """u as the model takes it: window index, label codes, or continuous values.
+
+    ``fit_codes`` learns the encoding from fit's u; ``encode`` applies it at
+    inference with the errors that say what was fitted. The fitted state
+    (``classes``, ``n_u``, ``n_segments``) is what ``IVAESeparator`` exposes
+    as ``classes_``, ``n_u_`` and ``n_segments_``.
+
+    Parameters
+    ----------
+    window_samples, hop_samples : int
+        The windows of the default u (the window index).
+    uses_u : bool
+        False for a prior that ignores u (``prior="standard"``): no codes.
+    """
+
+    def __init__(self, window_samples: int, hop_samples: int, uses_u: bool = True):
+        self.window_samples = int(window_samples)
+        self.hop_samples = int(hop_samples)
+        self.uses_u = uses_u
+        self.classes = None
+        self.n_u = None
+        self.n_segments = None
+
+    def fit_codes(self, u, n_times: int):
+        """Codes of fit's u; learns the label classes (``n_segments`` is set by the caller)."""
+        if not self.uses_u:
+            return None
+        if u is None:
+            return window_labels(n_times, self.window_samples, self.hop_samples)
+        u = np.asarray(u)
+        if u.ndim == 1:
+            self._check_length(u, n_times)
+            classes, codes = np.unique(u, return_inverse=True)
+            self.classes = classes
+            return codes.astype(np.int64)
+        codes = self._continuous(u, n_times)
+        self.n_u = codes.shape[0]
+        return codes
+
+    def encode(self, u, n_times: int):
+        """Codes of u at inference, from the encoding learnt in fit."""
+        if not self.uses_u:
+            return None
+        if u is None:
+            return self._default_codes(n_times)
+        u = np.asarray(u)
+        if u.ndim == 1:
+            self._check_length(u, n_times)
+            return self._label_codes(u)
+        codes = self._continuous(u, n_times)
+        if self.n_u != codes.shape[0]:
+            raise ValueError(
+                f"u has {codes.shape[0]} dimensions but the model was fitted with n_u={self.n_u}."
+            )
+        return codes
+
+    def _default_codes(self, n_times):
+        codes = window_labels(n_times, self.window_samples, self.hop_samples)
+        if self.n_u is not None:
+            raise ValueError(
+                "This separator was fitted with a continuous u; pass u of shape "
+                f"({self.n_u}, n_times) to transform."
+            )
+        if self.classes is not None:
+            # Window indices would silently stand in for the labels of fit.
+            raise ValueError(
+                f"This separator was fitted with labels u ({len(self.classes)} values), "
+                "so u=None (the window index) does not apply; pass u with one label per "
+                "sample, shape (n_times,), from the labels seen in fit."
+            )
+        if codes.max() >= self.n_segments:
+            raise ValueError(
+                f"X has {codes.max() + 1} windows of {self.window_samples} samples but the "
+                f"model was fitted on {self.n_segments}, so the later windows have no "
+                "learnt u. Pass u with labels seen in fit, or fit with encoder_u=False "
+                "to separate recordings of any length."
+            )
+        return codes
+
+    @staticmethod
+    def _check_length(u, n_times):
+        if u.shape[0] != n_times:
+            raise ValueError(
+                f"u has {u.shape[0]} labels but X has {n_times} samples; pass one label "
+                "per time sample, shape (n_times,)."
+            )
+
+    def _label_codes(self, u):
+        if self.classes is None:
+            raise ValueError(
+                "This separator was fitted with a continuous u; pass u of shape "
+                f"({self.n_u}, n_times), got labels of shape {u.shape}."
+            )
+        codes = np.searchsorted(self.classes, u)
+        codes = np.clip(codes, 0, len(self.classes) - 1)
+        unseen = self.classes[codes] != u
+        if unseen.any():
+            shown = [str(c) for c in self.classes[:10]]
+            hint = ""
+            if UNLABELLED in set(map(str, u[unseen])):
+                # u="annotations"/"events" name the samples outside every
+                # label seen in fit UNLABELLED; say what that means.
+                hint = (
+                    f" {UNLABELLED!r} marks samples that no annotation or event seen in "
+                    "fit covers (new or missing descriptions, or gaps between them)."
+                )
+            raise ValueError(
+                f"u holds labels not seen in fit: {np.unique(u[unseen])[:10].tolist()}. "
+                f"Allowed labels are those of fit ({len(self.classes)} values: {shown})."
+                f"{hint} Label every sample with one of them, or refit on this u."
+            )
+        return codes.astype(np.int64)
+
+    @staticmethod
+    def _continuous(u, n_times):
+        if u.ndim != 2:
+            raise ValueError(
+                f"u must have shape (n_times,) for labels or (n_u, n_times) for a continuous "
+                f"variable, got {u.shape}."
+            )
+        if u.shape[1] != n_times:
+            raise ValueError(
+                f"u has shape {u.shape} but X has {n_times} samples; a continuous u must "
+                "have shape (n_u, n_times)."
+            )
+        if not np.isfinite(u).all():
+            raise ValueError("u contains NaN or Inf values.")
+        return u.astype(np.float32)

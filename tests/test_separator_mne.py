@@ -367,7 +367,8 @@ def test_epochs_need_a_separator_that_ignores_u(fitted, linear, sim):
 
 
 def test_reject_by_annotation_ignores_the_bad_span(sim, monkeypatch):
-    import sepkit.train as train_mod
+    # The network family calls train_ivae by its own module's name.
+    import sepkit.methods.network as train_mod
 
     raw, _ = sim
     start, stop = _bad_samples()
@@ -384,7 +385,7 @@ def test_reject_by_annotation_ignores_the_bad_span(sim, monkeypatch):
         return train(*args, **kwargs)
 
     train = train_mod.train_ivae
-    monkeypatch.setattr(train_mod, "train_ivae", spy)  # fit imports it at call time
+    monkeypatch.setattr(train_mod, "train_ivae", spy)
     kw = dict(TINY, n_layers=2, kernel_size=3)  # chunks of 5 samples
     clean_fit = IVAESeparator(3, **kw).fit(raw)
     garbage_fit = IVAESeparator(3, **kw).fit(garbage)
@@ -533,17 +534,17 @@ def test_window_overlap_fit_and_labels(sim):
 
 
 def test_window_overlap_training_layout_skips_bad_span(sim, monkeypatch):
-    import sepkit.train
+    import sepkit.methods.network as network
 
     raw, _ = sim
     seen = {}
-    real = sepkit.train.train_ivae
+    real = network.train_ivae
 
     def spy(model, X, u, **kw):
         seen.update(X=X, u=u, valid=kw["valid_starts"])
         return real(model, X, u, **kw)
 
-    monkeypatch.setattr(sepkit.train, "train_ivae", spy)
+    monkeypatch.setattr(network, "train_ivae", spy)
     IVAESeparator(2, **{**TINY, "window": 2.0, "window_overlap": 1.0}).fit(raw)
     from sepkit.windows import overlapping_training_set
 
@@ -648,21 +649,6 @@ def test_find_bads_eog_scoring(fitted, sim):
     assert fake.find_bads_eog(popped, threshold=0.3, reject_by_annotation=False)[0] == [4]
 
 
-def test_zscore_outliers_match_mne():
-    from mne.preprocessing.bads import _find_outliers
-
-    from sepkit._mne_mixin import _zscore_outliers
-
-    rng = np.random.default_rng(5)
-    for n, planted in [(15, [3]), (30, [0, 7]), (12, []), (64, [5, 6, 40])]:
-        scores = 0.1 * rng.standard_normal(n)
-        scores[planted] = rng.choice([-1, 1], len(planted)) * rng.uniform(0.5, 0.9, len(planted))
-        for threshold in (1.5, 2.5, 3.0):
-            ours = np.flatnonzero(_zscore_outliers(scores, threshold))
-            np.testing.assert_array_equal(ours, _find_outliers(scores, threshold))
-    assert not _zscore_outliers(np.zeros(5), 1.0).any()  # no spread: nothing stands out
-
-
 def test_find_bads_eog_zscore(fitted, sim):
     from mne.preprocessing.bads import _find_outliers
 
@@ -727,22 +713,6 @@ def test_find_bads_ecg(fitted, sim):
         fitted.find_bads_ecg(no_ecg)
     with pytest.raises(ValueError, match=r"'ch_name' names channel\(s\) \['EKG'\] that raw lacks"):
         fitted.find_bads_ecg(raw, ch_name="EKG")
-
-
-def test_kuiper_index_matches_mne():
-    from mne.preprocessing.ctps_ import kuiper
-
-    from sepkit._mne_mixin import kuiper_index
-
-    rng = np.random.default_rng(7)
-    for n in (5, 40, 300):
-        spread = rng.uniform(size=(n, 6))
-        locked = (0.3 + 0.05 * rng.standard_normal((n, 6))) % 1.0
-        for x in (spread, locked, np.c_[spread, locked]):
-            np.testing.assert_allclose(kuiper_index(x), kuiper(x)[1], rtol=1e-12, atol=1e-15)
-            np.testing.assert_allclose(kuiper_index(x.T, axis=1), kuiper(x)[1], rtol=1e-12)
-    assert kuiper_index(np.linspace(0, 1, 200, endpoint=False)) == 0.0  # evenly spread
-    assert kuiper_index(np.full(200, 0.25)) == 1.0  # all alike (clipped)
 
 
 def test_find_bads_ecg_ctps(fitted, sim):
@@ -860,6 +830,39 @@ def test_save_sources_and_cleaned_fif(fitted, sim, tmp_path):
     with pytest.raises(ValueError, match=r"'exclude' holds source index 9"):
         fitted.save_cleaned(raw, tmp_path / "other_raw.fif", exclude=[9])
     assert not (tmp_path / "other_raw.fif").exists()
+
+
+def test_write_raw_fif(sim, tmp_path):
+    from sepkit.io.eeg import write_raw_fif
+
+    raw, _ = sim
+    path = write_raw_fif(raw, str(tmp_path / "sub-01_raw.fif"))
+    assert path == tmp_path / "sub-01_raw.fif"
+    back = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    assert back.ch_names == raw.ch_names and back.first_samp == raw.first_samp
+    np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-6, atol=1e-12)
+    assert list(back.annotations.description) == list(raw.annotations.description)
+    gz = write_raw_fif(raw.copy().crop(0.0, 2.0), tmp_path / "short_raw.fif.gz")
+    assert mne.io.read_raw_fif(gz, verbose="error").n_times == int(2.0 * SAMPLE_RATE) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short_raw.fif.gz", "sub-01_raw.fif"]
+
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="sub-01_raw.fif exists. Pass overwrite=True"):
+        write_raw_fif(raw.copy().crop(0.0, 1.0), path)
+    assert path.read_bytes() == before
+    write_raw_fif(raw.copy().crop(0.0, 1.0), path, overwrite=True)
+    assert mne.io.read_raw_fif(path, verbose="error").n_times == int(SAMPLE_RATE) + 1
+    with pytest.raises(ValueError, match=r"'path' must name a FIF file ending in \.fif or"):
+        write_raw_fif(raw, tmp_path / "sub-01.edf")
+    with pytest.raises(TypeError, match="'path' must be a str or pathlib.Path, got int"):
+        write_raw_fif(raw, 3)
+    with pytest.raises(FileNotFoundError, match=r"The folder of 'path' \(.*nowhere\) does not"):
+        write_raw_fif(raw, tmp_path / "nowhere" / "x_raw.fif")
+    with pytest.raises(ValueError, match="Invalid value for the 'overwrite' parameter"):
+        write_raw_fif(raw, tmp_path / "y_raw.fif", overwrite="yes")
+    with pytest.raises(TypeError, match="'raw' must be an mne.io.Raw"):
+        write_raw_fif(raw.get_data(), tmp_path / "z_raw.fif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short_raw.fif.gz", "sub-01_raw.fif"]
 
 
 def test_plots_return_figures(fitted, sim, tmp_path):

@@ -34,7 +34,8 @@ def test_format1_files_give_the_same_outputs(name):
     expected = np.load(HERE / f"{name}_expected.npz")
     rec, u = _inputs(name)
     S = sep.transform(rec, u).data
-    np.testing.assert_allclose(S[:, ::16], expected["sources"], rtol=1e-5, atol=1e-6)
+    scale = np.abs(expected["sources"]).max()
+    np.testing.assert_allclose(S[:, ::16], expected["sources"], rtol=1e-5, atol=1e-6 * scale)
     rebuilt = sep.inverse_transform(S, u)[:, ::16]
     scale = np.abs(expected["reconstruction"]).max()
     np.testing.assert_allclose(rebuilt, expected["reconstruction"], rtol=1e-5, atol=1e-6 * scale)
@@ -46,7 +47,10 @@ def test_format1_files_give_the_same_outputs(name):
 def test_shipped_models_give_the_same_outputs(name):
     sep = IVAESeparator.from_pretrained(name, device="cpu")
     expected = np.load(HERE / f"{name}_expected.npz")
+    # Float32 sums in another order (thread count) move the last digits: compare at
+    # 1e-6 of the largest source value, far below any change of the model.
+    scale = np.abs(expected["sources"]).max()
     np.testing.assert_allclose(
-        sep.transform(expected["X"]), expected["sources"], rtol=1e-5, atol=1e-6
+        sep.transform(expected["X"]), expected["sources"], rtol=1e-5, atol=1e-6 * scale
     )
     np.testing.assert_allclose(sep.get_components(), expected["components"], rtol=1e-5, atol=1e-9)

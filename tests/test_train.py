@@ -1,4 +1,4 @@
-"""Tests for the training engine (sepkit/train.py) through IVAESeparator and train_ivae:
+"""Tests for the training engine (sepkit/train/) through IVAESeparator and train_ivae:
 checkpoint/resume, non-finite rollback, early stopping, progress bar, precision/compile."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sepkit import IVAESeparator
-from sepkit.train import main
+from sepkit.cli.train import main
 
 MODEL = """
 [model]

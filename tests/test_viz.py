@@ -10,8 +10,12 @@ import pytest
 from sepkit import IVAESeparator, Recording
 from sepkit.viz import (
     plot_correlation_matrix,
+    plot_overlay,
+    plot_source_properties,
+    plot_source_traces,
     plot_sources,
     plot_topographies,
+    plot_topomaps,
     plot_training_curve,
     save_figure,
 )
@@ -100,3 +104,134 @@ def test_errors_and_no_overwrite(tmp_path, eeg_fit):
     assert path.read_bytes() == before
     save_figure(fig, path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png"]  # no temp left
+
+
+# --------------------------------------------------------------------------
+# The figures of the separator's MNE methods, on arrays
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eeg_info():
+    """The info of make_eeg's EEG channels, with their standard 10-20 positions."""
+    import mne
+
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(3, duration=2.0, random_state=0)
+    return mne.pick_info(raw.info, mne.pick_types(raw.info, eeg=True))
+
+
+def test_mne_method_figures_render(tmp_path, eeg_info):
+    rng = np.random.default_rng(2)
+    n_channels = len(eeg_info["ch_names"])
+    S = rng.standard_normal((3, 1024))
+    before = 1e-5 * rng.standard_normal((2, 512))
+    figs = {
+        "topomaps": plot_topomaps(rng.standard_normal((n_channels, 3)), eeg_info),
+        "properties": plot_source_properties(
+            S[0], rng.standard_normal(n_channels), eeg_info, 256.0, window_samples=128
+        ),
+        "traces": plot_source_traces(S, 256.0, bad_spans=[(1.0, 2.0)]),
+        "overlay": plot_overlay(before, 0.5 * before, 256.0, names=["Fp1", "Fp2"], eeg=[1, 1]),
+    }
+    for name, fig in figs.items():
+        path = save_figure(fig, tmp_path / f"{name}.png")
+        _check_png(path)
+        assert _pixels_vary(path), name
+
+
+def test_plot_topomaps(eeg_info):
+    import mne
+
+    rng = np.random.default_rng(3)
+    n_channels = len(eeg_info["ch_names"])
+    patterns = rng.standard_normal((n_channels, 7))
+    fig = plot_topomaps(patterns, eeg_info, n_cols=3)
+    assert [ax.get_title() for ax in fig.axes[:7]] == [f"IVAE{k:03d}" for k in range(7)]
+    assert fig.axes[3].get_subplotspec().rowspan.start == 1  # 3 to a row
+    fig = plot_topomaps(patterns[:, :2], eeg_info, names=["a", "b"], n_cols=5)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
+    assert tuple(fig.get_size_inches()) == (4.0, 2.0)  # n_cols shrinks to the maps
+    with pytest.raises(ValueError, match=r"'patterns' must have shape \(n_channels, n_maps\) with"):
+        plot_topomaps(patterns[:-1], eeg_info)
+    with pytest.raises(ValueError, match="'names' has 1 entries for 7 maps"):
+        plot_topomaps(patterns, eeg_info, names=["a"])
+    with pytest.raises(ValueError, match="'n_cols' must be >= 1, got 0"):
+        plot_topomaps(patterns, eeg_info, n_cols=0)
+    # Positions on one line: MNE's triangulation fails; the error names the caller.
+    line = {n: np.array([0.01 * i - 0.03, 0.0, 0.09]) for i, n in enumerate(eeg_info["ch_names"])}
+    on_line = eeg_info.copy().set_montage(mne.channels.make_dig_montage(line, coord_frame="head"))
+    with pytest.raises(ValueError, match=r"^my_plot cannot interpolate .* lie on one line"):
+        plot_topomaps(patterns, on_line, caller="my_plot")
+
+
+def test_plot_source_properties(eeg_info):
+    from scipy.signal import welch
+
+    rng = np.random.default_rng(4)
+    source = rng.standard_normal(1000) * np.repeat([1.0, 3.0, 0.5, 2.0], 250)
+    pattern = rng.standard_normal(len(eeg_info["ch_names"]))
+    fig = plot_source_properties(
+        source, pattern, eeg_info, 100.0, window_samples=250, fmax=20.0, title="IVAE001: x"
+    )
+    top, spec, var = fig.axes[:3]
+    freqs, power = welch(source, fs=100.0, nperseg=200)  # 2 s segments
+    (line,) = spec.lines
+    np.testing.assert_allclose(line.get_xdata(), freqs[freqs <= 20.0])
+    np.testing.assert_allclose(line.get_ydata(), power[freqs <= 20.0])
+    (line,) = var.lines
+    np.testing.assert_allclose(line.get_xdata(), [1.25, 3.75, 6.25, 8.75])  # window centres
+    np.testing.assert_allclose(line.get_ydata(), source.reshape(4, 250).var(axis=1))
+    assert var.get_ylabel() == "Variance per 2.5 s window"
+    assert fig.get_suptitle() == "IVAE001: x"
+    # A short source: the Welch segment shrinks to the source; the Nyquist by default.
+    fig = plot_source_properties(source[:150], pattern, eeg_info, 100.0, window_samples=50)
+    assert fig.axes[1].lines[0].get_xdata()[-1] == 50.0
+    with pytest.raises(ValueError, match=r"'source' must have shape \(n_times,\), got \(1, 1000\)"):
+        plot_source_properties(source[None], pattern, eeg_info, 100.0, window_samples=250)
+    with pytest.raises(ValueError, match="'window_samples' must be >= 1, got 0"):
+        plot_source_properties(source, pattern, eeg_info, 100.0, window_samples=0)
+
+
+def test_plot_source_traces():
+    rng = np.random.default_rng(5)
+    S = rng.standard_normal((3, 500)) * np.array([[1.0], [10.0], [0.1]])
+    S[2] = 0.0  # constant: shown unscaled
+    fig = plot_source_traces(S, 100.0, start=2.0, bad_spans=[(3.0, 3.5), (6.0, 7.0)])
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["IVAE000", "IVAE001", "IVAE002"]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), S[1] / S[1].std() - 6.0)
+    np.testing.assert_array_equal(ax.lines[2].get_ydata(), -12.0)
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(2.0)
+    assert ax.get_xlim() == pytest.approx((2.0, 2.0 + 499 / 100.0))
+    assert len(ax.patches) == 2  # the bad spans
+    named = plot_source_traces(S[:2], 100.0, names=["x", "y"])
+    assert [t.get_text() for t in named.axes[0].get_yticklabels()] == ["x", "y"]
+    with pytest.raises(ValueError, match="'names' has 1 entries for 3 sources"):
+        plot_source_traces(S, 100.0, names=["x"])
+    with pytest.raises(ValueError, match=r"'sources' must have shape \(n_sources, n_times\)"):
+        plot_source_traces(S[0], 100.0)
+    with pytest.raises(ValueError, match="'sample_rate' must be > 0.0, got 0.0"):
+        plot_source_traces(S, 0.0)
+
+
+def test_plot_overlay_arrays():
+    rng = np.random.default_rng(6)
+    before = 1e-5 * rng.standard_normal((2, 300))
+    after = 0.5 * before
+    fig = plot_overlay(
+        before, after, 100.0, names=["Fz", "EOG"], start=1.0, eeg=[True, False], title="Removed"
+    )
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Fz\n(uV)", "EOG"]
+    red, black = fig.axes[0].lines
+    np.testing.assert_allclose(red.get_ydata(), before[0] * 1e6)
+    np.testing.assert_allclose(black.get_ydata(), after[0] * 1e6)
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), before[1])  # not EEG: as is
+    assert red.get_xdata()[0] == pytest.approx(1.0)
+    assert fig.axes[0].get_title() == "Removed"
+    assert plot_overlay(before, after, 100.0, names=["a", "b"]).axes[0].get_ylabel() == "a"
+    with pytest.raises(ValueError, match=r"'before' and 'after' must have the same shape"):
+        plot_overlay(before, after[:, :10], 100.0, names=["a", "b"])
+    with pytest.raises(ValueError, match="'names' has 1 entries for 2 channels"):
+        plot_overlay(before, after, 100.0, names=["a"])

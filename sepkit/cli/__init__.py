@@ -1,7 +1,8 @@
 """The ``sepkit`` command line (also ``python -m sepkit``).
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``
-and ``run(args) -> int``.
+and ``run(args) -> int``. :mod:`sepkit.cli.train` is not a subcommand: it is
+``python -m sepkit.train CONFIG``, the config-file runner for ``torchrun``.
 """
 
 from __future__ import annotations

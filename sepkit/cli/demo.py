@@ -134,32 +134,44 @@ def _flat(targets: dict) -> list[Path]:
     return out
 
 
-def run(args) -> int:
-    from ..datasets import make_audio_mixture, make_eeg
-    from ..io import Recording, write_audio, write_sources
-    from ..metrics import find_permutation, mcc, si_sdr
-    from ..separator import IVAESeparator
-    from ..viz import (
-        plot_correlation_matrix,
-        plot_sources,
-        plot_topographies,
-        plot_training_curve,
-        save_figure,
+def _match_and_scale(images: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """Estimates reordered and rescaled to match the source images, float32."""
+    from ..metrics import find_permutation
+
+    perm = np.asarray(find_permutation(images, est, criterion="correlation"))
+    Z = est[perm]
+    # The iVAE recovers sources up to scale and sign: fix both against the
+    # reference microphone by least squares, so the WAVs sound like the images.
+    gains = np.sum(Z * images, axis=1) / np.sum(Z * Z, axis=1)
+    return (Z * gains[:, None]).astype(np.float32)
+
+
+def _plot_audio(sep, images, est, Z, targets: dict, force: bool) -> None:
+    """Save the audio figures: sources, training curve, correlation matrix."""
+    from ..io import Recording
+    from ..viz import plot_correlation_matrix, plot_sources, plot_training_curve, save_figure
+
+    z_rec = Recording(Z, AUDIO_RATE, ("IVAE s1", "IVAE s2"), "audio")
+    save_figure(plot_sources(z_rec), targets["png_audio_sources"], overwrite=force)
+    save_figure(
+        plot_training_curve(sep, title="audio fit"),
+        targets["png_audio_training"],
+        overwrite=force,
+    )
+    save_figure(
+        plot_correlation_matrix(images, est),
+        targets["png_audio_correlation"],
+        overwrite=force,
     )
 
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}.")
-    cfg = _settings(args.fast)
-    out = Path(args.out)
-    plots = not args.no_plots
-    targets = _targets(out, cfg, plots)
-    check_targets(_flat(targets), args.force)
-    out.mkdir(parents=True, exist_ok=True)
-    verbose = show_progress(args)
-    results = dict(seed=args.seed, fast=bool(args.fast))
-    t_all = time.perf_counter()
 
-    # ---------------------------------------------------------------- audio
+def _audio_demo(args, cfg: dict, targets: dict, out: Path, plots: bool, verbose: bool) -> dict:
+    """Separate the synthetic 2-microphone mixture, write its files; return its metrics."""
+    from ..datasets import make_audio_mixture
+    from ..io import Recording, write_audio, write_sources
+    from ..metrics import mcc, si_sdr
+    from ..separator import IVAESeparator
+
     say(args, f"[1/2] audio: 2 sources, 2 microphones, {cfg['audio_seconds']:g} s at 16 kHz")
     S = synthesize_sources(cfg["audio_seconds"], AUDIO_RATE, args.seed)
     mix = make_audio_mixture(S, 2, sample_rate=AUDIO_RATE, snr_db=30.0, random_state=args.seed)
@@ -184,15 +196,10 @@ def run(args) -> int:
     t0 = time.perf_counter()
     est = sep_a.fit(rec).transform(rec)
     fit_s = time.perf_counter() - t0
-    perm = np.asarray(find_permutation(images, est.data, criterion="correlation"))
-    Z = est.data[perm]
-    # The iVAE recovers sources up to scale and sign: fix both against the
-    # reference microphone by least squares, so the WAVs sound like the images.
-    gains = np.sum(Z * images, axis=1) / np.sum(Z * Z, axis=1)
-    Z = (Z * gains[:, None]).astype(np.float32)
+    Z = _match_and_scale(images, est.data)
     sdr = np.asarray(si_sdr(images, Z), dtype=float)
     sdr_mix = np.asarray(si_sdr(images, np.repeat(rec.data[:1], 2, axis=0)), dtype=float)
-    results["audio"] = dict(
+    result = dict(
         n_sources=2,
         seconds=cfg["audio_seconds"],
         sample_rate=AUDIO_RATE,
@@ -211,20 +218,43 @@ def run(args) -> int:
         overwrite=args.force,
     )
     if plots:
-        z_rec = Recording(Z, AUDIO_RATE, ("IVAE s1", "IVAE s2"), "audio")
-        save_figure(plot_sources(z_rec), targets["png_audio_sources"], overwrite=args.force)
-        save_figure(
-            plot_training_curve(sep_a, title="audio fit"),
-            targets["png_audio_training"],
-            overwrite=args.force,
-        )
-        save_figure(
-            plot_correlation_matrix(images, est.data),
-            targets["png_audio_correlation"],
-            overwrite=args.force,
-        )
+        _plot_audio(sep_a, images, est.data, Z, targets, args.force)
+    return result
 
-    # ------------------------------------------------------------------ EEG
+
+def _plot_eeg(sep, S_eeg, Z_eeg, targets: dict, force: bool) -> None:
+    """Save the EEG figures: sources, training curve, correlation matrix, topographies."""
+    from ..viz import (
+        plot_correlation_matrix,
+        plot_sources,
+        plot_topographies,
+        plot_training_curve,
+        save_figure,
+    )
+
+    names = [f"IVAE{k:03d}" for k in range(len(Z_eeg))]
+    save_figure(
+        plot_sources(Z_eeg, 256.0, names=names), targets["png_eeg_sources"], overwrite=force
+    )
+    save_figure(
+        plot_training_curve(sep, title="EEG fit"),
+        targets["png_eeg_training"],
+        overwrite=force,
+    )
+    save_figure(
+        plot_correlation_matrix(S_eeg, Z_eeg),
+        targets["png_eeg_correlation"],
+        overwrite=force,
+    )
+    save_figure(plot_topographies(sep), targets["png_eeg_topographies"], overwrite=force)
+
+
+def _eeg_demo(args, cfg: dict, targets: dict, plots: bool, verbose: bool) -> dict:
+    """Separate the semi-synthetic EEG, write its sources; return its metrics."""
+    from ..datasets import make_eeg
+    from ..metrics import mcc
+    from ..separator import IVAESeparator
+
     n_eeg = cfg["eeg_sources"]
     say(
         args, f"[2/2] EEG: {n_eeg} sources, 19 channels (10-20), {cfg['eeg_seconds']:g} s at 256 Hz"
@@ -246,7 +276,7 @@ def run(args) -> int:
         sep_e.fit(raw)
         Z_eeg = sep_e.transform(raw).get_data()
     fit_s = time.perf_counter() - t0
-    results["eeg"] = dict(
+    result = dict(
         n_sources=n_eeg,
         n_channels=len(raw.ch_names),
         seconds=cfg["eeg_seconds"],
@@ -259,26 +289,14 @@ def run(args) -> int:
     )
     sep_e.save_sources(raw, targets["eeg_sources"], overwrite=args.force)
     if plots:
-        save_figure(
-            plot_sources(Z_eeg, 256.0, names=[f"IVAE{k:03d}" for k in range(n_eeg)]),
-            targets["png_eeg_sources"],
-            overwrite=args.force,
-        )
-        save_figure(
-            plot_training_curve(sep_e, title="EEG fit"),
-            targets["png_eeg_training"],
-            overwrite=args.force,
-        )
-        save_figure(
-            plot_correlation_matrix(S_eeg, Z_eeg),
-            targets["png_eeg_correlation"],
-            overwrite=args.force,
-        )
-        save_figure(plot_topographies(sep_e), targets["png_eeg_topographies"], overwrite=args.force)
+        _plot_eeg(sep_e, S_eeg, Z_eeg, targets, args.force)
+    return result
 
-    results["total_seconds"] = time.perf_counter() - t_all
-    write_json(results, targets["metrics"])
+
+def _print_summary(args, results: dict, out: Path) -> None:
+    """Print the results table (stdout, even with --quiet: it is the result)."""
     a, e = results["audio"], results["eeg"]
+    n_eeg = e["n_sources"]
     print(f"sepkit demo results (seed {args.seed}{', fast' if args.fast else ''}):")
     print(f"  {'task':<28} {'MCC':>6} {'SI-SDR dB':>10} {'SI-SDRi dB':>11} {'fit s':>6}")
     print(
@@ -290,4 +308,24 @@ def run(args) -> int:
         f"{e['fit_seconds']:>6.1f}"
     )
     print(f"  outputs in {out}/ ({results['total_seconds']:.0f} s in all)")
+
+
+def run(args) -> int:
+    """Run ``sepkit demo``; returns the exit code."""
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}.")
+    cfg = _settings(args.fast)
+    out = Path(args.out)
+    plots = not args.no_plots
+    targets = _targets(out, cfg, plots)
+    check_targets(_flat(targets), args.force)
+    out.mkdir(parents=True, exist_ok=True)
+    verbose = show_progress(args)
+    results = dict(seed=args.seed, fast=bool(args.fast))
+    t_all = time.perf_counter()
+    results["audio"] = _audio_demo(args, cfg, targets, out, plots, verbose)
+    results["eeg"] = _eeg_demo(args, cfg, targets, plots, verbose)
+    results["total_seconds"] = time.perf_counter() - t_all
+    write_json(results, targets["metrics"])
+    _print_summary(args, results, out)
     return 0

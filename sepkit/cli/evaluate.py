@@ -154,26 +154,19 @@ def _jsonable(v: float):
     return float(v) if math.isfinite(v) else str(v)
 
 
-def run(args) -> int:
-    """Run ``sepkit evaluate``; returns the exit code."""
-    metrics = _parse_metrics(args.metrics)
-    if "si_sdri" in metrics and not args.mix:
-        raise ValueError("--metrics si_sdri needs the mixture: pass --mix FILE.")
-    if args.filter_length < 1:
-        raise ValueError(f"--filter-length must be >= 1, got {args.filter_length}.")
+def _load_mix(path: str | None):
+    """Read ``--mix``; return (mixture (n_channels, n_times) or None, its [(path, rate)])."""
+    if not path:
+        return None, []
+    mix_path = Path(path)
+    if not mix_path.is_file():
+        raise FileNotFoundError(f"--mix: {mix_path} does not exist or is not a file.")
+    mix, mix_rate = _read(mix_path)
+    return mix, [(mix_path, mix_rate)]
 
-    ref_files, est_files = _collect(args.ref, "--ref"), _collect(args.est, "--est")
-    ref, ref_names, ref_rates = _load_side(ref_files, "--ref")
-    est, est_names, est_rates = _load_side(est_files, "--est")
-    mix = None
-    rates = ref_rates + est_rates
-    if args.mix:
-        mix_path = Path(args.mix)
-        if not mix_path.is_file():
-            raise FileNotFoundError(f"--mix: {mix_path} does not exist or is not a file.")
-        mix, mix_rate = _read(mix_path)
-        rates.append((mix_path, mix_rate))
 
+def _common_rate(rates: list[tuple[Path, int]]) -> int:
+    """The one sample rate of all files; refuse mixed rates, naming the files at each."""
     by_rate: dict[int, list[str]] = {}
     for f, r in rates:
         by_rate.setdefault(r, [])
@@ -182,8 +175,16 @@ def run(args) -> int:
     if len(by_rate) > 1:
         detail = "; ".join(f"{r} Hz: {', '.join(fs)}" for r, fs in sorted(by_rate.items()))
         raise ValueError(f"The files have different sample rates ({detail}). Resample them.")
-    rate = next(iter(by_rate))
+    return next(iter(by_rate))
 
+
+def _check_sources(args, metrics, ref, est, mix, names, files) -> bool:
+    """Check that references, estimates and mixture fit together; return ``images``.
+
+    ``names`` and ``files`` are the (reference, estimate) names and file lists, for the
+    messages. ``images`` is True for multichannel sources (BSS Eval images mode).
+    """
+    (ref_names, est_names), (ref_files, est_files) = names, files
     n_ch_ref, n_ch_est = ref[0].shape[0], est[0].shape[0]
     if n_ch_ref != n_ch_est:
         raise ValueError(
@@ -213,7 +214,15 @@ def run(args) -> int:
             f"--mix-channel {args.mix_channel} is out of range for {args.mix} with "
             f"{mix.shape[0]} channel(s)."
         )
+    return images
 
+
+def _trim(ref, est, mix, images: bool, mix_channel: int):
+    """Stack the sources trimmed to the shortest signal; return (R, E, mix, n_samples).
+
+    ``R`` is (n_ref, C, T) and ``E`` (n_est, C, T); a mixture for mono sources keeps
+    only ``mix_channel``, the reference channel.
+    """
     lengths = [x.shape[-1] for x in ref + est] + ([mix.shape[-1]] if mix is not None else [])
     n = min(lengths)
     if max(lengths) != n:
@@ -221,38 +230,44 @@ def run(args) -> int:
     R = np.stack([x[:, :n] for x in ref])  # (n_ref, C, T)
     E = np.stack([x[:, :n] for x in est])  # (n_est, C, T)
     if mix is not None:
-        mix = mix[:, :n] if images else mix[args.mix_channel : args.mix_channel + 1, :n]
+        mix = mix[:, :n] if images else mix[mix_channel : mix_channel + 1, :n]
+    return R, E, mix, n
 
-    criterion = args.match
-    if criterion == "auto":
-        criterion = "sir" if any(m in BSS for m in metrics) else "si_sdr"
 
-    def bss_eval(estimates, permute: bool):
-        return M.bss_eval(
-            R if images else R[:, 0],
-            estimates if images else estimates[:, 0],
-            filter_length=args.filter_length,
-            compute_permutation=permute,
-            images=images,
-        )
+def _bss_eval(R, estimates, images: bool, filter_length: int, permute: bool):
+    """BSS Eval of ``estimates`` against ``R`` (mono sources drop their channel axis)."""
+    return M.bss_eval(
+        R if images else R[:, 0],
+        estimates if images else estimates[:, 0],
+        filter_length=filter_length,
+        compute_permutation=permute,
+        images=images,
+    )
 
+
+def _match(R, E, criterion: str, images: bool, filter_length: int):
+    """Match estimates to references; return (perm, BSS Eval result or None).
+
+    The BSS Eval result comes with ``criterion="sir"`` only, already in reference order.
+    """
     bss = None
     if criterion == "sir":
         # Matching on SIR, as mir_eval and fast_bss_eval do; scores are in reference order.
-        bss = bss_eval(E, permute=True)
+        bss = _bss_eval(R, E, images, filter_length, permute=True)
         perm = np.asarray(bss.perm)
     elif criterion == "none":
-        perm = np.arange(n_ref)
+        perm = np.arange(len(R))
     elif criterion == "si_sdr":
         # Pairwise SI-SDR (n_ref, n_est), averaged over channels for images.
         perm = M.solve_permutation(M.si_sdr(R[:, None], E[None, :]).mean(-1))
     else:
-        score = np.abs(M.correlation_matrix(R.reshape(n_ref, -1), E.reshape(n_est, -1)))
+        score = np.abs(M.correlation_matrix(R.reshape(len(R), -1), E.reshape(len(E), -1)))
         perm = M.solve_permutation(np.nan_to_num(score, nan=-1.0))
-    Em = E[perm]
-    if bss is None and any(m in BSS for m in metrics):
-        bss = bss_eval(Em, permute=False)
+    return perm, bss
 
+
+def _score(metrics, R, Em, mix, bss) -> dict[str, np.ndarray]:
+    """Per-source scores ``{metric: (n_ref,)}`` of the matched estimates ``Em``."""
     table: dict[str, np.ndarray] = {}
     for m in metrics:
         if m in BSS:
@@ -261,6 +276,45 @@ def run(args) -> int:
             table[m] = M.si_sdr_improvement(R, Em, mix[None]).mean(-1)
         else:
             table[m] = getattr(M, m)(R, Em).mean(-1)
+    return table
+
+
+def _write_csv(path, ref_names, matched_names, metrics, table, means) -> None:
+    """One row per reference, then the mean; values as Python's ``repr`` of floats."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["reference", "estimate", *metrics])
+        for i, name in enumerate(ref_names):
+            w.writerow([name, matched_names[i], *(repr(float(table[m][i])) for m in metrics)])
+        w.writerow(["mean", "", *(repr(means[m]) for m in metrics)])
+
+
+def run(args) -> int:
+    """Run ``sepkit evaluate``; returns the exit code."""
+    metrics = _parse_metrics(args.metrics)
+    if "si_sdri" in metrics and not args.mix:
+        raise ValueError("--metrics si_sdri needs the mixture: pass --mix FILE.")
+    if args.filter_length < 1:
+        raise ValueError(f"--filter-length must be >= 1, got {args.filter_length}.")
+
+    ref_files, est_files = _collect(args.ref, "--ref"), _collect(args.est, "--est")
+    ref, ref_names, ref_rates = _load_side(ref_files, "--ref")
+    est, est_names, est_rates = _load_side(est_files, "--est")
+    mix, mix_rates = _load_mix(args.mix)
+    rate = _common_rate(ref_rates + est_rates + mix_rates)
+    images = _check_sources(
+        args, metrics, ref, est, mix, (ref_names, est_names), (ref_files, est_files)
+    )
+    R, E, mix, n = _trim(ref, est, mix, images, args.mix_channel)
+
+    criterion = args.match
+    if criterion == "auto":
+        criterion = "sir" if any(m in BSS for m in metrics) else "si_sdr"
+    perm, bss = _match(R, E, criterion, images, args.filter_length)
+    Em = E[perm]
+    if bss is None and any(m in BSS for m in metrics):
+        bss = _bss_eval(R, Em, images, args.filter_length, permute=False)
+    table = _score(metrics, R, Em, mix, bss)
 
     matched_names = [est_names[i] for i in perm]
     means = {
@@ -283,12 +337,7 @@ def run(args) -> int:
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["reference", "estimate", *metrics])
-            for i, name in enumerate(ref_names):
-                w.writerow([name, matched_names[i], *(repr(float(table[m][i])) for m in metrics)])
-            w.writerow(["mean", "", *(repr(means[m]) for m in metrics)])
+        _write_csv(args.csv, ref_names, matched_names, metrics, table, means)
     return 0
 
 

@@ -296,7 +296,7 @@ def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, remov
             write_sources(S, out, stem=stem, overwrite=args.force)
             rate, data, names = S.sample_rate, S.data, S.ch_names
         else:
-            from .._mne_mixin import _save_fif_atomic
+            from ..io.eeg import _save_fif_atomic
 
             # Existing targets were refused above unless --force.
             _save_fif_atomic(S, out / f"{stem}_sources_raw.fif")
@@ -323,7 +323,7 @@ def _write_cleaned(sep, raw, exclude, path: Path, eog_channels=None) -> dict:
     """Write ``raw`` without the sources ``exclude`` ("eog": find_bads_eog's); say which."""
     import numpy as np
 
-    from .._mne_mixin import _save_fif_atomic
+    from ..io.eeg import _save_fif_atomic
 
     entry = {}
     if exclude == "eog":

@@ -340,6 +340,104 @@ def _check_kinds(source_kinds, n_sources):
     return tuple(source_kinds)
 
 
+def _check_saturation(nonlinearity, saturation_level, saturation_rms):
+    """Validate :func:`make_eeg`'s clip level options; return (saturation_level, saturation_rms)."""
+    if saturation_level is not None:
+        if nonlinearity not in ("saturation", "clip"):
+            raise ValueError(
+                "'saturation_level' only applies with nonlinearity='saturation' or 'clip', "
+                f"got nonlinearity={nonlinearity!r}; drop saturation_level or set the "
+                "nonlinearity."
+            )
+        saturation_level = check_float(
+            "saturation_level", saturation_level, min_value=0.0, strict_min=True
+        )
+    if saturation_rms is not None:
+        if nonlinearity not in ("saturation", "clip"):
+            raise ValueError(
+                "'saturation_rms' only applies with nonlinearity='saturation' or 'clip', "
+                f"got nonlinearity={nonlinearity!r}; drop saturation_rms or set the "
+                "nonlinearity."
+            )
+        if saturation_level is not None:
+            raise ValueError(
+                f"saturation_level={saturation_level:g} and saturation_rms={saturation_rms!r} "
+                "both set the clip level; pass one of them."
+            )
+        saturation_rms = check_float(
+            "saturation_rms", saturation_rms, min_value=0.0, strict_min=True
+        )
+    return saturation_level, saturation_rms
+
+
+def _check_line_freq(line_freq, sample_rate):
+    """Validate ``line_freq`` for a ``"line_noise"`` source; return it as a float."""
+    line_freq = check_float("line_freq", line_freq, min_value=0.0, strict_min=True)
+    if line_freq >= 0.45 * sample_rate:
+        raise ValueError(
+            f"'line_freq' ({line_freq:g} Hz) must be below 0.45 * sample_rate "
+            f"({0.45 * sample_rate:g} Hz) to simulate line noise; raise sample_rate or "
+            "drop 'line_noise' from source_kinds."
+        )
+    return line_freq
+
+
+def _place_dipoles(kinds, rr, gain, center, rng):
+    """Gain matrix (n_channels, n_sources) of dipoles at distinct grid points, one per kind."""
+    used: set[int] = set()
+    A = np.empty((gain.shape[0], len(kinds)))
+    for k, kind in enumerate(kinds):
+        candidates = [i for i in _candidate_points(kind, rr, center) if i not in used]
+        if not candidates:  # a small region exhausted: fall back to anywhere
+            candidates = [i for i in range(len(rr)) if i not in used]
+        point = int(rng.choice(candidates))
+        used.add(point)
+        A[:, k] = gain[:, point, :] @ _orientation(kind, rng)
+    return A
+
+
+def _time_courses(kinds, A, rng, n_times, sample_rate, line_freq):
+    """Source time courses (n_sources, n_times) in A*m.
+
+    Each is scaled so that the source reaches its typical scalp amplitude at the
+    electrode where column ``A[:, k]`` is largest.
+    """
+    S = np.empty((len(kinds), n_times))
+    for k, kind in enumerate(kinds):
+        waveform = _GENERATORS[kind](rng, n_times, sample_rate, line_freq)
+        volts = _AMPLITUDE_VOLTS[kind] * rng.uniform(0.7, 1.3)
+        S[k] = waveform * (volts / np.abs(A[:, k]).max())
+    return S
+
+
+def _add_noise(X, snr_db, rng):
+    """``X`` plus white Gaussian sensor noise at ``snr_db`` (None: ``X`` unchanged)."""
+    if snr_db is None:
+        return X
+    noise_std = np.sqrt(np.mean(X**2) / 10.0 ** (snr_db / 10.0))
+    return X + noise_std * rng.standard_normal(X.shape)
+
+
+def _saturate(X, nonlinearity, saturation_level, saturation_rms):
+    """Soft (``"saturation"``) or hard (``"clip"``) amplifier clipping of ``X``."""
+    level = saturation_level
+    if level is None:
+        # The level is relative to the RMS of this recording, noise included.
+        multiple = _SATURATION_RMS_MULTIPLE if saturation_rms is None else saturation_rms
+        level = multiple * float(np.sqrt(np.mean(X**2)))
+    return level * np.tanh(X / level) if nonlinearity == "saturation" else np.clip(X, -level, level)
+
+
+def _raw_array(X, ch_names, sample_rate, dig, description):
+    """An EEG RawArray of ``X`` in volts with the montage set."""
+    import mne
+
+    info = mne.create_info(list(ch_names), sample_rate, "eeg")
+    info.set_montage(dig, verbose="error")
+    info["description"] = description
+    return mne.io.RawArray(X, info, verbose="error")
+
+
 def make_eeg(
     n_sources: int,
     *,
@@ -443,8 +541,6 @@ def make_eeg(
     >>> raw.get_data().shape, S.shape, A.shape
     ((19, 2560), (4, 2560), (19, 4))
     """
-    import mne
-
     n_sources = check_int("n_sources", n_sources, min_value=1)
     duration = check_float("duration", duration, min_value=_MIN_DURATION)
     sample_rate = check_float("sample_rate", sample_rate, min_value=_MIN_SAMPLE_RATE)
@@ -452,40 +548,12 @@ def make_eeg(
     check_option("reference", reference, ("average", None))
     if snr_db is not None:
         snr_db = check_float("snr_db", snr_db)
-    if saturation_level is not None:
-        if nonlinearity not in ("saturation", "clip"):
-            raise ValueError(
-                "'saturation_level' only applies with nonlinearity='saturation' or 'clip', "
-                f"got nonlinearity={nonlinearity!r}; drop saturation_level or set the "
-                "nonlinearity."
-            )
-        saturation_level = check_float(
-            "saturation_level", saturation_level, min_value=0.0, strict_min=True
-        )
-    if saturation_rms is not None:
-        if nonlinearity not in ("saturation", "clip"):
-            raise ValueError(
-                "'saturation_rms' only applies with nonlinearity='saturation' or 'clip', "
-                f"got nonlinearity={nonlinearity!r}; drop saturation_rms or set the "
-                "nonlinearity."
-            )
-        if saturation_level is not None:
-            raise ValueError(
-                f"saturation_level={saturation_level:g} and saturation_rms={saturation_rms!r} "
-                "both set the clip level; pass one of them."
-            )
-        saturation_rms = check_float(
-            "saturation_rms", saturation_rms, min_value=0.0, strict_min=True
-        )
+    saturation_level, saturation_rms = _check_saturation(
+        nonlinearity, saturation_level, saturation_rms
+    )
     kinds = _check_kinds(source_kinds, n_sources)
     if "line_noise" in kinds:
-        line_freq = check_float("line_freq", line_freq, min_value=0.0, strict_min=True)
-        if line_freq >= 0.45 * sample_rate:
-            raise ValueError(
-                f"'line_freq' ({line_freq:g} Hz) must be below 0.45 * sample_rate "
-                f"({0.45 * sample_rate:g} Hz) to simulate line noise; raise sample_rate or "
-                "drop 'line_noise' from source_kinds."
-            )
+        line_freq = _check_line_freq(line_freq, sample_rate)
     rng = check_random_state(random_state)
 
     dig, ch_names, rr, gain, center = _forward(montage)
@@ -497,47 +565,18 @@ def make_eeg(
         )
     n_times = int(round(duration * sample_rate))
 
-    # Dipoles: positions (distinct grid points) and orientations.
-    used: set[int] = set()
-    A = np.empty((n_channels, n_sources))
-    for k, kind in enumerate(kinds):
-        candidates = [i for i in _candidate_points(kind, rr, center) if i not in used]
-        if not candidates:  # a small region exhausted: fall back to anywhere
-            candidates = [i for i in range(len(rr)) if i not in used]
-        point = int(rng.choice(candidates))
-        used.add(point)
-        A[:, k] = gain[:, point, :] @ _orientation(kind, rng)
+    # The rng is drawn from in this order (dipoles, time courses, noise) so that a
+    # seed keeps giving the same recording.
+    A = _place_dipoles(kinds, rr, gain, center, rng)
     if reference == "average":
         A -= A.mean(axis=0, keepdims=True)
-
-    # Time courses, scaled so each source reaches its typical scalp amplitude
-    # at the electrode where it is largest.
-    S = np.empty((n_sources, n_times))
-    for k, kind in enumerate(kinds):
-        waveform = _GENERATORS[kind](rng, n_times, sample_rate, line_freq)
-        volts = _AMPLITUDE_VOLTS[kind] * rng.uniform(0.7, 1.3)
-        S[k] = waveform * (volts / np.abs(A[:, k]).max())
-
-    X = A @ S
-    if snr_db is not None:
-        noise_std = np.sqrt(np.mean(X**2) / 10.0 ** (snr_db / 10.0))
-        X = X + noise_std * rng.standard_normal(X.shape)
+    S = _time_courses(kinds, A, rng, n_times, sample_rate, line_freq)
+    X = _add_noise(A @ S, snr_db, rng)
     if nonlinearity is not None:
-        level = saturation_level
-        if level is None:
-            multiple = _SATURATION_RMS_MULTIPLE if saturation_rms is None else saturation_rms
-            level = multiple * float(np.sqrt(np.mean(X**2)))
-        X = (
-            level * np.tanh(X / level)
-            if nonlinearity == "saturation"
-            else np.clip(X, -level, level)
-        )
+        X = _saturate(X, nonlinearity, saturation_level, saturation_rms)
 
-    info = mne.create_info(list(ch_names), sample_rate, "eeg")
-    info.set_montage(dig, verbose="error")
-    info["description"] = (
+    description = (
         f"sepkit.datasets.make_eeg: sources={list(kinds)}, snr_db={snr_db}, "
         f"nonlinearity={nonlinearity}, reference={reference}"
     )
-    raw = mne.io.RawArray(X, info, verbose="error")
-    return raw, S, A
+    return _raw_array(X, ch_names, sample_rate, dig, description), S, A

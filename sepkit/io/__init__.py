@@ -20,6 +20,7 @@ from .eeg import (
     set_reference,
     to_recording,
     warn_if_not_highpassed,
+    write_raw_fif,
 )
 from .recording import Recording
 
@@ -42,6 +43,7 @@ __all__ = [
     "set_reference",
     "to_recording",
     "warn_if_not_highpassed",
+    "write_raw_fif",
     "AUDIO_EXTENSIONS",
     "Recording",
     "read_audio",

@@ -8,6 +8,7 @@ untouched (MNE's own methods work in place).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._check import check_float, check_option
 from .recording import Recording
 
@@ -40,6 +42,7 @@ __all__ = [
     "set_reference",
     "to_recording",
     "warn_if_not_highpassed",
+    "write_raw_fif",
 ]
 
 # Extension -> name of the MNE reader. Only formats that carry EEG are listed;
@@ -378,6 +381,75 @@ def from_recording(rec: Recording, info=None, *, ch_types: str = "eeg") -> mne.i
         order = [info["ch_names"].index(name) for name in rec.ch_names]
         info = mne.pick_info(info, order, verbose="error")
     return mne.io.RawArray(rec.data.astype(np.float64), info, verbose="error")
+
+
+# The file-name endings MNE expects of a Raw FIF file; the temp file written
+# before the atomic rename ends like this so that MNE does not warn about it.
+_FIF_ENDINGS = (".fif", ".fif.gz")
+
+
+def _check_fif_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"'path' must be a str or pathlib.Path, got {type(path).__name__}.")
+    path = Path(path)
+    if not path.name.lower().endswith(_FIF_ENDINGS):
+        raise ValueError(
+            f"'path' must name a FIF file ending in .fif or .fif.gz, got {path.name!r}. Use "
+            "MNE's naming convention, e.g. 'sub-01_ivae_raw.fif'."
+        )
+    return path
+
+
+def _check_fif_target(path, overwrite) -> Path:
+    """``path`` as a Path to a FIF file that may be written, or the error that says why not.
+
+    The checks of :func:`write_raw_fif`, for callers that refuse a target
+    before computing what to write into it.
+    """
+    path = _check_fif_path(path)
+    check_option("overwrite", overwrite, (True, False))
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"The folder of 'path' ({path.parent}) does not exist.")
+    return path
+
+
+def _save_fif_atomic(raw, path: Path) -> Path:
+    """Save ``raw`` to a temp file beside ``path``, then rename it over ``path``."""
+    # The temp name keeps MNE's "_raw.fif" ending so MNE does not warn.
+    suffix = "_raw.fif.gz" if path.name.lower().endswith(".gz") else "_raw.fif"
+    with atomic_write(path, suffix=suffix) as tmp:
+        raw.save(tmp, overwrite=True, verbose="error")
+    return path
+
+
+def write_raw_fif(raw, path, *, overwrite: bool = False) -> Path:
+    """Write an MNE Raw to a FIF file, atomically (temp file, then rename).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        E.g. the sources of ``IVAESeparator.get_sources`` or a cleaned
+        recording; it must fit in one file (MNE's 2 GB split is not used).
+    path : str or Path
+        Ends in ``.fif`` or ``.fif.gz`` (MNE convention: ``..._raw.fif``), in
+        an existing folder.
+    overwrite : bool
+        Replace an existing file; otherwise a FileExistsError is raised and
+        nothing is written.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> write_raw_fif(raw, "sub-01_clean_raw.fif")  # doctest: +SKIP
+    PosixPath('sub-01_clean_raw.fif')
+    """
+    _check_raw(raw)
+    return _save_fif_atomic(raw, _check_fif_target(path, overwrite))
 
 
 # --------------------------------------------------------------------------

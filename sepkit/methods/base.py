@@ -1,0 +1,105 @@
+"""The protocol every model family implements, and the normalised input it fits.
+
+A family is a module with
+
+- ``NAME``: its name in ``sepkit separate``'s report and the metrics JSON;
+- ``PARAMS``: the :class:`~sepkit.IVAESeparator` settings it reads (the
+  estimator warns about any other setting changed from its default);
+- ``fit(inp, opts, **kw) -> Fitted``: fit on one :class:`FitInput`;
+- ``from_state(tensors, meta, params, device) -> Fitted``: rebuild a saved fit.
+
+The :class:`Fitted` object answers every later question (sources,
+reconstruction, sensor patterns, state to save), so the estimator's
+``transform``, ``inverse_transform``, ``get_components`` and ``save`` never
+ask which family ran.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+# Settings every family reads (the estimator's own: what to separate, how u is
+# cut, where to compute, how much to say).
+COMMON_PARAMS = frozenset(
+    {"n_sources", "domain", "mixing", "device", "random_state", "verbose", "fit_params"}
+)
+
+
+@dataclass
+class FitInput:
+    """One recording, normalised for every family.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_channels, n_times), float32
+        As recorded (not yet filtered by ``highpass``/``lowpass``).
+    sample_rate : float or None
+        None for a plain array.
+    ch_names : tuple of str or None
+    is_eeg : bool
+    u : None, ndarray of labels (n_times,) or continuous (n_u, n_times)
+        An MNE Raw's ``"annotations"``/``"events"`` already turned into labels.
+    good : ndarray of bool, shape (n_times,), or None
+        Samples the statistics and training may use (None: all).
+    highpassed : bool
+        An MNE Raw that was high-pass filtered before the fit.
+    """
+
+    data: np.ndarray
+    sample_rate: float | None
+    ch_names: tuple | None
+    is_eeg: bool
+    u: object = None
+    good: np.ndarray | None = None
+    highpassed: bool = False
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def n_times(self) -> int:
+        return int(self.data.shape[1])
+
+
+class Fitted(ABC):
+    """A fitted separation: everything inference, plots and ``save`` need.
+
+    Attributes every implementation sets: ``family`` (its module's ``NAME``),
+    ``n_sources``, ``n_channels``, ``history`` (list of dict).
+    """
+
+    family: str
+    n_sources: int
+    n_channels: int
+    history: list
+
+    @abstractmethod
+    def sources(self, data: np.ndarray, u=None) -> np.ndarray:
+        """Sources of ``data`` (n_channels, n_times) -> (n_sources, n_times), float32."""
+
+    @abstractmethod
+    def reconstruct(self, sources: np.ndarray, u=None) -> np.ndarray:
+        """Sensors from sources (n_sources, n_times) -> (n_channels, n_times), float32."""
+
+    @abstractmethod
+    def components(self) -> np.ndarray:
+        """Sensor patterns, shape (n_channels, n_sources), in sensor units."""
+
+    @abstractmethod
+    def state(self) -> tuple[dict, dict]:
+        """(tensors, meta): what :mod:`sepkit.serialization` writes for this fit."""
+
+    @abstractmethod
+    def attributes(self) -> dict:
+        """The estimator's fitted attributes (``model_``, ``history_``, ...) this fit sets."""
+
+    def set_params(self, params: dict) -> None:  # noqa: B027 (optional hook)
+        """Take the estimator's inference-time settings (``refine_steps``, ...), if any."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Which model ran: ``family``, ``domain``, ``mixing``, ``prior``, ``unwarped``."""
