@@ -56,7 +56,6 @@ from .serialization import (
     write_separator,
 )
 from .train import check_precision
-from .windows import resolve_window_samples
 
 __all__ = ["IVAESeparator", "MODEL_SUFFIX", "check_model_path"]
 
@@ -633,35 +632,6 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             raise TypeError("'picks' applies to MNE Raw input only; got an array.")
         return check_data_2d(X), None, "array", None
 
-    def _hop_samples_for(self, sample_rate, window_samples):
-        """Step between window starts, from ``window_overlap`` (seconds)."""
-        if self.window_overlap == 0:
-            return window_samples
-        if sample_rate is None:
-            raise ValueError(
-                f"window_overlap={self.window_overlap} s needs a sample rate, but X is a plain "
-                "array. Pass a Recording or an MNE Raw, or window_overlap=0."
-            )
-        overlap = int(round(self.window_overlap * sample_rate))
-        if overlap >= window_samples:
-            raise ValueError(
-                f"Invalid value for the 'window_overlap' parameter: it must be shorter than "
-                f"the window ({window_samples / sample_rate:g} s), got {self.window_overlap:g} "
-                "s. Pass 0 <= window_overlap < window, e.g. half the window."
-            )
-        return window_samples - overlap
-
-    def _window_samples_for(self, sample_rate, n_times, *, default_u=False):
-        """Window length in samples (:func:`sepkit.windows.resolve_window_samples`)."""
-        return resolve_window_samples(
-            self.window,
-            self.window_samples,
-            sample_rate,
-            n_times,
-            self.n_sources,
-            default_u=default_u,
-        )
-
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -744,7 +714,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         # Indices chosen on an earlier fit name other sources now.
         self.exclude = []
         choice = self._choose_family(X, kind, rec, u, init)
-        if choice.module is not tf_family and init is not None and not hasattr(init, "model_"):
+        if init is not None and not hasattr(init, "model_"):  # a pretrained model's name
             init = type(self).from_pretrained(init, device="cpu")
         inp = self._fit_input(X, data, sample_rate, kind, rec, u, reject_by_annotation, choice)
         opts = self._family_options(choice, inp)
@@ -839,8 +809,6 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         names = tuple(rec.ch_names) if rec is not None else None
         inp = FitInput(data, sample_rate, names, choice.is_eeg, u)
         self.annotation_u_ = self.event_u_ = False
-        if choice.module is tf_family:
-            return inp
         if kind == "raw":
             self._warn_filtering(X, choice.mixing)
             check_flat_eeg(rec)
@@ -872,25 +840,11 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 else int(np.random.default_rng().integers(2**31))
             ),
         )
-        if choice.module is not tf_family:
-            window = self._window_samples_for(
-                inp.sample_rate, inp.n_times, default_u=inp.u is None and choice.prior != "standard"
-            )
-            opts.update(
-                window_samples_=window, hop_samples_=self._hop_samples_for(inp.sample_rate, window)
-            )
         return opts
 
     def _check_unused_settings(self, choice) -> None:
         """Warn about settings changed from their default that the chosen family ignores."""
-        unknown = set(self.fit_params or {}) - set(getattr(choice.module, "FIT_PARAMS", ()))
-        if unknown:
-            allowed = list(getattr(choice.module, "FIT_PARAMS", ())) or "none"
-            raise ValueError(
-                f"fit_params has key(s) {sorted(unknown)} that the {choice.module.NAME!r} family "
-                f"does not take (its fit_params: {allowed}). fit_params holds the settings of "
-                "domain='tf' (sepkit.methods.tf.TFConfig); drop them, or pass domain='tf'."
-            )
+        choice.module.check_fit_params(self.fit_params)
         defaults = _constructor_defaults()
         ignored = [
             f"{name}={value!r}"

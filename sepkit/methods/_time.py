@@ -18,7 +18,12 @@ import torch
 from ..functional import sensor_unwarp, sensor_warp
 from ..models.ivae import IVAE
 from ..preprocessing import FitFilter, SensorUnwarp, Standardizer, bridge_rejected
-from ..windows import UCodec, overlapping_training_set, window_labels
+from ..windows import (
+    UCodec,
+    overlapping_training_set,
+    resolve_window_samples,
+    window_labels,
+)
 from .base import FitInput, Fitted
 
 # Samples per forward pass at inference: bounds memory for long recordings.
@@ -48,7 +53,12 @@ class Prepared:
 
 
 def prepare(inp: FitInput, opts: dict) -> Prepared:
-    """Filter, check and cut ``inp`` into windows for a time-domain family."""
+    """Filter, check and cut ``inp`` into windows for a time-domain family.
+
+    The windows are ``window`` seconds (or ``window_samples``, or the default
+    rule of :func:`sepkit.windows.resolve_window_samples`) every ``window -
+    window_overlap`` seconds; their index is u unless ``inp.u`` is given.
+    """
     data, good = inp.data, inp.good
     fit_filter = opts["fit_filter"]
     if fit_filter is not None and opts["mixing_"] != "post-nonlinear":
@@ -66,7 +76,16 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
     if flat.size:
         names = [inp.ch_names[i] for i in flat] if inp.ch_names is not None else flat.tolist()
         raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
-    codec = UCodec(opts["window_samples_"], opts["hop_samples_"], opts["prior_"] != "standard")
+    uses_u = opts["prior_"] != "standard"
+    window = resolve_window_samples(
+        opts["window"],
+        opts["window_samples"],
+        inp.sample_rate,
+        inp.n_times,
+        n_sources,
+        default_u=inp.u is None and uses_u,
+    )
+    codec = UCodec(window, hop_samples(opts["window_overlap"], inp.sample_rate, window), uses_u)
     # Overlapping windows are laid out one after the other for training (see
     # methods/network.py), so the default u of fit is the window index in that layout.
     u_layout = inp.u is None and codec.hop_samples < codec.window_samples and codec.uses_u
@@ -79,6 +98,25 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
     if codes is not None and codes.ndim == 1:
         codec.n_segments = _check_segments(codes, n_sources, codec, inp.n_times)
     return Prepared(data, stats, scale, good, codes, u_layout, codec, fit_filter)
+
+
+def hop_samples(window_overlap, sample_rate, window_samples) -> int:
+    """Step between window starts, from ``window_overlap`` (seconds)."""
+    if window_overlap == 0:
+        return window_samples
+    if sample_rate is None:
+        raise ValueError(
+            f"window_overlap={window_overlap} s needs a sample rate, but X is a plain "
+            "array. Pass a Recording or an MNE Raw, or window_overlap=0."
+        )
+    overlap = int(round(window_overlap * sample_rate))
+    if overlap >= window_samples:
+        raise ValueError(
+            f"Invalid value for the 'window_overlap' parameter: it must be shorter than "
+            f"the window ({window_samples / sample_rate:g} s), got {window_overlap:g} "
+            "s. Pass 0 <= window_overlap < window, e.g. half the window."
+        )
+    return window_samples - overlap
 
 
 def _check_segments(codes, n_sources, codec, n_times) -> int:

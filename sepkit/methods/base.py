@@ -5,6 +5,7 @@ A family is a module with
 - ``NAME``: its name in ``sepkit separate``'s report and the metrics JSON;
 - ``PARAMS``: the :class:`~sepkit.IVAESeparator` settings it reads (the
   estimator warns about any other setting changed from its default);
+- ``check_fit_params(fit_params)``: validate the family's ``fit_params``;
 - ``fit(inp, opts, **kw) -> Fitted``: fit on one :class:`FitInput`;
 - ``from_state(tensors, meta, params, device) -> Fitted``: rebuild a saved fit.
 
@@ -26,6 +27,17 @@ import numpy as np
 COMMON_PARAMS = frozenset(
     {"n_sources", "domain", "mixing", "device", "random_state", "verbose", "fit_params"}
 )
+
+
+def no_fit_params(family: str, fit_params) -> None:
+    """``check_fit_params`` of a family whose settings all have constructor arguments."""
+    if fit_params:
+        raise ValueError(
+            f"fit_params has key(s) {sorted(fit_params)} but the {family!r} family takes no "
+            "fit_params (its settings are IVAESeparator's arguments). fit_params holds the "
+            "settings of domain='tf' (sepkit.methods.tf.TFConfig); drop them, or pass "
+            "domain='tf'."
+        )
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ..functional import sensor_unwarp
 from ..preprocessing import SensorUnwarp, Standardizer, bridge_rejected
 from ..windows import window_labels
 from . import _time
-from .base import COMMON_PARAMS, FitInput
+from .base import COMMON_PARAMS, FitInput, no_fit_params
 from .likelihood import fit_gengauss_ivae, fit_linear_ivae, fit_post_nonlinear_ivae
 
 NAME = "linear"
@@ -50,6 +50,11 @@ UNWARP_MAX_ITER = 100
 # mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
 # linear at most 0.042 (64 channels), clipped at least 0.185.
 UNWARP_KEEP = 0.08
+
+
+def check_fit_params(fit_params) -> None:
+    """This family takes no ``fit_params``."""
+    no_fit_params(NAME, fit_params)
 
 
 def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:

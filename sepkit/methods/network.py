@@ -17,7 +17,7 @@ from ..preprocessing import Standardizer
 from ..train import resolve_data_device, train_ivae
 from ..windows import overlapping_training_set, valid_chunk_starts
 from . import _time
-from .base import COMMON_PARAMS, FitInput
+from .base import COMMON_PARAMS, FitInput, no_fit_params
 
 NAME = "network"
 PARAMS = COMMON_PARAMS | {
@@ -68,6 +68,11 @@ ARCH_PARAMS = (
     "learn_noise",
     "whiten",
 )
+
+
+def check_fit_params(fit_params) -> None:
+    """This family takes no ``fit_params``."""
+    no_fit_params(NAME, fit_params)
 
 
 def fit(

@@ -1,0 +1,128 @@
+"""The estimator's contract after the methods/ split: scikit-learn conventions where we
+claim them, one file format, and no setting silently dropped."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from sepkit import IVAESeparator
+from sepkit.datasets import make_nonlinear_ica
+from sepkit.io import Recording
+from sepkit.methods import linear, network, tf
+
+TINY = dict(n_steps=30, n_hidden=8, batch_size=64, device="cpu", random_state=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_nonlinear_ica(3, 10, 200, 2, random_state=0)
+
+
+def _eeg(seed=0, n_channels=5, n_times=6000):
+    rng = np.random.default_rng(seed)
+    scales = np.repeat(rng.uniform(0.2, 2.0, (3, 30)), n_times // 30, axis=1)
+    x = rng.normal(size=(n_channels, 3)) @ (rng.laplace(size=(3, n_times)) * scales)
+    names = tuple(f"EEG{i}" for i in range(n_channels))
+    return Recording((1e-5 * x).astype(np.float32), 100.0, names, "eeg")
+
+
+def _room(seed=0, sample_rate=8000.0, seconds=2.0):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    s = rng.laplace(size=(2, n)) * np.repeat(rng.uniform(0.1, 1, (2, 20)), n // 20, axis=1)
+    x = np.zeros((2, n))
+    for i in range(2):
+        for j in range(2):
+            d = 3 + 4 * i + 5 * j
+            x[i, d:] += (0.5 + 0.5 * (i == j)) * s[j, : n - d]
+    return Recording(x.astype(np.float32), sample_rate, ("mic0", "mic1"), "audio")
+
+
+def test_fit_transform_passes_u_to_both_steps(data):
+    X, _, u = data
+    labels = np.array([f"block{k}" for k in u])  # explicit labels: TransformerMixin raised here
+    a = IVAESeparator(3, **TINY).fit_transform(X, labels)
+    b = IVAESeparator(3, **TINY).fit(X, labels).transform(X, labels)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_get_params_set_params_clone_round_trip():
+    sep = IVAESeparator(4, mixing="linear", fit_params={"n_iter": 3}, highpass=1.0)
+    c = clone(sep)
+    assert c is not sep and c.get_params() == sep.get_params()
+    c.set_params(n_sources=2, fit_params=None)
+    assert c.n_sources == 2 and c.fit_params is None and sep.n_sources == 4
+
+
+def test_pickled_fitted_separator_gives_the_same_sources(data):
+    X, _, u = data
+    sep = IVAESeparator(3, **TINY).fit(X, u)
+    back = pickle.loads(pickle.dumps(sep))
+    np.testing.assert_array_equal(back.transform(X, u), sep.transform(X, u))
+    assert back.family_ == "network"
+
+
+def test_bf16_trained_settings_load_and_run_on_cpu(data, tmp_path):
+    X, _, u = data
+    sep = IVAESeparator(3, **TINY).fit(X, u)
+    # As if trained on a GPU in bf16: only training reads precision.
+    sep.set_params(precision="bf16")
+    path = sep.save(tmp_path / "bf16.safetensors")
+    back = IVAESeparator.load(path, device="cpu")
+    assert back.precision == "bf16"
+    np.testing.assert_allclose(back.transform(X, u), sep.transform(X, u), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="precision='bf16' needs a CUDA device"):
+        back.fit(X, u)  # training still checks it
+
+
+def test_family_attributes_say_which_model_ran(data):
+    X, _, u = data
+    net = IVAESeparator(3, **TINY).fit(X, u)
+    assert net.family_ == "network" and net.fitted_.describe()["mixing"] == "nonlinear"
+    eeg = IVAESeparator(3, random_state=0).fit(_eeg())
+    assert eeg.family_ == "linear" and eeg.mixing_ == "linear"
+    assert eeg.fitted_.describe() == dict(
+        family="linear", domain="time", mixing="linear", prior="gauss", unwarped=False
+    )
+
+
+def test_a_setting_the_family_ignores_warns():
+    rec = _eeg()
+    with pytest.warns(UserWarning, match=r"n_hidden=8, n_steps=30: not used by the 'linear'"):
+        IVAESeparator(3, n_hidden=8, n_steps=30).fit(rec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # defaults and the family's own settings: silent
+        IVAESeparator(3, window=2.0, random_state=0).fit(rec)
+
+
+def test_family_params_name_real_settings():
+    names = set(IVAESeparator().get_params())
+    for family in (network, linear, tf):
+        assert family.PARAMS <= names, family.NAME
+
+
+def test_tf_settings_are_reachable_through_fit_params():
+    rec = _room()
+    sep = IVAESeparator(2, domain="tf", random_state=0, fit_params={"n_iter": 3, "n_init": 2})
+    sep.fit(rec)
+    assert sep.family_ == "tf" and len(sep.history_) == 3
+    S = sep.transform(rec)
+    assert S.data.shape == (2, rec.n_times)
+    with pytest.raises(ValueError, match=r"fit_params has unknown key\(s\) \['n_itr'\].*n_iter"):
+        IVAESeparator(2, domain="tf", fit_params={"n_itr": 3}).fit(rec)
+    with pytest.raises(ValueError, match=r"the .linear. family takes no fit_params.*domain=.tf."):
+        IVAESeparator(3, fit_params={"n_iter": 3}).fit(_eeg())
+    with pytest.raises(TypeError, match="'fit_params' must be None or a dict"):
+        IVAESeparator(2, fit_params=[("n_iter", 3)]).fit(rec)
+    with pytest.raises(ValueError, match="'n_iter' must be"):
+        IVAESeparator(2, domain="tf", fit_params={"n_iter": -1}).fit(rec)
+
+
+def test_tf_get_components_is_a_clear_error():
+    sep = IVAESeparator(2, domain="tf", random_state=0, fit_params={"n_iter": 1, "n_init": 1})
+    sep.fit(_room())
+    with pytest.raises(ValueError, match="get_components is defined for domain='time' only"):
+        sep.get_components()
