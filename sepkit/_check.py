@@ -127,3 +127,73 @@ def check_device(device):
         f"Invalid value for the 'device' parameter. Allowed values are 'auto', 'cpu', 'cuda' and "
         f"'cuda:N', but got {device!r} instead."
     )
+
+
+# Largest magnitude fit accepts: float32 sums of squares of larger values overflow
+# (3.4e38) over long recordings, and every family's statistics start there.
+MAX_ABS_VALUE = 1e15
+
+
+def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
+    """The input checks every model family shares, before any family is chosen.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        Finite (``check_data_2d`` ran).
+    ch_names : sequence of str or None
+        Named in the messages.
+    good : ndarray of bool, shape (n_times,), or None
+        Samples not under a BAD annotation.
+    """
+    n_channels, n_times = data.shape
+    if n_channels > n_times:
+        raise ValueError(
+            f"X has shape {data.shape}: more channels ({n_channels}) than time samples "
+            f"({n_times}). X must be (n_channels, n_times); if yours is (n_times, n_channels), "
+            "pass X.T."
+        )
+    if good is not None and not good.any():
+        raise ValueError(
+            "Every sample of the recording lies under a BAD annotation, so nothing is left "
+            "to fit. Shorten or remove those annotations (raw.annotations), or pass "
+            "reject_by_annotation=False."
+        )
+    stats = data if good is None or good.all() else data[:, good]
+    peak = float(np.abs(stats).max()) if stats.size else 0.0
+    if peak > MAX_ABS_VALUE:
+        raise ValueError(
+            f"X holds values up to {peak:.3g}, beyond what the fit computes safely in float32 "
+            f"(|x| <= {MAX_ABS_VALUE:g}). Rescale it first, e.g. X / np.abs(X).max(), or "
+            "convert it to its physical unit."
+        )
+    scale = stats.std(axis=1, dtype=np.float64)
+    flat = np.flatnonzero(scale <= 1e-12 * max(1.0, peak))
+    if flat.size == n_channels:
+        raise ValueError(
+            "X is silent: every channel is constant (e.g. all zeros), so there is nothing "
+            "to separate. Check that the right file or channels were read."
+        )
+    if flat.size:
+        names = [ch_names[i] for i in flat] if ch_names is not None else flat.tolist()
+        raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
+
+
+def check_finite_fit(tensors: dict) -> None:
+    """Raise RuntimeError when a fit ended with non-finite weights.
+
+    (A family's last logged loss may be NaN while its weights are sound: the
+    time-frequency family skips non-finite Adam steps and logs them.)
+    """
+    bad = sorted(
+        name
+        for name, t in tensors.items()
+        if t.is_floating_point() and not bool(t.isfinite().all())
+    )
+    if bad:
+        raise RuntimeError(
+            f"The fit ended with non-finite weights ({', '.join(bad[:4])}), so nothing was "
+            "kept and the separator stays "
+            "unfitted. Check the recording for outliers or near-constant channels; for the "
+            "network family try another random_state or a smaller lr."
+        )

@@ -24,6 +24,8 @@ from ._check import (
     NotFittedError,
     check_data_2d,
     check_device,
+    check_finite_fit,
+    check_fit_data,
     check_float,
     check_int,
     check_option,
@@ -717,6 +719,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         if init is not None and not hasattr(init, "model_"):  # a pretrained model's name
             init = type(self).from_pretrained(init, device="cpu")
         inp = self._fit_input(X, data, sample_rate, kind, rec, u, reject_by_annotation, choice)
+        # Every family's input is checked the same way, before any family sees it
+        # (a silent recording has no phase score; the choice then means nothing).
+        check_fit_data(inp.data, inp.ch_names, inp.good)
         opts = self._family_options(choice, inp)
         fitted = choice.module.fit(
             inp,
@@ -726,6 +731,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             resume=resume,
             callback=None if callback is None else self._step_callback(callback, inp),
         )
+        check_finite_fit(fitted.state()[0])
         self._set_fitted(fitted, inp)
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
         self.info_ = picked_info(rec) if kind == "raw" else None
@@ -754,18 +760,20 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             self._check_tf_options()
             return _Choice(tf_family, "tf", None, "gauss", "diag", phase)
         is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
-        mixing = self._resolve_mixing(is_eeg, init, u)
+        is_audio = rec is not None and rec.kind == "audio"
+        mixing = self._resolve_mixing(is_eeg or is_audio, init, u)
         fit_filter = FitFilter.create(
             self.highpass, self.lowpass, getattr(rec, "sample_rate", None)
         )
-        # On a Raw filtered before the fit a clip is smeared over its neighbours
-        # and the unwarping gains little (recipes/eeg_semisynthetic/README.md),
-        # so it is not tried there.
+        # Try the sensor unwarping where the signal reaches fit as the sensors
+        # gave it: instantaneous audio (saturating microphones and amplifiers), and
+        # EEG that fit filters itself. On a Raw filtered before the fit a clip is
+        # smeared over its neighbours and the unwarping gains little
+        # (recipes/eeg_semisynthetic/README.md), so it is not tried there.
         try_unwarp = (
             self.mixing == "auto"
             and mixing == "linear"
-            and fit_filter is not None
-            and not (kind == "raw" and is_highpassed(X))
+            and (is_audio or (fit_filter is not None and not (kind == "raw" and is_highpassed(X))))
         )
         if try_unwarp:
             mixing = "post-nonlinear"
@@ -927,12 +935,17 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 "mixing='nonlinear', or drop those options."
             )
 
-    def _resolve_mixing(self, is_eeg, init, u) -> str:
-        """``mixing_``: "linear" for EEG unless an option needs the network."""
+    def _resolve_mixing(self, linear_by_default, init, u) -> str:
+        """``mixing_``: "linear" for EEG and audio unless an option needs the network.
+
+        Scalp EEG is a linear mixture, and so is audio whose channels' cross-spectra
+        are real (an instantaneous mix: ``_choose_family`` sends rooms to the
+        time-frequency family); sensor saturation is tried on top (try_unwarp).
+        """
         if self.mixing in LINEAR_MIXINGS:
             self._check_linear_options(init, u)
             return self.mixing
-        if self.mixing != "nonlinear" and is_eeg:
+        if self.mixing != "nonlinear" and linear_by_default:
             try:
                 self._check_linear_options(init, u)
             except ValueError:
@@ -943,7 +956,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             raise ValueError(
                 "prior='gengauss' is a prior of the linear models, but mixing resolved to "
                 f"'nonlinear' (mixing={self.mixing!r}"
-                + ("" if is_eeg else ", and the data are not EEG")
+                + ("" if linear_by_default else ", and the data are neither EEG nor audio")
                 + "). Pass mixing='linear' (or 'post-nonlinear'), or another prior."
             )
         return "nonlinear"
@@ -998,7 +1011,14 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 "Raw, picks=[...] selects them)."
             )
         self.fitted_.set_params(self.get_params())
-        return self._wrap(self.fitted_.sources(data, u), kind, rec, "IVAE")
+        out = self.fitted_.sources(data, u)
+        if not np.isfinite(out).all():
+            raise RuntimeError(
+                "The model gave NaN or Inf sources for this recording (the recording itself "
+                "is finite): the model is broken or the input far outside what it was fitted "
+                "on. Refit it, or check that the recording matches the one of fit."
+            )
+        return self._wrap(out, kind, rec, "IVAE")
 
     def _match_sample_rate(self, X, resample):
         """X itself, or X resampled to ``sample_rate_`` (Recording / Raw only)."""
@@ -1138,8 +1158,11 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         params = dict(meta["params"])
         params["device"] = device
         sep = cls(**params)
-        dev = sep._validate_params(training=False)
-        fitted = fitted_from_state(meta, tensors, sep.get_params(), dev)
+        try:
+            dev = sep._validate_params(training=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} holds an invalid setting: {err}") from None
+        fitted = fitted_from_state(meta, tensors, sep.get_params(), dev, path=path)
         names = tuple(meta["ch_names_"]) if meta.get("ch_names_") else None
         inp = FitInput(np.zeros((0, 0)), meta["sample_rate_"], names, False)
         sep._set_fitted(fitted, inp)

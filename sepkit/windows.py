@@ -318,6 +318,7 @@ class UCodec:
         u = np.asarray(u)
         if u.ndim == 1:
             self._check_length(u, n_times)
+            _check_finite_labels(u)
             classes, codes = np.unique(u, return_inverse=True)
             self.classes = classes
             return codes.astype(np.int64)
@@ -334,6 +335,7 @@ class UCodec:
         u = np.asarray(u)
         if u.ndim == 1:
             self._check_length(u, n_times)
+            _check_finite_labels(u)
             return self._label_codes(u)
         codes = self._continuous(u, n_times)
         if self.n_u != codes.shape[0]:
@@ -374,6 +376,12 @@ class UCodec:
             )
 
     def _label_codes(self, u):
+        if self.classes is None and self.n_u is None:
+            raise ValueError(
+                "This separator was fitted with u=None (the index of windows of "
+                f"{self.window_samples} samples), so it takes no labels; pass u=None, or refit "
+                "with these labels: fit(X, u)."
+            )
         if self.classes is None:
             raise ValueError(
                 "This separator was fitted with a continuous u; pass u of shape "
@@ -414,3 +422,14 @@ class UCodec:
         if not np.isfinite(u).all():
             raise ValueError("u contains NaN or Inf values.")
         return u.astype(np.float32)
+
+
+def _check_finite_labels(u: np.ndarray) -> None:
+    """Labels u must all be finite: NaN would become a class of its own."""
+    if np.issubdtype(u.dtype, np.number) and not np.isfinite(u).all():
+        n_bad = int((~np.isfinite(u)).sum())
+        raise ValueError(
+            f"u holds {n_bad} NaN or Inf label(s) of {u.size}; every sample needs a real "
+            "label. Label those samples (e.g. with the neighbouring block's label), or cut "
+            "them out of X and u."
+        )

@@ -35,7 +35,7 @@ def _recording(seed=0, n_times=4000, rate=RATE):
 def fitted():
     sep = IVAESeparator(
         2, n_hidden=8, n_layers=2, n_steps=60, window=0.05, encoder_u=False, random_state=0,
-        domain="time",
+        domain="time", mixing="nonlinear",
         device="cpu",
     )  # fmt: skip
     return sep.fit(_recording())

@@ -60,10 +60,10 @@ def check_fit_params(fit_params) -> None:
 def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
     """Fit ``opts["mixing_"]`` ("linear" or "post-nonlinear") on ``inp``.
 
-    ``opts["try_unwarp"]`` (mixing="auto" with the fit filter; ``mixing_`` is
-    then "post-nonlinear"): fit the sensor unwarping, and fall back to
-    "linear" on the filtered data when it changes no channel by
-    ``UNWARP_KEEP`` of its RMS.
+    ``opts["try_unwarp"]`` (mixing="auto" on instantaneous audio, or on EEG
+    with the fit filter; ``mixing_`` is then "post-nonlinear"): fit the sensor
+    unwarping, and fall back to "linear" (on the filtered data, if filtered)
+    when it changes no channel by ``UNWARP_KEEP`` of its RMS.
     """
     prep = _time.prepare(inp, opts)
     mixing = opts["mixing_"]
@@ -82,7 +82,8 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
             # mixing="auto": the sensors are linear; drop h and fit the
             # filtered recording exactly as mixing="linear" does.
             mixing, unwarp = "linear", None
-            data = prep.fit_filter(bridge_rejected(data, good))
+            if prep.fit_filter is not None:
+                data = prep.fit_filter(bridge_rejected(data, good))
             prep.data = data
             st = Standardizer.fit(data if good is None else data[:, good], n_sources)
     else:

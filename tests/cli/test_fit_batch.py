@@ -11,7 +11,8 @@ from sepkit.cli import main
 sf = pytest.importorskip("soundfile")
 
 RATE = 8000
-STEPS = ["--steps", "20", "--domain", "time", "--device", "cpu"]
+# The network family (audio defaults to the linear one, which takes no steps).
+STEPS = ["--steps", "20", "--domain", "time", "--mixing", "nonlinear", "--device", "cpu"]
 
 
 def _wav(path, seed):

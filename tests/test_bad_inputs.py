@@ -1,0 +1,107 @@
+"""The bad-input matrix (issue 22), library side: each case gives a clear error whose
+message names the problem and the fix, and creates or changes no file.
+
+The command line's cases (exit code 2, one line) are in tests/cli/.
+"""
+
+import numpy as np
+import pytest
+
+from sepkit import IVAESeparator
+from sepkit.io import Recording
+
+RNG = np.random.default_rng(0)
+
+
+def _audio(data):
+    return Recording(np.asarray(data, np.float32), 16000.0, ("mic0", "mic1"), "audio")
+
+
+def _segments(n_sources=3, n_windows=30, n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    scales = np.repeat(rng.uniform(0.2, 2.0, (n_sources, n_windows)), n, axis=1)
+    S = rng.laplace(size=(n_sources, n_windows * n)) * scales
+    return rng.normal(size=(n_sources, n_sources)) @ S
+
+
+NOISE = RNG.normal(size=(2, 16000))
+FIT_CASES = [
+    # (id, X, u, error type, message regex)
+    ("silent audio", _audio(np.zeros((2, 16000))), None, ValueError, "X is silent"),
+    (
+        "one all-zero channel",
+        _audio(np.vstack([NOISE[0], np.zeros(16000)])),
+        None,
+        ValueError,
+        r"flat \(constant\) channel\(s\) \['mic1'\]",
+    ),
+    ("values near 1e30", _audio(1e30 * NOISE), None, ValueError, r"values up to .*Rescale"),
+    ("transposed array", NOISE.T, None, ValueError, r"more channels .* pass X\.T"),
+    ("NaN sample", np.where(np.eye(2, 16000) > 0, np.nan, NOISE), None, ValueError, "NaN or Inf"),
+    (
+        "NaN among u labels",
+        _segments(),
+        np.where(np.arange(3000) == 5, np.nan, np.repeat(np.arange(30.0), 100)),
+        ValueError,
+        r"u holds 1 NaN or Inf label",
+    ),
+    (
+        "all-NaN u",
+        _segments(),
+        np.full(3000, np.nan),
+        ValueError,
+        r"u holds 3000 NaN or Inf label",
+    ),
+    ("u of the wrong length", _segments(), np.zeros(10), ValueError, "u has 10 labels"),
+    ("u with a single value", _segments(), np.zeros(3000), ValueError, "single value"),
+]
+
+
+@pytest.mark.parametrize(
+    "X, u, error, match", [c[1:] for c in FIT_CASES], ids=[c[0] for c in FIT_CASES]
+)
+def test_fit_refuses_bad_input(X, u, error, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sep = IVAESeparator(2 if np.shape(getattr(X, "data", X))[0] == 2 else 3, n_steps=5)
+    with pytest.raises(error, match=match):
+        sep.fit(X, u)
+    assert not hasattr(sep, "fitted_")  # nothing half-fitted
+    assert list(tmp_path.iterdir()) == []  # and nothing written
+
+
+def test_labels_to_a_separator_fitted_on_windows_are_named_as_such():
+    X = _segments()
+    sep = IVAESeparator(3, n_steps=5, random_state=0).fit(X)
+    with pytest.raises(ValueError, match=r"fitted with u=None \(the index of windows"):
+        sep.transform(X, np.repeat(np.arange(30), 100))
+
+
+def test_a_fit_that_ends_non_finite_is_an_error_and_keeps_nothing(monkeypatch, tmp_path):
+    import sepkit.methods.network as network
+
+    real = network.train_ivae
+
+    def diverging(model, *args, **kwargs):
+        history = real(model, *args, **kwargs)
+        with __import__("torch").no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return history
+
+    monkeypatch.setattr(network, "train_ivae", diverging)
+    X = _segments()
+    sep = IVAESeparator(3, n_steps=5, random_state=0)
+    with pytest.raises(RuntimeError, match="non-finite weights .* nothing was kept"):
+        sep.fit(X)
+    assert not hasattr(sep, "fitted_")
+    with pytest.raises(Exception, match="not fitted yet"):
+        sep.save(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_all_bad_annotated_raw_is_named_as_such():
+    mne = pytest.importorskip("mne")
+    info = mne.create_info([f"EEG{i}" for i in range(4)], 100.0, "eeg")
+    raw = mne.io.RawArray(1e-5 * RNG.normal(size=(4, 3000)), info, verbose="error")
+    raw.set_annotations(mne.Annotations([0.0], [30.0], ["BAD_all"]))
+    with pytest.raises(ValueError, match="Every sample of the Raw lies under a bad annotation"):
+        IVAESeparator(2, highpass=1.0).fit(raw)
