@@ -8,27 +8,54 @@ family's tensors, and JSON metadata under the key ``"sepkit"`` holding
 - the estimator's own fitted attributes (``n_channels_``, ``sample_rate_``,
   ``ch_names_``, ``exclude``, how u was read);
 - the family's state (:meth:`sepkit.methods.base.Fitted.state`), which also
-  says which family wrote it (``domain_``, ``mixing_``).
+  says which family wrote it (``domain_``, ``mixing_``);
+- ``sha256`` (format 2): the digest of everything above and of the tensors
+  (:func:`state_digest`), so that a flipped byte or an edited value is found
+  on load instead of giving wrong sources.
 
-Files of format 1 (every release so far, the shipped pretrained models
-included) load unchanged; ``tests/test_serialization.py`` holds one per family.
+Loading checks the digest (where the file has one), that every weight is
+finite, and every metadata value the loader reads; each error names the file
+and what is wrong. Files of format 1 (every release before the digest, the
+shipped pretrained models included, whose own sha256 ``sepkit.registry``
+checks) load unchanged, with the same checks but the digest;
+``tests/test_serialization.py`` holds one per family.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+from numbers import Integral, Real
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ._atomic import atomic_write
 from ._version import __version__
-from .methods import _time, tf
+from .methods import _time, linear, network, tf
+from .models.ivae import POSTERIORS, PRIORS
 
-FORMAT_VERSION = 1
+# 2: the metadata holds "sha256" (format 1 files, without it, still load).
+FORMAT_VERSION = 2
 MODEL_SUFFIX = ".safetensors"
+DIGEST_KEY = "sha256"
+# The IVAESeparator settings a file's "params" may hold: every family lists
+# the constructor arguments it reads (sepkit.methods.base), together all of them.
+KNOWN_PARAMS = network.PARAMS | linear.PARAMS | tf.PARAMS
+_DOMAINS = ("time", "tf")
+_PRIORS = (*PRIORS, "gengauss")
+_MIXINGS = ("nonlinear", *_time.LINEAR_MIXINGS)
+_TF_MODEL_KEYS = ("n_freqs", "n_sources", "n_segments", "n_latent", "n_hidden")
+_UNWARP_TENSORS = ("sensor_mean_", "sensor_scale_", "sensor_coefs_")
+_FIX = "Refit the model and save it again, or restore the file from a backup."
+
+
+class _Invalid(Exception):
+    """What is wrong with a file's contents (the caller adds the file and the fix)."""
 
 
 def check_model_path(path, what: str = "path") -> Path:
@@ -45,8 +72,42 @@ def check_model_path(path, what: str = "path") -> Path:
     return path
 
 
+def state_digest(tensors: dict, meta: dict) -> str:
+    """sha256 (hex) of a separator's tensors and metadata, as stored under ``"sha256"``.
+
+    Parameters
+    ----------
+    tensors : dict of str to torch.Tensor
+        Every tensor of the file. Each adds its name, dtype, shape and bytes,
+        in sorted name order (the order of a dict is not part of the file).
+    meta : dict
+        The JSON metadata; its ``"sha256"`` key, if any, is left out. Keys are
+        sorted, so the digest does not depend on their order in the file.
+
+    Returns
+    -------
+    digest : str
+        64 hex digits.
+    """
+    h = hashlib.sha256(b"sepkit separator\n")
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy()
+        dtype = str(t.dtype).removeprefix("torch.")
+        h.update(json.dumps([name, dtype, list(t.shape), data.nbytes]).encode() + b"\n")
+        h.update(memoryview(data))
+    body = {k: v for k, v in meta.items() if k != DIGEST_KEY}
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
 def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> Path:
-    """Write ``fitted`` (a :class:`~sepkit.methods.base.Fitted`) atomically to ``path``."""
+    """Write ``fitted`` (a :class:`~sepkit.methods.base.Fitted`) atomically to ``path``.
+
+    The file gets the digest of its contents (format 2). A state that
+    :func:`read_separator` would refuse (non-finite weights, an invalid
+    value) raises ValueError and nothing is written.
+    """
     tensors, meta = fitted.state()
     header = dict(
         format_version=FORMAT_VERSION,
@@ -56,13 +117,32 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
         **meta,
         **estimator_meta,
     )
+    # Check and digest what a reader will get back (JSON turns tuples into lists).
+    header = json.loads(json.dumps(header))
+    try:
+        _check_contents(header, tensors)
+    except _Invalid as err:
+        raise ValueError(
+            f"Cannot save the separator to {path}: {err}. Nothing was written. {_FIX}"
+        ) from None
+    header[DIGEST_KEY] = state_digest(tensors, header)
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
     return path
 
 
 def read_separator(path) -> tuple[dict, dict]:
-    """(meta, tensors) of a separator file; errors name the file and what is wrong."""
+    """(meta, tensors) of a separator file, checked; errors name the file and what is wrong.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        Not a separator file; a newer format; contents that do not match the
+        stored digest ("corrupt or changed"); non-finite weights; a missing,
+        mistyped or out-of-range metadata value.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No saved separator at {path}.")
@@ -74,18 +154,283 @@ def read_separator(path) -> tuple[dict, dict]:
         raise ValueError(f"{path} is not a sepkit separator file: {err}") from None
     if "sepkit" not in header:
         raise ValueError(f"{path} is a safetensors file but holds no sepkit separator.")
-    meta = json.loads(header["sepkit"])
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    try:
+        meta = json.loads(header["sepkit"])
+    except ValueError as err:
         raise ValueError(
-            f"{path} was written by sepkit {meta.get('sepkit_version')} in a newer format; "
-            "upgrade sepkit to load it."
-        )
+            f"{path} is not a valid sepkit separator: its metadata is not valid JSON ({err}). "
+            f"The file is corrupt or was edited. {_FIX}"
+        ) from None
+    try:
+        version = _check_version(meta)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was written by sepkit {meta.get('sepkit_version')} in format "
+                f"{version}, newer than this sepkit's {FORMAT_VERSION}; upgrade sepkit to "
+                "load it."
+            )
+        _check_digest(path, meta, tensors, version)
+        _check_contents(meta, tensors)
+    except _Invalid as err:
+        raise ValueError(f"{path} is not a valid sepkit separator: {err}. {_FIX}") from None
     return meta, tensors
 
 
-def fitted_from_state(meta: dict, tensors: dict, params: dict, device):
-    """The family's :class:`~sepkit.methods.base.Fitted` saved in ``meta``/``tensors``."""
-    if meta.get("domain_") == "tf":
-        return tf.from_state(tensors, meta, params, device)
+def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=None):
+    """The family's :class:`~sepkit.methods.base.Fitted` saved in ``meta``/``tensors``.
+
+    ``meta`` and ``tensors`` come from :func:`read_separator`. Weights that
+    do not fit the settings (e.g. ``params`` edited in a format-1 file) raise
+    a ValueError that names ``path`` where given.
+    """
     # The network and linear families share the time-domain state.
-    return _time.from_state(tensors, meta, params, device)
+    family = tf if meta.get("domain_") == "tf" else _time
+    try:
+        return family.from_state(tensors, meta, params, device)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        what = " ".join(str(err).split())  # torch's load_state_dict message spans lines
+        if len(what) > 400:
+            what = what[:400] + "..."
+        where = path if path is not None else "The saved separator"
+        raise ValueError(
+            f"{where} holds weights that do not fit its settings ({type(err).__name__}: "
+            f"{what}). The file is corrupt or was edited. {_FIX}"
+        ) from None
+
+
+# ------------------------------------------------------------------ checks
+def _check_version(meta) -> int:
+    if not isinstance(meta, dict):
+        raise _Invalid(f"its metadata must be a JSON object, got {type(meta).__name__}")
+    return _int(meta, "format_version", 1)
+
+
+def _check_digest(path, meta: dict, tensors: dict, version: int) -> None:
+    """The stored digest against the contents; format 2 and later must have one."""
+    if DIGEST_KEY not in meta:
+        if version >= 2:
+            raise _Invalid(
+                f"format {version} stores a {DIGEST_KEY!r} digest of the contents, but the "
+                "key is missing; the file is corrupt or was edited"
+            )
+        return  # format 1: written before the digest
+    stored = meta[DIGEST_KEY]
+    if not (isinstance(stored, str) and len(stored) == 64):
+        raise _Invalid(f"{DIGEST_KEY!r} must be 64 hex digits, got {stored!r}")
+    actual = state_digest(tensors, meta)
+    if actual != stored.lower():
+        raise ValueError(
+            f"{path} is corrupt or changed; its contents do not match the sha256 digest "
+            f"stored when it was saved (stored {stored[:12]}..., now {actual[:12]}...). "
+            "Restore the file from a backup, or refit the model and save it again."
+        )
+
+
+def _check_contents(meta: dict, tensors: dict) -> None:
+    """Every metadata value the loader reads, the tensors it needs, and finite weights."""
+    n_channels = _int(meta, "n_channels_", 1)
+    _check_estimator_meta(meta, n_channels)
+    domain = _choice(meta, "domain_", _DOMAINS, default="time")
+    if domain == "tf":
+        _check_tf_state(meta, tensors, n_channels)
+    else:
+        _check_time_state(meta, tensors, n_channels)
+    _check_finite(tensors)
+
+
+def _check_estimator_meta(meta: dict, n_channels: int) -> None:
+    params = _value(meta, "params")
+    if not isinstance(params, dict):
+        raise _Invalid(f"'params' must be a JSON object of IVAESeparator settings, got {params!r}")
+    unknown = sorted(set(params) - KNOWN_PARAMS)
+    if unknown:
+        raise _Invalid(
+            f"'params' holds setting(s) {unknown} that IVAESeparator does not take "
+            "(a file from another program, or edited)"
+        )
+    rate = _value(meta, "sample_rate_")
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, Real) or not math.isfinite(rate) or rate <= 0
+    ):
+        raise _Invalid(f"'sample_rate_' must be null or a finite number > 0 (Hz), got {rate!r}")
+    names = _value(meta, "ch_names_")
+    if names is not None and not (
+        isinstance(names, list)
+        and len(names) == n_channels
+        and all(isinstance(n, str) for n in names)
+    ):
+        raise _Invalid(
+            f"'ch_names_' must be null or a list of n_channels_={n_channels} strings, "
+            f"got {_short(names)}"
+        )
+    history = _value(meta, "history_")
+    if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)):
+        raise _Invalid(f"'history_' must be a non-empty list of objects, got {_short(history)}")
+    for key in ("event_u_", "annotation_u_"):
+        if not isinstance(meta.get(key, False), bool):
+            raise _Invalid(f"{key!r} must be true or false, got {meta[key]!r}")
+    _check_exclude(meta.get("exclude", []), params.get("n_sources"))
+
+
+def _check_exclude(exclude, n_sources) -> None:
+    if not isinstance(exclude, list) or any(
+        isinstance(k, bool) or not isinstance(k, Integral) or k < 0 for k in exclude
+    ):
+        raise _Invalid(
+            f"'exclude' must be a list of source indices (integers >= 0), got {exclude!r}"
+        )
+    if isinstance(n_sources, Integral) and any(k >= n_sources for k in exclude):
+        raise _Invalid(
+            f"'exclude' holds source index {max(exclude)} but the model has {n_sources} "
+            "sources ('n_sources' in 'params'); "
+            f"allowed indices are 0 to {n_sources - 1}"
+        )
+
+
+def _check_time_state(meta: dict, tensors: dict, n_channels: int) -> None:
+    """What :func:`sepkit.methods._time.from_state` reads (network and linear families)."""
+    prior = _choice(meta, "prior_", _PRIORS)
+    _choice(meta, "posterior_", POSTERIORS)
+    _choice(meta, "mixing_", _MIXINGS, default="nonlinear")  # files from before the option
+    _int(meta, "window_samples_", 1)
+    if "hop_samples_" in meta:
+        _int(meta, "hop_samples_", 1)
+    n_segments = _int(meta, "n_segments_", 1, none=True)
+    n_u = _int(meta, "n_u_", 1, none=True)
+    if prior != "standard" and (n_segments is None) == (n_u is None):
+        raise _Invalid(
+            f"exactly one of 'n_segments_' (discrete u) and 'n_u_' (continuous u) must be "
+            f"set for prior_={prior!r}, got n_segments_={n_segments!r} and n_u_={n_u!r}"
+        )
+    classes = _value(meta, "classes_")
+    if classes is not None and not (
+        isinstance(classes, list) and classes and all(_is_label(c) for c in classes)
+    ):
+        raise _Invalid(
+            f"'classes_' must be null or a non-empty list of labels, got {_short(classes)}"
+        )
+    mean = meta.get("source_mean_", [])
+    if not (isinstance(mean, list) and all(_is_finite_number(m) for m in mean)):
+        raise _Invalid(f"'source_mean_' must be a list of finite numbers, got {_short(mean)}")
+    _check_time_tensors(tensors, n_channels)
+
+
+def _check_time_tensors(tensors: dict, n_channels: int) -> None:
+    mean, whitening, dewhitening = (
+        _tensor(tensors, k) for k in ("mean_", "whitening_", "dewhitening_")
+    )
+    rank = whitening.shape[0] if whitening.ndim == 2 else -1
+    for name, t, shape in (
+        ("mean_", mean, (n_channels,)),
+        ("whitening_", whitening, (rank, n_channels)),
+        ("dewhitening_", dewhitening, (n_channels, rank)),
+    ):
+        if tuple(t.shape) != shape:
+            raise _Invalid(
+                f"tensor {name!r} must have shape {shape} for n_channels_={n_channels}, "
+                f"got {tuple(t.shape)}"
+            )
+    present = [k for k in _UNWARP_TENSORS if k in tensors]
+    if present and len(present) != len(_UNWARP_TENSORS):
+        missing = sorted(set(_UNWARP_TENSORS) - set(present))
+        raise _Invalid(f"the sensor unwarping tensors {missing} are missing")
+    if not any(k.startswith("model.") for k in tensors):
+        raise _Invalid("the file holds no 'model.' tensors (the network weights)")
+
+
+def _check_tf_state(meta: dict, tensors: dict, n_channels: int) -> None:
+    """What :func:`sepkit.methods.tf.from_state` reads."""
+    info = _value(meta, "tf_")
+    if not isinstance(info, dict):
+        raise _Invalid(f"'tf_' must be a JSON object, got {_short(info)}")
+    n_fft = _int(info, "n_fft", 1, where="tf_")
+    _int(info, "hop", 1, where="tf_")
+    rate = _value(info, "sample_rate", where="tf_")
+    if not (_is_finite_number(rate) and rate > 0):
+        raise _Invalid(f"'tf_.sample_rate' must be a finite number > 0 (Hz), got {rate!r}")
+    model = _value(info, "model", where="tf_")
+    if not (isinstance(model, dict) and sorted(model) == sorted(_TF_MODEL_KEYS)):
+        raise _Invalid(
+            f"'tf_.model' must be an object with keys {list(_TF_MODEL_KEYS)}, got {_short(model)}"
+        )
+    for key in _TF_MODEL_KEYS:
+        _int(model, key, 1, where="tf_.model")
+    if model["n_freqs"] != n_fft // 2 + 1:
+        raise _Invalid(
+            f"'tf_.model.n_freqs' must be n_fft // 2 + 1 = {n_fft // 2 + 1} for "
+            f"n_fft={n_fft}, got {model['n_freqs']}"
+        )
+    shape = (model["n_freqs"], model["n_sources"], n_channels)
+    for name in ("tf.demix_real", "tf.demix_imag"):
+        if tuple(_tensor(tensors, name).shape) != shape:
+            raise _Invalid(
+                f"tensor {name!r} must have shape (n_freqs, n_sources, n_channels_) = {shape}, "
+                f"got {tuple(tensors[name].shape)}"
+            )
+
+
+def _check_finite(tensors: dict) -> None:
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise _Invalid(
+                f"tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of {t.numel()}; "
+                "a model with non-finite weights gives NaN sources (the fit that wrote it "
+                "diverged, or the file was damaged)"
+            )
+
+
+# ----------------------------------------------------------------- helpers
+_MISSING = object()
+
+
+def _value(d: dict, key: str, default=_MISSING, *, where: str = ""):
+    label = f"{where}.{key}" if where else key
+    if key not in d:
+        if default is _MISSING:
+            raise _Invalid(f"the metadata key {label!r} is missing")
+        return default
+    return d[key]
+
+
+def _int(d: dict, key: str, minimum: int, *, none: bool = False, where: str = ""):
+    value = _value(d, key, where=where)
+    label = f"{where}.{key}" if where else key
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        kind = "an integer or null" if none else "an integer"
+        raise _Invalid(f"{label!r} must be {kind}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise _Invalid(f"{label!r} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _choice(d: dict, key: str, allowed: tuple, default=_MISSING):
+    value = _value(d, key, default)
+    if value not in allowed:
+        names = ", ".join(repr(a) for a in allowed)
+        raise _Invalid(f"{key!r} must be one of {names}, got {value!r}")
+    return value
+
+
+def _tensor(tensors: dict, name: str):
+    if name not in tensors:
+        raise _Invalid(f"the tensor {name!r} is missing")
+    return tensors[name]
+
+
+def _is_finite_number(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, Real) and math.isfinite(x)
+
+
+def _is_label(x) -> bool:
+    return isinstance(x, (str, bool, Integral)) or _is_finite_number(x)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
