@@ -7,6 +7,23 @@ every channel of it is one source. Multichannel files per source are treated as 
 channels). The estimates are matched to the references first (Hungarian algorithm, on
 SIR when a BSS Eval metric is asked for, else on SI-SDR), then a table per source and the
 mean are printed, and optionally written as JSON and CSV.
+
+Files are read with :func:`sepkit.io.read_audio` (float32 samples: exact for 8/16/24-bit
+PCM and 32-bit float files; a truncated, empty or corrupt file is an error) and scored in
+float64.
+
+Scores that are not finite are reported as they are: ``inf`` for a perfect estimate
+(zero error), ``nan`` where a signal is silent (with one warning naming it). The mean is
+taken over the defined (non-NaN) scores, so it is ``inf`` when one of them is ``inf``, and
+``nan`` only when none is defined. The JSON file is strict JSON (RFC 8259, which has no
+NaN or Infinity): such values are written as the strings ``"inf"``, ``"-inf"`` and
+``"nan"``; the CSV file writes them as ``inf``/``nan``, which ``float()`` and pandas read.
+
+``--json`` and ``--csv`` are checked before anything is read: an existing file is
+refused without ``--force``, an input file is never written over (not even with
+``--force``), and a folder, a missing or read-only folder is an error. Both files are
+written atomically (a temp file, then a rename), so an interrupted run leaves the
+earlier files as they were.
 """
 
 from __future__ import annotations
@@ -15,12 +32,16 @@ import argparse
 import csv
 import json
 import math
-import sys
+import os
+import tempfile
+import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-from .. import metrics as M
+from .._atomic import atomic_write
+from ._common import add_common, check_targets, say
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
 PER_SOURCE = ("si_sdr", "sd_sdr", "snr", "si_sdri")
@@ -71,8 +92,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="channel of a multichannel mixture used as reference channel for mono "
         "sources (default: %(default)s)",
     )
-    p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help='write the scores as JSON (strict JSON: inf and nan are the strings "inf", "nan")',
+    )
     p.add_argument("--csv", metavar="FILE", help="write the scores as CSV")
+    add_common(p)
     p.set_defaults(func=run)
     return p
 
@@ -86,7 +112,9 @@ def _collect(items: list[str], option: str) -> list[Path]:
     """Expand ``--ref``/``--est`` values into a list of files."""
     if len(items) == 1 and Path(items[0]).is_dir():
         folder = Path(items[0])
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+        files = sorted(
+            f for f in folder.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+        )
         if not files:
             raise FileNotFoundError(
                 f"{option} {folder}: the directory holds no audio files "
@@ -100,20 +128,25 @@ def _collect(items: list[str], option: str) -> list[Path]:
     return files
 
 
-def _read(path: Path) -> tuple[np.ndarray, int]:
-    """Read one file as (n_channels, n_times) float64 and its sample rate."""
-    import soundfile as sf
+def _read(path: Path, option: str) -> tuple[np.ndarray, int | float]:
+    """Read one file as (n_channels, n_times) float64 and its sample rate.
+
+    Goes through :func:`sepkit.io.read_audio`, so a truncated, empty or corrupt file is
+    a clear error (naming ``option`` and the file) rather than a shorter signal.
+    """
+    from ..io import read_audio
 
     try:
-        data, rate = sf.read(str(path), dtype="float64", always_2d=True)
-    except Exception as exc:  # soundfile raises its own error types
-        raise ValueError(f"Cannot read {path} as audio: {exc}") from exc
-    return np.ascontiguousarray(data.T), int(rate)
+        rec = read_audio(path)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from exc
+    rate = rec.sample_rate
+    return rec.data.astype(np.float64), int(rate) if float(rate).is_integer() else rate
 
 
 def _load_side(files: list[Path], option: str):
     """Return (signals (n_sources, n_channels, n_times) list form, names, rates)."""
-    loaded = [(f, *_read(f)) for f in files]
+    loaded = [(f, *_read(f, option)) for f in files]
     if len(loaded) == 1 and loaded[0][1].shape[0] > 1:
         f, x, rate = loaded[0]
         names = [f"{f.name}[ch{c}]" for c in range(x.shape[0])]
@@ -154,6 +187,15 @@ def _jsonable(v: float):
     return float(v) if math.isfinite(v) else str(v)
 
 
+def _mean(v: np.ndarray) -> float:
+    """Mean of the defined (non-NaN) scores: inf when one is inf, NaN when none is defined."""
+    defined = v[~np.isnan(v)]
+    if not defined.size:
+        return math.nan
+    with np.errstate(invalid="ignore"):  # inf and -inf together: NaN, said as such
+        return float(defined.mean())
+
+
 def _load_mix(path: str | None):
     """Read ``--mix``; return (mixture (n_channels, n_times) or None, its [(path, rate)])."""
     if not path:
@@ -161,7 +203,7 @@ def _load_mix(path: str | None):
     mix_path = Path(path)
     if not mix_path.is_file():
         raise FileNotFoundError(f"--mix: {mix_path} does not exist or is not a file.")
-    mix, mix_rate = _read(mix_path)
+    mix, mix_rate = _read(mix_path, "--mix")
     return mix, [(mix_path, mix_rate)]
 
 
@@ -217,16 +259,69 @@ def _check_sources(args, metrics, ref, est, mix, names, files) -> bool:
     return images
 
 
-def _trim(ref, est, mix, images: bool, mix_channel: int):
+def _check_outputs(args, inputs: list[Path]) -> None:
+    """Check ``--json``/``--csv`` before anything is read or computed.
+
+    Refuses a folder, a missing or unwritable folder, a special file, one of the
+    ``inputs`` (even with ``--force``), both options naming one file, and (without
+    ``--force``) an existing file.
+    """
+    outputs = [(opt, Path(p)) for opt, p in (("--json", args.json), ("--csv", args.csv)) if p]
+    if len(outputs) == 2 and os.path.realpath(args.json) == os.path.realpath(args.csv):
+        raise ValueError(
+            f"--json {args.json} and --csv {args.csv} name the same file; give each its own."
+        )
+    for opt, path in outputs:
+        ext = opt.lstrip("-")
+        if path.is_dir():
+            raise ValueError(
+                f"{opt} {path} is a folder; pass a file path, e.g. {path / ('scores.' + ext)}."
+            )
+        if path.exists() and not path.is_file():
+            raise ValueError(
+                f"{opt} {path} exists and is not a regular file (a device, FIFO or socket); "
+                f"pass the path of a .{ext} file."
+            )
+        if path.exists() and any(f.exists() and os.path.samefile(path, f) for f in inputs):
+            raise ValueError(
+                f"{opt} {path} is one of the input files; sepkit evaluate never writes over "
+                "its inputs, not even with --force. Pass another file name."
+            )
+        _check_folder(opt, path)
+    check_targets([p for _, p in outputs], args.force)
+
+
+def _check_folder(opt: str, path: Path) -> None:
+    """The folder ``atomic_write`` would write ``path`` in exists and takes a new file."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{opt} {path}: the folder {folder} does not exist. Create it first, or pass a "
+            "path in an existing folder."
+        )
+    try:  # a real probe: os.access is wrong for root and read-only file systems
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ValueError(
+            f"{opt} {path}: cannot write in the folder {folder} ({exc.strerror or exc}). "
+            "Pass a path in a writable folder."
+        ) from exc
+    os.close(fd)
+    os.remove(probe)
+
+
+def _trim(args, ref, est, mix, images: bool):
     """Stack the sources trimmed to the shortest signal; return (R, E, mix, n_samples).
 
     ``R`` is (n_ref, C, T) and ``E`` (n_est, C, T); a mixture for mono sources keeps
-    only ``mix_channel``, the reference channel.
+    only ``args.mix_channel``, the reference channel.
     """
+    mix_channel = args.mix_channel
     lengths = [x.shape[-1] for x in ref + est] + ([mix.shape[-1]] if mix is not None else [])
     n = min(lengths)
     if max(lengths) != n:
-        print(f"note: signals trimmed to the shortest, {n} samples.", file=sys.stderr)
+        say(args, f"note: signals trimmed to the shortest, {n} samples.")
     R = np.stack([x[:, :n] for x in ref])  # (n_ref, C, T)
     E = np.stack([x[:, :n] for x in est])  # (n_est, C, T)
     if mix is not None:
@@ -236,6 +331,8 @@ def _trim(ref, est, mix, images: bool, mix_channel: int):
 
 def _bss_eval(R, estimates, images: bool, filter_length: int, permute: bool):
     """BSS Eval of ``estimates`` against ``R`` (mono sources drop their channel axis)."""
+    from .. import metrics as M  # torch: imported when scoring, not for --help
+
     return M.bss_eval(
         R if images else R[:, 0],
         estimates if images else estimates[:, 0],
@@ -250,6 +347,8 @@ def _match(R, E, criterion: str, images: bool, filter_length: int):
 
     The BSS Eval result comes with ``criterion="sir"`` only, already in reference order.
     """
+    from .. import metrics as M  # torch: imported when scoring, not for --help
+
     bss = None
     if criterion == "sir":
         # Matching on SIR, as mir_eval and fast_bss_eval do; scores are in reference order.
@@ -268,6 +367,8 @@ def _match(R, E, criterion: str, images: bool, filter_length: int):
 
 def _score(metrics, R, Em, mix, bss) -> dict[str, np.ndarray]:
     """Per-source scores ``{metric: (n_ref,)}`` of the matched estimates ``Em``."""
+    from .. import metrics as M  # torch: imported when scoring, not for --help
+
     table: dict[str, np.ndarray] = {}
     for m in metrics:
         if m in BSS:
@@ -277,6 +378,63 @@ def _score(metrics, R, Em, mix, bss) -> dict[str, np.ndarray]:
         else:
             table[m] = getattr(M, m)(R, Em).mean(-1)
     return table
+
+
+def _silent_names(R, E, mix, ref_names, est_names) -> list[str]:
+    """The signals (any channel, mean removed) below the metrics' silence threshold."""
+    from .. import metrics as M  # torch: imported when scoring, not for --help
+
+    def silent(X):  # (n, C, T) -> (n,)
+        rms = np.sqrt(np.mean((X - X.mean(-1, keepdims=True)) ** 2, axis=-1))
+        return (rms < M._SILENT_RMS).any(-1)
+
+    names = [f"--ref {n}" for n, s in zip(ref_names, silent(R), strict=True) if s]
+    names += [f"--est {n}" for n, s in zip(est_names, silent(E), strict=True) if s]
+    if mix is not None and silent(mix[None])[0]:
+        names.append("--mix")
+    return names
+
+
+def _compute(args, metrics, R, E, mix, images: bool, names):
+    """Match and score; return (criterion, perm, table), each warning said once.
+
+    The metrics warn about a silent signal at every call (matching, then scoring, and
+    once per pair when matching), so their warnings are collected here and said once:
+    the silent signals by name, any other warning once per distinct message.
+    """
+    criterion = args.match
+    if criterion == "auto":
+        criterion = "sir" if any(m in BSS for m in metrics) else "si_sdr"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        perm, bss = _match(R, E, criterion, images, args.filter_length)
+        Em = E[perm]
+        if bss is None and any(m in BSS for m in metrics):
+            bss = _bss_eval(R, Em, images, args.filter_length, permute=False)
+        table = _score(metrics, R, Em, mix, bss)
+    _warn_once(caught, _silent_names(R, E, mix if "si_sdri" in metrics else None, *names))
+    return criterion, perm, table
+
+
+def _warn_once(caught, silent: list[str]) -> None:
+    """Say the ``caught`` warnings again, each distinct one once; silence by ``silent`` names."""
+    from .. import metrics as M  # torch: imported when scoring, not for --help
+
+    seen = set()
+    for w in caught:
+        key = (w.category, str(w.message))
+        if issubclass(w.category, M.SilentSignalWarning) and silent:
+            key = M.SilentSignalWarning  # one warning names every silent signal
+            if key not in seen:
+                warnings.warn(
+                    f"silent signal(s) (RMS < {M._SILENT_RMS:g}): {', '.join(silent)}; the "
+                    "scores that involve them are NaN and the mean leaves them out.",
+                    M.SilentSignalWarning,
+                    stacklevel=3,
+                )
+        elif key not in seen:  # includes a silence the name check misses: its own words
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        seen.add(key)
 
 
 def _write_csv(path, ref_names, matched_names, metrics, table, means) -> None:
@@ -298,6 +456,7 @@ def run(args) -> int:
         raise ValueError(f"--filter-length must be >= 1, got {args.filter_length}.")
 
     ref_files, est_files = _collect(args.ref, "--ref"), _collect(args.est, "--est")
+    _check_outputs(args, ref_files + est_files + ([Path(args.mix)] if args.mix else []))
     ref, ref_names, ref_rates = _load_side(ref_files, "--ref")
     est, est_names, est_rates = _load_side(est_files, "--est")
     mix, mix_rates = _load_mix(args.mix)
@@ -305,23 +464,14 @@ def run(args) -> int:
     images = _check_sources(
         args, metrics, ref, est, mix, (ref_names, est_names), (ref_files, est_files)
     )
-    R, E, mix, n = _trim(ref, est, mix, images, args.mix_channel)
-
-    criterion = args.match
-    if criterion == "auto":
-        criterion = "sir" if any(m in BSS for m in metrics) else "si_sdr"
-    perm, bss = _match(R, E, criterion, images, args.filter_length)
-    Em = E[perm]
-    if bss is None and any(m in BSS for m in metrics):
-        bss = _bss_eval(R, Em, images, args.filter_length, permute=False)
-    table = _score(metrics, R, Em, mix, bss)
+    R, E, mix, n = _trim(args, ref, est, mix, images)
+    criterion, perm, table = _compute(args, metrics, R, E, mix, images, (ref_names, est_names))
 
     matched_names = [est_names[i] for i in perm]
-    means = {
-        m: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for m, v in table.items()
-    }
+    means = {m: _mean(v) for m, v in table.items()}
     _print_table(ref_names, matched_names, metrics, table, means)
 
+    payload = None
     if args.json:
         payload = {
             "sample_rate": rate,
@@ -335,9 +485,14 @@ def run(args) -> int:
             "per_source": {m: [_jsonable(v) for v in table[m]] for m in metrics},
             "mean": {m: _jsonable(v) for m, v in means.items()},
         }
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    if args.csv:
-        _write_csv(args.csv, ref_names, matched_names, metrics, table, means)
+    # Both files or neither: each goes to a temp file, renamed only when both are written.
+    with ExitStack() as stack:
+        if payload is not None:
+            with open(stack.enter_context(atomic_write(args.json)), "w") as fh:
+                fh.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+        if args.csv:
+            tmp = stack.enter_context(atomic_write(args.csv))
+            _write_csv(tmp, ref_names, matched_names, metrics, table, means)
     return 0
 
 

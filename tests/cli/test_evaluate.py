@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,18 +37,24 @@ def _run(argv):
     return args.func(args)
 
 
+def _f32(x):
+    """``x`` rounded to float32, as read_audio reads it (and back to float64)."""
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
+
+
 def _write(path, data, rate=RATE):
-    # DOUBLE keeps the samples exact, so the CLI numbers can be compared with the API.
-    sf.write(str(path), np.asarray(data).T, rate, subtype="DOUBLE")
+    # FLOAT keeps float32-rounded samples (see _f32) exact, so the CLI numbers can be
+    # compared with the API.
+    sf.write(str(path), np.asarray(data).T, rate, subtype="FLOAT")
     return path
 
 
 @pytest.fixture
 def case(tmp_path):
     rng = np.random.default_rng(0)
-    S = 0.1 * rng.standard_normal((3, 4000))
+    S = _f32(0.1 * rng.standard_normal((3, 4000)))
     E = np.stack([S[2], S[0] + 0.2 * S[1], 0.5 * S[1]])
-    E += 0.005 * rng.standard_normal(E.shape)  # artifacts keep every SAR finite
+    E = _f32(E + 0.005 * rng.standard_normal(E.shape))  # artifacts keep every SAR finite
     (tmp_path / "ref").mkdir()
     (tmp_path / "est").mkdir()
     for i, name in enumerate("abc"):
@@ -88,7 +97,7 @@ def test_evaluate_directories_matches_api_and_writes_json_csv(case, capsys):
     np.testing.assert_allclose(data["per_source"]["sar"], sar, atol=0.01)
     np.testing.assert_allclose(data["per_source"]["si_sdr"], M.si_sdr(S, E[perm]), atol=1e-9)
     np.testing.assert_allclose(
-        data["per_source"]["si_sdri"], M.si_sdr_improvement(S, E[perm], S.sum(0)), atol=1e-9
+        data["per_source"]["si_sdri"], M.si_sdr_improvement(S, E[perm], _f32(S.sum(0))), atol=1e-9
     )
     assert data["mean"]["sdr"] == pytest.approx(np.mean(sdr), abs=0.01)
     rows = list(csv.reader(out_csv.open()))
@@ -110,7 +119,7 @@ def test_evaluate_si_sdr_only_matches_on_si_sdr(case, capsys):
 
 def test_evaluate_single_multichannel_file_and_images(tmp_path, capsys):
     rng = np.random.default_rng(1)
-    S = 0.1 * rng.standard_normal((2, 3000))
+    S = _f32(0.1 * rng.standard_normal((2, 3000)))
     _write(tmp_path / "ref.wav", S)
     _write(tmp_path / "est.wav", S[::-1] + 0.01 * rng.standard_normal(S.shape))
     out = tmp_path / "o.json"
@@ -120,15 +129,15 @@ def test_evaluate_single_multichannel_file_and_images(tmp_path, capsys):
     assert data["reference"] == ["ref.wav[ch0]", "ref.wav[ch1]"]
     assert data["permutation"] == [1, 0]
     # Stereo images, one file per source: ISR is available.
-    img = 0.1 * rng.standard_normal((2, 2, 3000))
-    est_img = img[::-1] + 0.01 * rng.standard_normal(img.shape)
+    img = _f32(0.1 * rng.standard_normal((2, 2, 3000)))
+    est_img = _f32(img[::-1] + 0.01 * rng.standard_normal(img.shape))
     for i in range(2):
         _write(tmp_path / f"r{i}.wav", img[i])
         _write(tmp_path / f"e{i}.wav", est_img[i])
     refs = [str(tmp_path / f"r{i}.wav") for i in range(2)]
     ests = [str(tmp_path / f"e{i}.wav") for i in range(2)]
     assert _run(["--ref", *refs, "--est", *ests, "--metrics", "sdr,isr,sir,sar,si_sdr",
-                 "--json", str(out)]) == 0  # fmt: skip
+                 "--json", str(out), "--force"]) == 0  # fmt: skip
     data = json.loads(out.read_text())
     expected = M.bss_eval(img, est_img, images=True)
     assert data["permutation"] == [1, 0] == expected.perm.tolist()
@@ -153,6 +162,9 @@ def test_evaluate_errors_name_the_files(case, tmp_path):
         _run([*ref, "--est", str(tmp / "est" / "x.wav"), str(tmp / "est" / "y.wav")])
     with pytest.raises(FileNotFoundError, match="--est: .*nope.wav does not exist"):
         _run([*ref, "--est", str(tmp / "nope.wav")])
+    with pytest.raises(FileNotFoundError, match="--mix: .*nope.wav does not exist"):
+        _run([*ref, "--est", str(tmp / "est"), "--mix", str(tmp / "nope.wav"), "--json",
+              str(tmp / "m.json"), "--force"])  # fmt: skip
     (tmp / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="--est .*empty: the directory holds no audio"):
         _run([*ref, "--est", str(tmp / "empty")])
@@ -168,7 +180,7 @@ def test_evaluate_errors_name_the_files(case, tmp_path):
     with pytest.raises(ValueError, match=r"references have 2 channel\(s\) per source"):
         _run(["--ref", *stereo_refs, "--est", str(tmp / "est")])
     (tmp / "bad.wav").write_text("not audio")
-    with pytest.raises(ValueError, match="Cannot read .*bad.wav as audio"):
+    with pytest.raises(ValueError, match="--est: Could not read '.*bad.wav': its format"):
         _run([*ref, "--est", str(tmp / "bad.wav")])
 
 
@@ -180,3 +192,232 @@ def test_evaluate_through_main_when_available(case, capsys):
     code = cli.main(["evaluate", "--ref", str(tmp / "ref"), "--est", str(tmp / "est")])
     assert code == 0
     assert "mean" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------
+# Outputs: --force, inputs never written over, path mistakes, atomic writes (issue 22)
+# --------------------------------------------------------------------------------------
+
+
+def _snapshot(folder):
+    """{relative path: bytes (or 'dir')} of everything under ``folder``, hidden files too."""
+    return {
+        str(p.relative_to(folder)): "dir" if p.is_dir() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def _main(argv, capsys):
+    """Run ``sepkit evaluate`` through the command line; return (exit code, stderr lines)."""
+    from sepkit.cli import main
+
+    code = main(["evaluate", *argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def no_reading(monkeypatch):
+    """Fail the test if any audio is read: output checks come before all work."""
+
+    def fail(*a, **k):
+        raise AssertionError("an input was read before the outputs were checked")
+
+    monkeypatch.setattr(evaluate, "_load_side", fail)
+
+
+def test_evaluate_refuses_existing_outputs_without_force(case, capsys):
+    tmp, _, _ = case
+    base = ["--ref", str(tmp / "ref"), "--est", str(tmp / "est"), "--metrics", "si_sdr"]
+    (tmp / "o.json").write_text("earlier result\n")
+    before = _snapshot(tmp)
+    with pytest.raises(FileExistsError, match=r"output\(s\) exist: .*o\.json\. Pass --force"):
+        _run([*base, "--json", str(tmp / "o.json"), "--csv", str(tmp / "o.csv")])
+    code, err = _main([*base, "--json", str(tmp / "o.json")], capsys)
+    assert code == 2 and len(err) == 1 and "o.json" in err[0] and "--force" in err[0]
+    assert _snapshot(tmp) == before  # neither file written, the old one unchanged
+    capsys.readouterr()
+    assert _run([*base, "--json", str(tmp / "o.json"), "--csv", str(tmp / "o.csv"), "--force"]) == 0
+    assert json.loads((tmp / "o.json").read_text())["match_criterion"] == "si_sdr"
+    assert (tmp / "o.csv").read_text().startswith("reference,estimate,si_sdr")
+    assert not list(tmp.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("target", ["est/x.wav", "ref/b.wav", "mix.wav", "link.wav"])
+def test_evaluate_never_writes_over_an_input(case, capsys, target):
+    tmp, _, _ = case
+    (tmp / "link.wav").symlink_to(tmp / "est" / "y.wav")  # a link onto an input counts too
+    before = _snapshot(tmp)
+    argv = ["--ref", str(tmp / "ref"), "--est", str(tmp / "est"), "--mix", str(tmp / "mix.wav")]
+    for option in ("--json", "--csv"):
+        with pytest.raises(ValueError, match=rf"{option} .*{target} is one of the input files; .*"
+                           "never writes over its inputs, not even with --force"):  # fmt: skip
+            _run([*argv, option, str(tmp / target), "--force"])
+        code, err = _main([*argv, option, str(tmp / target)], capsys)
+        assert code == 2 and len(err) == 1 and "one of the input files" in err[0]
+    assert _snapshot(tmp) == before
+
+
+def _readonly_probe(monkeypatch, folder):
+    """Make ``folder`` refuse new files, as a read-only folder does (also for root)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+OUTPUT_MISTAKES = [
+    # (name, argv after the inputs, expected error type, message regex)
+    ("json is a folder", ["--json", "{tmp}/est"], ValueError,
+     r"--json .*est is a folder; pass a file path, e.g. .*est/scores\.json"),
+    ("csv is a folder", ["--csv", "{tmp}"], ValueError, r"--csv .* is a folder; pass a file path"),
+    ("folder with --force", ["--json", "{tmp}/est", "--force"], ValueError, r"is a folder"),
+    ("missing parent", ["--json", "{tmp}/no/such/o.json"], FileNotFoundError,
+     r"--json .*o\.json: the folder .*no/such does not exist\. Create it first"),
+    ("missing parent csv", ["--csv", "{tmp}/no/o.csv", "--force"], FileNotFoundError,
+     r"--csv .*: the folder .*no does not exist"),
+    ("read-only folder", ["--json", "{tmp}/ro/o.json"], ValueError,
+     r"--json .*ro/o\.json: cannot write in the folder .*ro \(Permission denied\)\. Pass a path "
+     r"in a writable folder"),
+    ("device", ["--json", "/dev/null", "--force"], ValueError,
+     r"--json /dev/null exists and is not a regular file"),
+    ("same file twice", ["--json", "{tmp}/o.txt", "--csv", "{tmp}/./o.txt"], ValueError,
+     r"--json .*o\.txt and --csv .*o\.txt name the same file; give each its own"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, error, message", [c[1:] for c in OUTPUT_MISTAKES],
+                         ids=[c[0] for c in OUTPUT_MISTAKES])  # fmt: skip
+def test_evaluate_output_mistakes_are_one_line_before_any_work(
+    case, capsys, monkeypatch, no_reading, argv, error, message
+):
+    tmp, _, _ = case
+    (tmp / "ro").mkdir()
+    _readonly_probe(monkeypatch, tmp / "ro")
+    argv = [a.format(tmp=tmp) for a in argv]
+    inputs = ["--ref", str(tmp / "ref"), "--est", str(tmp / "est")]
+    before = _snapshot(tmp)
+    with pytest.raises(error, match=message):
+        _run([*inputs, *argv])
+    code, err = _main([*inputs, *argv], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("sepkit evaluate: error: --")
+    assert _snapshot(tmp) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anyway")
+def test_evaluate_read_only_folder_for_real(case, no_reading):
+    tmp, _, _ = case
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match="cannot write in the folder"):
+            _run(["--ref", str(tmp / "ref"), "--est", str(tmp / "est"), "--csv",
+                  str(tmp / "ro" / "o.csv")])  # fmt: skip
+    finally:
+        (tmp / "ro").chmod(0o755)
+
+
+def test_evaluate_writes_both_files_or_neither(case, monkeypatch):
+    tmp, _, _ = case
+    out_json, out_csv = tmp / "o.json", tmp / "o.csv"
+    out_json.write_text("old json\n")
+    out_csv.write_text("old csv\n")
+
+    def disk_full(path, *a):
+        Path(path).write_text("half a ro")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "_write_csv", disk_full)
+    argv = ["--ref", str(tmp / "ref"), "--est", str(tmp / "est"), "--metrics", "si_sdr"]
+    with pytest.raises(OSError, match="No space left"):
+        _run([*argv, "--json", str(out_json), "--csv", str(out_csv), "--force"])
+    assert out_json.read_text() == "old json\n" and out_csv.read_text() == "old csv\n"
+    with pytest.raises(OSError, match="No space left"):
+        _run([*argv, "--json", str(tmp / "new.json"), "--csv", str(tmp / "new.csv")])
+    assert not (tmp / "new.json").exists() and not (tmp / "new.csv").exists()
+    assert not list(tmp.glob(".*.tmp"))  # no debris
+
+
+def test_evaluate_skips_a_folder_named_like_audio(case, capsys):
+    tmp, _, _ = case
+    (tmp / "est" / "zz.wav").mkdir()
+    assert _run(["--ref", str(tmp / "ref"), "--est", str(tmp / "est"), "--metrics", "si_sdr"]) == 0
+    assert "zz.wav" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------
+# Reading and reporting: truncated files, inf, warnings (issue 22, item 10)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["--est", "--ref", "--mix"])
+def test_evaluate_truncated_wav_is_a_clear_error(case, capsys, side):
+    tmp, S, _ = case
+    full = _write(tmp / "full.wav", S[0])
+    cut = tmp / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # cut off while copying
+    files = {"--ref": [str(tmp / "ref")], "--est": [str(tmp / "est")], "--mix": []}
+    files[side] = [str(cut)]
+    argv = ["--ref", *files["--ref"], "--est", *files["--est"], "--metrics", "si_sdr"]
+    if side == "--mix":
+        argv += ["--mix", str(cut), "--metrics", "si_sdri"]
+    elif side == "--ref":
+        argv[argv.index("--est") + 1] = str(tmp / "est" / "x.wav")
+    with pytest.raises(ValueError, match=rf"{side}: Audio file '.*cut\.wav' is truncated: its "
+                       r"header declares 4000 frames but only \d+ are present"):  # fmt: skip
+        _run(argv)
+    code, err = _main(argv, capsys)
+    assert code == 2 and len(err) == 1 and "truncated" in err[0]
+
+
+def test_evaluate_perfect_estimates_mean_inf_in_strict_json(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    S = _f32(0.1 * rng.standard_normal((2, 2000)))
+    for i in range(2):
+        _write(tmp_path / f"r{i}.wav", S[i])
+        _write(tmp_path / f"e{i}.wav", S[i])
+    out_json, out_csv = tmp_path / "o.json", tmp_path / "o.csv"
+    assert _run(["--ref", str(tmp_path / "r0.wav"), str(tmp_path / "r1.wav"), "--est",
+                 str(tmp_path / "e0.wav"), str(tmp_path / "e1.wav"), "--metrics", "si_sdr,snr",
+                 "--json", str(out_json), "--csv", str(out_csv)]) == 0  # fmt: skip
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1].split() == ["mean", "inf", "inf"]
+
+    def strict(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    data = json.loads(out_json.read_text(), parse_constant=strict)
+    assert data["per_source"]["si_sdr"] == ["inf", "inf"]
+    assert data["mean"] == {"si_sdr": "inf", "snr": "inf"}
+    rows = list(csv.reader(out_csv.open()))
+    assert rows[-1] == ["mean", "", "inf", "inf"]
+    assert float(rows[-1][2]) == np.inf
+
+
+def test_evaluate_mean_leaves_nan_out_and_is_nan_when_none_defined():
+    v = np.array
+    assert evaluate._mean(v([np.inf, np.inf])) == np.inf
+    assert evaluate._mean(v([np.nan, 3.0, 5.0])) == 4.0
+    assert evaluate._mean(v([np.nan, np.inf])) == np.inf
+    assert np.isnan(evaluate._mean(v([np.nan, np.nan])))
+    assert np.isnan(evaluate._mean(v([np.inf, -np.inf])))
+
+
+def test_evaluate_says_each_warning_once(case, capsys):
+    tmp, S, _ = case
+    _write(tmp / "est" / "y.wav", np.zeros(S.shape[1]))  # one silent estimate
+    argv = ["--ref", str(tmp / "ref"), "--est", str(tmp / "est")]
+    with pytest.warns(M.SilentSignalWarning) as record:
+        _run(argv)
+    silent = [w for w in record if issubclass(w.category, M.SilentSignalWarning)]
+    assert len(silent) == 1
+    assert str(silent[0].message) == (
+        "silent signal(s) (RMS < 1e-10): --est y.wav; the scores that involve them are NaN "
+        "and the mean leaves them out."
+    )
+    capsys.readouterr()
+    code, err = _main(argv, capsys)
+    assert code == 0 and err == [f"sepkit evaluate: warning: {silent[0].message}"]
