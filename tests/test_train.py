@@ -3,6 +3,8 @@ checkpoint/resume, non-finite rollback, early stopping, progress bar, precision/
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 
 import numpy as np
@@ -126,6 +128,82 @@ def test_resume_errors(tmp_path, data):
     torch.save({"format": 99}, bad / "ivae_checkpoint.pt")
     with pytest.raises(ValueError, match=r"is not a sepkit checkpoint \(format 1\)"):
         IVAESeparator(3, **{**kw, "checkpoint_dir": bad}).fit(X, u, resume=True)
+
+
+def test_resume_refuses_other_data_of_the_same_shape(tmp_path, data):
+    X, u = data
+    kw = dict(TINY, n_steps=10, checkpoint_every=10, checkpoint_dir=tmp_path)
+    IVAESeparator(3, **kw).fit(X, u)
+    ckpt = tmp_path / "ivae_checkpoint.pt"
+    before = ckpt.read_bytes()
+    other, _, _ = make_nonlinear_ica(3, 10, 100, 1, random_state=1)
+    assert other.shape == X.shape
+    msg = (
+        r"trained on other data: the data of this fit differ .* same\. Resume with the data the "
+        rf"run started with, or start afresh: pass resume=False with another checkpoint_dir "
+        rf"than '{tmp_path}'"
+    )
+    with pytest.raises(ValueError, match=msg):
+        IVAESeparator(3, **kw).fit(other, u, resume=True)
+    # The same recording with other labels u (same shape) is other data too.
+    with pytest.raises(ValueError, match="the u labels or usable samples .* differ"):
+        IVAESeparator(3, **kw).fit(X, np.roll(u, 100), resume=True)
+    assert ckpt.read_bytes() == before
+    # The same data still resume (a finished run: nothing to train).
+    IVAESeparator(3, **kw).fit(X, u, resume=True)
+
+
+def test_resume_of_a_checkpoint_without_data_fingerprint_warns(
+    tmp_path, data, straight, monkeypatch
+):
+    # Checkpoints written before the data were recorded still resume (bit-identical),
+    # with a warning that the data could not be checked.
+    X, u = data
+    kw = dict(TINY, checkpoint_dir=tmp_path, checkpoint_every=100)
+    _interrupt_after_first_checkpoint(monkeypatch)
+    with pytest.raises(_Interrupted):
+        IVAESeparator(3, **kw).fit(X, u)
+    monkeypatch.undo()
+    path = tmp_path / "ivae_checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["data"]["sha256"] and len(state["data"]["blocks"]) == train_mod._N_BLOCKS
+    del state["data"]
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="cannot check that the data are the same"):
+        resumed = IVAESeparator(3, **kw).fit(X, u, resume=True)
+    np.testing.assert_array_equal(resumed.transform(X, u), straight.transform(X, u))
+    # The checkpoints written after the resume record the data.
+    assert torch.load(path, weights_only=True)["data"] is not None
+
+
+def test_resume_tells_rounding_from_an_edit(tmp_path, data):
+    model, Xt, ut = _tiny_model_and_data(data)
+    kw = dict(n_steps=10, checkpoint_every=10, checkpoint_dir=tmp_path)
+    _train_direct(model, Xt, ut, **kw)
+    # The last bit of a few samples (another machine's rounding): resumes, with a warning.
+    rounded = Xt.clone()
+    rounded[0, :5] = torch.nextafter(rounded[0, :5], torch.tensor(math.inf))
+    with pytest.warns(RuntimeWarning, match="differ in their last bits"):
+        _train_direct(copy.deepcopy(model), rounded, ut, resume=True, **kw)
+    # One sample moved by one standard deviation: other data.
+    edited = Xt.clone()
+    edited[1, 7] += 1.0
+    with pytest.raises(ValueError, match="trained on other data"):
+        _train_direct(copy.deepcopy(model), edited, ut, resume=True, **kw)
+
+
+def test_data_fingerprint_covers_data_u_and_starts():
+    X = torch.randn(2, 300)
+    u = torch.arange(300) // 100
+    base = train_mod._data_fingerprint(X, u, None)
+    assert base == train_mod._data_fingerprint(X.clone(), u.clone(), None)
+    assert train_mod._data_fingerprint(X.double(), u, None)["sha256"] != base["sha256"]
+    starts = train_mod._data_fingerprint(X, u, torch.arange(10))
+    assert starts["labels_sha256"] != base["labels_sha256"] and starts["sha256"] == base["sha256"]
+    assert train_mod._data_fingerprint(X, None, None)["labels_sha256"] != base["labels_sha256"]
+    # Hashed chunk by chunk: the same digest as one pass over the bytes.
+    whole = hashlib.sha256(f"{X.dtype} {tuple(X.shape)}".encode() + X.numpy().tobytes())
+    assert base["sha256"] == whole.hexdigest()
 
 
 def _train_direct(model, X, u, **kw):

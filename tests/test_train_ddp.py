@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import sepkit.cli.train as train_cli
 from sepkit import IVAESeparator
 from sepkit.cli.train import main
 
@@ -97,65 +102,256 @@ def test_single_process_corpus_of_files(tmp_path, capsys):
     sep = IVAESeparator.load(tmp_path / "corpus.safetensors", device="cpu")
     # u is the window index within each file, numbered on: 6 + 9 windows.
     assert sep.n_segments_ == 600 // 100 + 900 // 100
-    with pytest.raises(FileExistsError, match="exists. Set overwrite = true"):
-        main([str(cfg)])
+    capsys.readouterr()
+    before = (tmp_path / "corpus.safetensors").read_bytes()
+    assert main([str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"python -m sepkit.train: error: \S*corpus.safetensors exists\. Set overwrite = true "
+        r"in the config to replace it\.\n",
+        err,
+    )
+    assert (tmp_path / "corpus.safetensors").read_bytes() == before
     _config(tmp_path, text.replace('out = "corpus', 'overwrite = true\nout = "corpus'))
     assert main([str(cfg)]) == 0
 
 
-@pytest.mark.parametrize(
-    ("text", "error", "match"),
-    [
-        (
-            'out = "m.safetensors"\nmdoel = 1\n' + SYNTHETIC + MODEL,
-            ValueError,
-            r"Unknown key\(s\) \['mdoel'\]",
-        ),
-        ('out = "m.safetensors"\n' + MODEL, ValueError, "lacks the 'data' entry"),
-        (
-            'out = "m.safetensors"\n[data]\nfiles = ["a.npy"]\nsynthetic = {}\n' + MODEL,
-            ValueError,
-            "must give exactly one of 'files'",
-        ),
-        (
-            'out = "m.safetensors"\n' + SYNTHETIC + MODEL + "n_sourcs = 2\n",
-            ValueError,
-            r"Unknown key\(s\) \['n_sourcs'\] in \[model\]",
-        ),
-        (
-            'out = "m.safetensors"\n[data]\nfiles = ["a.npy", "d.wav"]\n' + MODEL,
-            ValueError,
-            "The files have different sample rates",
-        ),
-        (
-            'out = "m.safetensors"\n[data]\nfiles = ["a.npy", "b.npy"]\n' + MODEL,
-            ValueError,
-            "has 2 channels but the first file has 3",
-        ),
-        (
-            'out = "m.safetensors"\n[data]\nfiles = ["c.npy"]\n' + MODEL,
-            ValueError,
-            r"expected \(n_channels, n_times\)",
-        ),
-        (
-            'out = "m.pt"\n' + SYNTHETIC + MODEL,
-            ValueError,
-            r"'out' in .*cfg.toml must end in .safetensors .*got '.*m.pt'\. Name it e.g. "
-            r"m.safetensors",
-        ),
-    ],
-)
-def test_config_errors(tmp_path, text, error, match):
+FILES = 'out = "m.safetensors"\n[data]\nfiles = '
+OUT = 'out = "m.safetensors"\n'
+NPY = OUT + '[data]\nfiles = ["a.npy"]\n'
+
+
+# Every user error of ``python -m sepkit.train``: (config text, the one line on stderr).
+CONFIG_ERRORS = {
+    "unknown top-level key": (
+        OUT + "mdoel = 1\n" + SYNTHETIC + MODEL,
+        r"Unknown key\(s\) \['mdoel'\] in the config .*cfg.toml\. Allowed keys are",
+    ),
+    "no [data]": (OUT + MODEL, "lacks the 'data' entry; see the sepkit.cli.train docstring"),
+    "no out": (SYNTHETIC + MODEL, "lacks the 'out' entry"),
+    "files and synthetic": (
+        OUT + '[data]\nfiles = ["a.npy"]\nsynthetic = {}\n' + MODEL,
+        "must give exactly one of 'files'",
+    ),
+    "unknown [model] key": (
+        OUT + SYNTHETIC + MODEL + "n_sourcs = 2\n",
+        r"Unknown key\(s\) \['n_sourcs'\] in \[model\]",
+    ),
+    "different sample rates": (
+        FILES + '["a.npy", "d.wav"]\n' + MODEL,
+        "The files have different sample rates",
+    ),
+    "different channels": (
+        FILES + '["a.npy", "b.npy"]\n' + MODEL,
+        "b.npy has 2 channels but the first file has 3",
+    ),
+    "1-D npy": (
+        FILES + '["c.npy"]\n' + MODEL,
+        r"c.npy holds an array of shape \(50,\) and dtype float32; expected real numbers of "
+        r"shape \(n_channels, n_times\)",
+    ),
+    "out not .safetensors": (
+        'out = "m.pt"\n' + SYNTHETIC + MODEL,
+        r"'out' in .*cfg.toml must end in .safetensors .*got '.*m.pt'\. Name it e.g. "
+        r"m.safetensors",
+    ),
+    "bad TOML": (
+        'out = "m.safetensors\n' + SYNTHETIC,
+        r"The config .*cfg.toml is not valid TOML: Illegal character .* \(at line 1, column "
+        r"21\)\. See the sepkit.cli.train docstring",
+    ),
+    "n_sources a string": (
+        NPY + MODEL.replace("n_sources = 3", 'n_sources = "two"'),
+        r"'n_sources' must be an integer, got 'two' \(str\)\.",
+    ),
+    "n_sources zero": (
+        NPY + MODEL.replace("n_sources = 3", "n_sources = 0"),
+        "'n_sources' must be >= 1, got 0.",
+    ),
+    "device not a string": (
+        NPY + MODEL.replace('device = "cpu"', "device = 3"),
+        "'device' must be a string such as 'auto', 'cpu' or 'cuda', got 3.",
+    ),
+    "files empty": (
+        FILES + "[]\n" + MODEL,
+        r"'files' in \[data\] of .*cfg.toml is empty; list at least one recording",
+    ),
+    "files a string": (
+        FILES + '"a.npy"\n' + MODEL,
+        r"'files' in \[data\] of .*cfg.toml must be a list of file names, got 'a.npy'\.",
+    ),
+    "missing file": (
+        FILES + '["a.npy", "nope.npy"]\n' + MODEL,
+        r"nope.npy in 'files' of .*cfg.toml does not exist \(looked for .*nope.npy; paths are "
+        r"relative to the config's folder\)",
+    ),
+    "folder as a file": (
+        FILES + '["sub"]\n' + MODEL,
+        r"sub in 'files' of .*cfg.toml is a folder \(.*sub\); list recordings",
+    ),
+    "pickled npy": (
+        FILES + '["obj.npy"]\n' + MODEL,
+        r"obj.npy is not a readable .npy array \(numpy said: Object arrays cannot be loaded",
+    ),
+    "corrupt npy": (FILES + '["junk.npy"]\n' + MODEL, r"junk.npy is not a readable .npy array"),
+    "unreadable audio": (FILES + '["notes.wav"]\n' + MODEL, r"Could not read .*notes.wav"),
+    "out a string table": ("out = 3\n" + SYNTHETIC + MODEL, r"'out' in .* must be a file name"),
+    "overwrite not a bool": (
+        OUT + 'overwrite = "yes"\n' + SYNTHETIC + MODEL,
+        r"'overwrite' in .*cfg.toml must be true or false, got 'yes'\.",
+    ),
+    "data not a table": (OUT + "data = 3\n" + MODEL, r"'data' in .* must be a table \(\[data\]\)"),
+    "synthetic unknown key": (
+        OUT + "[data]\nsynthetic = {n_sourcs = 3}\n" + MODEL,
+        r"Unknown key\(s\) \['n_sourcs'\] in 'synthetic' in \[data\]",
+    ),
+    "synthetic bad value": (
+        OUT + "[data]\nsynthetic = {n_sources = 3, n_segments = 0}\n" + MODEL,
+        r"'synthetic' in \[data\] of .*cfg.toml: .*n_segments",
+    ),
+    "resume without checkpoint_dir": (
+        OUT + "resume = true\n" + SYNTHETIC + MODEL,
+        r"resume = true in .*cfg.toml needs the checkpoint_dir of the run to resume",
+    ),
+    "checkpoint_dir in [model]": (
+        OUT + SYNTHETIC + MODEL + 'checkpoint_dir = "ck"\n',
+        r"Set checkpoint_dir at the top of .*cfg.toml",
+    ),
+    "out a folder": (
+        'out = "dir.safetensors"\n' + SYNTHETIC + MODEL,
+        r"'out' in .*cfg.toml is a folder \(.*dir.safetensors\); name a file",
+    ),
+    "out in a missing folder": (
+        'out = "none/m.safetensors"\n' + SYNTHETIC + MODEL,
+        r"The folder .*none of 'out' in .*cfg.toml does not exist",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_ERRORS))
+def test_config_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
     import soundfile as sf
 
+    text, match = CONFIG_ERRORS[case]
     sf.write(str(tmp_path / "d.wav"), np.zeros((50, 3)), 8000)
-    np.save(tmp_path / "a.npy", np.zeros((3, 50), np.float32))
+    np.save(tmp_path / "a.npy", np.ones((3, 50), np.float32))
     np.save(tmp_path / "b.npy", np.zeros((2, 50), np.float32))
     np.save(tmp_path / "c.npy", np.zeros(50, np.float32))
-    with pytest.raises(error, match=match):
-        main([str(_config(tmp_path, text))])
+    np.save(tmp_path / "obj.npy", np.array([{}], dtype=object), allow_pickle=True)
+    (tmp_path / "junk.npy").write_bytes(b"not an array")
+    (tmp_path / "notes.wav").write_text("not audio")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "dir.safetensors").mkdir()
+    cfg = _config(tmp_path, text)
+    before = sorted(tmp_path.rglob("*"))
+    assert main([str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m sepkit.train: error: ") and err.count("\n") == 1, err
+    assert re.search(match, err), err
+    # Nothing written: no model, no checkpoint folder.
+    assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_missing_config(tmp_path):
+def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(FileNotFoundError, match="No config file at"):
-        main([str(tmp_path / "none.toml")])
+        main([str(tmp_path / "none.toml"), "--debug"])
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p, r"No config file at .*none.toml\.$"),
+        (lambda p: (p.mkdir(), p)[1], r"The config .*none.toml is a folder; pass the path"),
+    ],
+)
+def test_missing_config(tmp_path, capsys, make, match):
+    assert main([str(make(tmp_path / "none.toml"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search("^python -m sepkit.train: error: " + match, err), err
+
+
+def test_read_only_output_folder_fails_before_training(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    real = tempfile.mkdtemp
+
+    def mkdtemp(*args, dir=None, **kw):  # root writes anywhere: play the refusal
+        if Path(dir) == ro:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    try:
+        text = 'out = "ro/m.safetensors"\n' + SYNTHETIC + MODEL
+        assert main([str(_config(tmp_path, text))]) == 2
+    finally:
+        ro.chmod(0o700)
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"python -m sepkit.train: error: cannot write into \S*ro \('out' in \S*cfg.toml: "
+        r"\S*ro\): Permission denied\. Choose a folder you can write to, or make it writable; "
+        r"nothing was done\.\n",
+        err,
+    ), err
+    assert not list(ro.iterdir())
+
+
+def test_disk_full_at_save_is_one_line(tmp_path, capsys, monkeypatch):
+    def full(self, path, overwrite=False):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(IVAESeparator, "save", full)
+    text = 'out = "m.safetensors"\n' + SYNTHETIC + MODEL
+    assert main([str(_config(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"python -m sepkit.train: error: \[Errno 28\] No space left on device: '\S*m.safetensors'\n",
+        err,
+    ), err
+
+
+def test_run_reporting_errors_warnings_and_interrupt(capsys):
+    def warn_then_stop():
+        warnings.warn("Pass resume=True\nto go on.", UserWarning, stacklevel=2)
+        raise KeyboardInterrupt
+
+    assert train_cli.run_reporting_errors("prog", warn_then_stop) == 130
+    assert capsys.readouterr().err == (
+        "prog: warning: Pass resume = true to go on.\nprog: interrupted\n"
+    )
+    # Not a user error (a bug): the traceback stays.
+    with pytest.raises(KeyError):
+        train_cli.run_reporting_errors("prog", lambda: {}["x"])
+
+
+def test_checkpoint_errors_are_one_line(tmp_path, capsys):
+    # An existing checkpoint without resume, and a resume on other data of the same shape.
+    text = 'out = "m.safetensors"\ncheckpoint_dir = "ckpt"\n' + SYNTHETIC + MODEL
+    cfg = _config(tmp_path, text)
+    assert main([str(cfg)]) == 0
+    (tmp_path / "m.safetensors").unlink()
+    capsys.readouterr()
+    assert main([str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"python -m sepkit.train: error: \S*ivae_checkpoint.pt holds a checkpoint of an earlier "
+        r"run\. Pass resume = true to continue it, or delete it / choose another checkpoint_dir "
+        r"to start afresh\.\n",
+        err,
+    ), err
+    other = text.replace("random_state = 0}", "random_state = 1}") + ""
+    _config(tmp_path, "resume = true\n" + other)
+    assert main([str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"python -m sepkit.train: error: The checkpoint \S*ivae_checkpoint.pt was trained on "
+        r"other data: .* pass resume = false with another checkpoint_dir than '\S*ckpt' \(or "
+        r"delete the checkpoint there\)\.\n",
+        err,
+    ), err
+    assert not (tmp_path / "m.safetensors").exists()
+    # The same data resume (the run is finished: nothing to train) and save the model.
+    _config(tmp_path, "resume = true\n" + text)
+    assert main([str(cfg)]) == 0
+    assert (tmp_path / "m.safetensors").is_file()

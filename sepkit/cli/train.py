@@ -30,13 +30,24 @@ With files, u is the window index within each file (windows never span two
 files); with ``synthetic``, the dataset's segment labels. Recordings are
 concatenated in time, so a training chunk longer than one sample
 (``kernel_size > 1``) may straddle the junction of two files.
+
+Errors a user can cause (a missing or malformed config, a missing file, an
+existing output or checkpoint, a setting out of range, a checkpoint of other
+data) print one line, ``python -m sepkit.train: error: ...``, on stderr and
+exit with status 2, as the ``sepkit`` command line does; ``--debug`` shows
+the traceback instead. Everything is checked before training starts, except
+what only the data or the fit can tell.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+import re
+import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +58,80 @@ from ..io import SUPPORTED_EEG_EXTENSIONS, Recording, read_audio, read_eeg, to_r
 from ..separator import IVAESeparator, check_model_path
 from ..train import distributed_training
 from ..windows import resolve_window_samples, window_labels
+from . import EXIT_USER_ERROR
+from ._common import check_writable
 
+PROG = "python -m sepkit.train"
 _CONFIG_KEYS = {"out", "overwrite", "checkpoint_dir", "resume", "data", "model"}
 _DATA_KEYS = {"files", "synthetic"}
+# The type of each top-level entry, and how to say it.
+_TYPES = {
+    "out": (str, "a file name ending in .safetensors"),
+    "overwrite": (bool, "true or false"),
+    "checkpoint_dir": (str, "a folder name"),
+    "resume": (bool, "true or false"),
+    "data": (dict, "a table ([data])"),
+    "model": (dict, "a table ([model])"),
+}
+# The errors a user can cause, as ``sepkit``'s main catches them (sepkit.cli),
+# plus every OSError: a folder given for a file, a read-only folder, a full disk.
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+# Library advice names keyword arguments; in the config, the same switches are
+# TOML booleans: "Pass resume=True" -> "Pass resume = true".
+_SWITCH = re.compile(r"\b(resume|overwrite)=(True|False)\b")
+
+
+def config_phrasing(message: str) -> str:
+    """``message`` with the library's ``resume=True`` / ``overwrite=True`` as config entries.
+
+    >>> config_phrasing("Pass resume=True to continue it.")
+    'Pass resume = true to continue it.'
+    """
+    return _SWITCH.sub(lambda m: f"{m.group(1)} = {m.group(2).lower()}", message)
+
+
+def run_reporting_errors(prog: str, func, *, debug: bool = False, phrasing=config_phrasing) -> int:
+    """``func()``'s exit code; a user error is one line on stderr and ``EXIT_USER_ERROR``.
+
+    The handling of :func:`sepkit.cli.main` as a function of its own (imports
+    nothing heavy), so that ``sepkit``'s main can share it.
+
+    Parameters
+    ----------
+    prog : str
+        How the messages start: ``"{prog}: error: ..."``, ``"{prog}: warning: ..."``.
+    func : callable
+        The command; returns its exit code (None for 0).
+    debug : bool
+        Re-raise errors (with their traceback) and keep Python's warning format.
+    phrasing : callable
+        Rewrites the library's messages for this command's users.
+
+    Returns
+    -------
+    code : int
+        0 (or ``func``'s code), ``EXIT_USER_ERROR`` (2) after a user error
+        (:data:`USER_ERRORS`), 130 after Ctrl-C.
+    """
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(phrasing(str(message)).split())
+        print(f"{prog}: warning: {text}", file=sys.stderr if file is None else file)
+
+    try:
+        with warnings.catch_warnings():
+            if not debug:  # --debug keeps Python's format, with the source line
+                warnings.showwarning = show
+            return int(func() or 0)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        # One line, whatever the message holds (TOML and OS errors may span lines).
+        print(f"{prog}: error: {' '.join(phrasing(str(err)).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _unknown(found, allowed, where: str) -> None:
@@ -61,34 +143,138 @@ def _unknown(found, allowed, where: str) -> None:
         )
 
 
-def _read_config(path: Path) -> dict:
+def _load_toml(path: Path) -> dict:
+    if path.is_dir():
+        raise IsADirectoryError(f"The config {path} is a folder; pass the path of a TOML file.")
     if not path.is_file():
         raise FileNotFoundError(f"No config file at {path}.")
-    with path.open("rb") as f:
-        cfg = tomllib.load(f)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"The config {path} is not valid TOML: {err}. See the sepkit.cli.train docstring "
+            "for an example."
+        ) from None
+
+
+def _read_config(path: Path) -> dict:
+    cfg = _load_toml(path)
     _unknown(cfg, _CONFIG_KEYS, f"the config {path}")
     for key in ("out", "data", "model"):
         if key not in cfg:
             raise ValueError(
                 f"The config {path} lacks the '{key}' entry; see the sepkit.cli.train docstring."
             )
-    _unknown(cfg["data"], _DATA_KEYS, f"[data] of {path}")
-    if ("files" in cfg["data"]) == ("synthetic" in cfg["data"]):
+    for key, (kind, what) in _TYPES.items():
+        if key in cfg and not isinstance(cfg[key], kind):
+            raise TypeError(f"'{key}' in {path} must be {what}, got {cfg[key]!r}.")
+    if cfg.get("resume", False) and "checkpoint_dir" not in cfg:
+        raise ValueError(
+            f"resume = true in {path} needs the checkpoint_dir of the run to resume; add "
+            'e.g. checkpoint_dir = "ckpt", or set resume = false.'
+        )
+    if "checkpoint_dir" in cfg["model"]:
+        raise ValueError(
+            f"Set checkpoint_dir at the top of {path} (relative to the config's folder), "
+            "not in [model]."
+        )
+    _check_data_entry(cfg["data"], path)
+    return cfg
+
+
+def _check_data_entry(data: dict, path: Path) -> None:
+    """[data]: exactly one of a non-empty list of file names or a synthetic table."""
+    _unknown(data, _DATA_KEYS, f"[data] of {path}")
+    if ("files" in data) == ("synthetic" in data):
         raise ValueError(
             f"[data] of {path} must give exactly one of 'files' (a list of recordings) or "
             "'synthetic' (make_nonlinear_ica arguments)."
         )
-    return cfg
+    if "synthetic" in data:
+        if not isinstance(data["synthetic"], dict):
+            raise TypeError(
+                f"'synthetic' in [data] of {path} must be a table of make_nonlinear_ica "
+                f"arguments, got {data['synthetic']!r}."
+            )
+        allowed = inspect.signature(make_nonlinear_ica).parameters
+        _unknown(data["synthetic"], allowed, f"'synthetic' in [data] of {path}")
+        return
+    files = data["files"]
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise TypeError(
+            f"'files' in [data] of {path} must be a list of file names, got {files!r}. "
+            'Write e.g. files = ["s01.fif", "s02.fif"].'
+        )
+    if not files:
+        raise ValueError(
+            f"'files' in [data] of {path} is empty; list at least one recording "
+            '(.npy, audio or EEG), e.g. files = ["s01.fif"].'
+        )
+
+
+def _check_files(names: list[str], base: Path, config: Path) -> list[Path]:
+    """The paths of the corpus, each an existing file (checked before any is read)."""
+    paths = [base / name for name in names]
+    for name, path in zip(names, paths, strict=True):
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"{name} in 'files' of {config} is a folder ({path}); list recordings, not folders."
+            )
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{name} in 'files' of {config} does not exist (looked for {path}; paths are "
+                "relative to the config's folder)."
+            )
+    return paths
+
+
+def _check_out(cfg: dict, base: Path, config: Path) -> Path:
+    """The output model's path, checked before training, not when the model is saved."""
+    out = check_model_path(base / cfg["out"], f"'out' in {config}")
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"'out' in {config} is a folder ({out}); name a file, e.g. "
+            f"{cfg['out'].rstrip('/')}/model.safetensors."
+        )
+    if out.exists() and not cfg.get("overwrite", False):
+        raise FileExistsError(f"{out} exists. Set overwrite = true in the config to replace it.")
+    folder = out.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The folder {folder} of 'out' in {config} does not exist. Create it first, or "
+            "name a file in an existing folder."
+        )
+    check_writable(folder, f"'out' in {config}:")
+    return out
+
+
+def _model_settings(cfg: dict, base: Path, config: Path) -> dict:
+    """[model] as IVAESeparator keyword arguments, checked before any data are read."""
+    model_cfg = dict(cfg["model"])
+    _unknown(model_cfg, IVAESeparator().get_params(), f"[model] of {config}")
+    if "checkpoint_dir" in cfg:
+        model_cfg["checkpoint_dir"] = str(base / cfg["checkpoint_dir"])
+    # The estimator checks its settings in fit; a corpus may take minutes to read.
+    IVAESeparator(**model_cfg)._validate_params()
+    return model_cfg
 
 
 def _read_recording(path: Path):
     """(data, sample_rate) of one .npy, audio or EEG file; sample_rate None for .npy."""
     name = path.name.lower()
     if name.endswith(".npy"):
-        data = np.load(path, allow_pickle=False)
-        if data.ndim != 2:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
             raise ValueError(
-                f"{path} holds an array of shape {data.shape}; expected (n_channels, n_times)."
+                f"{path} is not a readable .npy array (numpy said: {err}). Save it with "
+                "np.save(path, data) from an array of shape (n_channels, n_times)."
+            ) from None
+        if data.ndim != 2 or data.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{path} holds an array of shape {data.shape} and dtype {data.dtype}; expected "
+                "real numbers of shape (n_channels, n_times)."
             )
         return data.astype(np.float32), None
     if any(name.endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
@@ -98,15 +284,23 @@ def _read_recording(path: Path):
     return rec.data, rec.sample_rate
 
 
-def _corpus(cfg: dict, base: Path, sep):
+def _synthetic(kwargs: dict, config: Path):
+    try:
+        X, _, u = make_nonlinear_ica(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"'synthetic' in [data] of {config}: {err}") from None
+    return X, u
+
+
+def _corpus(cfg: dict, base: Path, sep, config: Path):
     """Concatenated data (Recording or array) and per-sample window labels."""
     data_cfg = cfg["data"]
     if "synthetic" in data_cfg:
-        X, _, u = make_nonlinear_ica(**data_cfg["synthetic"])
-        return X, u
+        return _synthetic(data_cfg["synthetic"], config)
     parts, labels, rates, offset = [], [], set(), 0
-    for name in data_cfg["files"]:
-        data, rate = _read_recording(base / name)
+    names = data_cfg["files"]
+    for name, path in zip(names, _check_files(names, base, config), strict=True):
+        data, rate = _read_recording(path)
         if parts and data.shape[0] != parts[0].shape[0]:
             raise ValueError(
                 f"{name} has {data.shape[0]} channels but the first file has "
@@ -134,25 +328,12 @@ def _corpus(cfg: dict, base: Path, sep):
     return X, np.concatenate(labels)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train one separator on the corpus of a TOML config (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sepkit.train",
-        description="Train one IVAESeparator on a corpus, data-parallel under torchrun.",
-    )
-    parser.add_argument("config", help="TOML config (see the sepkit.cli.train docstring)")
-    args = parser.parse_args(argv)
-    config = Path(args.config)
+def _train(config: Path) -> int:
+    """Train and save the separator of the config at ``config`` (see the module docstring)."""
     cfg = _read_config(config)
     base = config.parent
-    # Checked before training, not when the trained model is saved.
-    out = check_model_path(base / cfg["out"], f"'out' in {config}")
-    if out.exists() and not cfg.get("overwrite", False):
-        raise FileExistsError(f"{out} exists. Set overwrite = true in the config to replace it.")
-    model_cfg = dict(cfg["model"])
-    _unknown(model_cfg, IVAESeparator().get_params(), f"[model] of {config}")
-    if "checkpoint_dir" in cfg:
-        model_cfg["checkpoint_dir"] = str(base / cfg["checkpoint_dir"])
+    out = _check_out(cfg, base, config)
+    model_cfg = _model_settings(cfg, base, config)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -172,13 +353,32 @@ def main(argv: list[str] | None = None) -> int:
             model_cfg["random_state"] = int(seed.item())
         model_cfg["verbose"] = bool(model_cfg.get("verbose", False)) and rank == 0
         sep = IVAESeparator(**model_cfg)
-        X, u = _corpus(cfg, base, sep)
+        X, u = _corpus(cfg, base, sep, config)
         with distributed_training():
-            sep.fit(X, u, resume=bool(cfg.get("resume", False)))
+            sep.fit(X, u, resume=cfg.get("resume", False))
         if rank == 0:
-            sep.save(out, overwrite=bool(cfg.get("overwrite", False)))
+            sep.save(out, overwrite=cfg.get("overwrite", False))
             print(f"saved {out} ({sep.n_steps_run_} steps, world size {world})")
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train one separator on the corpus of a TOML config; returns the exit code.
+
+    A user error prints one line on stderr and returns 2 (see the module
+    docstring); ``--debug`` raises it with its traceback.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train one IVAESeparator on a corpus, data-parallel under torchrun.",
+    )
+    parser.add_argument("config", help="TOML config (see the sepkit.cli.train docstring)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    args = parser.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # Under torchrun every rank reports; the rank says whose line it is.
+    prog = f"{PROG} (rank {os.environ.get('RANK', '0')})" if world > 1 else PROG
+    return run_reporting_errors(prog, lambda: _train(Path(args.config)), debug=args.debug)
