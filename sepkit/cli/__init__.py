@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 import warnings
@@ -20,6 +21,8 @@ _SUBCOMMANDS = ("demo", "separate", "fit", "evaluate", "models", "recipes", "fit
 
 # User errors print one line and exit with this code; tracebacks need --debug.
 EXIT_USER_ERROR = 2
+# Output piped into a reader that stopped (`| head`): 128 + SIGPIPE, as the shell reports.
+EXIT_BROKEN_PIPE = 141
 
 
 # Library messages give their advice as Python keyword arguments; on the
@@ -71,7 +74,42 @@ def _show_warning(command: str):
     return show
 
 
+# reST markup of the module docstrings that serve as help text: ``code`` and
+# :role:`target`. Help shows both as `code`, the way terminal help quotes code.
+_MARKUP = re.compile(r"``(.+?)``|:[a-z]+:`~?([^`]+)`", re.S)
+
+
+def plain_help(text: str | None) -> str | None:
+    """``text`` with its reST inline markup written as plain `code`, for ``--help``.
+
+    >>> plain_help("``sepkit fit``: see :func:`sepkit.io.read_eeg`.")
+    '`sepkit fit`: see `sepkit.io.read_eeg`.'
+    """
+    if text is None:
+        return None
+    return _MARKUP.sub(lambda m: f"`{m.group(1) or m.group(2)}`", text)
+
+
+def _plain_parser(parser: argparse.ArgumentParser) -> None:
+    """Remove reST markup from a parser's description and help, and its subparsers'."""
+    parser.description = plain_help(parser.description)
+    parser.epilog = plain_help(parser.epilog)
+    for action in parser._actions:
+        action.help = plain_help(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:  # the one-line help of each subcommand
+                choice.help = plain_help(choice.help)
+            for sub in action.choices.values():
+                _plain_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``sepkit`` parser with every subcommand.
+
+    The subcommand modules import only the standard library and sepkit's
+    light modules at import time (torch, MNE and the estimator inside their
+    ``run``), so that ``sepkit --help`` and ``sepkit CMD --help`` start fast.
+    """
     parser = argparse.ArgumentParser(
         prog="sepkit",
         description="Identifiable VAE (iVAE) source separation for multichannel audio and EEG.",
@@ -83,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{name}")
         p = module.add_parser(sub)
         p.set_defaults(func=module.run)
+    _plain_parser(parser)
     return parser
 
 
@@ -97,8 +136,21 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not args.debug:  # --debug keeps Python's format, with the source line
                 warnings.showwarning = _show_warning(args.command)
-            return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a reader that went away shows here, not at exit
+            return code
+    except BrokenPipeError:
+        # The reader went away (`sepkit models list | head -1`): stop quietly, as Unix
+        # tools do, with the shell's status for SIGPIPE; stdout goes to devnull so that
+        # Python's flush at exit does not fail on the closed pipe again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no file descriptor (captured output)
+            pass
+        return EXIT_BROKEN_PIPE
+    # OSError covers what a user causes on disk (a full disk, a read-only folder,
+    # a folder where a file goes); BrokenPipeError, one of them, is handled above.
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
         if args.debug:
             raise
         print(f"sepkit {args.command}: error: {command_line_phrasing(str(err))}", file=sys.stderr)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
 import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .._atomic import atomic_write
@@ -98,7 +108,16 @@ def show_progress(args) -> bool:
 
 
 def check_targets(paths, force: bool) -> None:
-    """Refuse, before any work, to overwrite existing outputs without --force."""
+    """Refuse, before any work, to overwrite existing outputs without --force.
+
+    A folder where an output file goes is refused with or without --force.
+    """
+    folders = [str(p) for p in paths if Path(p).is_dir()]
+    if folders:
+        raise ValueError(
+            f"{folders[0]} is a folder, but the output file of that name goes there. Remove or "
+            "rename the folder, or choose another output name."
+        )
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not force:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
@@ -120,8 +139,40 @@ def make_output_folder(path) -> list[Path]:
     while not folder.exists():
         made.append(folder)
         folder = folder.parent
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        remove_empty_folders(made)
+        raise RuntimeError(
+            f"cannot create the output folder {path}: {err.strerror or err}. Choose a folder "
+            "you can write to."
+        ) from err
     return made
+
+
+def check_writable(folder, what: str = "-o", *, shown=None) -> None:
+    """Refuse, before any work, an output folder that cannot be written.
+
+    ``folder`` need not exist yet: then its nearest existing parent is tried
+    (where it would be made). The check makes and removes an empty hidden
+    folder there, the one test that also holds for read-only file systems,
+    ACLs and root. The message names ``what`` (the option, ``"-o"``) and
+    ``shown`` (its value; default ``folder``).
+    """
+    folder = Path(folder)
+    said = f"{what} {folder if shown is None else shown}"
+    probe = folder
+    while not probe.exists() and not probe.is_symlink():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{said}: {probe} is a file, not a folder. Choose another output folder.")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sepkit-write-check.", dir=probe))
+    except OSError as err:
+        raise RuntimeError(
+            f"cannot write into {probe} ({said}): {err.strerror or err}. Choose a "
+            "folder you can write to, or make it writable; nothing was done."
+        ) from err
 
 
 def remove_empty_folders(made: list[Path]) -> None:
@@ -141,6 +192,30 @@ def write_json(obj, path: Path) -> Path:
         json.dump(obj, f, indent=2, default=float)
         f.write("\n")
     return path
+
+
+def check_input_file(path) -> str:
+    """Refuse a missing, folder or empty input before any work; return its kind."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"input {path} is a folder, not a recording file. Pass the recording file(s) in "
+            f"it, e.g. {path}/*.wav."
+        )
+    kind = input_kind(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist.")
+    if not path.is_file():
+        raise ValueError(
+            f"input {path} is not a regular file (a FIFO, socket or device); recordings are "
+            "read from files. Save the stream to a file first."
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(
+            f"input {path} is empty (0 bytes). It was probably not written completely; "
+            "re-export or re-copy it."
+        )
+    return kind
 
 
 def input_kind(path: Path) -> str:
@@ -165,16 +240,25 @@ def read_input(path, *, eeg_picks="eeg") -> tuple[object, str]:
     None for every data channel, e.g. to keep the EOG leads beside the EEG).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input {path} does not exist.")
-    kind = input_kind(path)
-    if kind == "audio":
-        from ..io import read_audio
+    kind = check_input_file(path)
+    from ..io import read_audio, read_eeg
 
-        return read_audio(path), kind
-    from ..io import read_eeg
-
-    return read_eeg(path, picks=eeg_picks), kind
+    try:
+        if kind == "audio":
+            return read_audio(path), kind
+        return read_eeg(path, picks=eeg_picks), kind
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError):
+        raise  # sepkit's, MNE's and libsndfile's messages, one line each
+    except OSError as err:  # permissions, an unreadable disk
+        raise RuntimeError(
+            f"cannot read input {path}: {err.strerror or err}. Check the file and its permissions."
+        ) from err
+    except Exception as err:  # a reader's own error types (scipy's MatReadError, ...)
+        raise ValueError(
+            f"cannot read {path} as {'an audio' if kind == 'audio' else 'an EEG'} recording "
+            f"({type(err).__name__}: {err}). Check that the file is complete and in the "
+            "format its suffix says; re-export or re-copy it."
+        ) from err
 
 
 def stem_of(path) -> str:
@@ -184,3 +268,249 @@ def stem_of(path) -> str:
             name = name[: -len(suffix)]
             return name[:-4] if name.endswith("_raw") else name
     return Path(name).stem
+
+
+def describe_model(sep) -> dict:
+    """Which model ran, for the metrics JSON: ``fitted_.describe()`` and the unwarping score.
+
+    ``family``, ``domain``, ``mixing``, ``prior``, ``unwarped`` (the sensor
+    unwarping kept); ``sensor_nonlinearity_max``: the largest
+    ``sensor_nonlinearity_`` where the unwarping was fitted (why
+    ``mixing="auto"`` kept or dropped it), else None.
+    """
+    values = getattr(sep, "sensor_nonlinearity_", None)
+    return dict(
+        sep.fitted_.describe(),
+        sensor_nonlinearity_max=None if values is None else float(values.max()),
+    )
+
+
+def model_line(name: str, described: dict) -> str:
+    """One console line saying which model ran on ``name``."""
+    kept = "kept" if described["unwarped"] else "not kept"
+    return (
+        f"{name}: {described['family']} family, {described['domain']} domain, mixing "
+        f"{described['mixing']}, prior {described['prior']}, sensor unwarping {kept}"
+    )
+
+
+# --------------------------------------------------------------- output sets
+# The output set of one input (model, sources, metrics, figures, cleaned data)
+# is written into a hidden staging folder beside its targets,
+# ".STEM.<pid>-<token>.partial", and moved into place only once complete. A
+# failure, Ctrl-C or full disk before that leaves the earlier outputs as they
+# were; a SIGKILL leaves only the staging folder, which the next run removes.
+_STAGING = re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)-[0-9a-f]+\.partial")
+# sepkit._atomic.atomic_write's temp names: ".TARGET.<random>SUFFIX".
+_TEMP = r"\.(?P<target>{names})\.[A-Za-z0-9_]+(\.tmp|_raw\.fif|_raw\.fif\.gz|\.png)"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():  # a staging folder never outlives its run: ours are gone
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
+def remove_debris(folder, stem: str, names: re.Pattern) -> list[str]:
+    """Remove what killed runs left in ``folder`` for ``stem``; return the names removed.
+
+    That is staging folders of ``stem`` whose process is gone, and the temp
+    files of :func:`sepkit._atomic.atomic_write` for outputs whose names
+    ``names`` matches (earlier versions wrote beside the targets).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    temp = re.compile(_TEMP.format(names=names.pattern))
+    removed = []
+    for entry in os.scandir(folder):
+        staging = _STAGING.fullmatch(entry.name)
+        if staging and staging["stem"] == stem and entry.is_dir(follow_symlinks=False):
+            if not _pid_alive(int(staging["pid"])):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
+        elif temp.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.remove(entry.path)
+            removed.append(entry.name)
+    return removed
+
+
+def existing_outputs(folder, names: re.Pattern, keep=()) -> list[Path]:
+    """The files in ``folder`` whose names ``names`` matches (an earlier set), less ``keep``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    keep = {os.path.realpath(p) for p in keep}
+    return sorted(
+        folder / e.name
+        for e in os.scandir(folder)
+        if names.fullmatch(e.name) and os.path.realpath(e.path) not in keep
+    )
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C (SIGINT) back for the few renames of a commit, then deliver it."""
+    if threading.current_thread() is not threading.main_thread() or not callable(
+        signal.getsignal(signal.SIGINT)
+    ):  # only the main thread can hold it; a handler set outside Python stays as it is
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class OutputSet:
+    """The output files of one input, written together or not at all.
+
+    Write every file of the set into :attr:`path` (a hidden staging folder in
+    ``folder``). When the ``with`` block ends normally, each file is moved
+    into ``folder`` with one rename (new files first, then the ones it
+    replaces), the files of the earlier set that this one does not write are
+    removed, and the staging folder goes. When the block raises (a failed fit
+    or write, Ctrl-C, a full disk), the staging folder is removed and nothing
+    in ``folder`` has changed.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the outputs go; it must exist.
+    stem : str
+        Names the staging folder (``.STEM.<pid>-<token>.partial``).
+    names : re.Pattern
+        Matches the file names of a whole output set of ``stem`` (this run's
+        and any earlier run's): the earlier set's files, and atomic-write
+        temp files of those names left by killed runs, are recognised by it.
+    keep : sequence of path-like
+        Files never removed as part of the earlier set (this run's inputs).
+    what : str
+        Names the set in an error message ("the outputs of rec.wav").
+    """
+
+    def __init__(self, folder, stem: str, names: re.Pattern, *, keep=(), what: str = ""):
+        self.folder, self.stem, self.names = Path(folder), stem, names
+        self.keep, self.what = tuple(keep), what or f"the outputs of {stem}"
+        self.path = self.folder / f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+        self.replaced: list[Path] = []
+        self.moved = 0
+
+    def __enter__(self) -> OutputSet:
+        remove_debris(self.folder, self.stem, self.names)
+        try:
+            self.path.mkdir()
+        except OSError as err:
+            raise self._write_error(err) from err
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        if kind is None:
+            try:
+                self._commit()
+            except BaseException as failed:
+                shutil.rmtree(self.path, ignore_errors=True)
+                if isinstance(failed, OSError):
+                    raise self._write_error(failed) from failed
+                raise
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        if isinstance(err, OSError):  # the block only writes: a full disk, permissions
+            raise self._write_error(err) from err
+
+    def _write_error(self, err: OSError) -> RuntimeError:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space" if full else "check the folder and its permissions"
+        if self.moved:  # a rename failed half-way through the commit (rare)
+            done = f"{self.moved} of its files were already moved into place"
+            return RuntimeError(
+                f"could not move {self.what} into {self.folder}: {err.strerror or err}; "
+                f"{done}. {fix.capitalize()}, then run the command again with --force."
+            )
+        return RuntimeError(
+            f"could not write {self.what} in {self.folder}: {err.strerror or err}. No output "
+            f"was changed; {fix}, then run the command again."
+        )
+
+    def _commit(self) -> None:
+        staged = sorted(Path(e.path) for e in os.scandir(self.path) if e.is_file())
+        new = [p for p in staged if not os.path.lexists(self.folder / p.name)]
+        written = {p.name for p in staged}
+        earlier = [
+            p for p in existing_outputs(self.folder, self.names, self.keep) if p.name not in written
+        ]
+        with _sigint_deferred():
+            for p in new + [p for p in staged if p not in new]:
+                _move_into_place(p, self.folder / p.name)
+                self.moved += 1
+            for p in earlier:
+                p.unlink(missing_ok=True)
+            self.path.rmdir()
+        self.replaced = earlier
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    """Rename ``staged`` over ``target``: the target's mode kept, a symlink followed."""
+    if target.is_symlink():  # replace what it points to, as atomic_write does
+        with atomic_write(target) as tmp:
+            shutil.copyfile(staged, tmp)
+        staged.unlink()
+        return
+    if target.is_file():
+        os.chmod(staged, stat.S_IMODE(target.stat().st_mode))
+    os.replace(staged, target)
+
+
+def check_fine_tune(path, X, init, name: str, option: str) -> None:
+    """Refuse, before the fit, a fine-tuning that cannot run, in command-line terms.
+
+    Fine-tuning continues the training of a network model and keeps its
+    channels and its number of sources. Without these checks the library
+    stops on its own ``init=``/``n_sources`` checks, whose advice (``--mixing
+    nonlinear``, ``--n-sources``) cannot be taken together with ``option``.
+
+    Parameters
+    ----------
+    path : path-like
+        The recording, for the message.
+    X : Recording or mne.io.Raw
+        The recording as read.
+    init : IVAESeparator
+        The fitted model to fine-tune.
+    name : str
+        The model as the user named it (``--model``/``--init`` value).
+    option : str
+        ``"--model"`` (``separate --fine-tune``) or ``"--init"`` (``fit``).
+    """
+    from ..separator import IVAESeparator
+
+    path = Path(path)
+    family = getattr(init, "family_", "network")
+    if family != "network":
+        mixing = init.fitted_.describe()["mixing"]
+        raise ValueError(
+            f"{option} {name} is a {family}-family model (mixing {mixing}), which has no "
+            "network to fine-tune. Fit a new separator on the recording instead: "
+            f"--n-sources {init.n_sources} in place of {option}"
+            + (" and --fine-tune." if option == "--model" else ".")
+        )
+    if hasattr(X, "info") and init.ch_names_:  # a Raw: the model's channels by name
+        IVAESeparator._unpack(X, None, init.ch_names_)
+    n_channels = IVAESeparator._unpack(X)[0].shape[0]
+    if n_channels != init.n_channels_:
+        raise ValueError(
+            f"{path.name} has {n_channels} channel(s) but the model {name} was fitted on "
+            f"{init.n_channels_}; fine-tuning keeps its channels and its {init.n_sources} "
+            f"sources. Pass a recording with the model's channels, or fit a new separator "
+            f"with --n-sources K (K <= {n_channels}) instead of {option}."
+        )

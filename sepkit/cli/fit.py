@@ -5,20 +5,36 @@ settings, no pickle); ``sepkit separate --model FILE`` applies it to other
 recordings with the same channels and sample rate. --init NAME fine-tunes a
 pretrained model (``sepkit models list``) instead of starting from random
 weights; its architecture is kept and only the training settings change.
+
+Beside MODEL goes MODEL_metrics.json (which model ran: family, domain,
+mixing, prior, whether the sensor unwarping was kept; steps, final loss,
+seconds); the console says the same in one line. The two files are written
+together or not at all: a failed or interrupted run (or a full disk) leaves an
+earlier model and its metrics as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import time
+from pathlib import Path
 
-from .._recipe import fitted_model
 from ._common import (
+    OutputSet,
     add_common,
     add_model_options,
+    check_fine_tune,
+    check_input_file,
     check_targets,
+    check_writable,
+    describe_model,
+    make_output_folder,
+    model_line,
     model_options,
     read_input,
+    remove_empty_folders,
     say,
     show_progress,
     write_json,
@@ -59,10 +75,13 @@ def run(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}.")
     metrics_path = out.with_name(out.name[: -len(".safetensors")] + "_metrics.json")
+    check_input_file(args.input)
     check_targets([out, metrics_path], args.force)
+    check_writable(out.parent, shown=out)
     X, kind = read_input(args.input)
     if args.init:
         pre = IVAESeparator.from_pretrained(args.init, device="cpu")
+        check_fine_tune(args.input, X, pre, args.init, "--init")
         sep = IVAESeparator(**{**pre.get_params(), "checkpoint_dir": None})
     else:
         pre = None
@@ -73,24 +92,43 @@ def run(args) -> int:
         if value is not None:
             params["n_steps" if key == "steps" else key] = value
     sep.set_params(**params)
+    made = make_output_folder(out.parent)
+    try:
+        info = _fit(args, sep, X, kind, pre)
+        names = re.compile(f"{re.escape(out.name)}|{re.escape(metrics_path.name)}")
+        with OutputSet(out.parent, out.stem, names, what=f"{out.name} and its metrics") as st:
+            sep.save(st.path / out.name)
+            write_json(info, st.path / metrics_path.name)
+    except BaseException:
+        remove_empty_folders(made)
+        raise
+    say(args, model_line(Path(args.input).name, info))
+    print(f"fitted {sep.n_sources} sources in {info['seconds']:.1f} s -> {out}")
+    return 0
+
+
+def _fit(args, sep, X, kind: str, init) -> dict:
+    """Fit ``sep`` on ``X``; the metrics entry. A non-finite result is an error."""
     say(args, f"fitting {sep.n_sources} sources on {args.input} ({kind})")
     t0 = time.perf_counter()
-    sep.fit(X, init=pre)
+    sep.fit(X, init=init)
     seconds = time.perf_counter() - t0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sep.save(out, overwrite=args.force)
-    info = dict(
+    loss = sep.history_[-1].get("loss") if sep.history_ else None
+    if loss is not None and not math.isfinite(loss):
+        raise RuntimeError(
+            f"the fit on {args.input} ended with a non-finite loss ({loss}), so no model was "
+            "written. Check the recording for silent or flat channels and extreme values, or "
+            "choose the model yourself (--domain, --mixing)."
+        )
+    return dict(
         input=str(args.input),
         kind=kind,
         init=args.init,
         n_sources=sep.n_sources,
         n_steps=sep.n_steps_run_,
-        **fitted_model(sep),
+        **describe_model(sep),
         highpass=sep.highpass,
         lowpass=sep.lowpass,
-        final_loss=sep.history_[-1]["loss"],
+        final_loss=loss,
         seconds=seconds,
     )
-    write_json(info, metrics_path)
-    print(f"fitted {sep.n_sources} sources in {seconds:.1f} s -> {out}")
-    return 0

@@ -11,6 +11,15 @@ EEG sources as STEM_sources_raw.fif; STEM_metrics.json (model, steps, times,
 final -ELBO); a fitted model as STEM_model.safetensors; with --plots
 STEM_sources.png, STEM_training.png and, for EEG with a montage,
 STEM_topographies.png. Existing outputs are never overwritten without --force.
+Each input's outputs are written together or not at all: they are made in a
+hidden folder in OUTDIR and moved into place once all are complete, so a
+failed or interrupted run changes nothing. With --force they replace the
+earlier outputs of that input as a set: files of the earlier run that this one
+does not write (e.g. STEM_s3.wav of a 3-source run) are removed, so that no
+file of an older run sits beside the new ones (the inputs and the --model file
+are never removed). Each run says which model ran (family, domain, mixing,
+prior, and whether the sensor unwarping was kept) on the console and in
+STEM_metrics.json.
 
 EEG artefact removal: --exclude K,K,... (source indices, e.g. read off the
 topographies of an earlier run, then given with --model STEM_model.safetensors)
@@ -24,17 +33,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._recipe import fitted_model
 from ._common import (
+    OutputSet,
     add_common,
     add_model_options,
+    check_fine_tune,
+    check_input_file,
     check_targets,
-    input_kind,
+    check_writable,
+    describe_model,
+    existing_outputs,
     make_output_folder,
+    model_line,
     model_options,
     read_input,
     remove_empty_folders,
@@ -194,137 +210,220 @@ def _check_steps(args) -> None:
         raise ValueError(f"--seed must be >= 0, got {args.seed}.")
 
 
+def output_names(stem: str) -> re.Pattern:
+    """Matches the file names of a whole output set of ``stem``, this run's or an earlier one's."""
+    return re.compile(
+        re.escape(stem) + r"_(metrics\.json|model\.safetensors|s\d+\.wav|sources_raw\.fif"
+        r"|cleaned_raw\.fif|sources\.png|training\.png|topographies\.png)"
+    )
+
+
+@dataclass
+class _Input:
+    """One recording as :func:`_read_one` read it."""
+
+    path: Path
+    stem: str
+    X: object  # Recording (audio) or mne.io.Raw (EEG, every data channel)
+    kind: str
+    eeg_pos: bool  # EEG with sensor positions: topographies can be drawn
+
+
+@dataclass
+class _Result:
+    """What :func:`_apply_one` made of one input, for :func:`_write_one`."""
+
+    sources: object  # Recording (audio) or mne.io.Raw (EEG)
+    info: dict  # STEM_metrics.json
+    cleaned: object = None  # the Raw without the excluded sources (--exclude)
+    figures: dict = field(default_factory=dict)
+
+
 def run(args) -> int:
     _check_steps(args)
     out = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
     for p in inputs:
-        input_kind(p)
-        if not p.exists():
-            raise FileNotFoundError(f"input {p} does not exist.")
+        check_input_file(p)
     stems = [stem_of(p) for p in inputs]
     if len(set(stems)) != len(stems):
         raise ValueError(
             f"inputs share a file name stem ({stems}); their outputs would collide. Rename "
             "them or separate them into different --out folders."
         )
+    check_writable(out)
     pretrained = load_model(args.model) if args.model else None
     fits = pretrained is None or args.fine_tune
     n_sources = pretrained.n_sources if pretrained is not None else args.n_sources
-    verbose = show_progress(args)
-
     exclude = parse_exclude(args.exclude, n_sources)
     eog_channels = None if args.eog_channels is None else args.eog_channels.split(",")
+    # Never removed as files of an earlier output set: what this run reads.
+    keep = [*inputs, *([args.model] if args.model and Path(args.model).is_file() else [])]
 
-    # Everything this run would write, checked before any work.
-    loaded = []
-    targets = []
+    # Everything this run would write or replace, checked before any work.
+    loaded, targets = [], []
     for path, stem in zip(inputs, stems, strict=True):
-        say(args, f"reading {path}")
-        # Every data channel: the EOG leads for --exclude eog, and all of them in
-        # the cleaned recording (the fit and the sources take the EEG only).
-        X, kind = read_input(path, eeg_picks=None)
-        _check_exclude_input(path, X, kind, exclude, eog_channels)
-        eeg_pos = kind == "eeg" and _has_positions(X)
-        loaded.append((path, stem, X, kind, eeg_pos))
-        targets += _outputs(out, stem, kind, n_sources, args, fits, eeg_pos)
-    check_targets(targets, args.force)
+        item = _read_one(args, path, stem, pretrained, (exclude, eog_channels))
+        loaded.append(item)
+        targets += _outputs(out, stem, item.kind, n_sources, args, fits, item.eeg_pos)
+        targets += existing_outputs(out, output_names(stem), keep)
+    check_targets(list(dict.fromkeys(targets)), args.force)
     made = make_output_folder(out)
     try:
-        _separate_all(
-            args, out, loaded, pretrained, fits, n_sources, verbose, (exclude, eog_channels)
-        )
+        for item in loaded:
+            t0 = time.perf_counter()
+            sep = _fit_one(args, item, pretrained, n_sources)
+            result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
+            result.info["seconds"] = seconds = time.perf_counter() - t0
+            _write_one(args, out, item, sep if fits else None, result, keep)
+            say(args, model_line(item.path.name, result.info))
+            print(f"{item.path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
     except BaseException:
         remove_empty_folders(made)
         raise
     return 0
 
 
-def _separate_all(args, out, loaded, pretrained, fits, n_sources, verbose, removal) -> None:
-    """Fit (or apply) and write the outputs of every input read by :func:`run`.
-
-    ``removal``: (``--exclude`` parsed, ``--eog-channels`` as a list or None).
-    """
+def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
+    """Read one input and refuse, before any fit, what cannot apply to it."""
     exclude, eog_channels = removal
-    from ..io import Recording, write_sources
+    say(args, f"reading {path}")
+    # Every data channel: the EOG leads for --exclude eog, and all of them in
+    # the cleaned recording (the fit and the sources take the EEG only).
+    X, kind = read_input(path, eeg_picks=None)
+    _check_exclude_input(path, X, kind, exclude, eog_channels)
+    if pretrained is not None and args.fine_tune:
+        check_fine_tune(path, X, pretrained, args.model, "--model")
+    return _Input(path, stem, X, kind, kind == "eeg" and _has_positions(X))
+
+
+def _fit_one(args, item: _Input, pretrained, n_sources: int):
+    """The separator for ``item``: ``pretrained`` as it is, fine-tuned, or a new fit."""
     from ..separator import IVAESeparator
-    from ..viz import plot_sources, plot_topographies, plot_training_curve, save_figure
 
-    for path, stem, X, kind, eeg_pos in loaded:
-        t0 = time.perf_counter()
-        if pretrained is not None and not args.fine_tune:
-            sep = pretrained
-        else:
-            if pretrained is not None:
-                sep = IVAESeparator(**{**pretrained.get_params(), "device": "cpu"})
-                init = pretrained
-            else:
-                sep = IVAESeparator(n_sources, device="cpu", **model_options(args))
-                init = None
-            params = dict(random_state=args.seed, verbose=verbose, checkpoint_dir=None)
-            if args.steps is not None:
-                params["n_steps"] = args.steps
-            if args.window is not None:
-                params["window"] = args.window
-            sep.set_params(**params)
-            if init is not None and args.resample:
-                X = init._match_sample_rate(X, True)
-            say(args, f"fitting {n_sources} sources on {path.name}")
-            sep.fit(X, init=init)
-        with warnings.catch_warnings():
-            if args.quiet:
-                warnings.simplefilter("ignore")
-            S = sep.transform(X, resample=args.resample)
-        seconds = time.perf_counter() - t0
-        info = dict(
-            input=str(path),
-            kind=kind,
-            model=args.model,
-            fine_tuned=bool(args.fine_tune),
-            n_sources=n_sources,
-            sample_rate=sep.sample_rate_,
-            seconds=seconds,
-        )
-        if fits:
-            info["n_steps"] = sep.n_steps_run_
-            info.update(fitted_model(sep))
-            info["highpass"] = sep.highpass
-            info["lowpass"] = sep.lowpass
-            info["final_loss"] = sep.history_[-1]["loss"]
-            sep.save(out / f"{stem}_model.safetensors", overwrite=args.force)
-        if kind == "audio":
-            write_sources(S, out, stem=stem, overwrite=args.force)
-            rate, data, names = S.sample_rate, S.data, S.ch_names
-        else:
-            from ..io.eeg import _save_fif_atomic
-
-            # Existing targets were refused above unless --force.
-            _save_fif_atomic(S, out / f"{stem}_sources_raw.fif")
-            rate, data, names = S.info["sfreq"], S.get_data(), S.ch_names
-            if exclude is not None:
-                target = out / f"{stem}_cleaned_raw.fif"
-                info.update(_write_cleaned(sep, X, exclude, target, eog_channels))
-        if args.plots:
-            rec = Recording(data, rate, tuple(names), "other")
-            save_figure(plot_sources(rec), out / f"{stem}_sources.png", overwrite=args.force)
-            losses = [h.get("loss", float("nan")) for h in sep.history_] if fits else []
-            if any(math.isfinite(v) for v in losses):
-                save_figure(
-                    plot_training_curve(sep), out / f"{stem}_training.png", overwrite=args.force
-                )
-            if eeg_pos:
-                fig = plot_topographies(sep, info=X if hasattr(X, "info") else None)
-                save_figure(fig, out / f"{stem}_topographies.png", overwrite=args.force)
-        write_json(info, out / f"{stem}_metrics.json")
-        print(f"{path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
+    if pretrained is not None and not args.fine_tune:
+        return pretrained
+    if pretrained is not None:
+        sep = IVAESeparator(**{**pretrained.get_params(), "device": "cpu"})
+    else:
+        sep = IVAESeparator(n_sources, device="cpu", **model_options(args))
+    params = dict(random_state=args.seed, verbose=show_progress(args), checkpoint_dir=None)
+    if args.steps is not None:
+        params["n_steps"] = args.steps
+    if args.window is not None:
+        params["window"] = args.window
+    sep.set_params(**params)
+    X = item.X
+    if pretrained is not None and args.resample:
+        X = pretrained._match_sample_rate(X, True)
+    say(args, f"fitting {n_sources} sources on {item.path.name}")
+    return sep.fit(X, init=pretrained)
 
 
-def _write_cleaned(sep, raw, exclude, path: Path, eog_channels=None) -> dict:
-    """Write ``raw`` without the sources ``exclude`` ("eog": find_bads_eog's); say which."""
+def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
+    """Sources, cleaned recording and metrics of ``item``; nothing is written here.
+
+    Raises RuntimeError where the sources or the final loss are not finite,
+    so that a diverged fit never replaces a good earlier result.
+    """
     import numpy as np
 
-    from ..io.eeg import _save_fif_atomic
+    with warnings.catch_warnings():
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        S = sep.transform(item.X, resample=args.resample)
+    data = S.data if item.kind == "audio" else S.get_data()
+    loss = sep.history_[-1].get("loss") if fits and sep.history_ else None
+    if loss is not None and not math.isfinite(loss):
+        what = f"the fit on {item.path.name} ended with a non-finite loss ({loss})"
+    elif not np.isfinite(data).all():
+        what = f"the sources of {item.path.name} contain NaN or Inf values"
+    else:
+        what = None
+    if what is not None:
+        raise RuntimeError(
+            f"{what}, so nothing was written. Check the recording for silent or flat "
+            "channels and extreme values, or choose the model yourself (--domain, --mixing)."
+        )
+    info = dict(
+        input=str(item.path),
+        kind=item.kind,
+        model=args.model,
+        fine_tuned=bool(args.fine_tune),
+        n_sources=sep.n_sources,
+        sample_rate=sep.sample_rate_,
+        **describe_model(sep),
+    )
+    if fits:
+        info.update(n_steps=sep.n_steps_run_, highpass=sep.highpass, lowpass=sep.lowpass)
+        info["final_loss"] = loss
+    result = _Result(S, info)
+    exclude, eog_channels = removal
+    if exclude is not None:
+        result.cleaned, entry = _cleaned(sep, item.X, exclude, item.stem, eog_channels)
+        info.update(entry)
+    if args.plots:
+        result.figures = _figures(item, sep, S, data, fits)
+    return result
 
+
+def _figures(item: _Input, sep, S, data, fits: bool) -> dict:
+    """{file name: matplotlib figure} of ``--plots``."""
+    from ..io import Recording
+    from ..viz import plot_sources, plot_topographies, plot_training_curve
+
+    rate = S.sample_rate if item.kind == "audio" else S.info["sfreq"]
+    rec = Recording(data, rate, tuple(S.ch_names), "other")
+    figures = {f"{item.stem}_sources.png": plot_sources(rec)}
+    losses = [h.get("loss", float("nan")) for h in sep.history_] if fits else []
+    if any(math.isfinite(v) for v in losses):
+        figures[f"{item.stem}_training.png"] = plot_training_curve(sep)
+    if item.eeg_pos:
+        fig = plot_topographies(sep, info=item.X if hasattr(item.X, "info") else None)
+        figures[f"{item.stem}_topographies.png"] = fig
+    return figures
+
+
+def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> None:
+    """Write the output set of ``item`` into ``out`` together (see :class:`OutputSet`).
+
+    ``model``: the separator fitted (or fine-tuned) on ``item``, saved as
+    STEM_model.safetensors; None where a given model was applied as it is.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..io import write_raw_fif, write_sources
+    from ..viz import save_figure
+
+    stem = item.stem
+    what = f"the outputs of {item.path.name}"
+    try:
+        with OutputSet(out, stem, output_names(stem), keep=keep, what=what) as staged:
+            folder = staged.path
+            if model is not None:
+                model.save(folder / f"{stem}_model.safetensors")
+            if item.kind == "audio":
+                write_sources(result.sources, folder, stem=stem)
+            else:
+                write_raw_fif(result.sources, folder / f"{stem}_sources_raw.fif")
+                if result.cleaned is not None:
+                    write_raw_fif(result.cleaned, folder / f"{stem}_cleaned_raw.fif")
+            for name, fig in result.figures.items():
+                save_figure(fig, folder / name)
+            write_json(result.info, folder / f"{stem}_metrics.json")
+    finally:
+        for fig in result.figures.values():
+            plt.close(fig)
+    if staged.replaced:
+        names = ", ".join(p.name for p in staged.replaced)
+        say(args, f"{item.path.name}: removed {names} of an earlier run (not written by this one)")
+
+
+def _cleaned(sep, raw, exclude, stem: str, eog_channels=None):
+    """(``raw`` without the sources ``exclude`` ("eog": find_bads_eog's), metrics entry)."""
+    import numpy as np
+
+    name = f"{stem}_cleaned_raw.fif"
     entry = {}
     if exclude == "eog":
         exclude, scores = sep.find_bads_eog(raw, ch_name=eog_channels)
@@ -334,9 +433,9 @@ def _write_cleaned(sep, raw, exclude, path: Path, eog_channels=None) -> dict:
             warnings.warn(
                 "no source follows the EOG (find_bads_eog flagged none at |r| >= 0.5), so "
                 + (
-                    f"{path.name} is the recording unchanged"
+                    f"{name} is the recording unchanged"
                     if not own
-                    else f"{path.name} lacks only the model's own exclude {own}"
+                    else f"{name} lacks only the model's own exclude {own}"
                 )
                 + ". Pass --exclude with indices to remove sources anyway.",
                 RuntimeWarning,
@@ -344,5 +443,4 @@ def _write_cleaned(sep, raw, exclude, path: Path, eog_channels=None) -> dict:
             )
     # The model's own sep.exclude (saved with it) is removed too, as apply does.
     entry["excluded"] = sep._excluded(exclude)
-    _save_fif_atomic(sep.apply(raw, exclude), path)
-    return entry
+    return sep.apply(raw, exclude), entry
