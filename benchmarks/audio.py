@@ -1,4 +1,4 @@
-"""Audio separation time and quality: sepkit (domain="tf") vs AuxIVA / ILRMA (issue 6, item 2).
+"""Audio separation time and quality: sepkit (domain="tf") vs AuxIVA / ILRMA.
 
 2x2 reverberant speech mixtures (pyroomacoustics shoebox, RT60 ~0.3 s, 30 dB
 SNR) of 10 s and 60 s, built from the CMU ARCTIC clips in ../shared/data/audio

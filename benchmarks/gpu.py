@@ -1,4 +1,4 @@
-"""Benchmark 4 (issue #6): training throughput of the convolutional iVAE core.
+"""Benchmark 4: training throughput of the convolutional iVAE core.
 
 For several sizes (channels x window x batch x hidden) and kernel sizes 1 and
 >1, times full training steps of :class:`sepkit.models.IVAE` (forward, -ELBO,
@@ -18,7 +18,7 @@ achieved fraction of the device's matmul rate and memory bandwidth:
 
 On CUDA it runs on the GPU (``--precision bf16`` for bf16 autocast, as
 ``IVAESeparator(precision="bf16")``); on CPU it records CPU figures with the
-threads torch has (1 under ``/work/cpu-slot``).
+threads torch has (``OMP_NUM_THREADS=1 python benchmarks/gpu.py`` for one).
 
 Usage::
 

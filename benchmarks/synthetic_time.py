@@ -1,4 +1,4 @@
-"""Benchmark 3 (issue #6): wall-clock seconds for the iVAE to reach MCC 0.9 on the
+"""Benchmark: wall-clock seconds for the iVAE to reach MCC 0.9 on the
 paper's synthetic setting (Khemakhem et al. 2020, Sec. 6; recipes/synthetic).
 
 Each seed draws the data of ``recipes/synthetic/conf/paper.toml`` (5 sources,

@@ -1,4 +1,4 @@
-"""Audio blind source separation recipe (issue 4): sepkit vs FastICA, AuxIVA, ILRMA.
+"""Audio blind source separation recipe: sepkit vs FastICA, AuxIVA, ILRMA.
 
 Stages:
   1 prepare   mix the speakers for every (n_sources, condition, seed) into EXP/data/

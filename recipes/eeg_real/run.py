@@ -24,7 +24,7 @@ absent the script says so and exits with status 0 (nothing to do).
 Usage:
   python recipes/eeg_real/run.py
   python recipes/eeg_real/run.py --config recipes/eeg_real/conf/tiny.toml   # smoke run
-  python recipes/eeg_real/run.py --sepkit.n_steps=2000 --exp /tmp/eeg_real_2000steps
+  python recipes/eeg_real/run.py --sepkit.n_steps=2000 --exp recipes/eeg_real/exp/2000steps
 """
 
 from __future__ import annotations

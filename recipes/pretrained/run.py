@@ -12,8 +12,8 @@ Stages (each resumable; outputs in EXP = recipes/pretrained/exp/<name>/):
 
 Usage:
   python recipes/pretrained/run.py --config recipes/pretrained/conf/synthetic.toml
-  python recipes/pretrained/run.py --config conf/eeg.toml --stage evaluate
-  python recipes/pretrained/run.py --config conf/tiny.toml --export-root /tmp/models
+  python recipes/pretrained/run.py --config recipes/pretrained/conf/eeg.toml --stage evaluate
+  python recipes/pretrained/run.py --config recipes/pretrained/conf/tiny.toml --export-root recipes/pretrained/exp/models
 
 Overrides take the form --section.key=value (TOML value); unknown keys are
 errors. Every run is deterministic (fixed seeds, one torch thread). Only

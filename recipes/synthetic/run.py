@@ -7,7 +7,7 @@ Stages:
 
 Usage:
   python recipes/synthetic/run.py --config recipes/synthetic/conf/paper.toml
-  python recipes/synthetic/run.py --config conf/tiny.toml --stage 2 --model.n_steps=1000
+  python recipes/synthetic/run.py --config recipes/synthetic/conf/tiny.toml --stage 2 --model.n_steps=1000
 
 Overrides take the form --section.key=value (value parsed as TOML); unknown
 keys are errors. Only sepkit's public API is used.

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from . import plain_help
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,12 +50,18 @@ def _recipes() -> dict[str, Path]:
     return {p.parent.name: p for p in sorted(recipes_dir().glob("*/run.py")) if p.parent.is_dir()}
 
 
+# "(issue 4)", "(issue #6, benchmark 2)": our tracker's references, not for users.
+_ISSUE_REF = re.compile(r"\s*\((?:see )?issues? #?\d+[^)]*\)", re.I)
+
+
 def _summary(path: Path) -> str:
+    """The first line of a run.py's docstring, without issue references or reST markup."""
     try:
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     except SyntaxError:
         return "(run.py does not parse)"
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    return plain_help(_ISSUE_REF.sub("", first))
 
 
 def run(args) -> int:
