@@ -171,8 +171,10 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     random_state : None or int
         Seed for initialisation and batches; an int makes fits reproducible.
-    verbose : bool
-        Show a progress bar with the ELBO and steps/s; False prints nothing.
+    verbose : bool or "auto"
+        Progress bars (network training, the time-frequency fit): True always,
+        False never, "auto" (default) as tqdm does, only when stderr is a
+        terminal, so logs and notebooks' captured output stay quiet.
     checkpoint_dir : str, path or None
         Folder for a training checkpoint (model, optimiser, RNG states, step,
         learning-rate scale, history), written atomically every
@@ -449,7 +451,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         lr: float = 0.03,
         device: str = "auto",
         random_state: int | None = None,
-        verbose: bool = False,
+        verbose: bool | str = "auto",
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 1000,
         early_stopping: bool = False,
@@ -543,8 +545,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 f"Use {k + 1}."
             )
         check_option("activation", self.activation, ACTIVATIONS)
-        for name in ("encoder_u", "decoder_u", "learn_noise", "whiten", "verbose"):
+        for name in ("encoder_u", "decoder_u", "learn_noise", "whiten"):
             check_option(name, getattr(self, name), (True, False))
+        check_option("verbose", self.verbose, (True, False, "auto"))
         self._validate_training_params()
         self._validate_choice_params()
         device = check_device(self.device)

@@ -145,6 +145,8 @@ def plot_training_curve(history, *, title: str | None = None):
             f"'history' must be a list of dicts (history_) or a fitted separator, got "
             f"{type(history).__name__}."
         )
+    if len(history) == 1 and isinstance(history[0], dict) and history[0].get("trace"):
+        return _plot_lbfgs_trace(history[0], title)
     # Time-domain fits log "step" (optimiser steps), domain="tf" fits "iter".
     key = "iter" if history and isinstance(history[0], dict) and "iter" in history[0] else "step"
     points = [
@@ -163,6 +165,20 @@ def plot_training_curve(history, *, title: str | None = None):
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def _plot_lbfgs_trace(entry: dict, title):
+    """The linear family's fit: its -log-likelihood per L-BFGS iteration."""
+    trace = np.asarray(entry["trace"], dtype=np.float64)
+    iters = np.asarray(entry.get("trace_iter", np.arange(trace.size)), dtype=np.float64)
+    fig = _figure(figsize=(6.0, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(iters, trace, marker="o" if trace.size < 20 else None, ms=3, lw=1.2)
+    ax.set_xlabel("L-BFGS iteration")
+    ax.set_ylabel("-log-likelihood per sample (nats)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Linear iVAE: exact maximum likelihood")
     return fig
 
 

@@ -152,3 +152,20 @@ def test_shipped_models_load(monkeypatch):
         assert not sep.model_.encoder_u  # amortised: applies without u
         json.dumps(info)
     assert total < 50 * 2**20
+
+
+def test_shipped_audio_model_fine_tunes_on_a_wav_read_from_disk(tmp_path):
+    # read_audio names channels ch0, ch1; the shipped model was fitted on mic0, mic1.
+    # Audio channels are matched by position (EEG ones by name).
+    import soundfile as sf
+
+    from sepkit.io import read_audio
+
+    rng = np.random.default_rng(0)
+    x = rng.laplace(size=(16000, 2)) * np.repeat(rng.uniform(0.1, 1, (10, 2)), 1600, axis=0)
+    sf.write(tmp_path / "two.wav", (0.1 * x @ [[1, 0.5], [0.4, 1]]).astype(np.float32), 16000)
+    rec = read_audio(tmp_path / "two.wav")
+    assert rec.ch_names == ("ch0", "ch1")
+    pre = IVAESeparator.from_pretrained("ivae-audio-2mic-16khz-v1", device="cpu")
+    sep = IVAESeparator(**{**pre.get_params(), "n_steps": 2}).fit(rec, init=pre)
+    assert sep.family_ == "network" and sep.transform(rec).data.shape == (2, 16000)

@@ -126,3 +126,14 @@ def test_tf_get_components_is_a_clear_error():
     sep.fit(_room())
     with pytest.raises(ValueError, match="get_components is defined for domain='time' only"):
         sep.get_components()
+
+
+def test_progress_is_shown_as_tqdm_users_expect(data, capsys):
+    X, _, u = data
+    assert IVAESeparator().verbose == "auto"
+    IVAESeparator(3, **TINY).fit(X, u)  # "auto": stderr here is no terminal
+    assert "iVAE fit" not in capsys.readouterr().err
+    IVAESeparator(3, **TINY, verbose=True).fit(X, u)
+    assert "iVAE fit" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Invalid value for the 'verbose' parameter"):
+        IVAESeparator(3, **TINY, verbose="yes").fit(X, u)

@@ -71,9 +71,11 @@ def test_all_figures_render(tmp_path, eeg_fit):
 
     title = figs["correlation"].axes[0].get_title()
     assert title == f"|pearson r|, MCC = {mcc(S, Z):.3f}"
-    # The training curve has one point per history entry.
+    # The linear EEG default's curve is its objective per L-BFGS iteration (a
+    # single dot per fit before; issue 22).
     line = figs["training"].axes[0].lines[0]
-    np.testing.assert_array_equal(line.get_xdata(), [h["step"] for h in sep.history_])
+    np.testing.assert_array_equal(line.get_xdata(), sep.history_[0]["trace_iter"])
+    np.testing.assert_allclose(line.get_ydata(), sep.history_[0]["trace"])
 
 
 def test_correlation_matrix_diagonal_after_matching():
@@ -235,3 +237,24 @@ def test_plot_overlay_arrays():
         plot_overlay(before, after[:, :10], 100.0, names=["a", "b"])
     with pytest.raises(ValueError, match="'names' has 1 entries for 2 channels"):
         plot_overlay(before, after, 100.0, names=["a"])
+
+
+def test_linear_fit_curve_is_the_objective_per_lbfgs_iteration():
+    from sepkit import IVAESeparator
+    from sepkit.io import Recording
+    from sepkit.viz import plot_training_curve
+
+    rng = np.random.default_rng(0)
+    scales = np.repeat(rng.uniform(0.2, 2, (3, 30)), 200, axis=1)
+    x = rng.normal(size=(4, 3)) @ (rng.laplace(size=(3, 6000)) * scales)
+    rec = Recording((1e-5 * x).astype(np.float32), 100.0, ("A", "B", "C", "D"), "eeg")
+    sep = IVAESeparator(3, random_state=0).fit(rec)
+    entry = sep.history_[0]
+    trace = np.array(entry["trace"])
+    # The start, then one value per iteration that evaluated the objective (the last
+    # may stop on its direction test before evaluating), ending at the fit's likelihood.
+    assert entry["n_iter"] <= trace.size <= entry["n_iter"] + 1 and trace.size > 3
+    assert trace[-1] == pytest.approx(entry["loss"]) and trace[0] > trace[-1]
+    ax = plot_training_curve(sep).axes[0]
+    assert ax.get_xlabel() == "L-BFGS iteration"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), trace)

@@ -53,17 +53,32 @@ def _unit_variance_rows(unmixing: torch.Tensor, xt: torch.Tensor, nll: float, mo
         return (W / (W @ xc).std(dim=1, correction=0)[:, None]).numpy()
 
 
-def _lbfgs(params, objective, max_iter: int, tol: float, tolerance_change: float) -> int:
-    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run."""
+def _lbfgs(
+    params, objective, max_iter: int, tol: float, tolerance_change: float, trace=None
+) -> int:
+    """Minimise ``objective()`` over ``params`` with L-BFGS; return the iterations run.
+
+    ``trace`` (a list, optional) receives the objective per iteration: the lowest
+    value evaluated in it (its line search's best point), the start value first.
+    Reading the values does not change the optimisation.
+    """
     opt = _lbfgs_optimizer(params, max_iter, tol, tolerance_change)
+    evaluations = []  # (iteration, objective) of every evaluation
 
     def closure():
         opt.zero_grad()
         loss = objective()
         loss.backward()
+        if trace is not None:
+            evaluations.append((opt.state[params[0]].get("n_iter", 0), float(loss.detach())))
         return loss
 
     opt.step(closure)
+    if trace is not None:
+        best = {}
+        for it, value in evaluations:
+            best[it] = min(value, best.get(it, np.inf))
+        trace.extend(best[it] for it in sorted(best))
     return int(opt.state[params[0]]["n_iter"])
 
 
@@ -96,7 +111,8 @@ def fit_linear_ivae(
         ``unmixing`` (ndarray, shape (n_dims, n_dims)), rows scaled so that
         every source has unit variance over the fitted samples; ``nll``
         (-log p(x|u) in nats per sample in the whitened space); ``n_iter``;
-        ``converged`` (False when ``max_iter`` ran out first).
+        ``converged`` (False when ``max_iter`` ran out first); ``trace`` (the
+        objective per L-BFGS iteration, the start first).
     """
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
     ct = torch.as_tensor(np.asarray(codes), dtype=torch.long)
@@ -104,8 +120,9 @@ def fit_linear_ivae(
     covs, _, counts = segment_covariances(xt, ct, n_segments)
     weights = counts / counts.sum()
     unmixing = torch.eye(xt.shape[0], dtype=torch.float64, requires_grad=True)
+    trace = []
     n_iter = _lbfgs(
-        [unmixing], lambda: linear_ivae_nll(unmixing, covs, weights), max_iter, tol, 1e-12
+        [unmixing], lambda: linear_ivae_nll(unmixing, covs, weights), max_iter, tol, 1e-12, trace
     )
     with torch.no_grad():
         nll = float(linear_ivae_nll(unmixing, covs, weights))
@@ -115,6 +132,7 @@ def fit_linear_ivae(
         nll=nll,
         n_iter=n_iter,
         converged=n_iter < max_iter or grad_max <= tol,
+        trace=trace,
     )
 
 
@@ -210,12 +228,16 @@ def fit_gengauss_ivae(
         return objective()
 
     n_iter, converged, nll = 0, False, start_nll
+    # The objective after every block of L-BFGS iterations, and the iterations run.
+    trace, trace_iter = [start_nll], [0]
     while n_iter < max_iter:
         opt.param_groups[0]["max_iter"] = min(check_every, max_iter - n_iter)
         opt.step(closure)
         ran = int(opt.state[unmixing]["n_iter"]) - n_iter
         n_iter += ran
         nll = float(objective())  # also sets the gradients at the current point
+        trace.append(nll)
+        trace_iter.append(n_iter)
         grad_max = max(float(unmixing.grad.abs().max()), float(theta.grad.abs().max()))
         if grad_max <= tol or previous - nll < tol_change or ran == 0:
             converged = True
@@ -228,6 +250,8 @@ def fit_gengauss_ivae(
         start_nll=start_nll,
         n_iter=n_iter,
         converged=converged,
+        trace=trace,
+        trace_iter=trace_iter,
     )
 
 

@@ -150,6 +150,9 @@ def _history_entry(result, unwarp) -> dict:
     if "start_nll" in result:
         entry["start_loss"] = result["start_nll"]
     entry["converged"] = result["converged"]
+    if "trace" in result:  # the objective per iteration, for the training-curve figure
+        entry["trace"] = [float(v) for v in result["trace"]]
+        entry["trace_iter"] = [int(i) for i in result.get("trace_iter", range(len(entry["trace"])))]
     if unwarp is not None:
         entry.update(unwarp_loss=unwarp["nll"], unwarp_n_iter=unwarp["n_iter"])
     return entry

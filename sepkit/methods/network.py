@@ -300,7 +300,9 @@ def _check_init_data(pre, label, inp):
             "sepkit.io.audio.resample(rec, rate) for a Recording, sepkit.io.resample(raw, rate) "
             "for an MNE Raw."
         )
-    if pre.ch_names_ and ch_names and tuple(ch_names) != tuple(pre.ch_names_):
+    # EEG channels are matched by name (a montage); audio channels by position:
+    # readers name them ch0, ch1, ..., and a microphone has no standard name.
+    if pre.ch_names_ and ch_names and inp.is_eeg and tuple(ch_names) != tuple(pre.ch_names_):
         raise ValueError(
             f"X has channels {list(ch_names)} but init={label!r} expects "
             f"{list(pre.ch_names_)} in this order. Reorder or pick them (picks=[...] for an "

@@ -312,7 +312,9 @@ def fit_tf(
     segment_frames = max(1, int(round(cfg.segment_seconds * sample_rate / hop)))
     codes, n_segments = _segment_codes([x.shape[-1] for x in Xs], segment_frames, n_sources)
     history = []
-    bar = tqdm(total=cfg.n_init + cfg.n_iter, desc="tf-ivae", disable=not verbose, leave=False)
+    # verbose="auto": tqdm's rule (disable=None), shown only on a terminal.
+    disable = None if verbose == "auto" else not verbose
+    bar = tqdm(total=cfg.n_init + cfg.n_iter, desc="tf-ivae", disable=disable, leave=False)
     for _ in range(cfg.n_init):
         W = F.ip_update(W, Xw, F.auxiva_weights(W @ Xw))
         bar.update(1)

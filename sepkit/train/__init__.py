@@ -475,11 +475,15 @@ def _make_batches(model, X, u, valid_starts, chunk_samples, stream, pin, generat
     )
 
 
-def _progress_bar(n_steps: int, start: int):
-    """A tqdm bar over the steps, starting at ``start`` (after a resume)."""
+def _progress_bar(n_steps: int, start: int, verbose=True):
+    """A tqdm bar over the steps, starting at ``start`` (after a resume).
+
+    ``verbose="auto"``: tqdm's own rule, shown only when stderr is a terminal.
+    """
     from tqdm.auto import tqdm
 
-    return tqdm(total=n_steps, initial=start, desc="iVAE fit", unit="step")
+    disable = None if verbose == "auto" else False
+    return tqdm(total=n_steps, initial=start, desc="iVAE fit", unit="step", disable=disable)
 
 
 def _open_checkpoint(checkpoint_dir, resume: bool) -> Path | None:
@@ -895,7 +899,7 @@ def train_ivae(
     data = None if ckpt is None else _data_fingerprint(X, u, valid_starts)
     run = _start_state(ckpt, resume, settings, data, model, optimizer, generator, device)
     forward = _wrap_model(model, device, world, compile)
-    bar = _progress_bar(n_steps, run.start) if verbose and rank == 0 else None
+    bar = _progress_bar(n_steps, run.start, verbose) if verbose and rank == 0 else None
     return _run_steps(
         model,
         forward,
