@@ -167,6 +167,11 @@ def _check_read_path(path) -> Path:
         raise IsADirectoryError(
             f"'{path}' is a folder, not an audio file. Pass the path of one file in it."
         )
+    if not path.is_file():
+        raise ValueError(
+            f"'{path}' is not a regular file (a FIFO, socket or device); audio is read from "
+            "files. Save the stream to a file first."
+        )
     if path.stat().st_size == 0:
         raise ValueError(
             f"Audio file '{path}' is empty (0 bytes). It was probably not written completely; "

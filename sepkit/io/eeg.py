@@ -288,8 +288,23 @@ def read_eeg(
         raise FileNotFoundError(f"No EEG file at 'path' ({path}); check the name and folder.")
     check_option("on_missing", on_missing, ("raise", "warn", "ignore"))
     reader = getattr(mne.io, _READERS[ext])
-    # Only MNE warnings (not info chatter) reach the user.
-    raw = reader(path, preload=preload, verbose="warning")
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder, not an EEG file; pass the file in it.")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(
+            f"EEG file '{path}' is empty (0 bytes). It was probably not written completely; "
+            "re-export or re-copy it."
+        )
+    try:
+        # Only MNE warnings (not info chatter) reach the user.
+        raw = reader(path, preload=preload, verbose="warning")
+    except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as err:
+        # MNE's and scipy's reader errors rarely name the file (e.g. "Could not find
+        # measurement info" for a truncated FIF, MatReadError for a corrupt .set).
+        raise ValueError(
+            f"Could not read '{path}' as {ext} EEG: {type(err).__name__}: {err}. Check that "
+            "the file is complete and of the format its name says."
+        ) from err
     types = raw.get_channel_types()
     if "eeg" not in types and picks == "eeg":
         idx = np.array([], dtype=int)

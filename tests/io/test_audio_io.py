@@ -477,3 +477,14 @@ def test_read_real_speech_file():
     assert part.sample_rate == 8000 and part.n_times == 8000
     direct = read_audio(path, start=1.0, stop=2.0)
     np.testing.assert_allclose(part.data, resample(direct, 8000).data)
+
+
+def test_a_fifo_is_not_called_empty(tmp_path):
+    import os
+
+    from sepkit.io import read_audio
+
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"is not a regular file \(a FIFO, socket or device\)"):
+        read_audio(fifo)

@@ -418,3 +418,21 @@ def test_labels_from_events_hold_and_duration():
         ValueError, match=r"'events' must be an integer array of shape \(n_events, 3\)"
     ):
         labels_from_events(raw, events[:, :2])
+
+
+@pytest.mark.parametrize("suffix", [".fif", ".edf", ".set"])
+def test_reader_errors_name_the_file(tmp_path, suffix):
+    from sepkit.io import read_eeg
+
+    empty = tmp_path / f"empty{suffix}"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"'{empty}' is empty \(0 bytes\)"):
+        read_eeg(empty)
+    corrupt = tmp_path / f"corrupt{suffix}"
+    corrupt.write_bytes(b"not an EEG file at all" * 20)
+    with pytest.raises(ValueError, match=rf"Could not read '{corrupt}' as {suffix} EEG"):
+        read_eeg(corrupt)
+    folder = tmp_path / f"folder{suffix}"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder, not an EEG file"):
+        read_eeg(folder)
