@@ -51,6 +51,8 @@ def command_line_phrasing(message: str) -> str:
     'Fit it with --highpass 1 and --mixing linear.'
     >>> command_line_phrasing("x exists. Pass overwrite=True to replace it.")
     'x exists. Pass --force to replace it.'
+    >>> command_line_phrasing("Pass highpass=None and lowpass=None, or domain='time'.")
+    'Pass no --highpass and no --lowpass, or --domain time.'
     """
 
     def option(match: re.Match) -> str:
@@ -61,7 +63,25 @@ def command_line_phrasing(message: str) -> str:
 
     # find_bads_eog's reference channels: --eog-channels of ``separate --exclude eog``.
     message = message.replace("'ch_name'", "--eog-channels").replace("ch_name=", "--eog-channels")
+    for python, command_line in _ADVICE:
+        message = message.replace(python, command_line)
     return _KEYWORD.sub(option, message)
+
+
+# Library advice that has no option of its own, as a command-line user can follow it.
+_ADVICE = (
+    ("highpass=None", "no --highpass"),
+    ("lowpass=None", "no --lowpass"),
+    # The command line reads every data channel of the file; choosing is done in the file.
+    ("(for an MNE Raw, picks=[...] selects them)", "(keep only those channels in the file)"),
+    ("(picks=[...] for an MNE Raw)", "(keep only those channels in the file)"),
+    (
+        "Mark them bad with sepkit.io.mark_bad_channels(raw) (or add them to raw.info['bads']), "
+        "then drop them or interpolate with raw.interpolate_bads().",
+        "Drop or interpolate those channels in the file (e.g. with MNE: mark them in "
+        "raw.info['bads'], then raw.drop_channels or raw.interpolate_bads, and save it).",
+    ),
+)
 
 
 def _show_warning(command: str):

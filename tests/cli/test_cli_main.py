@@ -565,3 +565,18 @@ def test_help_does_not_import_the_heavy_libraries():
     loaded = json.loads(res.stdout)
     assert len(loaded) == len(_HELP_ARGVS)
     assert all(not mods for mods in loaded.values()), loaded
+
+
+@pytest.mark.parametrize(
+    "library, command_line",
+    [
+        ("Pass highpass=None and lowpass=None, or domain='time'.", "Pass no --highpass and no --lowpass, or --domain time."),
+        ("Pass the same channels as in fit (for an MNE Raw, picks=[...] selects them).", "Pass the same channels as in fit (keep only those channels in the file)."),
+        ("Select them first (picks=[...] for an MNE Raw).", "Select them first (keep only those channels in the file)."),
+        ("Unusable EEG channels: flat. Mark them bad with sepkit.io.mark_bad_channels(raw) (or add them to raw.info['bads']), then drop them or interpolate with raw.interpolate_bads().", "Unusable EEG channels: flat. Drop or interpolate those channels in the file (e.g. with MNE: mark them in raw.info['bads'], then raw.drop_channels or raw.interpolate_bads, and save it)."),
+    ],
+)  # fmt: skip
+def test_library_advice_is_phrased_for_the_command_line(library, command_line):
+    from sepkit.cli import command_line_phrasing
+
+    assert command_line_phrasing(library) == command_line
