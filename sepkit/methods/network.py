@@ -20,9 +20,10 @@ from . import _time
 from .base import COMMON_PARAMS, FitInput, no_fit_params
 
 NAME = "network"
-PARAMS = COMMON_PARAMS | {
-    "prior",
-    "posterior",
+# Constructor parameters that shape the network: a model fine-tuned from
+# (init=) must have the same ones for its weights to fit.
+ARCH_PARAMS = (
+    "n_sources",
     "n_hidden",
     "n_layers",
     "kernel_size",
@@ -30,8 +31,12 @@ PARAMS = COMMON_PARAMS | {
     "encoder_u",
     "decoder_u",
     "learn_noise",
-    "noise_var",
     "whiten",
+)
+PARAMS = COMMON_PARAMS | set(ARCH_PARAMS) | {
+    "prior",
+    "posterior",
+    "noise_var",
     "window",
     "window_samples",
     "window_overlap",
@@ -55,19 +60,6 @@ PARAMS = COMMON_PARAMS | {
     "highpass",
     "lowpass",
 }
-# Constructor parameters that shape the network: a model fine-tuned from
-# (init=) must have the same ones for its weights to fit.
-ARCH_PARAMS = (
-    "n_sources",
-    "n_hidden",
-    "n_layers",
-    "kernel_size",
-    "activation",
-    "encoder_u",
-    "decoder_u",
-    "learn_noise",
-    "whiten",
-)
 
 
 def check_fit_params(fit_params) -> None:
