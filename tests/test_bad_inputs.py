@@ -4,6 +4,8 @@ message names the problem and the fix, and creates or changes no file.
 The command line's cases (exit code 2, one line) are in tests/cli/.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,90 @@ def test_all_bad_annotated_raw_is_named_as_such():
     raw.set_annotations(mne.Annotations([0.0], [30.0], ["BAD_all"]))
     with pytest.raises(ValueError, match="Every sample of the Raw lies under a bad annotation"):
         IVAESeparator(2, highpass=1.0).fit(raw)
+
+
+# ----------------------------------------------------------------- command line
+# Each case: a command built in a scratch folder holding good.wav (2-channel, 8 kHz),
+# mono.wav, empty.wav, empty_raw.fif, a folder dir.wav, a FIFO fifo.wav, and an
+# existing out/ with one earlier output. Every case must exit 2 with one stderr line
+# matching the message, and leave every file of the folder as it was.
+def _cli_folder(root):
+    import os
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(4000) / 8000
+    s = rng.standard_normal((2, t.size)) * (1.5 + np.sin(2 * np.pi * np.array([[3.0], [5.0]]) * t))
+    sf.write(str(root / "good.wav"), (0.1 * np.array([[1, 0.5], [0.3, 1]]) @ s).T, 8000)
+    sf.write(str(root / "mono.wav"), 0.1 * s[0], 8000)
+    sf.write(str(root / "silent.wav"), np.zeros((4000, 2)), 8000)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "empty_raw.fif").write_bytes(b"")
+    (root / "dir.wav").mkdir()
+    os.mkfifo(root / "fifo.wav")
+    (root / "out").mkdir()
+    (root / "out" / "good_s1.wav").write_bytes(b"earlier result")
+    (root / "model.safetensors").write_bytes(b"not a model")
+    (root / "bad.toml").write_text("out = [unclosed\n")
+
+
+def _snapshot(root):
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+        if not p.is_fifo()
+    }
+
+
+CLI_CASES = [
+    ("silent audio", ["separate", "silent.wav", "--n-sources", "2", "-o", "new"], "X is silent"),
+    ("mono, 2 sources", ["separate", "mono.wav", "--n-sources", "2", "-o", "new"], "mono"),
+    ("empty wav", ["separate", "empty.wav", "--n-sources", "2", "-o", "new"], r"empty \(0 bytes\)"),
+    ("empty fif", ["separate", "empty_raw.fif", "--n-sources", "2", "-o", "new"], r"empty \(0 bytes\)"),
+    ("folder as input", ["separate", "dir.wav", "--n-sources", "2", "-o", "new"], "is a folder"),
+    ("FIFO as input", ["separate", "fifo.wav", "--n-sources", "2", "-o", "new"], "not a regular file"),
+    ("missing input", ["separate", "nope.wav", "--n-sources", "2", "-o", "new"], "does not exist"),
+    ("existing output", ["separate", "good.wav", "--n-sources", "2", "-o", "out"], "--force"),
+    ("-o is a file", ["separate", "good.wav", "--n-sources", "2", "-o", "good.wav"], "is a file, not a folder"),
+    ("fit -o folder", ["fit", "good.wav", "--n-sources", "2", "-o", "dir.wav"], "must end in .safetensors"),
+    ("corrupt model", ["separate", "good.wav", "--model", "model.safetensors", "-o", "new"], "not a sepkit separator file"),
+    ("unknown model", ["separate", "good.wav", "--model", "ivae-nope-v1", "-o", "new"], "Unknown pretrained model"),
+    ("too many sources", ["separate", "good.wav", "--n-sources", "3", "-o", "new"], "--n-sources 3 is more than the 2 channels of X. Pass --n-sources 2 or fewer"),
+    ("evaluate --json folder", ["evaluate", "--ref", "good.wav", "--est", "good.wav", "--json", "dir.wav"], "is a folder"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, match", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_command_line_refuses_bad_input(argv, match, tmp_path, monkeypatch, capsys):
+    from sepkit.cli import main
+
+    _cli_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    if argv[0] in ("separate", "fit"):
+        argv = [*argv, "--quiet"]  # no progress lines: stderr holds the error alone
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith(f"sepkit {argv[0]}: error: ")
+    assert re.search(match, err[0]), err[0]
+    assert _snapshot(tmp_path) == before  # nothing created, nothing changed
+
+
+def test_python_m_sepkit_train_bad_toml_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    _cli_folder(tmp_path)
+    before = _snapshot(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sepkit.train", str(tmp_path / "bad.toml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "not valid TOML" in lines[0]
+    assert _snapshot(tmp_path) == before

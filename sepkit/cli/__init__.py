@@ -65,6 +65,7 @@ def command_line_phrasing(message: str) -> str:
     message = message.replace("'ch_name'", "--eog-channels").replace("ch_name=", "--eog-channels")
     for python, command_line in _ADVICE:
         message = message.replace(python, command_line)
+    message = re.sub(r"\bn_sources <= (\d+)", r"--n-sources \1 or fewer", message)
     return _KEYWORD.sub(option, message)
 
 
