@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -334,11 +335,17 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         set; measured on clipped make_eeg recordings in
         recipes/eeg_semisynthetic/README.md.
     fit_params : dict or None
-        Settings of one family that have no constructor argument of their
-        own, as ``mne.preprocessing.ICA(fit_params=...)``: for domain='tf'
-        the fields of :class:`sepkit.methods.tf.TFConfig` (``n_iter``,
-        ``n_init``, ``frame_seconds``, ...). A key the chosen family does not
-        know is an error that lists the allowed ones.
+        The chosen family's own settings, as ``mne.preprocessing.ICA(fit_params=...)``:
+        for the network family any of its settings (``n_hidden``, ``n_steps``,
+        ``lr``, ... :data:`sepkit.methods.network.FIT_PARAMS`; the constructor
+        keywords of the same names are the older spelling, and giving one both
+        ways is an error); for domain='tf' the fields of
+        :class:`sepkit.methods.tf.TFConfig` (``n_iter``, ``n_init``,
+        ``frame_seconds``, ...); the linear family takes none. A key the chosen
+        family does not know is an error that lists the allowed ones. The
+        top-level settings are ``n_sources``, ``domain``, ``mixing``, ``prior``,
+        the windows of u, ``highpass``/``lowpass``, ``device``,
+        ``random_state`` and ``verbose``.
     lowpass : float or None
         Edge in Hz of a low-pass filter applied with ``highpass`` in the
         same way (both set: a band-pass, as ``raw.filter(highpass,
@@ -707,6 +714,11 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         -------
         self : IVAESeparator
         """
+        with self._family_settings():
+            return self._fit(X, u, picks, reject_by_annotation, resume, init, callback)
+
+    def _fit(self, X, u, picks, reject_by_annotation, resume, init, callback):
+        """``fit`` with the family settings of ``fit_params`` in effect."""
         device = self._validate_params()
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         check_option("resume", resume, (True, False))
@@ -739,6 +751,35 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
         self.info_ = picked_info(rec) if kind == "raw" else None
         return self
+
+    @contextmanager
+    def _family_settings(self):
+        """Give ``fit_params``' family settings effect, for one call.
+
+        ``fit_params`` may hold a family's settings that are also constructor
+        keywords (the network's ``n_hidden``, ``n_steps``...); within this block
+        the attributes of those names hold them, so every step of fit, inference
+        and loading reads one set of settings. Setting one both ways is an error.
+        """
+        if self.fit_params is not None and not isinstance(self.fit_params, dict):
+            raise TypeError(
+                "'fit_params' must be None or a dict of the chosen family's settings, got "
+                f"{type(self.fit_params).__name__}."
+            )
+        defaults = _constructor_defaults()
+        given = {k: v for k, v in (self.fit_params or {}).items() if k in defaults}
+        twice = sorted(k for k in given if not _same(getattr(self, k), defaults[k]))
+        if twice:
+            raise ValueError(
+                f"{', '.join(twice)} given both as IVAESeparator argument(s) and in fit_params; "
+                "give each setting once (fit_params is the place for family settings)."
+            )
+        saved = {k: getattr(self, k) for k in given}
+        self.__dict__.update(given)
+        try:
+            yield
+        finally:
+            self.__dict__.update(saved)
 
     def fit_transform(self, X, u=None, **fit_params):
         """Fit, then return the sources of ``X``: ``fit(X, u, ...).transform(X, u)``.
@@ -857,10 +898,13 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         """Warn about settings changed from their default that the chosen family ignores."""
         choice.module.check_fit_params(self.fit_params)
         defaults = _constructor_defaults()
+        in_fit_params = set(self.fit_params or {})
         ignored = [
             f"{name}={value!r}"
             for name, value in self.get_params().items()
-            if name not in choice.module.PARAMS and not _same(value, defaults[name])
+            if name not in choice.module.PARAMS
+            and name not in in_fit_params
+            and not _same(value, defaults[name])
         ]
         if ignored:
             warnings.warn(
@@ -1013,7 +1057,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 f"{self.n_channels_}{names}. Pass the same channels as in fit (for an MNE "
                 "Raw, picks=[...] selects them)."
             )
-        self.fitted_.set_params(self.get_params())
+        with self._family_settings():
+            self.fitted_.set_params(self.get_params())
         out = self.fitted_.sources(data, u)
         if not np.isfinite(out).all():
             raise RuntimeError(
@@ -1162,10 +1207,12 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         params["device"] = device
         sep = cls(**params)
         try:
-            dev = sep._validate_params(training=False)
+            with sep._family_settings():
+                dev = sep._validate_params(training=False)
+                settings = sep.get_params()
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path} holds an invalid setting: {err}") from None
-        fitted = fitted_from_state(meta, tensors, sep.get_params(), dev, path=path)
+        fitted = fitted_from_state(meta, tensors, settings, dev, path=path)
         names = tuple(meta["ch_names_"]) if meta.get("ch_names_") else None
         inp = FitInput(np.zeros((0, 0)), meta["sample_rate_"], names, False)
         sep._set_fitted(fitted, inp)

@@ -137,3 +137,26 @@ def test_progress_is_shown_as_tqdm_users_expect(data, capsys):
     assert "iVAE fit" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Invalid value for the 'verbose' parameter"):
         IVAESeparator(3, **TINY, verbose="yes").fit(X, u)
+
+
+def test_network_settings_through_fit_params(data, tmp_path):
+    X, _, u = data
+    by_keyword = IVAESeparator(3, **TINY).fit(X, u)
+    base = {k: v for k, v in TINY.items() if k in ("device", "random_state")}
+    family = {k: v for k, v in TINY.items() if k not in base}
+    by_fit_params = IVAESeparator(3, **base, fit_params=family).fit(X, u)
+    # The same fit either way, and the constructor's values are left as given.
+    np.testing.assert_array_equal(by_fit_params.transform(X, u), by_keyword.transform(X, u))
+    assert by_fit_params.n_steps == 5000 and by_fit_params.n_steps_run_ == 30
+    back = IVAESeparator.load(by_fit_params.save(tmp_path / "m.safetensors"), device="cpu")
+    np.testing.assert_array_equal(back.transform(X, u), by_keyword.transform(X, u))
+    with pytest.raises(ValueError, match="n_steps given both as IVAESeparator argument"):
+        IVAESeparator(3, n_steps=10, fit_params={"n_steps": 20}).fit(X, u)
+    with pytest.raises(
+        ValueError, match=r"fit_params has key\(s\) \['n_iter'\] that the 'network'"
+    ):
+        IVAESeparator(3, **base, fit_params={"n_iter": 3}).fit(X, u)
+    with pytest.raises(ValueError, match="'n_hidden' must be >= 1, got 0"):
+        IVAESeparator(3, **base, fit_params={"n_hidden": 0}).fit(X, u)
+    with pytest.raises(ValueError, match="the 'linear' family takes no fit_params"):
+        IVAESeparator(3, fit_params={"n_hidden": 8}).fit(_eeg())

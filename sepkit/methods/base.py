@@ -27,6 +27,18 @@ import numpy as np
 COMMON_PARAMS = frozenset(
     {"n_sources", "domain", "mixing", "device", "random_state", "verbose", "fit_params"}
 )
+# The short list a user sets, as mne.preprocessing.ICA's: what to separate, the
+# model choice, how u is cut and the fit filter, where to compute. Every other
+# setting belongs to one family and may be given in fit_params (the constructor
+# keywords of the same names stay for compatibility).
+TOP_LEVEL_PARAMS = COMMON_PARAMS | {
+    "prior",
+    "window",
+    "window_samples",
+    "window_overlap",
+    "highpass",
+    "lowpass",
+}
 
 
 def no_fit_params(family: str, fit_params) -> None:

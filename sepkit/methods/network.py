@@ -17,7 +17,7 @@ from ..preprocessing import Standardizer
 from ..train import resolve_data_device, train_ivae
 from ..windows import overlapping_training_set, valid_chunk_starts
 from . import _time
-from .base import COMMON_PARAMS, FitInput, no_fit_params
+from .base import COMMON_PARAMS, TOP_LEVEL_PARAMS, FitInput
 
 NAME = "network"
 # Constructor parameters that shape the network: a model fine-tuned from
@@ -33,38 +33,53 @@ ARCH_PARAMS = (
     "learn_noise",
     "whiten",
 )
-PARAMS = COMMON_PARAMS | set(ARCH_PARAMS) | {
-    "prior",
-    "posterior",
-    "noise_var",
-    "window",
-    "window_samples",
-    "window_overlap",
-    "n_steps",
-    "batch_size",
-    "chunk_samples",
-    "lr",
-    "checkpoint_dir",
-    "checkpoint_every",
-    "early_stopping",
-    "patience",
-    "min_delta",
-    "precision",
-    "compile",
-    "data_device",
-    "ica_init",
-    "batch_size_start",
-    "kl_warmup",
-    "refine_steps",
-    "refine_prior_weight",
-    "highpass",
-    "lowpass",
-}
+PARAMS = (
+    COMMON_PARAMS
+    | set(ARCH_PARAMS)
+    | {
+        "prior",
+        "posterior",
+        "noise_var",
+        "window",
+        "window_samples",
+        "window_overlap",
+        "n_steps",
+        "batch_size",
+        "chunk_samples",
+        "lr",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "early_stopping",
+        "patience",
+        "min_delta",
+        "precision",
+        "compile",
+        "data_device",
+        "ica_init",
+        "batch_size_start",
+        "kl_warmup",
+        "refine_steps",
+        "refine_prior_weight",
+        "highpass",
+        "lowpass",
+    }
+)
+
+
+# The network's own settings, which fit_params may hold (the constructor
+# keywords of the same names are the other, older spelling).
+FIT_PARAMS = tuple(sorted(PARAMS - TOP_LEVEL_PARAMS))
 
 
 def check_fit_params(fit_params) -> None:
-    """This family takes no ``fit_params``."""
-    no_fit_params(NAME, fit_params)
+    """``fit_params`` may hold the network's settings (their values are checked by the estimator)."""
+    unknown = sorted(set(fit_params or {}) - set(FIT_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"fit_params has key(s) {unknown} that the 'network' family does not take. Its "
+            f"settings are {list(FIT_PARAMS)}; the top-level ones ({sorted(TOP_LEVEL_PARAMS)}) "
+            "are IVAESeparator's own arguments."
+        )
 
 
 def fit(
@@ -245,12 +260,15 @@ def check_init(pre, opts: dict, inp: FitInput):
     the weights to load into the new network.
     """
     label = getattr(pre, "pretrained_", {}).get("name", "init")
+    # Its settings, with those it took through fit_params.
+    pre_params = pre.get_params()
+    pre_params.update({k: v for k, v in (pre.fit_params or {}).items() if k in pre_params})
     if getattr(pre, "domain_", "time") != "time":
         raise ValueError(
             f"init={label!r} is a domain={pre.domain_!r} separator; fine-tuning (init=) applies "
             "to domain='time' models. Fit a new separator instead."
         )
-    mismatch = {k: (opts[k], getattr(pre, k)) for k in ARCH_PARAMS if opts[k] != getattr(pre, k)}
+    mismatch = {k: (opts[k], pre_params[k]) for k in ARCH_PARAMS if opts[k] != pre_params[k]}
     if mismatch:
         detail = ", ".join(f"{k}={a!r} (model: {b!r})" for k, (a, b) in mismatch.items())
         raise ValueError(
