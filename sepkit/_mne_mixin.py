@@ -4,7 +4,9 @@ The methods here make the separator a drop-in for ``mne.preprocessing.ICA``
 on continuous data: ``get_sources`` (a Raw of ``misc`` channels named
 ``IVAE000``, ``IVAE001``, ...), ``apply`` (a cleaned copy),
 ``find_bads_eog``, ``find_bads_ecg``, ``plot_components``, ``plot_sources``,
-``plot_overlay`` and FIF writers.
+``plot_overlay`` and FIF writers; ``to_mne_ica`` (the linear family as a
+fitted ``mne.preprocessing.ICA``, built in :mod:`sepkit.io.mne_ica`) and
+``label_components`` (ICLabel, through the optional mne-icalabel).
 Turning a Raw into model input and model output back into a Raw lives in
 :mod:`sepkit.io.raw`; the scores behind ``find_bads_*`` (correlation, CTPS)
 in :mod:`sepkit.artifacts`; the figures in :mod:`sepkit.viz`; the atomic FIF
@@ -870,6 +872,222 @@ class MNEMixin:
         return viz.plot_overlay(
             before[rows], after[rows], sfreq, names=picks, start=start, eeg=is_eeg, title=title
         )
+
+    # ------------------------------------------------- MNE's ICA, ICLabel
+    def to_mne_ica(self, info=None):
+        """The fitted separator as a fitted ``mne.preprocessing.ICA``.
+
+        For the linear family without sensor unwarping (``family_ ==
+        "linear"``, ``sensor_coefs_`` None: ``mixing="linear"``, the EEG
+        default), whose sources are a matrix times the centred channels,
+        ``W @ (x - mean_)`` with ``W`` the encoder's unmixing times
+        ``whitening_``. The ICA holds the same model in MNE's terms:
+        ``pre_whitener_`` ones (so every matrix is in the data's units, e.g.
+        volts), ``pca_mean_ = mean_``, ``pca_components_`` the separator's
+        principal directions (its ``whitening_`` rows, normalised, then the
+        directions the data do not span), ``unmixing_matrix_`` ``W`` in that
+        basis and ``mixing_matrix_`` its inverse. So, to float32 precision
+        (sepkit computes in float32, MNE in float64):
+
+        * ``ica.get_sources(raw)`` equals ``sep.get_sources(raw)``;
+        * ``ica.get_components()`` equals ``sep.get_components()``;
+        * ``ica.apply(raw, exclude=K)`` (``n_pca_components`` = every
+          channel, so the part of the data the sources leave unexplained is
+          kept, as sepkit keeps it) equals ``sep.apply(raw, exclude=K)`` up
+          to a constant per channel: MNE removes ``A_K W_K (x - mean_)``,
+          sepkit holds the removed sources at their mean over ``raw``
+          instead of at zero, leaving the channel means untouched. They
+          agree exactly where the sources have zero mean over ``raw`` (the
+          fitted recording, without ``highpass`` and bad spans).
+
+        ``ica.save("...-ica.fif")`` and ``mne.preprocessing.read_ica``
+        round-trip it, and MNE's tools (``plot_components``,
+        ``find_bads_eog``, ``plot_sources``, ...) work on it.
+
+        Parameters
+        ----------
+        info : None, mne.Info or mne.io.Raw
+            The channels' Info (positions for the topomaps); default the one
+            of fit (``info_``, absent when fitted on an array or loaded from
+            a file). Its projectors are left out: MNE's ICA applies the
+            active ones before unmixing, the separator does not.
+
+        Returns
+        -------
+        ica : mne.preprocessing.ICA
+            ``n_components_ = n_sources``; ``exclude`` is ``sep.exclude``;
+            ``fit_params`` says what was fitted (family, prior, window).
+            ``method`` is ``"imported_sepkit"``: MNE fits nothing under that
+            name (as its own ``"imported_eeglab"``), no MNE computation on a
+            fitted ICA reads it, and ``read_ica`` restores it; the ICA cannot
+            be refitted with ``ica.fit``. ``pca_explained_variance_`` is
+            exact for the first ``n_sources`` components; beyond them the
+            separator keeps only an upper bound (the ``n_sources``-th
+            variance), which MNE reads only for a float
+            ``n_pca_components``.
+
+        Raises
+        ------
+        ValueError
+            For the network, tf and post-nonlinear (unwarping kept)
+            families, whose sources no matrix gives.
+
+        Notes
+        -----
+        mne-icalabel warns on every such ICA that ICLabel was designed with
+        extended infomax decompositions (it checks ``method`` and
+        ``fit_params["extended"]``): it was trained on those, and its
+        probabilities for any other ICA (picard's, FastICA's, sepkit's) are
+        outside its training (it warns for MNE's default picard too, which
+        sets neither ``ortho=False`` nor ``extended=True``). See
+        :meth:`label_components`.
+
+        Examples
+        --------
+        >>> sep = IVAESeparator(n_sources=15).fit(raw)  # doctest: +SKIP
+        >>> ica = sep.to_mne_ica()  # doctest: +SKIP
+        >>> ica.exclude = sep.find_bads_eog(raw)[0]  # doctest: +SKIP
+        >>> ica.save("sub-01-ica.fif")  # doctest: +SKIP
+        """
+        from .io.mne_ica import build_ica, pca_from_whitening
+
+        self._check_fitted()
+        unmixing, bias, mixing = self._linear_maps()
+        info = self._ica_info(info)
+        components, variances = pca_from_whitening(self.whitening_, self.dewhitening_)
+        history = self.history_[0] if self.history_ else {}
+        fit_params = dict(
+            family=self.family_, mixing=self.mixing_, prior=self.prior_,
+            window_samples=int(self.window_samples_), hop_samples=int(self.hop_samples_),
+        )  # fmt: skip
+        return build_ica(
+            unmixing,
+            # An encoder bias b shifts the centre: W (x - m) + b = W (x - (m - W^+ b)).
+            self.mean_ - np.linalg.pinv(unmixing) @ bias,
+            info,
+            components=components,
+            variances=variances,
+            mixing=mixing,
+            exclude=self._excluded(None),
+            fit_params=fit_params,
+            n_iter=history.get("n_iter"),
+        )
+
+    def _linear_maps(self):
+        """(W, b, A): sources W @ (x - mean_) + b and patterns A, in sensor units."""
+        if self.family_ != "linear" or getattr(self, "sensor_coefs_", None) is not None:
+            what = {
+                "network": "the 'network' family (mixing_='nonlinear'), a neural network",
+                "tf": "the 'tf' family (domain_='tf'), a time-frequency model",
+            }.get(self.family_, "the post-nonlinear model (sensor_coefs_ set): a matrix "
+                                "times per-channel unwarped signals")  # fmt: skip
+            raise ValueError(
+                "to_mne_ica exports only the family whose sources are a matrix times the "
+                "channels, as an ICA's: family_='linear' without sensor unwarping "
+                f"(sensor_coefs_ None). This separator is {what}. Refit with "
+                "mixing='linear', e.g. IVAESeparator(n_sources, mixing='linear').fit(raw)."
+            )
+        model, n = self.model_, self.n_sources
+
+        def matrix(conv, rows, extra):
+            # The linear family: one kernel-1 layer plus the linear path, per sample.
+            w = conv.weight[rows, :, 0]
+            if extra is not None:
+                w = w + extra.weight[:, :, 0]
+            return w.detach().cpu().double().numpy()
+
+        enc = model.encoder.layers[0]
+        unmixing = matrix(enc, slice(0, n), model.encoder_linear)
+        bias = enc.bias[:n].detach().cpu().double().numpy()
+        mixing = matrix(model.decoder.layers[0], slice(None), model.decoder_linear)
+        return unmixing @ self.whitening_, bias, self.dewhitening_ @ mixing
+
+    def _ica_info(self, info):
+        """Info of the fitted channels, in their order, from ``info`` (or ``info_``)."""
+        import mne
+
+        if info is None:
+            info = getattr(self, "info_", None)
+            if info is None:
+                raise ValueError(
+                    "to_mne_ica needs the channels' mne.Info, but the separator was not fitted "
+                    "on an MNE Raw (or was loaded from a file). Pass info=raw (or raw.info) of "
+                    "a Raw with the fitted channels."
+                )
+        elif isinstance(info, mne.io.BaseRaw):
+            info = info.info
+        elif not isinstance(info, mne.Info):
+            raise TypeError(
+                f"'info' must be None, an mne.Info or an mne.io.Raw, got {type(info).__name__}."
+            )
+        fitted = list(self._fitted_names_or_default())
+        missing = [n for n in fitted if n not in info["ch_names"]]
+        if missing:
+            raise ValueError(
+                f"'info' lacks fitted channel(s) {missing[:12]}; pass the info of a Raw with "
+                "the channels the separator was fitted on."
+            )
+        idx = [info["ch_names"].index(n) for n in fitted]
+        return mne.pick_info(info, idx, verbose="error")
+
+    def label_components(self, raw, *, backend: str | None = None) -> dict:
+        """ICLabel's class per source, through mne-icalabel (``pip install sepkit[eeg]``).
+
+        Runs ``mne_icalabel``'s ICLabel network (Pion-Tonachini et al. 2019;
+        its weights ship with the package, so this works offline) on
+        :meth:`to_mne_ica` and ``raw``. ICLabel was trained on EEG
+        band-passed 1-100 Hz and referenced to the common average: where
+        ``raw`` is not, a copy of its fitted channels is filtered (1 Hz
+        high-pass; 100 Hz low-pass where the sampling allows) and
+        re-referenced, the separator's maps are re-referenced with it (as
+        EEGLAB's ``pop_reref`` does for ICLabel), and a RuntimeWarning says
+        what was done; ``raw`` is not changed. mne-icalabel itself warns
+        that ICLabel was designed with extended infomax decompositions,
+        which this is not (see :meth:`to_mne_ica`).
+
+        Parameters
+        ----------
+        raw : mne.io.Raw
+            The recording (e.g. the one of fit), with the fitted EEG
+            channels and their positions (a montage).
+        backend : None, "torch" or "onnx"
+            mne-icalabel's backend for the network; None: the first
+            installed (torch, which sepkit needs anyway).
+
+        Returns
+        -------
+        result : dict
+            ``labels`` (list of str, one per source: the most probable of
+            "brain", "muscle artifact", "eye blink", "heart beat", "line
+            noise", "channel noise", "other"), ``y_pred_proba`` (ndarray,
+            shape (n_sources,), its probability; these two as
+            ``mne_icalabel.label_components``), ``probabilities`` (ndarray,
+            shape (n_sources, 7), every class, rows summing to 1) and
+            ``classes`` (the columns' names).
+
+        Raises
+        ------
+        ImportError
+            When mne-icalabel is not installed.
+        ValueError
+            As :meth:`to_mne_ica` for non-linear families; for channels
+            without positions; where the average reference would merge
+            sources (``n_sources`` equal to the channel count on a recording
+            not referenced to the average: fit on average-referenced data).
+
+        Examples
+        --------
+        >>> result = sep.label_components(raw)  # doctest: +SKIP
+        >>> result["labels"][:3], result["y_pred_proba"][:3]  # doctest: +SKIP
+        (['brain', 'eye blink', 'brain'], array([0.98, 0.93, 0.87]))
+        >>> sep.exclude = [k for k, label in enumerate(result["labels"])
+        ...                if label == "eye blink"]  # doctest: +SKIP
+        """
+        from .io.mne_ica import label_ica
+
+        _check_raw_arg(raw)
+        self._check_fitted()
+        return label_ica(raw, self.to_mne_ica(info=raw), backend=backend)
 
     # ------------------------------------------------------------ files
     def save_sources(self, raw, path, *, overwrite: bool = False, u=None) -> Path:

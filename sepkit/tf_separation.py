@@ -9,6 +9,7 @@ earlier releases.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -130,11 +131,12 @@ def separate_file(
         )
     n_times = n_times_file if file_rate == rate else int(round(n_times_file * rate / file_rate))
 
-    read = _chunk_reader(path, n_times_file, file_rate, demixer)
+    read = _chunk_reader(path, n_times_file, file_rate, rate, demixer.n_channels)
     paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(demixer.n_sources)]
     aio._check_targets(paths, overwrite=overwrite, folder=out_dir, create_folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_streamed(demixer, read, n_times, paths, fmt, subtype, chunk_seconds, path.name, verbose)
+    chunks = demixer._chunks(read, n_times, chunk_seconds)
+    _write_streamed(chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, path.name, verbose)
     return paths
 
 
@@ -167,34 +169,55 @@ def _probe(path) -> tuple[int, float]:
     return n_times_file, file_rate
 
 
-def _chunk_reader(path, n_times_file, file_rate, demixer):
-    """``read(lo, hi)``: samples [lo, hi) of the file at the model's rate, checked."""
-    rate = demixer.sample_rate
+def _chunk_reader(path, n_times_file, file_rate, rate, n_channels):
+    """``read(lo, hi)``: samples [lo, hi) of the file at ``rate``, checked, float32.
+
+    At a rate other than the file's, each range is read with context on both
+    sides from a start on the resampler's phase grid (a whole number of its
+    periods), so that the samples kept are those of resampling the file in one
+    piece with :func:`sepkit.io.audio.resample` (up to float rounding), and a
+    read never spans more than ``hi - lo`` plus that context.
+    """
+    if file_rate == rate:
+        up, down, context = 1, 1, 0
+    else:
+        # One period of the polyphase resampler: `up` output samples from `down` input samples.
+        g = math.gcd(int(file_rate), int(rate))
+        up, down = int(rate) // g, int(file_rate) // g
+        # torchaudio's kernel reaches ceil(6 * down / (0.99 * min(up, down))) input
+        # samples to each side (lowpass_filter_width=6, rolloff=0.99 as in resample).
+        reach = math.ceil(6 * down / (0.99 * min(up, down)))
+        context = -(-(reach + down) // down) + 1  # periods
 
     def read(lo, hi):
-        a, b = lo * file_rate / rate, hi * file_rate / rate
-        rec = read_audio(path, start=a / file_rate, stop=min(b, n_times_file) / file_rate)
+        first = max(0, lo // up - context)  # in periods
+        last = -(-hi // up) + context
+        a, b = first * down, min(last * down, n_times_file)
+        rec = read_audio(path, start=a / file_rate, stop=b / file_rate)
         if rec.sample_rate != rate:
             rec = aio.resample(rec, rate)
-        x = rec.data
-        if x.shape[0] != demixer.n_channels:
+        x = rec.data[:, lo - first * up : hi - first * up]
+        if x.shape[0] != n_channels:
             raise ValueError(
                 f"'{path}' has {x.shape[0]} channels but the separator was fitted on "
-                f"{demixer.n_channels}. Pass a file with the same channels."
+                f"{n_channels}. Pass a file with the same channels."
             )
         if not np.isfinite(x).all():
             raise ValueError(f"'{path}' contains NaN or Inf samples; cannot separate it.")
         n = hi - lo
         if x.shape[1] < n:
             x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
-        return x[:, :n]
+        return x
 
     return read
 
 
-def _write_streamed(demixer, read, n_times, paths, fmt, subtype, chunk_seconds, name, verbose):
-    """Separate chunk by chunk into float temp files, then encode ``paths`` all or nothing."""
-    rate = demixer.sample_rate
+def _write_streamed(chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, name, verbose):
+    """Write the sources ``chunks`` into float temp files, then encode ``paths`` all or nothing.
+
+    ``chunks`` yields (start, stop, sources) over [0, ``n_times``), sources of
+    shape (n_sources, stop - start) at ``rate`` (e.g. ``TFDemixer._chunks``).
+    """
     token = secrets.token_hex(6)
     raw_tmp = [p.with_name(f".{p.name}.{token}.f32.tmp") for p in paths]
     fin_tmp = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
@@ -208,7 +231,7 @@ def _write_streamed(demixer, read, n_times, paths, fmt, subtype, chunk_seconds, 
             with tqdm(
                 total=n_times, unit="sample", unit_scale=True, desc=name, disable=not verbose
             ) as bar:
-                for start, stop, block in demixer._chunks(read, n_times, chunk_seconds):
+                for start, stop, block in chunks:
                     peak = max(peak, float(np.abs(block).max(initial=0.0)))
                     for w, row in zip(writers, block, strict=True):
                         w.write(row)

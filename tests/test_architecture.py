@@ -4,7 +4,8 @@ Dependencies point one way. The tiers, top to bottom (numbers as in failure mess
 ``a, b`` = same tier, may import each other; ``a | b`` = same tier, independent)::
 
     top          1. sepkit.cli, sepkit.__main__, sepkit._recipe
-                 2. sepkit.pretrained, sepkit.tf_separation, sepkit.dropin_sklearn
+                 2. sepkit.pretrained, sepkit.tf_separation, sepkit.streaming,
+                    sepkit.dropin_sklearn
     estimator    3. sepkit.separator
                  4. sepkit._mne_mixin
                  5. sepkit.serialization
@@ -55,7 +56,10 @@ PACKAGE_DIR = ROOT / PACKAGE
 # the layers contract in pyproject.toml.
 LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("sepkit.cli", "sepkit.__main__", "sepkit._recipe"), False),
-    (("sepkit.pretrained", "sepkit.tf_separation", "sepkit.dropin_sklearn"), False),
+    (
+        ("sepkit.pretrained", "sepkit.tf_separation", "sepkit.streaming", "sepkit.dropin_sklearn"),
+        False,
+    ),
     (("sepkit.separator",), False),
     (("sepkit._mne_mixin",), False),
     (("sepkit.serialization",), False),

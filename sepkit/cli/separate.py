@@ -26,7 +26,22 @@ topographies of an earlier run, then given with --model STEM_model.safetensors)
 or --exclude eog (the sources find_bads_eog flags against the EOG channels, or
 the frontal ones when there are none, or those --eog-channels names) also writes
 STEM_cleaned_raw.fif, the recording with those sources removed, and lists them in
-STEM_metrics.json.
+STEM_metrics.json. --exclude iclabel removes the sources that ICLabel (the
+optional mne-icalabel: pip install sepkit[eeg]) puts in --iclabel-classes with a
+probability of at least --iclabel-threshold, and lists every source's label in
+STEM_metrics.json; it needs electrode positions.
+
+--save-ica also writes the separator as an MNE ICA file (STEM_ica.fif, or the
+NAME-ica.fif given, in OUTDIR; mne.preprocessing.read_ica reads it), for the
+linear family (--mixing linear, the EEG default).
+
+Long inputs (longer than the fit would see: 60 s of audio, 10 min of EEG) are
+streamed (sepkit.streaming), in memory bounded by a chunk, not by the
+recording: the fit sees that much of the recording, in six blocks spread over
+it; then it is read, separated and written 30 s at a time into the same files.
+Such a run says so on the console and in STEM_metrics.json ("streamed": true);
+--exclude then chooses the sources to remove on the fit's blocks, and
+--resample applies to audio only.
 """
 
 from __future__ import annotations
@@ -59,6 +74,15 @@ from ._common import (
     stem_of,
     write_json,
 )
+
+# Inputs longer than this (seconds, per kind) are streamed. None: the fit's
+# budget, sepkit.streaming.MAX_FIT_SECONDS (audio 60 s, EEG 10 min), so that a
+# recording is held whole only where the fit would see all of it anyway (held
+# whole, 10 min of 2-channel 16 kHz audio peaked at 2.4 GB RSS, 60 s at 1.1 GB).
+STREAM_SECONDS = None
+# Seconds of a streamed input's sources kept for STEM_sources.png: what
+# viz.plot_sources shows of them (its max_seconds).
+PLOT_SECONDS = 10.0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -100,10 +124,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--exclude",
-        metavar="K,K|eog",
+        metavar="K,K|eog|iclabel",
         default=None,
-        help="EEG: remove these sources (comma-separated indices from 0, or 'eog' for the "
-        "ones that follow the EOG) and write STEM_cleaned_raw.fif",
+        help="EEG: remove these sources (comma-separated indices from 0, 'eog' for the "
+        "ones that follow the EOG, or 'iclabel' for those ICLabel labels as artefacts) "
+        "and write STEM_cleaned_raw.fif",
     )
     p.add_argument(
         "--eog-channels",
@@ -112,10 +137,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="with --exclude eog: the channel(s) that record the eyes (default: the "
         "EOG-typed channels, else Fp1/Fp2/Fpz/AF*)",
     )
+    _add_ica_options(p)
     add_model_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p
+
+
+def _add_ica_options(p) -> None:
+    """--iclabel-classes, --iclabel-threshold (--exclude iclabel) and --save-ica."""
+    p.add_argument(
+        "--iclabel-classes",
+        metavar="CLASS,CLASS",
+        default=None,
+        help="with --exclude iclabel: the ICLabel classes to remove (default: eye blink, "
+        "heart beat, muscle artifact, line noise, channel noise; the others are brain "
+        "and other)",
+    )
+    p.add_argument(
+        "--iclabel-threshold",
+        type=float,
+        metavar="P",
+        default=None,
+        help="with --exclude iclabel: the least probability of one of those classes that "
+        "removes a source (default: 0.8)",
+    )
+    p.add_argument(
+        "--save-ica",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME-ica.fif",
+        help="also write the separator as an MNE ICA file in OUTDIR (linear family; "
+        "default name STEM_ica.fif)",
+    )
 
 
 def load_model(spec: str, device: str = "cpu"):
@@ -136,6 +191,8 @@ def _outputs(out: Path, stem: str, kind: str, n_sources: int, args, fits: bool, 
         files.append(out / f"{stem}_sources_raw.fif")
         if args.exclude is not None:
             files.append(out / f"{stem}_cleaned_raw.fif")
+        if args.save_ica is not None:
+            files.append(out / ica_name(args.save_ica, stem))
     plots = args.plots
     if fits:
         files.append(out / f"{stem}_model.safetensors")
@@ -156,12 +213,13 @@ def _has_positions(raw) -> bool:
 
 
 def parse_exclude(text: str | None, n_sources: int):
-    """None, "eog" or a sorted list of source indices from ``--exclude``."""
-    if text is None or text.strip().lower() == "eog":
-        return None if text is None else "eog"
+    """None, "eog", "iclabel" or a sorted list of source indices from ``--exclude``."""
+    if text is None or text.strip().lower() in ("eog", "iclabel"):
+        return None if text is None else text.strip().lower()
     try:
         indices = sorted({int(k) for k in text.split(",")})
     except ValueError:
+        # (tests/cli/test_cli_main.py checks this text; 'iclabel' is in --help.)
         raise ValueError(
             f"--exclude takes comma-separated source indices (e.g. 0,3) or 'eog', got {text!r}."
         ) from None
@@ -195,6 +253,119 @@ def _check_exclude_input(path: Path, X, kind: str, exclude, eog_channels) -> Non
             # find_bads_eog warns about a frontal fallback itself, later.
             warnings.simplefilter("ignore", RuntimeWarning)
             IVAESeparator._eog_reference(X, eog_channels)
+    if isinstance(exclude, _ICLabelRule) and not _has_positions(X):
+        raise ValueError(
+            f"--exclude iclabel needs electrode positions, which {path.name} lacks (ICLabel "
+            "reads each source's map off them). Use a recording with a montage, or pass "
+            "--exclude with source indices."
+        )
+
+
+@dataclass(frozen=True)
+class _ICLabelRule:
+    """--exclude iclabel: remove the sources ICLabel puts in ``classes`` with p >= ``threshold``."""
+
+    classes: tuple
+    threshold: float
+
+
+def iclabel_rule(args, exclude):
+    """``exclude``, with "iclabel" made an :class:`_ICLabelRule` of the --iclabel-* options."""
+    given = [
+        flag
+        for flag, value in (
+            ("--iclabel-classes", args.iclabel_classes),
+            ("--iclabel-threshold", args.iclabel_threshold),
+        )
+        if value is not None
+    ]
+    if exclude != "iclabel":
+        if given:
+            raise ValueError(
+                f"{given[0]} sets which sources --exclude iclabel removes, but --exclude "
+                f"iclabel is not given. Pass --exclude iclabel too, or drop {given[0]}."
+            )
+        return exclude
+    from ..io.mne_ica import (
+        ICLABEL_EXCLUDE,
+        ICLABEL_THRESHOLD,
+        check_iclabel_classes,
+        require_icalabel,
+    )
+
+    try:
+        require_icalabel()
+    except ImportError as err:  # one line and exit 2, as every user error
+        raise RuntimeError(f"--exclude iclabel: {err}") from None
+    classes = ICLABEL_EXCLUDE
+    if args.iclabel_classes is not None:
+        try:
+            classes = check_iclabel_classes(args.iclabel_classes)
+        except ValueError as err:
+            raise ValueError(f"--iclabel-classes: {err}") from None
+    threshold = ICLABEL_THRESHOLD if args.iclabel_threshold is None else args.iclabel_threshold
+    if not 0 < threshold <= 1:
+        raise ValueError(
+            f"--iclabel-threshold is a probability, 0 < P <= 1, got {threshold:g}. Pass e.g. "
+            f"{ICLABEL_THRESHOLD:g}."
+        )
+    return _ICLabelRule(classes, float(threshold))
+
+
+def ica_name(value: str, stem: str) -> str:
+    """The file name of --save-ica (``value``; "" for the default STEM_ica.fif)."""
+    return Path(value).name if value else f"{stem}_ica.fif"
+
+
+def _check_save_ica(args, out: Path, n_inputs: int) -> None:
+    """Refuse a --save-ica name that MNE or the output set would not take, before any work."""
+    value = args.save_ica
+    if not value:
+        return
+    path = Path(value)
+    if not path.name.lower().endswith(("-ica.fif", "_ica.fif", "-ica.fif.gz", "_ica.fif.gz")):
+        raise ValueError(
+            f"--save-ica names an MNE ICA file, whose name ends in -ica.fif or _ica.fif (.gz) "
+            f"as read_ica expects, got {value!r}. Pass e.g. sub-01-ica.fif."
+        )
+    if str(path.parent) not in ("", ".") and path.parent.resolve() != out.resolve():
+        raise ValueError(
+            f"--save-ica writes into the output folder {out}, but {value!r} names another "
+            f"folder. Pass the file name alone ({path.name})."
+        )
+    if n_inputs > 1:
+        raise ValueError(
+            f"--save-ica {value} names one file, but {n_inputs} inputs were given. Pass "
+            "--save-ica without a name (each input then gets its STEM_ica.fif)."
+        )
+
+
+def _check_linear(args, path: Path, kind: str, exclude, pretrained) -> None:
+    """Refuse --save-ica / --exclude iclabel where no MNE ICA can be exported, before any fit."""
+    what = [
+        flag
+        for flag, on in (
+            ("--save-ica", args.save_ica is not None),
+            ("--exclude iclabel", isinstance(exclude, _ICLabelRule)),
+        )
+        if on
+    ]
+    if not what:
+        return
+    if kind != "eeg":
+        raise ValueError(
+            f"{what[0]} exports an EEG decomposition as MNE's ICA, but {path.name} is audio. "
+            f"Drop {what[0]} for audio inputs."
+        )
+    if pretrained is not None:
+        pretrained._linear_maps()  # the error names the families that can
+    elif args.mixing in ("nonlinear", "post-nonlinear") or args.domain == "tf":
+        option = "--domain tf" if args.domain == "tf" else f"--mixing {args.mixing}"
+        raise ValueError(
+            f"{what[0]} needs a separator whose sources are a matrix times the channels (the "
+            f"linear family), but {option} fits another. Pass --mixing linear (or auto, the "
+            "EEG default)."
+        )
 
 
 def _check_steps(args) -> None:
@@ -214,7 +385,7 @@ def output_names(stem: str) -> re.Pattern:
     """Matches the file names of a whole output set of ``stem``, this run's or an earlier one's."""
     return re.compile(
         re.escape(stem) + r"_(metrics\.json|model\.safetensors|s\d+\.wav|sources_raw\.fif"
-        r"|cleaned_raw\.fif|sources\.png|training\.png|topographies\.png)"
+        r"|cleaned_raw\.fif|ica\.fif|sources\.png|training\.png|topographies\.png)"
     )
 
 
@@ -227,6 +398,10 @@ class _Input:
     X: object  # Recording (audio) or mne.io.Raw (EEG, every data channel)
     kind: str
     eeg_pos: bool  # EEG with sensor positions: topographies can be drawn
+    # A streamed input (sepkit.streaming.LongRecording); X is then its Raw, not
+    # preloaded (EEG), or None (audio).
+    long: object = None
+    excerpt: object = None  # what the fit of a streamed input saw
 
 
 @dataclass
@@ -236,7 +411,12 @@ class _Result:
     sources: object  # Recording (audio) or mne.io.Raw (EEG)
     info: dict  # STEM_metrics.json
     cleaned: object = None  # the Raw without the excluded sources (--exclude)
+    ica: object = None  # the separator as mne.preprocessing.ICA (--save-ica)
     figures: dict = field(default_factory=dict)
+    # A streamed input: stream(folder) writes its sources (and cleaned recording)
+    # there and returns the figures; sources and cleaned are None.
+    stream: object = None
+    t0: float = 0.0  # when its work began (a streamed input is timed after stream)
 
 
 def run(args) -> int:
@@ -252,10 +432,11 @@ def run(args) -> int:
             "them or separate them into different --out folders."
         )
     check_writable(out)
+    _check_save_ica(args, out, len(inputs))
     pretrained = load_model(args.model) if args.model else None
     fits = pretrained is None or args.fine_tune
     n_sources = pretrained.n_sources if pretrained is not None else args.n_sources
-    exclude = parse_exclude(args.exclude, n_sources)
+    exclude = iclabel_rule(args, parse_exclude(args.exclude, n_sources))
     eog_channels = None if args.eog_channels is None else args.eog_channels.split(",")
     # Never removed as files of an earlier output set: what this run reads.
     keep = [*inputs, *([args.model] if args.model and Path(args.model).is_file() else [])]
@@ -274,9 +455,11 @@ def run(args) -> int:
             t0 = time.perf_counter()
             sep = _fit_one(args, item, pretrained, n_sources)
             result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
-            result.info["seconds"] = seconds = time.perf_counter() - t0
+            result.info["seconds"] = time.perf_counter() - t0
+            result.t0 = t0
             _write_one(args, out, item, sep if fits else None, result, keep)
             say(args, model_line(item.path.name, result.info))
+            seconds = result.info["seconds"]
             print(f"{item.path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
     except BaseException:
         remove_empty_folders(made)
@@ -290,11 +473,14 @@ def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     say(args, f"reading {path}")
     # Every data channel: the EOG leads for --exclude eog, and all of them in
     # the cleaned recording (the fit and the sources take the EEG only).
-    X, kind = read_input(path, eeg_picks=None)
+    long = _open_long(args, path, pretrained)
+    X, kind = read_input(path, eeg_picks=None) if long is None else (long.raw, long.kind)
+    head = X if long is None else _head(long)  # a second of a streamed input, for the checks
     _check_exclude_input(path, X, kind, exclude, eog_channels)
+    _check_linear(args, path, kind, exclude, pretrained)
     if pretrained is not None and args.fine_tune:
-        check_fine_tune(path, X, pretrained, args.model, "--model")
-    return _Input(path, stem, X, kind, kind == "eeg" and _has_positions(X))
+        check_fine_tune(path, head, pretrained, args.model, "--model")
+    return _Input(path, stem, X, kind, kind == "eeg" and _has_positions(head), long)
 
 
 def _fit_one(args, item: _Input, pretrained, n_sources: int):
@@ -314,10 +500,15 @@ def _fit_one(args, item: _Input, pretrained, n_sources: int):
         params["window"] = args.window
     sep.set_params(**params)
     X = item.X
+    if item.long is not None:
+        item.excerpt = X = _fit_excerpt(args, item, sep, pretrained)
     if pretrained is not None and args.resample:
         X = pretrained._match_sample_rate(X, True)
     say(args, f"fitting {n_sources} sources on {item.path.name}")
-    return sep.fit(X, init=pretrained)
+    with warnings.catch_warnings():
+        # _fit_excerpt's encoder_u=False, where the tf family was chosen after all.
+        warnings.filterwarnings("ignore", "encoder_u=False: not used by", UserWarning)
+        return sep.fit(X, init=pretrained)
 
 
 def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
@@ -326,17 +517,41 @@ def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
     Raises RuntimeError where the sources or the final loss are not finite,
     so that a diverged fit never replaces a good earlier result.
     """
-    import numpy as np
-
+    if item.long is not None:
+        return _apply_streamed(args, item, sep, fits, removal)
     with warnings.catch_warnings():
         if args.quiet:
             warnings.simplefilter("ignore")
         S = sep.transform(item.X, resample=args.resample)
     data = S.data if item.kind == "audio" else S.get_data()
+    info = _model_info(args, item, sep, fits, data)
+    result = _Result(S, info)
+    if args.save_ica is not None:
+        result.ica = sep.to_mne_ica(info=item.X)
+        info["ica_file"] = ica_name(args.save_ica, item.stem)
+    exclude, eog_channels = removal
+    if exclude is not None:
+        result.cleaned, entry = _cleaned(sep, item.X, exclude, item.stem, eog_channels)
+        info.update(entry)
+        if result.ica is not None:  # ica.apply(raw) then removes what this run removed
+            result.ica.exclude = list(entry["excluded"])
+    if args.plots:
+        result.figures = _figures(item, sep, S, data, fits)
+    return result
+
+
+def _model_info(args, item: _Input, sep, fits: bool, data=None) -> dict:
+    """The model's entries of STEM_metrics.json.
+
+    Raises RuntimeError where the final loss or the sources ``data`` (None:
+    not computed yet, as for a streamed input) are not finite.
+    """
+    import numpy as np
+
     loss = sep.history_[-1].get("loss") if fits and sep.history_ else None
     if loss is not None and not math.isfinite(loss):
         what = f"the fit on {item.path.name} ended with a non-finite loss ({loss})"
-    elif not np.isfinite(data).all():
+    elif data is not None and not np.isfinite(data).all():
         what = f"the sources of {item.path.name} contain NaN or Inf values"
     else:
         what = None
@@ -350,6 +565,7 @@ def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
         kind=item.kind,
         model=args.model,
         fine_tuned=bool(args.fine_tune),
+        streamed=item.long is not None,
         n_sources=sep.n_sources,
         sample_rate=sep.sample_rate_,
         **describe_model(sep),
@@ -357,14 +573,7 @@ def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
     if fits:
         info.update(n_steps=sep.n_steps_run_, highpass=sep.highpass, lowpass=sep.lowpass)
         info["final_loss"] = loss
-    result = _Result(S, info)
-    exclude, eog_channels = removal
-    if exclude is not None:
-        result.cleaned, entry = _cleaned(sep, item.X, exclude, item.stem, eog_channels)
-        info.update(entry)
-    if args.plots:
-        result.figures = _figures(item, sep, S, data, fits)
-    return result
+    return info
 
 
 def _figures(item: _Input, sep, S, data, fits: bool) -> dict:
@@ -372,7 +581,7 @@ def _figures(item: _Input, sep, S, data, fits: bool) -> dict:
     from ..io import Recording
     from ..viz import plot_sources, plot_topographies, plot_training_curve
 
-    rate = S.sample_rate if item.kind == "audio" else S.info["sfreq"]
+    rate = S.sample_rate if hasattr(S, "sample_rate") else S.info["sfreq"]
     rec = Recording(data, rate, tuple(S.ch_names), "other")
     figures = {f"{item.stem}_sources.png": plot_sources(rec)}
     losses = [h.get("loss", float("nan")) for h in sep.history_] if fits else []
@@ -402,12 +611,19 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
             folder = staged.path
             if model is not None:
                 model.save(folder / f"{stem}_model.safetensors")
-            if item.kind == "audio":
+            if result.stream is not None:  # a streamed input: read, separated, written now
+                result.figures = result.stream(folder)
+                result.info["seconds"] = time.perf_counter() - result.t0
+                if result.ica is not None:
+                    result.ica.save(folder / ica_name(args.save_ica, stem), verbose="error")
+            elif item.kind == "audio":
                 write_sources(result.sources, folder, stem=stem)
             else:
                 write_raw_fif(result.sources, folder / f"{stem}_sources_raw.fif")
                 if result.cleaned is not None:
                     write_raw_fif(result.cleaned, folder / f"{stem}_cleaned_raw.fif")
+                if result.ica is not None:
+                    result.ica.save(folder / ica_name(args.save_ica, stem), verbose="error")
             for name, fig in result.figures.items():
                 save_figure(fig, folder / name)
             write_json(result.info, folder / f"{stem}_metrics.json")
@@ -419,12 +635,17 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
         say(args, f"{item.path.name}: removed {names} of an earlier run (not written by this one)")
 
 
-def _cleaned(sep, raw, exclude, stem: str, eog_channels=None):
-    """(``raw`` without the sources ``exclude`` ("eog": find_bads_eog's), metrics entry)."""
+def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = True):
+    """(``raw`` without the sources ``exclude`` ("eog": find_bads_eog's), metrics entry).
+
+    ``apply=False``: the sources are only chosen (the cleaned Raw is None).
+    """
     import numpy as np
 
     name = f"{stem}_cleaned_raw.fif"
     entry = {}
+    if isinstance(exclude, _ICLabelRule):
+        exclude, entry = _iclabel_exclude(sep, raw, exclude, name)
     if exclude == "eog":
         exclude, scores = sep.find_bads_eog(raw, ch_name=eog_channels)
         entry["eog_scores"] = np.round(np.asarray(scores, dtype=float), 4).tolist()
@@ -443,4 +664,205 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None):
             )
     # The model's own sep.exclude (saved with it) is removed too, as apply does.
     entry["excluded"] = sep._excluded(exclude)
-    return sep.apply(raw, exclude), entry
+    return (sep.apply(raw, exclude) if apply else None), entry
+
+
+def _iclabel_exclude(sep, raw, rule: _ICLabelRule, name: str):
+    """(sources ICLabel puts in ``rule.classes`` with p >= ``rule.threshold``, metrics entry)."""
+    import numpy as np
+
+    from ..io.mne_ica import select_sources
+
+    labelled = sep.label_components(raw)
+    chosen = select_sources(labelled["probabilities"], rule.classes, rule.threshold)
+    entry = dict(
+        iclabel_labels=labelled["labels"],
+        iclabel_proba=np.round(labelled["y_pred_proba"], 4).tolist(),
+        iclabel_classes=list(rule.classes),
+        iclabel_threshold=rule.threshold,
+    )
+    if not chosen:
+        warnings.warn(
+            f"ICLabel gave no source a probability of {rule.threshold:g} or more for "
+            f"{', '.join(rule.classes)} (its labels: {', '.join(labelled['labels'])}), so "
+            f"{name} lacks only the model's own exclude, if any. Lower --iclabel-threshold, "
+            "or pass --exclude with indices.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return chosen, entry
+
+
+# ------------------------------------------------------------ long inputs, streamed
+def _open_long(args, path: Path, pretrained):
+    """``path`` opened for streaming (:mod:`sepkit.streaming`) where it is long, else None."""
+    from .. import streaming
+    from ._common import input_kind
+
+    kind = input_kind(path)
+    try:
+        long = streaming.open_recording(path, kind)
+    except Exception:
+        # Not readable in parts (M4A & co., which only audioread decodes) or not at all:
+        # read whole, where the reader reports any fault of the file in its own words.
+        return None
+    limit = (STREAM_SECONDS or streaming.MAX_FIT_SECONDS)[kind]
+    if long.duration <= limit:
+        return None
+    if pretrained is not None:
+        if not _streamable(pretrained):
+            _check_window_u(path, long, pretrained, args)
+            return None  # a model that reads u separates only what it can hold whole
+        _check_model_rate(path, long, pretrained, args)
+    budget = streaming.MAX_FIT_SECONDS[kind]
+    fit = f"{budget:g} s of it, in blocks spread over it" if long.duration > budget else "all of it"
+    if pretrained is None or args.fine_tune:
+        seen = f"the fit{' and --exclude see' if args.exclude else ' sees'} {fit}; "
+        if _fits_network(args, pretrained):
+            seen += "a network fitted here reads no u (encoder_u=False: a chunk has no window u); "
+    else:
+        seen = f"--exclude scores the sources on {fit}; " if args.exclude else ""
+    say(
+        args,
+        f"{path.name}: {_duration(long.duration)}, longer than {limit:g} s, is streamed: {seen}"
+        f"its sources are written {streaming.CHUNK_SECONDS:g} s at a time",
+    )
+    return long
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _streamable(sep) -> bool:
+    from ..streaming import check_streamable
+
+    try:
+        check_streamable(sep)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_window_u(path: Path, long, model, args) -> None:
+    """Refuse, before reading it, a recording with more windows than ``model`` has learnt u for."""
+    if getattr(model, "classes_", None) is not None or getattr(model, "n_u_", None) is not None:
+        return  # fitted on labels: transform says what it needs
+    window, hop = model.window_samples_, model.hop_samples_
+    rate = float(model.sample_rate_ or long.sample_rate)
+    n_times = int(round(long.n_times * rate / long.sample_rate))
+    n_windows = 1 if n_times < window else (n_times - window) // hop + 1
+    if not args.fine_tune and n_windows > model.n_segments_:
+        raise ValueError(
+            f"{path.name} has {n_windows} windows of {window} samples but the model "
+            f"{args.model} was fitted on {model.n_segments_}, and its encoder reads the window "
+            "index u, so it separates only recordings as long as the one it was fitted on. "
+            f"Fit a new separator instead: --n-sources {model.n_sources} in place of --model."
+        )
+
+
+def _check_model_rate(path: Path, long, model, args) -> None:
+    """Refuse, before any work, a streamed input at a rate other than ``model``'s."""
+    expected = model.sample_rate_
+    if expected is None or float(expected) == long.sample_rate:
+        return
+    got, expected = long.sample_rate, float(expected)
+    if long.kind == "eeg":
+        raise ValueError(
+            f"{path.name} has sample_rate {got:g} Hz but the model expects {expected:g} Hz, and "
+            f"it is streamed ({_duration(long.duration)}): EEG is resampled only in one piece. "
+            f"Resample it first (raw.resample({expected:g}), then raw.save), then separate it."
+        )
+    if not args.resample:
+        raise ValueError(
+            f"{path.name} has sample_rate {got:g} Hz but the model expects {expected:g} Hz. "
+            "Pass resample=True to resample it, or resample it yourself first."
+        )
+
+
+def _fit_excerpt(args, item: _Input, sep, pretrained):
+    """What the fit of a streamed input sees; a network to fit gets an encoder without u.
+
+    A chunk of the recording has no window index u to give the encoder, so a
+    network fitted here for streaming takes ``encoder_u=False`` (the prior
+    p(z|u) still reads u in the fit, which the identifiability rests on).
+    """
+    from ..streaming import fit_excerpt
+
+    if _fits_network(args, pretrained):
+        sep.set_params(encoder_u=False)
+    return fit_excerpt(item.long)
+
+
+def _fits_network(args, pretrained) -> bool:
+    """Whether the options make a new fit the network (the others read no u)."""
+    network = args.mixing == "nonlinear" or args.prior == "laplace"
+    return pretrained is None and network and args.domain != "tf"
+
+
+def _head(long):
+    """The first second of a streamed input, for the checks that read samples."""
+    stop = min(long.n_times, max(1, int(long.sample_rate)))
+    if long.kind == "eeg":
+        return long.raw.copy().crop(0.0, (stop - 1) / long.sample_rate).load_data(verbose="error")
+    from ..io import Recording
+
+    return Recording(long.read(0, stop), long.sample_rate, long.ch_names, "audio")
+
+
+def _apply_streamed(args, item: _Input, sep, fits: bool, removal) -> _Result:
+    """Metrics of a streamed input, and the writer of its sources (:attr:`_Result.stream`).
+
+    The sources that --exclude removes are chosen on the fit's excerpt (the
+    whole recording is never in memory to score), then removed from all of it.
+    """
+    import functools
+
+    from .. import streaming
+
+    streaming.check_streamable(sep, f"the model for {item.path.name}")
+    result = _Result(None, _model_info(args, item, sep, fits))
+    if getattr(args, "save_ica", None) is not None:  # as _apply_one
+        result.ica = sep.to_mne_ica(info=item.X)
+        result.info["ica_file"] = ica_name(args.save_ica, item.stem)
+    exclude, eog_channels = removal
+    if exclude is not None:
+        excerpt = item.excerpt if item.excerpt is not None else streaming.fit_excerpt(item.long)
+        _, entry = _cleaned(sep, excerpt, exclude, item.stem, eog_channels, apply=False)
+        result.info.update(entry)
+        exclude = entry["excluded"]
+        if result.ica is not None:
+            result.ica.exclude = list(exclude)
+    item.excerpt = None  # free it before the sources are streamed
+    result.stream = functools.partial(_stream_outputs, args, item, sep, fits, exclude)
+    return result
+
+
+def _stream_outputs(args, item: _Input, sep, fits: bool, exclude, folder: Path) -> dict:
+    """Read, separate and write a streamed input into ``folder``; return the figures."""
+    from .. import streaming
+    from ..io import Recording
+
+    head = PLOT_SECONDS if args.plots else 0.0
+    long, stem = item.long, item.stem
+    with warnings.catch_warnings():
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        if item.kind == "audio":
+            _, summary = streaming.write_audio_sources(
+                sep, long, folder, stem, resample=args.resample, head_seconds=head,
+                verbose=show_progress(args),
+            )  # fmt: skip
+        else:
+            path = folder / f"{stem}_sources_raw.fif"
+            _, summary = streaming.write_fif_sources(sep, long, path, head_seconds=head)
+            if exclude is not None:
+                path = folder / f"{stem}_cleaned_raw.fif"
+                streaming.write_fif_cleaned(sep, long, path, exclude, summary.mean)
+    if not args.plots:
+        return {}
+    names = tuple(f"IVAE{i:03d}" for i in range(sep.n_sources))
+    S = Recording(summary.head, summary.sample_rate, names, "other")
+    return _figures(item, sep, S, S.data, fits)
