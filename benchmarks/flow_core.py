@@ -1,4 +1,4 @@
-"""Benchmark: the iVAE's noiseless limit with an invertible decoder (issue 23).
+"""Benchmark: the iVAE's noiseless limit with an invertible decoder.
 
 The "flow" core is an invertible network g (x -> s) fitted by exact maximum
 likelihood under the iVAE's conditional prior, with the per-segment source
@@ -18,28 +18,7 @@ runs the ELBO iVAE with ``IVAESeparator``'s defaults and FastICA on the same
 data, in one process; pass ``OMP_NUM_THREADS=1`` (the script also sets one
 torch thread).
 
-Measured (issue 23; seeds 0-4, mixing depth 3, g depth 3, init "last",
-300 L-BFGS iterations; one torch thread, OMP_NUM_THREADS=1, Intel Xeon, 2
-cores, torch 2.14.1, CPU only):
-
-| method | MCC per seed | median MCC | median s per fit |
-|---|---|---|---|
-| flow-d3 | 0.826 / 0.885 / 0.913 / 0.917 / 0.914 | 0.913 | 68.1 |
-| elbo-default | 0.897 / 0.902 / 0.912 / 0.906 / 0.917 | 0.906 | 16.9 |
-| fastica | 0.566 / 0.537 / 0.624 / 0.655 / 0.529 | 0.566 | 0.0 |
-
-Not the issue's target (0.95 in <= 5 s). On tuning seed 101 the fit stops far
-from the optimum: its profile NLL (-0.12 nats/sample with init "last", 1.13
-with init "first") is well above that of the true unmixing (-1.98), so the
-shortfall is the optimisation (and its cost, ~0.15 s per full-batch
-evaluation), not the estimator. Init "last" (whitening first, linear iVAE
-unmixing last) was chosen on seed 101 by that likelihood; tuning seeds
-100-102 with init "first": MCC 0.925 / 0.716 / 0.802.
-
-Usage::
-
-    OMP_NUM_THREADS=1 python benchmarks/flow_core.py --seeds 0 1 2
-    python benchmarks/flow_core.py --seeds 100 101 102 --depth 1 2 3 4 --methods flow
+Measured results: benchmarks/README.md (section "Nonlinear core").
 """
 
 from __future__ import annotations
