@@ -517,5 +517,7 @@ def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
         raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, suffix=path.suffix) as tmp:
-        fig.savefig(tmp, dpi=dpi)
+        # "tight": the saved image grows to hold every label (a long axis label of
+        # the correlation matrix was cut at the figure's edge).
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return path

@@ -258,3 +258,20 @@ def test_linear_fit_curve_is_the_objective_per_lbfgs_iteration():
     ax = plot_training_curve(sep).axes[0]
     assert ax.get_xlabel() == "L-BFGS iteration"
     np.testing.assert_allclose(ax.lines[0].get_ydata(), trace)
+
+
+def test_saved_figures_keep_their_axis_labels(tmp_path):
+    import matplotlib.image
+
+    from sepkit.viz import plot_correlation_matrix, save_figure
+
+    rng = np.random.default_rng(0)
+    S = rng.standard_normal((2, 500))
+    fig = plot_correlation_matrix(S, S + 0.1 * rng.standard_normal((2, 500)))
+    path = save_figure(fig, tmp_path / "c.png", dpi=100)
+    height, width = matplotlib.image.imread(path).shape[:2]
+    fig.canvas.draw()
+    label = fig.axes[0].xaxis.label.get_window_extent()
+    # The 2x2 matrix's figure is narrower than its x label; the image must hold it.
+    assert label.width > fig.get_figwidth() * fig.dpi * 0.9
+    assert width >= label.width * 100 / fig.dpi

@@ -582,7 +582,10 @@ def _figures(item: _Input, sep, S, data, fits: bool) -> dict:
     from ..viz import plot_sources, plot_topographies, plot_training_curve
 
     rate = S.sample_rate if hasattr(S, "sample_rate") else S.info["sfreq"]
-    rec = Recording(data, rate, tuple(S.ch_names), "other")
+    names = tuple(S.ch_names)
+    if item.kind == "audio":  # label the traces as their files: STEM_s1.wav -> s1
+        names = tuple(f"s{i + 1}" for i in range(len(names)))
+    rec = Recording(data, rate, names, "other")
     figures = {f"{item.stem}_sources.png": plot_sources(rec)}
     losses = [h.get("loss", float("nan")) for h in sep.history_] if fits else []
     if any(math.isfinite(v) for v in losses):

@@ -580,3 +580,22 @@ def test_library_advice_is_phrased_for_the_command_line(library, command_line):
     from sepkit.cli import command_line_phrasing
 
     assert command_line_phrasing(library) == command_line
+
+
+def test_audio_source_plots_are_labelled_as_their_files(tmp_path, monkeypatch):
+    import sepkit.viz as viz
+
+    seen = {}
+    real = viz.plot_sources
+
+    def spy(rec, *args, **kwargs):
+        seen["names"] = rec.ch_names
+        return real(rec, *args, **kwargs)
+
+    monkeypatch.setattr(viz, "plot_sources", spy)
+    a = _wav(tmp_path / "a.wav", seed=0)
+    out = tmp_path / "out"
+    args = ["separate", str(a), "--n-sources", "2", "-o", str(out), "--plots", "--quiet"]
+    assert main(args) == 0
+    assert seen["names"] == ("s1", "s2")
+    assert (out / "a_s1.wav").is_file() and (out / "a_s2.wav").is_file()
