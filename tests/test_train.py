@@ -513,3 +513,19 @@ def test_a_passive_callback_changes_nothing(data, straight):
     watched = IVAESeparator(3, **TINY).fit(X, u, callback=look)
     np.testing.assert_array_equal(watched.transform(X, u), straight.transform(X, u))
     assert watched.model_.training is False
+
+
+def test_checkpoint_folder_keeps_no_temp_debris_of_a_killed_run(tmp_path, data):
+    from sepkit.train import checkpoint_path
+
+    X, u = data
+    ckpt = checkpoint_path(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    # What a run killed while writing its checkpoint leaves (atomic_write's name).
+    (tmp_path / f".{ckpt.name}.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    IVAESeparator(
+        3, **{**TINY, "n_steps": 20, "checkpoint_every": 10}, checkpoint_dir=tmp_path
+    ).fit(X, u)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ckpt.name, "notes.txt"])

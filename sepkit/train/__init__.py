@@ -499,6 +499,10 @@ def _open_checkpoint(checkpoint_dir, resume: bool) -> Path | None:
             "it, or delete it / choose another checkpoint_dir to start afresh."
         )
     ckpt.parent.mkdir(parents=True, exist_ok=True)
+    # Temp files of this checkpoint left by a run killed mid-write (atomic_write
+    # names them .NAME.<random>.tmp); the checkpoint itself is whole or absent.
+    for debris in ckpt.parent.glob(f".{ckpt.name}.*.tmp"):
+        debris.unlink(missing_ok=True)
     return ckpt
 
 
