@@ -32,7 +32,9 @@ from ._check import (
     check_option,
 )
 from ._mne_mixin import MNEMixin
+from .io.audio import resample as resample_recording
 from .io.eeg import is_highpassed, warn_if_not_highpassed
+from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
     picked_info,
@@ -1085,11 +1087,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 "Hz. Pass resample=True to resample it, or resample it yourself first."
             )
         if isinstance(X, Recording):
-            from .io.audio import resample as resample_recording
-
             return resample_recording(X, float(expected))
-        from .io.eeg import resample as resample_raw
-
         return resample_raw(X, float(expected))
 
     def inverse_transform(self, S, u=None):
