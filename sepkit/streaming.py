@@ -43,7 +43,8 @@ from .io import AUDIO_EXTENSIONS
 from .io import audio as aio
 from .io.audio import read_audio
 from .io.eeg import _check_fif_target, read_eeg
-from .io.recording import Recording
+from .io.raw import align_in_time
+from .io.recording import Recording, recording_stem
 from .methods.tf import _CHUNK_SECONDS, _MAX_FIT_SECONDS, fit_blocks
 from .separator import IVAESeparator
 from .tf_separation import _chunk_reader, _probe, _write_streamed
@@ -528,13 +529,7 @@ def _like(rec: LongRecording, info, n_times: int, compute):
     """A ComputedRaw aligned with ``rec.raw`` in time (first sample, date, annotations)."""
     raw = rec.raw
     out = _computed_raw_class()(info, n_times, raw.first_samp, compute)
-    out.set_meas_date(raw.info["meas_date"])
-    annotations = raw.annotations.copy()
-    if annotations.orig_time is None:
-        # As sepkit.io.raw.sources_to_raw: onsets from the first sample held.
-        annotations.onset = annotations.onset - raw.first_time
-    out.set_annotations(annotations, verbose="error")
-    return out
+    return align_in_time(out, raw)
 
 
 def _save_fifs(items, overwrite: bool) -> None:
@@ -756,7 +751,7 @@ def separate_long(
     check_streamable(sep)
     out_dir = Path(out_dir).expanduser()
     if stem is None:
-        stem = _stem(rec.path)
+        stem = recording_stem(rec.path)
     if rec.kind == "audio":
         if exclude is not None:
             raise ValueError(
@@ -783,13 +778,3 @@ def separate_long(
         items.append((_cleaned_raw(sep, rec, exclude, mean, chunk_seconds), paths[1]))
     _save_fifs(items, overwrite)
     return sep, paths
-
-
-def _stem(path) -> str:
-    """The stem of a recording file: ``rec`` for rec.wav, rec_raw.fif and rec.fif.gz."""
-    name = Path(path).name
-    for suffix in (".fif.gz", ".fif"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            return name[:-4] if name.endswith("_raw") else name
-    return Path(name).stem

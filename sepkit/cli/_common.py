@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._atomic import atomic_write
+from ..io.recording import recording_stem
 
 
 def add_common(p) -> None:
@@ -262,12 +263,8 @@ def read_input(path, *, eeg_picks="eeg") -> tuple[object, str]:
 
 
 def stem_of(path) -> str:
-    name = Path(path).name
-    for suffix in (".fif.gz", ".fif"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            return name[:-4] if name.endswith("_raw") else name
-    return Path(name).stem
+    """The stem outputs are named after (:func:`sepkit.io.recording.recording_stem`)."""
+    return recording_stem(path)
 
 
 def describe_model(sep) -> dict:

@@ -143,6 +143,11 @@ def _like_raw(out, raw, *, mne_info, names, ch_types):
     result = mne.io.RawArray(
         np.asarray(out, dtype=np.float64), mne_info, first_samp=raw.first_samp, verbose="error"
     )
+    return align_in_time(result, raw)
+
+
+def align_in_time(result, raw):
+    """``result`` (a Raw of the same samples as ``raw``) with its date and annotations."""
     result.set_meas_date(raw.info["meas_date"])
     annotations = raw.annotations.copy()
     if annotations.orig_time is None:

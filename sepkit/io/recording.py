@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -100,3 +101,13 @@ class Recording:
             f"<Recording | {self.kind}, {self.n_channels} ch, {self.n_times} samples "
             f"({self.duration:.3g} s) at {self.sample_rate:g} Hz>"
         )
+
+
+def recording_stem(path) -> str:
+    """The stem outputs are named after: ``rec`` for rec.wav, rec_raw.fif and rec.fif.gz."""
+    name = Path(path).name
+    for suffix in (".fif.gz", ".fif"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            return name[:-4] if name.endswith("_raw") else name
+    return Path(name).stem
