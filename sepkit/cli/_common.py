@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._atomic import atomic_write
-from ..io.recording import recording_stem
 
 
 def add_common(p) -> None:
@@ -264,6 +263,9 @@ def read_input(path, *, eeg_picks="eeg") -> tuple[object, str]:
 
 def stem_of(path) -> str:
     """The stem outputs are named after (:func:`sepkit.io.recording.recording_stem`)."""
+    # Imported here: sepkit.io loads soundfile and MNE, which `sepkit --help` must not.
+    from ..io.recording import recording_stem
+
     return recording_stem(path)
 
 
