@@ -459,6 +459,8 @@ def run(args) -> int:
             result.t0 = t0
             _write_one(args, out, item, sep if fits else None, result, keep)
             say(args, model_line(item.path.name, result.info))
+            if "excluded" in result.info:
+                say(args, removal_line(item.path.name, result.info))
             seconds = result.info["seconds"]
             print(f"{item.path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
     except BaseException:
@@ -641,12 +643,14 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
 def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = True):
     """(``raw`` without the sources ``exclude`` ("eog": find_bads_eog's), metrics entry).
 
-    ``apply=False``: the sources are only chosen (the cleaned Raw is None).
+    ``apply=False``: the sources are only chosen (the cleaned Raw is None) and the
+    share of variance removed is measured on ``raw`` (a streamed input's fit excerpt).
     """
     import numpy as np
 
     name = f"{stem}_cleaned_raw.fif"
     entry = {}
+    eog_mode = exclude == "eog"
     if isinstance(exclude, _ICLabelRule):
         exclude, entry = _iclabel_exclude(sep, raw, exclude, name)
     if exclude == "eog":
@@ -667,7 +671,59 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
             )
     # The model's own sep.exclude (saved with it) is removed too, as apply does.
     entry["excluded"] = sep._excluded(exclude)
-    return (sep.apply(raw, exclude) if apply else None), entry
+    if eog_mode:
+        with warnings.catch_warnings():  # find_bads_eog has said which channels it took
+            warnings.simplefilter("ignore")
+            entry["eog_reference"] = list(sep._eog_reference(raw, eog_channels))
+    # apply=False (streamed): raw is the fit's excerpt, so the share is measured there.
+    cleaned = sep.apply(raw, exclude)
+    entry.update(_removed_variance(sep, raw, cleaned, exclude, entry["excluded"]))
+    return (cleaned if apply else None), entry
+
+
+# A removal that takes more than this share of the fitted channels' variance
+# is more likely a wrong choice (or a wrong reference) than an artefact.
+_REMOVAL_WARN_SHARE = 0.5
+
+
+def _removed_variance(sep, raw, cleaned, exclude, excluded) -> dict:
+    """Share of the fitted channels' variance the removal takes, in all and per source."""
+    import numpy as np
+
+    names = list(sep.ch_names_)
+    before = raw.get_data(picks=names)
+    total = float(np.var(before - cleaned.get_data(picks=names)) / np.var(before))
+    shares = {}
+    if not sep.exclude:  # per source only where no model-owned exclude is mixed in
+        for k in excluded:
+            one = sep.apply(raw, [k]).get_data(picks=names)
+            shares[str(k)] = round(float(np.var(before - one) / np.var(before)), 4)
+    if total > _REMOVAL_WARN_SHARE:
+        warnings.warn(
+            f"removing source(s) {excluded} takes {100 * total:.1f} % of the variance of the "
+            "fitted channels: more than half, more like brain activity than an artefact. "
+            "Check the components (--plots) before using the cleaned recording.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return dict(removed_variance_share=round(total, 4), removed_variance_per_source=shares)
+
+
+def removal_line(name: str, info: dict) -> str:
+    """One line saying what --exclude removed (sources, share of variance, reference)."""
+    excluded = info["excluded"]
+    if not excluded:
+        return f"{name}: removed no source"
+    per = info.get("removed_variance_per_source") or {}
+    detail = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in per.items())
+    share = info.get("removed_variance_share")
+    text = f"{name}: removed source(s) {excluded}"
+    if share is not None:
+        text += f", {100 * share:.1f} % of the fitted channels' variance"
+        text += f" ({detail})" if detail else ""
+    if info.get("eog_reference"):
+        text += f"; EOG reference {', '.join(info['eog_reference'])}"
+    return text
 
 
 def _iclabel_exclude(sep, raw, rule: _ICLabelRule, name: str):

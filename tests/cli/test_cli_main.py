@@ -599,3 +599,39 @@ def test_audio_source_plots_are_labelled_as_their_files(tmp_path, monkeypatch):
     assert main(args) == 0
     assert seen["names"] == ("s1", "s2")
     assert (out / "a_s1.wav").is_file() and (out / "a_s2.wav").is_file()
+
+
+def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
+    import mne
+
+    from sepkit.datasets import make_eeg
+
+    raw, S, _ = make_eeg(4, duration=30.0, sample_rate=128.0, random_state=1)
+    eog = S[1] / S[1].std() * 50e-6 + 5e-6 * np.random.default_rng(0).standard_normal(S.shape[1])
+    info = mne.create_info(["EOG"], 128.0, ["eog"])
+    raw.add_channels([mne.io.RawArray(eog[None], info, verbose="error")], force_update_info=True)
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "eog"
+    assert (
+        main(["separate", str(path), "--n-sources", "4", "-o", str(out), "--exclude", "eog"]) == 0
+    )
+    printed = capsys.readouterr().err
+    metrics = json.loads((out / "rec_metrics.json").read_text())
+    k = metrics["excluded"]
+    assert len(k) == 1 and metrics["eog_reference"] == ["EOG"]
+    # The share by hand: variance of what the removal changed over the fitted channels'.
+    sep = IVAESeparator.load(out / "rec_model.safetensors")
+    names = list(sep.ch_names_)
+    before = raw.get_data(picks=names)
+    change = before - sep.apply(raw, k).get_data(picks=names)
+    share = np.var(change) / np.var(before)
+    assert metrics["removed_variance_share"] == pytest.approx(share, abs=1e-4)
+    assert metrics["removed_variance_per_source"] == {str(k[0]): pytest.approx(share, abs=1e-4)}
+    assert f"rec_raw.fif: removed source(s) {k}, {100 * share:.1f} %" in printed
+    assert "EOG reference EOG" in printed
+    # Removing everything takes all the variance: a warning says so.
+    out2 = tmp_path / "all"
+    argv = ["separate", str(path), "--model", str(out / "rec_model.safetensors"), "-o", str(out2)]
+    assert main([*argv, "--exclude", "0,1,2,3", "--quiet"]) == 0
+    assert "more than half" in capsys.readouterr().err
