@@ -115,10 +115,10 @@ class SensorUnwarp:
         x = sensor_warp(torch.from_numpy(y), torch.from_numpy(self.coefs)).numpy()
         return x * self.scale[:, None] + self.mean[:, None]
 
-    def slope(self, data: np.ndarray) -> np.ndarray:
-        """dy/dx at ``data`` (n_channels, n_points), in sensor units."""
-        x = (data - self.mean[:, None]) / self.scale[:, None]
-        _, dh = sensor_unwarp(torch.from_numpy(x), torch.from_numpy(self.coefs))
+    def slope_at(self, y: np.ndarray) -> np.ndarray:
+        """dy/dx, in sensor units, where the unwarped signal is ``y`` (n_channels, n_points)."""
+        coefs = torch.from_numpy(self.coefs)
+        _, dh = sensor_unwarp(sensor_warp(torch.from_numpy(y), coefs), coefs)
         return dh.numpy() / self.scale[:, None]
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..functional import sensor_unwarp, sensor_warp
 from ..models.ivae import IVAE
 from ..preprocessing import FitFilter, SensorUnwarp, Standardizer, bridge_rejected
 from ..windows import (
@@ -277,15 +276,11 @@ class TimeDomainFit(Fitted):
         patterns = st.dewhitening @ W
         if st.unwarp is not None:  # mixing="post-nonlinear"
             # Chain rule through the sensor warp g = h^-1 at the decoded source mean:
-            # dx/dz = scale * dy/dz / h'(g(y0)).
+            # dx/dz = dy/dz / (dy/dx at y0).
             z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)[None, :, None]
             with torch.no_grad():
                 y0 = model.decode(z0, None)[0].cpu().double().numpy()
-            y0 = st.dewhitening @ y0 + st.mean[:, None]
-            coefs = torch.from_numpy(st.unwarp.coefs)
-            x0 = sensor_warp(torch.from_numpy(y0), coefs)
-            _, dh = sensor_unwarp(x0, coefs)
-            patterns = patterns * (st.unwarp.scale[:, None] / dh.numpy())
+            patterns = patterns / st.unwarp.slope_at(st.dewhitening @ y0 + st.mean[:, None])
         return patterns
 
     @torch.no_grad()
