@@ -749,7 +749,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             callback=None if callback is None else self._step_callback(callback, inp),
         )
         check_finite_fit(fitted.state()[0])
-        self._set_fitted(fitted, inp)
+        self._set_fitted(fitted, inp.ch_names, inp.sample_rate)
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
         self.info_ = picked_info(rec) if kind == "raw" else None
         return self
@@ -918,21 +918,21 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 stacklevel=4,
             )
 
-    def _set_fitted(self, fitted, inp) -> None:
-        """Expose ``fitted`` (and what fit learnt of the input) as fitted attributes."""
+    def _set_fitted(self, fitted, ch_names, sample_rate) -> None:
+        """Expose ``fitted`` and the fitted channels' names and rate as fitted attributes."""
         self.fitted_ = fitted
         self.family_ = fitted.family
         for name, value in fitted.attributes().items():
             setattr(self, name, value)
         self.n_channels_ = self.n_features_in_ = fitted.n_channels
-        self.ch_names_ = inp.ch_names
-        self.sample_rate_ = inp.sample_rate
+        self.ch_names_ = ch_names
+        self.sample_rate_ = sample_rate
 
     def _step_callback(self, callback, inp):
         """Adapt ``callback(step, sep)`` to the family's ``callback(step, fitted)``."""
 
         def call(step, fitted):
-            self._set_fitted(fitted, inp)
+            self._set_fitted(fitted, inp.ch_names, inp.sample_rate)
             return callback(step, self)
 
         return call
@@ -1212,8 +1212,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             raise ValueError(f"{path} holds an invalid setting: {err}") from None
         fitted = fitted_from_state(meta, tensors, settings, dev, path=path)
         names = tuple(meta["ch_names_"]) if meta.get("ch_names_") else None
-        inp = FitInput(np.zeros((0, 0)), meta["sample_rate_"], names, False)
-        sep._set_fitted(fitted, inp)
+        sep._set_fitted(fitted, names, meta["sample_rate_"])
         sep.n_channels_ = sep.n_features_in_ = meta["n_channels_"]
         sep.event_u_ = meta.get("event_u_", False)
         sep.annotation_u_ = meta.get("annotation_u_", False)
