@@ -10,13 +10,14 @@ asking which family it is. See ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -1235,12 +1236,16 @@ class _Choice:
     is_eeg: bool = False
 
 
-def _constructor_defaults() -> dict:
-    return {
-        name: p.default
-        for name, p in inspect.signature(IVAESeparator.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+@functools.cache
+def _constructor_defaults() -> MappingProxyType:
+    """The constructor's defaults, read once (transform consults them on every call)."""
+    return MappingProxyType(
+        {
+            name: p.default
+            for name, p in inspect.signature(IVAESeparator.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+    )
 
 
 def _same(a, b) -> bool:
