@@ -168,12 +168,27 @@ def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
             "convert it to its physical unit."
         )
     scale = stats.std(axis=1, dtype=np.float64)
-    flat = np.flatnonzero(scale <= 1e-12 * max(1.0, peak))
-    if flat.size == n_channels:
+    if _flat_rows(scale, peak).size == n_channels:
         raise ValueError(
             "X is silent: every channel is constant (e.g. all zeros), so there is nothing "
             "to separate. Check that the right file or channels were read."
         )
+    check_flat_channels(stats, ch_names, scale, peak)
+
+
+def _flat_rows(scale: np.ndarray, peak: float) -> np.ndarray:
+    # Constant up to rounding, relative to the largest value (and absolutely below 1e-12).
+    return np.flatnonzero(scale <= 1e-12 * max(1.0, peak))
+
+
+def check_flat_channels(stats: np.ndarray, ch_names=None, scale=None, peak=None) -> None:
+    """Raise a ValueError naming the constant channels of ``stats`` (n_channels, n_samples).
+
+    ``scale`` (per-channel std) and ``peak`` (largest magnitude) where the caller has them.
+    """
+    scale = stats.std(axis=1) if scale is None else scale
+    peak = float(np.abs(stats).max()) if peak is None else peak
+    flat = _flat_rows(scale, peak)
     if flat.size:
         names = [ch_names[i] for i in flat] if ch_names is not None else flat.tolist()
         raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._check import check_flat_channels
 from ..models.ivae import IVAE
 from ..preprocessing import FitFilter, SensorUnwarp, Standardizer, bridge_rejected
 from ..windows import (
@@ -71,10 +72,8 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
             f"Pass n_sources <= {inp.n_channels}, or record more channels."
         )
     scale = stats.std(axis=1)
-    flat = np.flatnonzero(scale <= 1e-12 * max(1.0, float(np.abs(stats).max())))
-    if flat.size:
-        names = [inp.ch_names[i] for i in flat] if inp.ch_names is not None else flat.tolist()
-        raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
+    # Checked again after the fit filter: a channel of drift alone is flat once filtered.
+    check_flat_channels(stats, inp.ch_names, scale)
     uses_u = opts["prior_"] != "standard"
     window = resolve_window_samples(
         opts["window"],
