@@ -695,31 +695,42 @@ class MNEMixin:
         fitted = list(self._fitted_names_or_default())
         return [fitted.index(name) for name in info["ch_names"]]
 
-    def _positions_info(self, info, what: str):
-        """Info of the fitted EEG channels that have positions, for the topomaps of ``what``."""
+    def _fitted_info(self, info, no_info: str):
+        """``info`` (an Info, a Raw's, or ``info_`` for None) holding every fitted channel.
+
+        ``no_info``: the message when None is given and the fit kept no Info.
+        """
         import mne
 
         if info is None:
             info = getattr(self, "info_", None)
             if info is None:
-                raise ValueError(
-                    f"{what} needs channel positions, but the separator was not fitted "
-                    "on an MNE Raw (or was loaded from a file). Pass info=raw.info of a Raw "
-                    "with the fitted channels and a montage."
-                )
+                raise ValueError(no_info)
         elif isinstance(info, mne.io.BaseRaw):
             info = info.info
         elif not isinstance(info, mne.Info):
             raise TypeError(
                 f"'info' must be None, an mne.Info or an mne.io.Raw, got {type(info).__name__}."
             )
-        fitted = self._fitted_names_or_default()
-        missing = [n for n in fitted if n not in info["ch_names"]]
+        missing = [n for n in self._fitted_names_or_default() if n not in info["ch_names"]]
         if missing:
             raise ValueError(
                 f"'info' lacks fitted channel(s) {missing[:12]}; pass the info of a Raw with "
                 "the channels the separator was fitted on."
             )
+        return info
+
+    def _positions_info(self, info, what: str):
+        """Info of the fitted EEG channels that have positions, for the topomaps of ``what``."""
+        import mne
+
+        info = self._fitted_info(
+            info,
+            f"{what} needs channel positions, but the separator was not fitted "
+            "on an MNE Raw (or was loaded from a file). Pass info=raw.info of a Raw "
+            "with the fitted channels and a montage.",
+        )
+        fitted = self._fitted_names_or_default()
         keep = []
         for name in fitted:
             idx = info["ch_names"].index(name)
@@ -1006,28 +1017,13 @@ class MNEMixin:
         """Info of the fitted channels, in their order, from ``info`` (or ``info_``)."""
         import mne
 
-        if info is None:
-            info = getattr(self, "info_", None)
-            if info is None:
-                raise ValueError(
-                    "to_mne_ica needs the channels' mne.Info, but the separator was not fitted "
-                    "on an MNE Raw (or was loaded from a file). Pass info=raw (or raw.info) of "
-                    "a Raw with the fitted channels."
-                )
-        elif isinstance(info, mne.io.BaseRaw):
-            info = info.info
-        elif not isinstance(info, mne.Info):
-            raise TypeError(
-                f"'info' must be None, an mne.Info or an mne.io.Raw, got {type(info).__name__}."
-            )
-        fitted = list(self._fitted_names_or_default())
-        missing = [n for n in fitted if n not in info["ch_names"]]
-        if missing:
-            raise ValueError(
-                f"'info' lacks fitted channel(s) {missing[:12]}; pass the info of a Raw with "
-                "the channels the separator was fitted on."
-            )
-        idx = [info["ch_names"].index(n) for n in fitted]
+        info = self._fitted_info(
+            info,
+            "to_mne_ica needs the channels' mne.Info, but the separator was not fitted "
+            "on an MNE Raw (or was loaded from a file). Pass info=raw (or raw.info) of "
+            "a Raw with the fitted channels.",
+        )
+        idx = [info["ch_names"].index(n) for n in self._fitted_names_or_default()]
         return mne.pick_info(info, idx, verbose="error")
 
     def label_components(self, raw, *, backend: str | None = None) -> dict:
