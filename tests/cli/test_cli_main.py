@@ -388,18 +388,28 @@ def _assert_same_in_float32(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
-def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
+def _eeg_with_eog_lead(tmp_path, n_sources: int, duration: float):
+    """(raw, S, path): make_eeg's recording plus an EOG lead, saved as rec_raw.fif.
+
+    make_eeg's second source is a blink; the EOG lead records it with noise.
+    """
     import mne
 
     from sepkit.datasets import make_eeg
 
-    # make_eeg's second source is a blink; an EOG lead records it with noise.
-    raw, S, _ = make_eeg(6, duration=60.0, sample_rate=128.0, random_state=1)
+    raw, S, _ = make_eeg(n_sources, duration=duration, sample_rate=128.0, random_state=1)
     eog = S[1] / S[1].std() * 50e-6 + 5e-6 * np.random.default_rng(0).standard_normal(S.shape[1])
     info = mne.create_info(["EOG"], 128.0, ["eog"])
     raw.add_channels([mne.io.RawArray(eog[None], info, verbose="error")], force_update_info=True)
     path = tmp_path / "rec_raw.fif"
     raw.save(path, verbose="error")
+    return raw, S, path
+
+
+def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
+    import mne
+
+    raw, S, path = _eeg_with_eog_lead(tmp_path, 6, 60.0)
     out = tmp_path / "eog"
     argv = ["separate", str(path), "--n-sources", "6", "-o", str(out), "--exclude", "eog"]
     assert main(argv + ["--quiet"]) == 0
@@ -602,16 +612,7 @@ def test_audio_source_plots_are_labelled_as_their_files(tmp_path, monkeypatch):
 
 
 def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
-    import mne
-
-    from sepkit.datasets import make_eeg
-
-    raw, S, _ = make_eeg(4, duration=30.0, sample_rate=128.0, random_state=1)
-    eog = S[1] / S[1].std() * 50e-6 + 5e-6 * np.random.default_rng(0).standard_normal(S.shape[1])
-    info = mne.create_info(["EOG"], 128.0, ["eog"])
-    raw.add_channels([mne.io.RawArray(eog[None], info, verbose="error")], force_update_info=True)
-    path = tmp_path / "rec_raw.fif"
-    raw.save(path, verbose="error")
+    raw, _, path = _eeg_with_eog_lead(tmp_path, 4, 30.0)
     out = tmp_path / "eog"
     assert (
         main(["separate", str(path), "--n-sources", "4", "-o", str(out), "--exclude", "eog"]) == 0
