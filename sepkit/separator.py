@@ -600,11 +600,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         for name in ("highpass", "lowpass"):
             if getattr(self, name) is not None:
                 check_float(name, getattr(self, name), min_value=0.0, strict_min=True)
-        if self.fit_params is not None and not isinstance(self.fit_params, dict):
-            raise TypeError(
-                "'fit_params' must be None or a dict of the chosen family's settings, got "
-                f"{type(self.fit_params).__name__}."
-            )
+        self._check_fit_params_type()
 
     def _validate_choice_params(self):
         check_option("domain", self.domain, ("auto", "time", "tf"))
@@ -755,6 +751,13 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         self.info_ = picked_info(rec) if kind == "raw" else None
         return self
 
+    def _check_fit_params_type(self) -> None:
+        if self.fit_params is not None and not isinstance(self.fit_params, dict):
+            raise TypeError(
+                "'fit_params' must be None or a dict of the chosen family's settings, got "
+                f"{type(self.fit_params).__name__}."
+            )
+
     @contextmanager
     def _family_settings(self):
         """Give ``fit_params``' family settings effect, for one call.
@@ -764,11 +767,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         the attributes of those names hold them, so every step of fit, inference
         and loading reads one set of settings. Setting one both ways is an error.
         """
-        if self.fit_params is not None and not isinstance(self.fit_params, dict):
-            raise TypeError(
-                "'fit_params' must be None or a dict of the chosen family's settings, got "
-                f"{type(self.fit_params).__name__}."
-            )
+        self._check_fit_params_type()
         defaults = _constructor_defaults()
         given = {k: v for k, v in (self.fit_params or {}).items() if k in defaults}
         twice = sorted(k for k in given if not _same(getattr(self, k), defaults[k]))
