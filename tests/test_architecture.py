@@ -66,7 +66,14 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("sepkit.methods",), False),
     (("sepkit.train", "sepkit.preprocessing"), True),
     (
-        ("sepkit.models", "sepkit.datasets", "sepkit.viz", "sepkit.artifacts", "sepkit.metrics"),
+        (
+            "sepkit.models",
+            "sepkit.datasets",
+            "sepkit.data",
+            "sepkit.viz",
+            "sepkit.artifacts",
+            "sepkit.metrics",
+        ),
         False,
     ),
     (

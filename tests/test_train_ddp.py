@@ -116,6 +116,39 @@ def test_single_process_corpus_of_files(tmp_path, capsys):
     assert main([str(cfg)]) == 0
 
 
+def test_single_process_corpus_form_reads_windows(tmp_path, capsys, monkeypatch):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.05, 0.3, (3, 1))
+    sf.write(str(tmp_path / "a.wav"), (rng.standard_normal((3, 1300)) * scale).T, 1000)
+    sf.write(str(tmp_path / "b.flac"), (rng.standard_normal((3, 1650)) * scale).T, 2000)
+    sf.write(str(tmp_path / "c.wav"), np.zeros((50, 3)), 1000)  # shorter than a window
+    reads, real_read = [], sf.read
+
+    def read(path, *args, start=0, stop=None, **kw):
+        reads.append((stop - start, sf.info(path).frames))
+        return real_read(path, *args, start=start, stop=stop, **kw)
+
+    monkeypatch.setattr(sf, "read", read)
+    text = 'out = "c.safetensors"\n[data]\ncorpus = {files = ["a.wav", "b.flac", "c.wav"], '
+    text += "window_seconds = 0.1, sample_rate = 1000}\n" + MODEL
+    assert main([str(_config(tmp_path, text))]) == 0
+    out, err = capsys.readouterr()
+    assert "saved" in out
+    assert re.fullmatch(
+        r"python -m sepkit.train: warning: Skipped 1 recording\(s\) shorter than one window "
+        r"\(0.1 s\): c.wav\.\n",
+        err,
+    ), err
+    # One read per window, of one window (200 samples at b.flac's 2000 Hz), never a file.
+    assert len(reads) == 13 + 8 and {n for n, _ in reads} == {100, 200}
+    assert all(n < frames for n, frames in reads)
+    sep = IVAESeparator.load(tmp_path / "c.safetensors", device="cpu")
+    assert sep.n_segments_ == 1300 // 100 + (1650 - 200) // 200 + 1  # u: one per window
+    assert sep.n_steps_run_ == 20 and np.isfinite(sep.history_[-1]["loss"])
+
+
 FILES = 'out = "m.safetensors"\n[data]\nfiles = '
 OUT = 'out = "m.safetensors"\n'
 NPY = OUT + '[data]\nfiles = ["a.npy"]\n'
@@ -224,6 +257,47 @@ CONFIG_ERRORS = {
     "out in a missing folder": (
         'out = "none/m.safetensors"\n' + SYNTHETIC + MODEL,
         r"The folder .*none of 'out' in .*cfg.toml does not exist",
+    ),
+    "files and corpus": (
+        OUT + '[data]\nfiles = ["a.npy"]\ncorpus = {}\n' + MODEL,
+        r"must give exactly one of 'files' \(a list of recordings\), 'synthetic' .* or 'corpus'",
+    ),
+    "corpus not a table": (
+        OUT + '[data]\ncorpus = ["d.wav"]\n' + MODEL,
+        r"'corpus' in \[data\] of .*cfg.toml must be a table of WindowDataset arguments, e.g. "
+        r"corpus = \{files = \[\"a.wav\"\], window_seconds = 1.0\}, got \['d.wav'\]\.",
+    ),
+    "corpus unknown key": (
+        OUT + '[data]\ncorpus = {files = ["d.wav"], window_seconds = 0.001, hop = 1}\n' + MODEL,
+        r"Unknown key\(s\) \['hop'\] in 'corpus' in \[data\] of .*cfg.toml\. Allowed keys are",
+    ),
+    "corpus without window_seconds": (
+        OUT + '[data]\ncorpus = {files = ["d.wav"]}\n' + MODEL,
+        r"'corpus' in \[data\] of .*cfg.toml lacks 'window_seconds'; write e.g. corpus = ",
+    ),
+    "corpus files empty": (
+        OUT + "[data]\ncorpus = {files = [], window_seconds = 0.001}\n" + MODEL,
+        r"'files' in 'corpus' in \[data\] of .*cfg.toml is empty; list at least one recording",
+    ),
+    "corpus missing file": (
+        OUT + '[data]\ncorpus = {files = ["nope.wav"], window_seconds = 0.001}\n' + MODEL,
+        r"nope.wav in 'files' of .*cfg.toml does not exist",
+    ),
+    "corpus bad window": (
+        OUT + '[data]\ncorpus = {files = ["d.wav"], window_seconds = 0}\n' + MODEL,
+        r"'corpus' in \[data\] of .*cfg.toml: 'window_seconds' must be > 0.0, got 0.0\.",
+    ),
+    "corpus npy without sample_rate": (
+        OUT + '[data]\ncorpus = {files = ["a.npy"], window_seconds = 0.001}\n' + MODEL,
+        r"'corpus' in \[data\] .*: .npy files carry no sample rate \(a.npy\); pass sample_rate",
+    ),
+    "corpus and window in [model]": (
+        OUT
+        + '[data]\ncorpus = {files = ["d.wav"], window_seconds = 0.001}\n'
+        + MODEL
+        + "window = 0.5\n",
+        r"\['window'\] in \[model\] of .*cfg.toml: with 'corpus', u is the index of the "
+        r"corpus's windows\. Set window_seconds",
     ),
 }
 

@@ -20,6 +20,8 @@ separator, readable with :meth:`sepkit.IVAESeparator.load`. The config
     files = ["s01.fif", "s02.fif"]  # .npy (n_channels, n_times), audio or EEG
     # or, instead of files, a make_nonlinear_ica dataset:
     # synthetic = {n_sources = 3, n_segments = 10, n_per_segment = 200, n_layers = 1}
+    # or windows of a corpus, read window by window (sepkit.data.WindowDataset):
+    # corpus = {files = ["a.wav", "b.flac"], window_seconds = 1.0, sample_rate = 16000}
 
     [model]                      # IVAESeparator keyword arguments
     n_sources = 3
@@ -30,6 +32,18 @@ With files, u is the window index within each file (windows never span two
 files); with ``synthetic``, the dataset's segment labels. Recordings are
 concatenated in time, so a training chunk longer than one sample
 (``kernel_size > 1``) may straddle the junction of two files.
+
+With ``corpus``, the keys are :class:`sepkit.data.WindowDataset`'s
+(``files``, ``window_seconds``, and optionally ``hop_seconds``,
+``sample_rate`` to resample every window to one rate, ``channels = "mean"``
+for mono): each file is read one window at a time (never whole; recordings
+shorter than a window are skipped with a warning), and the windows are
+concatenated in order, each with its own u (its number in the corpus), so u
+is again the window index within each file, numbered on. The windows of u are
+the corpus's, so [model] sets no ``window``, ``window_samples`` or
+``window_overlap``. Overlapping windows (``hop_seconds < window_seconds``)
+repeat their shared samples. Every rank reads the whole corpus; the
+estimator's fit trains on data in memory.
 
 Errors a user can cause (a missing or malformed config, a missing file, an
 existing output or checkpoint, a setting out of range, a checkpoint of other
@@ -53,6 +67,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import WindowDataset
 from ..datasets import make_nonlinear_ica
 from ..io import SUPPORTED_EEG_EXTENSIONS, Recording, read_audio, read_eeg, to_recording
 from ..separator import IVAESeparator, check_model_path
@@ -63,7 +78,10 @@ from ._common import check_writable
 
 PROG = "python -m sepkit.train"
 _CONFIG_KEYS = {"out", "overwrite", "checkpoint_dir", "resume", "data", "model"}
-_DATA_KEYS = {"files", "synthetic"}
+_DATA_KEYS = {"files", "synthetic", "corpus"}
+# [data] corpus: WindowDataset's keyword arguments; u comes from its windows.
+_CORPUS_KEYS = {"files", "window_seconds", "hop_seconds", "sample_rate", "channels"}
+_WINDOW_SETTINGS = ("window", "window_samples", "window_overlap")
 # The type of each top-level entry, and how to say it.
 _TYPES = {
     "out": (str, "a file name ending in .safetensors"),
@@ -180,16 +198,22 @@ def _read_config(path: Path) -> dict:
             "not in [model]."
         )
     _check_data_entry(cfg["data"], path)
+    clash = [key for key in _WINDOW_SETTINGS if key in cfg["model"]]
+    if "corpus" in cfg["data"] and clash:
+        raise ValueError(
+            f"{clash} in [model] of {path}: with 'corpus', u is the index of the corpus's "
+            "windows. Set window_seconds (and hop_seconds) in 'corpus' instead."
+        )
     return cfg
 
 
 def _check_data_entry(data: dict, path: Path) -> None:
-    """[data]: exactly one of a non-empty list of file names or a synthetic table."""
+    """[data]: exactly one of a list of file names, a synthetic table or a corpus table."""
     _unknown(data, _DATA_KEYS, f"[data] of {path}")
-    if ("files" in data) == ("synthetic" in data):
+    if sum(key in data for key in _DATA_KEYS) != 1:
         raise ValueError(
-            f"[data] of {path} must give exactly one of 'files' (a list of recordings) or "
-            "'synthetic' (make_nonlinear_ica arguments)."
+            f"[data] of {path} must give exactly one of 'files' (a list of recordings), "
+            "'synthetic' (make_nonlinear_ica arguments) or 'corpus' (windows of recordings)."
         )
     if "synthetic" in data:
         if not isinstance(data["synthetic"], dict):
@@ -200,15 +224,36 @@ def _check_data_entry(data: dict, path: Path) -> None:
         allowed = inspect.signature(make_nonlinear_ica).parameters
         _unknown(data["synthetic"], allowed, f"'synthetic' in [data] of {path}")
         return
-    files = data["files"]
+    if "corpus" in data:
+        _check_corpus_entry(data["corpus"], path)
+        return
+    _check_file_list(data["files"], f"'files' in [data] of {path}")
+
+
+def _check_corpus_entry(corpus, path: Path) -> None:
+    """[data] corpus: a table of WindowDataset arguments with files and window_seconds."""
+    where = f"'corpus' in [data] of {path}"
+    example = 'corpus = {files = ["a.wav"], window_seconds = 1.0}'
+    if not isinstance(corpus, dict):
+        raise TypeError(
+            f"{where} must be a table of WindowDataset arguments, e.g. {example}, got {corpus!r}."
+        )
+    _unknown(corpus, _CORPUS_KEYS, where)
+    for key in ("files", "window_seconds"):
+        if key not in corpus:
+            raise ValueError(f"{where} lacks '{key}'; write e.g. {example}.")
+    _check_file_list(corpus["files"], f"'files' in {where}")
+
+
+def _check_file_list(files, what: str) -> None:
     if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
         raise TypeError(
-            f"'files' in [data] of {path} must be a list of file names, got {files!r}. "
+            f"{what} must be a list of file names, got {files!r}. "
             'Write e.g. files = ["s01.fif", "s02.fif"].'
         )
     if not files:
         raise ValueError(
-            f"'files' in [data] of {path} is empty; list at least one recording "
+            f"{what} is empty; list at least one recording "
             '(.npy, audio or EEG), e.g. files = ["s01.fif"].'
         )
 
@@ -292,11 +337,29 @@ def _synthetic(kwargs: dict, config: Path):
     return X, u
 
 
+def _windowed(spec: dict, base: Path, config: Path):
+    """The windows of [data] corpus, read one at a time, concatenated; u = window number."""
+    spec = dict(spec)
+    paths = _check_files(spec.pop("files"), base, config)
+    try:
+        ds = WindowDataset(paths, **spec)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"'corpus' in [data] of {config}: {err}") from None
+    n_windows, n = len(ds), ds.window_samples
+    X = np.empty((ds.n_channels, n_windows * n), np.float32)
+    for i in range(n_windows):
+        X[:, i * n : (i + 1) * n] = ds[i]["window"].numpy()
+    # Windows count through the recordings in order, so u numbers them on across files.
+    return Recording(X, ds.sample_rate), np.repeat(np.arange(n_windows), n)
+
+
 def _corpus(cfg: dict, base: Path, sep, config: Path):
     """Concatenated data (Recording or array) and per-sample window labels."""
     data_cfg = cfg["data"]
     if "synthetic" in data_cfg:
         return _synthetic(data_cfg["synthetic"], config)
+    if "corpus" in data_cfg:
+        return _windowed(data_cfg["corpus"], base, config)
     parts, labels, rates, offset = [], [], set(), 0
     names = data_cfg["files"]
     for name, path in zip(names, _check_files(names, base, config), strict=True):

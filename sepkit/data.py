@@ -1,0 +1,560 @@
+"""Corpus loaders: torch datasets of windows over many recordings, read from disk.
+
+A corpus is a list of files: audio that libsndfile reads (WAV, FLAC, OGG, ...),
+EEG in any format of :func:`sepkit.io.read_eeg` (opened with
+``preload=False``), and ``.npy`` arrays of shape (n_channels, n_times) (opened
+memory-mapped). Each recording is cut into windows of ``window_seconds``
+starting every ``hop_seconds``, and each window comes with its u, the index of
+the window within its recording (the iVAE's auxiliary variable, as
+:mod:`sepkit.windows` defines it for one recording).
+
+- :class:`WindowDataset` is map-style (``len``, ``ds[i]``): random access, as
+  braindecode's windows datasets.
+- :class:`WindowCorpus` is an :class:`~torch.utils.data.IterableDataset` over
+  the same windows: shuffled per epoch, sharded across ``torchrun`` ranks and
+  DataLoader workers, deterministic given the seed, and resumable from
+  :meth:`WindowCorpus.state_dict`.
+
+Both stream: file lengths are probed once at construction (the audio header,
+the EEG header, the ``.npy`` header) and only the window being returned is
+read, so memory is bounded by the window size, not by the corpus size.
+
+Each item is a dict::
+
+    {"window": Tensor (n_channels, window_samples) float32,
+     "u": int,          # window index within its recording
+     "recording": int,  # index of the file in `files`
+     "start": int}      # first sample of the window, at the file's own rate
+
+Examples
+--------
+EEG users window their recordings as with braindecode, with random access:
+
+>>> from sepkit.data import WindowDataset
+>>> ds = WindowDataset(["s01.fif", "s02.fif"], window_seconds=2.0)  # doctest: +SKIP
+>>> item = ds[0]  # doctest: +SKIP
+>>> item["window"].shape, item["u"], item["recording"]  # doctest: +SKIP
+(torch.Size([64, 512]), 0, 0)
+
+A shuffled, sharded stream for training, here mono 16 kHz windows of 1 s from
+files at several rates; under ``torchrun`` each rank reads its own part:
+
+>>> import torch
+>>> from sepkit.data import WindowCorpus
+>>> corpus = WindowCorpus(
+...     ["a.wav", "b.flac", "c.ogg"], 1.0, sample_rate=16000, channels="mean", n_epochs=None
+... )  # doctest: +SKIP
+>>> loader = torch.utils.data.DataLoader(corpus, batch_size=32, num_workers=2)  # doctest: +SKIP
+>>> batch = next(iter(loader))  # doctest: +SKIP
+>>> batch["window"].shape, batch["u"].shape  # doctest: +SKIP
+(torch.Size([32, 1, 16000]), torch.Size([32]))
+
+Resuming (iterated in the main process, ``num_workers=0``): the next iteration
+continues with the window after the last one yielded before ``state_dict()``.
+
+>>> state = corpus.state_dict()  # doctest: +SKIP
+>>> corpus = WindowCorpus(["a.wav", "b.flac", "c.ogg"], 1.0, sample_rate=16000,
+...                       channels="mean", n_epochs=None)  # doctest: +SKIP
+>>> corpus.load_state_dict(state)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ._check import check_float, check_int, check_option
+from .io import AUDIO_EXTENSIONS, SUPPORTED_EEG_EXTENSIONS, read_eeg
+
+__all__ = ["WindowCorpus", "WindowDataset"]
+
+CHANNELS = (None, "mean")
+# Resampling ratios are rounded to a fraction with at most this denominator:
+# exact for the usual rates (44100 -> 16000 is 160/441, 512 -> 250 is 125/256).
+_MAX_DENOMINATOR = 1000
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One file of the corpus, as probed from its header."""
+
+    index: int  # position in `files`
+    path: Path
+    kind: str  # "audio", "eeg" or "npy"
+    n_times: int
+    sample_rate: float | None  # None for .npy
+    n_channels: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the windows of one kept recording are read."""
+
+    source: _Source
+    up: int  # resampling ratio up / down
+    down: int
+    read_samples: int  # samples read per window, at the file's rate
+    hop_samples: int  # at the file's rate
+    n_windows: int
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        return "npy"
+    if any(name.endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
+        return "eeg"
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        return "audio"
+    return None
+
+
+def _check_files(files) -> list[Path]:
+    if isinstance(files, (str, os.PathLike)) or not isinstance(files, Sequence):
+        raise TypeError(
+            f"'files' must be a list of paths, got {type(files).__name__} ({files!r}). "
+            "Pass e.g. files=['s01.fif'] for one recording."
+        )
+    if not files:
+        raise ValueError(
+            "'files' is empty; pass at least one recording (.npy, audio or EEG), "
+            "e.g. files=['s01.fif']."
+        )
+    paths = [Path(name).expanduser() for name in files]
+    for i, path in enumerate(paths):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"files[{i}] ({path}) does not exist; check the name and folder."
+            )
+        if _kind(path) is None:
+            raise ValueError(
+                f"Unsupported file extension '{path.suffix}' of files[{i}] ({path}). Supported "
+                "are .npy (n_channels, n_times), audio that soundfile reads (.wav, .flac, .ogg, "
+                f"...) and EEG ({', '.join(SUPPORTED_EEG_EXTENSIONS)}); convert the file to one."
+            )
+    return paths
+
+
+def _probe_npy(path: Path):
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a readable .npy array (numpy said: {err}). Save it with "
+            "np.save(path, data) from an array of shape (n_channels, n_times)."
+        ) from None
+    if data.ndim != 2 or data.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{path} holds an array of shape {data.shape} and dtype {data.dtype}; expected "
+            "real numbers of shape (n_channels, n_times)."
+        )
+    return data, data.shape[1], None, data.shape[0]
+
+
+def _probe(index: int, path: Path):
+    """(the file's header as a _Source, an open handle or None); reads no samples."""
+    kind = _kind(path)
+    if kind == "npy":
+        handle, n_times, rate, n_channels = _probe_npy(path)
+    elif kind == "eeg":
+        handle = read_eeg(path, preload=False)
+        n_times, rate, n_channels = (
+            handle.n_times,
+            float(handle.info["sfreq"]),
+            len(handle.ch_names),
+        )
+    else:
+        try:
+            info = sf.info(str(path))
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise ValueError(
+                f"Could not open {path} with soundfile ({err}). Corpora stream only audio that "
+                "libsndfile reads (WAV, FLAC, OGG, ...); convert it, e.g. to FLAC."
+            ) from None
+        handle, n_times, rate, n_channels = None, info.frames, float(info.samplerate), info.channels
+    return _Source(index, path, kind, int(n_times), rate, int(n_channels)), handle
+
+
+def _common_rate(sources: list[_Source], sample_rate: float | None) -> float:
+    if sample_rate is not None:
+        return sample_rate
+    npy = [s.path.name for s in sources if s.sample_rate is None]
+    if npy:
+        raise ValueError(
+            f".npy files carry no sample rate ({', '.join(npy)}); pass sample_rate (in Hz), "
+            "the rate they were recorded at."
+        )
+    rates = sorted({s.sample_rate for s in sources})
+    if len(rates) > 1:
+        raise ValueError(
+            f"The files have different sample rates {rates} Hz and sample_rate is None. Pass "
+            "sample_rate (e.g. sample_rate=16000) to resample every window to one rate."
+        )
+    return rates[0]
+
+
+def _common_channels(sources: list[_Source], channels) -> int:
+    if channels == "mean":
+        return 1
+    counts = sorted({s.n_channels for s in sources})
+    if len(counts) > 1:
+        first = sources[0]
+        other = next(s for s in sources if s.n_channels != first.n_channels)
+        raise ValueError(
+            f"{other.path.name} has {other.n_channels} channels but {first.path.name} has "
+            f"{first.n_channels}, and channels is None. Pass channels='mean' for mono windows, "
+            "or list files with the same channels."
+        )
+    return counts[0]
+
+
+def _n_samples(name: str, seconds: float, rate: float) -> int:
+    n = round(seconds * rate)
+    if n < 1:
+        raise ValueError(
+            f"'{name}' ({seconds} s) is shorter than one sample at {rate} Hz; pass at least "
+            f"{1 / rate} s."
+        )
+    return n
+
+
+def _plan(source: _Source, rate: float, window_samples: int, hop_seconds: float) -> _Plan:
+    native = rate if source.sample_rate is None else source.sample_rate
+    ratio = Fraction(rate / native).limit_denominator(_MAX_DENOMINATOR)
+    up, down = ratio.numerator, ratio.denominator
+    # Enough input that the resampled window has window_samples samples.
+    read_samples = window_samples if up == down else math.ceil(window_samples * down / up)
+    hop_samples = _n_samples("hop_seconds", hop_seconds, native)
+    n_windows = 0
+    if source.n_times >= read_samples:  # as sepkit.windows.n_windows_for
+        n_windows = (source.n_times - read_samples) // hop_samples + 1
+    return _Plan(source, up, down, read_samples, hop_samples, n_windows)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of many recordings, map-style: ``len(ds)`` and ``ds[i]``.
+
+    Window ``i`` counts through the recordings in the order of ``files`` and,
+    within each, in time. Nothing but headers is read at construction;
+    ``ds[i]`` reads its window from disk.
+
+    Parameters
+    ----------
+    files : list of str or path-like
+        The recordings: ``.npy`` arrays of shape (n_channels, n_times) (opened
+        memory-mapped), audio that soundfile reads (WAV, FLAC, OGG, ...) and
+        EEG files that :func:`sepkit.io.read_eeg` reads (EEG channels, volts,
+        opened with ``preload=False``). Recordings shorter than one window are
+        skipped with one warning that names them.
+    window_seconds : float
+        Window length in seconds, > 0.
+    hop_seconds : float or None
+        Step between window starts in seconds, in (0, window_seconds]. Default
+        None: ``window_seconds`` (disjoint windows). Samples after the last
+        full window are left out.
+    sample_rate : float or None
+        Rate of the windows in Hz. Default None: the files' own rate, which
+        they must share. A number: every window is resampled to it
+        (:func:`scipy.signal.resample_poly`, window by window, so the first and
+        last few samples of a window feel the filter's edge). ``.npy`` files
+        carry no rate: they are taken to be at ``sample_rate``, which they need.
+    channels : {None, "mean"}
+        None (default): all channels, and every file must have as many.
+        ``"mean"``: the mean over channels (mono downmix), one channel.
+
+    Attributes
+    ----------
+    sample_rate : float
+        Rate of the windows in Hz.
+    window_samples : int
+        Samples per window, at ``sample_rate``.
+    n_channels : int
+        Channels per window.
+    recordings : tuple of int
+        Indices in ``files`` of the recordings kept (long enough for a window).
+    n_windows : tuple of int
+        Windows of each kept recording, aligned with ``recordings``.
+
+    Examples
+    --------
+    >>> ds = WindowDataset(["s01.fif", "s02.fif"], 2.0, hop_seconds=1.0)  # doctest: +SKIP
+    >>> ds[3]["u"], ds[3]["recording"], ds[3]["start"]  # doctest: +SKIP
+    (3, 0, 768)
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike],
+        window_seconds: float,
+        *,
+        hop_seconds: float | None = None,
+        sample_rate: float | None = None,
+        channels: str | None = None,
+    ):
+        window_seconds = check_float(
+            "window_seconds", window_seconds, min_value=0.0, strict_min=True
+        )
+        if hop_seconds is None:
+            hop_seconds = window_seconds
+        hop_seconds = check_float("hop_seconds", hop_seconds, min_value=0.0, strict_min=True)
+        if hop_seconds > window_seconds:
+            raise ValueError(
+                f"'hop_seconds' must be at most window_seconds ({window_seconds}) so that the "
+                f"windows cover every sample, got {hop_seconds}. Pass a smaller hop_seconds."
+            )
+        if sample_rate is not None:
+            sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
+        self.channels = check_option("channels", channels, CHANNELS)
+        paths = _check_files(files)
+        probed = [_probe(i, path) for i, path in enumerate(paths)]
+        sources = [source for source, _ in probed]
+        self.sample_rate = float(_common_rate(sources, sample_rate))
+        self.n_channels = _common_channels(sources, channels)
+        self.window_samples = _n_samples("window_seconds", window_seconds, self.sample_rate)
+        plans = [_plan(s, self.sample_rate, self.window_samples, hop_seconds) for s in sources]
+        self._plans = [p for p in plans if p.n_windows > 0]
+        if not self._plans:
+            longest = max(s.n_times / (s.sample_rate or self.sample_rate) for s in sources)
+            raise ValueError(
+                f"No recording in 'files' is as long as one window (window_seconds="
+                f"{window_seconds}); the longest lasts {longest:.3g} s. Pass a shorter "
+                "window_seconds."
+            )
+        short = [p.source.path.name for p in plans if p.n_windows == 0]
+        if short:
+            warnings.warn(
+                f"Skipped {len(short)} recording(s) shorter than one window ({window_seconds} s): "
+                f"{', '.join(short)}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        # Open handles (EEG Raw, .npy memmaps) of the kept recordings, by file index.
+        self._handles = {s.index: h for s, h in probed if h is not None}
+        self.recordings = tuple(p.source.index for p in self._plans)
+        self.n_windows = tuple(p.n_windows for p in self._plans)
+        self._offsets = np.cumsum([0, *self.n_windows])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getstate__(self):
+        # Workers (and pickles) reopen the files: a memmap would pickle its whole array.
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def _handle(self, source: _Source):
+        if source.index not in self._handles:
+            if source.kind == "npy":
+                self._handles[source.index] = np.load(source.path, mmap_mode="r")
+            else:
+                self._handles[source.index] = read_eeg(source.path, preload=False)
+        return self._handles[source.index]
+
+    def _read(self, source: _Source, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) of one file, shape (n_channels, stop - start)."""
+        if source.kind == "audio":
+            data, _ = sf.read(
+                str(source.path), start=start, stop=stop, dtype="float32", always_2d=True
+            )
+            return data.T
+        if source.kind == "eeg":
+            return self._handle(source).get_data(start=start, stop=stop)
+        return np.asarray(self._handle(source)[:, start:stop])
+
+    def __getitem__(self, index: int) -> dict:
+        """Window ``index``: {"window", "u", "recording", "start"} (see the module docstring)."""
+        n = len(self)
+        i = operator.index(index)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"Window index {index} is out of range for {n} windows.")
+        k = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        plan = self._plans[k]
+        u = i - int(self._offsets[k])
+        start = u * plan.hop_samples
+        x = self._read(plan.source, start, start + plan.read_samples)
+        if self.channels == "mean":
+            x = x.mean(axis=0, keepdims=True)
+        if plan.up != plan.down:
+            from scipy.signal import resample_poly
+
+            x = resample_poly(x, plan.up, plan.down, axis=1)[:, : self.window_samples]
+        window = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return {"window": window, "u": u, "recording": plan.source.index, "start": start}
+
+
+def _rank_world(rank, world_size) -> tuple[int, int]:
+    if rank is None and world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+    if rank is None or world_size is None:
+        raise ValueError(
+            f"Pass both 'rank' and 'world_size', or neither (then they are read from "
+            f"torch.distributed); got rank={rank!r} and world_size={world_size!r}."
+        )
+    world_size = check_int("world_size", world_size, min_value=1)
+    rank = check_int("rank", rank, min_value=0)
+    if rank >= world_size:
+        raise ValueError(
+            f"'rank' must be in [0, world_size) = [0, {world_size}), got {rank}. Pass this "
+            "process's rank, e.g. int(os.environ['RANK']) under torchrun."
+        )
+    return rank, world_size
+
+
+class WindowCorpus(torch.utils.data.IterableDataset):
+    """A shuffled stream of windows over many recordings, sharded across ranks and workers.
+
+    The windows are those of :class:`WindowDataset` (same parameters), read
+    one at a time from disk. Each epoch draws a permutation of all windows
+    from ``np.random.default_rng([seed, epoch])``; rank r takes every
+    ``world_size``-th window of it from position r, and DataLoader worker w
+    of that rank every ``num_workers``-th of the rank's windows from position
+    w, so with ``num_workers > 0`` each window still comes once.
+
+    Every rank gets the same number of windows per epoch, as DDP needs:
+    ``ceil(n / world_size)`` by default, where the permutation is padded with
+    its own first windows (as :class:`torch.utils.data.DistributedSampler`
+    does), so those few come twice in that epoch; with ``drop_last=True``,
+    ``n // world_size``, the last ``n % world_size`` windows of each epoch's
+    permutation being left out. Either way the ranks' windows are disjoint
+    (but for the padding) and together all the windows (but for the dropped).
+
+    Parameters
+    ----------
+    files, window_seconds, hop_seconds, sample_rate, channels
+        As in :class:`WindowDataset`.
+    shuffle : bool
+        Permute the windows each epoch (default). False: in the order of
+        :class:`WindowDataset`, the same every epoch.
+    seed : int
+        Seed of the permutations, >= 0; the same on every rank.
+    rank, world_size : int or None
+        This process's part. Default None for both: from
+        :mod:`torch.distributed` when its process group is initialised (read
+        at construction, so build the corpus after ``init_process_group``),
+        else 0 and 1.
+    n_epochs : int or None
+        Passes over the corpus in one iteration, >= 1 (default 1); None loops
+        forever.
+    drop_last : bool
+        Drop, rather than pad, to give the ranks equal counts (see above).
+
+    Attributes
+    ----------
+    dataset : WindowDataset
+        The windows, with ``sample_rate``, ``window_samples`` and ``n_channels``.
+    rank, world_size : int
+        This process's part.
+
+    Notes
+    -----
+    Iteration starts at the state (:meth:`state_dict`), which advances with
+    every window yielded in this process, so a corpus iterated in the main
+    process (``num_workers=0``) resumes exactly after
+    :meth:`load_state_dict`. A DataLoader's workers iterate copies: count the
+    windows you consumed and load ``{"epoch": e, "position": p}`` yourself
+    (exact with ``batch_size=1``, which the workers serve round-robin). An
+    iteration that runs to its end leaves the state at the start again, so
+    iterating twice gives the same windows twice; use ``n_epochs`` for fresh
+    permutations.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike],
+        window_seconds: float,
+        *,
+        hop_seconds: float | None = None,
+        sample_rate: float | None = None,
+        channels: str | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        n_epochs: int | None = 1,
+        drop_last: bool = False,
+    ):
+        super().__init__()
+        self.seed = check_int("seed", seed, min_value=0)
+        self.n_epochs = None if n_epochs is None else check_int("n_epochs", n_epochs, min_value=1)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.rank, self.world_size = _rank_world(rank, world_size)
+        self.dataset = WindowDataset(
+            files,
+            window_seconds,
+            hop_seconds=hop_seconds,
+            sample_rate=sample_rate,
+            channels=channels,
+        )
+        if self.drop_last and len(self.dataset) < self.world_size:
+            raise ValueError(
+                f"drop_last=True leaves no window for any rank: the corpus has "
+                f"{len(self.dataset)} windows for world_size {self.world_size}. Pass "
+                "drop_last=False, or shorter windows."
+            )
+        self._epoch, self._position = 0, 0
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """Indices into :attr:`dataset` of this rank's windows in ``epoch``, in order."""
+        n = len(self.dataset)
+        order = (
+            np.random.default_rng([self.seed, epoch]).permutation(n)
+            if self.shuffle
+            else np.arange(n)
+        )
+        if self.drop_last:
+            order = order[: n - n % self.world_size]
+        else:  # pad cyclically, as DistributedSampler does
+            order = np.resize(order, n + (-n) % self.world_size)
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        """Windows one iteration yields on this rank (all its workers together)."""
+        if self.n_epochs is None:
+            raise TypeError("This WindowCorpus loops forever (n_epochs=None); it has no length.")
+        n = len(self.dataset)
+        per_rank = n // self.world_size if self.drop_last else -(-n // self.world_size)
+        return per_rank * self.n_epochs
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        epoch, position = self._epoch, self._position
+        while self.n_epochs is None or epoch < self.n_epochs:
+            items = self.epoch_indices(epoch)
+            for p in range(position + worker, len(items), n_workers):
+                # Advanced before the yield: the state counts what the caller holds.
+                self._epoch, self._position = epoch, p + 1
+                yield self.dataset[int(items[p])]
+            epoch, position = epoch + 1, 0
+        self._epoch, self._position = 0, 0
+
+    def state_dict(self) -> dict:
+        """{"epoch": int, "position": int}: where the next iteration starts."""
+        return {"epoch": self._epoch, "position": self._position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (of :meth:`state_dict`) at the next iteration."""
+        if not isinstance(state, dict) or set(state) != {"epoch", "position"}:
+            raise ValueError(
+                f"'state' must be a dict with the keys 'epoch' and 'position', as state_dict() "
+                f"returns, got {state!r}."
+            )
+        epoch = check_int("epoch", state["epoch"], min_value=0)
+        position = check_int("position", state["position"], min_value=0)
+        self._epoch, self._position = epoch, position
