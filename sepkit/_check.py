@@ -176,6 +176,110 @@ def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
     check_flat_channels(stats, ch_names, scale, peak)
 
 
+# Samples of one float64 block of the rank's covariance (64 channels: 33 MB).
+RANK_CHUNK_SAMPLES = 65536
+# At most this many samples (evenly strided) enter the rank: a linear relation
+# between channels (a reference, an interpolation) holds at every sample, so a
+# subsample keeps it, and the cost stops growing with the recording's length.
+RANK_MAX_SAMPLES = 2**18
+
+
+def data_rank(data: np.ndarray, good=None) -> int:
+    """The numerical rank of ``data`` (n_channels, n_times), as ``mne.compute_rank``.
+
+    Each channel is centred and scaled to unit variance (MNE normalises the
+    rows too, so that independent channels have singular values near one);
+    a singular value counts when above ``n_channels * eps * s_max`` with
+    ``eps`` float32's machine epsilon: MNE's ``tol="float32"`` (scipy's
+    ``linalg.orth`` threshold, for the float32 data that sepkit fits),
+    times the largest ratio of a channel's RMS to its standard deviation
+    (1 without offsets), since float32 rounds a value relative to its
+    magnitude. An average reference leaves its null dimension at float32
+    rounding (3e-8 of the largest singular value for 30 channels without
+    offsets), below the 3.6e-6 that 30 channels allow; a real dimension of
+    EEG lies far above it. The singular values
+    are the square roots of the eigenvalues of the channels' correlation
+    matrix, accumulated in float64 over blocks of samples.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+    good : ndarray of bool, shape (n_times,), or None
+        Samples to use (those not under a BAD annotation); None: all.
+
+    Returns
+    -------
+    rank : int
+    """
+    n_channels, n_times = data.shape
+    idx = np.arange(n_times) if good is None else np.flatnonzero(good)
+    if idx.size > RANK_MAX_SAMPLES:
+        idx = idx[:: -(-idx.size // RANK_MAX_SAMPLES)]
+    whole = idx.size == n_times
+    mean = (data if whole else data[:, idx]).mean(axis=1, dtype=np.float64)
+    cov = np.zeros((n_channels, n_channels))
+    for start in range(0, idx.size, RANK_CHUNK_SAMPLES):
+        block = idx[start : start + RANK_CHUNK_SAMPLES]
+        x = data[:, block[0] : block[-1] + 1] if whole else data[:, block]
+        # Centred before the products: EEG offsets can be 1000 times its signal.
+        x = x.astype(np.float64) - mean[:, None]
+        cov += x @ x.T
+    scale = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(scale, scale).clip(min=np.finfo(np.float64).tiny)
+    s = np.sqrt(np.linalg.eigvalsh(corr).clip(min=0.0))
+    # float32 rounds a value to a share of its magnitude, offset included: a
+    # channel whose offset is 1000 times its standard deviation carries 1000
+    # times more rounding relative to its signal, which no reference cancels.
+    std = scale / np.sqrt(idx.size)
+    offset = np.sqrt(1.0 + (mean / std.clip(min=np.finfo(np.float64).tiny)) ** 2).max()
+    tol = n_channels * np.finfo(np.float32).eps * offset * s.max()
+    return int((s > tol).sum())
+
+
+def check_rank(data: np.ndarray, n_sources: int, good=None) -> int:
+    """The rank of ``data`` (:func:`data_rank`), or a ValueError where ``n_sources`` exceeds it.
+
+    After an average reference, interpolated channels or an ICA-style PCA
+    reduction, the channels span fewer dimensions than there are channels,
+    and no model separates more sources than that.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        As fitted: finite, no flat channel (``check_fit_data`` ran).
+    n_sources : int
+    good : ndarray of bool, shape (n_times,), or None
+        Samples not under a BAD annotation.
+
+    Returns
+    -------
+    rank : int
+        ``n_channels`` where ``n_sources`` exceeds it, unchecked (each family
+        refuses more sources than channels with its own message).
+    """
+    n_channels = data.shape[0]
+    if n_sources > n_channels:  # each family says so in its own words
+        return n_channels
+    rank = data_rank(data, good)
+    if n_sources > rank:
+        missing = n_channels - rank
+        what = (
+            "One dimension is missing, as after an average reference"
+            if missing == 1
+            else f"{missing} dimensions are missing, as after interpolating {missing} channels "
+            "(or a reference and interpolations)"
+        )
+        raise ValueError(
+            f"n_sources={n_sources} is above the rank of the data ({rank} of {n_channels} "
+            "channels; re-referencing, e.g. to the average, removes one dimension per "
+            "reference, and so does each interpolated channel or dimension a PCA reduction "
+            f"dropped). {what}: n_sources can be at most {rank}. Pass n_sources <= {rank}, "
+            f"or drop {missing} channel(s) (after an average reference any one, after an "
+            "interpolation the interpolated ones) or fit the data before the reference."
+        )
+    return rank
+
+
 def _flat_rows(scale: np.ndarray, peak: float) -> np.ndarray:
     # Constant up to rounding, relative to the largest value (and absolutely below 1e-12).
     return np.flatnonzero(scale <= 1e-12 * max(1.0, peak))

@@ -38,8 +38,13 @@ from .io.eeg import _check_fif_target, _save_fif_atomic, check_band
 from .io.raw import annotation_labels, event_labels, is_events_array
 
 # Frontal electrodes that pick up blinks best, used as the EOG reference when a
-# recording has no EOG-typed channel: Fp1, Fp2, Fpz and the AF row (any case).
+# recording has no EOG channel, typed or named: Fp1, Fp2, Fpz and the AF row (any case).
 _FRONTAL = re.compile(r"^(fp\d+|fpz|af\d+|afz)$", re.IGNORECASE)
+# Names that say EOG, for EOG leads typed as EEG (EEGLAB files, BrainVision
+# exports): "EOG" not inside a longer word, optionally after H(orizontal),
+# V(ertical), L(eft) or R(ight), with anything after it (EOG, EOG1, VEOG, HEOG,
+# LEOG, REOG, "EOG left", veog_u), any case.
+_EOG_NAME = re.compile(r"(?<![a-z])[hvlr]?eog", re.IGNORECASE)
 
 
 def _epochs_or_evoked(inst) -> bool:
@@ -368,9 +373,17 @@ class MNEMixin:
             A recording with the channels the separator was fitted on.
         ch_name : None, str or list of str
             Reference channel(s). None takes the EOG-typed channels of
-            ``raw`` (bad ones excluded), or, when there are none, the frontal
-            EEG channels Fp1, Fp2, Fpz and AF* (matched ignoring case), with a
-            RuntimeWarning saying which.
+            ``raw`` (bad ones excluded); when there are none, the EEG-typed
+            channels whose names say EOG (EOG, EOG1, VEOG, HEOG, LEOG, REOG,
+            "EOG left", ...: EEGLAB and BrainVision files type their EOG
+            leads as EEG); when there are none either, the frontal EEG
+            channels Fp1, Fp2, Fpz and AF*. Names are matched ignoring case;
+            the last two draw a RuntimeWarning saying which channels and why.
+            With channels chosen by their names, the frontal channels are
+            scored too, and a RuntimeWarning names the sources they flag that
+            the named channels do not: on EEGLAB's sample recording the leads
+            named EOG1 and EOG2 follow its blink source at |r| 0.41 and 0.35,
+            FPz at 0.87 (fitted on its 30 scalp channels, 1-10 Hz).
         threshold : "auto" or float
             ``measure="correlation"``: the absolute correlation with some
             reference that flags a source, in (0, 1]; "auto" is 0.5, which
@@ -409,10 +422,33 @@ class MNEMixin:
         """
         _check_raw_arg(raw)
         self._check_fitted()
-        names = self._eog_reference(raw, ch_name)
-        return self._score_references(
-            raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
+        names, named = _eog_choice(raw, ch_name)
+        frontal = _frontal_channels(raw) if named else []
+        if not frontal:
+            return self._score_references(
+                raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
+            )
+        # Leads named EOG may record little of the eyes (EEGLAB's sample): score the
+        # frontal channels too and say where they flag what the named ones do not.
+        threshold = self._check_score_threshold(threshold, measure)
+        scores = self._reference_scores(
+            raw, names + frontal, l_freq, h_freq, reject_by_annotation, u
         )
+        scores, frontal_scores = scores[: len(names)], scores[len(names) :]
+        indices = flag_sources(scores, threshold, measure)
+        missed = [k for k in flag_sources(frontal_scores, threshold, measure) if k not in indices]
+        if missed:
+            warnings.warn(
+                f"the frontal EEG channel(s) {frontal} flag source(s) {missed} (|r| up to "
+                f"{np.abs(frontal_scores[:, missed]).max():.2f}) that the EOG reference "
+                f"{names} does not (its best |r| with them "
+                f"{np.abs(scores[:, missed]).max():.2f}): leads named EOG can record little "
+                "of the blinks. Check those sources (plot_properties) and pass "
+                f"ch_name={frontal!r} to score against the frontal channels instead.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return indices, (scores[0] if len(names) == 1 else scores)
 
     def find_bads_ecg(
         self,
@@ -531,17 +567,21 @@ class MNEMixin:
     ):
         """(indices, scores) of :meth:`find_bads_eog` / :meth:`find_bads_ecg` for ``names``."""
         threshold = self._check_score_threshold(threshold, measure)
+        scores = self._reference_scores(raw, names, l_freq, h_freq, reject_by_annotation, u)
+        indices = flag_sources(scores, threshold, measure)
+        return indices, (scores[0] if len(names) == 1 else scores)
+
+    def _reference_scores(self, raw, names, l_freq, h_freq, reject_by_annotation, u):
+        """Correlations of the sources with the channels ``names``, shape (n_names, n_sources)."""
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         sfreq = float(raw.info["sfreq"])
         l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
         sources = self.get_sources(raw, u=u).get_data()
         # Bad spans are cut out before filtering (MNE's "omit"), in reference_correlations.
         good = _good_samples(raw, reject_by_annotation)
-        scores = reference_correlations(
+        return reference_correlations(
             sources, raw.get_data(picks=names), sfreq, l_freq=l_freq, h_freq=h_freq, good=good
         )
-        indices = flag_sources(scores, threshold, measure)
-        return indices, (scores[0] if len(names) == 1 else scores)
 
     def _check_score_threshold(self, threshold, measure) -> float:
         """``threshold`` of a correlation ``measure``, "auto" resolved, or the error."""
@@ -567,33 +607,18 @@ class MNEMixin:
 
     @staticmethod
     def _eog_reference(raw, ch_name) -> list[str]:
-        eog = _typed_reference(raw, ch_name, "eog")
-        if eog:
-            return eog
-        types = raw.get_channel_types()
-        bads = set(raw.info["bads"])
-        frontal = [
-            n
-            for n, t in zip(raw.ch_names, types, strict=True)
-            if t == "eeg" and n not in bads and _FRONTAL.match(n)
-        ]
-        if not frontal:
-            raise ValueError(
-                "raw has no EOG channel and no frontal EEG channel (Fp1, Fp2, Fpz, AF*) to use "
-                "instead. Pass ch_name= naming the channel(s) that record eye activity, or set "
-                "their type with raw.set_channel_types({'name': 'eog'})."
-            )
-        warnings.warn(
-            f"raw has no EOG channel; using the frontal EEG channel(s) {frontal} as the EOG "
-            "reference. Pass ch_name= to choose others.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return frontal
+        """The reference channels of :meth:`find_bads_eog` (see :func:`_eog_choice`)."""
+        return _eog_choice(raw, ch_name, stacklevel=4)[0]
 
     # ------------------------------------------------------------ plots
-    def plot_components(self, picks=None, *, info=None, n_cols: int = 5, cmap="RdBu_r"):
+    def plot_components(
+        self, picks=None, *, info=None, n_cols: int = 5, cmap="RdBu_r", exclude=None
+    ):
         """Topographic maps of the sensor patterns (:meth:`get_components`).
+
+        Excluded sources (``exclude`` and ``self.exclude``, those :meth:`apply`
+        removes) are titled "IVAE003 (excluded)" in grey, as MNE's
+        ``ICA.plot_components`` greys the titles of ``ica.exclude``.
 
         Parameters
         ----------
@@ -606,6 +631,9 @@ class MNEMixin:
             Maps per row.
         cmap : str
             Matplotlib colormap.
+        exclude : None or list of int
+            Sources to show as excluded besides ``self.exclude``, as in
+            :meth:`apply`.
 
         Returns
         -------
@@ -615,13 +643,15 @@ class MNEMixin:
         """
         self._check_fitted()
         picks = self._check_source_picks(picks)
+        excluded = self._excluded(exclude)
         n_cols = check_int("n_cols", n_cols, min_value=1)
         info = self._positions_info(info, "plot_components")
         patterns = self.get_components()[np.ix_(self._info_rows(info), picks)]
         names = [f"IVAE{k:03d}" for k in picks]
         return viz.plot_topomaps(
-            patterns, info, names=names, n_cols=n_cols, cmap=cmap, caller="plot_components"
-        )
+            patterns, info, names=names, n_cols=n_cols, cmap=cmap, caller="plot_components",
+            exclude=[i for i, k in enumerate(picks) if k in excluded],
+        )  # fmt: skip
 
     def plot_properties(self, raw, picks=None, *, info=None, fmax: float | None = None, u=None):
         """One figure per source: its map, spectrum and variance over the windows.
@@ -666,13 +696,14 @@ class MNEMixin:
         info = self._positions_info(raw if info is None else info, "plot_properties")
         patterns = self.get_components()[self._info_rows(info)]
         X, S, u = self._sources_and_data(raw, u)
+        excluded = self._excluded(None)
         total = ((X - X.mean(axis=1, keepdims=True)) ** 2).sum()
         decoded = self.inverse_transform(S, u).astype(np.float64)
         figs = []
         for k in picks:
             change = self._removal_change(S, [k], u, decoded)
             share = (change**2).sum() / total if total > 0 else 0.0
-            title = f"IVAE{k:03d}: {100 * share:.1f} % of the fitted channels' variance"
+            title = f"IVAE{k:03d}{' (excluded)' if k in excluded else ''}: {100 * share:.1f} % of the fitted channels' variance"
             figs.append(
                 viz.plot_source_properties(
                     S[k],
@@ -778,8 +809,13 @@ class MNEMixin:
         start: float = 0.0,
         duration: float = 10.0,
         u=None,
+        exclude=None,
     ):
         """Time courses of the sources, one trace per source.
+
+        Excluded sources (``exclude`` and ``self.exclude``) are traced and
+        labelled "(excluded)" in grey, as MNE's ``ICA.plot_sources`` draws
+        ``ica.exclude``.
 
         Parameters
         ----------
@@ -791,6 +827,9 @@ class MNEMixin:
             Time span in seconds from the first sample of ``raw``.
         u : None, "annotations", "events" or ndarray
             As in ``transform``.
+        exclude : None or list of int
+            Sources to show as excluded besides ``self.exclude``, as in
+            :meth:`apply`.
 
         Returns
         -------
@@ -803,6 +842,7 @@ class MNEMixin:
         _check_raw_arg(raw)
         self._check_fitted()
         picks = self._check_source_picks(picks)
+        excluded = self._excluded(exclude)
         start, stop = _check_span(raw, start, duration)
         sources = self.get_sources(raw, start=start, stop=stop, u=u)
         names = [f"IVAE{k:03d}" for k in picks]
@@ -817,7 +857,7 @@ class MNEMixin:
         ]
         return viz.plot_source_traces(
             sources.get_data(picks=names), raw.info["sfreq"], names=names, start=start,
-            bad_spans=bad_spans,
+            bad_spans=bad_spans, exclude=[i for i, k in enumerate(picks) if k in excluded],
         )  # fmt: skip
 
     def plot_overlay(
@@ -1143,9 +1183,61 @@ def _typed_reference(raw, ch_name, ch_type: str) -> list[str]:
 
         _check_names_present(raw, names, "ch_name", "raw")
         return names
+    return _good_of_type(raw, ch_type)
+
+
+def _good_of_type(raw, ch_type: str, name=None) -> list[str]:
+    """The good channels of ``ch_type`` in ``raw`` whose names ``name`` (a regex) matches."""
     bads = set(raw.info["bads"])
     types = raw.get_channel_types()
-    return [n for n, t in zip(raw.ch_names, types, strict=True) if t == ch_type and n not in bads]
+    return [
+        n
+        for n, t in zip(raw.ch_names, types, strict=True)
+        if t == ch_type and n not in bads and (name is None or name.search(n))
+    ]
+
+
+def _frontal_channels(raw) -> list[str]:
+    return [n for n in _good_of_type(raw, "eeg") if _FRONTAL.match(n)]
+
+
+def _eog_choice(raw, ch_name, stacklevel: int = 3) -> tuple[list[str], bool]:
+    """(reference channels of ``find_bads_eog``, whether they were chosen by their names).
+
+    In this order: ``ch_name``; the good EOG-typed channels; the good
+    EEG-typed channels whose names say EOG (``_EOG_NAME``: EEGLAB and
+    BrainVision files type their EOG leads as EEG); the frontal EEG channels
+    (``_FRONTAL``). The last two draw a RuntimeWarning naming the channels
+    and why; none of them is a ValueError.
+    """
+    eog = _typed_reference(raw, ch_name, "eog")
+    if eog:
+        return eog, False
+    named = _good_of_type(raw, "eeg", _EOG_NAME)
+    if named:
+        warnings.warn(
+            f"raw has no EOG-typed channel; using the EEG-typed channel(s) {named}, whose "
+            "names say EOG, as the EOG reference. Set their type with "
+            f"raw.set_channel_types({{{named[0]!r}: 'eog'}}), or pass ch_name= to choose "
+            "others.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+        return named, True
+    frontal = _frontal_channels(raw)
+    if not frontal:
+        raise ValueError(
+            "raw has no EOG channel and no frontal EEG channel (Fp1, Fp2, Fpz, AF*) to use "
+            "instead. Pass ch_name= naming the channel(s) that record eye activity, or set "
+            "their type with raw.set_channel_types({'name': 'eog'})."
+        )
+    warnings.warn(
+        f"raw has no EOG channel; using the frontal EEG channel(s) {frontal} as the EOG "
+        "reference. Pass ch_name= to choose others.",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+    return frontal, False
 
 
 def _ecg_reference(raw, ch_name) -> list[str]:

@@ -46,6 +46,31 @@ __all__ = [
 ]
 
 
+# Excluded components are drawn in this colour, as MNE's ICA.plot_components
+# titles and plot_sources traces of ``ica.exclude``.
+EXCLUDED_COLOR = "gray"
+
+
+def _check_exclude(exclude, n: int, what: str) -> set[int]:
+    """``exclude`` as a set of row indices below ``n``, or an error naming it."""
+    if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
+        raise TypeError(f"'exclude' must be a sequence of indices of the {what}, got {exclude!r}.")
+    out = set()
+    for k in exclude:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"'exclude' must hold integer indices, got {k!r}.")
+        if not 0 <= k < n:
+            raise ValueError(
+                f"'exclude' holds index {int(k)}, but there are {n} {what} (indices 0 to {n - 1})."
+            )
+        out.add(int(k))
+    return out
+
+
+def _label(name: str, excluded: bool, sep: str = " ") -> str:
+    return f"{name}{sep}(excluded)" if excluded else name
+
+
 def _figure(**kw):
     from matplotlib.figure import Figure
 
@@ -70,8 +95,12 @@ def plot_sources(
     names=None,
     max_seconds: float | None = 10.0,
     n_fft: int = 512,
+    exclude=(),
 ):
     """Waveform and spectrogram of every source, one row each.
+
+    Excluded sources are drawn as MNE's ICA plots draw them: their waveform
+    and label in grey, the label saying "(excluded)".
 
     Parameters
     ----------
@@ -85,6 +114,8 @@ def plot_sources(
         Show at most the first ``max_seconds`` (None: all).
     n_fft : int
         Spectrogram window in samples (shortened for short or slow signals).
+    exclude : sequence of int
+        Rows removed from the recording (e.g. ``sep.exclude``), shown as such.
 
     Returns
     -------
@@ -102,6 +133,7 @@ def plot_sources(
     names = list(names) if names is not None else [f"s{i + 1}" for i in range(n_sources)]
     if len(names) != n_sources:
         raise ValueError(f"'names' has {len(names)} entries for {n_sources} sources.")
+    excluded = _check_exclude(exclude, n_sources, "sources")
     if max_seconds is not None:
         max_seconds = check_float("max_seconds", max_seconds, min_value=0.0, strict_min=True)
         data = data[:, : max(2, int(max_seconds * sample_rate))]
@@ -112,10 +144,12 @@ def plot_sources(
     axes = fig.subplots(n_sources, 2, squeeze=False, width_ratios=[1, 1.3])
     for i, (row, name) in enumerate(zip(data, names, strict=True)):
         ax_w, ax_s = axes[i]
-        ax_w.plot(times, row, lw=0.5, color="k")
+        out = i in excluded
+        ax_w.plot(times, row, lw=0.5, color=EXCLUDED_COLOR if out else "k")
         ax_w.set_xlim(times[0], times[-1])
-        ax_w.set_ylabel(name)
-        ax_s.specgram(row, NFFT=n_fft, Fs=sample_rate, noverlap=n_fft // 2, cmap="magma")
+        ax_w.set_ylabel(_label(name, out, "\n"), color=EXCLUDED_COLOR if out else "k")
+        ax_s.specgram(row, NFFT=n_fft, Fs=sample_rate, noverlap=n_fft // 2,
+                      cmap="gray_r" if out else "magma")  # fmt: skip
         ax_s.set_ylabel("Hz")
         if i == n_sources - 1:
             ax_w.set_xlabel("Time (s)")
@@ -222,14 +256,15 @@ def plot_correlation_matrix(S_true, S_est, *, method: str = "pearson", title: st
     return fig
 
 
-def plot_topographies(separator, info=None, *, n_cols: int = 5):
+def plot_topographies(separator, info=None, *, n_cols: int = 5, exclude=None):
     """Scalp maps of an EEG separator's sensor patterns.
 
     A thin wrapper of :meth:`IVAESeparator.plot_components`; ``info`` (an
     ``mne.Info`` or Raw with a montage) is needed when the separator was not
-    fitted on a Raw (e.g. after ``from_pretrained``).
+    fitted on a Raw (e.g. after ``from_pretrained``). The sources in
+    ``exclude`` and ``separator.exclude`` are titled "(excluded)" in grey.
     """
-    return separator.plot_components(info=info, n_cols=n_cols)
+    return separator.plot_components(info=info, n_cols=n_cols, exclude=exclude)
 
 
 # --------------------------------------------------------------------------
@@ -280,6 +315,7 @@ def plot_topomaps(
     n_cols: int = 5,
     cmap="RdBu_r",
     caller: str = "plot_topomaps",
+    exclude=(),
 ):
     """Scalp maps of sensor patterns, one axis per map, ``n_cols`` to a row.
 
@@ -299,6 +335,9 @@ def plot_topomaps(
         Matplotlib colormap.
     caller : str
         Named in the error raised when MNE cannot interpolate the positions.
+    exclude : sequence of int
+        Maps (column indices) of excluded components: titled "(excluded)",
+        in grey, as MNE's ``ICA.plot_components``.
 
     Returns
     -------
@@ -313,6 +352,7 @@ def plot_topomaps(
     n_maps = patterns.shape[1]
     names = [f"IVAE{k:03d}" for k in range(n_maps)] if names is None else names
     names = _check_names(names, n_maps, "maps")
+    excluded = _check_exclude(exclude, n_maps, "maps")
     n_cols = check_int("n_cols", n_cols, min_value=1)
     n_rows = -(-n_maps // n_cols)
     n_cols = min(n_cols, n_maps)
@@ -320,7 +360,8 @@ def plot_topomaps(
     for i, name in enumerate(names):
         ax = fig.add_subplot(n_rows, n_cols, i + 1)
         _topomap(ax, patterns[:, i], info, cmap, caller)
-        ax.set_title(name)
+        out = i in excluded
+        ax.set_title(_label(name, out), color=EXCLUDED_COLOR if out else "k")
     return fig
 
 
@@ -403,7 +444,7 @@ def plot_source_properties(
 
 
 def plot_source_traces(
-    sources, sample_rate: float, *, names=None, start: float = 0.0, bad_spans=()
+    sources, sample_rate: float, *, names=None, start: float = 0.0, bad_spans=(), exclude=()
 ):
     """Sources stacked one above the other, each scaled to unit standard deviation.
 
@@ -420,6 +461,9 @@ def plot_source_traces(
         Time of the first sample in seconds (the x axis).
     bad_spans : sequence of (float, float)
         (start, stop) in seconds, on the same time axis, shaded red.
+    exclude : sequence of int
+        Rows of excluded sources: traced and labelled "(excluded)" in grey,
+        as MNE's ``ICA.plot_sources`` draws ``ica.exclude``.
 
     Returns
     -------
@@ -430,17 +474,21 @@ def plot_source_traces(
     sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
     names = [f"IVAE{k:03d}" for k in range(len(data))] if names is None else names
     names = _check_names(names, len(data), "sources")
+    excluded = _check_exclude(exclude, len(data), "sources")
     scale = data.std(axis=1, keepdims=True)
     data = data / np.where(scale > 0, scale, 1.0)
     times = start + np.arange(data.shape[1]) / sample_rate
     fig = _figure(figsize=(10.0, 1.0 + 0.5 * len(data)))
     ax = fig.add_subplot()
     offsets = -6.0 * np.arange(len(data))
-    for row, offset in zip(data, offsets, strict=True):
-        ax.plot(times, row + offset, lw=0.6, color="k")
+    colors = [EXCLUDED_COLOR if i in excluded else "k" for i in range(len(data))]
+    for row, offset, color in zip(data, offsets, colors, strict=True):
+        ax.plot(times, row + offset, lw=0.6, color=color)
     for t0, t1 in bad_spans:
         ax.axvspan(t0, t1, color="r", alpha=0.15, lw=0)
-    ax.set_yticks(offsets, names)
+    ax.set_yticks(offsets, [_label(n, i in excluded) for i, n in enumerate(names)])
+    for tick, color in zip(ax.get_yticklabels(), colors, strict=True):
+        tick.set_color(color)
     ax.set_xlim(times[0], times[-1])
     ax.set_xlabel("Time (s)")
     return fig

@@ -133,6 +133,17 @@ def _cli_folder(root):
     (root / "out" / "good_s1.wav").write_bytes(b"earlier result")
     (root / "model.safetensors").write_bytes(b"not a model")
     (root / "bad.toml").write_text("out = [unclosed\n")
+    _average_referenced_fif(root / "avgref_raw.fif")
+
+
+def _average_referenced_fif(path):
+    """4 EEG channels (rank 3 after the average reference), high-passed, as FIF."""
+    import mne
+
+    info = mne.create_info(["Fz", "Cz", "Pz", "Oz"], 100.0, "eeg")
+    raw = mne.io.RawArray(1e-5 * _segments(4, 20, 100), info, verbose="error")
+    raw.filter(1.0, None, verbose="error").set_eeg_reference("average", verbose="error")
+    raw.save(path, verbose="error")
 
 
 def _snapshot(root):
@@ -157,6 +168,7 @@ CLI_CASES = [
     ("corrupt model", ["separate", "good.wav", "--model", "model.safetensors", "-o", "new"], "not a sepkit separator file"),
     ("unknown model", ["separate", "good.wav", "--model", "ivae-nope-v1", "-o", "new"], "Unknown pretrained model"),
     ("too many sources", ["separate", "good.wav", "--n-sources", "3", "-o", "new"], "--n-sources 3 is more than the 2 channels of X. Pass --n-sources 2 or fewer"),
+    ("rank below --n-sources", ["separate", "avgref_raw.fif", "--n-sources", "4", "-o", "new"], r"--n-sources 4 is above the rank of the data \(3 of 4 channels; .* Pass --n-sources 3 or fewer"),
     ("evaluate --json folder", ["evaluate", "--ref", "good.wav", "--est", "good.wav", "--json", "dir.wav"], "is a folder"),
 ]  # fmt: skip
 

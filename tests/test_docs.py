@@ -232,6 +232,7 @@ def test_readme_first_snippet_is_nonlinear_and_runs_twice(tmp_path, monkeypatch,
     import ast
 
     from sepkit import IVAESeparator
+    from sepkit.separator import _constructor_defaults
 
     code = _readme_use_snippet()
     # Under a headline about nonlinear mixing: a mixing MLP of more than one layer
@@ -248,8 +249,13 @@ def test_readme_first_snippet_is_nonlinear_and_runs_twice(tmp_path, monkeypatch,
     # training: the second save must replace the first instead of refusing.
     monkeypatch.setitem(IVAESeparator.__init__.__kwdefaults__, "n_steps", 20)
     monkeypatch.chdir(tmp_path)
-    for _ in range(2):
-        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    # The estimator caches its defaults: the patched one must not outlive this test.
+    _constructor_defaults.cache_clear()
+    try:
+        for _ in range(2):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    finally:
+        _constructor_defaults.cache_clear()
     assert (tmp_path / "sep.safetensors").is_file()
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2 and all(0.0 <= float(v) <= 1.0 for v in printed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 import warnings
 from pathlib import Path
 
@@ -763,6 +764,66 @@ def test_find_bads_eog_falls_back_to_frontal_channels(fitted, sim):
         _with_known_sources(fitted, renamed, sources).find_bads_eog(renamed)
 
 
+def test_eog_names_are_recognised():
+    from sepkit._mne_mixin import _EOG_NAME
+
+    said = ["EOG", "eog1", "EOG2", "VEOG", "HEOG", "LEOG", "REOG", "EOG left", "veog_u", "HEOG-R"]
+    assert all(_EOG_NAME.search(name) for name in said)
+    assert not any(_EOG_NAME.search(name) for name in ["Fp1", "GEOG", "BEOG", "Peogx", "Cz", "E0G"])
+
+
+def _with_lead(raw, name, data, ch_type="eeg"):
+    """``raw`` with one more channel ``name`` of ``ch_type`` holding ``data``."""
+    lead = mne.io.RawArray(data[None], mne.create_info([name], raw.info["sfreq"], ch_type),
+                           first_samp=raw.first_samp, verbose="error")  # fmt: skip
+    lead.set_meas_date(raw.info["meas_date"])
+    return raw.copy().add_channels([lead], force_update_info=True)
+
+
+def test_find_bads_eog_takes_eeg_typed_channels_named_eog_before_frontal(fitted, sim):
+    raw, _ = sim
+    rng = np.random.default_rng(5)
+    no_eog = raw.copy().drop_channels(["EOG"])
+    lead = 1e-5 * rng.standard_normal(raw.n_times)
+    named = _with_lead(no_eog, "EOG left", lead)  # typed EEG, as EEGLAB files do
+    sources = rng.standard_normal((N_SOURCES, raw.n_times))
+    sources[5] = lead / lead.std()
+    fake = _with_known_sources(fitted, named, sources)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        indices, scores = fake.find_bads_eog(named)
+    said = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert len(said) == 1, said  # the frontal channels flag nothing the lead does not
+    assert re.match(
+        r"raw has no EOG-typed channel; using the EEG-typed channel\(s\) \['EOG left'\], "
+        r"whose names say EOG, as the EOG reference\. Set their type with "
+        r"raw\.set_channel_types\(\{'EOG left': 'eog'\}\)",
+        said[0],
+    )
+    assert indices == [5] and scores.shape == (N_SOURCES,)
+    # A frontal channel that follows a source the named lead misses: said, not removed.
+    fp1 = no_eog.get_data(picks="Fp1")[0]
+    sources[6] = fp1 / fp1.std()
+    fake = _with_known_sources(fitted, named, sources)
+    with pytest.warns(RuntimeWarning, match=r"whose names say EOG"):
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"the frontal EEG channel\(s\) \['Fp1', 'Fp2'\] flag source\(s\) \[6\b.*"
+            r"that the EOG reference \['EOG left'\] does not .*pass ch_name=\['Fp1', 'Fp2'\]",
+        ):
+            indices, _ = fake.find_bads_eog(named)
+    assert indices == [5]
+    # A bad named lead is passed over: the frontal fallback takes over.
+    named.info["bads"] = ["EOG left"]
+    with pytest.warns(RuntimeWarning, match=r"using the frontal EEG channel\(s\) \['Fp1', 'Fp2'\]"):
+        fake.find_bads_eog(named)
+    # An EOG-typed channel comes first, whatever the names.
+    typed = _with_lead(named, "X", lead, "eog")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _with_known_sources(fitted, typed, sources).find_bads_eog(typed)[0] == [5]
+
+
 def test_find_bads_eog_bad_arguments(fitted, sim):
     raw, _ = sim
     with pytest.raises(ValueError, match=r"'ch_name' names channel\(s\) \['VEOG'\] that raw lacks"):
@@ -879,6 +940,21 @@ def test_plots_return_figures(fitted, sim, tmp_path):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["IVAE001", "IVAE003"]
     assert len(ax.lines) == 2 and ax.lines[0].get_xdata()[0] == pytest.approx(2.0)
     fig.savefig(tmp_path / "sources.png")
+    # Excluded sources (exclude= and sep.exclude) are titled and traced in grey.
+    fig = fitted.plot_components(picks=[0, 2, 3], exclude=[2])
+    titles = [ax.title for ax in fig.axes[:3]]
+    assert [t.get_text() for t in titles] == ["IVAE000", "IVAE002 (excluded)", "IVAE003"]
+    assert [t.get_color() for t in titles] == ["k", "gray", "k"]
+    marked = copy.copy(fitted)
+    marked.exclude = [1]
+    (ax,) = marked.plot_sources(raw, picks=[1, 3], duration=2.0, exclude=[3]).axes
+    labels = ["IVAE001 (excluded)", "IVAE003 (excluded)"]  # sep.exclude, exclude=
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels
+    assert [line.get_color() for line in ax.lines] == ["gray", "gray"]
+    (ax,) = fitted.plot_sources(raw, picks=[1, 3], duration=2.0).axes
+    assert [line.get_color() for line in ax.lines] == ["k", "k"]
+    with pytest.raises(ValueError, match=r"'exclude' holds source index 9 but the separator"):
+        fitted.plot_components(exclude=[9])
     with pytest.raises(ValueError, match=r"'picks' holds source index 8"):
         fitted.plot_components(picks=[8])
     with pytest.raises(ValueError, match=r"'start' \(40 s\) must be before the end of raw"):
@@ -1026,10 +1102,10 @@ def test_real_eeglab_recording_end_to_end():
     sources = sep.get_sources(raw)
     assert sources.get_data().shape == (10, raw.n_times)
     assert np.isfinite(sources.get_data()).all()
-    # The file types every channel (EOG1/EOG2 too) as EEG: the frontal fallback applies.
-    with pytest.warns(RuntimeWarning, match=r"using the frontal EEG channel\(s\) \['FPz'\]"):
+    # The file types every channel (EOG1/EOG2 too) as EEG: they are taken by their names.
+    with pytest.warns(RuntimeWarning, match=r"EEG-typed channel\(s\) \['EOG1', 'EOG2'\], whose"):
         _, scores = sep.find_bads_eog(raw)
-    assert scores.shape == (10,) and np.isfinite(scores).all()
+    assert scores.shape == (2, 10) and np.isfinite(scores).all()
     assert sep.plot_components() is not None
 
 

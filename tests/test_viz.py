@@ -275,3 +275,81 @@ def test_saved_figures_keep_their_axis_labels(tmp_path):
     # The 2x2 matrix's figure is narrower than its x label; the image must hold it.
     assert label.width > fig.get_figwidth() * fig.dpi * 0.9
     assert width >= label.width * 100 / fig.dpi
+
+
+# --------------------------------------------------------------------------
+# Excluded components, drawn as MNE's ICA plots draw ica.exclude (issue 21)
+# --------------------------------------------------------------------------
+
+
+def _grey(artist) -> bool:
+    from matplotlib.colors import same_color
+
+    return same_color(artist.get_color(), "gray")
+
+
+def test_plot_sources_marks_the_excluded_rows():
+    Z = np.random.default_rng(7).standard_normal((3, 1024))
+    fig = plot_sources(Z, 256.0, names=["a", "b", "c"], exclude=[1])
+    waveforms = fig.axes[0::2]  # (waveform, spectrogram) per row
+    assert [ax.get_ylabel() for ax in waveforms] == ["a", "b\n(excluded)", "c"]
+    assert [_grey(ax.lines[0]) for ax in waveforms] == [False, True, False]
+    assert [_grey(ax.yaxis.label) for ax in waveforms] == [False, True, False]
+    assert fig.axes[3].images[0].get_cmap().name == "gray_r"  # its spectrogram
+    assert fig.axes[1].images[0].get_cmap().name == "magma"
+    plain = plot_sources(Z, 256.0)
+    assert not any(_grey(ax.lines[0]) for ax in plain.axes[0::2])
+    with pytest.raises(ValueError, match=r"'exclude' holds index 3, but there are 3 sources"):
+        plot_sources(Z, 256.0, exclude=[3])
+    with pytest.raises(TypeError, match="'exclude' must be a sequence of indices of the sources"):
+        plot_sources(Z, 256.0, exclude="1")
+    with pytest.raises(TypeError, match=r"'exclude' must hold integer indices, got 1\.0"):
+        plot_sources(Z, 256.0, exclude=[1.0])
+
+
+def test_plot_source_traces_and_topomaps_mark_the_excluded(eeg_info):
+    rng = np.random.default_rng(8)
+    fig = plot_source_traces(rng.standard_normal((3, 300)), 100.0, exclude=[0, 2])
+    (ax,) = fig.axes
+    labels = ax.get_yticklabels()
+    assert [t.get_text() for t in labels] == ["IVAE000 (excluded)", "IVAE001", "IVAE002 (excluded)"]
+    assert [_grey(t) for t in labels] == [True, False, True]
+    assert [_grey(line) for line in ax.lines] == [True, False, True]
+    patterns = rng.standard_normal((len(eeg_info["ch_names"]), 3))
+    fig = plot_topomaps(patterns, eeg_info, names=["x", "y", "z"], exclude=[1])
+    titles = [ax.title for ax in fig.axes[:3]]
+    assert [t.get_text() for t in titles] == ["x", "y (excluded)", "z"]
+    assert [_grey(t) for t in titles] == [False, True, False]
+    with pytest.raises(ValueError, match=r"'exclude' holds index 5, but there are 3 maps"):
+        plot_topomaps(patterns, eeg_info, exclude=[5])
+
+
+def test_plot_topographies_marks_the_separators_exclude(eeg_fit):
+    sep, _, _ = eeg_fit
+    fig = plot_topographies(sep, exclude=[2])
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["IVAE000", "IVAE001", "IVAE002 (excluded)"]
+    sep.exclude = [0]
+    try:  # sep.exclude and exclude together, as apply removes them
+        titles = [ax.title for ax in plot_topographies(sep, exclude=[2]).axes[:3]]
+    finally:
+        sep.exclude = []
+    assert [_grey(t) for t in titles] == [True, False, True]
+
+
+def test_command_line_figures_show_the_removed_sources_as_excluded(eeg_fit):
+    from pathlib import Path
+
+    from sepkit.cli.separate import _figures, _Input
+
+    sep, raw, _ = eeg_fit
+    S = sep.transform(raw)
+    item = _Input(Path("rec_raw.fif"), "rec", raw, "eeg", True)
+    figs = _figures(item, sep, S, S.get_data(), True, [1])
+    waveforms = figs["rec_sources.png"].axes[0::2]
+    assert [ax.get_ylabel() for ax in waveforms] == ["IVAE000", "IVAE001\n(excluded)", "IVAE002"]
+    assert [_grey(ax.lines[0]) for ax in waveforms] == [False, True, False]
+    titles = [ax.title for ax in figs["rec_topographies.png"].axes[:3]]
+    assert [t.get_text() for t in titles] == ["IVAE000", "IVAE001 (excluded)", "IVAE002"]
+    assert [_grey(t) for t in titles] == [False, True, False]
+    plain = _figures(item, sep, S, S.get_data(), True)  # nothing removed: nothing marked
+    assert not any("excluded" in ax.get_title() for ax in plain["rec_topographies.png"].axes)

@@ -538,7 +538,7 @@ def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
         if result.ica is not None:  # ica.apply(raw) then removes what this run removed
             result.ica.exclude = list(entry["excluded"])
     if args.plots:
-        result.figures = _figures(item, sep, S, data, fits)
+        result.figures = _figures(item, sep, S, data, fits, info.get("excluded", ()))
     return result
 
 
@@ -578,8 +578,8 @@ def _model_info(args, item: _Input, sep, fits: bool, data=None) -> dict:
     return info
 
 
-def _figures(item: _Input, sep, S, data, fits: bool) -> dict:
-    """{file name: matplotlib figure} of ``--plots``."""
+def _figures(item: _Input, sep, S, data, fits: bool, excluded=()) -> dict:
+    """{file name: matplotlib figure} of ``--plots``; ``excluded``: the sources removed."""
     from ..io import Recording
     from ..viz import plot_sources, plot_topographies, plot_training_curve
 
@@ -588,12 +588,14 @@ def _figures(item: _Input, sep, S, data, fits: bool) -> dict:
     if item.kind == "audio":  # label the traces as their files: STEM_s1.wav -> s1
         names = tuple(f"s{i + 1}" for i in range(len(names)))
     rec = Recording(data, rate, names, "other")
-    figures = {f"{item.stem}_sources.png": plot_sources(rec)}
+    # The sources this run removed (--exclude) are drawn as excluded, in grey.
+    figures = {f"{item.stem}_sources.png": plot_sources(rec, exclude=excluded)}
     losses = [h.get("loss", float("nan")) for h in sep.history_] if fits else []
     if any(math.isfinite(v) for v in losses):
         figures[f"{item.stem}_training.png"] = plot_training_curve(sep)
     if item.eeg_pos:
-        fig = plot_topographies(sep, info=item.X if hasattr(item.X, "info") else None)
+        info = item.X if hasattr(item.X, "info") else None
+        fig = plot_topographies(sep, info=info, exclude=excluded)
         figures[f"{item.stem}_topographies.png"] = fig
     return figures
 
@@ -924,4 +926,4 @@ def _stream_outputs(args, item: _Input, sep, fits: bool, exclude, folder: Path) 
         return {}
     names = tuple(f"IVAE{i:03d}" for i in range(sep.n_sources))
     S = Recording(summary.head, summary.sample_rate, names, "other")
-    return _figures(item, sep, S, S.data, fits)
+    return _figures(item, sep, S, S.data, fits, exclude or ())

@@ -1,0 +1,112 @@
+"""The rank check of fit (issue 21, part 3): data that an average reference,
+interpolated channels or a PCA reduction left rank-deficient give a clear error
+naming the rank, the largest n_sources, and the fix."""
+
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pytest
+
+import sepkit._check as check
+from sepkit import IVAESeparator
+from sepkit._check import check_rank, data_rank
+
+N_CHANNELS = 8
+
+
+def _mixture(n_channels=N_CHANNELS, n_times=4000, seed=0):
+    """Laplace sources with window-wise variances, mixed to ``n_channels`` (volts)."""
+    rng = np.random.default_rng(seed)
+    scales = np.repeat(rng.uniform(0.3, 2.0, (n_channels, 40)), n_times // 40, axis=1)
+    return (
+        1e-5 * rng.normal(size=(n_channels, n_channels)) @ (rng.laplace(size=scales.shape) * scales)
+    )
+
+
+def _average_referenced(n_channels=N_CHANNELS):
+    names = [f"E{i}" for i in range(n_channels)]
+    raw = mne.io.RawArray(
+        _mixture(n_channels), mne.create_info(names, 100.0, "eeg"), verbose="error"
+    )
+    return raw.set_eeg_reference("average", verbose="error")
+
+
+def test_average_reference_is_named_with_the_largest_n_sources():
+    data = _average_referenced().get_data().astype(np.float32)  # as fit sees it
+    with pytest.raises(
+        ValueError,
+        match=r"^n_sources=8 is above the rank of the data \(7 of 8 channels; re-referencing, "
+        r"e\.g\. to the average, removes one dimension per reference.*\)\. One dimension is "
+        r"missing, as after an average reference: n_sources can be at most 7\. Pass "
+        r"n_sources <= 7, or drop 1 channel\(s\) .* or fit the data before the reference\.$",
+    ):
+        check_rank(data, N_CHANNELS)
+    assert check_rank(data, 7) == 7
+    assert check_rank(_mixture().astype(np.float32), N_CHANNELS) == N_CHANNELS  # full rank
+
+
+def test_duplicated_and_interpolated_channels():
+    X = _mixture().astype(np.float32)
+    duplicated = np.vstack([X, X[2:3]])
+    with pytest.raises(ValueError, match=r"n_sources=9 is above the rank of the data \(8 of 9 "):
+        check_rank(duplicated, 9)
+    # Two channels that are combinations of the others (as interpolated ones are).
+    mixed = np.vstack([X, 0.5 * (X[0] + X[1]), X[3] - 0.2 * X[5]])
+    with pytest.raises(ValueError, match=r"2 dimensions are missing, as after interpolating 2"):
+        check_rank(mixed, 10)
+    assert check_rank(mixed, 8) == 8
+
+
+def test_rank_is_unmoved_by_offsets_and_scales_and_honours_good_samples():
+    X = _mixture().astype(np.float64)
+    ref = X - X.mean(axis=0)
+    # EEG offsets 1000 times the signal and channels 1e6 apart in scale: centred, normalised.
+    shifted = (ref + 1e-2 * np.arange(1, N_CHANNELS + 1)[:, None]).astype(np.float32)
+    assert data_rank(shifted) == N_CHANNELS - 1
+    full = (X + 1e-2 * np.arange(1, N_CHANNELS + 1)[:, None]).astype(np.float32)
+    assert data_rank(full) == N_CHANNELS
+    scaled = (ref * np.logspace(0, 6, N_CHANNELS)[:, None]).astype(np.float32)
+    assert data_rank(scaled) == N_CHANNELS - 1
+    # The channels are independent only where a bad span is: left out, rank 7.
+    mostly = ref.copy()
+    mostly[:, :500] = X[:, :500]
+    good = np.ones(mostly.shape[1], bool)
+    good[:500] = False
+    assert data_rank(mostly.astype(np.float32)) == N_CHANNELS
+    assert data_rank(mostly.astype(np.float32), good) == N_CHANNELS - 1
+
+
+def test_blocks_and_subsample_give_the_same_rank(monkeypatch):
+    data = _average_referenced().get_data().astype(np.float32)
+    monkeypatch.setattr(check, "RANK_CHUNK_SAMPLES", 300)
+    assert data_rank(data) == N_CHANNELS - 1
+    monkeypatch.setattr(check, "RANK_MAX_SAMPLES", 1000)  # every 4th sample
+    assert data_rank(data) == N_CHANNELS - 1
+    assert data_rank(_mixture().astype(np.float32)) == N_CHANNELS
+
+
+def test_fit_on_average_referenced_raw_says_the_rank():
+    raw = _average_referenced()
+    with pytest.raises(
+        ValueError, match=r"n_sources=8 is above the rank of the data \(7 of 8 channels; re-ref"
+    ):
+        IVAESeparator(N_CHANNELS, mixing="linear", window=0.2).fit(raw)
+    sep = IVAESeparator(7, mixing="linear", window=0.2, random_state=0).fit(raw)
+    assert sep.transform(raw).get_data().shape == (7, raw.n_times)
+
+
+def test_more_sources_than_channels_is_left_to_the_families():
+    X = np.vstack([_mixture()[:2]] * 2).astype(np.float32)  # 4 channels, rank 2
+    assert check_rank(X, 5) == 4  # not computed: the family's "more than the channels" error
+    with pytest.raises(ValueError, match=r"n_sources=3 is above the rank of the data \(2 of 4"):
+        check_rank(X, 3)
+
+
+def test_post_nonlinear_and_unwhitened_fits_are_checked_too():
+    # Neither the unwarping (it fits all channels) nor whiten=False's network
+    # runs the whitening that used to catch a rank deficit.
+    raw = _average_referenced()
+    for kwargs in (dict(mixing="post-nonlinear"), dict(mixing="nonlinear", whiten=False)):
+        with pytest.raises(ValueError, match=r"n_sources=8 is above the rank of the data \(7 of 8"):
+            IVAESeparator(N_CHANNELS, n_steps=2, random_state=0, **kwargs).fit(raw)
