@@ -45,6 +45,7 @@ from .separator import IVAESeparator
 __all__ = [
     "PRETRAINED_ENV",
     "export_model",
+    "export_source_model",
     "list_models",
     "load_pretrained",
     "model_info",
@@ -107,6 +108,72 @@ def export_model(sep, name: str, *, root=None, config: dict | None = None, card:
     -------
     folder : Path
     """
+    meta = {
+        "sample_rate": sep.sample_rate_,
+        "n_channels": sep.n_channels_,
+        "ch_names": list(sep.ch_names_) if sep.ch_names_ else None,
+        "n_sources": sep.n_sources,
+        **(config or {}),
+    }
+    return _write_model_folder(
+        name, root, sep.save, meta, card, "Use a smaller n_hidden or n_layers."
+    )
+
+
+def export_source_model(
+    model,
+    name: str,
+    *,
+    sample_rate: float,
+    n_fft: int,
+    hop: int,
+    segment_frames: int,
+    root=None,
+    config: dict | None = None,
+    card: str = "",
+) -> Path:
+    """Write a trained :class:`~sepkit.models.SpeechSourcePrior` as a new model folder.
+
+    The folder holds the network's weights (safetensors), a ``config.json``
+    of kind ``"source_model"`` with the STFT it was trained on, and the card;
+    ``IVAESeparator(source_model=name)`` loads it (after the sha256 check).
+    Same naming and no-overwrite rules as :func:`export_model`.
+
+    Parameters
+    ----------
+    model : SpeechSourcePrior
+    name : str
+        ``ivae-<what>-<details>-v<N>``.
+    sample_rate : float
+        Rate of the audio it was trained on (other rates are resampled to it).
+    n_fft, hop, segment_frames : int
+        STFT frame and hop in samples, and frames per segment of u.
+    root, config, card
+        As :func:`export_model`.
+
+    Returns
+    -------
+    folder : Path
+    """
+    from safetensors.torch import save_file
+
+    def write(path: Path) -> Path:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(path))
+        return path
+
+    meta = {
+        "kind": "source_model",
+        "sample_rate": float(sample_rate),
+        "stft": {"n_fft": int(n_fft), "hop": int(hop), "segment_frames": int(segment_frames)},
+        "model": model.config(),
+        **(config or {}),
+    }
+    return _write_model_folder(name, root, write, meta, card, "Use a smaller n_hidden.")
+
+
+def _write_model_folder(name: str, root, write_weights, meta: dict, card: str, fix: str) -> Path:
+    """Assemble ``root/name`` (weights, config.json, card) and rename it into place."""
     from ._version import __version__
 
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -124,28 +191,23 @@ def export_model(sep, name: str, *, root=None, config: dict | None = None, card:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        weights = sep.save(tmp / WEIGHTS_FILE)
+        weights = write_weights(tmp / WEIGHTS_FILE)
         size = weights.stat().st_size
         if size > MAX_MODEL_BYTES:
             raise ValueError(
                 f"Model {name!r} takes {size / 2**20:.1f} MB; each model must stay under "
-                f"{MAX_MODEL_BYTES / 2**20:.0f} MB. Use a smaller n_hidden or n_layers."
+                f"{MAX_MODEL_BYTES / 2**20:.0f} MB. {fix}"
             )
         digest = sha256_file(weights)
-        meta = {
+        head = {
             "name": name,
             "version": int(name.rsplit("-v", 1)[1]),
             "sepkit_version": __version__,
             "weights": WEIGHTS_FILE,
             "sha256": digest,
             "size_bytes": size,
-            "sample_rate": sep.sample_rate_,
-            "n_channels": sep.n_channels_,
-            "ch_names": list(sep.ch_names_) if sep.ch_names_ else None,
-            "n_sources": sep.n_sources,
-            **(config or {}),
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(json.dumps({**head, **meta}, indent=2) + "\n")
         (tmp / CARD_FILE).write_text(card.replace("{sha256}", digest))
         # mkdtemp / mkstemp create owner-only entries; give the usual modes.
         umask = os.umask(0)

@@ -28,6 +28,7 @@ from ._check import (
     check_device,
     check_finite_fit,
     check_fit_data,
+    check_rank,
     check_float,
     check_int,
     check_option,
@@ -48,6 +49,7 @@ from .io.recording import Recording
 from .methods import linear as linear_family
 from .methods import network as network_family
 from .methods import tf as tf_family
+from .methods import tf_pretrained as tf_pretrained_family
 from .methods._time import LINEAR_MIXINGS
 from .methods.base import FitInput
 from .methods.tf import resolve_domain
@@ -348,7 +350,16 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         family does not know is an error that lists the allowed ones. The
         top-level settings are ``n_sources``, ``domain``, ``mixing``, ``prior``,
         the windows of u, ``highpass``/``lowpass``, ``device``,
-        ``random_state`` and ``verbose``.
+        ``random_state`` and ``verbose``. With ``source_model``: ``n_init``,
+        ``n_iter``, ``ref_channel``, ``max_fit_seconds``
+        (:data:`sepkit.methods.tf_pretrained.FIT_PARAMS`).
+    source_model : str, path or None
+        A pretrained speech source model (e.g. ``"ivae-speech-16k-v1"``, see
+        ``pretrained/README.md``) or its folder: reverberant multichannel audio
+        is then separated with that model as the source prior, and only the
+        demixing is fitted (:mod:`sepkit.methods.tf_pretrained`). Audio at
+        another sample rate is resampled to the model's and back. None: the
+        families chosen by ``domain`` and ``mixing``.
     lowpass : float or None
         Edge in Hz of a low-pass filter applied with ``highpass`` in the
         same way (both set: a band-pass, as ``raw.filter(highpass,
@@ -480,6 +491,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         highpass: float | None = None,
         lowpass: float | None = None,
         fit_params: dict | None = None,
+        source_model: str | os.PathLike | None = None,
     ):
         self.n_sources = n_sources
         self.prior = prior
@@ -521,6 +533,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         self.highpass = highpass
         self.lowpass = lowpass
         self.fit_params = fit_params
+        self.source_model = source_model
 
     @property
     def source_mean_(self) -> np.ndarray:
@@ -736,6 +749,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         # Every family's input is checked the same way, before any family sees it
         # (a silent recording has no phase score; the choice then means nothing).
         check_fit_data(inp.data, inp.ch_names, inp.good)
+        check_rank(inp.data, self.n_sources, inp.good)
         opts = self._family_options(choice, inp)
         fitted = choice.module.fit(
             inp,
@@ -801,6 +815,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         unfiltered EEG recording, mixing="auto" also tries the sensor
         unwarping and keeps it where it finds saturating sensors.
         """
+        if self.source_model is not None:
+            self._check_source_model_options(kind, rec, init)
+            return _Choice(tf_pretrained_family, "tf", None, "gauss", "diag", None)
         domain, phase = resolve_domain(self.domain, kind, rec, init, self.n_sources)
         if domain == "tf":
             self._check_tf_options()
@@ -836,6 +853,31 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         return _Choice(
             network_family, "time", mixing, prior, posterior, phase, False, fit_filter, is_eeg
         )
+
+    def _check_source_model_options(self, kind, rec, init):
+        if self.domain == "time":
+            raise ValueError(
+                "source_model separates rooms in the time-frequency domain, but domain='time' "
+                "was asked for. Pass domain='auto' (or 'tf'), or source_model=None."
+            )
+        if init is not None:
+            raise ValueError(
+                "init= fine-tunes a time-domain model, but source_model fits a demixing under "
+                "a fixed source model. Drop init, or pass source_model=None."
+            )
+        if kind != "recording" or rec.kind != "audio":
+            what = (
+                "an MNE Raw"
+                if kind == "raw"
+                else (
+                    "a plain array" if kind != "recording" else f"a Recording of kind {rec.kind!r}"
+                )
+            )
+            raise ValueError(
+                f"source_model separates audio, but X is {what}. Pass a Recording of kind "
+                "'audio' (e.g. sepkit.read_audio(path)), or source_model=None."
+            )
+        self._check_tf_options()
 
     def _check_tf_options(self):
         if self.prior == "gengauss":

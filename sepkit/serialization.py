@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from ._atomic import atomic_write
 from ._version import __version__
-from .methods import _time, linear, network, tf
+from .methods import _time, linear, network, tf, tf_pretrained
 from .models.ivae import POSTERIORS, PRIORS
 
 # 2: the metadata holds "sha256" (format 1 files, without it, still load).
@@ -45,7 +45,7 @@ MODEL_SUFFIX = ".safetensors"
 DIGEST_KEY = "sha256"
 # The IVAESeparator settings a file's "params" may hold: every family lists
 # the constructor arguments it reads (sepkit.methods.base), together all of them.
-KNOWN_PARAMS = network.PARAMS | linear.PARAMS | tf.PARAMS
+KNOWN_PARAMS = network.PARAMS | linear.PARAMS | tf.PARAMS | tf_pretrained.PARAMS
 _DOMAINS = ("time", "tf")
 _PRIORS = (*PRIORS, "gengauss")
 _MIXINGS = ("nonlinear", *_time.LINEAR_MIXINGS)
@@ -184,7 +184,10 @@ def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=N
     a ValueError that names ``path`` where given.
     """
     # The network and linear families share the time-domain state.
-    family = tf if meta.get("domain_") == "tf" else _time
+    if meta.get("family_") == tf_pretrained.NAME:
+        family = tf_pretrained
+    else:
+        family = tf if meta.get("domain_") == "tf" else _time
     try:
         return family.from_state(tensors, meta, params, device)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
@@ -231,7 +234,9 @@ def _check_contents(meta: dict, tensors: dict) -> None:
     n_channels = _int(meta, "n_channels_", 1)
     _check_estimator_meta(meta, n_channels)
     domain = _choice(meta, "domain_", _DOMAINS, default="time")
-    if domain == "tf":
+    if domain == "tf" and meta.get("family_") == tf_pretrained.NAME:
+        _check_tf_pretrained_state(meta, tensors, n_channels)
+    elif domain == "tf":
         _check_tf_state(meta, tensors, n_channels)
     else:
         _check_time_state(meta, tensors, n_channels)
@@ -336,6 +341,36 @@ def _check_time_tensors(tensors: dict, n_channels: int) -> None:
         raise _Invalid(f"the sensor unwarping tensors {missing} are missing")
     if not any(k.startswith("model.") for k in tensors):
         raise _Invalid("the file holds no 'model.' tensors (the network weights)")
+
+
+def _check_tf_pretrained_state(meta: dict, tensors: dict, n_channels: int) -> None:
+    """What :func:`sepkit.methods.tf_pretrained.from_state` reads."""
+    info = _value(meta, "tf_")
+    if not isinstance(info, dict):
+        raise _Invalid(f"'tf_' must be a JSON object, got {_short(info)}")
+    n_fft = _int(info, "n_fft", 1, where="tf_")
+    _int(info, "hop", 1, where="tf_")
+    for where, holder, key in (("tf_", info, "sample_rate"), ("", meta, "input_sample_rate_")):
+        rate = _value(holder, key, where=where)
+        if not (_is_finite_number(rate) and rate > 0):
+            raise _Invalid(f"{key!r} must be a finite number > 0 (Hz), got {rate!r}")
+    source = _value(meta, "source_model_")
+    if not (
+        isinstance(source, dict)
+        and isinstance(source.get("name"), str)
+        and isinstance(source.get("sha256"), str)
+    ):
+        raise _Invalid(
+            f"'source_model_' must be an object with a name and a sha256, got {_short(source)}"
+        )
+    real = _tensor(tensors, "tf.demix_real")
+    if real.ndim != 3 or real.shape[0] != n_fft // 2 + 1 or real.shape[2] != n_channels:
+        raise _Invalid(
+            f"tensor 'tf.demix_real' must have shape (n_fft // 2 + 1, n_sources, n_channels_) "
+            f"= ({n_fft // 2 + 1}, n_sources, {n_channels}), got {tuple(real.shape)}"
+        )
+    if tuple(_tensor(tensors, "tf.demix_imag").shape) != tuple(real.shape):
+        raise _Invalid("tensors 'tf.demix_real' and 'tf.demix_imag' must have the same shape")
 
 
 def _check_tf_state(meta: dict, tensors: dict, n_channels: int) -> None:

@@ -84,6 +84,15 @@ def add_model_options(p, *, tf_note: str = "") -> None:
         "auto: Gaussian for the linear models, Laplace (EEG) or Gaussian for the network "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--source-model",
+        default=None,
+        metavar="NAME",
+        help="separate reverberant audio with a pretrained speech source model (a name "
+        "from `sepkit models list` of kind source_model, e.g. ivae-speech-16k-v1, or its "
+        "folder); only the demixing is fitted. Other sample rates are resampled to the "
+        "model's and back (default: none)",
+    )
 
 
 def model_options(args) -> dict:
@@ -94,6 +103,7 @@ def model_options(args) -> dict:
         highpass=args.highpass,
         lowpass=args.lowpass,
         prior=args.prior,
+        source_model=args.source_model,
     )
 
 

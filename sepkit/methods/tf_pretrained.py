@@ -1,0 +1,347 @@
+"""The pretrained-source-model family: determined room separation with a speech prior.
+
+The demixing is fitted per mixture, as in :mod:`sepkit.methods.tf`, but the
+source model is not: it is a :class:`~sepkit.models.SpeechSourcePrior`
+trained once on a speech corpus (``recipes/speech_source_model``) and shipped
+under ``pretrained/`` (FastMVAE, Li et al. 2019, with the iVAE's segment
+prior). Separating a new mixture trains no network weight:
+
+1. STFT (the model's frame and hop), per-frequency PCA whitening onto the
+   ``n_sources`` strongest directions (so more microphones than sources work).
+2. ``n_init`` AuxIVA sweeps (IP updates with spherical Laplace weights, Ono 2011).
+3. ``n_iter`` times: the encoder gives each separated source's latents in one
+   pass, the segment prior ``p(z | u)`` of this recording is refitted in
+   closed form (the EM M-step, :meth:`SpeechSourcePrior.segment_prior`), the
+   decoder gives the variances ``r = g v(z)`` and one IP sweep updates
+   ``W_f`` with weights ``1 / r``.
+4. Projection back onto the reference microphone.
+
+Audio at another sample rate than the model's is resampled to it for the fit
+and the separation, and the sources are resampled back (a warning says so).
+
+References
+----------
+Li, Kameoka, Inoue, Makino (2020). FastMVAE: a fast optimization algorithm for
+the multichannel variational autoencoder method. IEEE Access 8.
+Kameoka, Li, Inoue, Makino (2019). Supervised determined source separation
+with multichannel variational autoencoder. Neural Computation 31(9).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from math import gcd
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import functional_tf as F
+from .._check import check_int
+from ..models.source_prior import SpeechSourcePrior, segment_index
+from ..registry import verified_weights
+from .base import COMMON_PARAMS, FitInput, Fitted
+from .tf import TFDemixer, check_audio_input, fit_blocks
+
+NAME = "tf_pretrained"
+PARAMS = COMMON_PARAMS | {"source_model"}
+# Kind written in a source model's config.json (the registry also holds separators).
+SOURCE_MODEL_KIND = "source_model"
+# Defaults (measured in recipes/speech_source_model/README.md).
+FIT_PARAMS = dict(n_init=10, n_iter=30, ref_channel=0, max_fit_seconds=60.0)
+_CHUNK_SECONDS = 30.0
+
+
+@dataclass
+class SourceModel:
+    """A loaded speech source prior and the STFT it was trained on."""
+
+    model: SpeechSourcePrior
+    name: str
+    sha256: str
+    sample_rate: float
+    n_fft: int
+    hop: int
+    segment_frames: int
+    info: dict = field(default_factory=dict)
+
+
+def load_source_model(name_or_path) -> SourceModel:
+    """A shipped source model (by name) or a model folder, after its sha256 check.
+
+    Raises ValueError for an unknown name (listing the valid ones), a changed
+    file, or a model folder that holds a separator rather than a source model.
+    """
+    from safetensors.torch import load_file
+
+    weights, config, digest = verified_weights(name_or_path)
+    if config.get("kind") != SOURCE_MODEL_KIND:
+        raise ValueError(
+            f"source_model={config['name']!r} is a separator (kind {config.get('kind')!r}), "
+            f"not a source model (kind {SOURCE_MODEL_KIND!r}). Load it with "
+            "IVAESeparator.from_pretrained, or pass a source model such as "
+            "'ivae-speech-16k-v1'."
+        )
+    stft = config["stft"]
+    model = SpeechSourcePrior(**config["model"])
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    return SourceModel(
+        model=model.eval(),
+        name=str(config["name"]),
+        sha256=digest,
+        sample_rate=float(config["sample_rate"]),
+        n_fft=int(stft["n_fft"]),
+        hop=int(stft["hop"]),
+        segment_frames=int(stft["segment_frames"]),
+        info=config,
+    )
+
+
+def check_fit_params(fit_params) -> dict:
+    """``fit_params`` of this family, with defaults filled in."""
+    fit_params = dict(fit_params or {})
+    unknown = sorted(set(fit_params) - set(FIT_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"fit_params has unknown key(s) {unknown} for a source_model separation. Allowed "
+            f"keys are {list(FIT_PARAMS)}."
+        )
+    out = {**FIT_PARAMS, **fit_params}
+    check_int("n_init", out["n_init"], min_value=0)
+    check_int("n_iter", out["n_iter"], min_value=0)
+    check_int("ref_channel", out["ref_channel"], min_value=0)
+    if not float(out["max_fit_seconds"]) > 0:
+        raise ValueError(f"max_fit_seconds must be > 0, got {out['max_fit_seconds']!r}.")
+    return out
+
+
+def _resample(x: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis (both rates whole Hz)."""
+    if rate_in == rate_out:
+        return x
+    from scipy.signal import resample_poly
+
+    g = gcd(int(rate_in), int(rate_out))
+    y = resample_poly(x, int(rate_out) // g, int(rate_in) // g, axis=-1)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def prior_weights(prior: SourceModel, Y: torch.Tensor) -> torch.Tensor:
+    """IP weights ``1 / r`` of the separated spectra ``Y`` under the source model.
+
+    Y : (n_freqs, n_sources, n_frames) complex -> (n_sources, n_freqs, n_frames) real.
+    """
+    power = Y.abs().square().permute(1, 0, 2)
+    # The scale of each source is free (IP renormalises); keep the net's input O(1).
+    power = power / power.mean(dim=(1, 2), keepdim=True).clamp_min(1e-30)
+    u = segment_index(power.shape[-1], prior.segment_frames, power.device)
+    r = prior.model.variances(power, u)
+    return 1.0 / torch.maximum(r, 1e-6 * r.mean(dim=(1, 2), keepdim=True))
+
+
+def fit_demixing(blocks, prior: SourceModel, n_sources: int, opts: dict, verbose=False):
+    """Demixing (n_freqs, n_sources, n_channels) of ``blocks`` at the model's rate."""
+    Xs = [F.stft(torch.from_numpy(b), prior.n_fft, prior.hop) for b in blocks]
+    X = torch.cat(Xs, dim=-1)
+    P = F.whiten_per_frequency(X, n_sources)
+    Xw = P @ X
+    W = torch.eye(n_sources, dtype=X.dtype).expand(X.shape[0], n_sources, n_sources).clone()
+    disable = None if verbose == "auto" else not verbose
+    history = []
+    with tqdm(total=opts["n_init"] + opts["n_iter"], desc="tf-prior", disable=disable) as bar:
+        for _ in range(opts["n_init"]):
+            W = F.ip_update(W, Xw, F.auxiva_weights(W @ Xw))
+            bar.update(1)
+        for it in range(opts["n_iter"]):
+            weights = prior_weights(prior, W @ Xw)
+            if not torch.isfinite(weights).all():
+                weights = F.auxiva_weights(W @ Xw)
+            W_new = F.ip_update(W, Xw, weights)
+            ok = torch.isfinite(torch.view_as_real(W_new)).flatten(1).all(1)
+            W = torch.where(ok[:, None, None], W_new, W)
+            history.append({"iter": it + 1})
+            bar.update(1)
+    demix = W @ P
+    demix = F.projection_back_scales(demix, opts["ref_channel"])[:, :, None] * demix
+    return demix.numpy().astype(np.complex64), history or [{"iter": 0}]
+
+
+@dataclass
+class PretrainedTFFit(Fitted):
+    """A fitted separation with a pretrained source model (this family's :class:`Fitted`)."""
+
+    demixer: TFDemixer
+    prior: SourceModel
+    sample_rate: float  # the input's rate (the demixer works at the model's)
+    ch_names: tuple | None = None
+    family: str = NAME
+
+    @property
+    def n_sources(self) -> int:
+        return self.demixer.n_sources
+
+    @property
+    def n_channels(self) -> int:
+        return self.demixer.n_channels
+
+    @property
+    def history(self) -> list:
+        return self.demixer.history
+
+    def sources(self, data, u=None):
+        _check_no_u(u)
+        x = _resample(np.asarray(data, np.float32), self.sample_rate, self.prior.sample_rate)
+        check_audio_input(x, self.n_sources, self.prior.n_fft)
+        s = self.demixer.separate(x, chunk_seconds=_CHUNK_SECONDS)
+        return _fit_length(_resample(s, self.prior.sample_rate, self.sample_rate), data.shape[1])
+
+    def reconstruct(self, sources, u=None):
+        s = _resample(np.asarray(sources, np.float32), self.sample_rate, self.prior.sample_rate)
+        x = self.demixer.inverse(s)
+        return _fit_length(_resample(x, self.prior.sample_rate, self.sample_rate), sources.shape[1])
+
+    def components(self):
+        raise ValueError(
+            "get_components is defined for domain='time' only: a source_model separator has "
+            "one demixing matrix per frequency, in tf_.demix (n_freqs, n_sources, n_channels)."
+        )
+
+    def attributes(self) -> dict:
+        d = self.demixer
+        return dict(
+            domain_="tf",
+            tf_=d,
+            model_=self.prior.model,
+            source_model_=self.prior.name,
+            history_=d.history,
+            n_steps_run_=len(d.history),
+            prior_="gauss",
+            posterior_="diag",
+            mixing_="convolutive",
+            n_segments_=None,
+            n_u_=None,
+            classes_=None,
+            window_samples_=int(self.prior.segment_frames * self.prior.hop),
+            annotation_u_=False,
+        )
+
+    def describe(self) -> dict:
+        return dict(
+            family=NAME,
+            domain="tf",
+            mixing="convolutive",
+            prior="gauss",
+            unwarped=False,
+            source_model=self.prior.name,
+        )
+
+    def state(self):
+        d = self.demixer
+        tensors = {
+            "tf.demix_real": torch.from_numpy(np.ascontiguousarray(d.demix.real, np.float32)),
+            "tf.demix_imag": torch.from_numpy(np.ascontiguousarray(d.demix.imag, np.float32)),
+        }
+        # The source model is named, not copied: its folder is immutable once
+        # released, and the sha256 makes a changed one an error at load time.
+        meta = dict(
+            domain_="tf",
+            family_=NAME,
+            tf_=dict(n_fft=d.n_fft, hop=d.hop, sample_rate=d.sample_rate),
+            source_model_=dict(name=self.prior.name, sha256=self.prior.sha256),
+            input_sample_rate_=self.sample_rate,
+            history_=d.history,
+        )
+        return tensors, meta
+
+
+def _fit_length(x: np.ndarray, n_times: int) -> np.ndarray:
+    """Trim or zero-pad the last axis to ``n_times`` (resampling rounds lengths)."""
+    if x.shape[-1] >= n_times:
+        return np.ascontiguousarray(x[..., :n_times])
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_times - x.shape[-1])])
+
+
+def _check_no_u(u):
+    if u is not None:
+        raise ValueError(
+            "u applies to domain='time' only; a source_model separation sets u itself (the "
+            "~1 s segment of every STFT frame). Pass u=None."
+        )
+
+
+def fit(inp: FitInput, opts: dict, **_) -> PretrainedTFFit:
+    """Fit the demixing of ``inp`` (a multichannel audio recording) under the source model."""
+    if inp.sample_rate is None:
+        raise ValueError(
+            "source_model needs the sample rate of X, but X is a plain array. Pass a "
+            "Recording (e.g. Recording(X, sample_rate=16000, kind='audio'))."
+        )
+    _check_no_u(inp.u)
+    prior = load_source_model(opts["source_model"])
+    settings = check_fit_params(opts.get("fit_params"))
+    if inp.n_channels < opts["n_sources"]:
+        raise ValueError(
+            f"n_sources={opts['n_sources']} needs at least as many microphones, but X has "
+            f"{inp.n_channels} channel(s). Pass n_sources <= {inp.n_channels} (determined "
+            "separation: one microphone per source at least)."
+        )
+    if settings["ref_channel"] >= inp.n_channels:
+        raise ValueError(
+            f"ref_channel must be < the {inp.n_channels} channels, got {settings['ref_channel']}."
+        )
+    if inp.sample_rate != prior.sample_rate:
+        warnings.warn(
+            f"X is at {inp.sample_rate:g} Hz and source_model {prior.name!r} at "
+            f"{prior.sample_rate:g} Hz: X is resampled to {prior.sample_rate:g} Hz for the "
+            "separation and the sources back to the input's rate.",
+            UserWarning,
+            stacklevel=2,
+        )
+    x = _resample(inp.data, inp.sample_rate, prior.sample_rate)
+    blocks = [
+        x[:, a:b] for a, b in fit_blocks(x.shape[1], prior.sample_rate, settings["max_fit_seconds"])
+    ]
+    for b in blocks:
+        check_audio_input(b, opts["n_sources"], prior.n_fft)
+    demix, history = fit_demixing(blocks, prior, opts["n_sources"], settings, opts["verbose"])
+    demixer = TFDemixer(demix, prior.n_fft, prior.hop, prior.sample_rate, prior.model, history)
+    return PretrainedTFFit(demixer, prior, float(inp.sample_rate), inp.ch_names)
+
+
+def from_state(tensors: dict, meta: dict, params: dict, device) -> PretrainedTFFit:
+    """Rebuild a saved fit; its source model is loaded by name and its sha256 checked."""
+    saved = meta["source_model_"]
+    prior = load_source_model(params.get("source_model") or saved["name"])
+    if prior.sha256 != saved["sha256"]:
+        raise ValueError(
+            f"the separator was fitted with source model {saved['name']!r} of sha256 "
+            f"{saved['sha256'][:12]}..., but that model now has {prior.sha256[:12]}...; "
+            "refit the separator with the current model."
+        )
+    info = meta["tf_"]
+    demix = tensors["tf.demix_real"].numpy() + 1j * tensors["tf.demix_imag"].numpy()
+    demixer = TFDemixer(
+        demix.astype(np.complex64),
+        int(info["n_fft"]),
+        int(info["hop"]),
+        float(info["sample_rate"]),
+        prior.model,
+        meta["history_"],
+    )
+    names = tuple(meta["ch_names_"]) if meta.get("ch_names_") else None
+    return PretrainedTFFit(demixer, prior, float(meta["input_sample_rate_"]), names)
+
+
+__all__ = [
+    "FIT_PARAMS",
+    "NAME",
+    "PARAMS",
+    "SourceModel",
+    "check_fit_params",
+    "fit",
+    "fit_demixing",
+    "from_state",
+    "load_source_model",
+    "prior_weights",
+]
