@@ -28,10 +28,10 @@ from ._check import (
     check_device,
     check_finite_fit,
     check_fit_data,
-    check_rank,
     check_float,
     check_int,
     check_option,
+    check_rank,
 )
 from ._mne_mixin import MNEMixin
 from .io.audio import resample as resample_recording
