@@ -599,3 +599,154 @@ def test_eeg_scores_hand_computed_and_against_scipy():
         M.rrmse_spectral(x, y, nperseg=1)
     with pytest.warns(M.SilentSignalWarning, match="1 silent reference"):
         assert np.isnan(M.rrmse_temporal(np.zeros(50), np.ones(50)))
+
+
+# --------------------------------------------------------------------------------------
+# Real data without ground truth: dipolarity and MIR (Delorme et al. 2012)
+# --------------------------------------------------------------------------------------
+
+
+def _gaussian_mutual_information_bits(cov: np.ndarray) -> float:
+    """I(x) of a Gaussian: (sum_i log cov_ii - log det cov) / 2, in bits."""
+    return 0.5 * (np.log(np.diag(cov)).sum() - np.linalg.slogdet(cov)[1]) / np.log(2.0)
+
+
+def test_marginal_entropy_matches_closed_forms():
+    rng = np.random.default_rng(0)
+    n = 50_000
+    x = np.stack([rng.normal(0, 2.0, n), rng.uniform(0, 3.0, n), rng.laplace(0, 0.5, n)])
+    h = M._marginal_entropies(x, 60)
+    # Gaussian 0.5 log(2 pi e sigma^2), uniform log(width), Laplace 1 + log(2 b).
+    expected = [0.5 * np.log(2 * np.pi * np.e * 4.0), np.log(3.0), 1.0 + np.log(1.0)]
+    np.testing.assert_allclose(h, expected, atol=0.02)
+
+
+def test_mir_of_the_true_unmixing_is_the_gaussian_mutual_information():
+    rng = np.random.default_rng(1)
+    A = np.array([[1.0, 0.8, 0.0], [0.3, 1.0, 0.5], [0.0, 0.6, 1.0]])
+    X = A @ rng.standard_normal((3, 40_000))
+    # Independent sources: I(S) = 0, so MIR = I(X) (about 0.73 bits here).
+    expected = _gaussian_mutual_information_bits(A @ A.T)
+    assert expected > 0.5
+    assert M.mutual_information_reduction(X, np.linalg.inv(A)) == pytest.approx(expected, abs=0.03)
+    # Undoing it again gives the negative.
+    S = np.linalg.inv(A) @ X
+    assert M.mutual_information_reduction(S, A) == pytest.approx(-expected, abs=0.03)
+
+
+def test_mir_of_a_rotation_of_white_gaussian_data_is_zero():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4, 40_000))
+    Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    assert abs(M.mutual_information_reduction(X, Q)) < 0.03
+
+
+def test_mir_is_scale_free_and_favours_the_true_unmixing_of_laplace_sources():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(3, 3))
+    X = A @ rng.laplace(size=(3, 20_000))
+    W = np.linalg.inv(A)
+    mir = M.mutual_information_reduction(X, W)
+    # Rescaled sources, or data in other units (volts): the same MIR.
+    D = np.diag([2.0, -0.5, 1e3])
+    assert M.mutual_information_reduction(X, D @ W) == pytest.approx(mir, rel=1e-9)
+    assert M.mutual_information_reduction(1e-6 * X, 1e6 * W) == pytest.approx(mir, rel=1e-9)
+    # Whitening only (PCA) leaves the non-Gaussian dependence: a smaller MIR.
+    evals, evecs = np.linalg.eigh(np.cov(X))
+    assert M.mutual_information_reduction(X, evecs.T / np.sqrt(evals)[:, None]) < mir - 0.1
+
+
+def test_mir_errors():
+    X = np.random.default_rng(0).standard_normal((3, 100))
+    with pytest.raises(
+        ValueError, match=r"W must have shape \(n_channels, n_channels\) = \(3, 3\)"
+    ):
+        M.mutual_information_reduction(X, np.eye(2, 3))
+    with pytest.raises(ValueError, match="X must have shape"):
+        M.mutual_information_reduction(X[0], np.eye(3))
+    with pytest.raises(ValueError, match="W is singular"):
+        M.mutual_information_reduction(X, np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"Rows \[1\] of X are constant"):
+        M.mutual_information_reduction(np.vstack([X[:1], np.ones((1, 100)), X[2:]]), np.eye(3))
+    with pytest.raises(ValueError, match="X has NaN or infinite values"):
+        M.mutual_information_reduction(np.full((3, 100), np.nan), np.eye(3))
+    with pytest.raises(ValueError, match="'n_bins' must be >= 2"):
+        M.mutual_information_reduction(X, np.eye(3), n_bins=1)
+
+
+@pytest.fixture(scope="module")
+def _head():
+    """32 standard 10-20 EEG channels with positions and their fitted sphere model."""
+    mne = pytest.importorskip("mne")
+    montage = mne.channels.make_standard_montage("colin27_1020")
+    names = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "FC5", "FC1", "FC2", "FC6", "T7",
+             "C3", "Cz", "C4", "T8", "CP5", "CP1", "CP2", "CP6", "P7", "P3", "Pz", "P4", "P8",
+             "PO9", "O1", "Oz", "O2", "PO10", "AF3", "AF4"]  # fmt: skip
+    info = mne.create_info(names, 100.0, "eeg")
+    info.set_montage(montage)
+    sphere = mne.make_sphere_model("auto", "auto", info, verbose="error")
+    return info, sphere
+
+
+def _dipole_map(info, sphere, offset, ori):
+    """The map (n_channels,) of one unit dipole at sphere centre + offset (m), average-referenced."""
+    import mne
+
+    ori = np.asarray(ori, float) / np.linalg.norm(ori)
+    pos = np.asarray(sphere["r0"]) + np.asarray(offset, float)
+    dip = mne.Dipole([0.0], [pos], [1e-8], [ori], [100.0])
+    fwd, _ = mne.make_forward_dipole(dip, sphere, info, verbose="error")
+    gain = fwd["sol"]["data"][:, 0]
+    return gain - gain.mean()
+
+
+def test_dipolarity_one_dipole_fits_a_dipole_map_and_not_a_random_one(_head):
+    info, sphere = _head
+    rng = np.random.default_rng(0)
+    one = _dipole_map(info, sphere, [0.02, 0.01, 0.04], [1.0, 0.5, 0.2])
+    # A left-frontal and a right-posterior dipole together (equal map norms).
+    a = _dipole_map(info, sphere, [0.04, 0.03, 0.04], [1.0, 1.0, 1.0])
+    b = _dipole_map(info, sphere, [-0.04, -0.04, 0.03], [-1.0, 0.0, 1.0])
+    two = a / np.linalg.norm(a) + b / np.linalg.norm(b)
+    noise = rng.standard_normal(len(one))
+    noisy = one + 0.3 * np.linalg.norm(one) / np.linalg.norm(noise) * noise
+    maps = np.stack([one, -5.0 * one, two, rng.standard_normal(len(one)), noisy], axis=1)
+    rv = M.dipolarity(maps, info, sphere=sphere)
+    assert rv.shape == (5,)
+    # One dipole in the same sphere: explained (up to MNE's fit tolerance), at
+    # any scale and sign.
+    assert rv[0] < 0.005 and rv[1] < 0.005
+    # Two distant dipoles, or no dipole at all: far from it.
+    assert rv[2] > 0.2  # measured 0.38
+    assert rv[3] > 0.3
+    # The noisy map: at most the RV of the true dipole (hand-computed with its
+    # least-squares amplitude), since that dipole is one the fit can choose.
+    avg = noisy - noisy.mean()
+    rv_true = np.sum((avg - one * (one @ avg) / (one @ one)) ** 2) / np.sum(avg**2)
+    assert 0.02 < rv[4] <= rv_true + 1e-3
+
+
+def test_dipolarity_auto_sphere_matches_the_given_one(_head):
+    info, sphere = _head
+    one = _dipole_map(info, sphere, [0.0, 0.03, 0.03], [0.0, 0.0, 1.0])
+    rng = np.random.default_rng(1)
+    maps = np.stack([one, rng.standard_normal(len(one))], axis=1)
+    np.testing.assert_allclose(M.dipolarity(maps, info), M.dipolarity(maps, info, sphere=sphere))
+
+
+def test_dipolarity_errors(_head):
+    mne = pytest.importorskip("mne")
+    info, _ = _head
+    with pytest.raises(ValueError, match=r"one row per EEG channel of info \(32\), got \(31, 2\)"):
+        M.dipolarity(np.ones((31, 2)), info)
+    with pytest.raises(ValueError, match=r"maps must have shape \(n_channels, n_components\)"):
+        M.dipolarity(np.ones(32), info)
+    with pytest.raises(ValueError, match=r"maps \[1\] are all zero"):
+        M.dipolarity(np.c_[np.arange(32.0), np.zeros(32)], info)
+    with pytest.raises(ValueError, match="Invalid value for the 'sphere' parameter"):
+        M.dipolarity(np.ones((32, 1)), info, sphere="spherical")
+    bare = mne.create_info(["a", "b", "c"], 100.0, "eeg")
+    with pytest.raises(
+        ValueError, match=r"EEG channels \['a', 'b', 'c'\] of info have no position"
+    ):
+        M.dipolarity(np.eye(3), bare)

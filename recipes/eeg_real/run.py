@@ -17,6 +17,10 @@ and after.
 Stages:
   1 fit       fit every method; sepkit saved as .safetensors, ICA as -ica.fif
   2 evaluate  find and remove the blink, write EXP/results.json, EXP/results.md, figures
+  3 dipolar   the measures of Delorme et al. 2012 without ground truth (config [dipolar]):
+              share of maps one dipole explains (RV < 5 %, < 10 %), mutual information
+              reduction, fit time, over component counts, seeds and block-bootstrap
+              resamples; ICLabel's class counts; EXP/dipolar.json, EXP/dipolar.md
 
 The recording is read from ../shared/data beside the project; when it is
 absent the script says so and exits with status 0 (nothing to do).
@@ -25,6 +29,7 @@ Usage:
   python recipes/eeg_real/run.py
   python recipes/eeg_real/run.py --config recipes/eeg_real/conf/tiny.toml   # smoke run
   python recipes/eeg_real/run.py --sepkit.n_steps=2000 --exp recipes/eeg_real/exp/2000steps
+  python recipes/eeg_real/run.py --stage 3             # the dipolarity / MIR stage only
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -46,6 +52,7 @@ from scipy.signal import find_peaks  # noqa: E402
 from sepkit import IVAESeparator, _recipe  # noqa: E402
 from sepkit._recipe import FILTER_INSIDE, hardware, recipe_parser, run_stages  # noqa: E402
 from sepkit.io import filter_eeg, read_eeg  # noqa: E402
+from sepkit.metrics import dipolarity, mutual_information_reduction  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -61,6 +68,11 @@ def load_config(path: Path, overrides: list[str]) -> dict:
     for method in cfg["experiment"]["methods"]:
         if method not in allowed:
             raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(allowed)}")
+    for method in cfg["dipolar"]["methods"]:
+        if method not in DIPOLAR_METHODS:
+            raise SystemExit(
+                f"unknown [dipolar] method {method!r}; allowed: {', '.join(DIPOLAR_METHODS)}"
+            )
     return cfg
 
 
@@ -562,9 +574,283 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
     print(text)
 
 
+# ----------------------------------------------------------------------------- stage 3
+# Real-data measures without ground truth (Delorme et al. 2012, issue #21 part 2).
+
+# The methods of stage 3: sepkit variants (IVAESeparator arguments), MNE's ICA
+# baselines (_recipe.mne_ica), AMICA (amica-python, `pip install sepkit[bench]`)
+# and PCA. "amica-500" is AMICA at its own default of 500 iterations.
+DIPOLAR_METHODS = ("sepkit", "sepkit-gg", "picard", "infomax", "fastica", "amica", "amica-500",
+                   "pca")  # fmt: skip
+
+
+def load_dipolar_raw(cfg: dict):
+    """The recording high-passed, EOG leads typed EOG, EEG average-referenced; None if absent."""
+    d = cfg["data"]
+    path = (ROOT / d["path"]).resolve()
+    if not path.exists():
+        print(f"[skip] {path} is absent: this recipe needs ../shared/data beside the project.")
+        return None
+    raw = filter_eeg(read_eeg(path, picks="eeg"), cfg["dipolar"]["l_freq"], None)
+    raw.set_channel_types({name: "eog" for name in d["eog"]}, verbose="error")
+    crop = cfg["dipolar"]["crop"]
+    if crop:
+        raw.crop(0.0, crop)
+    return raw.set_eeg_reference("average", verbose="error")
+
+
+def block_resample(raw, block_s: float, rng):
+    """A moving-block bootstrap copy of ``raw``: blocks of ``block_s`` s drawn with replacement."""
+    block = int(round(block_s * raw.info["sfreq"]))
+    n_blocks = raw.n_times // block
+    starts = rng.integers(0, raw.n_times - block + 1, size=n_blocks)
+    data = raw.get_data()
+    resampled = np.concatenate([data[:, s : s + block] for s in starts], axis=1)
+    return mne.io.RawArray(resampled, raw.info.copy(), verbose="error")
+
+
+def _ica_unmixing(ica) -> np.ndarray:
+    """An MNE ICA's unmixing in sensor units: sources = W @ (x - pca_mean_)."""
+    n = ica.n_components_
+    return ica.unmixing_matrix_ @ ica.pca_components_[:n] / ica.pre_whitener_[:, 0]
+
+
+def fit_unmixing(method: str, raw, n_components: int, seed: int, cfg: dict):
+    """Fit one method on the EEG channels of ``raw``.
+
+    Returns (W, seconds, fitted): the unmixing (n_components, n_channels) in
+    sensor units, so that the sources are ``W @ (x - mean)``, the fit time,
+    and the fitted object as an ``mne.preprocessing.ICA`` (sepkit's via
+    ``to_mne_ica``) or None.
+    """
+    dp = cfg["dipolar"]
+    X = raw.get_data(picks="eeg")
+    t0 = time.perf_counter()
+    fitted = None
+    if method.startswith("sepkit"):
+        kw = dict(cfg["sepkit"], **_recipe.SEPKIT_METHODS[method])
+        sep = IVAESeparator(n_components, random_state=seed, **kw).fit(raw, picks="eeg")
+        seconds = time.perf_counter() - t0
+        fitted = sep
+        W = _ica_unmixing(sep.to_mne_ica())
+    elif method in ("picard", "infomax", "fastica"):
+        fitted = _recipe.mne_ica(method, n_components, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fitted.fit(raw, picks="eeg", verbose="error")
+        seconds = time.perf_counter() - t0
+        W = _ica_unmixing(fitted)
+    elif method.startswith("amica"):
+        import torch
+        from amica import AMICA
+
+        max_iter = 500 if method == "amica-500" else dp["amica_max_iter"]
+        est = AMICA(n_components, whiten="pca", max_iter=max_iter, random_state=seed, verbose=0)
+        default_dtype = torch.get_default_dtype()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
+                est.fit(X.T)
+        finally:
+            # amica-python 0.1.2 sets torch's global default dtype to float64
+            # in fit, which breaks the float32 torch models fitted after it.
+            torch.set_default_dtype(default_dtype)
+        seconds = time.perf_counter() - t0
+        W = est.components_
+    else:  # PCA: the principal directions (unwhitened principal components)
+        evals, evecs = np.linalg.eigh(np.cov(X))
+        W = evecs[:, np.argsort(evals)[::-1][:n_components]].T
+        seconds = time.perf_counter() - t0
+    return np.asarray(W, np.float64), seconds, fitted
+
+
+def mir_baseline(X: np.ndarray, n_components: int, rank: int) -> np.ndarray:
+    """The basis B whose rows ``B @ X`` every decomposition's MIR is measured against.
+
+    At full rank the channels less the last one (after the average reference
+    the last is minus the sum of the others, so nothing is lost): MIR against
+    the channels, as Delorme et al. Below full rank the data's first
+    ``n_components`` principal components, whitened (as their code does for
+    a reduced decomposition): PCA's own MIR is then 0 by construction.
+    """
+    if n_components == rank:
+        return np.eye(X.shape[0])[: X.shape[0] - 1]
+    evals, evecs = np.linalg.eigh(np.cov(X))
+    top = np.argsort(evals)[::-1][:n_components]
+    return evecs[:, top].T / np.sqrt(evals[top])[:, None]
+
+
+def score_unmixing(W: np.ndarray, raw, baseline: np.ndarray, sphere) -> dict:
+    """RV of each map (``pinv(W)``'s columns), MIR in kbit/s and the subspace check."""
+    X = raw.get_data(picks="eeg")
+    X = X - X.mean(axis=1, keepdims=True)
+    info = mne.pick_info(raw.info, mne.pick_types(raw.info, eeg=True))
+    rv = dipolarity(np.linalg.pinv(W), info, sphere=sphere)
+    # W in the baseline's coordinates: the least-squares map from B X to W X
+    # (exact when W's rows lie in the span of B's, as for every method here
+    # at full rank; below it the residual says how far a method's subspace is
+    # from the data's principal one).
+    Y, S = baseline @ X, W @ X
+    W_b = np.linalg.lstsq(Y.T, S.T, rcond=None)[0].T
+    residual = float(np.linalg.norm(S - W_b @ Y) / np.linalg.norm(S))
+    mir = mutual_information_reduction(Y, W_b) * raw.info["sfreq"] / 1000.0
+    return dict(
+        rv=rv.tolist(),
+        share_rv_below_5=float((rv < 0.05).mean()),
+        share_rv_below_10=float((rv < 0.10).mean()),
+        mir_kbit_s=mir,
+        subspace_residual=residual,
+    )
+
+
+def iclabel_counts(fitted: dict, raw) -> dict:
+    """ICLabel's class counts per (method, n_components) for the seed-0 fits on the recording."""
+    from mne_icalabel import label_components
+
+    out = {}
+    for (method, n), obj in fitted.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ICLabel's "designed for extended infomax"
+            if isinstance(obj, IVAESeparator):
+                labels = obj.label_components(raw)["labels"]
+            else:
+                labels = label_components(raw, obj, method="iclabel")["labels"]
+        out[f"{method}/{n}"] = dict(Counter(labels).most_common())
+        print(f"[dipolar] ICLabel {method} {n} components: {out[f'{method}/{n}']}", flush=True)
+    return out
+
+
+def _replicates(method: str, dp: dict) -> list[tuple[int, int | None]]:
+    """(seed, resample) pairs: each seed on the recording, then the resamples at the first seed."""
+    first = [(dp["seeds"][0], None)]
+    if method in dp["single_fit_methods"]:
+        return first
+    return [(s, None) for s in dp["seeds"]] + [
+        (dp["seeds"][0], r) for r in range(dp["n_resamples"])
+    ]
+
+
+def stage_dipolar(cfg: dict, exp: Path) -> None:
+    raw = load_dipolar_raw(cfg)
+    if raw is None:
+        return
+    dp = cfg["dipolar"]
+    exp.mkdir(parents=True, exist_ok=True)
+    X = raw.get_data(picks="eeg")
+    rank = int(np.linalg.matrix_rank(X))
+    counts = [rank if n == "rank" else int(n) for n in dp["n_components"]]
+    info = mne.pick_info(raw.info, mne.pick_types(raw.info, eeg=True))
+    sphere = mne.make_sphere_model("auto", "auto", info, verbose="error")
+    resamples = [
+        block_resample(raw, dp["bootstrap_block"], np.random.default_rng([dp["resample_seed"], r]))
+        for r in range(dp["n_resamples"])
+    ]
+    # One untimed fit per torch / AMICA method first, so that no timed fit pays
+    # for first-call set-up (imports, kernels).
+    warm = raw
+    for method in {m for m in dp["methods"] if m.startswith(("sepkit", "amica"))}:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit_unmixing(
+                method, warm, 2, dp["seeds"][0], dict(cfg, dipolar=dict(dp, amica_max_iter=2))
+            )
+    rows, keep = [], {}
+    for n in counts:
+        baselines = {None: mir_baseline(X, n, rank)}
+        baselines.update(
+            {r: mir_baseline(b.get_data(picks="eeg"), n, rank) for r, b in enumerate(resamples)}
+        )
+        for method in dp["methods"]:
+            for seed, r in _replicates(method, dp):
+                data = raw if r is None else resamples[r]
+                W, seconds, fitted = fit_unmixing(method, data, n, seed, cfg)
+                row = dict(method=method, n_components=n, seed=seed, resample=r,
+                           fit_seconds=seconds, **score_unmixing(W, data, baselines[r], sphere))  # fmt: skip
+                rows.append(row)
+                if r is None and seed == dp["seeds"][0] and method in dp["iclabel_methods"]:
+                    keep[(method, n)] = fitted
+                print(
+                    f"[dipolar] {method} n={n} seed={seed} resample={r}: "
+                    f"RV<5% {row['share_rv_below_5']:.1%}, RV<10% {row['share_rv_below_10']:.1%}, "
+                    f"MIR {row['mir_kbit_s']:.3f} kbit/s, {seconds:.1f} s",
+                    flush=True,
+                )
+    labels = iclabel_counts(keep, raw) if keep else {}
+    result = dict(rank=rank, n_times=int(raw.n_times), sample_rate=float(raw.info["sfreq"]),
+                  rows=rows, iclabel=labels, summary=summarise(rows),
+                  hardware=hardware())  # fmt: skip
+    (exp / "dipolar.json").write_text(json.dumps(result, indent=2))
+    text = dipolar_markdown(result, dp)
+    (exp / "dipolar.md").write_text(text)
+    print(text)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per (method, n_components): median, min and max of each measure over the fits."""
+    keys = ["share_rv_below_5", "share_rv_below_10", "mir_kbit_s", "fit_seconds"]
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["n_components"]), []).append(row)
+    out = []
+    for (method, n), group in groups.items():
+        item = dict(method=method, n_components=n, n_fits=len(group))
+        first = group[0]  # the first seed on the recording itself
+        for key in keys:
+            values = np.array([g[key] for g in group])
+            item[key] = dict(median=float(np.median(values)), min=float(values.min()),
+                             max=float(values.max()), first=float(first[key]))  # fmt: skip
+        item["subspace_residual_max"] = max(g["subspace_residual"] for g in group)
+        out.append(item)
+    return out
+
+
+def dipolar_markdown(result: dict, dp: dict) -> str:
+    """The stage's tables: median [min - max] over the fits, and the first seed alone."""
+
+    def cell(stat, fmt):
+        if stat["min"] == stat["max"]:
+            return fmt(stat["median"])
+        return f"{fmt(stat['median'])} [{fmt(stat['min'])} - {fmt(stat['max'])}]"
+
+    def pct(v):
+        return f"{v:.1%}"
+
+    def mir(v):
+        return f"{v:.3f}"
+
+    def sec(v):
+        return f"{v:.1f}"
+
+    lines = [
+        f"EEG rank after the average reference: {result['rank']}; {result['n_times']} samples "
+        f"at {result['sample_rate']:g} Hz. Fits per row: seeds {dp['seeds']} on the recording "
+        f"and {dp['n_resamples']} block-bootstrap resamples ({dp['bootstrap_block']:g} s blocks) "
+        f"at seed {dp['seeds'][0]}; cells: median [min - max].",
+        "",
+        "| method | n_components | fits | RV < 5 % | RV < 10 % | MIR (kbit/s) | fit s | "
+        "first fit: RV < 5 % / < 10 % / MIR / s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in result["summary"]:
+        first = (f"{pct(s['share_rv_below_5']['first'])} / {pct(s['share_rv_below_10']['first'])}"
+                 f" / {mir(s['mir_kbit_s']['first'])} / {sec(s['fit_seconds']['first'])}")  # fmt: skip
+        lines.append(
+            f"| {s['method']} | {s['n_components']} | {s['n_fits']} | "
+            f"{cell(s['share_rv_below_5'], pct)} | {cell(s['share_rv_below_10'], pct)} | "
+            f"{cell(s['mir_kbit_s'], mir)} | {cell(s['fit_seconds'], sec)} | {first} |"
+        )
+    worst = max(s["subspace_residual_max"] for s in result["summary"])
+    lines += ["", f"Largest relative residual of W X in the MIR baseline's span: {worst:.1e}"]
+    if result["iclabel"]:
+        lines += ["", "ICLabel classes (seed 0, on the recording):", ""]
+        lines += [f"- {key}: {value}" for key, value in result["iclabel"].items()]
+    lines += ["", f"Hardware: {result['hardware']}"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
-    parser = recipe_parser(__doc__, HERE, n_stages=2)
-    stages = {1: stage_fit, 2: stage_evaluate}
+    parser = recipe_parser(__doc__, HERE, n_stages=3)
+    stages = {1: stage_fit, 2: stage_evaluate, 3: stage_dipolar}
     return run_stages(parser, stages, HERE, argv, load=load_config)
 
 

@@ -15,7 +15,16 @@ def test_tiny_recipe_finds_the_same_blink_as_picard(tmp_path, load_recipe):
     if not RECORDING.exists():
         pytest.skip(f"{RECORDING} is absent (needs ../shared/data beside the project)")
     run = load_recipe("eeg_real")
-    code = run.main(["--config", str(RECIPE / "conf" / "tiny.toml"), "--exp", str(tmp_path)])
+    code = run.main(
+        [
+            "--config",
+            str(RECIPE / "conf" / "tiny.toml"),
+            "--exp",
+            str(tmp_path),
+            "--stop-stage",
+            "2",
+        ]
+    )
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
     rows = {r["method"]: r for r in results["methods"]}
@@ -126,3 +135,58 @@ def test_blink_locked_needs_two_blinks(load_recipe):
     raw, _ = _blinky_raw(seconds=20.0, onsets=[10.0])
     cfg = _blink_cfg(["FPz"], bootstrap_block=1.0, bootstrap_n=10)
     assert run.blink_locked([dict(method="same", _cleaned=raw)], raw, cfg) == {"n_blinks": 1}
+
+
+@pytest.mark.shared_data
+def test_tiny_dipolar_stage_scores_every_fit(tmp_path, load_recipe):
+    if not RECORDING.exists():
+        pytest.skip(f"{RECORDING} is absent (needs ../shared/data beside the project)")
+    run = load_recipe("eeg_real")
+    code = run.main(
+        ["--config", str(RECIPE / "conf" / "tiny.toml"), "--exp", str(tmp_path), "--stage", "3"]
+    )
+    assert code == 0
+    result = json.loads((tmp_path / "dipolar.json").read_text())
+    assert result["rank"] == 29  # 30 EEG channels, average reference
+    # sepkit, picard, pca; one seed on the recording and one resample each.
+    assert len(result["rows"]) == 6
+    for row in result["rows"]:
+        assert len(row["rv"]) == 5 and all(0.0 <= rv <= 1.0 for rv in row["rv"])
+        assert row["share_rv_below_5"] <= row["share_rv_below_10"]
+        # Every method's sources lie in the span of the data's first 5 PCs.
+        assert row["subspace_residual"] < 1e-6
+    summary = {s["method"]: s for s in result["summary"]}
+    # Below full rank MIR is measured against the whitened PCs: PCA's own is
+    # 0 (up to rounding), the ICAs' is positive (measured 0.043-0.044 kbit/s).
+    assert abs(summary["pca"]["mir_kbit_s"]["median"]) < 1e-6
+    assert summary["sepkit"]["mir_kbit_s"]["min"] > 0.02
+    assert summary["picard"]["mir_kbit_s"]["min"] > 0.02
+    # Measured 80 % of maps below 10 % RV for both (one is the blink).
+    assert summary["sepkit"]["share_rv_below_10"]["median"] >= 0.4
+    for key in ("sepkit/5", "picard/5"):
+        assert sum(result["iclabel"][key].values()) == 5
+    assert "| sepkit | 5 | 2 |" in (tmp_path / "dipolar.md").read_text()
+
+
+def test_block_resample_draws_whole_blocks(load_recipe):
+    run = load_recipe("eeg_real")
+    info = mne.create_info(["a", "b"], 10.0, "eeg")
+    data = np.vstack([np.arange(200.0), -np.arange(200.0)])
+    raw = mne.io.RawArray(data, info, verbose="error")
+    out = run.block_resample(raw, 2.0, np.random.default_rng(0)).get_data()
+    assert out.shape == (2, 200)  # 10 blocks of 20 samples
+    blocks = out[0].reshape(10, 20)
+    # Each block is a contiguous stretch of the recording, the same on both channels.
+    assert np.all(np.diff(blocks, axis=1) == 1.0) and np.array_equal(out[1], -out[0])
+
+
+def test_mir_baseline_full_rank_drops_one_average_referenced_channel(load_recipe):
+    run = load_recipe("eeg_real")
+    rng = np.random.default_rng(0)
+    X = rng.laplace(size=(4, 2000))
+    X -= X.mean(axis=0)  # average reference: rank 3
+    B = run.mir_baseline(X, 3, 3)
+    np.testing.assert_array_equal(B, np.eye(4)[:3])
+    # Below full rank: the whitened first PCs.
+    Y = run.mir_baseline(X, 2, 3) @ X
+    np.testing.assert_allclose(np.cov(Y), np.eye(2), atol=1e-10)
