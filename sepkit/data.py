@@ -332,9 +332,11 @@ class WindowDataset(torch.utils.data.Dataset):
             )
         short = [p.source.path.name for p in plans if p.n_windows == 0]
         if short:
+            # A large corpus can hold hundreds: name a few, count the rest.
+            more = f" and {len(short) - 5} more" if len(short) > 5 else ""
             warnings.warn(
                 f"Skipped {len(short)} recording(s) shorter than one window ({window_seconds} s): "
-                f"{', '.join(short)}.",
+                f"{', '.join(short[:5])}{more}.",
                 UserWarning,
                 stacklevel=2,
             )

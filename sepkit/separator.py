@@ -1231,6 +1231,13 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         ``IVAESeparator.from_pretrained("nope")`` lists the valid names.
         """
         weights, config, digest = verified_weights(name_or_path)
+        if config.get("kind") == "source_model":
+            raise ValueError(
+                f"{config['name']!r} is a source model (a prior over speech spectrograms), not a "
+                f"separator: pass IVAESeparator(n_sources=k, source_model={config['name']!r}) "
+                f"and fit it on your recording (command line: --n-sources K --source-model "
+                f"{config['name']})."
+            )
         sep = cls.load(weights, device=device)
         sep.pretrained_ = {
             "name": config["name"],

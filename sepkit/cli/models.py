@@ -32,14 +32,16 @@ def run(args) -> int:
         if not names:
             print("no pretrained models found")
             return 0
-        print(f"{'name':<32} {'kind':<10} {'rate Hz':>8} {'ch':>4} {'src':>4} {'MB':>6}")
+        print(f"{'name':<32} {'kind':<13} {'rate Hz':>8} {'ch':>4} {'src':>4} {'MB':>6}")
         for name in names:
             info = model_info(name)
             rate = info.get("sample_rate")
+            # A source model serves any number of channels and sources (>= 1 each).
+            anyk = "any" if info.get("kind") == "source_model" else "?"
             print(
-                f"{name:<32} {str(info.get('kind', '?')):<10} "
-                f"{('-' if rate is None else f'{rate:g}'):>8} {info.get('n_channels', '?'):>4} "
-                f"{info.get('n_sources', '?'):>4} {info.get('size_bytes', 0) / 2**20:>6.2f}"
+                f"{name:<32} {str(info.get('kind', '?')):<13} "
+                f"{('-' if rate is None else f'{rate:g}'):>8} {info.get('n_channels', anyk):>4} "
+                f"{info.get('n_sources', anyk):>4} {info.get('size_bytes', 0) / 2**20:>6.2f}"
             )
         return 0
     info = model_info(args.name)

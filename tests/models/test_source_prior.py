@@ -97,3 +97,52 @@ def test_training_refuses_a_mismatched_stft():
     model = SpeechSourcePrior(65, n_latent=2, n_hidden=4, kernel_size=3)
     with pytest.raises(ValueError, match=r"n_fft=256 gives 129 bins.*Pass n_fft=128"):
         train_source_prior(model, iter([]), n_fft=256, hop=64, segment_frames=4, n_steps=1)
+
+
+def _ddp_rank(rank: int, init_file: str, files: list[str], out: str) -> None:
+    """One rank: train the prior for a few steps on its shard, save its weights."""
+    import torch.distributed as dist
+
+    from sepkit.data import WindowCorpus
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)  # same initial weights on both ranks
+        model = SpeechSourcePrior(65, n_latent=2, n_hidden=4, kernel_size=3)
+        corpus = WindowCorpus(files, 0.25, seed=1, n_epochs=None)  # rank, world: the group
+        loader = torch.utils.data.DataLoader(corpus, batch_size=2)
+        batches = (b["window"][:, 0] for b in loader)
+        train_source_prior(
+            model, batches, n_fft=128, hop=32, segment_frames=8, n_steps=4, seed=rank, log_every=2
+        )
+        torch.save({"rank": corpus.rank, "state": model.state_dict()}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="needs torch.distributed gloo",
+)
+def test_two_gloo_ranks_train_identical_replicas_on_their_shards(tmp_path):
+    import soundfile as sf
+    import torch.multiprocessing as mp
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):
+        path = tmp_path / f"s{i}.wav"
+        sf.write(path, (0.1 * rng.normal(size=8000)).astype(np.float32), 8000)
+        files.append(str(path))
+    out = str(tmp_path / "state")
+    mp.spawn(_ddp_rank, args=(str(tmp_path / "init"), files, out), nprocs=2, join=True)
+    s0, s1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert (s0["rank"], s1["rank"]) == (0, 1)
+    # Different batches per rank, averaged gradients: the replicas stay identical,
+    # and they moved away from the shared start.
+    torch.manual_seed(0)
+    start = SpeechSourcePrior(65, n_latent=2, n_hidden=4, kernel_size=3).state_dict()
+    for k in start:
+        torch.testing.assert_close(s0["state"][k], s1["state"][k])
+    assert any(not torch.equal(s0["state"][k], start[k]) for k in start)
