@@ -76,7 +76,7 @@ import torch
 from ._check import check_float, check_int, check_option
 from .io import AUDIO_EXTENSIONS, SUPPORTED_EEG_EXTENSIONS, read_eeg
 
-__all__ = ["WindowCorpus", "WindowDataset"]
+__all__ = ["WindowCorpus", "WindowDataset", "open_npy"]
 
 CHANNELS = (None, "mean")
 # Resampling ratios are rounded to a fraction with at most this denominator:
@@ -145,9 +145,14 @@ def _check_files(files) -> list[Path]:
     return paths
 
 
-def _probe_npy(path: Path):
+def open_npy(path: Path, *, mmap: bool = True) -> np.ndarray:
+    """A ``.npy`` recording of shape (n_channels, n_times), memory-mapped by default.
+
+    Raises ValueError naming the file and the fix where it is not a 2-D array
+    of real numbers.
+    """
     try:
-        data = np.load(path, mmap_mode="r", allow_pickle=False)
+        data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(
             f"{path} is not a readable .npy array (numpy said: {err}). Save it with "
@@ -158,6 +163,11 @@ def _probe_npy(path: Path):
             f"{path} holds an array of shape {data.shape} and dtype {data.dtype}; expected "
             "real numbers of shape (n_channels, n_times)."
         )
+    return data
+
+
+def _probe_npy(path: Path):
+    data = open_npy(path)
     return data, data.shape[1], None, data.shape[0]
 
 

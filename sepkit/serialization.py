@@ -343,17 +343,25 @@ def _check_time_tensors(tensors: dict, n_channels: int) -> None:
         raise _Invalid("the file holds no 'model.' tensors (the network weights)")
 
 
-def _check_tf_pretrained_state(meta: dict, tensors: dict, n_channels: int) -> None:
-    """What :func:`sepkit.methods.tf_pretrained.from_state` reads."""
+def _check_stft_info(meta: dict) -> tuple[dict, int]:
+    """The ``tf_`` object (STFT and rate) of a time-frequency fit, and its n_fft."""
     info = _value(meta, "tf_")
     if not isinstance(info, dict):
         raise _Invalid(f"'tf_' must be a JSON object, got {_short(info)}")
     n_fft = _int(info, "n_fft", 1, where="tf_")
     _int(info, "hop", 1, where="tf_")
-    for where, holder, key in (("tf_", info, "sample_rate"), ("", meta, "input_sample_rate_")):
-        rate = _value(holder, key, where=where)
-        if not (_is_finite_number(rate) and rate > 0):
-            raise _Invalid(f"{key!r} must be a finite number > 0 (Hz), got {rate!r}")
+    rate = _value(info, "sample_rate", where="tf_")
+    if not (_is_finite_number(rate) and rate > 0):
+        raise _Invalid(f"'tf_.sample_rate' must be a finite number > 0 (Hz), got {rate!r}")
+    return info, n_fft
+
+
+def _check_tf_pretrained_state(meta: dict, tensors: dict, n_channels: int) -> None:
+    """What :func:`sepkit.methods.tf_pretrained.from_state` reads."""
+    _, n_fft = _check_stft_info(meta)
+    rate = _value(meta, "input_sample_rate_")
+    if not (_is_finite_number(rate) and rate > 0):
+        raise _Invalid(f"'input_sample_rate_' must be a finite number > 0 (Hz), got {rate!r}")
     source = _value(meta, "source_model_")
     if not (
         isinstance(source, dict)
@@ -375,14 +383,7 @@ def _check_tf_pretrained_state(meta: dict, tensors: dict, n_channels: int) -> No
 
 def _check_tf_state(meta: dict, tensors: dict, n_channels: int) -> None:
     """What :func:`sepkit.methods.tf.from_state` reads."""
-    info = _value(meta, "tf_")
-    if not isinstance(info, dict):
-        raise _Invalid(f"'tf_' must be a JSON object, got {_short(info)}")
-    n_fft = _int(info, "n_fft", 1, where="tf_")
-    _int(info, "hop", 1, where="tf_")
-    rate = _value(info, "sample_rate", where="tf_")
-    if not (_is_finite_number(rate) and rate > 0):
-        raise _Invalid(f"'tf_.sample_rate' must be a finite number > 0 (Hz), got {rate!r}")
+    info, n_fft = _check_stft_info(meta)
     model = _value(info, "model", where="tf_")
     if not (isinstance(model, dict) and sorted(model) == sorted(_TF_MODEL_KEYS)):
         raise _Invalid(

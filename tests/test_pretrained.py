@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sepkit import IVAESeparator, Recording
+from sepkit.methods.tf_pretrained import load_source_model
 from sepkit.pretrained import (
     MAX_MODEL_BYTES,
     PRETRAINED_ENV,
@@ -133,7 +134,12 @@ def test_missing_folder_says_how_to_fix(tmp_path, monkeypatch):
 # The models shipped in the repository: every one loads (sha256 verified),
 # keeps the size limits, and has a card. A change of the saved format that
 # breaks old files fails here.
-SHIPPED = ["ivae-audio-2mic-16khz-v1", "ivae-eeg1020-256hz-v1", "ivae-synthetic-5src-v1"]
+SHIPPED = [
+    "ivae-audio-2mic-16khz-v1",
+    "ivae-eeg1020-256hz-v1",
+    "ivae-speech-16k-v1",
+    "ivae-synthetic-5src-v1",
+]
 
 
 def test_shipped_models_load(monkeypatch):
@@ -146,7 +152,12 @@ def test_shipped_models_load(monkeypatch):
         size = (pretrained_dir() / name / "weights.safetensors").stat().st_size
         assert size == info["size_bytes"] < MAX_MODEL_BYTES
         total += size
-        assert info["sha256"] in info["card"] and "python recipes/pretrained/run.py" in info["card"]
+        assert info["sha256"] in info["card"] and info["recipe"] in info["card"]
+        assert info["recipe"].startswith("python recipes/")
+        if info["kind"] == "source_model":  # a prior for IVAESeparator(source_model=name)
+            prior = load_source_model(name)
+            assert prior.model.n_freqs == info["stft"]["n_fft"] // 2 + 1
+            continue
         sep = IVAESeparator.from_pretrained(name, device="cpu")
         assert sep.n_sources == info["n_sources"] and sep.n_channels_ == info["n_channels"]
         assert not sep.model_.encoder_u  # amortised: applies without u

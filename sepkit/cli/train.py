@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import WindowDataset
+from ..data import WindowDataset, open_npy
 from ..datasets import make_nonlinear_ica
 from ..io import SUPPORTED_EEG_EXTENSIONS, Recording, read_audio, read_eeg, to_recording
 from ..separator import IVAESeparator, check_model_path
@@ -309,19 +309,7 @@ def _read_recording(path: Path):
     """(data, sample_rate) of one .npy, audio or EEG file; sample_rate None for .npy."""
     name = path.name.lower()
     if name.endswith(".npy"):
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise ValueError(
-                f"{path} is not a readable .npy array (numpy said: {err}). Save it with "
-                "np.save(path, data) from an array of shape (n_channels, n_times)."
-            ) from None
-        if data.ndim != 2 or data.dtype.kind not in "biuf":
-            raise ValueError(
-                f"{path} holds an array of shape {data.shape} and dtype {data.dtype}; expected "
-                "real numbers of shape (n_channels, n_times)."
-            )
-        return data.astype(np.float32), None
+        return open_npy(path, mmap=False).astype(np.float32), None
     if any(name.endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
         rec = to_recording(read_eeg(path))
     else:

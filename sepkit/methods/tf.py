@@ -442,13 +442,10 @@ def check_fit_params(fit_params) -> TFConfig:
     return TFConfig(**fit_params).validate()
 
 
-@dataclass
-class TFFit(Fitted):
-    """A fitted time-frequency separation (the :class:`Fitted` of this family)."""
+class DemixerFit(Fitted):
+    """What every fit that ends in per-frequency demixing matrices (``demixer``) shares."""
 
     demixer: TFDemixer
-    ch_names: tuple | None = None
-    family: str = NAME
 
     @property
     def n_sources(self) -> int:
@@ -461,6 +458,15 @@ class TFFit(Fitted):
     @property
     def history(self) -> list:
         return self.demixer.history
+
+
+@dataclass
+class TFFit(DemixerFit):
+    """A fitted time-frequency separation (the :class:`Fitted` of this family)."""
+
+    demixer: TFDemixer
+    ch_names: tuple | None = None
+    family: str = NAME
 
     def sources(self, data, u=None):
         _check_no_u(u, "pass u=None for domain='tf'.")
