@@ -429,3 +429,71 @@ def test_checkpoint_errors_are_one_line(tmp_path, capsys):
     _config(tmp_path, "resume = true\n" + text)
     assert main([str(cfg)]) == 0
     assert (tmp_path / "m.safetensors").is_file()
+
+
+# ---------------------------------------------------- [source_model] form
+SOURCE_MODEL = """
+[source_model]
+n_fft = 128
+hop = 32
+segment_seconds = 0.25
+n_latent = 2
+n_hidden = 4
+kernel_size = 3
+batch_size = 2
+n_steps = 3
+"""
+
+
+def _mono_corpus(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sf.write(tmp_path / f"s{i}.wav", (0.1 * rng.normal(size=8000)).astype(np.float32), 8000)
+    return (
+        '[data]\ncorpus = {files = ["s0.wav", "s1.wav"], window_seconds = 0.5, '
+        'sample_rate = 8000, channels = "mean"}\n'
+    )
+
+
+def test_source_model_form_writes_a_loadable_model_folder(tmp_path):
+    from sepkit.methods.tf_pretrained import load_source_model
+
+    cfg = _config(tmp_path, 'out = "ivae-tiny-8k-v1"\n' + _mono_corpus(tmp_path) + SOURCE_MODEL)
+    assert main([str(cfg)]) == 0
+    prior = load_source_model(tmp_path / "ivae-tiny-8k-v1")
+    assert prior.sample_rate == 8000.0 and prior.n_fft == 128 and prior.segment_frames == 62
+    # A model folder is never overwritten.
+    assert main([str(cfg)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('out = "m"\n{corpus}[model]\nn_sources = 2\n' + SOURCE_MODEL, "exactly one of .model."),
+        ('out = "m"\n[data]\nfiles = ["s0.wav"]\n' + SOURCE_MODEL, "trains on windows of a corpus"),
+        (
+            'out = "m"\n{corpus}' + SOURCE_MODEL + "n_layers = 2\n",
+            r"unknown key\(s\) \['n_layers'\]",
+        ),
+        ('out = "m"\n{corpus}' + SOURCE_MODEL.replace("n_steps = 3", "n_steps = 0"), "n_steps in"),
+    ],
+)
+def test_source_model_form_errors(tmp_path, capsys, text, match):
+    cfg = _config(tmp_path, text.replace("{corpus}", _mono_corpus(tmp_path)))
+    assert main([str(cfg)]) == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_source_model_form_under_torchrun_two_ranks(tmp_path):
+    cfg = _config(tmp_path, 'out = "ivae-tiny-8k-v1"\n' + _mono_corpus(tmp_path) + SOURCE_MODEL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        f"--master_port={_free_port()}", "-m", "sepkit.train", str(cfg),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "world size 2" in done.stdout
+    assert (tmp_path / "ivae-tiny-8k-v1" / "weights.safetensors").is_file()

@@ -28,6 +28,10 @@ separator, readable with :meth:`sepkit.IVAESeparator.load`. The config
     n_steps = 2000
     random_state = 0
 
+Instead of ``[model]``, a ``[source_model]`` table trains a speech source
+prior on a mono ``corpus`` and writes a model folder for
+``IVAESeparator(source_model=...)`` (see :mod:`sepkit.cli.train_source`).
+
 With files, u is the window index within each file (windows never span two
 files); with ``synthetic``, the dataset's segment labels. Recordings are
 concatenated in time, so a training chunk longer than one sample
@@ -73,11 +77,12 @@ from ..io import SUPPORTED_EEG_EXTENSIONS, Recording, read_audio, read_eeg, to_r
 from ..separator import IVAESeparator, check_model_path
 from ..train import distributed_training
 from ..windows import resolve_window_samples, window_labels
-from . import EXIT_USER_ERROR
+from . import EXIT_USER_ERROR, train_source
 from ._common import check_writable
+from .train_source import check_source_model
 
 PROG = "python -m sepkit.train"
-_CONFIG_KEYS = {"out", "overwrite", "checkpoint_dir", "resume", "data", "model"}
+_CONFIG_KEYS = {"out", "overwrite", "checkpoint_dir", "resume", "data", "model", "source_model"}
 _DATA_KEYS = {"files", "synthetic", "corpus"}
 # [data] corpus: WindowDataset's keyword arguments; u comes from its windows.
 _CORPUS_KEYS = {"files", "window_seconds", "hop_seconds", "sample_rate", "channels"}
@@ -90,6 +95,7 @@ _TYPES = {
     "resume": (bool, "true or false"),
     "data": (dict, "a table ([data])"),
     "model": (dict, "a table ([model])"),
+    "source_model": (dict, "a table ([source_model])"),
 }
 # The errors a user can cause, as ``sepkit``'s main catches them (sepkit.cli),
 # plus every OSError: a folder given for a file, a read-only folder, a full disk.
@@ -179,7 +185,12 @@ def _load_toml(path: Path) -> dict:
 def _read_config(path: Path) -> dict:
     cfg = _load_toml(path)
     _unknown(cfg, _CONFIG_KEYS, f"the config {path}")
-    for key in ("out", "data", "model"):
+    if ("model" in cfg) == ("source_model" in cfg):
+        raise ValueError(
+            f"The config {path} must have exactly one of [model] (train a separator) and "
+            "[source_model] (train a speech source prior); see the sepkit.cli.train docstring."
+        )
+    for key in ("out", "data"):
         if key not in cfg:
             raise ValueError(
                 f"The config {path} lacks the '{key}' entry; see the sepkit.cli.train docstring."
@@ -192,13 +203,13 @@ def _read_config(path: Path) -> dict:
             f"resume = true in {path} needs the checkpoint_dir of the run to resume; add "
             'e.g. checkpoint_dir = "ckpt", or set resume = false.'
         )
-    if "checkpoint_dir" in cfg["model"]:
+    if "checkpoint_dir" in cfg.get("model", {}):
         raise ValueError(
             f"Set checkpoint_dir at the top of {path} (relative to the config's folder), "
             "not in [model]."
         )
     _check_data_entry(cfg["data"], path)
-    clash = [key for key in _WINDOW_SETTINGS if key in cfg["model"]]
+    clash = [key for key in _WINDOW_SETTINGS if key in cfg.get("model", {})]
     if "corpus" in cfg["data"] and clash:
         raise ValueError(
             f"{clash} in [model] of {path}: with 'corpus', u is the index of the corpus's "
@@ -383,6 +394,10 @@ def _train(config: Path) -> int:
     """Train and save the separator of the config at ``config`` (see the module docstring)."""
     cfg = _read_config(config)
     base = config.parent
+    if "source_model" in cfg:
+        check_source_model(cfg, config)
+        paths = _check_files(cfg["data"]["corpus"]["files"], base, config)
+        return train_source.run(cfg, config, paths)
     out = _check_out(cfg, base, config)
     model_cfg = _model_settings(cfg, base, config)
 

@@ -1,0 +1,145 @@
+"""The ``[source_model]`` form of ``python -m sepkit.train``: a speech source prior.
+
+Trains a :class:`~sepkit.models.SpeechSourcePrior` on clean single-source
+windows of a corpus (:class:`sepkit.data.WindowCorpus`) and writes it as a
+model folder that ``IVAESeparator(source_model=...)`` loads::
+
+    out = "models/ivae-speech-16k-v2"   # a new model folder (never overwritten)
+
+    [data]
+    corpus = {files = ["a.flac", "b.flac"], window_seconds = 2.0, hop_seconds = 0.5,
+              sample_rate = 16000, channels = "mean"}
+
+    [source_model]
+    n_fft = 4096          # STFT frame (the model's input is n_fft // 2 + 1 bins)
+    hop = 1024
+    segment_seconds = 1.0 # u: the segment of every frame
+    n_latent = 16
+    n_hidden = 128
+    kernel_size = 5
+    batch_size = 16
+    n_steps = 4000
+    lr = 2e-3
+    seed = 0
+
+Under ``torchrun`` each rank reads its own shard of the corpus (the corpus
+reads the rank from the process group) and DistributedDataParallel averages
+the gradients; rank 0 writes the folder. The recipe
+``recipes/speech_source_model`` adds reverberation augmentation, which needs
+pyroomacoustics; this form trains on the windows as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..data import WindowCorpus
+from ..models import SpeechSourcePrior
+from ..pretrained import export_source_model
+from ..train.source_prior import train_source_prior
+
+__all__ = ["SOURCE_MODEL_KEYS", "check_source_model", "run"]
+
+# [source_model] keys and their defaults (those of recipes/speech_source_model).
+SOURCE_MODEL_KEYS = dict(
+    n_fft=4096,
+    hop=1024,
+    segment_seconds=1.0,
+    n_latent=16,
+    n_hidden=128,
+    kernel_size=5,
+    batch_size=16,
+    n_steps=4000,
+    lr=2e-3,
+    seed=0,
+)
+
+
+def check_source_model(cfg: dict, config: Path) -> dict:
+    """[source_model] with defaults filled in; its corpus and out, checked before training."""
+    spec = cfg["source_model"]
+    unknown = sorted(set(spec) - set(SOURCE_MODEL_KEYS))
+    if unknown:
+        raise ValueError(
+            f"[source_model] of {config} has unknown key(s) {unknown}; allowed are "
+            f"{sorted(SOURCE_MODEL_KEYS)}."
+        )
+    if "corpus" not in cfg["data"] or "sample_rate" not in cfg["data"]["corpus"]:
+        raise ValueError(
+            f"[source_model] in {config} trains on windows of a corpus at one rate: give "
+            "[data] corpus = {files = [...], window_seconds = 2.0, sample_rate = 16000, "
+            'channels = "mean"}.'
+        )
+    out = config.parent / cfg["out"]
+    if out.exists():
+        raise FileExistsError(
+            f"'out' in {config} ({out}) exists, and a model folder is never overwritten. "
+            "Name a new folder (e.g. the next -vN)."
+        )
+    settings = {**SOURCE_MODEL_KEYS, **spec}
+    for key in ("n_fft", "hop", "n_latent", "n_hidden", "kernel_size", "batch_size", "n_steps"):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise ValueError(
+                f"{key} in [source_model] of {config} must be an integer >= 1, got "
+                f"{settings[key]!r}."
+            )
+    return settings
+
+
+def run(cfg: dict, config: Path, paths: list[Path]) -> int:
+    """Train the source prior of ``cfg`` on ``paths`` (checked files); rank 0 writes it."""
+    s = check_source_model(cfg, config)
+    corpus_args = {k: v for k, v in cfg["data"]["corpus"].items() if k != "files"}
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        torch.distributed.init_process_group(backend="gloo")
+    try:
+        try:
+            corpus = WindowCorpus(paths, seed=s["seed"], n_epochs=None, **corpus_args)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"'corpus' in [data] of {config}: {err}") from None
+        if corpus.dataset.n_channels != 1:
+            raise ValueError(
+                f"The corpus of {config} has {corpus.dataset.n_channels} channels; a source model "
+                'learns single sources: add channels = "mean" to the corpus table.'
+            )
+        torch.manual_seed(s["seed"])  # the same initial weights on every rank
+        model = SpeechSourcePrior(
+            s["n_fft"] // 2 + 1, s["n_latent"], s["n_hidden"], s["kernel_size"]
+        )
+        loader = torch.utils.data.DataLoader(corpus, batch_size=s["batch_size"])
+        rate = float(corpus.dataset.sample_rate)
+        segment_frames = max(1, round(s["segment_seconds"] * rate / s["hop"]))
+        history = train_source_prior(
+            model,
+            (batch["window"][:, 0] for batch in loader),
+            n_fft=s["n_fft"],
+            hop=s["hop"],
+            segment_frames=segment_frames,
+            n_steps=s["n_steps"],
+            lr=s["lr"],
+            seed=s["seed"] + rank,
+        )
+        if rank == 0:
+            out = config.parent / cfg["out"]
+            export_source_model(
+                model,
+                out.name,
+                root=out.parent,
+                sample_rate=rate,
+                n_fft=s["n_fft"],
+                hop=s["hop"],
+                segment_frames=segment_frames,
+                config={"recipe": f"python -m sepkit.train {config.name}", "training": s},
+                card=f"# {out.name}\n\nA speech source model trained by `python -m sepkit.train "
+                f"{config.name}`; sha256 {{sha256}}.\n",
+            )
+            print(f"saved {out} ({history[-1]['step']} steps, world size {world})")
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    return 0
