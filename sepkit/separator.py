@@ -1234,9 +1234,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         if config.get("kind") == "source_model":
             raise ValueError(
                 f"{config['name']!r} is a source model (a prior over speech spectrograms), not a "
-                f"separator: pass IVAESeparator(n_sources=k, source_model={config['name']!r}) "
-                f"and fit it on your recording (command line: --n-sources K --source-model "
-                f"{config['name']})."
+                "separator. Fit a separator with it on your recording: "
+                f"IVAESeparator(n_sources=k, source_model={config['name']!r}).fit(recording)."
             )
         sep = cls.load(weights, device=device)
         sep.pretrained_ = {

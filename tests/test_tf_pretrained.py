@@ -201,3 +201,19 @@ def test_finetuning_works_on_a_copy(model_dir):
 def test_a_source_model_is_not_a_separator(model_dir):
     with pytest.raises(ValueError, match=r"is a source model .* source_model='ivae-test-8k-v1'"):
         IVAESeparator.from_pretrained(model_dir)
+
+
+def test_a_source_model_given_as_model_on_the_command_line(capsys, tmp_path):
+    import soundfile as sf
+
+    from sepkit.cli import main
+
+    sf.write(tmp_path / "mix.wav", _room_mixture(8000).data.T * 0.1, 8000)
+    argv = ["separate", str(tmp_path / "mix.wav"), "--model", "ivae-speech-16k-v1"]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "sepkit separate: error: 'ivae-speech-16k-v1' is a source model (a prior over speech "
+        "spectrograms), not a separator. Fit a separator with it on your recording: --n-sources "
+        "K --source-model ivae-speech-16k-v1 in place of --model."
+    ]

@@ -66,6 +66,11 @@ def command_line_phrasing(message: str) -> str:
     for python, command_line in _ADVICE:
         message = message.replace(python, command_line)
     message = re.sub(r"\bn_sources <= (\d+)", r"--n-sources \1 or fewer", message)
+    message = re.sub(
+        r"IVAESeparator\(n_sources=k, source_model='([^']*)'\)\.fit\(recording\)",
+        r"--n-sources K --source-model \1 in place of --model",
+        message,
+    )
     return _KEYWORD.sub(option, message)
 
 
@@ -73,6 +78,7 @@ def command_line_phrasing(message: str) -> str:
 _ADVICE = (
     ("highpass=None", "no --highpass"),
     ("lowpass=None", "no --lowpass"),
+    ("source_model=None", "no --source-model"),
     # The command line reads every data channel of the file; choosing is done in the file.
     ("(for an MNE Raw, picks=[...] selects them)", "(keep only those channels in the file)"),
     ("(picks=[...] for an MNE Raw)", "(keep only those channels in the file)"),
