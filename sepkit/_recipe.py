@@ -25,6 +25,7 @@ __all__ = [
     "mne_ica",
     "recipe_parser",
     "run_stages",
+    "separation_scores",
 ]
 
 
@@ -345,4 +346,25 @@ def mne_ica(method: str, n_sources: int, seed: int):
         random_state=seed,
         max_iter="auto",
         verbose="error",
+    )
+
+
+def separation_scores(ref, est, mixture_ref) -> dict:
+    """SI-SDRi, SDR and SIR (dB, means over sources) of ``est`` against ``ref``.
+
+    ``est`` is trimmed to ``ref``'s length and its rows matched to ``ref``'s
+    (the best permutation) first; ``mixture_ref`` (n_times,) is the reference
+    microphone that SI-SDRi improves on.
+    """
+    import numpy as np
+
+    from .metrics import apply_permutation, bss_eval, find_permutation, si_sdr_improvement
+
+    est = est[:, : ref.shape[1]]
+    est = apply_permutation(est, find_permutation(ref, est))
+    bss = bss_eval(ref, est)
+    return dict(
+        si_sdri=float(np.mean(si_sdr_improvement(ref, est, mixture_ref))),
+        sdr=float(np.mean(bss.sdr)),
+        sir=float(np.mean(bss.sir)),
     )

@@ -29,9 +29,8 @@ import torch
 from sklearn.decomposition import FastICA
 
 from sepkit import IVAESeparator, read_audio
-from sepkit._recipe import hardware, load_config, recipe_parser, run_stages
+from sepkit._recipe import hardware, load_config, recipe_parser, run_stages, separation_scores
 from sepkit.datasets import make_audio_mixture
-from sepkit.metrics import apply_permutation, bss_eval, find_permutation, si_sdr_improvement
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -170,9 +169,6 @@ def stage_fit(cfg: dict, exp: Path) -> None:
                     t0 = time.perf_counter()
                     est = run_method(method, x, n, rate, mcfg, seed)
                     seconds = time.perf_counter() - t0
-                    est = est[:, : ref.shape[1]]
-                    est = apply_permutation(est, find_permutation(ref, est))
-                    bss = bss_eval(ref, est)
                     row = dict(
                         method=method,
                         n_sources=n,
@@ -181,9 +177,7 @@ def stage_fit(cfg: dict, exp: Path) -> None:
                         rt60=float(data["rt60"]),
                         seconds=seconds,
                         seconds_per_10s=seconds * 10.0 * rate / x.shape[1],
-                        si_sdri=float(np.mean(si_sdr_improvement(ref, est, x[0]))),
-                        sdr=float(np.mean(bss.sdr)),
-                        sir=float(np.mean(bss.sir)),
+                        **separation_scores(ref, est, x[0]),
                     )
                     path.write_text(json.dumps(row))
                     print(

@@ -13,9 +13,8 @@ import torch
 
 from sepkit import IVAESeparator, Recording, read_audio
 from sepkit import functional_tf as F
-from sepkit._recipe import hardware
+from sepkit._recipe import hardware, separation_scores
 from sepkit.datasets import make_audio_mixture
-from sepkit.metrics import apply_permutation, bss_eval, find_permutation, si_sdr_improvement
 
 RATE = 16000
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -168,18 +167,13 @@ def stage_fit(cfg: dict, exp: Path, model_dir: Path) -> None:
             t0 = time.perf_counter()
             est = run_method(method, x, n, cfg, model_dir, seed)
             seconds = time.perf_counter() - t0
-            est = est[:, : ref.shape[1]]
-            est = apply_permutation(est, find_permutation(ref, est))
-            bss = bss_eval(ref, est)
             row = dict(
                 condition=path.stem.rsplit("_seed", 1)[0],
                 seed=seed,
                 method=method,
                 rt60=float(data["rt60"]),
                 seconds_per_10s=seconds * 10.0 * RATE / x.shape[1],
-                si_sdri=float(np.mean(si_sdr_improvement(ref, est, x[0]))),
-                sdr=float(np.mean(bss.sdr)),
-                sir=float(np.mean(bss.sir)),
+                **separation_scores(ref, est, x[0]),
             )
             res.write_text(json.dumps(row))
             print(

@@ -52,6 +52,22 @@ def no_fit_params(family: str, fit_params) -> None:
         )
 
 
+def check_fit_param_keys(fit_params, allowed, family: str, where: str = "") -> dict:
+    """``fit_params`` as a dict, or a ValueError naming the unknown keys and the allowed ones.
+
+    ``family`` says whose settings they are (e.g. "domain='tf'"); ``where``
+    is appended to the list of allowed keys (e.g. the dataclass to read).
+    """
+    fit_params = dict(fit_params or {})
+    unknown = sorted(set(fit_params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"fit_params has unknown key(s) {unknown} for {family}. Allowed keys are "
+            f"{list(allowed)}{where}."
+        )
+    return fit_params
+
+
 @dataclass
 class FitInput:
     """One recording, normalised for every family.

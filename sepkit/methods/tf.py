@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from .. import functional_tf as F
 from .._check import check_float, check_int
 from ..models.tf_ivae import TFSourceModel
-from .base import COMMON_PARAMS, FitInput, Fitted
+from .base import COMMON_PARAMS, FitInput, Fitted, check_fit_param_keys
 
 # ------------------------------------------------------------------ defaults
 # Measured figures below: 2x2 CMU ARCTIC rooms, 7 s, 3 rooms per RT60 (SI-SDRi).
@@ -432,13 +432,9 @@ FIT_PARAMS = tuple(f.name for f in fields(TFConfig))
 
 def check_fit_params(fit_params) -> TFConfig:
     """``fit_params`` (a dict of TFConfig fields, or None) as a validated TFConfig."""
-    fit_params = dict(fit_params or {})
-    unknown = sorted(set(fit_params) - set(FIT_PARAMS))
-    if unknown:
-        raise ValueError(
-            f"fit_params has unknown key(s) {unknown} for domain='tf'. Allowed keys are "
-            f"{list(FIT_PARAMS)} (sepkit.methods.tf.TFConfig)."
-        )
+    fit_params = check_fit_param_keys(
+        fit_params, FIT_PARAMS, "domain='tf'", " (sepkit.methods.tf.TFConfig)"
+    )
     return TFConfig(**fit_params).validate()
 
 

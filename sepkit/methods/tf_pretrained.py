@@ -46,7 +46,7 @@ from .. import functional_tf as F
 from .._check import check_float, check_int
 from ..models.source_prior import SpeechSourcePrior, segment_index
 from ..registry import verified_weights
-from .base import COMMON_PARAMS, FitInput
+from .base import COMMON_PARAMS, FitInput, check_fit_param_keys
 from .tf import DemixerFit, TFDemixer, check_audio_input, fit_blocks
 
 NAME = "tf_pretrained"
@@ -114,13 +114,7 @@ def load_source_model(name_or_path) -> SourceModel:
 
 def check_fit_params(fit_params) -> dict:
     """``fit_params`` of this family, with defaults filled in."""
-    fit_params = dict(fit_params or {})
-    unknown = sorted(set(fit_params) - set(FIT_PARAMS))
-    if unknown:
-        raise ValueError(
-            f"fit_params has unknown key(s) {unknown} for a source_model separation. Allowed "
-            f"keys are {list(FIT_PARAMS)}."
-        )
+    fit_params = check_fit_param_keys(fit_params, FIT_PARAMS, "a source_model separation")
     out = {**FIT_PARAMS, **fit_params}
     check_int("n_init", out["n_init"], min_value=0)
     check_int("n_iter", out["n_iter"], min_value=0)
