@@ -351,8 +351,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         top-level settings are ``n_sources``, ``domain``, ``mixing``, ``prior``,
         the windows of u, ``highpass``/``lowpass``, ``device``,
         ``random_state`` and ``verbose``. With ``source_model``: ``n_init``,
-        ``n_iter``, ``ref_channel``, ``max_fit_seconds``
-        (:data:`sepkit.methods.tf_pretrained.FIT_PARAMS`).
+        ``n_iter``, ``n_finetune``, ``finetune_lr``, ``ref_channel``,
+        ``max_fit_seconds`` (:data:`sepkit.methods.tf_pretrained.FIT_PARAMS`).
     source_model : str, path or None
         A pretrained speech source model (e.g. ``"ivae-speech-16k-v1"``, see
         ``pretrained/README.md``) or its folder: reverberant multichannel audio

@@ -395,9 +395,9 @@ def _train(config: Path) -> int:
     cfg = _read_config(config)
     base = config.parent
     if "source_model" in cfg:
-        check_source_model(cfg, config)
+        settings = check_source_model(cfg, config)
         paths = _check_files(cfg["data"]["corpus"]["files"], base, config)
-        return train_source.run(cfg, config, paths)
+        return train_source.run(cfg, config, paths, settings)
     out = _check_out(cfg, base, config)
     model_cfg = _model_settings(cfg, base, config)
 

@@ -89,9 +89,11 @@ def check_source_model(cfg: dict, config: Path) -> dict:
     return settings
 
 
-def run(cfg: dict, config: Path, paths: list[Path]) -> int:
-    """Train the source prior of ``cfg`` on ``paths`` (checked files); rank 0 writes it."""
-    s = check_source_model(cfg, config)
+def run(cfg: dict, config: Path, paths: list[Path], s: dict) -> int:
+    """Train the source prior of ``cfg`` on ``paths`` (checked files); rank 0 writes it.
+
+    ``s``: the settings :func:`check_source_model` returned.
+    """
     corpus_args = {k: v for k, v in cfg["data"]["corpus"].items() if k != "files"}
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

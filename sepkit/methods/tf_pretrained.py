@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field
-from math import gcd
 
 import numpy as np
 import torch
@@ -44,6 +43,8 @@ from tqdm.auto import tqdm
 
 from .. import functional_tf as F
 from .._check import check_float, check_int
+from ..io.audio import resample
+from ..io.recording import Recording
 from ..models.source_prior import SpeechSourcePrior, segment_index
 from ..registry import verified_weights
 from .base import COMMON_PARAMS, FitInput, check_fit_param_keys
@@ -129,14 +130,11 @@ def check_fit_params(fit_params) -> dict:
 
 
 def _resample(x: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
-    """Polyphase resampling along the last axis (both rates whole Hz)."""
+    """``x`` (n_rows, n_times) at ``rate_out``: the project's resampler (io.audio.resample)."""
     if rate_in == rate_out:
         return x
-    from scipy.signal import resample_poly
-
-    g = gcd(int(rate_in), int(rate_out))
-    y = resample_poly(x, int(rate_out) // g, int(rate_in) // g, axis=-1)
-    return np.ascontiguousarray(y, dtype=np.float32)
+    out = resample(Recording(np.ascontiguousarray(x, np.float32), rate_in), rate_out).data
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def prior_weights(model: SpeechSourcePrior, Y: torch.Tensor, segment_frames: int, tune=None):
