@@ -283,6 +283,7 @@ SEPKIT_METHODS = {
     "sepkit-pnl": {"mixing": "post-nonlinear"},
     "sepkit-gg": {"prior": "gengauss"},
     "sepkit-nonlinear": {"mixing": "nonlinear"},
+    "sepkit-flow": {"mixing": "flow"},
     "sepkit-picard": {"ica_init": "picard"},
 }
 

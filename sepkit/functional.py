@@ -569,3 +569,41 @@ def post_nonlinear_ivae_nll(
         - torch.linalg.slogdet(unmixing)[1]
         - log_jac
     )
+
+
+def flow_ivae_nll(
+    sources: torch.Tensor, logdet: torch.Tensor, weights: torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    """-log p(x|u) per sample of the noiseless iVAE with an invertible decoder.
+
+    The nonlinear counterpart of :func:`linear_ivae_nll`: with x = f(s), f
+    invertible and g = f^{-1}, the change of variables gives
+    log p(x|u) = log p(g(x)|u) + log|det J_g(x)|, the iVAE's ELBO in the limit
+    of zero observation noise (the posterior a point mass at g(x)). Under the
+    Gaussian conditional prior of eq. (7) with its means and variances at
+    their maximum (the segment means and variances of g(x)),
+
+        -log p(x|u) = 0.5 sum_k pi_k sum_i log(2 pi e lambda_ki) - E log|det J_g(x)|.
+
+    Parameters
+    ----------
+    sources : Tensor, shape (n_segments, n_per_segment, n_dims)
+        g(x) for a batch with the same number of samples from every segment.
+    logdet : Tensor, shape (n_segments, n_per_segment)
+        log|det J_g(x)| of the same samples.
+    weights : Tensor, shape (n_segments,)
+        pi_k, the share of the recording's samples in segment k (sums to 1).
+    eps : float
+        Floor of the segment variances.
+
+    Returns
+    -------
+    Tensor, shape ()
+        Nats per sample.
+    """
+    mean = sources.mean(dim=1)
+    var = ((sources * sources).mean(dim=1) - mean * mean).clamp(min=eps)
+    n_dims = sources.shape[-1]
+    prior_term = 0.5 * (weights[:, None] * var.log()).sum() + 0.5 * n_dims * (_LOG_2PI + 1.0)
+    # Every segment's own logdet, weighted as its samples are in the recording.
+    return prior_term - (weights * logdet.mean(dim=1)).sum()

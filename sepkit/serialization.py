@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from ._atomic import atomic_write
 from ._version import __version__
-from .methods import _time, linear, network, tf, tf_pretrained
+from .methods import _time, flow, linear, network, tf, tf_pretrained
 from .models.ivae import POSTERIORS, PRIORS
 
 # 2: the metadata holds "sha256" (format 1 files, without it, still load).
@@ -48,7 +48,7 @@ DIGEST_KEY = "sha256"
 KNOWN_PARAMS = network.PARAMS | linear.PARAMS | tf.PARAMS | tf_pretrained.PARAMS
 _DOMAINS = ("time", "tf")
 _PRIORS = (*PRIORS, "gengauss")
-_MIXINGS = ("nonlinear", *_time.LINEAR_MIXINGS)
+_MIXINGS = ("nonlinear", flow.NAME, *_time.LINEAR_MIXINGS)
 _TF_MODEL_KEYS = ("n_freqs", "n_sources", "n_segments", "n_latent", "n_hidden")
 _UNWARP_TENSORS = ("sensor_mean_", "sensor_scale_", "sensor_coefs_")
 _FIX = "Refit the model and save it again, or restore the file from a backup."
@@ -186,6 +186,8 @@ def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=N
     # The network and linear families share the time-domain state.
     if meta.get("family_") == tf_pretrained.NAME:
         family = tf_pretrained
+    elif meta.get("family_") == flow.NAME:
+        family = flow
     else:
         family = tf if meta.get("domain_") == "tf" else _time
     try:
@@ -240,7 +242,23 @@ def _check_contents(meta: dict, tensors: dict) -> None:
         _check_tf_state(meta, tensors, n_channels)
     else:
         _check_time_state(meta, tensors, n_channels)
+        if meta.get("family_") == flow.NAME:
+            _check_flow_config(meta)
     _check_finite(tensors)
+
+
+def _check_flow_config(meta: dict) -> None:
+    """The ``flow_config_`` object that :func:`sepkit.methods.flow.from_state` builds g from."""
+    config = _value(meta, "flow_config_")
+    if not isinstance(config, dict) or set(config) != set(flow.FIT_PARAMS):
+        raise _Invalid(
+            f"'flow_config_' must be an object with keys {list(flow.FIT_PARAMS)}, "
+            f"got {_short(config)}"
+        )
+    try:
+        flow.FlowConfig(**config).validate()
+    except (TypeError, ValueError) as err:
+        raise _Invalid(f"'flow_config_' is invalid ({err})") from None
 
 
 def _check_estimator_meta(meta: dict, n_channels: int) -> None:

@@ -103,3 +103,18 @@ def test_full_covariance_kl_matches_torch_multivariate_normal():
 def test_total_correlation_is_zero_for_diagonal_covariance():
     lv = torch.randn(5)
     assert F.gaussian_total_correlation(lv, 0.5 * lv).abs() < 1e-6
+
+
+def test_flow_ivae_nll_by_hand():
+    from sepkit.functional import flow_ivae_nll
+
+    # Two segments of two samples, one dimension: variances 1 and 4, means 0 and 1.
+    s = torch.tensor([[[-1.0], [1.0]], [[-1.0], [3.0]]])
+    logdet = torch.tensor([[0.5, 0.5], [1.0, 2.0]])
+    weights = torch.tensor([0.25, 0.75])
+    expected = (
+        0.5 * (0.25 * math.log(1.0) + 0.75 * math.log(4.0))
+        + 0.5 * (math.log(2 * math.pi) + 1)
+        - (0.25 * 0.5 + 0.75 * 1.5)
+    )
+    assert float(flow_ivae_nll(s, logdet, weights)) == pytest.approx(expected, rel=1e-6)

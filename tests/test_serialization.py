@@ -276,7 +276,7 @@ BAD_META = {
     "unknown domain_": ("tf", _set(domain_="freq"), r"'domain_' must be one of 'time', 'tf', got 'freq'"),
     "unknown prior_": ("linear", _set(prior_="gaus"), r"'prior_' must be one of 'gauss', 'laplace', 'standard', 'gengauss', got 'gaus'"),
     "unknown posterior_": ("network", _set(posterior_=None), r"'posterior_' must be one of 'diag', 'full', got None"),
-    "unknown mixing_": ("linear", _set(mixing_="linaer"), r"'mixing_' must be one of 'nonlinear', 'linear', 'post-nonlinear', got 'linaer'"),
+    "unknown mixing_": ("linear", _set(mixing_="linaer"), r"'mixing_' must be one of 'nonlinear', 'flow', 'linear', 'post-nonlinear', got 'linaer'"),
     "zero window": ("network", _set(window_samples_=0), r"'window_samples_' must be >= 1, got 0"),
     "fractional window": ("network", _set(window_samples_=2.5), r"'window_samples_' must be an integer, got 2\.5 \(float\)"),
     "negative hop": ("network", _set(hop_samples_=-1), r"'hop_samples_' must be >= 1, got -1"),

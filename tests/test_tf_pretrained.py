@@ -217,3 +217,40 @@ def test_a_source_model_given_as_model_on_the_command_line(capsys, tmp_path):
         "spectrograms), not a separator. Fit a separator with it on your recording: --n-sources "
         "K --source-model ivae-speech-16k-v1 in place of --model."
     ]
+
+
+def test_auto_rule_for_rooms(model_dir, monkeypatch):
+    monkeypatch.setattr(tf_pretrained, "AUTO_SOURCE_MODEL", str(model_dir))
+    rule = tf_pretrained.auto_source_model
+    ten_s = int(tf_pretrained.AUTO_MIN_SECONDS * RATE)
+    assert rule(2, 2, RATE, ten_s) == str(model_dir)
+    assert rule(3, 4, 2 * RATE, 2 * ten_s) == str(model_dir)
+    assert rule(4, 4, RATE, ten_s) is None  # measured worse with 4 sources
+    assert rule(1, 2, RATE, ten_s) is None
+    assert rule(3, 2, RATE, ten_s) is None  # fewer microphones than sources
+    assert rule(2, 2, RATE, ten_s - 1) is None  # shorter than the measured recordings
+    assert rule(2, 2, RATE / 2, ten_s) is None  # below the model's rate: no upsampling
+    assert rule(2, 2, None, ten_s) is None
+    monkeypatch.setattr(tf_pretrained, "AUTO_SOURCE_MODEL", "no-such-model-v9")
+    assert rule(2, 2, RATE, ten_s) is None  # not installed: the per-mixture family
+
+
+def test_domain_auto_uses_the_speech_prior_for_a_room(model_dir, monkeypatch):
+    monkeypatch.setattr(tf_pretrained, "AUTO_SOURCE_MODEL", str(model_dir))
+    monkeypatch.setattr(tf_pretrained, "AUTO_MIN_SECONDS", 1.0)
+    rec = _room_mixture()
+    fast = {"n_init": 2, "n_iter": 2, "n_finetune": 0}
+    sep = IVAESeparator(2, random_state=0)
+    # The auto choice reads fit_params as the tf family's: none given here.
+    monkeypatch.setattr(tf_pretrained, "FIT_PARAMS", {**tf_pretrained.FIT_PARAMS, **fast})
+    sep.fit(rec)
+    assert (sep.domain_, sep.family_, sep.source_model_) == (
+        "tf",
+        "tf_pretrained",
+        "ivae-test-8k-v1",
+    )
+    assert sep.transform(rec).data.shape == rec.data.shape
+    tf = IVAESeparator(2, domain="tf", random_state=0, fit_params={"n_init": 2, "n_iter": 1})
+    assert tf.fit(rec).family_ == "tf"
+    short = Recording(rec.data[:, : int(0.5 * RATE)], RATE, rec.ch_names, "audio")
+    assert IVAESeparator(2, fit_params={"n_init": 2, "n_iter": 1}).fit(short).family_ == "tf"

@@ -49,13 +49,15 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
     p.add_argument(
         "--mixing",
-        choices=("auto", "linear", "post-nonlinear", "nonlinear"),
+        choices=("auto", "linear", "post-nonlinear", "nonlinear", "flow"),
         default="auto",
         help="linear: the linear iVAE fitted by exact maximum likelihood (seconds, no "
         "network; --steps does not apply); post-nonlinear: the same behind a learned "
         "per-sensor nonlinearity (saturating amplifiers); nonlinear: the convolutional "
-        "network; auto: linear for EEG (post-nonlinear where --highpass/--lowpass are "
-        "given and the sensors clip), nonlinear otherwise (default: %(default)s)",
+        "network (ELBO); flow: an invertible network fitted by exact maximum likelihood "
+        "(as many sources as channels; --steps does not apply); auto: linear for EEG "
+        "(post-nonlinear where --highpass/--lowpass are given and the sensors clip), "
+        "nonlinear otherwise (default: %(default)s)",
     )
     p.add_argument(
         "--highpass",

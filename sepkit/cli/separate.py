@@ -359,7 +359,7 @@ def _check_linear(args, path: Path, kind: str, exclude, pretrained) -> None:
         )
     if pretrained is not None:
         pretrained._linear_maps()  # the error names the families that can
-    elif args.mixing in ("nonlinear", "post-nonlinear") or args.domain == "tf":
+    elif args.mixing in ("nonlinear", "post-nonlinear", "flow") or args.domain == "tf":
         option = "--domain tf" if args.domain == "tf" else f"--mixing {args.mixing}"
         raise ValueError(
             f"{what[0]} needs a separator whose sources are a matrix times the channels (the "

@@ -29,3 +29,9 @@ def test_one_room_fit_and_report(tmp_path, load_recipe):
     assert run.main(args) == 0
     table = (tmp_path / "results.md").read_text()
     assert "| 2x2 | room0.15 |" in table and "| ivae |" in table and "| auxiva |" in table
+
+
+def test_flow_runs_on_instantaneous_mixtures_only(load_recipe):
+    run = load_recipe("audio_bss")
+    assert run.applies("ivae_flow", "tanh") and run.applies("ivae_flow", "inst")
+    assert not run.applies("ivae_flow", "room0.15")
