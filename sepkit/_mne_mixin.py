@@ -383,7 +383,11 @@ class MNEMixin:
             scored too, and a RuntimeWarning names the sources they flag that
             the named channels do not: on EEGLAB's sample recording the leads
             named EOG1 and EOG2 follow its blink source at |r| 0.41 and 0.35,
-            FPz at 0.87 (fitted on its 30 scalp channels, 1-10 Hz).
+            FPz at 0.87 (fitted on its 30 scalp channels, 1-10 Hz). That
+            check's channels, scores (n_frontal, n_sources) and the sources
+            only they flag are kept in ``eog_frontal_check_`` (a dict; None
+            when the check did not run), and ``sepkit separate --exclude eog``
+            writes them to its metrics JSON.
         threshold : "auto" or float
             ``measure="correlation"``: the absolute correlation with some
             reference that flags a source, in (0, 1]; "auto" is 0.5, which
@@ -424,6 +428,8 @@ class MNEMixin:
         self._check_fitted()
         names, named = _eog_choice(raw, ch_name)
         frontal = _frontal_channels(raw) if named else []
+        # What the last call's frontal cross-check saw (None: it did not run).
+        self.eog_frontal_check_ = None
         if not frontal:
             return self._score_references(
                 raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
@@ -437,6 +443,7 @@ class MNEMixin:
         scores, frontal_scores = scores[: len(names)], scores[len(names) :]
         indices = flag_sources(scores, threshold, measure)
         missed = [k for k in flag_sources(frontal_scores, threshold, measure) if k not in indices]
+        self.eog_frontal_check_ = dict(channels=frontal, scores=frontal_scores, missed=missed)
         if missed:
             warnings.warn(
                 f"the frontal EEG channel(s) {frontal} flag source(s) {missed} (|r| up to "

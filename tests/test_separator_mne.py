@@ -801,6 +801,9 @@ def test_find_bads_eog_takes_eeg_typed_channels_named_eog_before_frontal(fitted,
         said[0],
     )
     assert indices == [5] and scores.shape == (N_SOURCES,)
+    check = fake.eog_frontal_check_
+    assert check["channels"] == ["Fp1", "Fp2"] and check["missed"] == []
+    assert check["scores"].shape == (2, N_SOURCES)
     # A frontal channel that follows a source the named lead misses: said, not removed.
     fp1 = no_eog.get_data(picks="Fp1")[0]
     sources[6] = fp1 / fp1.std()
@@ -812,7 +815,8 @@ def test_find_bads_eog_takes_eeg_typed_channels_named_eog_before_frontal(fitted,
             r"that the EOG reference \['EOG left'\] does not .*pass ch_name=\['Fp1', 'Fp2'\]",
         ):
             indices, _ = fake.find_bads_eog(named)
-    assert indices == [5]
+    assert indices == [5] and fake.eog_frontal_check_["missed"] == [6]
+    assert abs(fake.eog_frontal_check_["scores"][0, 6]) > 0.9  # Fp1 itself
     # A bad named lead is passed over: the frontal fallback takes over.
     named.info["bads"] = ["EOG left"]
     with pytest.warns(RuntimeWarning, match=r"using the frontal EEG channel\(s\) \['Fp1', 'Fp2'\]"):
@@ -821,7 +825,9 @@ def test_find_bads_eog_takes_eeg_typed_channels_named_eog_before_frontal(fitted,
     typed = _with_lead(named, "X", lead, "eog")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _with_known_sources(fitted, typed, sources).find_bads_eog(typed)[0] == [5]
+        typed_sep = _with_known_sources(fitted, typed, sources)
+        assert typed_sep.find_bads_eog(typed)[0] == [5]
+    assert typed_sep.eog_frontal_check_ is None  # an EOG-typed reference: no cross-check
 
 
 def test_find_bads_eog_bad_arguments(fitted, sim):

@@ -53,6 +53,8 @@ def command_line_phrasing(message: str) -> str:
     'x exists. Pass --force to replace it.'
     >>> command_line_phrasing("Pass highpass=None and lowpass=None, or domain='time'.")
     'Pass no --highpass and no --lowpass, or --domain time.'
+    >>> command_line_phrasing("pass ch_name=['Fp1', 'Fp2'] instead.")
+    'pass --eog-channels Fp1,Fp2 instead.'
     """
 
     def option(match: re.Match) -> str:
@@ -61,8 +63,15 @@ def command_line_phrasing(message: str) -> str:
         value = match.group(3) if match.group(3) is not None else match.group(2)
         return f"{_OPTIONS[match.group(1)]} {value}"
 
-    # find_bads_eog's reference channels: --eog-channels of ``separate --exclude eog``.
-    message = message.replace("'ch_name'", "--eog-channels").replace("ch_name=", "--eog-channels")
+    # find_bads_eog's reference channels: --eog-channels of ``separate --exclude eog``,
+    # which takes comma-separated names.
+    message = re.sub(
+        r"ch_name=\[([^\]]*)\]",
+        lambda m: "--eog-channels " + ",".join(n.strip(" '\"") for n in m.group(1).split(",")),
+        message,
+    )
+    message = message.replace("'ch_name'", "--eog-channels").replace("ch_name= ", "ch_name=")
+    message = message.replace("ch_name=", "--eog-channels ")
     for python, command_line in _ADVICE:
         message = message.replace(python, command_line)
     message = re.sub(r"\bn_sources <= (\d+)", r"--n-sources \1 or fewer", message)

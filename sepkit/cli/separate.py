@@ -658,6 +658,13 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
     if exclude == "eog":
         exclude, scores = sep.find_bads_eog(raw, ch_name=eog_channels)
         entry["eog_scores"] = np.round(np.asarray(scores, dtype=float), 4).tolist()
+        check = sep.eog_frontal_check_
+        if check is not None:  # the reference was chosen by its names: frontal cross-check
+            entry["eog_frontal_check"] = dict(
+                channels=list(check["channels"]),
+                scores=np.round(np.asarray(check["scores"], dtype=float), 4).tolist(),
+                flagged_only_by_frontal=[int(k) for k in check["missed"]],
+            )
         if not exclude:
             own = sep._excluded(None)
             warnings.warn(

@@ -197,6 +197,7 @@ def test_messages_name_options_not_keyword_arguments():
         # find_bads_eog's reference: separate's --eog-channels.
         ("Pass ch_name= to choose others.", "Pass --eog-channels to choose others."),
         ("'ch_name' names channel(s) ['X']", "--eog-channels names channel(s) ['X']"),
+        ("pass ch_name=['Fp1', 'Fp2'] to score", "pass --eog-channels Fp1,Fp2 to score"),
         # Not options of the command line, or not keyword arguments: unchanged.
         ("sample_rate=16000 and overwrite=False", "sample_rate=16000 and overwrite=False"),
         ("the lowpass edge", "the lowpass edge"),
@@ -609,6 +610,25 @@ def test_audio_source_plots_are_labelled_as_their_files(tmp_path, monkeypatch):
     assert main(args) == 0
     assert seen["names"] == ("s1", "s2")
     assert (out / "a_s1.wav").is_file() and (out / "a_s2.wav").is_file()
+
+
+def test_separate_exclude_eog_records_the_frontal_cross_check(tmp_path, capsys):
+    raw, _, path = _eeg_with_eog_lead(tmp_path, 4, 30.0)
+    # An EOG lead typed EEG (as EEGLAB and BrainVision files have it): chosen by its name.
+    raw.set_channel_types({"EOG": "eeg"}, verbose="error")
+    eeg_typed = tmp_path / "typed_raw.fif"
+    raw.save(eeg_typed, verbose="error")
+    out = tmp_path / "out"
+    argv = ["separate", str(eeg_typed), "--n-sources", "4", "-o", str(out), "--exclude", "eog"]
+    assert main(argv + ["--quiet"]) == 0
+    printed = capsys.readouterr().err
+    assert "whose names say EOG" in printed
+    assert "pass --eog-channels Fp1,Fp2 to score against the frontal channels" in printed
+    metrics = json.loads((out / "typed_metrics.json").read_text())
+    check = metrics["eog_frontal_check"]
+    assert check["channels"] == ["Fp1", "Fp2"] and np.shape(check["scores"]) == (2, 4)
+    assert metrics["eog_reference"] == ["EOG"]
+    assert set(check["flagged_only_by_frontal"]).isdisjoint(metrics["excluded"])
 
 
 def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
