@@ -664,9 +664,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 f"'gauss', 'standard' or 'auto' (got {self.prior!r}). Pass refine_steps=0."
             )
         if self.mixing in LINEAR_MIXINGS:
-            _check_linear_options(self)
+            _check_exact_options(self, "linear")
         if self.mixing == "flow":
-            _check_flow_options(self)
+            _check_exact_options(self, "flow")
 
     def _check_fitted(self):
         if not hasattr(self, "fitted_"):
@@ -1078,14 +1078,14 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         network models the extra dimensions as noise.
         """
         if self.mixing in LINEAR_MIXINGS:
-            _check_linear_options(self, init, u)
+            _check_exact_options(self, "linear", init, u)
             return self.mixing
         if self.mixing == "flow":
-            _check_flow_options(self, init, u)
+            _check_exact_options(self, "flow", init, u)
             return "flow"
         if self.mixing != "nonlinear" and linear_by_default:
             try:
-                _check_linear_options(self, init, u)
+                _check_exact_options(self, "linear", init, u)
             except ValueError:
                 pass
             else:
@@ -1097,7 +1097,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             and not _network_settings_changed(self)
         ):
             try:
-                _check_flow_options(self, init, u)
+                _check_exact_options(self, "flow", init, u)
             except ValueError:
                 pass
             else:
@@ -1358,50 +1358,47 @@ def _auto_source_model(sep, rec) -> str | None:
     )
 
 
-def _check_linear_options(sep, init=None, u=None) -> None:
-    """Raise when an option needs the network that mixing="linear" does not train."""
+# The families fitted by exact likelihood, in the words of their errors about an
+# option that needs the ELBO network.
+_EXACT_FAMILIES = {
+    "linear": dict(
+        priors=("auto", "gauss", "gengauss"),
+        prior="the linear model's prior is 'gauss' or 'gengauss'",
+        decoder_u="a decoder conditioned on u is not linear",
+        fit="the linear fit",
+        does="fits the linear, noiseless iVAE by maximum likelihood and trains no network",
+    ),
+    "flow": dict(
+        priors=("auto", "gauss"),
+        prior="the flow's prior is 'gauss'",
+        decoder_u="the flow's g does not read u",
+        fit="the flow",
+        does="fits an invertible network by exact maximum likelihood and trains no ELBO network",
+    ),
+}
+
+
+def _check_exact_options(sep, family: str, init=None, u=None) -> None:
+    """Raise when an option needs the ELBO network that ``family`` ("linear", "flow") lacks."""
+    words = _EXACT_FAMILIES[family]
     conflicts = []
-    if sep.prior not in ("auto", "gauss", "gengauss"):
-        conflicts.append(f"prior={sep.prior!r} (the linear model's prior is 'gauss' or 'gengauss')")
+    if sep.prior not in words["priors"]:
+        conflicts.append(f"prior={sep.prior!r} ({words['prior']})")
     if sep.ica_init is not None:
         conflicts.append(f"ica_init={sep.ica_init!r} (a start for network training)")
     if sep.decoder_u:
-        conflicts.append("decoder_u=True (a decoder conditioned on u is not linear)")
+        conflicts.append(f"decoder_u=True ({words['decoder_u']})")
     if not sep.whiten:
-        conflicts.append("whiten=False (the linear fit runs on the whitened data)")
+        conflicts.append(f"whiten=False ({words['fit']} runs on the whitened data)")
     if init is not None:
         conflicts.append("init= (a pretrained network to fine-tune)")
     if u is not None and not isinstance(u, str) and np.ndim(u) == 2 and np.shape(u)[1] != 3:
-        conflicts.append("a continuous u (the linear fit needs segments: labels or windows)")
+        conflicts.append(f"a continuous u ({words['fit']} needs segments: labels or windows)")
     if conflicts:
+        mixing = sep.mixing if sep.mixing != "auto" else family
         raise ValueError(
-            f"mixing={sep.mixing if sep.mixing != 'auto' else 'linear'!r} fits the "
-            "linear, noiseless iVAE by maximum likelihood and "
-            f"trains no network, so it cannot take {'; '.join(conflicts)}. Pass "
-            "mixing='nonlinear', or drop those options."
-        )
-
-
-def _check_flow_options(sep, init=None, u=None) -> None:
-    """Raise when an option needs the ELBO network that mixing="flow" does not train."""
-    conflicts = []
-    if sep.prior not in ("auto", "gauss"):
-        conflicts.append(f"prior={sep.prior!r} (the flow's prior is 'gauss')")
-    if sep.ica_init is not None:
-        conflicts.append(f"ica_init={sep.ica_init!r} (a start for network training)")
-    if sep.decoder_u:
-        conflicts.append("decoder_u=True (the flow's g does not read u)")
-    if not sep.whiten:
-        conflicts.append("whiten=False (the flow runs on the whitened data)")
-    if init is not None:
-        conflicts.append("init= (a pretrained network to fine-tune)")
-    if u is not None and not isinstance(u, str) and np.ndim(u) == 2 and np.shape(u)[1] != 3:
-        conflicts.append("a continuous u (the flow's prior needs segments: labels or windows)")
-    if conflicts:
-        raise ValueError(
-            f"mixing={sep.mixing if sep.mixing != 'auto' else 'flow'!r} fits an invertible "
-            "network by exact maximum likelihood and trains no ELBO network, so it cannot "
-            f"take {'; '.join(conflicts)}. Pass mixing='nonlinear', or drop those options."
+            f"mixing={mixing!r} {words['does']}, so it cannot take {'; '.join(conflicts)}. "
+            "Pass mixing='nonlinear', or drop those options."
         )
 
 

@@ -318,32 +318,19 @@ class TimeDomainFit(Fitted):
 
     # ---------------------------------------------------------------- state
     def attributes(self) -> dict:
-        st = self.standardizer
-        unwarp = st.unwarp
+        unwarp = self.standardizer.unwarp
         return dict(
+            fit_attributes(self.standardizer, self.codec, self.source_mean, self.history),
             model_=self.model,
-            mean_=st.mean,
-            whitening_=st.whitening,
-            dewhitening_=st.dewhitening,
-            rank_=st.rank,
             sensor_mean_=None if unwarp is None else unwarp.mean,
             sensor_scale_=None if unwarp is None else unwarp.scale,
             sensor_coefs_=None if unwarp is None else unwarp.coefs,
             sensor_nonlinearity_=self.sensor_nonlinearity,
             source_shape_=self.source_shape,
-            source_mean_=self.source_mean,
-            history_=self.history,
-            n_steps_run_=self.history[-1]["step"] if self.history else 0,
             data_device_=self.data_device,
             mixing_=self.mixing,
             prior_=self.prior,
             posterior_=self.posterior,
-            domain_="time",
-            classes_=self.codec.classes,
-            n_u_=self.codec.n_u,
-            n_segments_=self.codec.n_segments,
-            window_samples_=self.codec.window_samples,
-            hop_samples_=self.codec.hop_samples,
         )
 
     def describe(self) -> dict:
@@ -376,32 +363,61 @@ class TimeDomainFit(Fitted):
             tensors["sensor_nonlinearity_"] = torch.from_numpy(
                 np.ascontiguousarray(self.sensor_nonlinearity)
             )
-        codec = self.codec
         meta = dict(
             prior_=self.prior,
             posterior_=self.posterior,
             mixing_=self.mixing,
-            n_segments_=codec.n_segments,
-            n_u_=codec.n_u,
-            classes_=None if codec.classes is None else codec.classes.tolist(),
-            window_samples_=codec.window_samples,
-            hop_samples_=codec.hop_samples,
-            source_mean_=np.asarray(
-                self.source_mean if self.source_mean is not None else np.zeros(0)
-            ).tolist(),
-            history_=self.history,
+            **codec_meta(self.codec, self.source_mean, self.history),
         )
         return tensors, meta
+
+
+def fit_attributes(st: Standardizer, codec: UCodec, source_mean, history: list) -> dict:
+    """The estimator attributes every time-domain fit sets from its standardiser and u."""
+    return dict(
+        mean_=st.mean,
+        whitening_=st.whitening,
+        dewhitening_=st.dewhitening,
+        rank_=st.rank,
+        source_mean_=source_mean,
+        history_=history,
+        n_steps_run_=history[-1]["step"] if history else 0,
+        domain_="time",
+        classes_=codec.classes,
+        n_u_=codec.n_u,
+        n_segments_=codec.n_segments,
+        window_samples_=codec.window_samples,
+        hop_samples_=codec.hop_samples,
+    )
+
+
+def codec_meta(codec: UCodec, source_mean, history: list) -> dict:
+    """The saved metadata of a time-domain fit's u, source mean and history."""
+    return dict(
+        n_segments_=codec.n_segments,
+        n_u_=codec.n_u,
+        classes_=None if codec.classes is None else codec.classes.tolist(),
+        window_samples_=codec.window_samples,
+        hop_samples_=codec.hop_samples,
+        source_mean_=np.asarray(source_mean if source_mean is not None else np.zeros(0)).tolist(),
+        history_=history,
+    )
+
+
+def codec_from_meta(meta: dict, uses_u: bool) -> UCodec:
+    """The :class:`UCodec` that :func:`codec_meta` saved."""
+    window = meta["window_samples_"]
+    codec = UCodec(window, meta.get("hop_samples_", window), uses_u)
+    codec.n_segments = meta["n_segments_"]
+    codec.n_u = meta["n_u_"]
+    codec.classes = None if meta["classes_"] is None else np.asarray(meta["classes_"])
+    return codec
 
 
 def from_state(tensors: dict, meta: dict, params: dict, device) -> TimeDomainFit:
     """Rebuild a :class:`TimeDomainFit` from a saved file (format 1)."""
     tensors = dict(tensors)
-    window = meta["window_samples_"]
-    codec = UCodec(window, meta.get("hop_samples_", window), meta["prior_"] != "standard")
-    codec.n_segments = meta["n_segments_"]
-    codec.n_u = meta["n_u_"]
-    codec.classes = None if meta["classes_"] is None else np.asarray(meta["classes_"])
+    codec = codec_from_meta(meta, meta["prior_"] != "standard")
     unwarp = None
     if "sensor_coefs_" in tensors:
         unwarp = SensorUnwarp(

@@ -38,24 +38,18 @@ from .._check import check_float, check_int
 from ..models.flow import CouplingFlow
 from ..preprocessing import Standardizer
 from ..train.flow import train_flow
-from ..windows import UCodec, window_labels
+from ..windows import window_labels
 from . import _time
-from .base import COMMON_PARAMS, FitInput, Fitted, check_fit_param_keys
+from .base import TOP_LEVEL_PARAMS, FitInput, Fitted, check_fit_param_keys
 from .likelihood import fit_linear_ivae
 
 NAME = "flow"
 # A fit that ends this much (nats per sample) below its linear start's
 # likelihood diverged; less is minibatch noise of a fit that barely moved.
 _DIVERGED_NATS = 1e-2
-# The estimator settings this family reads; its own are in fit_params (FlowConfig).
-PARAMS = COMMON_PARAMS | {
-    "prior",
-    "window",
-    "window_samples",
-    "window_overlap",
-    "highpass",
-    "lowpass",
-}
+# The estimator settings this family reads: the top-level ones (its own are in
+# fit_params, FlowConfig).
+PARAMS = TOP_LEVEL_PARAMS
 
 
 @dataclass
@@ -250,31 +244,18 @@ class FlowFit(Fitted):
         return self.standardizer.dewhitening @ J.cpu().double().numpy()
 
     def attributes(self) -> dict:
-        st = self.standardizer
         return dict(
+            _time.fit_attributes(self.standardizer, self.codec, self.source_mean, self.history),
             model_=self.model,
-            mean_=st.mean,
-            whitening_=st.whitening,
-            dewhitening_=st.dewhitening,
-            rank_=st.rank,
             sensor_mean_=None,
             sensor_scale_=None,
             sensor_coefs_=None,
             sensor_nonlinearity_=None,
             source_shape_=None,
-            source_mean_=self.source_mean,
-            history_=self.history,
-            n_steps_run_=self.history[-1]["step"] if self.history else 0,
             data_device_="host",
             mixing_=NAME,
             prior_="gauss",
             posterior_="diag",
-            domain_="time",
-            classes_=self.codec.classes,
-            n_u_=self.codec.n_u,
-            n_segments_=self.codec.n_segments,
-            window_samples_=self.codec.window_samples,
-            hop_samples_=self.codec.hop_samples,
         )
 
     def describe(self) -> dict:
@@ -291,22 +272,13 @@ class FlowFit(Fitted):
             ("dewhitening_", st.dewhitening),
         ):
             tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
-        codec = self.codec
         meta = dict(
             family_=NAME,
             prior_="gauss",
             posterior_="diag",
             mixing_=NAME,
             flow_config_=asdict(self.config),
-            n_segments_=codec.n_segments,
-            n_u_=codec.n_u,
-            classes_=None if codec.classes is None else codec.classes.tolist(),
-            window_samples_=codec.window_samples,
-            hop_samples_=codec.hop_samples,
-            source_mean_=np.asarray(
-                self.source_mean if self.source_mean is not None else np.zeros(0)
-            ).tolist(),
-            history_=self.history,
+            **_time.codec_meta(self.codec, self.source_mean, self.history),
         )
         return tensors, meta
 
@@ -314,11 +286,7 @@ class FlowFit(Fitted):
 def from_state(tensors: dict, meta: dict, params: dict, device) -> FlowFit:
     """Rebuild a :class:`FlowFit` from a saved file."""
     tensors = dict(tensors)
-    window = meta["window_samples_"]
-    codec = UCodec(window, meta.get("hop_samples_", window), True)
-    codec.n_segments = meta["n_segments_"]
-    codec.n_u = meta["n_u_"]
-    codec.classes = None if meta["classes_"] is None else np.asarray(meta["classes_"])
+    codec = _time.codec_from_meta(meta, True)
     st = Standardizer(*(tensors.pop(k).numpy() for k in ("mean_", "whitening_", "dewhitening_")))
     config = FlowConfig(**meta["flow_config_"]).validate()
     model = CouplingFlow(params["n_sources"], config.n_coupling, config.n_hidden)
