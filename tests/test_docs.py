@@ -230,10 +230,13 @@ def _readme_use_snippet() -> str:
 
 def test_readme_first_snippet_is_nonlinear_and_runs_twice(tmp_path, monkeypatch, capsys):
     import ast
+    from dataclasses import fields
 
     from sepkit import IVAESeparator
+    from sepkit.methods.flow import FlowConfig
     from sepkit.separator import _constructor_defaults
 
+    flow_fields = [f.name for f in fields(FlowConfig)]
     code = _readme_use_snippet()
     # Under a headline about nonlinear mixing: a mixing MLP of more than one layer
     # (n_layers=1 is a linear mixing).
@@ -248,6 +251,11 @@ def test_readme_first_snippet_is_nonlinear_and_runs_twice(tmp_path, monkeypatch,
     # Run as written, twice in the same folder (a user re-running it), with short
     # training: the second save must replace the first instead of refusing.
     monkeypatch.setitem(IVAESeparator.__init__.__kwdefaults__, "n_steps", 20)
+    # The snippet's square array goes to the flow family: shorten its defaults too.
+    short = FlowConfig(n_steps=20, n_coupling=2)
+    monkeypatch.setattr(
+        FlowConfig.__init__, "__defaults__", tuple(getattr(short, f) for f in flow_fields)
+    )
     monkeypatch.chdir(tmp_path)
     # The estimator caches its defaults: the patched one must not outlive this test.
     _constructor_defaults.cache_clear()
