@@ -378,8 +378,12 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         keywords of the same names are the older spelling, and giving one both
         ways is an error); for domain='tf' the fields of
         :class:`sepkit.methods.tf.TFConfig` (``n_iter``, ``n_init``,
-        ``frame_seconds``, ...); the linear family takes none. A key the chosen
-        family does not know is an error that lists the allowed ones. The
+        ``frame_seconds``, ...); for mixing='flow' the fields of
+        :class:`sepkit.methods.flow.FlowConfig` (``n_steps``, ``lr``,
+        ``batch_size``, ``n_coupling``, ``n_hidden``; given with
+        ``mixing="auto"`` they are read as the network's, so pass
+        ``mixing="flow"`` with them); the linear family takes none. A key the
+        chosen family does not know is an error that lists the allowed ones. The
         top-level settings are ``n_sources``, ``domain``, ``mixing``, ``prior``,
         the windows of u, ``highpass``/``lowpass``, ``device``,
         ``random_state`` and ``verbose``. With ``source_model``: ``n_init``,
@@ -1018,7 +1022,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 f"{', '.join(ignored)}: not used by the {choice.module.NAME!r} model family that "
                 f"this fit chose (domain={choice.domain!r}, mixing={choice.mixing!r}); they are "
                 "ignored. Pass domain= / mixing= to choose another family, or leave them at "
-                "their defaults.",
+                f"their defaults{_own_settings_hint(choice.module, ignored)}.",
                 UserWarning,
                 stacklevel=4,
             )
@@ -1342,6 +1346,20 @@ class _Choice:
     is_eeg: bool = False
     # The source model domain="auto" chose (tf_pretrained_family.auto_source_model).
     source_model: str | None = None
+
+
+def _own_settings_hint(module, ignored: list) -> str:
+    """Where the family takes a setting of the same name (its fit_params), as advice."""
+    own = [
+        text.split("=")[0]
+        for text in ignored
+        if text.split("=")[0] in getattr(module, "FIT_PARAMS", ())
+    ]
+    if not own:
+        return ""
+    return (
+        f"; the {module.NAME!r} family's own {', '.join(own)} go in fit_params={{{own[0]!r}: ...}}"
+    )
 
 
 def _auto_source_model(sep, rec) -> str | None:

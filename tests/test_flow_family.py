@@ -151,6 +151,17 @@ def test_settings_the_flow_does_not_read_are_named(data):
         sep.fit(X, u)
 
 
+def test_network_spelling_of_a_flow_setting_points_to_fit_params(data):
+    X, _, u = data
+    sep = IVAESeparator(3, mixing="flow", n_steps=5, fit_params={"n_coupling": 1})
+    with pytest.warns(
+        UserWarning,
+        match=r"n_steps=5: not used by the 'flow' model family.*the 'flow' family's own "
+        r"n_steps go in fit_params=\{'n_steps': \.\.\.\}",
+    ):
+        sep.fit(X, u)
+
+
 def test_callback_stops_training(data):
     X, _, u = data
     seen = []
