@@ -210,12 +210,33 @@ def linear_ivae_nll(
         Nats per sample.
     """
     variances = torch.einsum("ij,kjl,il->ki", unmixing, covs, unmixing)
-    # The floor keeps a segment in which a source is exactly zero (a tiny last
-    # window) from sending the objective to -inf; it is far below unit variance.
-    log_var = torch.log(variances.clamp(min=1e-12))
-    n_dims = unmixing.shape[0]
-    per_sample = 0.5 * (weights[:, None] * log_var).sum() + 0.5 * n_dims * (_LOG_2PI + 1.0)
-    return per_sample - torch.linalg.slogdet(unmixing)[1]
+    return profiled_gaussian_nll(variances, weights) - torch.linalg.slogdet(unmixing)[1]
+
+
+def profiled_gaussian_nll(
+    variances: torch.Tensor, weights: torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    """-E log p(s|u) per sample, Gaussian sources at their segment means and variances.
+
+    With the means and variances of eq. (7) at their maximum (the segment
+    statistics of s), 0.5 sum_k pi_k sum_i log(2 pi e lambda_ki): the prior
+    term shared by the noiseless iVAEs (:func:`linear_ivae_nll`,
+    :func:`flow_ivae_nll`).
+
+    Parameters
+    ----------
+    variances : Tensor, shape (n_segments, n_dims)
+        lambda_ki.
+    weights : Tensor, shape (n_segments,)
+        pi_k, summing to 1.
+    eps : float
+        Floor of the variances: a segment in which a source is exactly zero (a
+        tiny last window) must not send the objective to -inf; it is far below
+        unit variance.
+    """
+    log_var = torch.log(variances.clamp(min=eps))
+    n_dims = variances.shape[-1]
+    return 0.5 * (weights[:, None] * log_var).sum() + 0.5 * n_dims * (_LOG_2PI + 1.0)
 
 
 def gengauss_ivae_nll(
@@ -602,8 +623,6 @@ def flow_ivae_nll(
         Nats per sample.
     """
     mean = sources.mean(dim=1)
-    var = ((sources * sources).mean(dim=1) - mean * mean).clamp(min=eps)
-    n_dims = sources.shape[-1]
-    prior_term = 0.5 * (weights[:, None] * var.log()).sum() + 0.5 * n_dims * (_LOG_2PI + 1.0)
+    var = (sources * sources).mean(dim=1) - mean * mean
     # Every segment's own logdet, weighted as its samples are in the recording.
-    return prior_term - (weights * logdet.mean(dim=1)).sum()
+    return profiled_gaussian_nll(var, weights, eps) - (weights * logdet.mean(dim=1)).sum()

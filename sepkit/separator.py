@@ -904,7 +904,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         if try_unwarp:
             mixing = "post-nonlinear"
         if mixing == "flow":
-            return _Choice(flow_family, "time", mixing, "gauss", "diag", phase, False, fit_filter)
+            return _Choice(
+                flow_family, "time", mixing, "gauss", "diag", phase, False, fit_filter, is_eeg
+            )
         if mixing in LINEAR_MIXINGS:
             # The linear model's likelihood has a Gaussian (or generalised
             # Gaussian) prior and an exact (point-mass) posterior, stored as a
@@ -1010,16 +1012,16 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         choice.module.check_fit_params(self.fit_params)
         defaults = _constructor_defaults()
         in_fit_params = set(self.fit_params or {})
-        ignored = [
-            f"{name}={value!r}"
+        ignored = {
+            name: value
             for name, value in self.get_params().items()
             if name not in choice.module.PARAMS
             and name not in in_fit_params
             and not _same(value, defaults[name])
-        ]
+        }
         if ignored:
             warnings.warn(
-                f"{', '.join(ignored)}: not used by the {choice.module.NAME!r} model family that "
+                f"{_settings_text(ignored)}: not used by the {choice.module.NAME!r} model family that "
                 f"this fit chose (domain={choice.domain!r}, mixing={choice.mixing!r}); they are "
                 "ignored. Pass domain= / mixing= to choose another family, or leave them at "
                 f"their defaults{_own_settings_hint(choice.module, ignored)}.",
@@ -1348,13 +1350,14 @@ class _Choice:
     source_model: str | None = None
 
 
-def _own_settings_hint(module, ignored: list) -> str:
+def _settings_text(settings: dict) -> str:
+    """``name=value, ...`` as a user would type them."""
+    return ", ".join(f"{name}={value!r}" for name, value in settings.items())
+
+
+def _own_settings_hint(module, ignored) -> str:
     """Where the family takes a setting of the same name (its fit_params), as advice."""
-    own = [
-        text.split("=")[0]
-        for text in ignored
-        if text.split("=")[0] in getattr(module, "FIT_PARAMS", ())
-    ]
+    own = [name for name in ignored if name in getattr(module, "FIT_PARAMS", ())]
     if not own:
         return ""
     return (

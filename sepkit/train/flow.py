@@ -12,12 +12,11 @@ unbiased up to that factor.
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
 
-from ..functional import flow_ivae_nll
+from ..functional import flow_ivae_nll, profiled_gaussian_nll
 from ..models.flow import CouplingFlow
 from . import MAX_NONFINITE, _lr_factor
 
@@ -62,10 +61,9 @@ def flow_nll_all(model: CouplingFlow, x: torch.Tensor, codes: torch.Tensor) -> f
         squares.index_add_(0, c, s * s)
         logdet += ld.double().sum()
     counts = torch.bincount(codes, minlength=n_seg).double()[:, None]
-    var = (squares / counts - (sums / counts) ** 2).clamp(min=1e-12)
+    var = squares / counts - (sums / counts) ** 2
     weights = counts[:, 0] / counts.sum()
-    prior = 0.5 * (weights[:, None] * var.log()).sum() + 0.5 * n_dims * (math.log(2 * math.pi) + 1)
-    return float(prior - logdet / x.shape[0])
+    return float(profiled_gaussian_nll(var, weights) - logdet / x.shape[0])
 
 
 def train_flow(
