@@ -23,6 +23,7 @@ __all__ = [
     "load_config",
     "make_synthetic_data",
     "mne_ica",
+    "pra_bss",
     "recipe_parser",
     "run_stages",
     "separation_scores",
@@ -369,3 +370,55 @@ def separation_scores(ref, est, mixture_ref) -> dict:
         sdr=float(np.mean(bss.sdr)),
         sir=float(np.mean(bss.sir)),
     )
+
+
+def pra_bss(x, n_sources: int, method: str, n_fft: int, settings: Mapping, seed: int):
+    """pyroomacoustics' AuxIVA, ILRMA or FastMNMF2 on sepkit's STFT (the frames ours use).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_mics, n_times)
+    n_sources : int
+    method : {"auxiva", "ilrma", "fastmnmf2"}
+    n_fft : int
+        Frame length; the hop is a quarter of it.
+    settings : mapping
+        ``auxiva_n_iter``, ``ilrma_n_iter``, ``ilrma_n_components`` and (for
+        "fastmnmf2") ``fastmnmf2_n_iter``.
+    seed : int
+        Seeds numpy's global generator, from which ILRMA and FastMNMF2 draw
+        their start.
+
+    Returns
+    -------
+    ndarray, shape (n_sources, n_times)
+        The separated sources at the reference microphone (projection back).
+    """
+    import numpy as np
+    import pyroomacoustics as pra
+    import torch
+
+    from . import functional_tf as F
+
+    hop = n_fft // 4
+    X = F.stft(torch.from_numpy(x), n_fft, hop).permute(2, 0, 1).numpy()  # (T, F, M)
+    np.random.seed(seed)  # noqa: NPY002
+    if method == "auxiva":
+        Y = pra.bss.auxiva(X, n_src=n_sources, n_iter=settings["auxiva_n_iter"], proj_back=True)
+    elif method == "ilrma":
+        # pyroomacoustics' ILRMA is determined only: it gets the first n_sources microphones.
+        Y = pra.bss.ilrma(
+            X[:, :, :n_sources],
+            n_src=n_sources,
+            n_iter=settings["ilrma_n_iter"],
+            n_components=settings["ilrma_n_components"],
+            proj_back=True,
+        )
+    elif method == "fastmnmf2":
+        Y = pra.bss.fastmnmf2(X, n_src=n_sources, n_iter=settings["fastmnmf2_n_iter"])
+    else:
+        raise ValueError(
+            f"method must be 'auxiva', 'ilrma' or 'fastmnmf2', got {method!r}. Pick one of them."
+        )
+    Yt = torch.from_numpy(np.ascontiguousarray(Y)).permute(1, 2, 0).contiguous()
+    return F.istft(Yt, n_fft, hop, x.shape[1]).numpy()

@@ -29,7 +29,14 @@ import torch
 from sklearn.decomposition import FastICA
 
 from sepkit import IVAESeparator, read_audio
-from sepkit._recipe import hardware, load_config, recipe_parser, run_stages, separation_scores
+from sepkit._recipe import (
+    hardware,
+    load_config,
+    pra_bss,
+    recipe_parser,
+    run_stages,
+    separation_scores,
+)
 from sepkit.datasets import make_audio_mixture
 
 HERE = Path(__file__).resolve().parent
@@ -98,29 +105,6 @@ def stage_prepare(cfg: dict, exp: Path) -> None:
     print(f"[prepare] data in {exp / 'data'}")
 
 
-def _pra_stft_method(x, n, rate, method, mcfg, seed):
-    """AuxIVA / ILRMA of pyroomacoustics on sepkit's STFT (same frames as ours)."""
-    import pyroomacoustics as pra
-
-    from sepkit import functional_tf as F
-
-    n_fft = F.fft_size_for(rate)
-    hop = n_fft // 4
-    X = F.stft(torch.from_numpy(x), n_fft, hop).permute(2, 0, 1).numpy()  # (T, F, M)
-    np.random.seed(seed)  # noqa: NPY002 (ILRMA draws its NMF init from the global RNG)
-    if method == "auxiva":
-        Y = pra.bss.auxiva(X, n_iter=mcfg["auxiva_n_iter"], proj_back=True)
-    else:
-        Y = pra.bss.ilrma(
-            X,
-            n_iter=mcfg["ilrma_n_iter"],
-            n_components=mcfg["ilrma_n_components"],
-            proj_back=True,
-        )
-    Yt = torch.from_numpy(np.ascontiguousarray(Y)).permute(1, 2, 0).contiguous()
-    return F.istft(Yt, n_fft, hop, x.shape[1]).numpy()
-
-
 def run_method(method: str, x: np.ndarray, n: int, rate: float, mcfg: dict, seed: int):
     from sepkit import Recording
 
@@ -141,7 +125,10 @@ def run_method(method: str, x: np.ndarray, n: int, rate: float, mcfg: dict, seed
     if method == "fastica":
         est = FastICA(n, whiten="unit-variance", max_iter=1000, random_state=seed)
         return est.fit_transform(x.T.astype(np.float64)).T.astype(np.float32)
-    return _pra_stft_method(x, n, rate, method, mcfg, seed)
+    from sepkit import functional_tf as F
+
+    # Each anchor on the frames sepkit's tf family uses at this rate.
+    return pra_bss(x, n, method, F.fft_size_for(rate), mcfg, seed)
 
 
 def applies(method: str, cond: str) -> bool:

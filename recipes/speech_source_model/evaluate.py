@@ -12,8 +12,7 @@ import soundfile as sf
 import torch
 
 from sepkit import IVAESeparator, Recording, read_audio
-from sepkit import functional_tf as F
-from sepkit._recipe import hardware, separation_scores
+from sepkit._recipe import hardware, pra_bss, separation_scores
 from sepkit.datasets import make_audio_mixture
 
 RATE = 16000
@@ -104,29 +103,6 @@ def stage_prepare(cfg: dict, exp: Path, rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------ methods
-def _pra(x: np.ndarray, n: int, method: str, n_fft: int, cfg: dict, seed: int) -> np.ndarray:
-    """pyroomacoustics' AuxIVA / ILRMA / FastMNMF2 on sepkit's STFT."""
-    import pyroomacoustics as pra
-
-    hop = n_fft // 4
-    X = F.stft(torch.from_numpy(x), n_fft, hop).permute(2, 0, 1).numpy()  # (T, F, M)
-    # ILRMA and FastMNMF2 draw their start from numpy's global RNG: seed it.
-    np.random.seed(seed)  # noqa: NPY002
-    m = cfg["methods"]
-    if method == "auxiva":
-        Y = pra.bss.auxiva(X, n_src=n, n_iter=m["auxiva_n_iter"], proj_back=True)
-    elif method == "ilrma":
-        # pyroomacoustics' ILRMA is determined only: it gets the first n microphones.
-        Y = pra.bss.ilrma(
-            X[:, :, :n], n_src=n, n_iter=m["ilrma_n_iter"], n_components=m["ilrma_n_components"],
-            proj_back=True,
-        )  # fmt: skip
-    else:
-        Y = pra.bss.fastmnmf2(X, n_src=n, n_iter=m["fastmnmf2_n_iter"])
-    Yt = torch.from_numpy(np.ascontiguousarray(Y)).permute(1, 2, 0).contiguous()
-    return F.istft(Yt, n_fft, hop, x.shape[1]).numpy()
-
-
 def run_method(method: str, x: np.ndarray, n: int, cfg: dict, model_dir: Path, seed: int):
     rec = Recording(x.astype(np.float32), RATE, tuple(f"mic{i}" for i in range(len(x))), "audio")
     if method == "pretrained":
@@ -135,7 +111,7 @@ def run_method(method: str, x: np.ndarray, n: int, cfg: dict, model_dir: Path, s
     if method == "tf":
         return IVAESeparator(n, domain="tf", random_state=seed).fit(rec).transform(rec).data
     name, n_fft = method.split("@")
-    return _pra(x, n, name, int(n_fft), cfg, seed)
+    return pra_bss(x, n, name, int(n_fft), cfg["methods"], seed)
 
 
 def method_names(cfg: dict) -> list[str]:
