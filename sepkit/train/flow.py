@@ -98,7 +98,7 @@ def train_flow(
     n_per_segment = max(2, batch_size // int(counts.shape[0]))
     generator = torch.Generator(device=x.device if x.device.type == "cuda" else "cpu")
     generator.manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     warmup = max(1, n_steps // 20)
     scale, n_bad, history = 1.0, 0, []
     good = copy.deepcopy(model.state_dict())
@@ -132,7 +132,7 @@ def train_flow(
                     "mixing='nonlinear' (the ELBO network) for these data."
                 )
             model.load_state_dict(good)
-            optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
             scale *= 0.5
             entry["event"] = f"non-finite loss: restored step {step + 1 - n_run}, lr halved"
         else:
