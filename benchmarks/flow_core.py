@@ -19,9 +19,12 @@ drawn in U(0.5, 3); three layers of tanh(x) + 0.1 x, each matrix uniform in
 [-1, 1] with unit-norm rows and drawn again until its condition number is
 below 25; this module's own generator, :func:`weak_data`), ``depth4`` (four
 mixing layers) and ``10src`` (10 sources, 40 segments x 1000, three layers). The flow's settings were
-chosen on seeds 100-102 of ``paper``; report other seeds.
+chosen on seeds 100-102 of ``paper`` and ``weak``; report other seeds.
 
-    OMP_NUM_THREADS=1 python benchmarks/flow_core.py --seeds 0 1 2 3 4
+    python benchmarks/flow_core.py --seeds 0 1 2 3 4 --threads 2
+
+``--threads`` sets torch's thread count (default 1, for runs that share the
+cores with another job); the figures of benchmarks/README.md say which.
 
 Seconds per fit include ``transform``. Results: benchmarks/README.md
 ("Nonlinear core").
@@ -101,8 +104,9 @@ def main(argv=None) -> int:
         default=["flow", "elbo", "fastica"],
         choices=("flow", "elbo", "fastica"),
     )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     rows = []  # (setting, method, seed, mcc, seconds)
     for setting in args.settings:
         for seed in args.seeds:
@@ -123,7 +127,7 @@ def main(argv=None) -> int:
                     f"({sec:.1f} s)",
                     flush=True,
                 )
-    print(f"\nhardware: {hardware('cpu')}, one torch thread")
+    print(f"\nhardware: {hardware('cpu')}")
     print("| setting | method | MCC per seed | median MCC | median s per fit |")
     print("|---|---|---|---|---|")
     for setting in args.settings:
