@@ -107,6 +107,9 @@ def stage_fit(cfg: dict, exp: Path) -> None:
                     mcc=mcc(S, Z),
                     mcc_spearman=mcc(S, Z, method="spearman"),
                     target="|s|" if method == "tcl" else "s",
+                    # The fitting process's machine and threads (the report may
+                    # run in another process, with other threads).
+                    hardware=hardware(),
                 )
                 path.write_text(json.dumps(row))
                 print(
@@ -134,7 +137,8 @@ def stage_report(cfg: dict, exp: Path) -> str:
                 f"{statistics.median(r['mcc_spearman'] for r in sel):.3f} | "
                 f"{statistics.median(r['seconds'] for r in sel):.1f} | {len(sel)} |"
             )
-    text = "\n".join(lines) + f"\n\nHardware: {hardware()}\n"
+    machines = sorted({r.get("hardware", "not recorded") for r in rows})
+    text = "\n".join(lines) + f"\n\nHardware of the fits: {'; '.join(machines)}\n"
     (exp / "results.md").write_text(text)
     print(text)
     return text
