@@ -103,19 +103,9 @@ class CouplingFlow(nn.Module):
         self.w3 = nn.Parameter(torch.zeros(n_layers, n_hidden, 2 * n_dims))
         self.b3 = nn.Parameter(torch.zeros(n_layers, 2 * n_dims))
 
-    def _masked_weights(self):
-        """The weights as the couplings use them, see :func:`_mask_weights`."""
-        return _mask_weights(
-            self.masks, self.w1, self.b1, self.w2, self.b2, self.w3, self.b3, self.mats
-        )
-
-    def _layers(self):
-        """Per coupling: the tensors of :meth:`_masked_weights`."""
-        return zip(*(w.unbind(0) for w in self._masked_weights()), strict=True)
-
-    def _bounded_scale_shift(self, layer, h: torch.Tensor):
-        """(tanh(log-scale / 2), shift) of one coupling at h; 0 on the kept coordinates."""
-        return _conditioner(layer, h)[2:]
+    def _weights(self):
+        """(masks, w1, b1, w2, b2, w3, b3, mats): what :func:`_mask_weights` takes."""
+        return self.masks, self.w1, self.b1, self.w2, self.b2, self.w3, self.b3, self.mats
 
     @torch.no_grad()
     def reset_to_linear(self, unmixing) -> None:
@@ -132,34 +122,33 @@ class CouplingFlow(nn.Module):
         lead = x.shape[:-1]
         h = (x.reshape(-1, self.n_dims) - self.mean) @ self.unmixing.T
         logdet = torch.linalg.slogdet(self.unmixing)[1]
-        if self.n_coupling:
-            logdet = logdet + torch.linalg.slogdet(self.mats)[1].sum()
         if not self.n_coupling:
-            logdet = logdet.expand(h.shape[0])
-        elif torch.is_grad_enabled():
-            h, coupling_logdet = _CouplingStack.apply(
-                h, self.masks, self.w1, self.b1, self.w2, self.b2, self.w3, self.b3, self.mats
-            )
-            logdet = logdet + coupling_logdet
+            return h.reshape(*lead, self.n_dims), logdet.expand(h.shape[0]).reshape(lead)
+        logdet = logdet + torch.linalg.slogdet(self.mats)[1].sum()
+        if torch.is_grad_enabled():
+            h, coupling_logdet = _CouplingStack.apply(h, *self._weights())
         else:
+            # Without gradients nothing is kept for a backward pass: memory stays
+            # that of one coupling whatever the chunk of samples.
             coupling_logdet = 0.0
-            for layer in self._layers():
-                half_log_scale, shift = self._bounded_scale_shift(layer, h)
-                h = torch.addcmul(shift, h, torch.exp(_MAX_LOG_SCALE * half_log_scale)) @ layer[-1]
-                # log|det| of a coupling is the sum of its log-scales, 2 tanh(y / 2).
-                coupling_logdet = coupling_logdet + half_log_scale.sum(1)
-            logdet = logdet + _MAX_LOG_SCALE * coupling_logdet
+            for layer in _per_coupling(_mask_weights(*self._weights())):
+                _, _, half, _, y = _coupling(layer, h)
+                h = y @ layer[-1]
+                coupling_logdet = coupling_logdet + half.sum(1)
+            # log|det| of a coupling is the sum of its log-scales, 2 tanh(y / 2).
+            coupling_logdet = _MAX_LOG_SCALE * coupling_logdet
+        logdet = logdet + coupling_logdet
         return h.reshape(*lead, self.n_dims), logdet.reshape(lead)
 
     def inverse(self, s: torch.Tensor) -> torch.Tensor:
         """x = g^{-1}(s) = f(s), exact; s (..., n_dims)."""
         lead = s.shape[:-1]
         h = s.reshape(-1, self.n_dims)
-        for layer in reversed(list(self._layers())):
+        for layer in reversed(_per_coupling(_mask_weights(*self._weights()))):
             h = torch.linalg.solve(layer[-1], h, left=False)
             # The kept coordinates pass unchanged, so the conditioner sees the same input.
-            half_log_scale, shift = self._bounded_scale_shift(layer, h)
-            h = (h - shift) * torch.exp(-_MAX_LOG_SCALE * half_log_scale)
+            _, _, half, shift = _conditioner(layer, h)
+            h = (h - shift) * torch.exp(-_MAX_LOG_SCALE * half)
         x = torch.linalg.solve(self.unmixing, h.T).T + self.mean
         return x.reshape(*lead, self.n_dims)
 
@@ -191,6 +180,11 @@ def _mask_weights(masks, w1, b1, w2, b2, w3, b3, mats):
     )
 
 
+def _per_coupling(weights) -> list:
+    """The stacked tensors of :func:`_mask_weights` as one tuple per coupling."""
+    return list(zip(*(w.unbind(0) for w in weights), strict=True))
+
+
 def _conditioner(layer, h: torch.Tensor):
     """(hidden 1, hidden 2, tanh(log-scale / 2), shift) of one coupling at h.
 
@@ -200,6 +194,16 @@ def _conditioner(layer, h: torch.Tensor):
     t1 = torch.tanh(torch.addmm(b1, h, w1))
     t2 = torch.tanh(torch.addmm(b2, t1, w2))
     return t1, t2, torch.tanh(torch.addmm(b_ls, t2, w_ls)), torch.addmm(b_sh, t2, w_sh)
+
+
+def _coupling(layer, h: torch.Tensor):
+    """(hidden 1, hidden 2, tanh(log-scale / 2), scale, y): one coupling at h, before its map.
+
+    y = h * exp(2 tanh(log-scale / 2)) + shift, with scale the exp factor.
+    """
+    t1, t2, half, shift = _conditioner(layer, h)
+    scale = torch.exp(_MAX_LOG_SCALE * half)
+    return t1, t2, half, scale, torch.addcmul(shift, h, scale)
 
 
 class _CouplingStack(torch.autograd.Function):
@@ -221,30 +225,17 @@ class _CouplingStack(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, masks, w1, b1, w2, b2, w3, b3, mats):
-        inputs, hidden1, hidden2, halves, scales, outputs = [], [], [], [], [], []
+        steps = []  # (h, hidden 1, hidden 2, half, scale, y) of every coupling
         half_sum = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
         weights = _mask_weights(masks, w1, b1, w2, b2, w3, b3, mats)
         w1, _, w2, _, w_ls, _, w_sh, _, mats_t = weights
-        for layer in zip(*(w.unbind(0) for w in weights), strict=True):
-            t1, t2, half, shift = _conditioner(layer, h)
-            scale = torch.exp(_MAX_LOG_SCALE * half)
-            y = torch.addcmul(shift, h, scale)
-            for store, value in zip(
-                (inputs, hidden1, hidden2, halves, scales, outputs),
-                (h, t1, t2, half, scale, y),
-                strict=True,
-            ):
-                store.append(value)
+        for layer in _per_coupling(weights):
+            t1, t2, half, scale, y = _coupling(layer, h)
+            steps.append((h, t1, t2, half, scale, y))
             h = y @ layer[-1]
             half_sum += half.sum(1)
         ctx.save_for_backward(
-            masks,
-            w1,
-            w2,
-            w_ls,
-            w_sh,
-            mats_t,
-            *(torch.stack(v) for v in (inputs, hidden1, hidden2, halves, scales, outputs)),
+            masks, w1, w2, w_ls, w_sh, mats_t, *(torch.stack(v) for v in zip(*steps, strict=True))
         )
         return h, _MAX_LOG_SCALE * half_sum
 
