@@ -1089,25 +1089,20 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         if self.mixing == "flow":
             _check_exact_options(self, "flow", init, u)
             return "flow"
-        if self.mixing != "nonlinear" and linear_by_default:
-            try:
-                _check_exact_options(self, "linear", init, u)
-            except ValueError:
-                pass
-            else:
-                return "linear"
+        if (
+            self.mixing != "nonlinear"
+            and linear_by_default
+            and not _exact_conflicts(self, "linear", init, u)
+        ):
+            return "linear"
         if (
             self.mixing == "auto"
             and not linear_by_default
             and self.n_sources == n_channels
             and not _network_settings_changed(self)
+            and not _exact_conflicts(self, "flow", init, u)
         ):
-            try:
-                _check_exact_options(self, "flow", init, u)
-            except ValueError:
-                pass
-            else:
-                return "flow"
+            return "flow"
         if self.prior == "gengauss":
             raise ValueError(
                 "prior='gengauss' is a prior of the linear models, but mixing resolved to "
@@ -1399,8 +1394,8 @@ _EXACT_FAMILIES = {
 }
 
 
-def _check_exact_options(sep, family: str, init=None, u=None) -> None:
-    """Raise when an option needs the ELBO network that ``family`` ("linear", "flow") lacks."""
+def _exact_conflicts(sep, family: str, init=None, u=None) -> list[str]:
+    """The options that need the ELBO network that ``family`` ("linear", "flow") lacks."""
     words = _EXACT_FAMILIES[family]
     conflicts = []
     if sep.prior not in words["priors"]:
@@ -1415,7 +1410,14 @@ def _check_exact_options(sep, family: str, init=None, u=None) -> None:
         conflicts.append("init= (a pretrained network to fine-tune)")
     if u is not None and not isinstance(u, str) and np.ndim(u) == 2 and np.shape(u)[1] != 3:
         conflicts.append(f"a continuous u ({words['fit']} needs segments: labels or windows)")
+    return conflicts
+
+
+def _check_exact_options(sep, family: str, init=None, u=None) -> None:
+    """Raise when an option needs the ELBO network that ``family`` ("linear", "flow") lacks."""
+    conflicts = _exact_conflicts(sep, family, init, u)
     if conflicts:
+        words = _EXACT_FAMILIES[family]
         mixing = sep.mixing if sep.mixing != "auto" else family
         raise ValueError(
             f"mixing={mixing!r} {words['does']}, so it cannot take {'; '.join(conflicts)}. "
