@@ -29,12 +29,12 @@ learning and nonlinear ICA. NeurIPS.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from sklearn.decomposition import FastICA
 from torch import nn
+
+from sepkit.train import _lr_factor
 
 
 class _Maxout(nn.Module):
@@ -101,14 +101,9 @@ def fit_tcl(
     gen = torch.Generator().manual_seed(seed)
     warmup = max(1, n_steps // 20)
     for step in range(n_steps):
-        # Warm-up, then cosine decay to 5 %, as sepkit's own training loops.
-        if step < warmup:
-            factor = (step + 1) / warmup
-        else:
-            progress = (step - warmup) / max(1, n_steps - warmup)
-            factor = 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        # Warm-up, then cosine decay to 5 %: sepkit's own training schedule.
         for group in opt.param_groups:
-            group["lr"] = lr * factor
+            group["lr"] = lr * _lr_factor(step, n_steps, warmup)
         idx = torch.randint(0, xt.shape[0], (batch_size,), generator=gen)
         loss = nn.functional.cross_entropy(net(xt[idx]), ut[idx])
         opt.zero_grad(set_to_none=True)
