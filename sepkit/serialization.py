@@ -47,7 +47,7 @@ DIGEST_KEY = "sha256"
 # the constructor arguments it reads (sepkit.methods.base), together all of them.
 KNOWN_PARAMS = network.PARAMS | linear.PARAMS | tf.PARAMS | tf_pretrained.PARAMS
 _DOMAINS = ("time", "tf")
-_PRIORS = (*PRIORS, "gengauss")
+_PRIORS = (*PRIORS, *_time.LINEAR_PRIORS)
 _MIXINGS = ("nonlinear", flow.NAME, *_time.LINEAR_MIXINGS)
 _TF_MODEL_KEYS = ("n_freqs", "n_sources", "n_segments", "n_latent", "n_hidden")
 _UNWARP_TENSORS = ("sensor_mean_", "sensor_scale_", "sensor_coefs_")

@@ -30,6 +30,9 @@ from .base import FitInput, Fitted
 INFER_CHUNK_SAMPLES = 1 << 16
 # mixing values fitted by maximum likelihood without a network.
 LINEAR_MIXINGS = ("linear", "post-nonlinear")
+# Priors only the linear models have (beside "gauss"); the model's prior table
+# holds their segment means and variances, the rest is in source_shape.
+LINEAR_PRIORS = ("extended", "gengauss")
 
 
 @dataclass
@@ -152,8 +155,8 @@ def build_model(rank: int, codec: UCodec, opts: dict, *, linear: bool) -> IVAE:
         kernel_size=1 if linear else opts["kernel_size"],
         activation=opts["activation"],
         # The module's prior table holds the segment means and variances;
-        # a generalised Gaussian's shapes live in source_shape_.
-        prior="gauss" if opts["prior_"] == "gengauss" else opts["prior_"],
+        # the shapes of the linear priors live in source_shape_.
+        prior="gauss" if opts["prior_"] in LINEAR_PRIORS else opts["prior_"],
         posterior="diag" if linear else opts["posterior_"],
         # The linear model's posterior mean is W x whatever the window.
         encoder_u=opts["encoder_u"] and not linear,
@@ -180,7 +183,8 @@ class TimeDomainFit(Fitted):
         Posterior refinement at readout (network family only).
     source_mean : ndarray, shape (n_sources,)
     source_shape : ndarray or None
-        Generalised Gaussian shape per source (prior="gengauss").
+        Per source: the generalised Gaussian shape (prior="gengauss") or the
+        sign k of the extended prior (prior="extended"); else None.
     sensor_nonlinearity : ndarray or None
         Largest change of each channel by the tried sensor unwarping.
     """
@@ -357,7 +361,7 @@ class TimeDomainFit(Fitted):
                 ("sensor_coefs_", st.unwarp.coefs),
             ):
                 tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
-        if self.source_shape is not None:  # prior="gengauss"
+        if self.source_shape is not None:  # prior="gengauss" or "extended"
             tensors["source_shape_"] = torch.from_numpy(np.ascontiguousarray(self.source_shape))
         if self.sensor_nonlinearity is not None:
             tensors["sensor_nonlinearity_"] = torch.from_numpy(

@@ -2,9 +2,12 @@
 
 With a linear decoder and no observation noise the ELBO of Khemakhem et al.
 (2020) becomes the exact likelihood of x = A s under the conditional prior
-p(s|u), a Gaussian (or generalised Gaussian, ``prior="gengauss"``) per source
-and segment: :func:`sepkit.methods.likelihood.fit_linear_ivae` maximises it
-by L-BFGS on the window covariances. ``mixing="post-nonlinear"`` first learns
+p(s|u) per source and segment: a Gaussian
+(:func:`sepkit.methods.likelihood.fit_linear_ivae`, L-BFGS on the window
+covariances), the extended prior (a Gaussian with a super- or sub-Gaussian
+factor per source, ``prior="extended"``, the EEG default;
+:func:`~sepkit.methods.likelihood.fit_extended_ivae`) or a generalised
+Gaussian (``prior="gengauss"``). ``mixing="post-nonlinear"`` first learns
 a per-sensor unwarping h (saturating amplifiers) and separates h(x).
 """
 
@@ -20,7 +23,12 @@ from ..preprocessing import SensorUnwarp, Standardizer, bridge_rejected
 from ..windows import window_labels
 from . import _time
 from .base import COMMON_PARAMS, FitInput, no_fit_params
-from .likelihood import fit_gengauss_ivae, fit_linear_ivae, fit_post_nonlinear_ivae
+from .likelihood import (
+    fit_extended_ivae,
+    fit_gengauss_ivae,
+    fit_linear_ivae,
+    fit_post_nonlinear_ivae,
+)
 
 NAME = "linear"
 # The estimator settings this family reads.
@@ -50,6 +58,8 @@ UNWARP_MAX_ITER = 100
 # mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
 # linear at most 0.042 (64 channels), clipped at least 0.185.
 UNWARP_KEEP = 0.08
+# The maximum-likelihood fit of each prior of this family.
+_FITS = {"gauss": fit_linear_ivae, "extended": fit_extended_ivae, "gengauss": fit_gengauss_ivae}
 
 
 def check_fit_params(fit_params) -> None:
@@ -96,7 +106,7 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
         Xt = Xt[:, good]
     prior = opts["prior_"]
     Y = Xt[:n_sources]
-    result = (fit_gengauss_ivae if prior == "gengauss" else fit_linear_ivae)(Y, lin_codes)
+    result = _FITS[prior](Y, lin_codes)
     model = _time.build_model(st.rank, prep.codec, opts, linear=True)
     _load_model(model, result["unmixing"], Y, Xt, lin_codes, st.rank)
     fitted = _time.TimeDomainFit(
@@ -109,7 +119,7 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
         posterior="diag",
         n_layers=1,
         kernel_size=1,
-        source_shape=result.get("shape") if prior == "gengauss" else None,
+        source_shape=result.get("shape"),
         sensor_nonlinearity=nonlinearity,
         history=[_history_entry(result, unwarp)],
     )
@@ -160,7 +170,7 @@ def _history_entry(result, unwarp) -> dict:
 
 def _warn_not_converged(result, prior):
     if not result["converged"]:
-        fitted = "linear iVAE" + (" (prior='gengauss')" if prior == "gengauss" else "")
+        fitted = "linear iVAE" + (f" (prior={prior!r})" if prior != "gauss" else "")
         warnings.warn(
             f"The {fitted} fit stopped after {result['n_iter']} L-BFGS iterations "
             "without converging; the sources may be off. Check the data for outliers "
