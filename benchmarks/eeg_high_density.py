@@ -10,7 +10,9 @@ sources ("ecg", one "line_noise"). Each method runs in its own subprocess, one
 after the other (never concurrently), with one BLAS/torch thread, on the same
 recording (saved once to a temporary folder, read back by each worker):
 
-- ``sepkit``: ``IVAESeparator(n_sources)``, its defaults (EEG: the linear family);
+- ``sepkit``: ``IVAESeparator(n_sources)``, its defaults (EEG: the linear family
+  with the extended prior);
+- ``sepkit-gauss``: the same with ``prior="gauss"`` (the default until 2026-12-06);
 - ``sepkit-gg``: the same with ``prior="gengauss"``;
 - ``picard``: ``mne.preprocessing.ICA(n_sources, method="picard")``.
 
@@ -48,8 +50,12 @@ import numpy as np
 # Imports of sepkit (and so of torch) are made inside the functions that need
 # them, so that the picard worker's peak memory does not include torch's.
 
-METHODS = ("sepkit", "sepkit-gg", "picard")
-SEPKIT_OPTIONS = {"sepkit": {}, "sepkit-gg": {"prior": "gengauss"}}
+METHODS = ("sepkit", "sepkit-gauss", "sepkit-gg", "picard")
+SEPKIT_OPTIONS = {
+    "sepkit": {},
+    "sepkit-gauss": {"prior": "gauss"},
+    "sepkit-gg": {"prior": "gengauss"},
+}
 
 # One block of ten sources, repeated: 4 variance-modulated bursts
 # (nonstationary x3, muscle), 3 amplitude-modulated alpha rhythms, 1 blink

@@ -214,7 +214,7 @@ def test_rank_deficient_data_is_handled():
     [
         (
             dict(prior="gaus"),
-            "Invalid value for the 'prior' parameter. Allowed values are 'auto', 'gauss', 'laplace', 'standard' and 'gengauss', but got 'gaus' instead.",
+            "Invalid value for the 'prior' parameter. Allowed values are 'auto', 'gauss', 'laplace', 'standard', 'extended' and 'gengauss', but got 'gaus' instead.",
             ValueError,
         ),
         (dict(activation="relu"), "Invalid value for the 'activation' parameter", ValueError),

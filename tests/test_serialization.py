@@ -274,7 +274,7 @@ BAD_META = {
     "missing format_version": ("linear", _pop("format_version"), "the metadata key 'format_version' is missing"),
     "format_version as text": ("linear", _set(format_version="1"), r"'format_version' must be an integer, got '1' \(str\)"),
     "unknown domain_": ("tf", _set(domain_="freq"), r"'domain_' must be one of 'time', 'tf', got 'freq'"),
-    "unknown prior_": ("linear", _set(prior_="gaus"), r"'prior_' must be one of 'gauss', 'laplace', 'standard', 'gengauss', got 'gaus'"),
+    "unknown prior_": ("linear", _set(prior_="gaus"), r"'prior_' must be one of 'gauss', 'laplace', 'standard', 'extended', 'gengauss', got 'gaus'"),
     "unknown posterior_": ("network", _set(posterior_=None), r"'posterior_' must be one of 'diag', 'full', got None"),
     "unknown mixing_": ("linear", _set(mixing_="linaer"), r"'mixing_' must be one of 'nonlinear', 'flow', 'linear', 'post-nonlinear', got 'linaer'"),
     "zero window": ("network", _set(window_samples_=0), r"'window_samples_' must be >= 1, got 0"),

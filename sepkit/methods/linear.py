@@ -58,8 +58,6 @@ UNWARP_MAX_ITER = 100
 # mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
 # linear at most 0.042 (64 channels), clipped at least 0.185.
 UNWARP_KEEP = 0.08
-# The maximum-likelihood fit of each prior of this family.
-_FITS = {"gauss": fit_linear_ivae, "extended": fit_extended_ivae, "gengauss": fit_gengauss_ivae}
 
 
 def check_fit_params(fit_params) -> None:
@@ -106,7 +104,7 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
         Xt = Xt[:, good]
     prior = opts["prior_"]
     Y = Xt[:n_sources]
-    result = _FITS[prior](Y, lin_codes)
+    result = _fit_prior(prior, Y, lin_codes)
     model = _time.build_model(st.rank, prep.codec, opts, linear=True)
     _load_model(model, result["unmixing"], Y, Xt, lin_codes, st.rank)
     fitted = _time.TimeDomainFit(
@@ -124,8 +122,33 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
         history=[_history_entry(result, unwarp)],
     )
     _warn_not_converged(result, prior)
-    fitted.source_mean = fitted.fitted_source_mean(prep)
+    fitted.source_mean = _source_mean(fitted, prep)
     return fitted
+
+
+def _source_mean(fitted, prep) -> np.ndarray:
+    """``fitted.fitted_source_mean(prep)`` without passing the recording through the model.
+
+    The linear model's encoder is affine (kernel 1, no hidden layer), so the
+    mean of its outputs over the fitted samples is its output at their mean.
+    """
+    st = fitted.standardizer
+    data = prep.data if prep.good is None else prep.data[:, prep.good]
+    if st.unwarp is not None:
+        data = st.unwarp.forward(data)
+    mean_in = st.whitening @ (data.mean(axis=1) - st.mean)
+    with torch.no_grad():
+        x = torch.from_numpy(mean_in[None, :, None].astype(np.float32)).to(fitted.device)
+        return fitted.model.encode(x, None)[0][0, :, 0].double().cpu().numpy()
+
+
+def _fit_prior(prior: str, Y, codes) -> dict:
+    """The maximum-likelihood fit of ``prior`` (resolved: no "auto") on whitened ``Y``."""
+    if prior == "extended":
+        return fit_extended_ivae(Y, codes)
+    if prior == "gengauss":
+        return fit_gengauss_ivae(Y, codes)
+    return fit_linear_ivae(Y, codes)
 
 
 def _segment_codes(prep):
@@ -150,8 +173,12 @@ def _load_model(model, W, Y, Xt, codes, rank):
     unmixing[:, :n_sources] = W
     mixing = np.zeros((rank, n_sources))
     mixing[:n_sources] = np.linalg.inv(W)
-    residual = Xt - mixing @ S
-    noise_var = np.maximum(residual.var(axis=1), 1e-6)
+    # Residual of the whitened data: the sources' rows up to rounding, the
+    # other rows (weaker principal components) as they are.
+    residual_var = np.concatenate(
+        [(Y - mixing[:n_sources] @ S).var(axis=1), Xt[n_sources:].var(axis=1)]
+    )
+    noise_var = np.maximum(residual_var, 1e-6)
     model.load_noiseless_linear(unmixing, mixing, noise_var, seg_mean, seg_var)
 
 
