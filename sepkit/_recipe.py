@@ -274,12 +274,15 @@ def source_kinds(raw) -> list[str]:
 
 # The sepkit variants the EEG recipes and benchmark compare, as IVAESeparator
 # arguments on top of the config's: "sepkit" the defaults (the linear iVAE for
-# EEG), "sepkit-hp" the defaults fitted on the unfiltered recording with the
-# filter inside (mixing="auto" then tries the sensor unwarping), then the
-# post-nonlinear model, the network, and the network started at picard's
+# EEG, with the extended prior since 2026-12-06), "sepkit-gauss" the linear iVAE
+# with the Gaussian prior (the defaults before that), "sepkit-hp" the defaults
+# fitted on the unfiltered recording with the filter inside (mixing="auto" then
+# tries the sensor unwarping), then the post-nonlinear model, the generalised
+# Gaussian prior, the network, the flow, and the network started at picard's
 # solution.
 SEPKIT_METHODS = {
     "sepkit": {},
+    "sepkit-gauss": {"prior": "gauss"},
     "sepkit-hp": {},
     "sepkit-pnl": {"mixing": "post-nonlinear"},
     "sepkit-gg": {"prior": "gengauss"},

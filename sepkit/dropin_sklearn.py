@@ -88,13 +88,14 @@ class IVAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         least ``n_components + 1`` samples: with fewer its covariance is
         singular and the likelihood unbounded, so short data get fewer
         segments, with a warning.
-    prior : {"gauss", "gengauss"}, default "gauss"
+    prior : {"gauss", "extended", "gengauss"}, default "gauss"
         Source distribution within a segment. "gauss": the Gaussian prior of
-        the iVAE, fitted on segment covariances (fast). "gengauss": a
-        generalised Gaussian with a learned shape per source, which also
-        separates sources whose variance hardly changes by their
-        non-Gaussianity, as ICA does; slower (each iteration passes over all
-        samples). See ``prior`` of :class:`sepkit.IVAESeparator`.
+        the iVAE, fitted on segment covariances (fast). "extended" and
+        "gengauss" also separate sources whose variance hardly changes by
+        their non-Gaussianity, as ICA does: "extended" with a super- or
+        sub-Gaussian factor per source (a few passes over the samples),
+        "gengauss" with a learned shape per source (slower: each iteration
+        passes over all samples). See ``prior`` of :class:`sepkit.IVAESeparator`.
     random_state : None, int or numpy.random.RandomState, default None
         Accepted so that code written for FastICA runs unchanged; the fit is
         deterministic (L-BFGS from the principal components), so it changes
@@ -255,7 +256,7 @@ class IVAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                     f"{self.n_segments!r} ({type(self.n_segments).__name__})."
                 )
             check_int("n_segments", self.n_segments, min_value=2)
-        check_option("prior", self.prior, ("gauss", "gengauss"))
+        check_option("prior", self.prior, ("gauss", "extended", "gengauss"))
         check_random_state(self.random_state)  # validated, then unused (see the docstring)
 
     def _resolve_n_components(self, n_features: int, rank: int, n_flat: int) -> int:

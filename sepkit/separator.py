@@ -89,23 +89,28 @@ class IVAESeparator(MNEMixin, BaseEstimator):
     ----------
     n_sources : int
         Number of sources to estimate (<= number of channels).
-    prior : {"auto", "gauss", "laplace", "standard", "gengauss"}
+    prior : {"auto", "gauss", "laplace", "standard", "extended", "gengauss"}
         Family of p(z|u). "standard" fits a plain VAE with p(z) = N(0, I) and
-        no u: a non-identifiable baseline. "auto" follows the recording:
-        "laplace" for EEG (an MNE Raw or a Recording of kind "eeg"), whose
-        sources (blinks, bursts) are heavy-tailed within a window, "gauss"
-        otherwise; the linear models (``mixing``) use "gauss". "gengauss"
-        (linear and post-nonlinear models only): a generalised Gaussian with a
-        learned shape per source and a scale per segment
-        (:func:`sepkit.functional.gengauss_ivae_nll`), so that sources whose
-        variance hardly changes between windows (ECG, line noise) are told
-        apart by their non-Gaussianity, as ICA does, while the others still are
-        by their non-stationarity; shapes in ``source_shape_``. It passes over
-        all samples per iteration, so it fits slower than "gauss" (measured on
-        one CPU thread: 16-83 s against about 1 s for 10 min of 19-64 channels
-        at 256 Hz; 7 s against 3 s on EEGLAB's 4-min sample). On the 9 linear
-        recordings of recipes/eeg_semisynthetic its MCC is ahead of picard's
-        on 8. The choice is stored in ``prior_``.
+        no u: a non-identifiable baseline. For the network, "auto" follows the
+        recording: "laplace" for EEG (an MNE Raw or a Recording of kind
+        "eeg"), whose sources (blinks, bursts) are heavy-tailed within a
+        window, "gauss" otherwise. For the linear models (``mixing``), "auto"
+        is "extended" for EEG and "gauss" otherwise. "extended" and
+        "gengauss" are priors of the linear and post-nonlinear models only;
+        each keeps a scale (and mean) per source and segment, so the
+        non-stationarity still separates, and adds a shape per source, so that
+        sources whose variance hardly changes between windows (ECG, line
+        noise) are told apart by their non-Gaussianity, as ICA does; the
+        shapes are in ``source_shape_``. "extended": a Gaussian times a
+        super-Gaussian (sech^2) or sub-Gaussian (cosh) factor, chosen per
+        source as extended infomax does (:mod:`sepkit.functional_ica`),
+        fitted by picard's preconditioned L-BFGS; a few passes over the
+        samples, so its time stays near that of "gauss" (128 channels x 10 min:
+        benchmarks/README.md). "gengauss": a generalised Gaussian with a
+        learned shape per source (:func:`sepkit.functional.gengauss_ivae_nll`);
+        it passes over all samples per iteration, so it fits much slower
+        (measured on one CPU thread: 16-83 s against about 1 s for 10 min of
+        19-64 channels at 256 Hz). The choice is stored in ``prior_``.
     posterior : {"auto", "diag", "full"}
         Covariance of the Gaussian q(z|x,u): "diag" (mean field, the paper's)
         or "full" (a Cholesky factor per sample), which removes the mean-field
@@ -427,7 +432,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
     source_shape_ : ndarray, shape (n_sources,) or None
         ``prior_ == "gengauss"``: the fitted shape of each source's
         generalised Gaussian (2 Gaussian, below 2 heavy-tailed, above 2
-        flat-topped), else None.
+        flat-topped); ``prior_ == "extended"``: each source's k (2:
+        super-Gaussian, -1: sub-Gaussian); else None.
     mixing_phase_ : float or None
         The cross-spectrum phase score "auto" measured on an audio Recording
         (near 0: instantaneous mixing); None when it was not measured.

@@ -12,7 +12,8 @@ Dependencies point one way. The tiers, top to bottom (numbers as in failure mess
     families     6. sepkit.methods
                  7. sepkit.train | sepkit.preprocessing
     bottom       8. sepkit.models, sepkit.datasets, sepkit.viz, sepkit.artifacts, sepkit.metrics
-                 9. sepkit.io, sepkit.windows, sepkit.functional, sepkit.functional_tf
+                 9. sepkit.io, sepkit.windows, sepkit.functional, sepkit.functional_tf,
+                   sepkit.functional_ica
                 10. sepkit._check, sepkit._atomic, sepkit._version
 
 A module may import modules of its own tier (unless the tier is marked independent:
@@ -82,6 +83,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
             "sepkit.windows",
             "sepkit.functional",
             "sepkit.functional_tf",
+            "sepkit.functional_ica",
             "sepkit.registry",
         ),
         False,

@@ -150,3 +150,30 @@ def test_terms_need_the_samples():
     assert np.isfinite(gauss["loss"])  # k = 0 reads the moments alone
     with pytest.raises(ValueError, match=r"needs the samples: group_segments\(keep_samples=True\)"):
         extended_ivae_terms(np.eye(4), moments_only, np.ones(4))
+
+
+def test_a_source_silent_in_a_segment_keeps_the_objective_finite():
+    # Noise-free data: the first source is exactly zero in segment 0, so at the
+    # true unmixing its variance there is 0 and log m would be -inf.
+    rng = np.random.default_rng(8)
+    s = rng.laplace(size=(3, 3000))
+    s[0, :1000] = 0.0
+    codes = np.repeat(np.arange(3), 1000)
+    data = group_segments(s, codes, 3)
+    terms = extended_ivae_terms(np.eye(3), data, np.array([2.0, 2.0, -1.0]))
+    assert np.isfinite(terms["loss"]) and np.isfinite(terms["grad"]).all()
+    assert np.isfinite(terms["hess"]).all()
+    # The floor enters the loss: 1/2 log(1e-12) for that source and segment.
+    ref = extended_ivae_terms(np.eye(3), group_segments(s[:, 1000:], codes[1000:] - 1, 2),
+                              np.array([2.0, 2.0, -1.0]))  # fmt: skip
+    assert terms["loss"] < ref["loss"] - 4.0
+
+
+def test_settled_rule():
+    from sepkit.methods.likelihood import _settled
+
+    assert not _settled([3.0, 2.0, 1.0])  # too few iterations to say
+    assert _settled([5.0, 1.0 + 5e-9, 1.0 + 4e-9, 1.0 + 3e-9, 1.0 + 2e-9, 1.0 + 1e-9, 1.0])
+    assert not _settled([5.0, 1.1, 1.08, 1.06, 1.04, 1.02, 1.0])
+    # Relative to the objective's size above 1.
+    assert _settled([9.0, 1e4 + 5e-5, 1e4 + 4e-5, 1e4 + 3e-5, 1e4 + 2e-5, 1e4 + 1e-5, 1e4])

@@ -85,7 +85,7 @@ def test_family_attributes_say_which_model_ran(data):
     eeg = IVAESeparator(3, random_state=0).fit(_eeg())
     assert eeg.family_ == "linear" and eeg.mixing_ == "linear"
     assert eeg.fitted_.describe() == dict(
-        family="linear", domain="time", mixing="linear", prior="gauss", unwarped=False
+        family="linear", domain="time", mixing="linear", prior="extended", unwarped=False
     )
 
 

@@ -248,7 +248,8 @@ def test_linear_fit_curve_is_the_objective_per_lbfgs_iteration():
     scales = np.repeat(rng.uniform(0.2, 2, (3, 30)), 200, axis=1)
     x = rng.normal(size=(4, 3)) @ (rng.laplace(size=(3, 6000)) * scales)
     rec = Recording((1e-5 * x).astype(np.float32), 100.0, ("A", "B", "C", "D"), "eeg")
-    sep = IVAESeparator(3, random_state=0).fit(rec)
+    # The Gaussian prior: one L-BFGS fit (the EEG default's trace is tested below).
+    sep = IVAESeparator(3, prior="gauss", random_state=0).fit(rec)
     entry = sep.history_[0]
     trace = np.array(entry["trace"])
     # The start, then one value per iteration that evaluated the objective (the last
@@ -258,6 +259,17 @@ def test_linear_fit_curve_is_the_objective_per_lbfgs_iteration():
     ax = plot_training_curve(sep).axes[0]
     assert ax.get_xlabel() == "L-BFGS iteration"
     np.testing.assert_allclose(ax.lines[0].get_ydata(), trace)
+    # The extended prior (the EEG default): the full model's objective after its
+    # Gaussian start, numbered from the start's iterations on.
+    ext = IVAESeparator(3, random_state=0).fit(rec)
+    entry = ext.history_[0]
+    assert ext.prior_ == "extended"
+    trace, iters = np.array(entry["trace"]), np.array(entry["trace_iter"])
+    assert trace.size == iters.size > 1 and (np.diff(iters) == 1).all()
+    assert 0 < iters[0] and iters[-1] == entry["n_iter"]
+    assert trace[-1] == pytest.approx(entry["loss"]) and trace[0] > trace[-1]
+    ax = plot_training_curve(ext).axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), iters)
 
 
 def test_saved_figures_keep_their_axis_labels(tmp_path):

@@ -78,12 +78,14 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
     p.add_argument(
         "--prior",
-        choices=("auto", "gauss", "laplace", "gengauss"),
+        choices=("auto", "gauss", "laplace", "extended", "gengauss"),
         default="auto",
-        help="p(z|u): gengauss gives the linear models (EEG) a generalised Gaussian per "
-        "source, which also separates sources whose variance hardly changes (ECG, line "
-        "noise), at about a minute per 10 min recording; laplace is for the network; "
-        "auto: Gaussian for the linear models, Laplace (EEG) or Gaussian for the network "
+        help="p(z|u): extended and gengauss give the linear models a non-Gaussian shape "
+        "per source, which also separates sources whose variance hardly changes (ECG, "
+        "line noise); extended (super- or sub-Gaussian per source) costs about as much "
+        "as gauss, gengauss (a learned shape) about a minute per 10 min recording; "
+        "laplace is for the network; auto: extended for EEG and gauss otherwise with "
+        "the linear models, Laplace (EEG) or Gaussian for the network "
         "(default: %(default)s)",
     )
     p.add_argument(

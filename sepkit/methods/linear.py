@@ -96,14 +96,16 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
             st = Standardizer.fit(data if good is None else data[:, good], n_sources)
     else:
         st = Standardizer.fit(prep.stats, n_sources, scale=prep.scale)
-    Xt = st.forward(data).astype(np.float64)
+    # float32 as forward gives it (the fits read the sources' rows in float64):
+    # a float64 copy of every whitened row would be the fit's largest array.
+    Xt = st.forward(data)
     if prep.fit_filter is not None and mixing == "post-nonlinear":
         # The model's sources are those of the filtered h(x).
-        Xt = prep.fit_filter(bridge_rejected(Xt, good))
+        Xt = prep.fit_filter(bridge_rejected(Xt.astype(np.float64), good))
     if good is not None:
         Xt = Xt[:, good]
     prior = opts["prior_"]
-    Y = Xt[:n_sources]
+    Y = Xt[:n_sources].astype(np.float64)
     result = _fit_prior(prior, Y, lin_codes)
     model = _time.build_model(st.rank, prep.codec, opts, linear=True)
     _load_model(model, result["unmixing"], Y, Xt, lin_codes, st.rank)
@@ -176,7 +178,7 @@ def _load_model(model, W, Y, Xt, codes, rank):
     # Residual of the whitened data: the sources' rows up to rounding, the
     # other rows (weaker principal components) as they are.
     residual_var = np.concatenate(
-        [(Y - mixing[:n_sources] @ S).var(axis=1), Xt[n_sources:].var(axis=1)]
+        [(Y - mixing[:n_sources] @ S).var(axis=1), Xt[n_sources:].var(axis=1, dtype=np.float64)]
     )
     noise_var = np.maximum(residual_var, 1e-6)
     model.load_noiseless_linear(unmixing, mixing, noise_var, seg_mean, seg_var)
