@@ -159,21 +159,65 @@ def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
             "to fit. Shorten or remove those annotations (raw.annotations), or pass "
             "reject_by_annotation=False."
         )
-    stats = data if good is None or good.all() else data[:, good]
-    peak = float(np.abs(stats).max()) if stats.size else 0.0
+    peak, scale = _row_peak_and_std(data, None if good is None or good.all() else good)
     if peak > MAX_ABS_VALUE:
         raise ValueError(
             f"X holds values up to {peak:.3g}, beyond what the fit computes safely in float32 "
             f"(|x| <= {MAX_ABS_VALUE:g}). Rescale it first, e.g. X / np.abs(X).max(), or "
             "convert it to its physical unit."
         )
-    scale = stats.std(axis=1, dtype=np.float64)
     if _flat_rows(scale, peak).size == n_channels:
         raise ValueError(
             "X is silent: every channel is constant (e.g. all zeros), so there is nothing "
             "to separate. Check that the right file or channels were read."
         )
-    check_flat_channels(stats, ch_names, scale, peak)
+    check_flat_channels(data, ch_names, scale, peak)
+
+
+class RowMoments:
+    """Per-row mean and variance of a stream of sample blocks, in float64.
+
+    The blocks' means and sums of squared deviations pool exactly (Chan,
+    Golub & LeVeque 1979), so a recording is summarised block by block,
+    without a float64 copy of it.
+    """
+
+    def __init__(self, n_rows: int):
+        self.count = 0
+        self.mean = np.zeros(n_rows)
+        self.m2 = np.zeros(n_rows)
+
+    def add(self, block: np.ndarray) -> None:
+        """Add the samples of ``block`` (n_rows, k)."""
+        x = np.asarray(block, dtype=np.float64)
+        k = x.shape[1]
+        if k == 0:
+            return
+        block_mean = x.mean(axis=1)
+        block_m2 = ((x - block_mean[:, None]) ** 2).sum(axis=1)
+        delta = block_mean - self.mean
+        total = self.count + k
+        self.mean = self.mean + delta * k / total
+        self.m2 = self.m2 + block_m2 + delta**2 * self.count * k / total
+        self.count = total
+
+    @property
+    def var(self) -> np.ndarray:
+        """Variance per row (divided by the count), shape (n_rows,)."""
+        return self.m2 / max(self.count, 1)
+
+
+def _row_peak_and_std(data: np.ndarray, good) -> tuple[float, np.ndarray]:
+    """Largest magnitude and per-row standard deviation (float64) of the ``good`` samples."""
+    idx = np.arange(data.shape[1]) if good is None else np.flatnonzero(good)
+    whole = idx.size == data.shape[1]
+    peak, moments = 0.0, RowMoments(data.shape[0])
+    for start in range(0, idx.size, RANK_CHUNK_SAMPLES):
+        block = idx[start : start + RANK_CHUNK_SAMPLES]
+        x = data[:, block[0] : block[-1] + 1] if whole else data[:, block]
+        peak = max(peak, float(np.abs(x).max()))
+        moments.add(x)
+    return peak, np.sqrt(moments.var)
 
 
 # Samples of one float64 block of the rank's covariance (64 channels: 33 MB).

@@ -122,6 +122,20 @@ class SensorUnwarp:
         return dh.numpy() / self.scale[:, None]
 
 
+# Samples per block of the passes below: their float64 temporaries stay at one
+# block (128 channels: 16 MiB), not a float64 copy of the recording.
+CHUNK_SAMPLES = 1 << 14
+
+
+def row_covariance(a: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Covariance of the rows of ``a`` (n_rows, n_times) about ``mean``, float64, by blocks."""
+    cov = np.zeros((a.shape[0], a.shape[0]))
+    for start in range(0, a.shape[1], CHUNK_SAMPLES):
+        centred = a[:, start : start + CHUNK_SAMPLES].astype(np.float64) - mean[:, None]
+        cov += centred @ centred.T
+    return cov / a.shape[1]
+
+
 def whitening(stats: np.ndarray, mean: np.ndarray, n_sources: int, whiten: bool, scale):
     """(whitening, dewhitening, rank) of the samples ``stats`` (n_channels, n_good).
 
@@ -133,8 +147,7 @@ def whitening(stats: np.ndarray, mean: np.ndarray, n_sources: int, whiten: bool,
             np.diag(scale).astype(np.float64),
             (stats.shape[0]),
         )
-    centred = stats.astype(np.float64) - mean[:, None]
-    cov = centred @ centred.T / centred.shape[1]
+    cov = row_covariance(stats, mean)
     evals, evecs = np.linalg.eigh(cov)
     evals, evecs = evals[::-1], evecs[:, ::-1]
     # Dimensions whose variance is this far below the largest are numerical
@@ -182,15 +195,20 @@ class Standardizer:
     @classmethod
     def fit(cls, stats: np.ndarray, n_sources: int, whiten: bool = True, scale=None):
         """From the fitted samples ``stats`` (n_channels, n_good); ``scale``: their std."""
-        mean = stats.mean(axis=1).astype(np.float64)
-        scale = stats.std(axis=1) if scale is None else scale
+        mean = stats.mean(axis=1, dtype=np.float64)
+        scale = np.sqrt(np.diag(row_covariance(stats, mean))) if scale is None else scale
         w, dw, _ = whitening(stats, mean, n_sources, whiten, scale)
         return cls(mean, w, dw)
 
     def forward(self, data: np.ndarray) -> np.ndarray:
-        if self.unwarp is not None:
-            data = self.unwarp.forward(data)
-        return (self.whitening @ (data - self.mean[:, None])).astype(np.float32)
+        """whitening @ (unwarp(data) - mean), shape (rank, n_times), float32, by blocks."""
+        out = np.empty((self.rank, data.shape[1]), dtype=np.float32)
+        for start in range(0, data.shape[1], CHUNK_SAMPLES):
+            block = data[:, start : start + CHUNK_SAMPLES]
+            if self.unwarp is not None:
+                block = self.unwarp.forward(block)
+            out[:, start : start + block.shape[1]] = self.whitening @ (block - self.mean[:, None])
+        return out
 
     def inverse(self, out: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`forward`, shape (n_channels, n_times), float64."""

@@ -294,26 +294,28 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         "linear": the iVAE with a linear, invertible decoder x = A z in the
         limit of zero observation noise, where the exact posterior is a point
         mass at W x (W = A^-1) and the ELBO is the exact log-likelihood with
-        the Gaussian conditional prior of eq. (7) (per-segment means and
-        variances). It is fitted by maximum likelihood with L-BFGS on the
-        segment covariances of the first ``n_sources`` whitened dimensions
-        (:func:`sepkit.methods.likelihood.fit_linear_ivae`; the objective of Pham and
-        Cardoso's separation of non-stationary sources): seconds, no network
-        training, no randomness, and the sources are identifiable from their
-        non-stationarity alone. The network settings, ``n_steps``, ``lr`` and
-        ``batch_size`` do not apply; u must be discrete (windows, labels,
-        events or annotations), and ``prior`` "auto" or "gauss". "auto"
+        the conditional prior of eq. (7) (per-segment means and variances).
+        With the Gaussian prior it is fitted by maximum likelihood with L-BFGS
+        on the segment covariances of the first ``n_sources`` whitened
+        dimensions (:func:`sepkit.methods.likelihood.fit_linear_ivae`; the
+        objective of Pham and Cardoso's separation of non-stationary sources),
+        and the sources are identifiable from their non-stationarity alone;
+        with the extended prior (EEG's default, see ``prior``) also from their
+        non-Gaussianity (:func:`sepkit.methods.likelihood.fit_extended_ivae`).
+        Seconds, no network training, no randomness. The network settings,
+        ``n_steps``, ``lr`` and ``batch_size`` do not apply; u must be discrete
+        (windows, labels, events or annotations), and ``prior`` "auto",
+        "gauss", "extended" or "gengauss". "auto"
         (stored in ``mixing_``): "linear" for EEG (an MNE Raw or a Recording
         of kind "eeg"), whose sensors see a linear mixture of their sources
         (volume conduction, the assumption of MNE's ICA), unless an option
         needs the network (``prior="laplace"``, ``ica_init``, ``init=``, a
         continuous u, ``decoder_u``), or "post-nonlinear" for saturating
         sensors (below); "flow" or "nonlinear" otherwise (see "flow" above). Measured on
-        19-channel semi-synthetic EEG (recipes/eeg_semisynthetic): MCC 0.847
-        and 0.781 on linear mixtures (MNE picard 0.846, 0.783; mixing=
-        "nonlinear" 0.678, 0.668) in 2.4-2.7 s on one CPU thread (picard
-        3-5 s), 0.794 and 0.705 with amplifier saturation (picard 0.775,
-        0.684). "post-nonlinear": the linear iVAE behind a learned, invertible
+        19-channel semi-synthetic EEG (benchmarks/eeg.py, seed 0, one CPU
+        thread): MCC 0.848 on a linear mixture in 0.4 s (MNE picard 0.846 in
+        3.8 s; the Gaussian prior 0.847; mixing="nonlinear" 0.678), 0.794
+        with amplifier saturation (picard 0.775). "post-nonlinear": the linear iVAE behind a learned, invertible
         nonlinearity per sensor, x_c = g_c((A z)_c), for saturating or
         compressive amplifiers: g_c^-1 = h_c is odd and increasing, h(x) = x +
         c1 x^3/3 + c2 x^5/5 + c3 x^7/7 on the standardised channel

@@ -110,3 +110,34 @@ def test_post_nonlinear_and_unwhitened_fits_are_checked_too():
     for kwargs in (dict(mixing="post-nonlinear"), dict(mixing="nonlinear", whiten=False)):
         with pytest.raises(ValueError, match=r"n_sources=8 is above the rank of the data \(7 of 8"):
             IVAESeparator(N_CHANNELS, n_steps=2, random_state=0, **kwargs).fit(raw)
+
+
+def test_row_moments_pool_blocks_exactly():
+    from sepkit._check import RowMoments
+
+    rng = np.random.default_rng(3)
+    # Offsets 1000x the spread, blocks of unequal size, one empty.
+    x = 1e3 + rng.standard_normal((3, 10007))
+    moments = RowMoments(3)
+    for a, b in [(0, 5000), (5000, 5000), (5000, 9999), (9999, 10007)]:
+        moments.add(x[:, a:b])
+    assert moments.count == x.shape[1]
+    np.testing.assert_allclose(moments.mean, x.mean(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(moments.var, x.var(axis=1), rtol=1e-10)
+
+
+def test_standardizer_in_blocks_matches_one_pass():
+    from sepkit.preprocessing import CHUNK_SAMPLES, Standardizer
+
+    rng = np.random.default_rng(4)
+    # Longer than two blocks; a rank-3 signal plus weak noise in 5 channels.
+    x = rng.standard_normal((5, 3)) @ rng.standard_normal((3, 2 * CHUNK_SAMPLES + 123))
+    x = (x + 1e-3 * rng.standard_normal(x.shape) + 5.0).astype(np.float32)
+    st = Standardizer.fit(x, 3)
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(st.mean, x64.mean(axis=1), rtol=1e-12)
+    # The three strongest directions come out white and uncorrelated.
+    y = st.forward(x)
+    np.testing.assert_allclose(np.cov(y[:3], bias=True), np.eye(3), atol=1e-4)
+    np.testing.assert_allclose(y, (st.whitening @ centred).astype(np.float32), rtol=1e-4, atol=1e-4)

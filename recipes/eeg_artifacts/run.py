@@ -53,7 +53,8 @@ HEART_KINDS = ("ecg",)  # what an ECG lead records
 def load_config(path: Path, overrides: list[str]) -> dict:
     sepkit_keys = set(IVAESeparator().get_params())
     cfg = _recipe.load_config(path, overrides, extra_keys={"sepkit": sepkit_keys})
-    allowed = ("sepkit", "sepkit-hp", "sepkit-pnl", "sepkit-gg", "picard", "infomax", "fastica")
+    allowed = ("sepkit", "sepkit-gauss", "sepkit-hp", "sepkit-pnl", "sepkit-gg", "picard", "infomax",
+               "fastica")  # fmt: skip
     for method in cfg["experiment"]["methods"]:
         if method not in allowed:
             raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(allowed)}")

@@ -580,8 +580,8 @@ def stage_evaluate(cfg: dict, exp: Path) -> None:
 # The methods of stage 3: sepkit variants (IVAESeparator arguments), MNE's ICA
 # baselines (_recipe.mne_ica), AMICA (amica-python, `pip install sepkit[bench]`)
 # and PCA. "amica-500" is AMICA at its own default of 500 iterations.
-DIPOLAR_METHODS = ("sepkit", "sepkit-gg", "picard", "infomax", "fastica", "amica", "amica-500",
-                   "pca")  # fmt: skip
+DIPOLAR_METHODS = ("sepkit", "sepkit-gauss", "sepkit-gg", "picard", "infomax", "fastica",
+                   "amica", "amica-500", "pca")  # fmt: skip
 
 
 def load_dipolar_raw(cfg: dict):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._atomic import atomic_write
-from .._check import check_float, check_option
+from .._check import RowMoments, check_float, check_option
 from .recording import Recording
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -342,9 +342,8 @@ def to_recording(raw, picks="eeg") -> Recording:
     """
     _check_raw(raw)
     idx = _eeg_picks(raw, picks)
-    data = raw.get_data(picks=idx)
     return Recording(
-        data=data.astype(np.float32),
+        data=_get_data_float32(raw, idx),
         sample_rate=float(raw.info["sfreq"]),
         ch_names=tuple(raw.ch_names[i] for i in idx),
         kind="eeg",
@@ -493,15 +492,42 @@ def find_bad_channels(raw, *, picks="eeg", flat_threshold: float = _FLAT_STD_VOL
     _check_raw(raw)
     flat_threshold = check_float("flat_threshold", flat_threshold, min_value=0.0)
     idx = _eeg_picks(raw, picks)
-    data = raw.get_data(picks=idx)
-    finite = np.isfinite(data).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        std = np.where(finite, data.std(axis=1), np.inf)
+    finite, std = _channel_std(raw, idx)
     names = [raw.ch_names[i] for i in idx]
     return {
         "flat": [n for n, s in zip(names, std, strict=True) if s <= flat_threshold],
         "nonfinite": [n for n, ok in zip(names, finite, strict=True) if not ok],
     }
+
+
+# Samples per block read by _channel_std and _get_data_float32: memory beyond
+# their result is bounded by the block, not the recording.
+_STD_CHUNK_SAMPLES = 1 << 16
+
+
+def _get_data_float32(raw, idx) -> np.ndarray:
+    """``raw.get_data(picks=idx)`` as float32, read in blocks (no float64 copy of it all)."""
+    out = np.empty((len(idx), raw.n_times), dtype=np.float32)
+    for start in range(0, raw.n_times, _STD_CHUNK_SAMPLES):
+        stop = min(start + _STD_CHUNK_SAMPLES, raw.n_times)
+        out[:, start:stop] = raw.get_data(picks=idx, start=start, stop=stop)
+    return out
+
+
+def _channel_std(raw, idx) -> tuple[np.ndarray, np.ndarray]:
+    """(all finite, standard deviation; inf where not finite) per channel in ``idx``.
+
+    Read in blocks of ``_STD_CHUNK_SAMPLES`` (:class:`sepkit._check.RowMoments`).
+    """
+    finite = np.ones(len(idx), dtype=bool)
+    moments = RowMoments(len(idx))
+    for start in range(0, raw.n_times, _STD_CHUNK_SAMPLES):
+        block = raw.get_data(picks=idx, start=start, stop=start + _STD_CHUNK_SAMPLES)
+        finite &= np.isfinite(block).all(axis=1)
+        with np.errstate(invalid="ignore"):
+            moments.add(block)
+    with np.errstate(invalid="ignore"):
+        return finite, np.where(finite, np.sqrt(moments.var), np.inf)
 
 
 def check_eeg_channels(raw, *, picks="eeg", flat_threshold: float = _FLAT_STD_VOLTS) -> None:

@@ -18,8 +18,9 @@ import warnings
 import numpy as np
 import torch
 
+from .._check import RowMoments
 from ..functional import sensor_unwarp
-from ..preprocessing import SensorUnwarp, Standardizer, bridge_rejected
+from ..preprocessing import CHUNK_SAMPLES, SensorUnwarp, Standardizer, bridge_rejected
 from ..windows import window_labels
 from . import _time
 from .base import COMMON_PARAMS, FitInput, no_fit_params
@@ -175,12 +176,14 @@ def _load_model(model, W, Y, Xt, codes, rank):
     unmixing[:, :n_sources] = W
     mixing = np.zeros((rank, n_sources))
     mixing[:n_sources] = np.linalg.inv(W)
-    # Residual of the whitened data: the sources' rows up to rounding, the
-    # other rows (weaker principal components) as they are.
-    residual_var = np.concatenate(
-        [(Y - mixing[:n_sources] @ S).var(axis=1), Xt[n_sources:].var(axis=1, dtype=np.float64)]
-    )
-    noise_var = np.maximum(residual_var, 1e-6)
+    # Residual of the whitened data, by blocks: the sources' rows up to
+    # rounding, the other rows (weaker principal components) as they are.
+    residual = RowMoments(rank)
+    for start in range(0, Xt.shape[1], CHUNK_SAMPLES):
+        block = Xt[:, start : start + CHUNK_SAMPLES].astype(np.float64)
+        block[:n_sources] -= mixing[:n_sources] @ S[:, start : start + CHUNK_SAMPLES]
+        residual.add(block)
+    noise_var = np.maximum(residual.var, 1e-6)
     model.load_noiseless_linear(unmixing, mixing, noise_var, seg_mean, seg_var)
 
 

@@ -436,3 +436,17 @@ def test_reader_errors_name_the_file(tmp_path, suffix):
     folder.mkdir()
     with pytest.raises(ValueError, match="is a folder, not an EEG file"):
         read_eeg(folder)
+
+
+def test_channel_std_in_blocks_matches_numpy():
+    from sepkit.io.eeg import _channel_std
+
+    rng = np.random.default_rng(0)
+    # Three blocks and a bit; offsets far above the spread test the pooled form.
+    x = rng.standard_normal((4, 200001)) * 1e-5 + np.array([[3e-3], [0.0], [-1e-4], [0.0]])
+    x[3, 70000] = np.inf
+    raw = mne.io.RawArray(x, mne.create_info(4, 256.0, "eeg"), verbose="error")
+    finite, std = _channel_std(raw, np.arange(4))
+    np.testing.assert_array_equal(finite, [True, True, True, False])
+    np.testing.assert_allclose(std[:3], x[:3].std(axis=1), rtol=1e-9)
+    assert std[3] == np.inf
