@@ -758,3 +758,13 @@ def test_extended_prior_options(stationary_non_gaussian):
     assert sep.prior_ == "extended" and mcc(S, sep.transform(X, u)) > 0.99
     with pytest.raises(ValueError, match=r"prior='extended' is a prior of the linear models"):
         IVAESeparator(4, mixing="nonlinear", prior="extended", device="cpu").fit(X, u)
+
+
+def test_extended_one_source_converges_at_once():
+    raw, _, _ = make_eeg(4, duration=20.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "stopped without converging"
+        warnings.filterwarnings("ignore", message=".*high-pass.*", category=RuntimeWarning)
+        sep = IVAESeparator(1, device="cpu").fit(raw)
+    assert sep.prior_ == "extended" and sep.history_[0]["converged"]
+    assert sep.get_sources(raw).get_data().shape == (1, raw.n_times)

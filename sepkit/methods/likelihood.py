@@ -497,6 +497,8 @@ def _relative_lbfgs(evaluate, unmixing, *, max_iter, tol, memory=7, lambda_min=1
     if trace is not None:
         trace.append(terms["loss"])
     steps, changes = [], []
+    if terms["grad"] is not None and np.abs(terms["grad"]).max() < tol:
+        return unmixing, terms, 0, True  # e.g. one source: only its scale, profiled out
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is returned)
         grad = terms["grad"]

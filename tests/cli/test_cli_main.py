@@ -354,6 +354,16 @@ def test_prior_option_reaches_the_separator(tmp_path):
     assert "prior='gengauss' is a prior of the linear models" not in err.stderr
     assert "--prior gengauss is a prior of the linear models" in err.stderr
     assert "Pass --mixing linear (or 'post-nonlinear')" in err.stderr
+    # The EEG default is the extended prior; --prior gauss asks for the Gaussian one.
+    for prior, expected in [(None, "extended"), ("gauss", "gauss"), ("extended", "extended")]:
+        out = tmp_path / f"m_{prior}.safetensors"  # outputs are never overwritten
+        extra = [] if prior is None else ["--prior", prior]
+        assert main(["fit", str(path), "--n-sources", "4", "-o", str(out), "--quiet", *extra]) == 0
+        assert json.loads((tmp_path / f"m_{prior}_metrics.json").read_text())["prior"] == expected
+    err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "n.safetensors",
+               "--prior", "extended", "--mixing", "nonlinear")  # fmt: skip
+    assert err.returncode == 2
+    assert "--prior extended is a prior of the linear models" in err.stderr
 
 
 def test_highpass_option_reaches_the_separator(tmp_path):
