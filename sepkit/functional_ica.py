@@ -2,14 +2,16 @@
 
 The model: x = A s with, for source i in segment u, the density
 p(s | u) = f_k((s - mu_iu) / sigma_iu) / sigma_iu, where mu_iu and sigma_iu are
-the source's mean and standard deviation in that segment and f_k(z) is proportional to
-exp(-z^2 / 2 - k log cosh z): for k = 2 a Gaussian times sech^2 (super-Gaussian,
-peaked), for k = -1 a Gaussian times cosh (sub-Gaussian, the mixture of two
-Gaussians at +-1), for k = 0 a Gaussian. The first two are the densities of
-extended infomax (Lee, Girolami & Sejnowski 1999, Neural Computation 11(2)); the segment
-scale adds the iVAE's non-stationarity (Khemakhem et al. 2020, Eq. 7 with a
-scale per segment u). With k = 0 the objective is the Gaussian linear iVAE of
-:func:`sepkit.functional.linear_ivae_nll`.
+the source's mean and standard deviation in that segment and f_k(z) is
+proportional to exp(-z^2 / 2 - k log cosh z): for k = 2 a Gaussian times sech^2
+(super-Gaussian, peaked), for k = -1 a Gaussian times cosh (sub-Gaussian, the
+mixture of two Gaussians at +-1), for k = 0 a Gaussian. The first two are the
+densities of extended infomax (Lee, Girolami & Sejnowski 1999, Neural
+Computation 11(2)); the segment scale adds the iVAE's non-stationarity
+(Khemakhem et al. 2020, Eq. 7 with a mean and scale per segment u). The means
+and scales are set to the segment's moments (the maximum-likelihood values at
+k = 0, a plug-in otherwise), so with k = 0 the objective is the Gaussian linear
+iVAE of :func:`sepkit.functional.linear_ivae_nll`.
 
 With W the unmixing of whitened data x and y = W x, the negative
 log-likelihood per sample is, up to constants of k,
@@ -17,17 +19,18 @@ log-likelihood per sample is, up to constants of k,
     L(W) = -log|det W| + sum_u pi_u sum_i 1/2 log m_iu + 1/T sum_t sum_i k_i log cosh z_it,
 
 m_iu = (W C_u W^T)_ii the variance of y_i in segment u (C_u the segment's
-covariance of x), z_it = (y_it - mu_i,u(t)) / sqrt(m_i,u(t)) (the z^2 / 2 term
-averages to 1/2 in every segment). The segment means mu_iu = w_i^T mean_u(x)
-are those of the Gaussian model, whose constant-free objective this is at k = 0. Its relative gradient G (dL for W <- (I + E) W) is
+covariance of x), z_it = (y_it - mu_i,u(t)) / sqrt(m_i,u(t)), mu_iu =
+w_i^T mean_u(x) (the z^2 / 2 term averages to 1/2 in every segment). Its
+relative gradient G (dL for W <- (I + E) W) is
 
     G = sum_u pi_u diag((1 - k c_u) / m_u) W C_u W^T + diag(k) E[tanh(z) y^T / sigma] - I,
 
 with c_iu = mean over u of z tanh z. Everything but the middle term comes from
 the segment moments; the middle term and the log cosh need one pass over the
-samples, in blocks of at most ``chunk_samples`` within one segment. G's diagonal is 0 (the scale is profiled out), as in picard's
-relative-gradient form (Ablin, Cardoso & Gramfort 2018), whose approximation of
-the Hessian, H_ij = E[g_i'] E[y_j^2], is given here per segment.
+samples, in blocks of at most ``chunk_samples`` within one segment. G's
+diagonal is 0 (the scale is profiled out). This is the relative-gradient form
+of picard (Ablin, Cardoso & Gramfort 2018), whose Hessian approximation,
+H_ij = E[g_i'] E[y_j^2], is computed here per segment.
 """
 
 from __future__ import annotations

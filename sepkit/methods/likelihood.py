@@ -1,9 +1,11 @@
 """Exact maximum-likelihood fits of the linear iVAE families, with L-BFGS.
 
-The linear, noiseless iVAE (Gaussian or generalised Gaussian prior) and its
-post-nonlinear variant have a tractable likelihood, so they are fitted by
-L-BFGS in float64 on their exact negative log-likelihood
-(:mod:`sepkit.functional`) rather than by the SGD loop of :mod:`sepkit.train`.
+The linear, noiseless iVAE (Gaussian, extended or generalised Gaussian prior)
+and its post-nonlinear variant have a tractable likelihood, so they are fitted
+by L-BFGS on their exact negative log-likelihood rather than by the SGD loop of
+:mod:`sepkit.train`: torch's L-BFGS in float64 on :mod:`sepkit.functional`,
+or, for the extended prior, picard's preconditioned L-BFGS in numpy on
+:mod:`sepkit.functional_ica`.
 These functions take and return ndarrays; the estimator turns their result
 into a fitted model.
 """
@@ -444,9 +446,9 @@ def _pair_newton(grad: np.ndarray, hess: np.ndarray, lambda_min: float) -> np.nd
 def _line_search(evaluate, unmixing, terms, direction, tries: int = 10):
     """Backtracking (Armijo) from the unit step along ``direction`` in W <- (I + E) W.
 
-    Returns (W, its terms, step, direction), or None when no step of the
-    ``tries`` halvings lowers the objective enough (or the direction does not
-    descend).
+    Returns (W, its terms, step, direction), or None when none of ``tries``
+    steps (each at most half the one before) lowers the objective enough, or
+    the direction does not descend.
     """
     slope = float(np.sum(direction * terms["grad"]))
     if slope >= 0:
@@ -473,8 +475,9 @@ def _settled(losses, window: int = 5, tol: float = 1e-8) -> bool:
     Relative to max(1, |objective|). A line search that finds no lower point
     after that has met the rounding of the objective (the float32 pass, or the
     steep walls where a noise-free source's variance in a segment is floored),
-    not a bad direction: traced on make_eeg recordings, such fits had changed
-    by 1e-10 per iteration for their last five.
+    not a bad direction: traced on the noise-free make_eeg recording of
+    tests/test_separator_mne.py, the last five iterations before the failed
+    search changed the objective by 5e-12 to 5e-10 each.
     """
     if len(losses) <= window:
         return False
@@ -484,9 +487,10 @@ def _settled(losses, window: int = 5, tol: float = 1e-8) -> bool:
 def _relative_lbfgs(evaluate, unmixing, *, max_iter, tol, memory=7, lambda_min=1e-2, trace=None):
     """Minimise L over W <- (I + E) W by L-BFGS preconditioned with :func:`_pair_newton`.
 
-    Picard's scheme (Ablin, Cardoso & Gramfort 2018, Algorithm 2) with a
-    backtracking line search from the unit step. ``evaluate(W)`` returns the
-    dict of :func:`sepkit.functional_ica.extended_ivae_terms`.
+    Picard's scheme (Ablin, Cardoso & Gramfort 2018, Algorithm 2; our code) with
+    a backtracking line search from the unit step (:func:`_line_search`).
+    ``evaluate(W)`` returns the dict of
+    :func:`sepkit.functional_ica.extended_ivae_terms`.
 
     Returns
     -------
