@@ -136,10 +136,12 @@ def _source_mean(fitted, prep) -> np.ndarray:
     mean of its outputs over the fitted samples is its output at their mean.
     """
     st = fitted.standardizer
-    data = prep.data if prep.good is None else prep.data[:, prep.good]
-    if st.unwarp is not None:
-        data = st.unwarp.forward(data)
-    mean_in = st.whitening @ (data.mean(axis=1) - st.mean)
+    idx = np.arange(prep.data.shape[1]) if prep.good is None else np.flatnonzero(prep.good)
+    moments = RowMoments(prep.data.shape[0])
+    for start in range(0, idx.size, CHUNK_SAMPLES):
+        block = prep.data[:, idx[start : start + CHUNK_SAMPLES]]
+        moments.add(block if st.unwarp is None else st.unwarp.forward(block))
+    mean_in = st.whitening @ (moments.mean - st.mean)
     with torch.no_grad():
         x = torch.from_numpy(mean_in[None, :, None].astype(np.float32)).to(fitted.device)
         return fitted.model.encode(x, None)[0][0, :, 0].double().cpu().numpy()
