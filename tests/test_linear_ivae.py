@@ -768,3 +768,16 @@ def test_extended_one_source_converges_at_once():
         sep = IVAESeparator(1, device="cpu").fit(raw)
     assert sep.prior_ == "extended" and sep.history_[0]["converged"]
     assert sep.get_sources(raw).get_data().shape == (1, raw.n_times)
+
+
+@pytest.mark.parametrize("prior", ["extended", "gengauss"])
+def test_linear_priors_refuse_the_tf_domain(prior):
+    rng = np.random.default_rng(0)
+    rec = Recording(rng.standard_normal((2, 16000)).astype(np.float32), 16000.0, ("L", "R"),
+                    "audio")  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=rf"prior='{prior}' is a prior of the linear time-domain models, but domain "
+        r"resolved to 'tf' \(convolutive separation\)\. Pass domain='time' and",
+    ):
+        IVAESeparator(2, domain="tf", prior=prior, device="cpu").fit(rec)
