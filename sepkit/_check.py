@@ -194,7 +194,8 @@ class RowMoments:
         if k == 0:
             return
         block_mean = x.mean(axis=1)
-        block_m2 = ((x - block_mean[:, None]) ** 2).sum(axis=1)
+        centred = x - block_mean[:, None]
+        block_m2 = np.einsum("ij,ij->i", centred, centred)
         delta = block_mean - self.mean
         total = self.count + k
         self.mean = self.mean + delta * k / total

@@ -35,6 +35,7 @@ H_ij = E[g_i'] E[y_j^2], is computed here per segment.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -211,6 +212,7 @@ def extended_ivae_terms(unmixing: np.ndarray, data: SegmentData, signs: np.ndarr
     return dict(loss=loss, grad=grad, hess=hess, super_score=super_score)
 
 
+@functools.lru_cache(maxsize=16)
 def log_normalizer(k: float) -> float:
     """log of the integral of exp(-z^2 / 2 - k log cosh z) over z (k >= -1)."""
     if k == 0:

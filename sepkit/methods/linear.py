@@ -137,11 +137,12 @@ def _source_mean(fitted, prep) -> np.ndarray:
     """
     st = fitted.standardizer
     idx = np.arange(prep.data.shape[1]) if prep.good is None else np.flatnonzero(prep.good)
-    moments = RowMoments(prep.data.shape[0])
+    total = np.zeros(prep.data.shape[0])
     for start in range(0, idx.size, CHUNK_SAMPLES):
         block = prep.data[:, idx[start : start + CHUNK_SAMPLES]]
-        moments.add(block if st.unwarp is None else st.unwarp.forward(block))
-    mean_in = st.whitening @ (moments.mean - st.mean)
+        block = block if st.unwarp is None else st.unwarp.forward(block)
+        total += block.sum(axis=1, dtype=np.float64)
+    mean_in = st.whitening @ (total / max(idx.size, 1) - st.mean)
     with torch.no_grad():
         x = torch.from_numpy(mean_in[None, :, None].astype(np.float32)).to(fitted.device)
         return fitted.model.encode(x, None)[0][0, :, 0].double().cpu().numpy()
