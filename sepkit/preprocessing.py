@@ -136,18 +136,18 @@ def row_covariance(a: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return cov / a.shape[1]
 
 
-def whitening(stats: np.ndarray, mean: np.ndarray, n_sources: int, whiten: bool, scale):
-    """(whitening, dewhitening, rank) of the samples ``stats`` (n_channels, n_good).
+def whitening(cov, n_sources: int, whiten: bool, scale):
+    """(whitening, dewhitening, rank) from the channels' covariance ``cov`` (n_channels, n_channels).
 
-    ``whiten=False`` only scales each channel by ``scale`` (its std).
+    ``whiten=False`` only scales each channel by ``scale`` (its std); ``cov``
+    may then be None.
     """
     if not whiten:
         return (
             np.diag(1.0 / scale).astype(np.float64),
             np.diag(scale).astype(np.float64),
-            (stats.shape[0]),
+            len(scale),
         )
-    cov = row_covariance(stats, mean)
     evals, evecs = np.linalg.eigh(cov)
     evals, evecs = evals[::-1], evecs[:, ::-1]
     # Dimensions whose variance is this far below the largest are numerical
@@ -157,7 +157,7 @@ def whitening(stats: np.ndarray, mean: np.ndarray, n_sources: int, whiten: bool,
     if n_sources > rank:
         raise ValueError(
             f"n_sources={n_sources} is above the rank of the data ({rank} of "
-            f"{stats.shape[0]} channels; re-referencing, e.g. to the average, removes one "
+            f"{cov.shape[0]} channels; re-referencing, e.g. to the average, removes one "
             f"dimension per reference). Pass n_sources <= {rank}."
         )
     evals, evecs = evals[:rank], evecs[:, :rank]
@@ -196,8 +196,10 @@ class Standardizer:
     def fit(cls, stats: np.ndarray, n_sources: int, whiten: bool = True, scale=None):
         """From the fitted samples ``stats`` (n_channels, n_good); ``scale``: their std."""
         mean = stats.mean(axis=1, dtype=np.float64)
-        scale = np.sqrt(np.diag(row_covariance(stats, mean))) if scale is None else scale
-        w, dw, _ = whitening(stats, mean, n_sources, whiten, scale)
+        # One pass for the covariance, which gives the scale too.
+        cov = row_covariance(stats, mean) if whiten or scale is None else None
+        scale = np.sqrt(np.diag(cov)) if scale is None else scale
+        w, dw, _ = whitening(cov, n_sources, whiten, scale)
         return cls(mean, w, dw)
 
     def forward(self, data: np.ndarray) -> np.ndarray:

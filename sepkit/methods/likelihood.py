@@ -139,6 +139,18 @@ def fit_linear_ivae(
     )
 
 
+def _segment_counts(fit: str, codes) -> np.ndarray:
+    """Samples per segment code; a ValueError naming ``fit`` where a code has none."""
+    counts = np.bincount(np.asarray(codes))
+    if not (counts > 0).all():
+        raise ValueError(
+            f"{fit} needs every segment code 0 .. n_segments - 1 to have samples; "
+            f"{int((counts == 0).sum())} are empty. Renumber the codes (np.unique(codes, "
+            "return_inverse=True))."
+        )
+    return counts
+
+
 # Bounds of the generalised Gaussian shape: 0.25 is spikier than any EEG
 # source we simulate, 8 flatter than a sinusoid needs to be told from a
 # Gaussian (whose 2 sits well inside).
@@ -197,13 +209,7 @@ def fit_gengauss_ivae(
     start = fit_linear_ivae(x, codes)
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
     ct = torch.as_tensor(np.asarray(codes), dtype=torch.long)
-    counts = torch.bincount(ct).to(torch.float64)
-    if not bool((counts > 0).all()):
-        raise ValueError(
-            "fit_gengauss_ivae needs every segment code 0 .. n_segments - 1 to have samples; "
-            f"{int((counts == 0).sum())} are empty. Renumber the codes (np.unique(codes, "
-            "return_inverse=True))."
-        )
+    counts = torch.from_numpy(_segment_counts("fit_gengauss_ivae", codes)).to(torch.float64)
     low, high = GENGAUSS_SHAPE_BOUNDS
     unmixing = torch.tensor(start["unmixing"], dtype=torch.float64, requires_grad=True)
     # shape = low + (high - low) sigmoid(theta), theta = logit((2 - low) / (high - low)) at 2.
@@ -497,9 +503,8 @@ def _relative_lbfgs(evaluate, unmixing, *, max_iter, tol, memory=7, lambda_min=1
     W, terms (at W), n_iter, converged
     """
     terms = evaluate(unmixing)
-    losses = [terms["loss"]]
-    if trace is not None:
-        trace.append(terms["loss"])
+    losses = [] if trace is None else trace  # the objective at the start and per iteration
+    losses.append(terms["loss"])
     steps, changes = [], []
     if terms["grad"] is not None and np.abs(terms["grad"]).max() < tol:
         return unmixing, terms, 0, True  # e.g. one source: only its scale, profiled out
@@ -533,8 +538,6 @@ def _relative_lbfgs(evaluate, unmixing, *, max_iter, tol, memory=7, lambda_min=1
                 changes.pop(0)
         unmixing, terms = candidate, new
         losses.append(terms["loss"])
-        if trace is not None:
-            trace.append(terms["loss"])
         if np.abs(terms["grad"]).max() < tol:
             return unmixing, terms, n_iter, True
     return unmixing, terms, n_iter, False
@@ -607,13 +610,7 @@ def fit_extended_ivae(
         iteration numbers, counted from the Gaussian start's first).
     """
     codes = np.asarray(codes)
-    counts = np.bincount(codes)
-    if not (counts > 0).all():
-        raise ValueError(
-            "fit_extended_ivae needs every segment code 0 .. n_segments - 1 to have samples; "
-            f"{int((counts == 0).sum())} are empty. Renumber the codes (np.unique(codes, "
-            "return_inverse=True))."
-        )
+    counts = _segment_counts("fit_extended_ivae", codes)
     # The pass over the samples in float32: half the time, and the same sources
     # (the moments, the objective's sums and the optimiser stay in float64).
     data = group_segments(
