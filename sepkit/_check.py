@@ -17,6 +17,13 @@ class NotFittedError(RuntimeError, AttributeError):
     """
 
 
+# The option values the estimator checks and the network family's modules take.
+ACTIVATIONS = ("lrelu", "xtanh", "elu")
+PRIORS = ("gauss", "laplace", "standard")
+POSTERIORS = ("diag", "full")
+PRECISIONS = ("fp32", "bf16")
+
+
 def check_option(name: str, value, allowed: Iterable):
     """Return ``value`` if it is one of ``allowed``, else raise a ValueError."""
     allowed = tuple(allowed)
@@ -94,6 +101,56 @@ def check_data_2d(X, name: str = "X") -> np.ndarray:
             f"{bad_rows[:10].tolist()}). Remove or interpolate them before fitting."
         )
     return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def check_precision(precision, device) -> str:
+    """Validate ``precision`` for ``device``: bf16 autocast needs a CUDA device.
+
+    ``device`` is a torch.device or a setting :func:`check_device` resolves;
+    torch is imported only for ``precision="bf16"``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            "Invalid value for the 'precision' parameter. Allowed values are 'fp32' and "
+            f"'bf16', but got {precision!r} instead."
+        )
+    if precision == "bf16":
+        import torch
+
+        device = check_device(device)
+        # On CPU, bf16 autocast is slower than fp32 for these small layers and
+        # gives nothing back, so asking for it is treated as a mistake.
+        if device.type != "cuda":
+            raise ValueError(
+                f"precision='bf16' needs a CUDA device, but training runs on {device}. "
+                "Pass precision='fp32' on CPU."
+            )
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"precision='bf16' needs a GPU with bfloat16 support (Ampere or newer), and "
+                f"{torch.cuda.get_device_name(device)} has none. Pass precision='fp32'."
+            )
+    return precision
+
+
+def check_device_setting(device):
+    """``device`` checked as a setting, without importing torch (:func:`check_device` resolves it).
+
+    Returns ``device`` unchanged: 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device.
+    """
+    if type(device).__module__ == "torch" and type(device).__name__ == "device":
+        return device
+    if not isinstance(device, str):
+        raise TypeError(
+            f"'device' must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}."
+        )
+    name, _, index = device.partition(":")
+    if device in ("auto", "cpu", "cuda") or (name == "cuda" and index.isdigit()):
+        return device
+    raise ValueError(
+        f"Invalid value for the 'device' parameter. Allowed values are 'auto', 'cpu', 'cuda' and "
+        f"'cuda:N', but got {device!r} instead."
+    )
 
 
 def check_device(device):
@@ -343,17 +400,20 @@ def check_flat_channels(stats: np.ndarray, ch_names=None, scale=None, peak=None)
         raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
 
 
+def _all_finite(t) -> bool:
+    """Whether an array (numpy, or torch without importing it) holds no NaN or Inf."""
+    if isinstance(t, np.ndarray):
+        return not np.issubdtype(t.dtype, np.floating) or bool(np.isfinite(t).all())
+    return not t.is_floating_point() or bool(t.isfinite().all())
+
+
 def check_finite_fit(tensors: dict) -> None:
-    """Raise RuntimeError when a fit ended with non-finite weights.
+    """Raise RuntimeError when a fit ended with non-finite weights (torch or numpy arrays).
 
     (A family's last logged loss may be NaN while its weights are sound: the
     time-frequency family skips non-finite Adam steps and logs them.)
     """
-    bad = sorted(
-        name
-        for name, t in tensors.items()
-        if t.is_floating_point() and not bool(t.isfinite().all())
-    )
+    bad = sorted(name for name, t in tensors.items() if not _all_finite(t))
     if bad:
         raise RuntimeError(
             f"The fit ended with non-finite weights ({', '.join(bad[:4])}), so nothing was "

@@ -253,8 +253,8 @@ class MNEMixin:
                 f"u is for a Raw; {what} data have no u of their own. Pass u=None (the "
                 "separator must ignore u, see get_sources)."
             )
-        model = self.model_
-        if getattr(self, "domain_", "time") == "tf" or model.encoder_u or model.decoder_u:
+        needs_u = getattr(self.fitted_, "needs_u", False) or self.decoder_u
+        if getattr(self, "domain_", "time") == "tf" or needs_u:
             raise ValueError(
                 f"{what} data have no window of the recording to stand for u, and this "
                 "separator's encoder or decoder takes u. Use a separator that ignores u "
@@ -1045,19 +1045,7 @@ class MNEMixin:
                 f"(sensor_coefs_ None). This separator is {what}. Refit with "
                 "mixing='linear', e.g. IVAESeparator(n_sources, mixing='linear').fit(raw)."
             )
-        model, n = self.model_, self.n_sources
-
-        def matrix(conv, rows, extra):
-            # The linear family: one kernel-1 layer plus the linear path, per sample.
-            w = conv.weight[rows, :, 0]
-            if extra is not None:
-                w = w + extra.weight[:, :, 0]
-            return w.detach().cpu().double().numpy()
-
-        enc = model.encoder.layers[0]
-        unmixing = matrix(enc, slice(0, n), model.encoder_linear)
-        bias = enc.bias[:n].detach().cpu().double().numpy()
-        mixing = matrix(model.decoder.layers[0], slice(None), model.decoder_linear)
+        unmixing, bias, mixing = self.fitted_.sensor_maps()
         return unmixing @ self.whitening_, bias, self.dewhitening_ @ mixing
 
     def _ica_info(self, info):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from ._lazy import torch
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

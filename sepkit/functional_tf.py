@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+from ._lazy import torch
 
 __all__ = [
     "auxiva_weights",

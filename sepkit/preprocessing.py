@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from ._lazy import torch
 from .functional import sensor_unwarp, sensor_warp
 from .io.eeg import check_band
 

@@ -23,14 +23,18 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ._check import (
+    ACTIVATIONS,
+    POSTERIORS,
+    PRIORS,
     NotFittedError,
     check_data_2d,
-    check_device,
+    check_device_setting,
     check_finite_fit,
     check_fit_data,
     check_float,
     check_int,
     check_option,
+    check_precision,
     check_rank,
 )
 from ._mne_mixin import MNEMixin
@@ -46,15 +50,9 @@ from .io.raw import (
     sources_to_raw,
 )
 from .io.recording import Recording
-from .methods import flow as flow_family
-from .methods import linear as linear_family
-from .methods import network as network_family
-from .methods import tf as tf_family
-from .methods import tf_pretrained as tf_pretrained_family
+from .methods import load_family, resolve_domain
 from .methods._time import LINEAR_MIXINGS, LINEAR_PRIORS
 from .methods.base import FitInput
-from .methods.tf import resolve_domain
-from .models.ivae import ACTIVATIONS, POSTERIORS, PRIORS
 from .preprocessing import FitFilter, band_text
 from .registry import verified_weights
 from .serialization import (
@@ -64,7 +62,6 @@ from .serialization import (
     read_separator,
     write_separator,
 )
-from .train import check_precision
 
 __all__ = ["IVAESeparator", "MODEL_SUFFIX", "check_model_path"]
 
@@ -595,7 +592,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ checks
     def _validate_params(self, *, training: bool = True):
-        """Check every setting; returns the torch device.
+        """Check every setting; returns the device setting (resolved by the torch families).
 
         ``training=False`` (``load``) skips the settings only training reads
         (``precision``), so that a model trained in bf16 on a GPU loads and
@@ -618,7 +615,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         check_option("verbose", self.verbose, (True, False, "auto"))
         self._validate_training_params()
         self._validate_choice_params()
-        device = check_device(self.device)
+        # Checked here as a setting; the families that compute with torch
+        # resolve it (check_device), so a linear fit never imports torch.
+        device = check_device_setting(self.device)
         if training:
             check_precision(self.precision, device)
         return device
@@ -869,22 +868,16 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         """
         if self.source_model is not None:
             self._check_source_model_options(kind, rec, init)
-            return _Choice(tf_pretrained_family, "tf", None, "gauss", "diag", None)
+            return _Choice("tf_pretrained", "tf", None, "gauss", "diag", None)
         domain, phase = resolve_domain(self.domain, kind, rec, init, self.n_sources)
         if domain == "tf":
             self._check_tf_options()
             auto_model = _auto_source_model(self, rec)
             if auto_model is not None:
                 return _Choice(
-                    tf_pretrained_family,
-                    "tf",
-                    None,
-                    "gauss",
-                    "diag",
-                    phase,
-                    source_model=auto_model,
+                    "tf_pretrained", "tf", None, "gauss", "diag", phase, source_model=auto_model
                 )
-            return _Choice(tf_family, "tf", None, "gauss", "diag", phase)
+            return _Choice("tf", "tf", None, "gauss", "diag", phase)
         is_eeg = kind == "raw" or (rec is not None and rec.kind == "eeg")
         is_audio = rec is not None and rec.kind == "audio"
         # An MNE Raw is EEG (never the flow): its channel count is not needed here.
@@ -913,7 +906,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             mixing = "post-nonlinear"
         if mixing == "flow":
             return _Choice(
-                flow_family, "time", mixing, "gauss", "diag", phase, False, fit_filter, is_eeg
+                "flow", "time", mixing, "gauss", "diag", phase, False, fit_filter, is_eeg
             )
         if mixing in LINEAR_MIXINGS:
             # The linear model's likelihood has a Gaussian, extended or
@@ -923,12 +916,12 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             # identified by their variance alone (benchmarks/README.md).
             prior = self.prior if self.prior != "auto" else ("extended" if is_eeg else "gauss")
             return _Choice(
-                linear_family, "time", mixing, prior, "diag", phase, try_unwarp, fit_filter, is_eeg
+                "linear", "time", mixing, prior, "diag", phase, try_unwarp, fit_filter, is_eeg
             )
         prior = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
         posterior = self.posterior if self.posterior != "auto" else ("diag" if is_eeg else "full")
         return _Choice(
-            network_family, "time", mixing, prior, posterior, phase, False, fit_filter, is_eeg
+            "network", "time", mixing, prior, posterior, phase, False, fit_filter, is_eeg
         )
 
     def _check_source_model_options(self, kind, rec, init):
@@ -1340,9 +1333,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
 
 @dataclass(frozen=True)
 class _Choice:
-    """What :meth:`IVAESeparator._choose_family` decided."""
+    """What :meth:`IVAESeparator._choose_family` decided (``family``: a name in ``FAMILIES``)."""
 
-    module: ModuleType
+    family: str
     domain: str
     mixing: str | None
     prior: str
@@ -1351,8 +1344,13 @@ class _Choice:
     try_unwarp: bool = False
     fit_filter: FitFilter | None = None
     is_eeg: bool = False
-    # The source model domain="auto" chose (tf_pretrained_family.auto_source_model).
+    # The source model domain="auto" chose (tf_pretrained.auto_source_model).
     source_model: str | None = None
+
+    @property
+    def module(self) -> ModuleType:
+        """The family's module (imported on first use: see :func:`sepkit.methods.load_family`)."""
+        return load_family(self.family)
 
 
 def _settings_text(settings: dict) -> str:
@@ -1379,7 +1377,7 @@ def _auto_source_model(sep, rec) -> str | None:
     if sep.domain != "auto" or sep.fit_params or rec is None:
         return None
     n_channels, n_times = rec.data.shape
-    return tf_pretrained_family.auto_source_model(
+    return load_family("tf_pretrained").auto_source_model(
         sep.n_sources, n_channels, rec.sample_rate, n_times
     )
 
@@ -1443,7 +1441,7 @@ def _network_settings_changed(sep) -> list:
     ``mixing="flow"``).
     """
     defaults = _constructor_defaults()
-    only_network = network_family.PARAMS - flow_family.PARAMS
+    only_network = load_family("network").PARAMS - load_family("flow").PARAMS
     changed = {name for name in only_network if not _same(getattr(sep, name), defaults[name])}
     return sorted(changed | set(sep.fit_params or {}))
 

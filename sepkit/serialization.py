@@ -30,25 +30,28 @@ import os
 from numbers import Integral, Real
 from pathlib import Path
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ._atomic import atomic_write
+from ._check import POSTERIORS, PRIORS
+from ._lazy import LazyModule, torch
 from ._version import __version__
-from .methods import _time, flow, linear, network, tf, tf_pretrained
-from .models.ivae import POSTERIORS, PRIORS
+from .methods import FAMILIES, _time, load_family
 
+# torch's safetensors writer, imported when a file is written.
+_safetensors_torch = LazyModule("safetensors.torch")
 # 2: the metadata holds "sha256" (format 1 files, without it, still load).
-FORMAT_VERSION = 2
+# 3: the linear family holds its matrices ("linear.*" tensors) instead of a
+# network's weights ("model.*"); formats 1 and 2 still load.
+FORMAT_VERSION = 3
 MODEL_SUFFIX = ".safetensors"
 DIGEST_KEY = "sha256"
 # The IVAESeparator settings a file's "params" may hold: every family lists
 # the constructor arguments it reads (sepkit.methods.base), together all of them.
-KNOWN_PARAMS = network.PARAMS | linear.PARAMS | tf.PARAMS | tf_pretrained.PARAMS
 _DOMAINS = ("time", "tf")
 _PRIORS = (*PRIORS, *_time.LINEAR_PRIORS)
-_MIXINGS = ("nonlinear", flow.NAME, *_time.LINEAR_MIXINGS)
+_MIXINGS = ("nonlinear", "flow", *_time.LINEAR_MIXINGS)
 _TF_MODEL_KEYS = ("n_freqs", "n_sources", "n_segments", "n_latent", "n_hidden")
 _UNWARP_TENSORS = ("sensor_mean_", "sensor_scale_", "sensor_coefs_")
 _FIX = "Refit the model and save it again, or restore the file from a backup."
@@ -109,6 +112,11 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
     value) raises ValueError and nothing is written.
     """
     tensors, meta = fitted.state()
+    # A family may keep numpy arrays (the linear family); the file is torch's.
+    tensors = {
+        k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+        for k, v in tensors.items()
+    }
     header = dict(
         format_version=FORMAT_VERSION,
         sepkit_version=__version__,
@@ -127,7 +135,7 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
         ) from None
     header[DIGEST_KEY] = state_digest(tensors, header)
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
+        _safetensors_torch.save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
     return path
 
 
@@ -183,13 +191,7 @@ def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=N
     do not fit the settings (e.g. ``params`` edited in a format-1 file) raise
     a ValueError that names ``path`` where given.
     """
-    # The network and linear families share the time-domain state.
-    if meta.get("family_") == tf_pretrained.NAME:
-        family = tf_pretrained
-    elif meta.get("family_") == flow.NAME:
-        family = flow
-    else:
-        family = tf if meta.get("domain_") == "tf" else _time
+    family = load_family(_family_name(meta))
     try:
         return family.from_state(tensors, meta, params, device)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
@@ -201,6 +203,21 @@ def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=N
             f"{where} holds weights that do not fit its settings ({type(err).__name__}: "
             f"{what}). The file is corrupt or was edited. {_FIX}"
         ) from None
+
+
+def _family_name(meta: dict) -> str:
+    """The family that wrote a file: its ``family_``, or (older files) its domain and mixing."""
+    if meta.get("family_") in ("tf_pretrained", "flow"):
+        return meta["family_"]
+    if meta.get("domain_") == "tf":
+        return "tf"
+    # Files from before the mixing option hold a network.
+    return "linear" if meta.get("mixing_", "nonlinear") in _time.LINEAR_MIXINGS else "network"
+
+
+def known_params() -> frozenset:
+    """The IVAESeparator settings a file's "params" may hold: those every family reads."""
+    return frozenset().union(*(load_family(name).PARAMS for name in FAMILIES))
 
 
 # ------------------------------------------------------------------ checks
@@ -236,19 +253,20 @@ def _check_contents(meta: dict, tensors: dict) -> None:
     n_channels = _int(meta, "n_channels_", 1)
     _check_estimator_meta(meta, n_channels)
     domain = _choice(meta, "domain_", _DOMAINS, default="time")
-    if domain == "tf" and meta.get("family_") == tf_pretrained.NAME:
+    if domain == "tf" and meta.get("family_") == "tf_pretrained":
         _check_tf_pretrained_state(meta, tensors, n_channels)
     elif domain == "tf":
         _check_tf_state(meta, tensors, n_channels)
     else:
         _check_time_state(meta, tensors, n_channels)
-        if meta.get("family_") == flow.NAME:
+        if meta.get("family_") == "flow":
             _check_flow_config(meta)
     _check_finite(tensors)
 
 
 def _check_flow_config(meta: dict) -> None:
     """The ``flow_config_`` object that :func:`sepkit.methods.flow.from_state` builds g from."""
+    flow = load_family("flow")
     config = _value(meta, "flow_config_")
     if not isinstance(config, dict) or set(config) != set(flow.FIT_PARAMS):
         raise _Invalid(
@@ -265,7 +283,7 @@ def _check_estimator_meta(meta: dict, n_channels: int) -> None:
     params = _value(meta, "params")
     if not isinstance(params, dict):
         raise _Invalid(f"'params' must be a JSON object of IVAESeparator settings, got {params!r}")
-    unknown = sorted(set(params) - KNOWN_PARAMS)
+    unknown = sorted(set(params) - known_params())
     if unknown:
         raise _Invalid(
             f"'params' holds setting(s) {unknown} that IVAESeparator does not take "
@@ -357,8 +375,34 @@ def _check_time_tensors(tensors: dict, n_channels: int) -> None:
     if present and len(present) != len(_UNWARP_TENSORS):
         missing = sorted(set(_UNWARP_TENSORS) - set(present))
         raise _Invalid(f"the sensor unwarping tensors {missing} are missing")
-    if not any(k.startswith("model.") for k in tensors):
-        raise _Invalid("the file holds no 'model.' tensors (the network weights)")
+    if "linear.unmixing" in tensors:  # the linear family, format 3
+        _check_linear_tensors(tensors, rank)
+    elif not any(k.startswith("model.") for k in tensors):
+        raise _Invalid(
+            "the file holds no 'model.' tensors (the network weights) and no "
+            "'linear.unmixing' (the linear model)"
+        )
+
+
+def _check_linear_tensors(tensors: dict, rank: int) -> None:
+    """The shapes of a linear fit's matrices (:func:`sepkit.methods.linear.from_state`)."""
+    n_sources = _tensor(tensors, "linear.unmixing").shape[0]
+    shapes = {
+        "linear.unmixing": (n_sources, rank),
+        "linear.bias": (n_sources,),
+        "linear.mixing": (rank, n_sources),
+        "linear.decoder_bias": (rank,),
+        "linear.noise_var": (rank,),
+    }
+    if "linear.segment_mean" in tensors or "linear.segment_var" in tensors:
+        n_segments = _tensor(tensors, "linear.segment_mean").shape[0]
+        shapes["linear.segment_mean"] = shapes["linear.segment_var"] = (n_segments, n_sources)
+    for name, shape in shapes.items():
+        if tuple(_tensor(tensors, name).shape) != shape:
+            raise _Invalid(
+                f"tensor {name!r} must have shape {shape} (n_sources={n_sources}, rank={rank}), "
+                f"got {tuple(tensors[name].shape)}"
+            )
 
 
 def _check_stft_info(meta: dict) -> tuple[dict, int]:

@@ -14,7 +14,7 @@ Dependencies point one way. The tiers, top to bottom (numbers as in failure mess
     bottom       8. sepkit.models, sepkit.datasets, sepkit.viz, sepkit.artifacts, sepkit.metrics
                  9. sepkit.io, sepkit.windows, sepkit.functional, sepkit.functional_tf,
                    sepkit.functional_ica
-                10. sepkit._check, sepkit._atomic, sepkit._version
+                10. sepkit._check, sepkit._atomic, sepkit._version, sepkit._lazy
 
 A module may import modules of its own tier (unless the tier is marked independent:
 then only its own package) and of the tiers below it. ``sepkit/__init__.py`` re-exports
@@ -88,7 +88,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
         ),
         False,
     ),
-    (("sepkit._check", "sepkit._atomic", "sepkit._version"), False),
+    (("sepkit._check", "sepkit._atomic", "sepkit._version", "sepkit._lazy"), False),
 ]
 
 # (importer, imported) -> reason. Exact module names.

@@ -5,8 +5,10 @@ the methods/ refactor (format 1), with the outputs that code gave
 (make_fixtures.py there wrote both); the shipped pretrained models are checked
 on a fixed input the same way.
 
-Files written now (format 2) carry a sha256 digest of their contents; loading
-checks it, refuses non-finite weights and checks every metadata value, with
+Files written now (format 3) carry a sha256 digest of their contents (since
+format 2) and hold the linear family's matrices ("linear.*", since format 3;
+formats 1 and 2 held them as network weights, "model.*"); loading checks the
+digest, refuses non-finite weights and checks every metadata value, with
 errors that name the file (the rest of this module).
 """
 
@@ -26,8 +28,8 @@ from sepkit.cli import main as cli_main
 from sepkit.io import Recording
 from sepkit.serialization import (
     FORMAT_VERSION,
-    KNOWN_PARAMS,
     fitted_from_state,
+    known_params,
     read_separator,
     state_digest,
 )
@@ -88,7 +90,7 @@ def _contents(path):
 
 
 def _resaved(tmp_path, name="linear"):
-    """The format-1 fixture ``name`` loaded and saved again (format 2, with a digest)."""
+    """The format-1 fixture ``name`` loaded and saved again (the current format, with a digest)."""
     sep = IVAESeparator.load(HERE / f"{name}.safetensors", device="cpu")
     return sep.save(tmp_path / f"{name}_v{FORMAT_VERSION}.safetensors")
 
@@ -107,7 +109,7 @@ def _rewrite(src, dst, edit_meta=None, edit_tensors=None, *, digest=True):
 
 
 def _source(tmp_path, name, fmt):
-    """A file of family ``name`` in format ``fmt`` (1: the fixture, no digest)."""
+    """A file of family ``name`` in format ``fmt`` (1: the fixture, no digest; else the current)."""
     return HERE / f"{name}.safetensors" if fmt == 1 else _resaved(tmp_path, name)
 
 
@@ -142,7 +144,11 @@ def _set_tf_model(**values):
 def test_saved_file_has_a_digest_and_round_trips(tmp_path, name):
     path = _resaved(tmp_path, name)
     meta, tensors = _contents(path)
-    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["format_version"] == FORMAT_VERSION == 3
+    # The linear family's matrices, not a network's weights (format 3).
+    linear = name in ("linear", "gengauss", "post_nonlinear")
+    assert any(k.startswith("linear.") for k in tensors) == linear
+    assert any(k.startswith("model.") for k in tensors) == (not linear)
     assert re.fullmatch("[0-9a-f]{64}", meta["sha256"])
     assert meta["sha256"] == state_digest(tensors, meta)
     _check_outputs(IVAESeparator.load(path, device="cpu"), name)
@@ -217,9 +223,9 @@ def test_an_edited_value_is_refused_even_when_valid(tmp_path):
 def test_digest_cannot_be_dodged(tmp_path):
     src = _resaved(tmp_path)
     dst = tmp_path / "x.safetensors"
-    # Format 2 without its digest.
+    # The current format without its digest.
     _rewrite(src, dst, _pop("sha256"))
-    _refused(dst, r"format 2 stores a 'sha256' digest of the contents, but the key is missing")
+    _refused(dst, r"format 3 stores a 'sha256' digest of the contents, but the key is missing")
     # Marked format 1, the digest still there: it is still checked.
     _rewrite(src, dst, _set(format_version=1, sample_rate_=64.0), digest=False)
     _refused(dst, "is corrupt or changed")
@@ -227,10 +233,14 @@ def test_digest_cannot_be_dodged(tmp_path):
     _refused(dst, r"'sha256' must be 64 hex digits, got 12")
 
 
-@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize(
-    ("name", "tensor", "value"),
-    [("linear", "model.decoder_linear.weight", float("nan")), ("tf", "tf.demix_real", np.inf)],
+    ("fmt", "name", "tensor", "value"),
+    [
+        (1, "linear", "model.decoder_linear.weight", float("nan")),
+        (3, "linear", "linear.mixing", float("nan")),
+        (1, "tf", "tf.demix_real", np.inf),
+        (3, "tf", "tf.demix_real", np.inf),
+    ],
 )
 def test_non_finite_weights_are_refused(tmp_path, fmt, name, tensor, value):
     def poison(tensors):
@@ -295,7 +305,7 @@ BAD_META = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("fmt", [1, 2])
+@pytest.mark.parametrize("fmt", [1, 3])
 @pytest.mark.parametrize("case", list(BAD_META))
 def test_bad_metadata_is_a_clear_error(tmp_path, fmt, case):
     name, edit, match = BAD_META[case]
@@ -321,8 +331,9 @@ BAD_TENSORS = {
     ),
     "no network": (
         "linear",
-        lambda t: [t.pop(k) for k in list(t) if k.startswith("model.")],
-        r"the file holds no 'model\.' tensors",
+        lambda t: [t.pop(k) for k in list(t) if k.startswith(("model.", "linear."))],
+        r"the file holds no 'model\.' tensors \(the network weights\) and no "
+        r"'linear\.unmixing' \(the linear model\)",
     ),
     "demixing of other shape": (
         "tf",
@@ -333,7 +344,7 @@ BAD_TENSORS = {
 }
 
 
-@pytest.mark.parametrize("fmt", [1, 2])
+@pytest.mark.parametrize("fmt", [1, 3])
 @pytest.mark.parametrize("case", list(BAD_TENSORS))
 def test_missing_or_misshapen_tensors_are_a_clear_error(tmp_path, fmt, case):
     name, edit, match = BAD_TENSORS[case]
@@ -350,8 +361,19 @@ def test_metadata_that_is_not_json_is_a_clear_error(tmp_path):
 
 
 def test_newer_format_asks_for_an_upgrade(tmp_path):
-    path = _rewrite(_resaved(tmp_path), tmp_path / "x.safetensors", _set(format_version=3))
-    _refused(path, r"in format 3, newer than this sepkit's 2; upgrade sepkit to load it\.$")
+    path = _rewrite(_resaved(tmp_path), tmp_path / "x.safetensors", _set(format_version=4))
+    _refused(path, r"in format 4, newer than this sepkit's 3; upgrade sepkit to load it\.$")
+
+
+def test_linear_matrices_of_other_shapes_are_a_clear_error(tmp_path):
+    def shrink(tensors):
+        tensors["linear.mixing"] = tensors["linear.mixing"][:, :-1].contiguous()
+
+    path = _rewrite(_resaved(tmp_path), tmp_path / "x.safetensors", None, shrink)
+    _refused(
+        path,
+        r"tensor 'linear\.mixing' must have shape \(6, 3\) \(n_sources=3, rank=6\), got \(6, 2\)",
+    )
 
 
 def test_weights_that_do_not_fit_the_settings_are_a_clear_error(tmp_path):
@@ -402,7 +424,7 @@ def test_every_constructor_setting_is_a_known_param():
     # A file's params are checked against the families' PARAMS (sepkit.methods);
     # a constructor argument missing there would make every saved model unloadable.
     own = set(inspect.signature(IVAESeparator.__init__).parameters) - {"self"}
-    assert own == set(KNOWN_PARAMS)
+    assert own == set(known_params())
 
 
 def test_a_bad_setting_in_a_format1_file_is_the_estimators_error(tmp_path):

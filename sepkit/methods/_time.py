@@ -1,30 +1,27 @@
-"""What the time-domain families (network, linear) share: preparation and the fitted state.
+"""What the time-domain families (network, flow, linear) share: preparation and u.
 
-Both fit an :class:`~sepkit.models.IVAE` on standardised sensor data
-(:class:`~sepkit.preprocessing.Standardizer`) with u from a
-:class:`~sepkit.windows.UCodec`; the linear family is the same model in its
-noiseless limit (:meth:`IVAE.from_linear`). So one :class:`TimeDomainFit`
-answers for both.
+Each fits on standardised sensor data (:class:`~sepkit.preprocessing.Standardizer`)
+with u from a :class:`~sepkit.windows.UCodec`: :func:`prepare` filters, checks and
+cuts the recording into windows, and :func:`fit_attributes` / :func:`codec_meta`
+give what every time-domain fit sets and saves about them. Nothing here imports
+torch: the linear family (numpy) shares it with the torch families.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .._check import check_flat_channels
-from ..models.ivae import IVAE
-from ..preprocessing import FitFilter, SensorUnwarp, Standardizer, bridge_rejected
+from ..preprocessing import FitFilter, Standardizer, bridge_rejected
 from ..windows import (
     UCodec,
     overlapping_training_set,
     resolve_window_samples,
-    window_labels,
 )
-from .base import FitInput, Fitted
+from .base import FitInput
 
 # Samples per forward pass at inference: bounds memory for long recordings.
 INFER_CHUNK_SAMPLES = 1 << 16
@@ -143,239 +140,6 @@ def _check_segments(codes, n_sources, codec, n_times) -> int:
     return n_seg
 
 
-def build_model(rank: int, codec: UCodec, opts: dict, *, linear: bool) -> IVAE:
-    """The IVAE of a time-domain fit (``linear``: one layer each way, per sample)."""
-    return IVAE(
-        rank,
-        opts["n_sources"],
-        n_segments=codec.n_segments,
-        n_u=codec.n_u,
-        n_hidden=opts["n_hidden"],
-        n_layers=1 if linear else opts["n_layers"],
-        kernel_size=1 if linear else opts["kernel_size"],
-        activation=opts["activation"],
-        # The module's prior table holds the segment means and variances;
-        # the shapes of the linear priors live in source_shape_.
-        prior="gauss" if opts["prior_"] in LINEAR_PRIORS else opts["prior_"],
-        posterior="diag" if linear else opts["posterior_"],
-        # The linear model's posterior mean is W x whatever the window.
-        encoder_u=opts["encoder_u"] and not linear,
-        decoder_u=opts["decoder_u"],
-        learn_noise=opts["learn_noise"],
-        noise_var=opts["noise_var"],
-        linear_path=opts["ica_init"] is not None or linear,
-    )
-
-
-@dataclass
-class TimeDomainFit(Fitted):
-    """A fitted time-domain iVAE (network or its linear noiseless limit).
-
-    Attributes
-    ----------
-    model : IVAE
-    standardizer : Standardizer
-    codec : UCodec
-    family : {"network", "linear"}
-    mixing, prior, posterior : str
-        Resolved settings (``mixing_``, ``prior_``, ``posterior_``).
-    refine_steps, refine_prior_weight : int, float
-        Posterior refinement at readout (network family only).
-    source_mean : ndarray, shape (n_sources,)
-    source_shape : ndarray or None
-        Per source: the generalised Gaussian shape (prior="gengauss") or the
-        sign k of the extended prior (prior="extended"); else None.
-    sensor_nonlinearity : ndarray or None
-        Largest change of each channel by the tried sensor unwarping.
-    """
-
-    model: IVAE
-    standardizer: Standardizer
-    codec: UCodec
-    family: str
-    mixing: str
-    prior: str
-    posterior: str
-    n_layers: int
-    kernel_size: int
-    refine_steps: int = 0
-    refine_prior_weight: float = 0.05
-    source_mean: np.ndarray | None = None
-    source_shape: np.ndarray | None = None
-    sensor_nonlinearity: np.ndarray | None = None
-    history: list = field(default_factory=list)
-    data_device: str = "host"
-
-    @property
-    def n_sources(self) -> int:
-        return self.model.n_sources
-
-    @property
-    def n_channels(self) -> int:
-        return int(self.standardizer.mean.shape[0])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def _refines(self) -> bool:
-        return (
-            self.refine_steps > 0
-            and self.model.prior != "laplace"
-            and self.mixing not in LINEAR_MIXINGS
-        )
-
-    @property
-    def needs_u(self) -> bool:
-        """Whether ``sources`` reads u (the refinement's prior p(z|u) needs it too)."""
-        return self.model.encoder_u or (self._refines and self.model.prior_net is not None)
-
-    def set_params(self, params: dict) -> None:
-        # Posterior refinement is a readout setting: set_params after fit applies.
-        self.refine_steps = params.get("refine_steps", self.refine_steps)
-        self.refine_prior_weight = params.get("refine_prior_weight", self.refine_prior_weight)
-
-    def sources(self, data, u=None):
-        codes = self.codec.encode(u, data.shape[1]) if self.needs_u else None
-        return self.encode(self.standardizer.forward(data), codes)
-
-    def encode(self, x, codes):
-        """Posterior means (refined if set) of standardised ``x`` with u ``codes``."""
-        model, refine = self.model, self._refines
-
-        def sources(xx, uu):
-            z = model.encode(xx, uu if model.encoder_u else None)[0]
-            if refine:
-                z = model.refine_sources(
-                    xx, uu, z, prior_weight=self.refine_prior_weight, n_iter=self.refine_steps
-                )
-            return z
-
-        return self.run_chunked(sources, x, codes)
-
-    def reconstruct(self, sources, u=None):
-        codes = self.codec.encode(u, sources.shape[1]) if self.model.decoder_u else None
-        out = self.run_chunked(lambda z, uu: self.model.decode(z, uu), sources, codes)
-        return self.standardizer.inverse(out.astype(np.float64)).astype(np.float32)
-
-    def components(self):
-        model, device = self.model, self.device
-        linear = self.n_layers == 1 and self.kernel_size == 1 and not model.decoder_u
-        mean = self.source_mean if self.source_mean is not None else np.zeros(self.n_sources)
-        if linear and model.decoder_linear is None:
-            W = model.decoder.layers[0].weight[:, :, 0].detach().cpu().double().numpy()
-        else:
-            z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)
-            # A constant stretch as long as the decoder sees, read at its centre.
-            margin = self.n_layers * (self.kernel_size // 2)
-
-            def f(z):
-                stretch = z[None, :, None].expand(1, -1, 2 * margin + 1)
-                return model.decode(stretch, None)[0, :, margin]
-
-            W = torch.autograd.functional.jacobian(f, z0).cpu().double().numpy()
-        st = self.standardizer
-        patterns = st.dewhitening @ W
-        if st.unwarp is not None:  # mixing="post-nonlinear"
-            # Chain rule through the sensor warp g = h^-1 at the decoded source mean:
-            # dx/dz = dy/dz / (dy/dx at y0).
-            z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)[None, :, None]
-            with torch.no_grad():
-                y0 = model.decode(z0, None)[0].cpu().double().numpy()
-            patterns = patterns / st.unwarp.slope_at(st.dewhitening @ y0 + st.mean[:, None])
-        return patterns
-
-    @torch.no_grad()
-    def run_chunked(self, fn, inp: np.ndarray, codes) -> np.ndarray:
-        """Apply a fully convolutional ``fn(x, u)`` over time in bounded-memory chunks."""
-        device = self.device
-        n_times = inp.shape[1]
-        margin = self.n_layers * (self.kernel_size // 2)
-        outs = []
-        for start in range(0, n_times, INFER_CHUNK_SAMPLES):
-            stop = min(n_times, start + INFER_CHUNK_SAMPLES)
-            lo, hi = max(0, start - margin), min(n_times, stop + margin)
-            x = torch.from_numpy(np.ascontiguousarray(inp[:, lo:hi]))[None].to(device)
-            u = None
-            if codes is not None:
-                u = torch.from_numpy(np.ascontiguousarray(codes[..., lo:hi]))[None].to(device)
-            out = fn(x, u)[0, :, start - lo : start - lo + (stop - start)]
-            outs.append(out.float().cpu().numpy())
-        return np.concatenate(outs, axis=1)
-
-    def fitted_source_mean(self, prep: Prepared) -> np.ndarray:
-        """Mean of the posterior means E[z | x, u] over the fitted samples."""
-        codes = prep.codes
-        if self.model.encoder_u and prep.u_layout:
-            codes = window_labels(
-                prep.data.shape[1], self.codec.window_samples, self.codec.hop_samples
-            )
-        elif not self.model.encoder_u:
-            codes = None
-        z = self.run_chunked(
-            lambda x, uu: self.model.encode(x, uu)[0], self.standardizer.forward(prep.data), codes
-        )
-        if prep.good is not None:
-            z = z[:, prep.good]
-        return z.mean(axis=1).astype(np.float64)
-
-    # ---------------------------------------------------------------- state
-    def attributes(self) -> dict:
-        unwarp = self.standardizer.unwarp
-        return dict(
-            fit_attributes(self.standardizer, self.codec, self.source_mean, self.history),
-            model_=self.model,
-            sensor_mean_=None if unwarp is None else unwarp.mean,
-            sensor_scale_=None if unwarp is None else unwarp.scale,
-            sensor_coefs_=None if unwarp is None else unwarp.coefs,
-            sensor_nonlinearity_=self.sensor_nonlinearity,
-            source_shape_=self.source_shape,
-            data_device_=self.data_device,
-            mixing_=self.mixing,
-            prior_=self.prior,
-            posterior_=self.posterior,
-        )
-
-    def describe(self) -> dict:
-        return dict(
-            family=self.family,
-            domain="time",
-            mixing=self.mixing,
-            prior=self.prior,
-            unwarped=self.standardizer.unwarp is not None,
-        )
-
-    def state(self):
-        tensors = {
-            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()
-        }
-        st = self.standardizer
-        for name, value in (("mean_", st.mean), ("whitening_", st.whitening)):
-            tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
-        tensors["dewhitening_"] = torch.from_numpy(np.ascontiguousarray(st.dewhitening))
-        if st.unwarp is not None:  # mixing="post-nonlinear"
-            for name, value in (
-                ("sensor_mean_", st.unwarp.mean),
-                ("sensor_scale_", st.unwarp.scale),
-                ("sensor_coefs_", st.unwarp.coefs),
-            ):
-                tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
-        if self.source_shape is not None:  # prior="gengauss" or "extended"
-            tensors["source_shape_"] = torch.from_numpy(np.ascontiguousarray(self.source_shape))
-        if self.sensor_nonlinearity is not None:
-            tensors["sensor_nonlinearity_"] = torch.from_numpy(
-                np.ascontiguousarray(self.sensor_nonlinearity)
-            )
-        meta = dict(
-            prior_=self.prior,
-            posterior_=self.posterior,
-            mixing_=self.mixing,
-            **codec_meta(self.codec, self.source_mean, self.history),
-        )
-        return tensors, meta
-
-
 def fit_attributes(st: Standardizer, codec: UCodec, source_mean, history: list) -> dict:
     """The estimator attributes every time-domain fit sets from its standardiser and u."""
     return dict(
@@ -416,43 +180,3 @@ def codec_from_meta(meta: dict, uses_u: bool) -> UCodec:
     codec.n_u = meta["n_u_"]
     codec.classes = None if meta["classes_"] is None else np.asarray(meta["classes_"])
     return codec
-
-
-def from_state(tensors: dict, meta: dict, params: dict, device) -> TimeDomainFit:
-    """Rebuild a :class:`TimeDomainFit` from a saved file (format 1)."""
-    tensors = dict(tensors)
-    codec = codec_from_meta(meta, meta["prior_"] != "standard")
-    unwarp = None
-    if "sensor_coefs_" in tensors:
-        unwarp = SensorUnwarp(
-            *(tensors.pop(k).numpy() for k in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"))
-        )
-    st = Standardizer(
-        *(tensors.pop(k).numpy() for k in ("mean_", "whitening_", "dewhitening_")), unwarp=unwarp
-    )
-    extra = {
-        k: tensors.pop(k).numpy() for k in ("source_shape_", "sensor_nonlinearity_") if k in tensors
-    }
-    mixing = meta.get("mixing_", "nonlinear")  # files from before the option
-    opts = dict(params, prior_=meta["prior_"], posterior_=meta["posterior_"])
-    linear = mixing in LINEAR_MIXINGS
-    model = build_model(st.rank, codec, opts, linear=linear)
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
-    n_sources = params["n_sources"]
-    return TimeDomainFit(
-        model=model.to(device).eval(),
-        standardizer=st,
-        codec=codec,
-        family="linear" if linear else "network",
-        mixing=mixing,
-        prior=meta["prior_"],
-        posterior=meta["posterior_"],
-        n_layers=1 if linear else params["n_layers"],
-        kernel_size=1 if linear else params["kernel_size"],
-        refine_steps=params.get("refine_steps", 0),
-        refine_prior_weight=params.get("refine_prior_weight", 0.05),
-        source_mean=np.asarray(meta.get("source_mean_", np.zeros(n_sources))),
-        source_shape=extra.get("source_shape_"),
-        sensor_nonlinearity=extra.get("sensor_nonlinearity_"),
-        history=meta["history_"],
-    )

@@ -131,7 +131,10 @@ class Fitted(ABC):
 
     @abstractmethod
     def state(self) -> tuple[dict, dict]:
-        """(tensors, meta): what :mod:`sepkit.serialization` writes for this fit."""
+        """(arrays, meta): what :mod:`sepkit.serialization` writes for this fit.
+
+        The arrays are torch tensors or numpy arrays (written as tensors).
+        """
 
     @abstractmethod
     def attributes(self) -> dict:

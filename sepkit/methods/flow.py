@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from .._check import check_float, check_int
+from .._check import check_device, check_float, check_int
 from ..models.flow import CouplingFlow
 from ..preprocessing import Standardizer
 from ..train.flow import train_flow
@@ -111,6 +111,7 @@ def fit(inp: FitInput, opts: dict, *, device, init=None, resume=False, callback=
             "no checkpoints (a fit takes seconds). Pass resume=False, or mixing='nonlinear'."
         )
     del init
+    device = check_device(device)
     config = check_fit_params(opts["fit_params"])
     prep = _time.prepare(inp, opts)
     n_sources = opts["n_sources"]
@@ -295,7 +296,7 @@ def from_state(tensors: dict, meta: dict, params: dict, device) -> FlowFit:
     model = CouplingFlow(params["n_sources"], config.n_coupling, config.n_hidden)
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
     return FlowFit(
-        model=model.to(device).eval(),
+        model=model.to(check_device(device)).eval(),
         standardizer=st,
         codec=codec,
         config=config,

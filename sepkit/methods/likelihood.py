@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
+from .._lazy import torch
 from ..functional import (
     gengauss_ivae_nll_and_grad,
     linear_ivae_nll,

@@ -14,16 +14,17 @@ a per-sensor unwarping h (saturating amplifiers) and separates h(x).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .._check import RowMoments
+from .._lazy import torch
 from ..functional import sensor_unwarp
 from ..preprocessing import CHUNK_SAMPLES, SensorUnwarp, Standardizer, bridge_rejected
-from ..windows import window_labels
+from ..windows import UCodec, window_labels
 from . import _time
-from .base import COMMON_PARAMS, FitInput, no_fit_params
+from .base import COMMON_PARAMS, FitInput, Fitted, no_fit_params
 from .likelihood import (
     fit_extended_ivae,
     fit_gengauss_ivae,
@@ -32,7 +33,8 @@ from .likelihood import (
 )
 
 NAME = "linear"
-# The estimator settings this family reads.
+# The estimator settings this family reads (``device``: only to say that a
+# GPU asked for is not used; the fit and its sources are numpy on the CPU).
 PARAMS = COMMON_PARAMS | {
     "prior",
     "whiten",
@@ -66,14 +68,17 @@ def check_fit_params(fit_params) -> None:
     no_fit_params(NAME, fit_params)
 
 
-def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
+def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     """Fit ``opts["mixing_"]`` ("linear" or "post-nonlinear") on ``inp``.
 
     ``opts["try_unwarp"]`` (mixing="auto" on instantaneous audio, or on EEG
     with the fit filter; ``mixing_`` is then "post-nonlinear"): fit the sensor
     unwarping, and fall back to "linear" (on the filtered data, if filtered)
-    when it changes no channel by ``UNWARP_KEEP`` of its RMS.
+    when it changes no channel by ``UNWARP_KEEP`` of its RMS. ``device``: the
+    fit runs in numpy on the CPU whatever it says (a GPU asked for is
+    reported, not used).
     """
+    _warn_device(device)
     prep = _time.prepare(inp, opts)
     mixing = opts["mixing_"]
     n_sources = opts["n_sources"]
@@ -108,18 +113,12 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
     prior = opts["prior_"]
     Y = Xt[:n_sources].astype(np.float64)
     result = _fit_prior(prior, Y, lin_codes)
-    model = _time.build_model(st.rank, prep.codec, opts, linear=True)
-    _load_model(model, result["unmixing"], Y, Xt, lin_codes, st.rank)
-    fitted = _time.TimeDomainFit(
-        model=model.to(device),
+    fitted = LinearFit(
+        **_model_matrices(result["unmixing"], Y, Xt, lin_codes, st.rank, prep.codec),
         standardizer=st,
         codec=prep.codec,
-        family=NAME,
-        mixing=mixing,
+        mixing_kind=mixing,
         prior=prior,
-        posterior="diag",
-        n_layers=1,
-        kernel_size=1,
         source_shape=result.get("shape"),
         sensor_nonlinearity=nonlinearity,
         history=[_history_entry(result, unwarp)],
@@ -129,11 +128,22 @@ def fit(inp: FitInput, opts: dict, *, device, **_) -> _time.TimeDomainFit:
     return fitted
 
 
-def _source_mean(fitted, prep) -> np.ndarray:
-    """``fitted.fitted_source_mean(prep)`` without passing the recording through the model.
+def _warn_device(device) -> None:
+    if "cuda" in str(device):
+        warnings.warn(
+            f"device={str(device)!r} is not used by the 'linear' model family: it fits and "
+            "separates in numpy on the CPU (seconds for 128 channels x 20 min). Pass "
+            "device='auto' (or 'cpu') to silence this.",
+            UserWarning,
+            stacklevel=4,
+        )
 
-    The linear model's encoder is affine (kernel 1, no hidden layer), so the
-    mean of its outputs over the fitted samples is its output at their mean.
+
+def _source_mean(fitted, prep) -> np.ndarray:
+    """Mean of the sources over the fitted samples, from the block sums of the data.
+
+    The map from the (unwarped) channels to the sources is affine, so the mean
+    of the sources is the map of the channels' mean.
     """
     st = fitted.standardizer
     idx = np.arange(prep.data.shape[1]) if prep.good is None else np.flatnonzero(prep.good)
@@ -143,9 +153,7 @@ def _source_mean(fitted, prep) -> np.ndarray:
         block = block if st.unwarp is None else st.unwarp.forward(block)
         total += block.sum(axis=1, dtype=np.float64)
     mean_in = st.whitening @ (total / max(idx.size, 1) - st.mean)
-    with torch.no_grad():
-        x = torch.from_numpy(mean_in[None, :, None].astype(np.float32)).to(fitted.device)
-        return fitted.model.encode(x, None)[0][0, :, 0].double().cpu().numpy()
+    return fitted.unmixing @ mean_in + fitted.bias
 
 
 def _fit_prior(prior: str, Y, codes) -> dict:
@@ -166,15 +174,21 @@ def _segment_codes(prep):
     return prep.codes
 
 
-def _load_model(model, W, Y, Xt, codes, rank):
-    """Write the fitted unmixing ``W`` and its per-segment prior into ``model``."""
+def _model_matrices(W, Y, Xt, codes, rank, codec: UCodec) -> dict:
+    """The noiseless linear iVAE of the fitted unmixing ``W`` (whitened, square) and its prior.
+
+    Returns the :class:`LinearFit` fields ``unmixing`` (n_sources, rank),
+    ``mixing`` (rank, n_sources), ``noise_var`` (rank,) and the per-segment
+    ``segment_mean`` / ``segment_var`` (n_segments, n_sources) of the
+    unit-variance sources: the fitted p(z|u) (None when some windows had no
+    sample to fit, e.g. wholly under BAD annotations).
+    """
     n_sources = W.shape[0]
-    # Per-segment means and variances of the unit-variance sources: the fitted prior.
     S = W @ Y
     counts = np.bincount(codes)
     seg_mean = np.stack([np.bincount(codes, weights=s) / counts for s in S], axis=1)
     seg_sq = np.stack([np.bincount(codes, weights=s * s) / counts for s in S], axis=1)
-    seg_var = seg_sq - seg_mean**2
+    seg_var = np.maximum(seg_sq - seg_mean**2, 1e-12)
     unmixing = np.zeros((n_sources, rank))
     unmixing[:, :n_sources] = W
     mixing = np.zeros((rank, n_sources))
@@ -186,8 +200,14 @@ def _load_model(model, W, Y, Xt, codes, rank):
         block = Xt[:, start : start + CHUNK_SAMPLES].astype(np.float64)
         block[:n_sources] -= mixing[:n_sources] @ S[:, start : start + CHUNK_SAMPLES]
         residual.add(block)
-    noise_var = np.maximum(residual.var, 1e-6)
-    model.load_noiseless_linear(unmixing, mixing, noise_var, seg_mean, seg_var)
+    complete = codec.n_segments is not None and seg_var.shape[0] == codec.n_segments
+    return dict(
+        unmixing=unmixing,
+        mixing=mixing,
+        noise_var=np.maximum(residual.var, 1e-6),
+        segment_mean=seg_mean if complete else None,
+        segment_var=seg_var if complete else None,
+    )
 
 
 def _history_entry(result, unwarp) -> dict:
@@ -268,3 +288,226 @@ def _fit_unwarp(prep, codes, n_sources):
     st.dewhitening = st.dewhitening / sensor_scale[:, None]
     st.unwarp = SensorUnwarp(sensor_mean, sensor_scale, coefs)
     return result, st, nonlinearity
+
+
+# ------------------------------------------------------------ the fitted model
+# Tensors of a saved linear fit (format 3), beside the standardiser's.
+_STATE_KEYS = ("unmixing", "bias", "mixing", "decoder_bias", "noise_var")
+_SEGMENT_KEYS = ("segment_mean", "segment_var")
+
+
+@dataclass
+class LinearFit(Fitted):
+    """The noiseless linear iVAE, in numpy: s = B y + b and y = A s + c.
+
+    y is the standardised (whitened, and for mixing="post-nonlinear"
+    unwarped) recording of :class:`~sepkit.preprocessing.Standardizer`.
+    Nothing here imports torch: a linear EEG fit and its sources run without it.
+
+    Attributes
+    ----------
+    unmixing : ndarray, shape (n_sources, rank)
+        B, the exact posterior mean of the noiseless model (a point mass).
+    bias : ndarray, shape (n_sources,)
+        b (zero for a fit; files of the network-layout era may hold one).
+    mixing : ndarray, shape (rank, n_sources)
+        A, the decoder; ``decoder_bias`` c, shape (rank,).
+    noise_var : ndarray, shape (rank,)
+        Residual variance of y per whitened dimension (the weaker principal
+        components the sources do not explain).
+    segment_mean, segment_var : ndarray, shape (n_segments, n_sources), or None
+        The fitted prior p(z|u) per segment u of the fit.
+    standardizer, codec : Standardizer, UCodec
+    mixing_kind, prior : str
+        Resolved settings (``mixing_``, ``prior_``).
+    source_mean : ndarray, shape (n_sources,)
+    source_shape : ndarray or None
+        Per source: the generalised Gaussian shape (prior="gengauss") or the
+        extended prior's k (prior="extended"); else None.
+    sensor_nonlinearity : ndarray or None
+        Largest change of each channel by the tried sensor unwarping.
+    """
+
+    unmixing: np.ndarray
+    mixing: np.ndarray
+    noise_var: np.ndarray
+    standardizer: Standardizer
+    codec: UCodec
+    mixing_kind: str = "linear"
+    prior: str = "gauss"
+    bias: np.ndarray | None = None
+    decoder_bias: np.ndarray | None = None
+    segment_mean: np.ndarray | None = None
+    segment_var: np.ndarray | None = None
+    source_mean: np.ndarray | None = None
+    source_shape: np.ndarray | None = None
+    sensor_nonlinearity: np.ndarray | None = None
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.bias is None:
+            self.bias = np.zeros(self.unmixing.shape[0])
+        if self.decoder_bias is None:
+            self.decoder_bias = np.zeros(self.mixing.shape[0])
+
+    @property
+    def n_sources(self) -> int:
+        return int(self.unmixing.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.standardizer.mean.shape[0])
+
+    family = NAME
+    # The posterior mean B y does not depend on the window.
+    needs_u = False
+
+    def sources(self, data, u=None):
+        y = self.standardizer.forward(data)
+        B = self.unmixing.astype(np.float32)
+        out = np.empty((self.n_sources, y.shape[1]), np.float32)
+        # In blocks, so that no float64 temporary of the recording is made.
+        for start in range(0, y.shape[1], _time.INFER_CHUNK_SAMPLES):
+            stop = start + _time.INFER_CHUNK_SAMPLES
+            np.matmul(B, y[:, start:stop], out=out[:, start:stop])
+        out += self.bias.astype(np.float32)[:, None]
+        return out
+
+    def reconstruct(self, sources, u=None):
+        y = self.mixing @ np.asarray(sources, np.float64) + self.decoder_bias[:, None]
+        return self.standardizer.inverse(y).astype(np.float32)
+
+    def components(self):
+        st = self.standardizer
+        patterns = st.dewhitening @ self.mixing
+        if st.unwarp is not None:  # mixing="post-nonlinear"
+            # Chain rule through the sensor warp g = h^-1 at the decoded source mean:
+            # dx/dz = dy/dz / (dy/dx at y0).
+            mean = self.source_mean if self.source_mean is not None else np.zeros(self.n_sources)
+            y0 = (self.mixing @ mean + self.decoder_bias)[:, None]
+            patterns = patterns / st.unwarp.slope_at(st.dewhitening @ y0 + st.mean[:, None])
+        return patterns
+
+    def sensor_maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unmixing, bias, mixing) between the standardised channels and the sources.
+
+        sources = unmixing @ (whitening_ @ (x - mean_)) + bias; the
+        reconstruction is dewhitening_ @ (mixing @ sources) + mean_ (without
+        sensor unwarping). :meth:`sepkit.IVAESeparator.to_mne_ica` exports them.
+        """
+        return self.unmixing, self.bias, self.mixing
+
+    # ---------------------------------------------------------------- state
+    def attributes(self) -> dict:
+        unwarp = self.standardizer.unwarp
+        return dict(
+            _time.fit_attributes(self.standardizer, self.codec, self.source_mean, self.history),
+            unmixing_=self.unmixing,
+            noise_var_=self.noise_var,
+            segment_mean_=self.segment_mean,
+            segment_var_=self.segment_var,
+            sensor_mean_=None if unwarp is None else unwarp.mean,
+            sensor_scale_=None if unwarp is None else unwarp.scale,
+            sensor_coefs_=None if unwarp is None else unwarp.coefs,
+            sensor_nonlinearity_=self.sensor_nonlinearity,
+            source_shape_=self.source_shape,
+            data_device_="host",
+            mixing_=self.mixing_kind,
+            prior_=self.prior,
+            posterior_="diag",
+        )
+
+    def describe(self) -> dict:
+        return dict(
+            family=NAME,
+            domain="time",
+            mixing=self.mixing_kind,
+            prior=self.prior,
+            unwarped=self.standardizer.unwarp is not None,
+        )
+
+    def state(self):
+        st = self.standardizer
+        arrays = {f"linear.{k}": getattr(self, k) for k in _STATE_KEYS}
+        if self.segment_mean is not None:
+            arrays.update({f"linear.{k}": getattr(self, k) for k in _SEGMENT_KEYS})
+        arrays.update(mean_=st.mean, whitening_=st.whitening, dewhitening_=st.dewhitening)
+        if st.unwarp is not None:  # mixing="post-nonlinear"
+            arrays.update(
+                sensor_mean_=st.unwarp.mean,
+                sensor_scale_=st.unwarp.scale,
+                sensor_coefs_=st.unwarp.coefs,
+            )
+        if self.source_shape is not None:  # prior="gengauss" or "extended"
+            arrays["source_shape_"] = self.source_shape
+        if self.sensor_nonlinearity is not None:
+            arrays["sensor_nonlinearity_"] = self.sensor_nonlinearity
+        meta = dict(
+            prior_=self.prior,
+            posterior_="diag",
+            mixing_=self.mixing_kind,
+            **_time.codec_meta(self.codec, self.source_mean, self.history),
+        )
+        return arrays, meta
+
+
+def from_state(tensors: dict, meta: dict, params: dict, device=None) -> LinearFit:
+    """Rebuild a :class:`LinearFit` from a saved file.
+
+    Format 3 files hold its matrices (``linear.*``); formats 1 and 2 held the
+    linear iVAE as network weights (``model.*``: a kernel-1 layer each way
+    plus the linear path), from which the same matrices are read.
+    """
+    arrays = {
+        k: v.double().numpy() if v.is_floating_point() else v.numpy() for k, v in tensors.items()
+    }
+    unwarp = None
+    if "sensor_coefs_" in arrays:
+        unwarp = SensorUnwarp(
+            *(arrays[k] for k in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"))
+        )
+    st = Standardizer(*(arrays[k] for k in ("mean_", "whitening_", "dewhitening_")), unwarp=unwarp)
+    codec = _time.codec_from_meta(meta, meta["prior_"] != "standard")
+    matrices = (
+        {
+            k: arrays[f"linear.{k}"]
+            for k in (*_STATE_KEYS, *_SEGMENT_KEYS)
+            if f"linear.{k}" in arrays
+        }
+        if "linear.unmixing" in arrays
+        else _network_layout(arrays, params["n_sources"])
+    )
+    n_sources = params["n_sources"]
+    return LinearFit(
+        **matrices,
+        standardizer=st,
+        codec=codec,
+        mixing_kind=meta.get("mixing_", "linear"),
+        prior=meta["prior_"],
+        source_mean=np.asarray(meta.get("source_mean_", np.zeros(n_sources)), np.float64),
+        source_shape=arrays.get("source_shape_"),
+        sensor_nonlinearity=arrays.get("sensor_nonlinearity_"),
+        history=meta["history_"],
+    )
+
+
+def _network_layout(arrays: dict, n_sources: int) -> dict:
+    """The :class:`LinearFit` matrices of a linear fit saved as network weights (format <= 2)."""
+    enc, dec = arrays["model.encoder.layers.0.weight"], arrays["model.decoder.layers.0.weight"]
+    unmixing = enc[:n_sources, :, 0] + arrays["model.encoder_linear.weight"][:, :, 0]
+    mixing = dec[:, :, 0] + arrays["model.decoder_linear.weight"][:, :, 0]
+    if unmixing.shape[0] != n_sources or mixing.shape[1] != n_sources:
+        raise ValueError(
+            f"the linear model's weights have shapes {unmixing.shape} and {mixing.shape}, "
+            f"not (n_sources={n_sources}, rank) and (rank, n_sources)"
+        )
+    table = arrays.get("model.prior_net.table.weight")
+    return dict(
+        unmixing=unmixing,
+        bias=arrays["model.encoder.layers.0.bias"][:n_sources],
+        mixing=mixing,
+        decoder_bias=arrays["model.decoder.layers.0.bias"],
+        noise_var=np.exp(arrays["model.noise_logvar"][:, 0]),
+        segment_mean=None if table is None else table[:, :n_sources],
+        segment_var=None if table is None else np.exp(table[:, n_sources:]),
+    )

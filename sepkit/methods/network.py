@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._check import check_device
 from ..preprocessing import Standardizer
 from ..train import resolve_data_device, train_ivae
 from ..windows import overlapping_training_set, valid_chunk_starts
-from . import _time
+from . import _time, _time_fit
+from ._time_fit import TimeDomainFit, build_model
 from .base import COMMON_PARAMS, TOP_LEVEL_PARAMS, FitInput
 
 NAME = "network"
@@ -84,7 +86,7 @@ def check_fit_params(fit_params) -> None:
 
 def fit(
     inp: FitInput, opts: dict, *, device, init=None, resume=False, callback=None
-) -> _time.TimeDomainFit:
+) -> TimeDomainFit:
     """Train the network on ``inp``.
 
     Parameters
@@ -93,7 +95,8 @@ def fit(
     opts : dict
         The estimator's settings plus the resolved ``prior_``, ``posterior_``,
         ``mixing_``, ``window_samples_``, ``hop_samples_`` and ``fit_filter``.
-    device : torch.device
+    device : str or torch.device
+        Resolved here (:func:`sepkit._check.check_device`).
     init : fitted separator or None
         Fine-tune from it (its architecture, channels and rate must match).
     resume : bool
@@ -106,6 +109,7 @@ def fit(
             f"ica_init={opts['ica_init']!r} and init= both set the starting weights. Pass "
             "ica_init=None to fine-tune a pretrained model, or drop init= to start from ICA."
         )
+    device = check_device(device)
     prep = _time.prepare(inp, opts)
     init_state = None
     if init is None:
@@ -116,10 +120,10 @@ def fit(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        model = _time.build_model(st.rank, prep.codec, opts, linear=False).to(device)
+        model = build_model(st.rank, prep.codec, opts, linear=False).to(device)
         if init_state is not None:
             apply_init(model, init_state)
-        fitted = _time.TimeDomainFit(
+        fitted = TimeDomainFit(
             model=model,
             standardizer=st,
             codec=prep.codec,
@@ -337,3 +341,8 @@ def apply_init(model, state: dict) -> list[str]:
             f"{sorted(set(missing) - set(skipped))}, unexpected {sorted(unexpected)}."
         )
     return skipped
+
+
+def from_state(tensors: dict, meta: dict, params: dict, device) -> TimeDomainFit:
+    """Rebuild a saved network fit (:func:`sepkit.methods._time_fit.from_state`)."""
+    return _time_fit.from_state(tensors, meta, params, device)

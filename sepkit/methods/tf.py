@@ -394,27 +394,14 @@ def mixing_phase_score(data: np.ndarray, sample_rate: float) -> float:
     return F.cross_spectrum_phase(X)
 
 
-def resolve_domain(
-    domain: str, kind: str, rec, init=None, n_sources: int = 1
-) -> tuple[str, float | None]:
-    """The domain to fit in, and the mixing phase score when 'auto' measured it.
+def measure_domain(rec, n_sources: int) -> tuple[str, float | None]:
+    """'time' or 'tf' for an audio Recording, and its mixing phase score.
 
-    'auto' on a Recording of kind 'audio' measures how far the channels'
-    cross-spectra are from real (:func:`mixing_phase_score`): near 0 means an
-    instantaneous (possibly saturating) mix, fitted with 'time'; otherwise, or
-    when the channels are unrelated (NaN), 'tf' for convolutive rooms. Any other
-    input gives 'time'. Fine-tuning (``init`` given) starts from a time-domain
-    model, so 'auto' then means 'time'.
+    Near 0 (:func:`mixing_phase_score`) means an instantaneous (possibly
+    saturating) mix, fitted with 'time'; otherwise, or when the channels are
+    unrelated (NaN), 'tf' for convolutive rooms. Called by
+    :func:`sepkit.methods.resolve_domain` for ``domain="auto"``.
     """
-    if domain == "tf" and init is not None:
-        raise ValueError(
-            "init= fine-tunes a time-domain model, but domain='tf' was asked for. Pass "
-            "domain='time' (or 'auto') with init, or fit domain='tf' without init."
-        )
-    if domain != "auto":
-        return domain, None
-    if init is not None or kind != "recording" or rec.kind != "audio":
-        return "time", None
     # Audio errors (mono, too short, NaN) before measuring anything.
     check_audio_input(rec.data, n_sources, F.fft_size_for(rec.sample_rate))
     if rec.data.shape[0] < 2:  # one channel, one source: nothing to unmix

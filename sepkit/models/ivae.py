@@ -18,10 +18,6 @@ from torch import nn
 
 from .. import functional as F_
 
-ACTIVATIONS = ("lrelu", "xtanh", "elu")
-PRIORS = ("gauss", "laplace", "standard")
-POSTERIORS = ("diag", "full")
-
 # Bounds for every log-variance the networks output. Without them a single
 # badly scaled batch can push exp(logvar) to 0 or inf and the ELBO to NaN.
 _LOGVAR_MIN, _LOGVAR_MAX = -12.0, 8.0

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write
+from .._check import check_precision
 from ..models import IVAE
 
-PRECISIONS = ("fp32", "bf16")
 DATA_DEVICES = ("auto", "device", "host")
 # data_device="auto" keeps the data on the GPU when it takes at most this
 # fraction of the free GPU memory; the rest is left for the model, the
@@ -81,29 +81,6 @@ def checkpoint_path(checkpoint_dir) -> Path:
     rank, world = _rank_world()
     suffix = f".rank{rank}" if world > 1 else ""
     return Path(checkpoint_dir) / f"{CHECKPOINT_NAME}{suffix}.pt"
-
-
-def check_precision(precision, device: torch.device) -> str:
-    """Validate ``precision`` for ``device``: bf16 autocast needs a CUDA device."""
-    if precision not in PRECISIONS:
-        raise ValueError(
-            "Invalid value for the 'precision' parameter. Allowed values are 'fp32' and "
-            f"'bf16', but got {precision!r} instead."
-        )
-    if precision == "bf16":
-        # On CPU, bf16 autocast is slower than fp32 for these small layers and
-        # gives nothing back, so asking for it is treated as a mistake.
-        if device.type != "cuda":
-            raise ValueError(
-                f"precision='bf16' needs a CUDA device, but training runs on {device}. "
-                "Pass precision='fp32' on CPU."
-            )
-        if not torch.cuda.is_bf16_supported():
-            raise ValueError(
-                f"precision='bf16' needs a GPU with bfloat16 support (Ampere or newer), and "
-                f"{torch.cuda.get_device_name(device)} has none. Pass precision='fp32'."
-            )
-    return precision
 
 
 def resolve_data_device(data_device, device: torch.device, n_bytes: int) -> str:
