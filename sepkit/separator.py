@@ -413,7 +413,16 @@ class IVAESeparator(MNEMixin, BaseEstimator):
     family_ : {"network", "flow", "linear", "tf", "tf_pretrained"}
         Which model family ran (``fitted_.describe()`` says more).
     model_ : IVAE or CouplingFlow
-        The fitted torch module (the flow family's g: a CouplingFlow).
+        The fitted torch module (the flow family's g: a CouplingFlow); not set
+        by the linear family, which keeps numpy matrices (below) and no torch.
+    unmixing_ : ndarray, shape (n_sources, rank_)
+        Linear family: B, the sources B @ whitening_ @ (x - mean_) (after the
+        sensor unwarping for ``mixing_ == "post-nonlinear"``).
+    noise_var_ : ndarray, shape (rank_,)
+        Linear family: what the sources leave of each whitened dimension.
+    segment_mean_, segment_var_ : ndarray, shape (n_segments_, n_sources) or None
+        Linear family: the fitted prior p(z|u), each segment's source means
+        and variances (None when some window had no sample to fit).
     domain_ : {"time", "tf"}
         The domain ``domain`` resolved to.
     mixing_ : {"linear", "post-nonlinear", "nonlinear", "flow"}

@@ -39,8 +39,10 @@ from ._lazy import LazyModule, torch
 from ._version import __version__
 from .methods import FAMILIES, _time, load_family
 
-# torch's safetensors writer, imported when a file is written.
+# The safetensors writers of torch and numpy states, imported when a file is written
+# (a numpy state, the linear family's, is written without importing torch).
 _safetensors_torch = LazyModule("safetensors.torch")
+_safetensors_numpy = LazyModule("safetensors.numpy")
 # 2: the metadata holds "sha256" (format 1 files, without it, still load).
 # 3: the linear family holds its matrices ("linear.*" tensors) instead of a
 # network's weights ("model.*"); formats 1 and 2 still load.
@@ -80,9 +82,10 @@ def state_digest(tensors: dict, meta: dict) -> str:
 
     Parameters
     ----------
-    tensors : dict of str to torch.Tensor
+    tensors : dict of str to torch.Tensor or ndarray
         Every tensor of the file. Each adds its name, dtype, shape and bytes,
-        in sorted name order (the order of a dict is not part of the file).
+        in sorted name order (the order of a dict is not part of the file); a
+        numpy array gives the digest of the tensor it is stored as.
     meta : dict
         The JSON metadata; its ``"sha256"`` key, if any, is left out. Keys are
         sorted, so the digest does not depend on their order in the file.
@@ -94,9 +97,14 @@ def state_digest(tensors: dict, meta: dict) -> str:
     """
     h = hashlib.sha256(b"sepkit separator\n")
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        data = t.reshape(-1).view(torch.uint8).numpy()
-        dtype = str(t.dtype).removeprefix("torch.")
+        t = tensors[name]
+        if isinstance(t, np.ndarray):
+            t = np.ascontiguousarray(t)
+            data, dtype = t.reshape(-1).view(np.uint8), t.dtype.name
+        else:
+            t = t.detach().cpu().contiguous()
+            data = t.reshape(-1).view(torch.uint8).numpy()
+            dtype = str(t.dtype).removeprefix("torch.")
         h.update(json.dumps([name, dtype, list(t.shape), data.nbytes]).encode() + b"\n")
         h.update(memoryview(data))
     body = {k: v for k, v in meta.items() if k != DIGEST_KEY}
@@ -107,16 +115,19 @@ def state_digest(tensors: dict, meta: dict) -> str:
 def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> Path:
     """Write ``fitted`` (a :class:`~sepkit.methods.base.Fitted`) atomically to ``path``.
 
-    The file gets the digest of its contents (format 2). A state that
+    The file gets the digest of its contents (since format 2). A state that
     :func:`read_separator` would refuse (non-finite weights, an invalid
     value) raises ValueError and nothing is written.
     """
     tensors, meta = fitted.state()
-    # A family may keep numpy arrays (the linear family); the file is torch's.
-    tensors = {
-        k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-        for k, v in tensors.items()
-    }
+    numpy_state = all(isinstance(v, np.ndarray) for v in tensors.values())
+    if numpy_state:  # the linear family: written without torch
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    else:
+        tensors = {
+            k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+            for k, v in tensors.items()
+        }
     header = dict(
         format_version=FORMAT_VERSION,
         sepkit_version=__version__,
@@ -128,14 +139,16 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
     # Check and digest what a reader will get back (JSON turns tuples into lists).
     header = json.loads(json.dumps(header))
     try:
-        _check_contents(header, tensors)
+        # params come from the estimator's get_params: its settings, known by construction.
+        _check_contents(header, tensors, check_params=False)
     except _Invalid as err:
         raise ValueError(
             f"Cannot save the separator to {path}: {err}. Nothing was written. {_FIX}"
         ) from None
     header[DIGEST_KEY] = state_digest(tensors, header)
     with atomic_write(path) as tmp:
-        _safetensors_torch.save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
+        writer = _safetensors_numpy if numpy_state else _safetensors_torch
+        writer.save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
     return path
 
 
@@ -248,10 +261,10 @@ def _check_digest(path, meta: dict, tensors: dict, version: int) -> None:
         )
 
 
-def _check_contents(meta: dict, tensors: dict) -> None:
+def _check_contents(meta: dict, tensors: dict, *, check_params: bool = True) -> None:
     """Every metadata value the loader reads, the tensors it needs, and finite weights."""
     n_channels = _int(meta, "n_channels_", 1)
-    _check_estimator_meta(meta, n_channels)
+    _check_estimator_meta(meta, n_channels, check_params)
     domain = _choice(meta, "domain_", _DOMAINS, default="time")
     if domain == "tf" and meta.get("family_") == "tf_pretrained":
         _check_tf_pretrained_state(meta, tensors, n_channels)
@@ -279,11 +292,12 @@ def _check_flow_config(meta: dict) -> None:
         raise _Invalid(f"'flow_config_' is invalid ({err})") from None
 
 
-def _check_estimator_meta(meta: dict, n_channels: int) -> None:
+def _check_estimator_meta(meta: dict, n_channels: int, check_params: bool = True) -> None:
     params = _value(meta, "params")
     if not isinstance(params, dict):
         raise _Invalid(f"'params' must be a JSON object of IVAESeparator settings, got {params!r}")
-    unknown = sorted(set(params) - known_params())
+    # (known_params imports every family, torch's included: only a read needs it.)
+    unknown = sorted(set(params) - known_params()) if check_params else []
     if unknown:
         raise _Invalid(
             f"'params' holds setting(s) {unknown} that IVAESeparator does not take "
@@ -470,12 +484,17 @@ def _check_tf_state(meta: dict, tensors: dict, n_channels: int) -> None:
 def _check_finite(tensors: dict) -> None:
     for name in sorted(tensors):
         t = tensors[name]
-        if not (t.is_floating_point() or t.is_complex()):
+        if isinstance(t, np.ndarray):  # a numpy state (the linear family), before writing
+            if not np.issubdtype(t.dtype, np.inexact):
+                continue
+            bad, size = int((~np.isfinite(t)).sum()), t.size
+        elif not (t.is_floating_point() or t.is_complex()):
             continue
-        bad = int((~torch.isfinite(t)).sum())
+        else:
+            bad, size = int((~torch.isfinite(t)).sum()), t.numel()
         if bad:
             raise _Invalid(
-                f"tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of {t.numel()}; "
+                f"tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of {size}; "
                 "a model with non-finite weights gives NaN sources (the fit that wrote it "
                 "diverged, or the file was damaged)"
             )

@@ -45,9 +45,8 @@ from .io.audio import read_audio
 from .io.eeg import _check_fif_target, read_eeg
 from .io.raw import align_in_time
 from .io.recording import Recording, recording_stem
-from .methods.tf import _CHUNK_SECONDS, _MAX_FIT_SECONDS, fit_blocks
 from .separator import IVAESeparator
-from .tf_separation import _chunk_reader, _probe, _write_streamed
+from .windows import STREAM_CHUNK_SECONDS, TF_MAX_FIT_SECONDS, fit_blocks
 
 __all__ = [
     "CHUNK_SECONDS",
@@ -70,11 +69,11 @@ __all__ = [
 # audio peaked at 1.1 GB RSS. EEG: 10 min, which gives a 64-channel linear fit
 # 150k samples at 256 Hz (37 n^2; ICA practice asks for 20-30 n^2) and peaked
 # at 1.3 GB RSS for 64 channels at 256 Hz.
-MAX_FIT_SECONDS = {"audio": _MAX_FIT_SECONDS, "eeg": 600.0}
+MAX_FIT_SECONDS = {"audio": TF_MAX_FIT_SECONDS, "eeg": 600.0}
 # Seconds separated at a time: the time-frequency family's chunk. A chunk is a
 # few MB (2 channels at 16 kHz: 3.8 MB; 64 at 256 Hz: 3.9 MB in float64),
 # small beside the fit, and long enough that the per-chunk overhead is nil.
-CHUNK_SECONDS = _CHUNK_SECONDS
+CHUNK_SECONDS = STREAM_CHUNK_SECONDS
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def open_recording(path, kind: str | None = None) -> LongRecording:
             f"'{path}' cannot be read in parts: libsndfile does not read its format ({err}). "
             "Convert it to WAV or FLAC first (e.g. ffmpeg -i IN OUT.flac)."
         ) from err
-    n_times, rate = _probe(path)
+    n_times, rate = aio.probe(path)
     return LongRecording(path, "audio", rate, n_times, tuple(f"ch{i}" for i in range(n_channels)))
 
 
@@ -193,7 +192,7 @@ def fit_excerpt(rec: LongRecording, max_fit_seconds: float | None = None):
     """At most ``max_fit_seconds`` of ``rec``, in blocks spread over it, as one recording.
 
     The whole recording when it is that short; otherwise six blocks
-    (:func:`sepkit.methods.tf.fit_blocks`), joined.
+    (:func:`sepkit.windows.fit_blocks`), joined.
 
     Parameters
     ----------
@@ -270,7 +269,9 @@ def _reader(sep, rec: LongRecording, resample: bool):
         n_times = rec.n_times
         if rate != rec.sample_rate:  # as many samples as sepkit.io.audio.resample gives
             n_times = -(-rec.n_times * int(rate) // int(rec.sample_rate))
-        return _chunk_reader(rec.path, rec.n_times, rec.sample_rate, rate, sep.n_channels_), n_times
+        return aio.chunk_reader(
+            rec.path, rec.n_times, rec.sample_rate, rate, sep.n_channels_
+        ), n_times
     if rate != rec.sample_rate:
         raise ValueError(
             f"{rec.path.name} is streamed, and EEG is resampled only in one piece (MNE's "
@@ -457,7 +458,7 @@ def write_audio_sources(
     out_dir.mkdir(parents=True, exist_ok=True)
     tap = _Tap(sep.n_sources, int(head_seconds * rate))
     chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
-    _write_streamed(
+    aio.write_streamed(
         tap(chunks), rate, n_times, paths, fmt, subtype, chunk_seconds, rec.path.name, verbose
     )
     return paths, tap.summary(n_times, rate)

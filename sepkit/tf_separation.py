@@ -9,20 +9,13 @@ earlier releases.
 
 from __future__ import annotations
 
-import math
 import os
-import secrets
 from pathlib import Path
-
-import numpy as np
-import soundfile as sf
-from tqdm.auto import tqdm
 
 from ._check import check_float, check_int, check_option
 from .functional_tf import fft_size_for
 from .io import audio as aio
 from .io.audio import read_audio
-from .io.recording import Recording
 from .methods.tf import (
     _CHUNK_SECONDS,
     TFConfig,
@@ -112,7 +105,7 @@ def separate_file(
     fmt = format.upper()
     subtype = aio._check_subtype(subtype, fmt)
 
-    n_times_file, file_rate = _probe(path)
+    n_times_file, file_rate = aio.probe(path)
 
     if separator is None:
         demixer = _fit_file(path, n_times_file, file_rate, n_sources, random_state)
@@ -131,12 +124,14 @@ def separate_file(
         )
     n_times = n_times_file if file_rate == rate else int(round(n_times_file * rate / file_rate))
 
-    read = _chunk_reader(path, n_times_file, file_rate, rate, demixer.n_channels)
+    read = aio.chunk_reader(path, n_times_file, file_rate, rate, demixer.n_channels)
     paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(demixer.n_sources)]
     aio._check_targets(paths, overwrite=overwrite, folder=out_dir, create_folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = demixer._chunks(read, n_times, chunk_seconds)
-    _write_streamed(chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, path.name, verbose)
+    aio.write_streamed(
+        chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, path.name, verbose
+    )
     return paths
 
 
@@ -150,111 +145,3 @@ def _fit_file(path, n_times, file_rate, n_sources, random_state) -> TFDemixer:
         check_audio_input(b, n_sources, fft_size_for(file_rate))
     # The fit's own progress bar stays off; the file's bar shows the separation.
     return fit_tf(blocks, file_rate, n_sources, random_state=random_state, verbose=False)
-
-
-def _probe(path) -> tuple[int, float]:
-    """(n_times, sample_rate) of an audio file; a truncated or corrupt file fails here."""
-    try:
-        info = sf.info(str(path))
-        n_times_file, file_rate = int(info.frames), float(info.samplerate)
-    except Exception:  # not libsndfile-readable: read it once to learn its length
-        head = read_audio(path)
-        n_times_file, file_rate = head.n_times, head.sample_rate
-    if n_times_file == 0:
-        raise ValueError(f"'{path}' holds no audio samples (empty file).")
-    # Read the first and the last sample now, so that a truncated or corrupt
-    # file fails before anything is fitted or any output folder is made.
-    read_audio(path, stop=1 / file_rate)
-    read_audio(path, start=(n_times_file - 1) / file_rate)
-    return n_times_file, file_rate
-
-
-def _chunk_reader(path, n_times_file, file_rate, rate, n_channels):
-    """``read(lo, hi)``: samples [lo, hi) of the file at ``rate``, checked, float32.
-
-    At a rate other than the file's, each range is read with context on both
-    sides from a start on the resampler's phase grid (a whole number of its
-    periods), so that the samples kept are those of resampling the file in one
-    piece with :func:`sepkit.io.audio.resample` (up to float rounding), and a
-    read never spans more than ``hi - lo`` plus that context.
-    """
-    if file_rate == rate:
-        up, down, context = 1, 1, 0
-    else:
-        # One period of the polyphase resampler: `up` output samples from `down` input samples.
-        g = math.gcd(int(file_rate), int(rate))
-        up, down = int(rate) // g, int(file_rate) // g
-        # torchaudio's kernel reaches ceil(6 * down / (0.99 * min(up, down))) input
-        # samples to each side (lowpass_filter_width=6, rolloff=0.99 as in resample).
-        reach = math.ceil(6 * down / (0.99 * min(up, down)))
-        context = -(-(reach + down) // down) + 1  # periods
-
-    def read(lo, hi):
-        first = max(0, lo // up - context)  # in periods
-        last = -(-hi // up) + context
-        a, b = first * down, min(last * down, n_times_file)
-        rec = read_audio(path, start=a / file_rate, stop=b / file_rate)
-        if rec.sample_rate != rate:
-            rec = aio.resample(rec, rate)
-        x = rec.data[:, lo - first * up : hi - first * up]
-        if x.shape[0] != n_channels:
-            raise ValueError(
-                f"'{path}' has {x.shape[0]} channels but the separator was fitted on "
-                f"{n_channels}. Pass a file with the same channels."
-            )
-        if not np.isfinite(x).all():
-            raise ValueError(f"'{path}' contains NaN or Inf samples; cannot separate it.")
-        n = hi - lo
-        if x.shape[1] < n:
-            x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
-        return x
-
-    return read
-
-
-def _write_streamed(chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, name, verbose):
-    """Write the sources ``chunks`` into float temp files, then encode ``paths`` all or nothing.
-
-    ``chunks`` yields (start, stop, sources) over [0, ``n_times``), sources of
-    shape (n_sources, stop - start) at ``rate`` (e.g. ``TFDemixer._chunks``).
-    """
-    token = secrets.token_hex(6)
-    raw_tmp = [p.with_name(f".{p.name}.{token}.f32.tmp") for p in paths]
-    fin_tmp = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
-    rate_int = aio._file_sample_rate(Recording(np.zeros((1, 0), np.float32), rate))
-    try:
-        peak = 0.0
-        writers = [
-            sf.SoundFile(str(t), "w", rate_int, 1, format="WAV", subtype="FLOAT") for t in raw_tmp
-        ]
-        try:
-            with tqdm(
-                total=n_times, unit="sample", unit_scale=True, desc=name, disable=not verbose
-            ) as bar:
-                for start, stop, block in chunks:
-                    peak = max(peak, float(np.abs(block).max(initial=0.0)))
-                    for w, row in zip(writers, block, strict=True):
-                        w.write(row)
-                    bar.update(stop - start)
-        finally:
-            for w in writers:
-                w.close()
-        gain = 1.0
-        if subtype not in aio._FLOAT_SUBTYPES and peak > 1.0:
-            gain = aio._PEAK_TARGET / peak
-        block_frames = int(chunk_seconds * rate) or 1
-        for src, dst in zip(raw_tmp, fin_tmp, strict=True):
-            with (
-                sf.SoundFile(str(src)) as r,
-                sf.SoundFile(str(dst), "w", rate_int, 1, format=fmt, subtype=subtype) as w,
-            ):
-                for buf in r.blocks(blocksize=block_frames, dtype="float32"):
-                    w.write(buf * np.float32(gain))
-        for dst, p in zip(fin_tmp, paths, strict=True):
-            os.replace(dst, p)
-    finally:
-        for t in raw_tmp + fin_tmp:
-            try:
-                os.unlink(t)
-            except FileNotFoundError:
-                pass

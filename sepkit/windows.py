@@ -14,6 +14,15 @@ import numpy as np
 from ._check import check_int
 from .io.raw import UNLABELLED
 
+# Most audio the time-frequency fits use, in seconds: the demixing of a static
+# room needs far less than a long file holds; fitting cost and memory grow with it.
+TF_MAX_FIT_SECONDS = 60.0
+# Blocks the fitting audio is cut into when a file is longer than that
+# (spread evenly, so the fit sees the whole file).
+FIT_BLOCKS = 6
+# Audio separated at a time when streaming (bounded memory), in seconds.
+STREAM_CHUNK_SECONDS = 30.0
+
 
 def _check_window_hop(n_times, window_samples, hop_samples):
     n_times = check_int("n_times", n_times, min_value=1)
@@ -433,3 +442,17 @@ def _check_finite_labels(u: np.ndarray) -> None:
             "label. Label those samples (e.g. with the neighbouring block's label), or cut "
             "them out of X and u."
         )
+
+
+def fit_blocks(n_times: int, sample_rate: float, max_fit_seconds: float) -> list[tuple[int, int]]:
+    """Sample ranges to fit on: all of it, or ``FIT_BLOCKS`` blocks spread evenly.
+
+    Returns a list of (start, stop) sample indices whose total length is at
+    most ``max_fit_seconds`` (or the whole recording if shorter).
+    """
+    budget = int(max_fit_seconds * sample_rate)
+    if n_times <= budget:
+        return [(0, n_times)]
+    block = budget // FIT_BLOCKS
+    starts = np.linspace(0, n_times - block, FIT_BLOCKS).astype(np.int64)
+    return [(int(s), int(s) + block) for s in starts]

@@ -781,3 +781,62 @@ def test_linear_priors_refuse_the_tf_domain(prior):
         r"resolved to 'tf' \(convolutive separation\)\. Pass domain='time' and",
     ):
         IVAESeparator(2, domain="tf", prior=prior, device="cpu").fit(rec)
+
+
+# A linear EEG fit and everything an MNE user does with it, in a fresh process:
+# the estimator, saving the fit, and the command line on a FIF file.
+_NO_TORCH_SCRIPT = """
+import pickle, sys
+from pathlib import Path
+import mne, numpy as np
+from sepkit import IVAESeparator
+from sepkit.cli import main
+
+rng = np.random.default_rng(0)
+n_times = 100 * 60
+S = rng.laplace(size=(3, n_times)) * np.repeat(rng.uniform(0.2, 2.0, (3, 60)), 100, axis=1)
+X = rng.standard_normal((8, 3)) @ S + 0.01 * rng.standard_normal((8, n_times))
+info = mne.create_info([f"EEG{i:03d}" for i in range(8)], 100.0, "eeg")
+raw = mne.io.RawArray(X * 1e-5, info, verbose="error")
+sep = IVAESeparator(3, random_state=0).fit(raw)
+sep.get_sources(raw)
+sep.apply(raw.copy(), exclude=[0])
+sep.transform(raw.get_data())
+sep.get_components()
+sep.to_mne_ica()
+pickle.loads(pickle.dumps(sep)).transform(raw.get_data())
+folder = Path(sys.argv[1])
+sep.save(folder / "sep.safetensors")
+raw.save(folder / "rec_raw.fif", verbose="error")
+rc = main(["separate", str(folder / "rec_raw.fif"), "--n-sources", "3", "-o", str(folder / "out")])
+print(sep.family_, sep.prior_, rc, "torch" in sys.modules)
+"""
+
+
+def test_a_linear_eeg_fit_never_imports_torch(tmp_path):
+    # torch's import alone is about 480 MiB of memory, more than the fit
+    # (benchmarks/README.md, "EEG: high density"): the linear family is numpy.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-4:] == ["linear", "extended", "0", "False"]
+    # What was written without torch loads (with it) and gives the same sources.
+    saved = IVAESeparator.load(tmp_path / "sep.safetensors")
+    from_cli = IVAESeparator.load(tmp_path / "out" / "rec_model.safetensors")
+    raw = mne.io.read_raw_fif(tmp_path / "rec_raw.fif", verbose="error")
+    X = raw.get_data()
+    np.testing.assert_array_equal(saved.transform(X), from_cli.transform(X))
+
+
+def test_a_gpu_asked_of_the_linear_family_is_reported_not_used(gaussian_nonstationary):
+    X, S, u, _ = gaussian_nonstationary
+    with pytest.warns(UserWarning, match=r"device='cuda' is not used by the 'linear' model"):
+        sep = IVAESeparator(N_SOURCES, mixing="linear", device="cuda").fit(X, u)
+    assert mcc(S, sep.transform(X, u)) > 0.99

@@ -186,15 +186,14 @@ def test_chunk_reader_resamples_as_in_one_piece(tmp_path, rate):
     # Each chunk is resampled with context from the resampler's phase grid, so
     # chunks give the samples of resampling the file whole (they differed at
     # every chunk edge when each chunk was resampled on its own).
-    from sepkit.io.audio import read_audio, resample
-    from sepkit.tf_separation import _chunk_reader
+    from sepkit.io.audio import chunk_reader, read_audio, resample
 
     x = np.random.default_rng(0).standard_normal((2 * 44100 + 77, 2)).astype(np.float32)
     sf.write(str(tmp_path / "r.wav"), 0.1 * x, 44100, subtype="FLOAT")
     whole = resample(read_audio(tmp_path / "r.wav"), rate).data
-    read = _chunk_reader(tmp_path / "r.wav", x.shape[0], 44100.0, float(rate), 2)
+    read = chunk_reader(tmp_path / "r.wav", x.shape[0], 44100.0, float(rate), 2)
     n = whole.shape[1]
     parts = np.concatenate([read(a, min(n, a + 1234)) for a in range(0, n, 1234)], axis=1)
     np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="has 2 channels but the separator was fitted on 3"):
-        _chunk_reader(tmp_path / "r.wav", x.shape[0], 44100.0, float(rate), 3)(0, 10)
+        chunk_reader(tmp_path / "r.wav", x.shape[0], 44100.0, float(rate), 3)(0, 10)

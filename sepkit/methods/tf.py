@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from .. import functional_tf as F
 from .._check import check_float, check_int
 from ..models.tf_ivae import TFSourceModel
+from ..windows import STREAM_CHUNK_SECONDS, TF_MAX_FIT_SECONDS, fit_blocks
 from .base import COMMON_PARAMS, FitInput, Fitted, check_fit_param_keys
 
 # ------------------------------------------------------------------ defaults
@@ -72,14 +73,10 @@ _MAX_GRAD_NORM = 10.0
 # Segment length for u, in seconds: speech statistics change over ~0.5-1 s
 # (0.5 s gave -0.4 to +0.6 dB against 1 s: no clear gain).
 _SEGMENT_SECONDS = 1.0
-# Most audio used to fit, in seconds: the demixing of a static room needs far
-# less than a long file holds; fitting cost and memory grow with it.
-_MAX_FIT_SECONDS = 60.0
-# Blocks the fitting audio is cut into when a file is longer than that
-# (spread evenly, so the fit sees the whole file).
-_FIT_BLOCKS = 6
-# Samples separated at a time when streaming (bounded memory).
-_CHUNK_SECONDS = 30.0
+# Most audio used to fit, and the audio separated at a time when streaming:
+# sepkit.windows (the streaming module shares them without importing torch).
+_MAX_FIT_SECONDS = TF_MAX_FIT_SECONDS
+_CHUNK_SECONDS = STREAM_CHUNK_SECONDS
 
 
 @dataclass
@@ -231,20 +228,6 @@ def check_audio_input(data: np.ndarray, n_sources: int, n_fft: int, what: str = 
             f"{what} contains {int((~finite).sum())} NaN or Inf samples (channel(s) "
             f"{rows[:10].tolist()}). Replace them (e.g. np.nan_to_num) before separating."
         )
-
-
-def fit_blocks(n_times: int, sample_rate: float, max_fit_seconds: float) -> list[tuple[int, int]]:
-    """Sample ranges to fit on: all of it, or ``_FIT_BLOCKS`` blocks spread evenly.
-
-    Returns a list of (start, stop) sample indices whose total length is at
-    most ``max_fit_seconds`` (or the whole recording if shorter).
-    """
-    budget = int(max_fit_seconds * sample_rate)
-    if n_times <= budget:
-        return [(0, n_times)]
-    block = budget // _FIT_BLOCKS
-    starts = np.linspace(0, n_times - block, _FIT_BLOCKS).astype(np.int64)
-    return [(int(s), int(s) + block) for s in starts]
 
 
 def _segment_codes(n_frames_per_block, segment_frames, n_sources):
