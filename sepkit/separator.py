@@ -798,7 +798,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         # Indices chosen on an earlier fit name other sources now.
         self.exclude = []
         choice = self._choose_family(X, kind, rec, u, init)
-        if init is not None and not hasattr(init, "model_"):  # a pretrained model's name
+        if init is not None and not hasattr(init, "fitted_"):  # a pretrained model's name
             init = type(self).from_pretrained(init, device="cpu")
         inp = self._fit_input(X, data, sample_rate, kind, rec, u, reject_by_annotation, choice)
         # Every family's input is checked the same way, before any family sees it

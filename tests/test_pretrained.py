@@ -123,6 +123,12 @@ def test_fine_tune_starts_from_pretrained(registry, fitted):
         IVAESeparator(**{**pre.get_params(), "n_hidden": 16}).fit(rec, init=NAME)
     with pytest.raises(ValueError, match="expects 8000 Hz. Resample it first"):
         sep.fit(_recording(n_times=8000, rate=16000.0), init=NAME)
+    # A linear fit has no network weights to start from.
+    linear = IVAESeparator(pre.n_sources, mixing="linear", domain="time").fit(rec)
+    with pytest.raises(
+        ValueError, match=r"init='init' is a 'linear'-family separator \(no network"
+    ):
+        IVAESeparator(**{**pre.get_params(), "mixing": "nonlinear"}).fit(rec, init=linear)
 
 
 def test_missing_folder_says_how_to_fix(tmp_path, monkeypatch):

@@ -272,6 +272,12 @@ def check_init(pre, opts: dict, inp: FitInput):
             f"init={label!r} is a domain={pre.domain_!r} separator; fine-tuning (init=) applies "
             "to domain='time' models. Fit a new separator instead."
         )
+    if getattr(pre, "family_", NAME) != NAME:
+        raise ValueError(
+            f"init={label!r} is a {pre.family_!r}-family separator (no network weights); "
+            "fine-tuning (init=) starts from a network-family separator (mixing='nonlinear'). "
+            "Fit a new separator instead, or start from a network fit."
+        )
     mismatch = {k: (opts[k], pre_params[k]) for k in ARCH_PARAMS if opts[k] != pre_params[k]}
     if mismatch:
         detail = ", ".join(f"{k}={a!r} (model: {b!r})" for k, (a, b) in mismatch.items())
