@@ -1,8 +1,7 @@
 """The fitted state of the network family: an :class:`~sepkit.models.IVAE` and its standardiser.
 
-:class:`TimeDomainFit` answers for a network fit and for linear-family files
-saved before the linear family kept its own matrices
-(:func:`sepkit.methods.linear.from_state` reads those).
+(The linear family keeps its own numpy state, :class:`sepkit.methods.linear.LinearFit`;
+it reads its files of formats 1-2, written as an IVAE's weights, itself.)
 """
 
 from __future__ import annotations
@@ -14,12 +13,10 @@ import torch
 
 from .._check import check_device
 from ..models.ivae import IVAE
-from ..preprocessing import SensorUnwarp, Standardizer
+from ..preprocessing import Standardizer
 from ..windows import UCodec, window_labels
 from ._time import (
     INFER_CHUNK_SAMPLES,
-    LINEAR_MIXINGS,
-    LINEAR_PRIORS,
     Prepared,
     codec_from_meta,
     codec_meta,
@@ -28,50 +25,43 @@ from ._time import (
 from .base import Fitted
 
 
-def build_model(rank: int, codec: UCodec, opts: dict, *, linear: bool) -> IVAE:
-    """The IVAE of a time-domain fit (``linear``: one layer each way, per sample)."""
+def build_model(rank: int, codec: UCodec, opts: dict) -> IVAE:
+    """The IVAE of a network fit, from the estimator's settings and the resolved prior."""
     return IVAE(
         rank,
         opts["n_sources"],
         n_segments=codec.n_segments,
         n_u=codec.n_u,
         n_hidden=opts["n_hidden"],
-        n_layers=1 if linear else opts["n_layers"],
-        kernel_size=1 if linear else opts["kernel_size"],
+        n_layers=opts["n_layers"],
+        kernel_size=opts["kernel_size"],
         activation=opts["activation"],
-        # The module's prior table holds the segment means and variances;
-        # the shapes of the linear priors live in source_shape_.
-        prior="gauss" if opts["prior_"] in LINEAR_PRIORS else opts["prior_"],
-        posterior="diag" if linear else opts["posterior_"],
-        # The linear model's posterior mean is W x whatever the window.
-        encoder_u=opts["encoder_u"] and not linear,
+        prior=opts["prior_"],
+        posterior=opts["posterior_"],
+        encoder_u=opts["encoder_u"],
         decoder_u=opts["decoder_u"],
         learn_noise=opts["learn_noise"],
         noise_var=opts["noise_var"],
-        linear_path=opts["ica_init"] is not None or linear,
+        # ica_init starts the network from ICA's matrices on a parallel linear path.
+        linear_path=opts["ica_init"] is not None,
     )
 
 
 @dataclass
 class TimeDomainFit(Fitted):
-    """A fitted time-domain iVAE (network or its linear noiseless limit).
+    """A fitted network-family iVAE.
 
     Attributes
     ----------
     model : IVAE
     standardizer : Standardizer
     codec : UCodec
-    family : {"network", "linear"}
+    family : {"network"}
     mixing, prior, posterior : str
-        Resolved settings (``mixing_``, ``prior_``, ``posterior_``).
+        Resolved settings (``mixing_`` is "nonlinear", ``prior_``, ``posterior_``).
     refine_steps, refine_prior_weight : int, float
-        Posterior refinement at readout (network family only).
+        Posterior refinement at readout.
     source_mean : ndarray, shape (n_sources,)
-    source_shape : ndarray or None
-        Per source: the generalised Gaussian shape (prior="gengauss") or the
-        sign k of the extended prior (prior="extended"); else None.
-    sensor_nonlinearity : ndarray or None
-        Largest change of each channel by the tried sensor unwarping.
     """
 
     model: IVAE
@@ -86,8 +76,6 @@ class TimeDomainFit(Fitted):
     refine_steps: int = 0
     refine_prior_weight: float = 0.05
     source_mean: np.ndarray | None = None
-    source_shape: np.ndarray | None = None
-    sensor_nonlinearity: np.ndarray | None = None
     history: list = field(default_factory=list)
     data_device: str = "host"
 
@@ -105,11 +93,7 @@ class TimeDomainFit(Fitted):
 
     @property
     def _refines(self) -> bool:
-        return (
-            self.refine_steps > 0
-            and self.model.prior != "laplace"
-            and self.mixing not in LINEAR_MIXINGS
-        )
+        return self.refine_steps > 0 and self.model.prior != "laplace"
 
     @property
     def needs_u(self) -> bool:
@@ -160,16 +144,7 @@ class TimeDomainFit(Fitted):
                 return model.decode(stretch, None)[0, :, margin]
 
             W = torch.autograd.functional.jacobian(f, z0).cpu().double().numpy()
-        st = self.standardizer
-        patterns = st.dewhitening @ W
-        if st.unwarp is not None:  # mixing="post-nonlinear"
-            # Chain rule through the sensor warp g = h^-1 at the decoded source mean:
-            # dx/dz = dy/dz / (dy/dx at y0).
-            z0 = torch.as_tensor(mean, dtype=torch.float32, device=device)[None, :, None]
-            with torch.no_grad():
-                y0 = model.decode(z0, None)[0].cpu().double().numpy()
-            patterns = patterns / st.unwarp.slope_at(st.dewhitening @ y0 + st.mean[:, None])
-        return patterns
+        return self.standardizer.dewhitening @ W
 
     @torch.no_grad()
     def run_chunked(self, fn, inp: np.ndarray, codes) -> np.ndarray:
@@ -207,15 +182,15 @@ class TimeDomainFit(Fitted):
 
     # ---------------------------------------------------------------- state
     def attributes(self) -> dict:
-        unwarp = self.standardizer.unwarp
         return dict(
             fit_attributes(self.standardizer, self.codec, self.source_mean, self.history),
             model_=self.model,
-            sensor_mean_=None if unwarp is None else unwarp.mean,
-            sensor_scale_=None if unwarp is None else unwarp.scale,
-            sensor_coefs_=None if unwarp is None else unwarp.coefs,
-            sensor_nonlinearity_=self.sensor_nonlinearity,
-            source_shape_=self.source_shape,
+            # The linear family's; set (None) so that every time-domain fit has them.
+            sensor_mean_=None,
+            sensor_scale_=None,
+            sensor_coefs_=None,
+            sensor_nonlinearity_=None,
+            source_shape_=None,
             data_device_=self.data_device,
             mixing_=self.mixing,
             prior_=self.prior,
@@ -228,7 +203,7 @@ class TimeDomainFit(Fitted):
             domain="time",
             mixing=self.mixing,
             prior=self.prior,
-            unwarped=self.standardizer.unwarp is not None,
+            unwarped=False,
         )
 
     def state(self):
@@ -239,19 +214,6 @@ class TimeDomainFit(Fitted):
         for name, value in (("mean_", st.mean), ("whitening_", st.whitening)):
             tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
         tensors["dewhitening_"] = torch.from_numpy(np.ascontiguousarray(st.dewhitening))
-        if st.unwarp is not None:  # mixing="post-nonlinear"
-            for name, value in (
-                ("sensor_mean_", st.unwarp.mean),
-                ("sensor_scale_", st.unwarp.scale),
-                ("sensor_coefs_", st.unwarp.coefs),
-            ):
-                tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
-        if self.source_shape is not None:  # prior="gengauss" or "extended"
-            tensors["source_shape_"] = torch.from_numpy(np.ascontiguousarray(self.source_shape))
-        if self.sensor_nonlinearity is not None:
-            tensors["sensor_nonlinearity_"] = torch.from_numpy(
-                np.ascontiguousarray(self.sensor_nonlinearity)
-            )
         meta = dict(
             prior_=self.prior,
             posterior_=self.posterior,
@@ -262,40 +224,26 @@ class TimeDomainFit(Fitted):
 
 
 def from_state(tensors: dict, meta: dict, params: dict, device) -> TimeDomainFit:
-    """Rebuild a :class:`TimeDomainFit` from a saved file (format 1)."""
+    """Rebuild a :class:`TimeDomainFit` from a saved network fit (every format)."""
     tensors = dict(tensors)
     codec = codec_from_meta(meta, meta["prior_"] != "standard")
-    unwarp = None
-    if "sensor_coefs_" in tensors:
-        unwarp = SensorUnwarp(
-            *(tensors.pop(k).numpy() for k in ("sensor_mean_", "sensor_scale_", "sensor_coefs_"))
-        )
-    st = Standardizer(
-        *(tensors.pop(k).numpy() for k in ("mean_", "whitening_", "dewhitening_")), unwarp=unwarp
-    )
-    extra = {
-        k: tensors.pop(k).numpy() for k in ("source_shape_", "sensor_nonlinearity_") if k in tensors
-    }
-    mixing = meta.get("mixing_", "nonlinear")  # files from before the option
+    st = Standardizer(*(tensors.pop(k).numpy() for k in ("mean_", "whitening_", "dewhitening_")))
     opts = dict(params, prior_=meta["prior_"], posterior_=meta["posterior_"])
-    linear = mixing in LINEAR_MIXINGS
-    model = build_model(st.rank, codec, opts, linear=linear)
+    model = build_model(st.rank, codec, opts)
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()}, strict=True)
     n_sources = params["n_sources"]
     return TimeDomainFit(
         model=model.to(check_device(device)).eval(),
         standardizer=st,
         codec=codec,
-        family="linear" if linear else "network",
-        mixing=mixing,
+        family="network",
+        mixing="nonlinear",
         prior=meta["prior_"],
         posterior=meta["posterior_"],
-        n_layers=1 if linear else params["n_layers"],
-        kernel_size=1 if linear else params["kernel_size"],
+        n_layers=params["n_layers"],
+        kernel_size=params["kernel_size"],
         refine_steps=params.get("refine_steps", 0),
         refine_prior_weight=params.get("refine_prior_weight", 0.05),
         source_mean=np.asarray(meta.get("source_mean_", np.zeros(n_sources))),
-        source_shape=extra.get("source_shape_"),
-        sensor_nonlinearity=extra.get("sensor_nonlinearity_"),
         history=meta["history_"],
     )

@@ -120,7 +120,7 @@ def fit(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        model = build_model(st.rank, prep.codec, opts, linear=False).to(device)
+        model = build_model(st.rank, prep.codec, opts).to(device)
         if init_state is not None:
             apply_init(model, init_state)
         fitted = TimeDomainFit(

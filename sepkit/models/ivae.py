@@ -12,7 +12,6 @@ The auxiliary variable u enters per time sample, either as an integer label
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -232,41 +231,6 @@ class IVAE(nn.Module):
                     f"{tuple(conv.weight.shape[:2])}."
                 )
             conv.weight.copy_(w[:, :, None])
-
-    @torch.no_grad()
-    def load_noiseless_linear(self, unmixing, mixing, noise_var, seg_mean=None, seg_var=None):
-        """Write the noiseless linear iVAE into this module's parameters.
-
-        The linear family (:mod:`sepkit.methods.linear`) fits x = A s exactly
-        by maximum likelihood; stored here, that fit serves ``encode``,
-        ``decode`` and saving like a trained network. Needs
-        ``linear_path=True``, ``n_layers=1`` and ``kernel_size=1`` (whose
-        parallel layer is then zero, so the linear path is the whole map).
-
-        Parameters
-        ----------
-        unmixing : ndarray, shape (n_sources, n_channels)
-        mixing : ndarray, shape (n_channels, n_sources)
-        noise_var : ndarray, shape (n_channels,)
-            Observation noise variance per whitened dimension.
-        seg_mean, seg_var : ndarray, shape (n_segments, n_sources), optional
-            The fitted prior p(z|u) per segment, loaded into the prior table
-            when it has that many rows.
-        """
-        n = self.n_sources
-        self.set_linear_path(unmixing, mixing)
-        enc = self.encoder.layers[-1]
-        enc.weight[n : 2 * n].zero_()
-        # The exact posterior of the noiseless model is a point mass at W x:
-        # the smallest log-variance the encoder may output.
-        enc.bias[n : 2 * n].fill_(_LOGVAR_MIN)
-        self.noise_logvar.copy_(torch.from_numpy(np.log(noise_var))[:, None])
-        prior = self.prior_net
-        if seg_var is not None and prior is not None and prior.discrete:
-            table = prior.table.weight
-            if table.shape[0] == seg_var.shape[0]:
-                table[:, :n] = torch.from_numpy(seg_mean)
-                table[:, n:] = torch.from_numpy(np.log(np.maximum(seg_var, 1e-12)))
 
     @property
     def receptive_field(self) -> int:
