@@ -3,9 +3,10 @@
 The linear, noiseless iVAE (Gaussian, extended or generalised Gaussian prior)
 and its post-nonlinear variant have a tractable likelihood, so they are fitted
 by L-BFGS on their exact negative log-likelihood rather than by the SGD loop of
-:mod:`sepkit.train`: torch's L-BFGS in float64 on :mod:`sepkit.functional`,
-or, for the extended prior, picard's preconditioned L-BFGS in numpy on
-:mod:`sepkit.functional_ica`.
+:mod:`sepkit.train`: for the Gaussian and extended priors, picard's
+preconditioned L-BFGS in numpy on :mod:`sepkit.functional_ica` (no torch); for
+the generalised Gaussian prior and the post-nonlinear model, torch's L-BFGS in
+float64 on :mod:`sepkit.functional`.
 These functions take and return ndarrays; the estimator turns their result
 into a fitted model.
 """
@@ -19,7 +20,6 @@ import numpy as np
 from .._lazy import torch
 from ..functional import (
     gengauss_ivae_nll_and_grad,
-    linear_ivae_nll,
     odd_power_features,
     pack_covariances,
     post_nonlinear_ivae_nll,
@@ -90,23 +90,29 @@ def fit_linear_ivae(
 ) -> dict:
     """Maximum-likelihood fit of the linear, noiseless iVAE (Gaussian prior).
 
-    Minimises :func:`sepkit.functional.linear_ivae_nll` over a square
-    unmixing W with L-BFGS (strong Wolfe line search) in float64, starting
-    from the identity, i.e. from the whitened data. The per-segment source
-    variances are profiled out, so the fit works on the segment covariances
-    alone: its cost after one pass over the data does not grow with the
-    recording.
+    Minimises the Gaussian linear iVAE's -log p(x|u) (every k = 0 in
+    :func:`sepkit.functional_ica.extended_ivae_terms`, equal to
+    :func:`sepkit.functional.linear_ivae_nll`) over a square unmixing W by
+    picard's preconditioned L-BFGS in the relative parametrisation
+    (:func:`_relative_lbfgs`), in numpy float64, starting from the identity,
+    i.e. from the whitened data. The per-segment source variances are
+    profiled out, so the fit works on the segment covariances alone: its cost
+    after one pass over the data does not grow with the recording. (On
+    make_eeg recordings of 64 and 128 channels it reached torch's L-BFGS
+    optimum, the objective within 2e-9, in 28 and 121 iterations against 354
+    and 1000, 30-70x faster.)
 
     Parameters
     ----------
     x : ndarray, shape (n_dims, n_times)
         Centred, whitened data.
     codes : ndarray of int, shape (n_times,)
-        Segment of u for every sample, 0 .. n_segments - 1.
+        Segment of u for every sample (any integers: segments without samples
+        do not enter the objective).
     max_iter : int
-        L-BFGS iterations at most.
+        Iterations at most.
     tol : float
-        Stop when the largest gradient entry falls below ``tol``.
+        Stop when the largest entry of the relative gradient falls below ``tol``.
 
     Returns
     -------
@@ -115,27 +121,35 @@ def fit_linear_ivae(
         every source has unit variance over the fitted samples; ``nll``
         (-log p(x|u) in nats per sample in the whitened space); ``n_iter``;
         ``converged`` (False when ``max_iter`` ran out first); ``trace`` (the
-        objective per L-BFGS iteration, the start first).
+        objective at the start and after every iteration).
     """
-    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64)
-    ct = torch.as_tensor(np.asarray(codes), dtype=torch.long)
-    n_segments = int(ct.max()) + 1
-    covs, _, counts = segment_covariances(xt, ct, n_segments)
-    weights = counts / counts.sum()
-    unmixing = torch.eye(xt.shape[0], dtype=torch.float64, requires_grad=True)
-    trace = []
-    n_iter = _lbfgs(
-        [unmixing], lambda: linear_ivae_nll(unmixing, covs, weights), max_iter, tol, 1e-12, trace
+    _, codes = np.unique(np.asarray(codes), return_inverse=True)
+    data = group_segments(
+        np.asarray(x, dtype=np.float64), codes, int(codes.max()) + 1, keep_samples=False
     )
-    with torch.no_grad():
-        nll = float(linear_ivae_nll(unmixing, covs, weights))
-        grad_max = float(unmixing.grad.abs().max()) if unmixing.grad is not None else 0.0
+    n = x.shape[0]
+    values = []
+    W, terms, n_iter, converged = _relative_lbfgs(
+        lambda W: extended_ivae_terms(W, data, np.zeros(n)),
+        np.eye(n),
+        max_iter=max_iter,
+        tol=tol,
+        trace=values,
+    )
+    constant = n * (0.5 + log_normalizer(0))
+    nll = terms["loss"] + constant
+    if not np.isfinite(nll):
+        raise FloatingPointError(
+            "The linear iVAE's likelihood is not finite; the data have a dimension with no "
+            "variance in some segment. Use longer windows or fewer n_sources."
+        )
+    scale = np.sqrt(np.einsum("ia,ab,ib->i", W, data.total(), W))
     return dict(
-        unmixing=_unit_variance_rows(unmixing, xt, nll, "linear iVAE"),
-        nll=nll,
-        n_iter=n_iter,
-        converged=n_iter < max_iter or grad_max <= tol,
-        trace=trace,
+        unmixing=W / scale[:, None],
+        nll=float(nll),
+        n_iter=int(n_iter),
+        converged=bool(converged),
+        trace=[float(v + constant) for v in values],
     )
 
 
