@@ -9,6 +9,10 @@ factor per source, ``prior="extended"``, the EEG default;
 :func:`~sepkit.methods.likelihood.fit_extended_ivae`) or a generalised
 Gaussian (``prior="gengauss"``). ``mixing="post-nonlinear"`` first learns
 a per-sensor unwarping h (saturating amplifiers) and separates h(x).
+
+The fitted model is :class:`LinearFit`, numpy matrices (no torch): the
+Gaussian and extended fits are numpy too, so a default EEG fit never imports
+torch; the generalised Gaussian and the unwarping are fitted with torch's L-BFGS.
 """
 
 from __future__ import annotations
