@@ -37,8 +37,10 @@ class LazyModule:
 
     def __getattr__(self, attr: str):
         # Only called for attributes not found on the stand-in itself.
-        if attr.startswith("__") and attr.endswith("__"):
-            raise AttributeError(attr)  # copy/pickle probes must not import the module
+        if (attr.startswith("__") and attr.endswith("__")) or "_name" not in self.__dict__:
+            # copy/pickle probes must not import the module (nor recurse on an
+            # instance made without __init__).
+            raise AttributeError(attr)
         if self._module is None:
             self._module = importlib.import_module(self._name)
         return getattr(self._module, attr)

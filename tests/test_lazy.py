@@ -22,3 +22,9 @@ def test_probes_do_not_import_and_a_missing_module_fails_on_use():
     assert repr(stand_in) == "<LazyModule 'sepkit_no_such_module' (not loaded)>"
     with pytest.raises(ModuleNotFoundError, match="No module named 'sepkit_no_such_module'"):
         _ = stand_in.anything
+
+
+def test_an_instance_made_without_init_fails_plainly():
+    bare = LazyModule.__new__(LazyModule)
+    with pytest.raises(AttributeError, match="dumps"):
+        _ = bare.dumps
