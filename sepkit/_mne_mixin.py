@@ -619,7 +619,7 @@ class MNEMixin:
 
     # ------------------------------------------------------------ plots
     def plot_components(
-        self, picks=None, *, info=None, n_cols: int = 5, cmap="RdBu_r", exclude=None
+        self, picks=None, *, info=None, n_cols: int = 5, cmap="RdBu_r", exclude=None, show=False
     ):
         """Topographic maps of the sensor patterns (:meth:`get_components`).
 
@@ -642,6 +642,10 @@ class MNEMixin:
             Sources to show as excluded besides ``self.exclude``, as in
             :meth:`apply`.
 
+        show : bool
+            Display with ``matplotlib.pyplot.show`` as well. Default False (the
+            figure is returned to save or embed; MNE's plots show by default).
+
         Returns
         -------
         fig : matplotlib.figure.Figure
@@ -655,12 +659,15 @@ class MNEMixin:
         info = self._positions_info(info, "plot_components")
         patterns = self.get_components()[np.ix_(self._info_rows(info), picks)]
         names = [f"IVAE{k:03d}" for k in picks]
-        return viz.plot_topomaps(
+        fig = viz.plot_topomaps(
             patterns, info, names=names, n_cols=n_cols, cmap=cmap, caller="plot_components",
             exclude=[i for i, k in enumerate(picks) if k in excluded],
         )  # fmt: skip
+        return _shown(fig, show)
 
-    def plot_properties(self, raw, picks=None, *, info=None, fmax: float | None = None, u=None):
+    def plot_properties(
+        self, raw, picks=None, *, info=None, fmax: float | None = None, u=None, show=False
+    ):
         """One figure per source: its map, spectrum and variance over the windows.
 
         Like ``ICA.plot_properties``, for judging whether a source is an
@@ -686,6 +693,10 @@ class MNEMixin:
         u : None, "annotations", "events" or ndarray
             As in ``transform``.
 
+        show : bool
+            Display with ``matplotlib.pyplot.show`` as well. Default False (the
+            figure is returned to save or embed; MNE's plots show by default).
+
         Returns
         -------
         figs : list of matplotlib.figure.Figure
@@ -693,6 +704,7 @@ class MNEMixin:
         """
         _check_raw_arg(raw)
         self._check_fitted()
+        check_option("show", show, (True, False))
         if picks is not None and not isinstance(picks, (str, bytes)) and len(picks) == 0:
             return []
         picks = self._check_source_picks(picks)
@@ -723,7 +735,7 @@ class MNEMixin:
                     caller="plot_properties",
                 )
             )
-        return figs
+        return _shown(figs, show)
 
     def _fitted_names_or_default(self):
         return self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
@@ -817,6 +829,7 @@ class MNEMixin:
         duration: float = 10.0,
         u=None,
         exclude=None,
+        show=False,
     ):
         """Time courses of the sources, one trace per source.
 
@@ -837,6 +850,10 @@ class MNEMixin:
         exclude : None or list of int
             Sources to show as excluded besides ``self.exclude``, as in
             :meth:`apply`.
+
+        show : bool
+            Display with ``matplotlib.pyplot.show`` as well. Default False (the
+            figure is returned to save or embed; MNE's plots show by default).
 
         Returns
         -------
@@ -862,10 +879,11 @@ class MNEMixin:
             )
             if _is_bad_description(desc)
         ]
-        return viz.plot_source_traces(
+        fig = viz.plot_source_traces(
             sources.get_data(picks=names), raw.info["sfreq"], names=names, start=start,
             bad_spans=bad_spans, exclude=[i for i, k in enumerate(picks) if k in excluded],
         )  # fmt: skip
+        return _shown(fig, show)
 
     def plot_overlay(
         self,
@@ -877,6 +895,7 @@ class MNEMixin:
         start: float = 0.0,
         duration: float = 10.0,
         u=None,
+        show=False,
     ):
         """Channels before and after :meth:`apply`, like ``ICA.plot_overlay``.
 
@@ -896,6 +915,10 @@ class MNEMixin:
             Time span in seconds from the first sample of ``raw``.
         u : None, "annotations", "events" or ndarray
             As in ``transform``.
+
+        show : bool
+            Display with ``matplotlib.pyplot.show`` as well. Default False (the
+            figure is returned to save or embed; MNE's plots show by default).
 
         Returns
         -------
@@ -927,9 +950,10 @@ class MNEMixin:
             if removed
             else "Nothing removed"
         )
-        return viz.plot_overlay(
+        fig = viz.plot_overlay(
             before[rows], after[rows], sfreq, names=picks, start=start, eeg=is_eeg, title=title
         )
+        return _shown(fig, show)
 
     # ------------------------------------------------- MNE's ICA, ICLabel
     def to_mne_ica(self, info=None):
@@ -1268,3 +1292,13 @@ def _check_channel_picks(picks, fitted: list[str]) -> list[str] | None:
             f"{len(fitted)} the separator was fitted on (e.g. {fitted[:3]})."
         )
     return picks
+
+
+def _shown(fig, show):
+    """``fig`` (a figure or a list of them), displayed first when ``show``."""
+    check_option("show", show, (True, False))
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    return fig

@@ -965,6 +965,16 @@ def test_plots_return_figures(fitted, sim, tmp_path):
         fitted.plot_components(picks=[8])
     with pytest.raises(ValueError, match=r"'start' \(40 s\) must be before the end of raw"):
         fitted.plot_sources(raw, start=40.0)
+    # show=, as MNE's plots take it: False returns the figure only, True also shows it.
+    shown = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("matplotlib.pyplot.show", lambda *a, **k: shown.append(1))
+        assert isinstance(fitted.plot_sources(raw, duration=2.0, show=False), Figure)
+        assert isinstance(fitted.plot_overlay(raw, [0], duration=2.0, show=True), Figure)
+        assert isinstance(fitted.plot_components(show=True), Figure)
+    assert shown == [1, 1]
+    with pytest.raises(ValueError, match=r"Invalid value for the 'show' parameter"):
+        fitted.plot_components(show="yes")
     loaded = IVAESeparator.load(fitted.save(tmp_path / "sep.safetensors"), device="cpu")
     with pytest.raises(ValueError, match="plot_components needs channel positions"):
         loaded.plot_components()
