@@ -223,6 +223,8 @@ def test_rank_deficient_data_is_handled():
         (dict(lr=-1.0), "'lr' must be > 0.0", ValueError),
         (dict(n_sources=2.5), "'n_sources' must be an integer", TypeError),
         (dict(device="tpu"), "Invalid value for the 'device' parameter", ValueError),
+        (dict(device="cuda:x"), r"'cuda:N', but got 'cuda:x' instead", ValueError),
+        (dict(device=0), "'device' must be a string such as 'auto'", TypeError),
         (dict(whiten="yes"), "Invalid value for the 'whiten' parameter", ValueError),
     ],
 )

@@ -1,0 +1,30 @@
+"""sepkit.methods: the families by name, and the domain choice before any family is loaded."""
+
+import numpy as np
+import pytest
+
+from sepkit.io import Recording
+from sepkit.methods import FAMILIES, load_family, resolve_domain
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_loads_by_name_and_implements_the_protocol(name):
+    family = load_family(name)
+    assert family.NAME == name
+    assert {"n_sources", "device"} <= set(family.PARAMS)
+    for attr in ("fit", "from_state", "check_fit_params"):
+        assert callable(getattr(family, attr))
+
+
+def test_an_unknown_family_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"Unknown model family 'pca'; the families are \["):
+        load_family("pca")
+
+
+def test_resolve_domain_without_measuring():
+    eeg = Recording(np.zeros((3, 100), np.float32), 100.0, ("a", "b", "c"), "eeg")
+    assert resolve_domain("auto", "recording", eeg) == ("time", None)
+    assert resolve_domain("auto", "raw", None) == ("time", None)
+    assert resolve_domain("tf", "recording", eeg) == ("tf", None)
+    with pytest.raises(ValueError, match=r"init= fine-tunes a time-domain model, but domain='tf'"):
+        resolve_domain("tf", "recording", eeg, init=object())
