@@ -400,11 +400,14 @@ def check_flat_channels(stats: np.ndarray, ch_names=None, scale=None, peak=None)
         raise ValueError(f"X has flat (constant) channel(s) {names}; drop them before fitting.")
 
 
-def _all_finite(t) -> bool:
-    """Whether an array (numpy, or torch without importing it) holds no NaN or Inf."""
+def nonfinite_count(t) -> int:
+    """NaN or Inf entries of a real or complex array (numpy, or torch without importing it).
+
+    Integer and boolean arrays have none.
+    """
     if isinstance(t, np.ndarray):
-        return not np.issubdtype(t.dtype, np.floating) or bool(np.isfinite(t).all())
-    return not t.is_floating_point() or bool(t.isfinite().all())
+        return int((~np.isfinite(t)).sum()) if np.issubdtype(t.dtype, np.inexact) else 0
+    return int((~t.isfinite()).sum()) if t.is_floating_point() or t.is_complex() else 0
 
 
 def check_finite_fit(tensors: dict) -> None:
@@ -413,7 +416,7 @@ def check_finite_fit(tensors: dict) -> None:
     (A family's last logged loss may be NaN while its weights are sound: the
     time-frequency family skips non-finite Adam steps and logs them.)
     """
-    bad = sorted(name for name, t in tensors.items() if not _all_finite(t))
+    bad = sorted(name for name, t in tensors.items() if nonfinite_count(t))
     if bad:
         raise RuntimeError(
             f"The fit ended with non-finite weights ({', '.join(bad[:4])}), so nothing was "

@@ -34,7 +34,7 @@ import numpy as np
 from safetensors import safe_open
 
 from ._atomic import atomic_write
-from ._check import POSTERIORS, PRIORS
+from ._check import POSTERIORS, PRIORS, nonfinite_count
 from ._lazy import LazyModule, torch
 from ._version import __version__
 from .methods import FAMILIES, _time, load_family
@@ -484,15 +484,9 @@ def _check_tf_state(meta: dict, tensors: dict, n_channels: int) -> None:
 def _check_finite(tensors: dict) -> None:
     for name in sorted(tensors):
         t = tensors[name]
-        if isinstance(t, np.ndarray):  # a numpy state (the linear family), before writing
-            if not np.issubdtype(t.dtype, np.inexact):
-                continue
-            bad, size = int((~np.isfinite(t)).sum()), t.size
-        elif not (t.is_floating_point() or t.is_complex()):
-            continue
-        else:
-            bad, size = int((~torch.isfinite(t)).sum()), t.numel()
+        bad = nonfinite_count(t)  # a numpy state (the linear family) is checked before writing
         if bad:
+            size = t.size if isinstance(t, np.ndarray) else t.numel()
             raise _Invalid(
                 f"tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of {size}; "
                 "a model with non-finite weights gives NaN sources (the fit that wrote it "

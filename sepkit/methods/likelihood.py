@@ -42,18 +42,29 @@ def _lbfgs_optimizer(params, max_iter: int, tol: float, tolerance_change: float)
     )
 
 
-def _unit_variance_rows(unmixing: torch.Tensor, xt: torch.Tensor, nll: float, model: str):
-    """``unmixing`` with rows scaled to unit source variance; raise if ``nll`` is not finite."""
+def _check_finite_nll(nll: float, model: str) -> None:
+    """Raise when the fitted ``model``'s -log-likelihood is not finite."""
     if not np.isfinite(nll):
         raise FloatingPointError(
             f"The {model}'s likelihood is not finite; the data have a dimension with no "
             "variance in some segment. Use longer windows or fewer n_sources."
         )
+
+
+def _unit_variance_rows(unmixing: torch.Tensor, xt: torch.Tensor, nll: float, model: str):
+    """``unmixing`` with rows scaled to unit source variance; raise if ``nll`` is not finite."""
+    _check_finite_nll(nll, model)
     with torch.no_grad():
         # Unit variance over all samples (about the overall mean).
         xc = xt - xt.mean(dim=1, keepdim=True)
         W = unmixing.detach()
         return (W / (W @ xc).std(dim=1, correction=0)[:, None]).numpy()
+
+
+def _unit_variance_unmixing(W: np.ndarray, data, nll: float, model: str) -> np.ndarray:
+    """:func:`_unit_variance_rows` of the numpy fits: the variance from ``data``'s moments."""
+    _check_finite_nll(nll, model)
+    return W / np.sqrt(np.einsum("ia,ab,ib->i", W, data.total(), W))[:, None]
 
 
 def _lbfgs(
@@ -138,14 +149,8 @@ def fit_linear_ivae(
     )
     constant = n * (0.5 + log_normalizer(0))
     nll = terms["loss"] + constant
-    if not np.isfinite(nll):
-        raise FloatingPointError(
-            "The linear iVAE's likelihood is not finite; the data have a dimension with no "
-            "variance in some segment. Use longer windows or fewer n_sources."
-        )
-    scale = np.sqrt(np.einsum("ia,ab,ib->i", W, data.total(), W))
     return dict(
-        unmixing=W / scale[:, None],
+        unmixing=_unit_variance_unmixing(W, data, nll, "linear iVAE"),
         nll=float(nll),
         n_iter=int(n_iter),
         converged=bool(converged),
@@ -658,14 +663,8 @@ def fit_extended_ivae(
         if np.array_equal(np.where(score >= 0, SUPER_GAUSSIAN_K, SUB_GAUSSIAN_K), signs):
             break
     nll = terms["loss"] + sum(0.5 + log_normalizer(k) for k in signs)
-    if not np.isfinite(nll):
-        raise FloatingPointError(
-            "The extended linear iVAE's likelihood is not finite; the data have a dimension "
-            "with no variance in some segment. Use longer windows or fewer n_sources."
-        )
-    scale = np.sqrt(np.einsum("ia,ab,ib->i", W, data.total(), W))
     return dict(
-        unmixing=W / scale[:, None],
+        unmixing=_unit_variance_unmixing(W, data, nll, "extended linear iVAE"),
         shape=signs,
         nll=float(nll),
         start_nll=float(start_nll),
