@@ -244,8 +244,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         the shipped speech prior ``ivae-speech-16k-v1`` (as
         ``source_model="ivae-speech-16k-v1"``; ``family_ == "tf_pretrained"``),
         which measured better than the per-mixture model there
-        (recipes/speech_source_model: median SI-SDRi 7.27 against 5.88 dB with
-        2 sources, 2.86 against 2.76 with 3; not with 4, 2.49 against 3.24);
+        (recipes/speech_source_model: median SI-SDRi 7.61 against 5.88 dB with
+        2 sources, 3.07 against 2.76 with 3; not with 4, 3.06 against 3.24);
         pass ``domain="tf"`` (or ``fit_params`` of the tf family) for the
         per-mixture model, e.g. for sounds that are not speech. Anything else
         (arrays, EEG, Raw) is "time".
@@ -391,7 +391,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         top-level settings are ``n_sources``, ``domain``, ``mixing``, ``prior``,
         the windows of u, ``highpass``/``lowpass``, ``device``,
         ``random_state`` and ``verbose``. With ``source_model``: ``n_init``,
-        ``n_iter``, ``n_finetune``, ``finetune_lr``, ``ref_channel``,
+        ``n_iter``, ``n_finetune``, ``finetune_lr``, ``n_ip``, ``ref_channel``,
         ``max_fit_seconds`` (:data:`sepkit.methods.tf_pretrained.FIT_PARAMS`).
     source_model : str, path or None
         A pretrained speech source model (e.g. ``"ivae-speech-16k-v1"``, see

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sepkit import IVAESeparator, Recording
+from sepkit import functional_tf as F
 from sepkit.methods import tf_pretrained
 from sepkit.models import SpeechSourcePrior
 from sepkit.pretrained import export_model, export_source_model
@@ -90,6 +91,28 @@ def test_the_demixing_separates_better_than_the_mixture(model_dir):
     assert corr.max(axis=1).min() > mixed.max(axis=1).min()
 
 
+def test_the_model_sees_the_sources_at_the_reference_microphone(model_dir, monkeypatch):
+    # Projected back, a square demixing's outputs add up to the reference
+    # microphone exactly: the spectra the source model is given are the sources
+    # as that microphone hears them, not IP's own per-frequency scale.
+    seen = []
+    weights = tf_pretrained.prior_weights
+
+    def spy(model, Y, *args, **kwargs):
+        seen.append(Y.detach().clone())
+        return weights(model, Y, *args, **kwargs)
+
+    monkeypatch.setattr(tf_pretrained, "prior_weights", spy)
+    rec = _room_mixture(8000)
+    fit_params = {"n_init": 3, "n_iter": 3, "ref_channel": 1}
+    IVAESeparator(2, source_model=model_dir, fit_params=fit_params).fit(rec)
+    X = F.stft(torch.from_numpy(rec.data), 256, 64)  # (n_freqs, n_mics, n_frames)
+    assert len(seen) == 3
+    for Y in seen:
+        torch.testing.assert_close(Y.sum(dim=1), X[:, 1], rtol=1e-3, atol=1e-4 * X.abs().max())
+    assert not torch.allclose(seen[-1].sum(dim=1), X[:, 0], atol=1e-2 * X.abs().max())
+
+
 def test_other_rates_are_resampled_and_said(model_dir):
     rec = _room_mixture(8000)
     rec16 = Recording(np.repeat(rec.data, 2, axis=1), 16000.0, rec.ch_names, "audio")
@@ -115,6 +138,7 @@ def test_fit_params(model_dir):
         (dict(n_sources=3), "rec", r"n_sources=3 needs at least as many microphones.*<= 2"),
         (dict(highpass=1.0), "rec", r"filters the time-domain fit.*highpass=None"),
         (dict(fit_params={"ref_channel": 5}), "rec", r"ref_channel must be < the 2 channels"),
+        (dict(fit_params={"n_ip": 0}), "rec", r"'n_ip' must be >= 1, got 0"),
         (dict(), "fractional", r"sample rate is 8000.5 Hz.*Resample the recording to 8000 Hz"),
     ],
 )

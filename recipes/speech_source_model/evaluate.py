@@ -105,8 +105,10 @@ def stage_prepare(cfg: dict, exp: Path, rows: list[dict]) -> None:
 # ------------------------------------------------------------------ methods
 def run_method(method: str, x: np.ndarray, n: int, cfg: dict, model_dir: Path, seed: int):
     rec = Recording(x.astype(np.float32), RATE, tuple(f"mic{i}" for i in range(len(x))), "audio")
-    if method == "pretrained":
-        sep = IVAESeparator(n, source_model=model_dir, random_state=seed)
+    if method in ("pretrained", "pretrained_amortised"):
+        # "pretrained_amortised": the shipped model alone, no weight trained per mixture.
+        fit_params = {"n_finetune": 0} if method == "pretrained_amortised" else None
+        sep = IVAESeparator(n, source_model=model_dir, random_state=seed, fit_params=fit_params)
         return sep.fit(rec).transform(rec).data
     if method == "tf":
         return IVAESeparator(n, domain="tf", random_state=seed).fit(rec).transform(rec).data
