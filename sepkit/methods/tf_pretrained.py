@@ -62,9 +62,9 @@ SOURCE_MODEL_KIND = "source_model"
 # held-out 3x3 rooms 2.47 dB against 1.21), then 40 alternations of one Adam
 # step at lr 1e-3 on a copy of the model and two IP sweeps. Against the
 # previous 2 steps at 3e-3 and one sweep, on the recipe's 63 rooms: median
-# SI-SDRi 7.61 / 3.06 / 3.06 dB (2 / 3 / 4 sources) against 7.27 / 2.86 / 2.49.
+# SI-SDRi 7.61 / 3.07 / 3.06 dB (2 / 3 / 4 sources) against 7.27 / 2.86 / 2.49.
 # n_finetune=0 is the amortised model alone (no weight trained per mixture;
-# about 2.5 s per 10 s of audio): 6.19 / 3.04 dB at 2 / 3 sources there.
+# about 2 s per 10 s of audio): 6.18 / 2.81 dB at 2 / 3 sources there.
 FIT_PARAMS = dict(
     n_init=40,
     n_iter=40,
