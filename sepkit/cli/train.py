@@ -425,6 +425,8 @@ def _train(config: Path) -> int:
         if rank == 0:
             sep.save(out, overwrite=cfg.get("overwrite", False))
             print(f"saved {out} ({sep.n_steps_run_} steps, world size {world})")
+        if world > 1:
+            torch.distributed.barrier()  # every rank leaves together (see train_source)
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()

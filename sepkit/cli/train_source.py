@@ -141,6 +141,10 @@ def run(cfg: dict, config: Path, paths: list[Path], s: dict) -> int:
                 f"{config.name}`; sha256 {{sha256}}.\n",
             )
             print(f"saved {out} ({history[-1]['step']} steps, world size {world})")
+        if world > 1:
+            # Every rank leaves together: one that tears its group down while rank 0
+            # still writes the model could abort in gloo's teardown.
+            torch.distributed.barrier()
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
