@@ -185,7 +185,7 @@ def stage_report(cfg: dict, exp: Path) -> str:
                 f"| {statistics.median(r['sir'] for r in sel):.2f} "
                 f"| {statistics.median(r['seconds_per_10s'] for r in sel):.2f} | {len(sel)} |"
             )
-    text = "\n".join(lines) + f"\n\nHardware: {hardware()}\n" + _summary(by)
+    text = "\n".join(lines) + f"\n\nHardware: {hardware()}\n" + _summary(by) + _by_array(by)
     (exp / "results.md").write_text(text)
     print(text)
     return text
@@ -218,4 +218,43 @@ def _summary(by: dict) -> str:
     lines = ["", "| method | SI-SDRi median over all conditions | fits |", "|---|---|---|"]
     for key, v in sorted(pooled.items(), key=lambda kv: -statistics.median(kv[1])):
         lines.append(f"| {key} | {statistics.median(v):.2f} | {len(v)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _array_shape(condition: str) -> str:
+    """The "2src x 3mic" of a condition name (the issue's targets are per shape: 2x2, 3x3)."""
+    parts = condition.split("_")
+    return f"{parts[1]} x {parts[2]}"
+
+
+def _by_array(by: dict) -> str:
+    """Per sources x microphones: each row family's median, and ours against the anchors.
+
+    The anchors are pooled at their best frame per condition; "best anchor" is
+    the anchor with the highest pooled median of that shape, "tf" sepkit's
+    per-mixture model.
+    """
+    pooled = {}
+    for cond, methods in by.items():
+        shape = pooled.setdefault(_array_shape(cond), {})
+        for method, sel in _best_frames(methods).items():
+            shape.setdefault(method.split(" (")[0], []).extend(sel)
+    lines = [
+        "",
+        "| sources x mics | method | SI-SDRi median | s per 10 s | fits | vs best anchor | vs tf |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for shape, methods in sorted(pooled.items()):
+        med = {m: statistics.median(r["si_sdri"] for r in sel) for m, sel in methods.items()}
+        anchors = [m for m in med if any("@" in r["method"] for r in methods[m])]
+        best = max(anchors, key=med.get, default=None)
+        for m in sorted(med, key=lambda m: -med[m]):
+            ours = m not in anchors
+            vs_best = f"{med[m] - med[best]:+.2f} ({best})" if ours and best else ""
+            vs_tf = f"{med[m] - med['tf']:+.2f}" if ours and m != "tf" and "tf" in med else ""
+            secs = statistics.median(r["seconds_per_10s"] for r in methods[m])
+            lines.append(
+                f"| {shape} | {m} | {med[m]:.2f} | {secs:.2f} | {len(methods[m])} "
+                f"| {vs_best} | {vs_tf} |"
+            )
     return "\n".join(lines) + "\n"

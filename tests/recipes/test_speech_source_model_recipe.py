@@ -76,3 +76,35 @@ def test_train_without_a_corpus_says_run_stage_1(load_recipe, tmp_path):
     with pytest.raises(SystemExit, match=r"no corpus at .*run stage 1 first"):
         run.main(["--config", conf, "--exp", str(tmp_path), f"--corpus.cache='{tmp_path}'",
                   "--stage", "2"])  # fmt: skip
+
+
+def test_table_per_array_shape_against_the_best_anchor(load_recipe):
+    load_recipe("speech_source_model")
+    from evaluate import _by_array
+
+    def fits(method, values):
+        return [dict(method=method, si_sdri=v, seconds_per_10s=1.0) for v in values]
+
+    by = {
+        "valid_2src_2mic_5cm_rt0.2_10s": {
+            "pretrained": fits("pretrained", [8.0, 10.0, 6.0]),
+            "tf": fits("tf", [5.0, 6.0, 7.0]),
+            "ilrma@2048": fits("ilrma@2048", [4.0, 4.0, 4.0]),
+            "ilrma@4096": fits("ilrma@4096", [1.0, 2.0, 3.0]),  # the worse frame: dropped
+            "auxiva@2048": fits("auxiva@2048", [0.0, 1.0, 9.0]),
+        },
+        "valid_3src_3mic_5cm_rt0.2_10s": {
+            "pretrained": fits("pretrained", [1.0]),
+            "tf": fits("tf", [2.0]),
+            "auxiva@2048": fits("auxiva@2048", [3.0]),
+        },
+    }
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in _by_array(by).splitlines()
+            if line.startswith("| 2src") or line.startswith("| 3src")}  # fmt: skip
+    # 2x2: medians 8 (ours), 6 (tf), 4 (ILRMA at its better frame), 1 (AuxIVA).
+    assert rows[("2src x 2mic", "pretrained")].endswith(
+        "| 8.00 | 1.00 | 3 | +4.00 (ilrma) | +2.00 |"
+    )
+    assert rows[("2src x 2mic", "tf")].endswith("| +2.00 (ilrma) |  |")
+    assert rows[("2src x 2mic", "ilrma")].endswith("| 4.00 | 1.00 | 3 |  |  |")
+    assert rows[("3src x 3mic", "pretrained")].endswith("| -2.00 (auxiva) | -1.00 |")
