@@ -243,6 +243,24 @@ def test_a_source_model_given_as_model_on_the_command_line(capsys, tmp_path):
     ]
 
 
+def test_the_command_line_says_which_source_model_ran(model_dir, monkeypatch, capsys, tmp_path):
+    import soundfile as sf
+
+    from sepkit.cli import main
+
+    fast = {"n_init": 2, "n_iter": 2, "n_finetune": 0}
+    monkeypatch.setattr(tf_pretrained, "FIT_PARAMS", {**tf_pretrained.FIT_PARAMS, **fast})
+    sf.write(tmp_path / "mix.wav", _room_mixture(8000).data.T * 0.1, 8000)
+    argv = ["separate", str(tmp_path / "mix.wav"), "--n-sources", "2"]
+    assert main([*argv, "--source-model", str(model_dir), "-o", str(tmp_path / "out")]) == 0
+    assert (
+        "mix.wav: tf_pretrained family, tf domain, mixing convolutive, prior gauss, sensor "
+        "unwarping not kept, source model ivae-test-8k-v1"
+    ) in capsys.readouterr().err.splitlines()
+    info = json.loads((tmp_path / "out" / "mix_metrics.json").read_text())
+    assert info["source_model"] == "ivae-test-8k-v1"
+
+
 def test_auto_rule_for_rooms(model_dir, monkeypatch):
     monkeypatch.setattr(tf_pretrained, "AUTO_SOURCE_MODEL", str(model_dir))
     rule = tf_pretrained.auto_source_model

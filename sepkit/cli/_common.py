@@ -301,10 +301,14 @@ def describe_model(sep) -> dict:
 def model_line(name: str, described: dict) -> str:
     """One console line saying which model ran on ``name``."""
     kept = "kept" if described["unwarped"] else "not kept"
-    return (
+    line = (
         f"{name}: {described['family']} family, {described['domain']} domain, mixing "
         f"{described['mixing']}, prior {described['prior']}, sensor unwarping {kept}"
     )
+    # domain="auto" may pick a pretrained source model for a room: say which one ran.
+    if described.get("source_model"):
+        line += f", source model {described['source_model']}"
+    return line
 
 
 # --------------------------------------------------------------- output sets
