@@ -208,7 +208,8 @@ def _common_rate(sources: list[_Source], sample_rate: float | None) -> float:
     if len(rates) > 1:
         raise ValueError(
             f"The files have different sample rates {rates} Hz and sample_rate is None. Pass "
-            "sample_rate (e.g. sample_rate=16000) to resample every window to one rate."
+            f"sample_rate (e.g. sample_rate={rates[0]:g}, the lowest of them) to resample every "
+            "window to one rate."
         )
     return rates[0]
 

@@ -215,7 +215,7 @@ def test_errors(tmp_path):
         (ValueError, r"'rank' must be in \[0, world_size\) = \[0, 2\), got 2", {"rank": 2, "world_size": 2}),
         (ValueError, r"Pass both 'rank' and 'world_size', or neither", {"rank": 1}),
         (ValueError, r"'seed' must be >= 0, got -1", {"seed": -1}),
-        (ValueError, r"different sample rates \[1000.0, 2000.0\] Hz and sample_rate is None", {"files": [a, "fast.wav"]}),
+        (ValueError, r"different sample rates \[1000.0, 2000.0\] Hz and sample_rate is None. Pass sample_rate \(e.g. sample_rate=1000, the lowest", {"files": [a, "fast.wav"]}),
         (ValueError, r"\.npy files carry no sample rate \(x.npy\); pass sample_rate", {"files": [a, "x.npy"]}),
         (ValueError, r"mono.wav has 1 channels but a.wav has 2, and channels is None\. Pass channels='mean'", {"files": [a, "mono.wav"]}),
         (ValueError, r"Invalid value for the 'channels' parameter. Allowed values are None and 'mean'", {"channels": "left"}),
