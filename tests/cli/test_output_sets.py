@@ -485,7 +485,13 @@ def test_ctrl_c_during_the_moves_is_held_until_the_set_is_in_place(earlier, monk
         real_move(staged, target)
 
     monkeypatch.setattr(common, "_move_into_place", move)
-    assert main([*argv, "--force", "--seed", "3"]) == 130
+    # Python's own Ctrl-C handler, as in a terminal: a job started in the background
+    # (``pytest &``) inherits SIGINT ignored, which the command line rightly leaves alone.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main([*argv, "--force", "--seed", "3"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sorted(moves) == sorted(before)  # every file moved, then the interrupt
     after = _snapshot(out)
     assert set(after) == set(before) and after["a_metrics.json"] != before["a_metrics.json"]
