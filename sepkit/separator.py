@@ -244,8 +244,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         the shipped speech prior ``ivae-speech-16k-v1`` (as
         ``source_model="ivae-speech-16k-v1"``; ``family_ == "tf_pretrained"``),
         which measured better than the per-mixture model there
-        (recipes/speech_source_model: median SI-SDRi 7.61 against 5.88 dB with
-        2 sources, 3.07 against 2.76 with 3; not with 4, 3.06 against 3.24);
+        (recipes/speech_source_model, 126 rooms: median SI-SDRi 7.12 against
+        5.88 dB with 2 sources, 2.95 against 2.19 with 3; not with 4, 1.74
+        against 1.72, where ILRMA leads);
         pass ``domain="tf"`` (or ``fit_params`` of the tf family) for the
         per-mixture model, e.g. for sounds that are not speech. Anything else
         (arrays, EEG, Raw) is "time".
