@@ -208,13 +208,21 @@ def _best_frames(methods: dict) -> dict:
     return out
 
 
+def _pooled(by: dict, group) -> dict:
+    """{group(condition): {row family: fits}}, the anchors at their best frame per condition."""
+    pooled = {}
+    for cond, methods in by.items():
+        families = pooled.setdefault(group(cond), {})
+        for method, sel in _best_frames(methods).items():
+            families.setdefault(method.split(" (")[0], []).extend(sel)
+    return pooled
+
+
 def _summary(by: dict) -> str:
     """Median over all conditions of each row family (anchors at their best frame each)."""
-    pooled = {}
-    for methods in by.values():
-        for method, sel in _best_frames(methods).items():
-            key = method.split(" (")[0]
-            pooled.setdefault(key, []).extend(r["si_sdri"] for r in sel)
+    pooled = {
+        k: [r["si_sdri"] for r in sel] for k, sel in _pooled(by, lambda c: "all")["all"].items()
+    }
     lines = ["", "| method | SI-SDRi median over all conditions | fits |", "|---|---|---|"]
     for key, v in sorted(pooled.items(), key=lambda kv: -statistics.median(kv[1])):
         lines.append(f"| {key} | {statistics.median(v):.2f} | {len(v)} |")
@@ -234,11 +242,7 @@ def _by_array(by: dict) -> str:
     the anchor with the highest pooled median of that shape, "tf" sepkit's
     per-mixture model.
     """
-    pooled = {}
-    for cond, methods in by.items():
-        shape = pooled.setdefault(_array_shape(cond), {})
-        for method, sel in _best_frames(methods).items():
-            shape.setdefault(method.split(" (")[0], []).extend(sel)
+    pooled = _pooled(by, _array_shape)
     lines = [
         "",
         "| sources x mics | method | SI-SDRi median | s per 10 s | fits | vs best anchor | vs tf |",
