@@ -229,12 +229,12 @@ def fit_demixing(blocks, prior: SourceModel, n_sources: int, opts: dict, verbose
             # so the model sees the outputs projected back onto the reference
             # microphone. A scale per source and frequency of the weights changes
             # only the scale of the IP update's row, not its direction.
-            Y = F.projection_back_scales(W @ P, opts["ref_channel"])[:, :, None] * Y
+            heard = F.projection_back_scales(W @ P, opts["ref_channel"])[:, :, None] * Y
             with torch.random.fork_rng(devices=[]):  # the fine-tuning's sampling noise
                 torch.manual_seed(seed + it)
-                weights = prior_weights(model, Y, prior.segment_frames, tune)
+                weights = prior_weights(model, heard, prior.segment_frames, tune)
             if not torch.isfinite(weights).all():
-                weights = F.auxiva_weights(W @ Xw)
+                weights = F.auxiva_weights(Y)
             for _ in range(opts["n_ip"]):  # the variances fixed: each sweep gains likelihood
                 W_new = F.ip_update(W, Xw, weights)
                 ok = torch.isfinite(torch.view_as_real(W_new)).flatten(1).all(1)
