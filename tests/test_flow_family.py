@@ -211,4 +211,8 @@ def test_no_warning_with_its_own_settings(data):
     X, _, u = data
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        IVAESeparator(3, mixing="flow", fit_params={"n_steps": 5, "n_coupling": 1}).fit(X, u)
+        # Seeded: an unseeded 5-step fit ended above its linear start on 1 of 40 seeds
+        # (seed 7), whose fallback RuntimeWarning then failed this test at random.
+        IVAESeparator(
+            3, mixing="flow", random_state=0, fit_params={"n_steps": 5, "n_coupling": 1}
+        ).fit(X, u)
