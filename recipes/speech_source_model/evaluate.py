@@ -220,9 +220,8 @@ def _pooled(by: dict, group) -> dict:
 
 def _summary(by: dict) -> str:
     """Median over all conditions of each row family (anchors at their best frame each)."""
-    pooled = {
-        k: [r["si_sdri"] for r in sel] for k, sel in _pooled(by, lambda c: "all")["all"].items()
-    }
+    families = _pooled(by, lambda c: "all").get("all", {})  # none yet: an empty table
+    pooled = {k: [r["si_sdri"] for r in sel] for k, sel in families.items()}
     lines = ["", "| method | SI-SDRi median over all conditions | fits |", "|---|---|---|"]
     for key, v in sorted(pooled.items(), key=lambda kv: -statistics.median(kv[1])):
         lines.append(f"| {key} | {statistics.median(v):.2f} | {len(v)} |")
