@@ -8,7 +8,13 @@ import torch
 from scipy.integrate import quad
 
 from sepkit.functional import linear_ivae_nll, segment_covariances
-from sepkit.functional_ica import extended_ivae_terms, group_segments, log_normalizer
+from sepkit.functional_ica import (
+    _tanh_logcosh,
+    block_samples,
+    extended_ivae_terms,
+    group_segments,
+    log_normalizer,
+)
 from sepkit.methods.likelihood import _pair_newton
 
 
@@ -31,14 +37,17 @@ def test_group_segments_match_torch():
     np.testing.assert_array_equal(seg.counts, counts.numpy())
     xc = x - x.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(seg.total(), xc @ xc.T / x.shape[1], atol=1e-12)
-    # The kept samples: each segment's, centred, in blocks of at most 500 within it.
-    for u, a, b in seg.blocks:
-        assert 0 < b - a <= 500
-        assert set(range(a, b)) <= set(range(*np.cumsum([0, *seg.counts]).astype(int)[u : u + 2]))
-    assert (seg.blocks[:, 2] - seg.blocks[:, 1]).sum() == x.shape[1]
+    # The kept samples: each segment's, centred, one segment after another, in blocks
+    # of at most 500 that tile them and say which segments each holds, from where.
+    bounds = np.cumsum([0, *seg.counts]).astype(int)
+    assert [a for a, *_ in seg.blocks] == list(range(0, x.shape[1], 500))
+    assert [b for _, b, *_ in seg.blocks] == [*range(500, x.shape[1], 500), x.shape[1]]
+    for a, b, segments, offsets in seg.blocks:
+        assert offsets[0] == 0 and (np.diff(offsets) > 0).all()
+        for u, start, stop in zip(segments, offsets, [*offsets[1:], b - a], strict=True):
+            assert bounds[u] <= a + start and a + stop <= bounds[u + 1]
     for u in range(n_seg):
-        rows = np.concatenate([np.arange(a, b) for v, a, b in seg.blocks if v == u])
-        got = np.sort(seg.samples[:, rows], axis=1)
+        got = np.sort(seg.samples[:, bounds[u] : bounds[u + 1]], axis=1)
         np.testing.assert_allclose(
             got, np.sort(x[:, codes == u] - means[u].numpy()[:, None], axis=1)
         )
@@ -105,6 +114,37 @@ def test_hessian_approximation_at_independent_sources():
         up = extended_ivae_terms(np.eye(4) + E, seg, k)["grad"][i, j]
         down = extended_ivae_terms(np.eye(4) - E, seg, k)["grad"][i, j]
         assert abs((up - down) / (2 * h) - terms["hess"][i, j]) < 0.1 * terms["hess"][i, j]
+
+
+def test_blocks_across_segments_give_the_same_terms():
+    # Blocks of 1 to all samples (across segments, one of them empty) give the
+    # same objective, gradient and Hessian as the float64 reference of 999.
+    x, codes, n_seg = _data(9)
+    codes[codes == 2] = 3  # segment 2 empty
+    W = np.eye(4) + 0.2 * np.random.default_rng(9).standard_normal((4, 4))
+    k = np.array([2.0, -1.0, 2.0, 0.0])
+    ref = extended_ivae_terms(W, group_segments(x, codes, n_seg, chunk_samples=999), k)
+    for chunk in (1, 37, 700, x.shape[1]):
+        got = extended_ivae_terms(W, group_segments(x, codes, n_seg, chunk_samples=chunk), k)
+        for key in ("loss", "grad", "hess", "super_score"):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_logcosh_from_one_exponential(dtype):
+    z = np.array([[0.0, 1e-6, -0.3, 2.0, -20.0, 60.0, -1e4], [5.0, -5.0, 0.7, -0.7, 1.0, 3.0, 0.1]])
+    t, logcosh = _tanh_logcosh(z.astype(dtype))
+    assert t.dtype == dtype and logcosh.dtype == np.float64
+    np.testing.assert_allclose(
+        t, np.tanh(z), rtol=2e-6 if dtype == np.float32 else 1e-14, atol=1e-7
+    )
+    # log cosh z + log 2, summed per row; cosh overflows at 1e4, so |z| + log1p(e^-2|z|).
+    ref = (np.abs(z) + np.log1p(np.exp(-2 * np.abs(z)))).sum(axis=1)
+    np.testing.assert_allclose(logcosh, ref, rtol=1e-7 if dtype == np.float32 else 1e-14)
+
+
+def test_block_samples():
+    assert [block_samples(n) for n in (1, 20, 40, 80, 256)] == [16384, 4096, 2048, 1024, 512]
 
 
 def test_pair_newton_solves_the_blocks():

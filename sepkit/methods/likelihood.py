@@ -26,7 +26,7 @@ from ..functional import (
     segment_covariances,
     unwarp_feature_map,
 )
-from ..functional_ica import CHUNK_SAMPLES, extended_ivae_terms, group_segments, log_normalizer
+from ..functional_ica import extended_ivae_terms, group_segments, log_normalizer
 
 
 def _lbfgs_optimizer(params, max_iter: int, tol: float, tolerance_change: float):
@@ -578,7 +578,7 @@ def fit_extended_ivae(
     start_tol: float = 1e-3,
     max_rounds: int = 3,
     pass_dtype=np.float32,
-    chunk_samples: int = CHUNK_SAMPLES,
+    chunk_samples: int | None = None,
 ) -> dict:
     """Maximum-likelihood fit of the linear, noiseless iVAE with the extended prior.
 
@@ -613,8 +613,9 @@ def fit_extended_ivae(
         Fits of the full model at most.
     pass_dtype : numpy dtype
         Of the pass over the samples: float32 (half the time of float64).
-    chunk_samples : int
-        Samples per chunk of a pass over the data (bounds the memory).
+    chunk_samples : int or None
+        Samples per block of a pass over the data (bounds the pass's memory);
+        None: :func:`sepkit.functional_ica.block_samples` of the source count.
 
     Returns
     -------
