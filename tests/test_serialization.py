@@ -79,7 +79,12 @@ def test_shipped_models_give_the_same_outputs(name):
     np.testing.assert_allclose(
         sep.transform(expected["X"]), expected["sources"], rtol=1e-5, atol=1e-6 * scale
     )
-    np.testing.assert_allclose(sep.get_components(), expected["components"], rtol=1e-5, atol=1e-9)
+    # The same for the components (the network family's are computed from float32
+    # sums): one entry of 3.9e-3 moved by 6.7e-8 on an AMD EPYC machine.
+    scale = np.abs(expected["components"]).max()
+    np.testing.assert_allclose(
+        sep.get_components(), expected["components"], rtol=1e-5, atol=1e-6 * scale
+    )
 
 
 # ------------------------------------------------------ digest and checks on load
