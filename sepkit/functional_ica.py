@@ -239,9 +239,10 @@ def extended_ivae_terms(unmixing: np.ndarray, data: SegmentData, signs: np.ndarr
     # segments' n x n blocks instead of a product with each (U n^2 + n^3, not U n^3).
     moment_grad = np.einsum("iu,uai->ia", d, proj) @ unmixing.T
     grad = moment_grad + k[:, None] * cross / data.counts.sum() - np.eye(n)
-    # G_ii = 1 - k_i E[z tanh z] + k_i E[z tanh z] - 1 = 0 (the scale is profiled out);
-    # computed, its two E[z tanh z] differ by the float32 pass's rounding.
-    np.fill_diagonal(grad, 0.0)
+    # G_ii = -sum_u pi_u (1 - k_i c_iu) over the floored segments alone: 0 where none is
+    # (the scale is profiled out). Computed as a difference, its two sums of z tanh z
+    # (the cross term's and c's) would leave the float32 pass's rounding.
+    np.fill_diagonal(grad, -((~active) * data.weights * (1.0 - k[:, None] * c_mean)).sum(axis=1))
     curv = data.weights * (1.0 - k[:, None] * (c_mean - sech_mean)) / m
     hess = curv @ m.T
     super_score = (sech_mean - c_mean) @ data.weights if k.any() else np.zeros(n)

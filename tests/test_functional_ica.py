@@ -207,6 +207,17 @@ def test_a_source_silent_in_a_segment_keeps_the_objective_finite():
     ref = extended_ivae_terms(np.eye(3), group_segments(s[:, 1000:], codes[1000:] - 1, 2),
                               np.array([2.0, 2.0, -1.0]))  # fmt: skip
     assert terms["loss"] < ref["loss"] - 4.0
+    # Where a variance is floored the scale is no longer profiled out: the gradient's
+    # diagonal is the loss's derivative in E_ii, not 0.
+    h = 1e-6
+    for i in range(3):
+        E = np.zeros((3, 3))
+        E[i, i] = h
+        k = np.array([2.0, 2.0, -1.0])
+        up = extended_ivae_terms(np.eye(3) + E, data, k)["loss"]
+        down = extended_ivae_terms(np.eye(3) - E, data, k)["loss"]
+        assert terms["grad"][i, i] == pytest.approx((up - down) / (2 * h), abs=1e-6)
+    assert terms["grad"][0, 0] < -0.3  # segment 0 of 3 floored for source 0
 
 
 def test_settled_rule():
