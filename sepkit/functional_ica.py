@@ -28,7 +28,7 @@ relative gradient G (dL for W <- (I + E) W) is
 with c_iu = mean over u of z tanh z. Everything but the middle term comes from
 the segment moments; the middle term and the log cosh need one pass over the
 samples, in blocks of at most ``chunk_samples`` (across segments). G's
-diagonal is 0 (the scale is profiled out). This is the relative-gradient form
+diagonal is 0 (the scale is profiled out) unless a variance is floored. This is the relative-gradient form
 of picard (Ablin, Cardoso & Gramfort 2018), whose Hessian approximation,
 H_ij = E[g_i'] E[y_j^2], is computed here per segment.
 """
@@ -255,8 +255,8 @@ def _tanh_logcosh(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     With e = exp(-2|z|): log cosh z = |z| + log(1 + e) - log 2 and tanh z =
     sign(z) (2 / (1 + e) - 1), so one ``exp`` serves both, computed in place
     in z's dtype. ``log(1 + e)`` rather than ``log1p(e)``: numpy's float32
-    ``log1p`` is not vectorised (4-5x the time of ``log`` on 2-core Xeons, half
-    of the whole pass), and rounding 1 + e (e <= 1) costs at most 6e-8 per
+    ``log1p`` is not vectorised (4.5x the time of ``log`` on the 2-core AMD EPYC
+    dev machine, half of the whole pass), and rounding 1 + e (e <= 1) costs at most 6e-8 per
     sample, below the float32 pass's own rounding.
 
     Parameters
