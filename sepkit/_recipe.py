@@ -67,7 +67,9 @@ def load_config(
     SystemExit
         For an override not of the form ``--section.key=value`` or naming a key
         that is not in the file (nor in ``extra_keys``); the message lists the
-        known keys, so the script stops with it and exit status 1.
+        known keys, so the script stops with it and exit status 1; and for a
+        value that is not TOML (a bare word is taken as text only for a key
+        whose value in the file is text).
 
     Examples
     --------
@@ -91,8 +93,27 @@ def load_config(
             raise SystemExit(
                 f"unknown config key {key!r}; known keys: {', '.join(known)}{extra_hint}"
             )
-        cfg[section][name] = tomllib.loads(f"v = {value}")["v"]
+        cfg[section][name] = _override_value(key, value, cfg[section].get(name))
     return cfg
+
+
+def _override_value(key: str, value: str, current):
+    """``value`` read as a TOML value; a bare word where the file holds a string is that string.
+
+    ``--train.name=ivae-v2`` should not need the shell-quoted ``'"ivae-v2"'``
+    that TOML asks for, but a bare word is taken as text only where the file's
+    own value is text, so that a mistyped number or list still stops the run.
+    """
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        if isinstance(current, str) and value and "\n" not in value:
+            return value
+        raise SystemExit(
+            f"override --{key}={value!r} is not a TOML value (a number, true/false, "
+            f'a "quoted string" or a [list]); write e.g. --{key}=[0, 1] or '
+            f"--{key}='\"text\"'"
+        ) from None
 
 
 def _cpu_model() -> str:

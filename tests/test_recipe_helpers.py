@@ -46,6 +46,18 @@ def test_overrides_are_parsed_as_toml_values(conf):
     assert cfg["sepkit"] == {"n_steps": 10}
 
 
+def test_a_bare_word_is_text_only_where_the_file_holds_text(conf):
+    cfg = load_config(conf, ["--model.name=ivae-speech-16k-v2"])
+    assert cfg["model"]["name"] == "ivae-speech-16k-v2"
+    with pytest.raises(
+        SystemExit,
+        match=r"override --data\.seeds='\[0, 1' is not a TOML value .*--data\.seeds=\[0, 1\]",
+    ):
+        load_config(conf, ["--data.seeds=[0, 1"])
+    with pytest.raises(SystemExit, match=r"override --model\.lr='1e-3x' is not a TOML value"):
+        load_config(conf, ["--model.lr=1e-3x"])
+
+
 def test_no_overrides_gives_the_file(conf):
     assert load_config(conf, []) == {
         "data": {"n_sources": 3, "seeds": [0, 1]},
