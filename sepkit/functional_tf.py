@@ -162,6 +162,9 @@ def ip_update(W: torch.Tensor, X: torch.Tensor, weights: torch.Tensor) -> torch.
     Returns
     -------
     W : Tensor, same shape as ``W`` (a new tensor)
+        Where a source's weighted covariance is singular at a frequency even
+        with the ridge (e.g. weights of 1e6 where the source model deems a
+        source silent, in float32), that frequency keeps the source's row.
     """
     W = W.clone()
     n_freqs, n_src, _ = W.shape
@@ -174,10 +177,12 @@ def ip_update(W: torch.Tensor, X: torch.Tensor, weights: torch.Tensor) -> torch.
         # Tiny ridge: a source silent in some band must not make V singular.
         tr = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(1e-30)
         V = V + (1e-9 * tr)[:, None, None] * eye
-        w = torch.linalg.solve(W @ V, eye[:, n].expand(n_freqs, n_src))  # (F, N)
+        # solve_ex, not solve: one singular frequency must not stop the sweep.
+        w, info = torch.linalg.solve_ex(W @ V, eye[:, n].expand(n_freqs, n_src))  # (F, N)
         quad = torch.einsum("fi,fij,fj->f", w.conj(), V, w).real.clamp_min(1e-30)
         w = w / quad.sqrt()[:, None]
-        W[:, n, :] = w.conj()
+        ok = (info == 0) & torch.isfinite(torch.view_as_real(w)).flatten(1).all(1)
+        W[:, n, :] = torch.where(ok[:, None], w.conj(), W[:, n, :])
     return W
 
 

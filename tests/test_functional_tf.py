@@ -46,6 +46,21 @@ def test_ip_update_makes_last_source_decorrelated_and_normalised():
     np.testing.assert_allclose(C[:, 0, 1].abs().numpy(), 0.0, atol=1e-6)
 
 
+def test_ip_update_keeps_the_row_where_the_covariance_is_singular():
+    # Frequency 1 holds no signal at all: its weighted covariance is 0, so the
+    # solve fails there (torch.linalg.solve raised and stopped the whole fit);
+    # frequency 0 must be updated as before and frequency 1 keep its rows.
+    rng = np.random.default_rng(3)
+    W = (_crandn(rng, 2, 2, 2) + 2 * np.eye(2)).astype(np.complex64)
+    X = _crandn(rng, 2, 2, 40).astype(np.complex64)
+    X[1] = 0.0
+    weights = rng.uniform(0.5, 2.0, size=(2, 2, 40)).astype(np.float32)
+    got = F.ip_update(torch.from_numpy(W), torch.from_numpy(X), torch.from_numpy(weights))
+    ref = _ip_reference(W[:1].astype(np.complex128), X[:1].astype(np.complex128), weights[:, :1])
+    np.testing.assert_allclose(got[0].numpy(), ref[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got[1].numpy(), W[1])
+
+
 def test_projection_back_recovers_images_at_reference_mic():
     rng = np.random.default_rng(2)
     A = _crandn(rng, 4, 2, 2) + 2 * np.eye(2)  # mixing per frequency

@@ -11,9 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from sepkit import IVAESeparator, Recording
+from sepkit import IVAESeparator, Recording, read_audio
 from sepkit import functional_tf as F
 from sepkit.methods import tf_pretrained
 from sepkit.models import SpeechSourcePrior
@@ -296,3 +297,23 @@ def test_domain_auto_uses_the_speech_prior_for_a_room(model_dir, monkeypatch):
     assert tf.fit(rec).family_ == "tf"
     short = Recording(rec.data[:, : int(0.5 * RATE)], RATE, rec.ch_names, "audio")
     assert IVAESeparator(2, fit_params={"n_init": 2, "n_iter": 1}).fit(short).family_ == "tf"
+
+
+def test_a_band_the_source_model_deems_silent_does_not_stop_the_fit(tmp_path):
+    # A user's 16-bit WAV: a modulated tone and white noise, mixed instantaneously.
+    # With the shipped model, the sweeps once made one frequency's weighted
+    # covariance singular (weights of 1e6 on the tone's silent band) and
+    # torch.linalg.solve raised "input matrix is singular" out of fit.
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 4) / 16000
+    s = np.stack(
+        [
+            np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 0.5 * t)),
+            0.1 * rng.laplace(size=t.size),
+        ]
+    )
+    x = (np.array([[1, 0.6], [0.5, 1]]) @ s).astype(np.float32) * 0.3
+    sf.write(tmp_path / "mix.wav", x.T, 16000)  # PCM_16, as most recorders write
+    rec = read_audio(tmp_path / "mix.wav")
+    S = IVAESeparator(2, source_model="ivae-speech-16k-v1").fit(rec).transform(rec)
+    assert S.data.shape == x.shape and np.isfinite(S.data).all()
