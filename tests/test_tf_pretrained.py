@@ -302,8 +302,9 @@ def test_domain_auto_uses_the_speech_prior_for_a_room(model_dir, monkeypatch):
 def test_a_band_the_source_model_deems_silent_does_not_stop_the_fit(tmp_path):
     # A user's 16-bit WAV: a modulated tone and white noise, mixed instantaneously.
     # With the shipped model, the sweeps once made one frequency's weighted
-    # covariance singular (weights of 1e6 on the tone's silent band) and
-    # torch.linalg.solve raised "input matrix is singular" out of fit.
+    # covariance singular in float32 (the model's weights spanning 0.2 to 1e7
+    # over the frames), and torch.linalg.solve raised "input matrix is
+    # singular" out of fit.
     rng = np.random.default_rng(0)
     t = np.arange(16000 * 4) / 16000
     s = np.stack(
