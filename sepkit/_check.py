@@ -286,10 +286,10 @@ def data_rank(data: np.ndarray, good=None) -> int:
     rows too, so that independent channels have singular values near one);
     a singular value counts when above ``n_channels * eps * s_max`` with
     ``eps`` float32's machine epsilon: MNE's ``tol="float32"`` (scipy's
-    ``linalg.orth`` threshold, for the float32 data that sepkit fits),
-    times the largest ratio of a channel's RMS to its standard deviation
-    (1 without offsets), since float32 rounds a value relative to its
-    magnitude. An average reference leaves its null dimension at float32
+    ``linalg.orth`` threshold, for the float32 data that sepkit fits), with
+    each channel first divided by the ratio of its RMS to its standard
+    deviation (1 without offsets), since float32 rounds a value relative to
+    its magnitude. An average reference leaves its null dimension at float32
     rounding (3e-8 of the largest singular value for 30 channels without
     offsets), below the 3.6e-6 that 30 channels allow; a real dimension of
     EEG lies far above it. The singular values
@@ -321,13 +321,18 @@ def data_rank(data: np.ndarray, good=None) -> int:
         cov += x @ x.T
     scale = np.sqrt(np.diag(cov))
     corr = cov / np.outer(scale, scale).clip(min=np.finfo(np.float64).tiny)
-    s = np.sqrt(np.linalg.eigvalsh(corr).clip(min=0.0))
+    s_max = np.sqrt(max(np.linalg.eigvalsh(corr)[-1], 0.0))
     # float32 rounds a value to a share of its magnitude, offset included: a
     # channel whose offset is 1000 times its standard deviation carries 1000
     # times more rounding relative to its signal, which no reference cancels.
+    # Each channel is divided by that factor, so that every channel's rounding
+    # is the same eps: one channel with an offset of 1e5 times its signal (a
+    # BioSemi electrode off the head) then costs at most its own dimension,
+    # not, through one tolerance for all, every dimension of the recording.
     std = scale / np.sqrt(idx.size)
-    offset = np.sqrt(1.0 + (mean / std.clip(min=np.finfo(np.float64).tiny)) ** 2).max()
-    tol = n_channels * np.finfo(np.float32).eps * offset * s.max()
+    offset = np.sqrt(1.0 + (mean / std.clip(min=np.finfo(np.float64).tiny)) ** 2)
+    s = np.sqrt(np.linalg.eigvalsh(corr / np.outer(offset, offset)).clip(min=0.0))
+    tol = n_channels * np.finfo(np.float32).eps * s_max
     return int((s > tol).sum())
 
 

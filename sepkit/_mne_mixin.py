@@ -1063,11 +1063,18 @@ class MNEMixin:
                 "tf": "the 'tf' family (domain_='tf'), a time-frequency model",
             }.get(self.family_, "the post-nonlinear model (sensor_coefs_ set): a matrix "
                                 "times per-channel unwarped signals")  # fmt: skip
+            # No Python example in the advice: the command line rewrites
+            # mixing='linear' as its option, and an example would read as neither.
+            auto = (
+                " (mixing='auto' chooses the post-nonlinear model where channels look clipped)"
+                if self.family_ == "linear"
+                else ""
+            )
             raise ValueError(
                 "to_mne_ica exports only the family whose sources are a matrix times the "
                 "channels, as an ICA's: family_='linear' without sensor unwarping "
                 f"(sensor_coefs_ None). This separator is {what}. Refit with "
-                "mixing='linear', e.g. IVAESeparator(n_sources, mixing='linear').fit(raw)."
+                f"mixing='linear'{auto}."
             )
         unmixing, bias, mixing = self.fitted_.sensor_maps()
         return unmixing @ self.whitening_, bias, self.dewhitening_ @ mixing

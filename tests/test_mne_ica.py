@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sepkit import IVAESeparator
-from sepkit.cli import main
+from sepkit.cli import command_line_phrasing, main
 from sepkit.datasets import make_eeg
 from sepkit.io.mne_ica import (
     ICA_METHOD,
@@ -181,8 +181,12 @@ def test_to_mne_ica_refuses_families_without_an_unmixing_matrix(raw):
             match=r"to_mne_ica exports only the family whose sources are a matrix times the "
             rf"channels, as an ICA's: family_='linear' without sensor unwarping \(sensor_coefs_ "
             rf"None\)\. This separator is the {what}.*Refit with mixing='linear'",
-        ):
+        ) as info:
             sep.to_mne_ica()
+        # The same advice on the command line (sepkit separate --save-ica): an option, not
+        # a Python call with an option inside ("IVAESeparator(n_sources, --mixing linear)").
+        cli = command_line_phrasing(str(info.value))
+        assert "Refit with --mixing linear" in cli and "IVAESeparator(" not in cli, cli
         with pytest.raises(ValueError, match=what):
             sep.label_components(small)
     # The tf family (convolutive audio): sources of a time-frequency model.

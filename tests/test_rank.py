@@ -77,6 +77,19 @@ def test_rank_is_unmoved_by_offsets_and_scales_and_honours_good_samples():
     assert data_rank(mostly.astype(np.float32), good) == N_CHANNELS - 1
 
 
+@pytest.mark.parametrize("ratio, lost", [(1e4, 0), (3e5, 0), (1e6, 1)])
+def test_one_channel_with_a_huge_offset_costs_at_most_its_own_dimension(ratio, lost):
+    # A BioSemi electrode off the head (MNE's test.bdf: EXG1 at -0.259 V with 0.9 uV of
+    # signal, 2.9e5 times less): in float32 its own signal is coarsely rounded, but the
+    # other channels' rank must stand (one tolerance for all channels made it 0 there).
+    rng = np.random.default_rng(5)
+    off = -0.26 + (0.26 / ratio) * rng.normal(size=4000)
+    referenced = np.vstack([_average_referenced().get_data(), off]).astype(np.float32)
+    independent = np.vstack([_mixture(), off]).astype(np.float32)
+    assert data_rank(referenced) == N_CHANNELS - lost  # 7 + the electrode's own
+    assert data_rank(independent) == N_CHANNELS + 1 - lost
+
+
 def test_blocks_and_subsample_give_the_same_rank(monkeypatch):
     data = _average_referenced().get_data().astype(np.float32)
     monkeypatch.setattr(check, "RANK_CHUNK_SAMPLES", 300)
