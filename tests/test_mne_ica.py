@@ -508,3 +508,24 @@ def test_build_ica_refuses_what_no_ica_reproduces_and_keeps_one_source(raw, tmp_
     back = mne.preprocessing.read_ica(tmp_path / "one-ica.fif", verbose="error")
     raw4 = mne.io.RawArray(data, info, verbose="error")
     _close(back.get_sources(raw4).get_data(), one @ data)
+
+
+def test_save_ica_keeps_auto_on_the_linear_family_with_a_filter(tmp_path, capsys):
+    # With --highpass, --mixing auto picks the post-nonlinear model for clipping sensors
+    # (tests/cli: fit chooses it on this recording); no ICA file holds that model, and
+    # --save-ica failed after the whole fit. Asked for an ICA, the run fits the linear one.
+    raw, _, _ = make_eeg(
+        4, duration=20.0, sample_rate=128.0, nonlinearity="saturation", random_state=2
+    )
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "out"
+    argv = ["separate", str(path), "--n-sources", "4", "-o", str(out), "--highpass", "1"]
+    code = main([*argv, "--save-ica"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    said = said.out + said.err
+    assert "rec_raw.fif: --save-ica fits --mixing linear (MNE's ICA holds only the linear" in said
+    assert json.loads((out / "rec_metrics.json").read_text())["mixing"] == "linear"
+    ica = mne.preprocessing.read_ica(out / "rec_ica.fif", verbose="error")
+    assert ica.n_components_ == 4

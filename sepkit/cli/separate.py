@@ -33,7 +33,9 @@ STEM_metrics.json; it needs electrode positions.
 
 --save-ica also writes the separator as an MNE ICA file (STEM_ica.fif, or the
 NAME-ica.fif given, in OUTDIR; mne.preprocessing.read_ica reads it), for the
-linear family (--mixing linear, the EEG default).
+linear family (--mixing linear, the EEG default; with --highpass or --lowpass,
+where --mixing auto could choose the post-nonlinear model, it then fits the
+linear one, and so does --exclude iclabel).
 
 Long inputs (longer than the fit would see: 60 s of audio, 10 min of EEG) are
 streamed (sepkit.streaming), in memory bounded by a chunk, not by the
@@ -359,6 +361,16 @@ def _check_linear(args, path: Path, kind: str, exclude, pretrained) -> None:
         )
     if pretrained is not None:
         pretrained._linear_maps()  # the error names the families that can
+    elif args.mixing == "auto" and args.domain != "tf" and (args.highpass or args.lowpass):
+        # With a filter, auto may choose the post-nonlinear model (sensors that
+        # clip), which no ICA file holds: found out after the fit, that cost the
+        # whole fit and wrote nothing. An ICA was asked for, so fit the linear family.
+        args.mixing = "linear"
+        say(
+            args,
+            f"{path.name}: {what[0]} fits --mixing linear (MNE's ICA holds only the linear "
+            "family; --mixing auto could choose the post-nonlinear model)",
+        )
     elif args.mixing in ("nonlinear", "post-nonlinear", "flow") or args.domain == "tf":
         option = "--domain tf" if args.domain == "tf" else f"--mixing {args.mixing}"
         raise ValueError(
