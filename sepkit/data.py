@@ -94,6 +94,7 @@ class _Source:
     n_times: int
     sample_rate: float | None  # None for .npy
     n_channels: int
+    ch_names: tuple | None = None  # EEG only (audio and .npy channels have no names)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,8 @@ def _probe(index: int, path: Path):
             float(handle.info["sfreq"]),
             len(handle.ch_names),
         )
+        names = tuple(handle.ch_names)
+        return _Source(index, path, kind, int(n_times), rate, int(n_channels), names), handle
     else:
         try:
             info = sf.info(str(path))
@@ -214,9 +217,64 @@ def _common_rate(sources: list[_Source], sample_rate: float | None) -> float:
     return rates[0]
 
 
+def _check_channels(channels):
+    """None, "mean", or a tuple of channel names (EEG)."""
+    if channels is None or isinstance(channels, str):
+        return check_option("channels", channels, CHANNELS)
+    names = tuple(channels) if isinstance(channels, (list, tuple)) else None
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
+        raise ValueError(
+            f"'channels' must be None, 'mean' or a list of distinct channel names (EEG "
+            f"files), got {channels!r}. Pass e.g. channels=['Fz', 'Cz', 'Pz']."
+        )
+    return names
+
+
+def _name_picks(sources: list[_Source], names: tuple) -> dict:
+    """{file index: positions of ``names`` in that file}; every file must hold them all."""
+    unnamed = [s.path.name for s in sources if s.ch_names is None]
+    if unnamed:
+        raise ValueError(
+            f"channels names channels, but {', '.join(unnamed[:3])} carries none (only EEG "
+            "files name their channels). Pass channels=None or 'mean' for audio and .npy files."
+        )
+    picks = {}
+    for s in sources:
+        missing = [n for n in names if n not in s.ch_names]
+        if missing:
+            raise ValueError(
+                f"{s.path.name} lacks channel(s) {missing} of 'channels'. Pass only channels "
+                f"that every file has: {_shared(sources)}."
+            )
+        picks[s.index] = [s.ch_names.index(n) for n in names]
+    return picks
+
+
+def _shared(sources: list[_Source]) -> str:
+    """The channel names of the first file that every file holds, in its order (as text)."""
+    common = set.intersection(*(set(s.ch_names) for s in sources))
+    names = [n for n in sources[0].ch_names if n in common]
+    if not names:
+        return "they share none"
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return f"the {len(names)} they share are {names[:10]}{more}"
+
+
 def _common_channels(sources: list[_Source], channels) -> int:
     if channels == "mean":
         return 1
+    if isinstance(channels, tuple):
+        return len(channels)
+    named = [s for s in sources if s.ch_names is not None]
+    other = next((s for s in named if s.ch_names != named[0].ch_names), None)
+    if other is not None and other.n_channels == named[0].n_channels:
+        # As many channels, other names or order: stacking them by position would mix
+        # electrodes across recordings without a word.
+        raise ValueError(
+            f"{other.path.name} and {named[0].path.name} have other channel names or orders, "
+            "and channels is None. Pass channels=[names] (each file's are picked by name, "
+            f"in that order); {_shared(named)}."
+        )
     counts = sorted({s.n_channels for s in sources})
     if len(counts) > 1:
         first = sources[0]
@@ -224,7 +282,8 @@ def _common_channels(sources: list[_Source], channels) -> int:
         raise ValueError(
             f"{other.path.name} has {other.n_channels} channels but {first.path.name} has "
             f"{first.n_channels}, and channels is None. Pass channels='mean' for mono windows, "
-            "or list files with the same channels."
+            "channels=[names] to pick EEG channels by name, or list files with the same "
+            "channels."
         )
     return counts[0]
 
@@ -279,9 +338,12 @@ class WindowDataset(torch.utils.data.Dataset):
         (:func:`scipy.signal.resample_poly`, window by window, so the first and
         last few samples of a window feel the filter's edge). ``.npy`` files
         carry no rate: they are taken to be at ``sample_rate``, which they need.
-    channels : {None, "mean"}
-        None (default): all channels, and every file must have as many.
+    channels : {None, "mean"} or list of str
+        None (default): all channels, and every file must have as many (EEG
+        files: the same names in the same order).
         ``"mean"``: the mean over channels (mono downmix), one channel.
+        A list of channel names (EEG files): those channels, picked by name
+        from every file, in this order (each file must hold them all).
 
     Attributes
     ----------
@@ -310,7 +372,7 @@ class WindowDataset(torch.utils.data.Dataset):
         *,
         hop_seconds: float | None = None,
         sample_rate: float | None = None,
-        channels: str | None = None,
+        channels: str | Sequence[str] | None = None,
     ):
         window_seconds = check_float(
             "window_seconds", window_seconds, min_value=0.0, strict_min=True
@@ -325,12 +387,14 @@ class WindowDataset(torch.utils.data.Dataset):
             )
         if sample_rate is not None:
             sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
-        self.channels = check_option("channels", channels, CHANNELS)
+        self.channels = _check_channels(channels)
         paths = _check_files(files)
         probed = [_probe(i, path) for i, path in enumerate(paths)]
         sources = [source for source, _ in probed]
         self.sample_rate = float(_common_rate(sources, sample_rate))
-        self.n_channels = _common_channels(sources, channels)
+        self.n_channels = _common_channels(sources, self.channels)
+        named = isinstance(self.channels, tuple)
+        self._picks = _name_picks(sources, self.channels) if named else {}
         self.window_samples = _n_samples("window_seconds", window_seconds, self.sample_rate)
         plans = [_plan(s, self.sample_rate, self.window_samples, hop_seconds) for s in sources]
         self._plans = [p for p in plans if p.n_windows > 0]
@@ -382,7 +446,8 @@ class WindowDataset(torch.utils.data.Dataset):
             )
             return data.T
         if source.kind == "eeg":
-            return self._handle(source).get_data(start=start, stop=stop)
+            picks = self._picks.get(source.index)
+            return self._handle(source).get_data(picks=picks, start=start, stop=stop)
         return np.asarray(self._handle(source)[:, start:stop])
 
     def __getitem__(self, index: int) -> dict:
@@ -494,7 +559,7 @@ class WindowCorpus(torch.utils.data.IterableDataset):
         *,
         hop_seconds: float | None = None,
         sample_rate: float | None = None,
-        channels: str | None = None,
+        channels: str | Sequence[str] | None = None,
         shuffle: bool = True,
         seed: int = 0,
         rank: int | None = None,

@@ -192,6 +192,49 @@ def test_loops_forever_without_n_epochs(corpus_files):
         len(corpus)
 
 
+def _write_fif(path, names, data):
+    import mne
+
+    info = mne.create_info(list(names), RATE, "eeg")
+    mne.io.RawArray(data * 1e-5, info, verbose="error").save(path, verbose="error")
+    return mne.io.read_raw_fif(path, verbose="error").get_data()  # as stored (float32)
+
+
+def test_eeg_channels_are_picked_by_name(tmp_path):
+    # Two montages in other orders: the windows hold the named channels, in the order asked.
+    a = _write_fif(tmp_path / "a_raw.fif", ["Fz", "Cz", "Pz"], _signal(0, 3, 1000))
+    b = _write_fif(tmp_path / "b_raw.fif", ["Oz", "Pz", "Fz", "Cz"], _signal(1, 4, 1000))
+    files = [tmp_path / "a_raw.fif", tmp_path / "b_raw.fif"]
+    ds = WindowDataset(files, 0.5, channels=["Cz", "Fz"])
+    assert ds.n_channels == 2 and ds.n_windows == (2, 2)
+    np.testing.assert_array_equal(ds[1]["window"].numpy(), a[[1, 0], 500:1000].astype(np.float32))
+    np.testing.assert_array_equal(ds[2]["window"].numpy(), b[[3, 2], :500].astype(np.float32))
+    corpus = WindowCorpus(files, 0.5, channels=("Pz",), shuffle=False)
+    assert [tuple(w["window"].shape) for w in corpus] == [(1, 500)] * 4
+    # As many channels in another order: by position they would mix electrodes.
+    _write_fif(tmp_path / "c_raw.fif", ["Pz", "Cz", "Fz"], _signal(2, 3, 1000))
+    with pytest.raises(
+        ValueError,
+        match=r"c_raw.fif and a_raw.fif have other channel names or orders, and channels is "
+        r"None\. Pass channels=\[names\] .*; the 3 they share are \['Fz', 'Cz', 'Pz'\]\.",
+    ):
+        WindowDataset([files[0], tmp_path / "c_raw.fif"], 0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"a_raw.fif lacks channel\(s\) \['Oz'\] of 'channels'\. Pass only channels that "
+        r"every file has: the 3 they share are \['Fz', 'Cz', 'Pz'\]\.",
+    ):
+        WindowDataset(files, 0.5, channels=["Oz", "Fz"])
+    _write_audio(tmp_path / "x.wav", _signal(3, 2, 1000))
+    with pytest.raises(ValueError, match=r"channels names channels, but x.wav carries none"):
+        WindowDataset([files[0], tmp_path / "x.wav"], 0.5, channels=["Fz"])
+    for bad in ([], ["Fz", "Fz"], [1, 2]):
+        with pytest.raises(
+            ValueError, match=r"'channels' must be None, 'mean' or a list of distinct channel"
+        ):
+            WindowDataset(files, 0.5, channels=bad)
+
+
 def test_errors(tmp_path):
     _write_audio(tmp_path / "a.wav", _signal(0, 2, 1000))
     _write_audio(tmp_path / "mono.wav", _signal(0, 1, 1000))
