@@ -235,8 +235,9 @@ def _name_picks(sources: list[_Source], names: tuple) -> dict:
     unnamed = [s.path.name for s in sources if s.ch_names is None]
     if unnamed:
         raise ValueError(
-            f"channels names channels, but {', '.join(unnamed[:3])} carries none (only EEG "
-            "files name their channels). Pass channels=None or 'mean' for audio and .npy files."
+            f"'channels' lists channel names, but {', '.join(unnamed[:3])} names none (only "
+            "EEG files name their channels). Pass channels=None or 'mean' for audio and .npy "
+            "files."
         )
     picks = {}
     for s in sources:

@@ -226,7 +226,7 @@ def test_eeg_channels_are_picked_by_name(tmp_path):
     ):
         WindowDataset(files, 0.5, channels=["Oz", "Fz"])
     _write_audio(tmp_path / "x.wav", _signal(3, 2, 1000))
-    with pytest.raises(ValueError, match=r"channels names channels, but x.wav carries none"):
+    with pytest.raises(ValueError, match=r"'channels' lists channel names, but x.wav names none"):
         WindowDataset([files[0], tmp_path / "x.wav"], 0.5, channels=["Fz"])
     for bad in ([], ["Fz", "Fz"], [1, 2]):
         with pytest.raises(
