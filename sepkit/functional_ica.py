@@ -28,9 +28,10 @@ relative gradient G (dL for W <- (I + E) W) is
 with c_iu = mean over u of z tanh z. Everything but the middle term comes from
 the segment moments; the middle term and the log cosh need one pass over the
 samples, in blocks of at most ``chunk_samples`` (across segments). G's
-diagonal is 0 (the scale is profiled out) unless a variance is floored. This is the relative-gradient form
-of picard (Ablin, Cardoso & Gramfort 2018), whose Hessian approximation,
-H_ij = E[g_i'] E[y_j^2], is computed here per segment.
+diagonal is 0 (the scale is profiled out) unless a variance is floored. This
+is the relative-gradient form of picard (Ablin, Cardoso & Gramfort 2018),
+whose Hessian approximation, H_ij = E[g_i'] E[y_j^2], is computed here per
+segment.
 """
 
 from __future__ import annotations
