@@ -33,11 +33,15 @@ __all__ = [
     "auxiva_weights",
     "cross_spectrum_phase",
     "fft_size_for",
+    "frame_outer_products",
+    "ip_sweep",
     "ip_update",
     "istft",
+    "power",
     "projection_back",
     "projection_back_scales",
     "stft",
+    "weighted_covariances",
     "whiten_per_frequency",
 ]
 
@@ -136,28 +140,78 @@ def whiten_per_frequency(X: torch.Tensor, n_sources: int, eps: float = 1e-12) ->
     return (evecs.conj().transpose(-1, -2) * scale[..., None]).to(X.dtype)
 
 
-def ip_update(W: torch.Tensor, X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def frame_outer_products(X: torch.Tensor) -> torch.Tensor:
+    """Every frame's outer product ``x_{f,t} x_{f,t}^H``, laid out for :func:`weighted_covariances`.
+
+    Iterative projection re-weights the same frames at every sweep, so a fit
+    computes these once: each weighted covariance is then one real matrix
+    product over the frames, instead of a product of complex ``N x T`` matrices
+    per source (measured at 2 sources, 1025 bins, 313 frames, one thread: 1.3
+    against 16 ms per sweep's covariances).
+
+    Parameters
+    ----------
+    X : Tensor, shape (n_freqs, n_sources, n_frames), complex
+
+    Returns
+    -------
+    outer : Tensor, shape (n_freqs, n_frames, 2 * n_sources**2), real
+        Real and imaginary parts of the ``n_sources x n_sources`` products,
+        interleaved. ``n_sources`` times the memory of ``X``.
+    """
+    n_freqs, n_src, n_frames = X.shape
+    Xt = X.transpose(1, 2)  # (F, T, N)
+    XX = Xt[..., :, None] * Xt.conj()[..., None, :]  # (F, T, N, N)
+    return torch.view_as_real(XX.reshape(n_freqs, n_frames, n_src * n_src)).reshape(
+        n_freqs, n_frames, 2 * n_src * n_src
+    )
+
+
+def weighted_covariances(outer: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Each source's weighted covariance ``V_{n,f} = mean_t weights[n,f,t] x_{f,t} x_{f,t}^H``.
+
+    Parameters
+    ----------
+    outer : Tensor, shape (n_freqs, n_frames, 2 * n_channels**2), real
+        From :func:`frame_outer_products`.
+    weights : Tensor, shape (n_sources, n_freqs, n_frames) or (n_sources, 1, n_frames), real
+
+    Returns
+    -------
+    V : Tensor, shape (n_freqs, n_sources, n_channels, n_channels), complex
+    """
+    n_freqs, n_frames, n_pairs = outer.shape
+    n_ch = math.isqrt(n_pairs // 2)
+    n_src = weights.shape[0]
+    wt = weights.to(outer.dtype).expand(n_src, n_freqs, n_frames).transpose(0, 1)
+    V = (wt @ outer) / n_frames  # (F, S, 2 N^2)
+    return torch.view_as_complex(V.reshape(n_freqs, n_src, n_ch * n_ch, 2)).reshape(
+        n_freqs, n_src, n_ch, n_ch
+    )
+
+
+def ip_sweep(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """One sweep of iterative-projection updates of the demixing matrices.
 
-    For each source ``n`` (eqs. (15)-(17) of Ono 2011; eqs. (32)-(34) of
-    Kitamura et al. 2016)::
+    For each source ``n`` in turn (eqs. (15)-(17) of Ono 2011; eqs. (32)-(34)
+    of Kitamura et al. 2016)::
 
-        V_{n,f} = mean_t weights[n,f,t] x_{f,t} x_{f,t}^H
         w_{n,f} = (W_f V_{n,f})^{-1} e_n
         w_{n,f} = w_{n,f} / sqrt(w_{n,f}^H V_{n,f} w_{n,f})
         row n of W_f = w_{n,f}^H
 
-    With ``weights = 1 / r`` for a source variance ``r`` this maximises the
-    complex-Gaussian likelihood ``sum log N_c(y; 0, r) + T log|det W_f|^2``
-    over one row at a time; each sweep never decreases it.
+    With the covariances weighted by ``1 / r`` for a source variance ``r``
+    this maximises the complex-Gaussian likelihood
+    ``sum log N_c(y; 0, r) + T log|det W_f|^2`` over one row at a time; each
+    sweep never decreases it, and sweeps with the same weights may reuse ``V``.
 
     Parameters
     ----------
     W : Tensor, shape (n_freqs, n_sources, n_sources), complex
         Square demixing matrices (of whitened data).
-    X : Tensor, shape (n_freqs, n_sources, n_frames), complex
-    weights : Tensor, shape (n_sources, n_freqs, n_frames) or (n_sources, 1, n_frames), real
-        Nonnegative weight of every frame in each source's covariance.
+    V : Tensor, shape (n_freqs, n_sources, n_sources, n_sources), complex
+        ``V[f, n]``: source ``n``'s weighted covariance at frequency ``f``
+        (:func:`weighted_covariances`).
 
     Returns
     -------
@@ -169,22 +223,49 @@ def ip_update(W: torch.Tensor, X: torch.Tensor, weights: torch.Tensor) -> torch.
     """
     W = W.clone()
     n_freqs, n_src, _ = W.shape
-    n_frames = X.shape[-1]
     eye = torch.eye(n_src, dtype=W.dtype, device=W.device)
-    Xh = X.conj().transpose(-1, -2)
+    # Tiny ridge: a source silent in some band must not make V singular.
+    tr = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(1e-30)  # (F, N)
+    V = V + (1e-9 * tr)[..., None, None] * eye
     for n in range(n_src):
-        wt = weights[n].to(X.real.dtype).expand(n_freqs, n_frames)
-        V = (X * wt[:, None, :]) @ Xh / n_frames  # (F, N, N)
-        # Tiny ridge: a source silent in some band must not make V singular.
-        tr = V.diagonal(dim1=-2, dim2=-1).real.mean(-1).clamp_min(1e-30)
-        V = V + (1e-9 * tr)[:, None, None] * eye
+        Vn = V[:, n]
         # solve_ex, not solve: one singular frequency must not stop the sweep.
-        w, info = torch.linalg.solve_ex(W @ V, eye[:, n].expand(n_freqs, n_src))  # (F, N)
-        quad = torch.einsum("fi,fij,fj->f", w.conj(), V, w).real.clamp_min(1e-30)
+        w, info = torch.linalg.solve_ex(W @ Vn, eye[:, n].expand(n_freqs, n_src))  # (F, N)
+        quad = torch.einsum("fi,fij,fj->f", w.conj(), Vn, w).real.clamp_min(1e-30)
         w = w / quad.sqrt()[:, None]
         ok = (info == 0) & torch.isfinite(torch.view_as_real(w)).flatten(1).all(1)
         W[:, n, :] = torch.where(ok[:, None], w.conj(), W[:, n, :])
     return W
+
+
+def ip_update(W: torch.Tensor, X: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One sweep of iterative projection from the spectra and the weights (:func:`ip_sweep`).
+
+    A fit that sweeps many times computes :func:`frame_outer_products` once
+    and calls :func:`weighted_covariances` and :func:`ip_sweep` itself.
+
+    Parameters
+    ----------
+    W : Tensor, shape (n_freqs, n_sources, n_sources), complex
+    X : Tensor, shape (n_freqs, n_sources, n_frames), complex
+    weights : Tensor, shape (n_sources, n_freqs, n_frames) or (n_sources, 1, n_frames), real
+        Nonnegative weight of every frame in each source's covariance.
+
+    Returns
+    -------
+    W : Tensor, same shape as ``W`` (a new tensor)
+    """
+    return ip_sweep(W, weighted_covariances(frame_outer_products(X), weights))
+
+
+def power(Y: torch.Tensor) -> torch.Tensor:
+    """``|Y|^2`` of complex spectra, as a real tensor of the same shape.
+
+    ``re^2 + im^2``: ``Y.abs().square()`` takes a square root first and, on
+    the CPU, about 4 times as long (3.7 against 0.9 ms on (1025, 2, 313)
+    complex64, one thread).
+    """
+    return Y.real.square() + Y.imag.square()
 
 
 def auxiva_weights(Y: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -202,7 +283,7 @@ def auxiva_weights(Y: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     -------
     weights : Tensor, shape (n_sources, 1, n_frames)
     """
-    r = Y.abs().square().sum(0).sqrt()  # (N, T)
+    r = power(Y).sum(0).sqrt()  # (N, T)
     floor = eps * r.mean(-1, keepdim=True).clamp_min(1e-30)
     return (1.0 / torch.maximum(r, floor))[:, None, :]
 

@@ -298,8 +298,9 @@ def fit_tf(
     # verbose="auto": tqdm's rule (disable=None), shown only on a terminal.
     disable = None if verbose == "auto" else not verbose
     bar = tqdm(total=cfg.n_init + cfg.n_iter, desc="tf-ivae", disable=disable, leave=False)
+    outer = F.frame_outer_products(Xw)  # every sweep re-weights the same frames
     for _ in range(cfg.n_init):
-        W = F.ip_update(W, Xw, F.auxiva_weights(W @ Xw))
+        W = F.ip_sweep(W, F.weighted_covariances(outer, F.auxiva_weights(W @ Xw)))
         bar.update(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -309,7 +310,7 @@ def fit_tf(
         n_batch = min(cfg.batch_frames, n_frames)
         for it in range(cfg.n_iter):
             Y = W @ Xw
-            power = Y.abs().square().permute(1, 2, 0)  # (N, T, F)
+            power = F.power(Y).permute(1, 2, 0)  # (N, T, F)
             # Scale is free per source (IP renormalises); keep the net's input O(1).
             power = power / power.mean(dim=(1, 2), keepdim=True).clamp_min(1e-30)
             model.train()
@@ -332,7 +333,7 @@ def fit_tf(
                 # An overflowing source model (e.g. very few frames) must not
                 # spoil W: fall back to the AuxIVA weights for this sweep.
                 weights = F.auxiva_weights(W @ Xw)
-            W_new = F.ip_update(W, Xw, weights)
+            W_new = F.ip_sweep(W, F.weighted_covariances(outer, weights))
             # Keep the previous matrices where a sweep went non-finite.
             ok = torch.isfinite(torch.view_as_real(W_new)).flatten(1).all(1)
             W = torch.where(ok[:, None, None], W_new, W)

@@ -182,7 +182,7 @@ def prior_weights(model: SpeechSourcePrior, Y: torch.Tensor, segment_frames: int
     ``tune``: None, or (optimizer, n_steps): Adam steps on the model's ELBO for
     these spectra first (the short per-mixture fine-tuning).
     """
-    power = Y.abs().square().permute(1, 0, 2)
+    power = F.power(Y).permute(1, 0, 2)
     # The scale of each source is free (IP renormalises); keep the net's input O(1).
     power = power / power.mean(dim=(1, 2), keepdim=True).clamp_min(1e-30)
     u = segment_index(power.shape[-1], segment_frames, power.device)
@@ -216,11 +216,12 @@ def fit_demixing(blocks, prior: SourceModel, n_sources: int, opts: dict, verbose
     P = F.whiten_per_frequency(X, n_sources)
     Xw = P @ X
     W = torch.eye(n_sources, dtype=X.dtype).expand(X.shape[0], n_sources, n_sources).clone()
+    outer = F.frame_outer_products(Xw)  # every sweep re-weights the same frames
     disable = None if verbose == "auto" else not verbose
     history = []
     with tqdm(total=opts["n_init"] + opts["n_iter"], desc="tf-prior", disable=disable) as bar:
         for _ in range(opts["n_init"]):
-            W = F.ip_update(W, Xw, F.auxiva_weights(W @ Xw))
+            W = F.ip_sweep(W, F.weighted_covariances(outer, F.auxiva_weights(W @ Xw)))
             bar.update(1)
         for it in range(opts["n_iter"]):
             Y = W @ Xw
@@ -235,8 +236,9 @@ def fit_demixing(blocks, prior: SourceModel, n_sources: int, opts: dict, verbose
                 weights = prior_weights(model, heard, prior.segment_frames, tune)
             if not torch.isfinite(weights).all():
                 weights = F.auxiva_weights(Y)
+            V = F.weighted_covariances(outer, weights)
             for _ in range(opts["n_ip"]):  # the variances fixed: each sweep gains likelihood
-                W_new = F.ip_update(W, Xw, weights)
+                W_new = F.ip_sweep(W, V)
                 ok = torch.isfinite(torch.view_as_real(W_new)).flatten(1).all(1)
                 W = torch.where(ok[:, None, None], W_new, W)
             history.append({"iter": it + 1})
