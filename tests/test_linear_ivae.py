@@ -462,6 +462,24 @@ def test_post_nonlinear_nll_is_the_exact_likelihood():
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
 
 
+def test_post_nonlinear_fit_on_one_sided_clipping_ends_finite():
+    # A new user's 16 kHz WAV: a modulated tone and Laplace noise, mixed, offset
+    # by 0.5 and clipped at 1 (6 % of one channel's samples). mixing="auto" fits
+    # the sensor unwarping; its L-BFGS line search stepped a warping coefficient
+    # to 1e30 and ended at a NaN objective, and the fit raised FloatingPointError.
+    # It now ends at the best finite point.
+    rng = np.random.default_rng(0)
+    t = np.arange(64000) / 16000
+    s = np.stack(
+        [np.sin(2 * np.pi * 440 * t) * (1 + np.sin(np.pi * t)), 0.3 * rng.laplace(size=t.size)]
+    )
+    x = np.clip(np.array([[1.0, 0.5], [0.4, 1.0]]) @ s / 3 + 0.5, -1.0, 1.0).astype(np.float32)
+    sep = IVAESeparator(2, random_state=0).fit(Recording(x, 16000.0, kind="audio"))
+    assert sep.mixing_ == "post-nonlinear"
+    assert np.isfinite(sep.history_[-1]["unwarp_loss"])
+    assert mcc(s, sep.transform(Recording(x, 16000.0, kind="audio")).data) > 0.9
+
+
 def test_pack_covariances_gives_the_quadratic_forms():
     from sepkit.functional import pack_covariances
 

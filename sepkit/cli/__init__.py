@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     # OSError covers what a user causes on disk (a full disk, a read-only folder,
     # a folder where a file goes); BrokenPipeError, one of them, is handled above.
-    except (ValueError, TypeError, OSError, RuntimeError) as err:
+    # FloatingPointError: an exact-likelihood fit whose likelihood is not finite
+    # (flat or extreme channels).
+    except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as err:
         if args.debug:
             raise
         print(f"sepkit {args.command}: error: {command_line_phrasing(str(err))}", file=sys.stderr)

@@ -75,24 +75,39 @@ def _lbfgs(
     ``trace`` (a list, optional) receives the objective per iteration: the lowest
     value evaluated in it (its line search's best point), the start value first.
     Reading the values does not change the optimisation.
+
+    Where the run ends at a point whose objective is not finite, the
+    parameters are set back to the best finite point it evaluated. (Seen with
+    the post-nonlinear fit on audio clipped on one side, with an offset: the
+    objective flattened along a warping coefficient of the clipped channel,
+    the line search stepped to 1e30 and ended at NaN.)
     """
     opt = _lbfgs_optimizer(params, max_iter, tol, tolerance_change)
     evaluations = []  # (iteration, objective) of every evaluation
+    best = [np.inf, None]  # the lowest finite objective and its parameters
 
     def closure():
         opt.zero_grad()
         loss = objective()
         loss.backward()
+        value = float(loss.detach())
         if trace is not None:
-            evaluations.append((opt.state[params[0]].get("n_iter", 0), float(loss.detach())))
+            evaluations.append((opt.state[params[0]].get("n_iter", 0), value))
+        if value < best[0]:
+            best[:] = value, [p.detach().clone() for p in params]
         return loss
 
     opt.step(closure)
+    if best[1] is not None:
+        with torch.no_grad():
+            if not torch.isfinite(objective()):
+                for p, saved in zip(params, best[1], strict=True):
+                    p.copy_(saved)
     if trace is not None:
-        best = {}
+        lowest = {}
         for it, value in evaluations:
-            best[it] = min(value, best.get(it, np.inf))
-        trace.extend(best[it] for it in sorted(best))
+            lowest[it] = min(value, lowest.get(it, np.inf))
+        trace.extend(lowest[it] for it in sorted(lowest))
     return int(opt.state[params[0]]["n_iter"])
 
 

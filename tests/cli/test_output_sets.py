@@ -122,6 +122,18 @@ def test_failed_force_rerun_keeps_the_earlier_outputs(earlier, monkeypatch, caps
     assert _one_line_error(capsys, "separate") == "sepkit separate: error: the fit diverged"
     assert _snapshot(out) == before
 
+    # A likelihood that is not finite (the exact-likelihood fits raise FloatingPointError).
+    def nan_likelihood(self, *a, **kw):
+        raise FloatingPointError("The linear iVAE's likelihood is not finite; use mixing='linear'.")
+
+    with monkeypatch.context() as m:
+        m.setattr(IVAESeparator, "fit", nan_likelihood)
+        assert main(rerun) == 2
+    assert _one_line_error(capsys, "separate") == (
+        "sepkit separate: error: The linear iVAE's likelihood is not finite; use --mixing linear."
+    )
+    assert _snapshot(out) == before
+
     # A write that fails after the model file is written (e.g. a codec error).
     with monkeypatch.context() as m:
         m.setattr(IVAESeparator, "save", _fail_after_save(ValueError("cannot encode")))
