@@ -333,7 +333,12 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         and at least 18.5 %), else it drops h and fits "linear" on the
         filtered copy (128 channels, biosemi128, 10 min: 0.028-0.033 on two
         linear recordings, 0.276 clipped). That try costs a post-nonlinear
-        fit, also where h is dropped: pass ``mixing="linear"`` to skip it. A
+        fit, also where h is dropped: pass ``mixing="linear"`` to skip it.
+        "auto" tries it on at most 64 channels and 512 MiB of the fit's
+        feature covariances, and beyond that fits "linear" and warns: its time
+        grows with the cube of the channel count (128 channels x 10 min: 78 s
+        and 3.0 GB peak on one AMD EPYC thread, where "linear" took 3.7 s and
+        1.0 GB). A
         linear recording that kept h would lose nothing but time (h stays
         near the identity). The post-nonlinear fit takes 4-8 s (19 channels),
         15-25 s (64) and about 50 s (128) on one CPU thread. Measured on clipped make_eeg recordings

@@ -221,6 +221,33 @@ def stationary_non_gaussian():
     return X, Y, S, u
 
 
+def test_relative_lbfgs_stops_where_the_objective_stalls():
+    # A gradient that stays above tol (rounding in the float32 pass) while every
+    # step lowers the objective by 1e-13 only: the run stops as converged once
+    # five iterations gained less than STALL_TOL (relative), not at max_iter.
+    from sepkit.methods.likelihood import STALL_TOL, _relative_lbfgs
+
+    calls = []
+    grad = 1e-3 * (1.0 - np.eye(3))
+
+    def evaluate(W):
+        calls.append(W)
+        return dict(loss=1.0 - 1e-13 * len(calls), grad=grad, hess=np.full((3, 3), 1e6))
+
+    W, terms, n_iter, converged = _relative_lbfgs(evaluate, np.eye(3), max_iter=50, tol=1e-4)
+    assert STALL_TOL == 1e-12
+    assert (n_iter, converged, len(calls)) == (5, True, 6)
+    # A real decrease is not a stall: 1e-11 per step runs to max_iter.
+    calls.clear()
+
+    def descending(W):
+        calls.append(W)
+        return dict(loss=1.0 - 1e-11 * len(calls), grad=grad, hess=np.full((3, 3), 1e6))
+
+    _, _, n_iter, converged = _relative_lbfgs(descending, np.eye(3), max_iter=50, tol=1e-4)
+    assert (n_iter, converged) == (50, False)
+
+
 def test_gengauss_nll_is_the_exact_likelihood():
     rng = np.random.default_rng(4)
     x = rng.laplace(size=(3, 600)) * np.repeat(rng.uniform(0.5, 2, (3, 3)), 200, axis=1)
@@ -706,6 +733,46 @@ def test_auto_keeps_the_unwarping_only_for_saturating_sensors(
     # Without a filter inside fit, auto stays linear and does not try h.
     plain = IVAESeparator(N_SOURCES).fit(sat_rec, u)
     assert plain.mixing_ == "linear" and plain.sensor_nonlinearity_ is None
+
+
+def test_auto_skips_the_unwarping_beyond_its_budget(saturated, gaussian_nonstationary, monkeypatch):
+    from types import SimpleNamespace
+
+    from sepkit.methods import linear
+
+    # The default budget: 64 channels are tried up to 512 MiB of covariances
+    # (600 windows: 600 x 256^2 features x 8 bytes = 300 MiB; 1200: 600 MiB),
+    # 128 channels never.
+    def prep(n_channels):
+        return SimpleNamespace(data=np.empty((n_channels, 1)), good=None)
+
+    def windows(n):
+        return np.repeat(np.arange(n), 256)
+
+    assert linear._unwarp_too_large(prep(64), windows(600)) is None
+    assert linear._unwarp_too_large(prep(64), None) is None  # one segment
+    assert linear._unwarp_too_large(prep(128), windows(120)) == (
+        "mixing='auto' did not try the sensor unwarping ('post-nonlinear') on 128 channels x "
+        "120 windows, so it fitted the linear model: the unwarping's time grows with the cube "
+        "of the channel count, and 'auto' tries it on at most 64 channels and 512.0 MiB of "
+        "covariances (this fit would hold 240.0 MiB). Pass mixing='post-nonlinear' to fit it "
+        "anyway (at 128 channels x 10 min about 80 s and 3 GB on one core, 10 times the "
+        "linear fit), or mixing='linear' to silence this."
+    )
+    assert "(this fit would hold 600.0 MiB)" in linear._unwarp_too_large(prep(64), windows(1200))
+
+    X_sat, _, _ = saturated
+    u = gaussian_nonstationary[2]
+    rec = Recording(X_sat, sample_rate=SAMPLE_RATE, kind="eeg")
+    monkeypatch.setattr(linear, "UNWARP_AUTO_MAX_CHANNELS", 5)
+    with pytest.warns(UserWarning, match=r"on 6 channels x 30 windows, so it fitted the linear"):
+        sep = IVAESeparator(N_SOURCES, highpass=1.0).fit(rec, u)
+    assert sep.mixing_ == "linear" and sep.sensor_nonlinearity_ is None
+    explicit = IVAESeparator(N_SOURCES, mixing="linear", highpass=1.0).fit(rec, u)
+    np.testing.assert_array_equal(sep.transform(rec, u).data, explicit.transform(rec, u).data)
+    # mixing="post-nonlinear" asked for is fitted whatever its size.
+    pnl = IVAESeparator(N_SOURCES, mixing="post-nonlinear", highpass=1.0).fit(rec, u)
+    assert pnl.mixing_ == "post-nonlinear"
 
 
 def test_auto_does_not_try_the_unwarping_on_a_filtered_raw():

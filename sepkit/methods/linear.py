@@ -65,6 +65,9 @@ UNWARP_MAX_ITER = 100
 # mean), a channel that clips alone is enough. Held-out seed 3 (15 recordings):
 # linear at most 0.042 (64 channels), clipped at least 0.185.
 UNWARP_KEEP = 0.08
+# mixing="auto" tries the unwarping only within this budget (_unwarp_too_large).
+UNWARP_AUTO_MAX_CHANNELS = 64
+UNWARP_AUTO_MAX_BYTES = 512 * 2**20
 
 
 def check_fit_params(fit_params) -> None:
@@ -91,7 +94,13 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     lin_codes = all_codes if good is None else all_codes[good]
     # Drop segments without samples (e.g. wholly under BAD annotations) from the codes.
     _, lin_codes = np.unique(lin_codes, return_inverse=True)
-    data, unwarp, nonlinearity = prep.data, None, None
+    data, unwarp, nonlinearity, st = prep.data, None, None, None
+    if opts["try_unwarp"] and mixing == "post-nonlinear":
+        too_large = _unwarp_too_large(prep, all_codes)
+        if too_large:
+            warnings.warn(too_large, UserWarning, stacklevel=4)
+            mixing = "linear"
+            data, st = _linear_on_the_fit_band(prep, n_sources)
     if mixing == "post-nonlinear":
         # h becomes part of the standardisation; the sources are then
         # separated as for mixing="linear", on the unwarped signal.
@@ -100,11 +109,8 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
             # mixing="auto": the sensors are linear; drop h and fit the
             # filtered recording exactly as mixing="linear" does.
             mixing, unwarp = "linear", None
-            if prep.fit_filter is not None:
-                data = prep.fit_filter(bridge_rejected(data, good))
-            prep.data = data
-            st = Standardizer.fit(data if good is None else data[:, good], n_sources)
-    else:
+            data, st = _linear_on_the_fit_band(prep, n_sources)
+    elif st is None:
         st = Standardizer.fit(prep.stats, n_sources, scale=prep.scale)
     # float32 as forward gives it (the fits read the sources' rows in float64):
     # a float64 copy of every whitened row would be the fit's largest array.
@@ -237,6 +243,60 @@ def _warn_not_converged(result, prior):
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+def _linear_on_the_fit_band(prep, n_sources):
+    """(data, Standardizer) of mixing="auto" fitting the linear model where it tried h.
+
+    The recording as mixing="linear" fits it: through the fit filter, if any
+    (``prep.data`` is replaced by the filtered copy).
+    """
+    data, good = prep.data, prep.good
+    if prep.fit_filter is not None:
+        data = prep.fit_filter(bridge_rejected(data, good))
+    prep.data = data
+    return data, Standardizer.fit(data if good is None else data[:, good], n_sources)
+
+
+def _unwarp_too_large(prep, codes) -> str | None:
+    """Why mixing="auto" should not try the unwarping on this recording, or None.
+
+    The joint fit of h holds one covariance of the (UNWARP_DEGREE + 1) *
+    n_channels odd-power features per window, and every L-BFGS step takes
+    their quadratic forms for each source row: its time grows with the cube
+    of the channel count (the sources grow with the channels), its memory
+    with the square and with the number of windows. Measured on make_eeg
+    recordings (5 sources per 16 channels) with the fit's 1 Hz high-pass,
+    AMD EPYC, one thread, whole fits: 64 channels x 2 / 10 min 12.6 / 26.8 s
+    and 1.1 / 1.8 GB peak; 128 channels x 2 / 10 min 65 / 78 s and 2.2 / 3.0
+    GB, where the linear fit takes 4-12 s and about 0.6 GB at 128 x 10 min
+    (benchmarks/README.md). The budget admits recipes/eeg_semisynthetic's
+    largest case, 64 channels x 10 min (16 sources: 132 windows of the
+    default length, 66 MiB), and 64 channels up to about an hour at 256 Hz
+    (the default windows grow to 1000 samples).
+    """
+    n_channels = prep.data.shape[0]
+    if codes is None:
+        n_segments = 1
+    else:
+        n_segments = int(np.unique(codes if prep.good is None else codes[prep.good]).size)
+    n_bytes = n_segments * ((UNWARP_DEGREE + 1) * n_channels) ** 2 * 8  # float64 covariances
+    if n_channels <= UNWARP_AUTO_MAX_CHANNELS and n_bytes <= UNWARP_AUTO_MAX_BYTES:
+        return None
+    return (
+        f"mixing='auto' did not try the sensor unwarping ('post-nonlinear') on {n_channels} "
+        f"channels x {n_segments} windows, so it fitted the linear model: the unwarping's "
+        "time grows with the cube of the channel count, and 'auto' tries it on at most "
+        f"{UNWARP_AUTO_MAX_CHANNELS} channels and {_size(UNWARP_AUTO_MAX_BYTES)} of "
+        f"covariances (this fit would hold {_size(n_bytes)}). Pass mixing='post-nonlinear' "
+        "to fit it anyway (at 128 channels x 10 min about 80 s and 3 GB on one core, 10 "
+        "times the linear fit), or mixing='linear' to silence this."
+    )
+
+
+def _size(n_bytes: int) -> str:
+    """``n_bytes`` in MiB or GiB, for messages."""
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def _fit_unwarp(prep, codes, n_sources):
