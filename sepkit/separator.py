@@ -43,6 +43,8 @@ from .io.eeg import is_highpassed, warn_if_not_highpassed
 from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
+    epochs_as_raw,
+    is_epochs_or_evoked,
     picked_info,
     raw_to_data,
     resolve_raw_u,
@@ -733,9 +735,12 @@ class IVAESeparator(MNEMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray, shape (n_channels, n_times), Recording or mne.io.Raw
+        X : ndarray, shape (n_channels, n_times), Recording, mne.io.Raw or mne.Epochs
             Observations. A Raw that is not high-pass filtered at 0.5 Hz or
             above draws a RuntimeWarning, as slow drifts spoil separation.
+            Epochs are fitted end to end, as ``ICA.fit(epochs)`` takes them
+            (:func:`sepkit.io.raw.epochs_as_raw`; u: None, ``"events"`` for
+            each epoch's event, or one label per sample end to end).
         u : None, "annotations", "events" or ndarray, shape (n_times,) or (n_u, n_times)
             Auxiliary variable: one label per sample (any hashable values), or
             a continuous vector per sample. Default: window index.
@@ -787,6 +792,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         -------
         self : IVAESeparator
         """
+        if is_epochs_or_evoked(X):
+            X, u = epochs_as_raw(X, u)
         with self._family_settings():
             return self._fit(X, u, picks, reject_by_annotation, resume, init, callback)
 
@@ -869,7 +876,10 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         Unlike scikit-learn's TransformerMixin, the second argument is u (the
         auxiliary variable), passed to both steps.
         """
-        return self.fit(X, u, **fit_params).transform(X, u, picks=fit_params.get("picks"))
+        self.fit(X, u, **fit_params)
+        if is_epochs_or_evoked(X):  # u labelled the epochs for fit; their sources need none
+            return self.transform(X)
+        return self.transform(X, u, picks=fit_params.get("picks"))
 
     def _choose_family(self, X, kind, rec, u, init) -> _Choice:
         """The "auto" decision: which family fits, and the settings it resolves.
@@ -1144,9 +1154,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray, shape (n_channels, n_times), Recording or mne.io.Raw
+        X : ndarray, shape (n_channels, n_times), Recording, mne.io.Raw, mne.Epochs or mne.Evoked
             For a Raw, the channels named as in fit are taken (an error names
-            any it lacks).
+            any it lacks). Epochs and Evoked data give ``get_sources(X)``.
         u : None, "annotations", "events" or ndarray
             As in ``fit``; default the window index (labels seen in fit), or
             the annotations / stim-channel events of a Raw when fitted with
@@ -1167,6 +1177,13 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         """
         self._check_fitted()
         check_option("resample", resample, (True, False))
+        if is_epochs_or_evoked(X):
+            if picks is not None or resample:
+                raise ValueError(
+                    f"'picks' and 'resample' apply to a Raw; for {type(X).__name__} data "
+                    "pick and resample them first (e.g. .pick(...), .resample(...))."
+                )
+            return self.get_sources(X, u=u)
         X = self._match_sample_rate(X, resample)
         is_raw = _is_mne_raw(X)
         data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if is_raw else None)
@@ -1215,17 +1232,20 @@ class IVAESeparator(MNEMixin, BaseEstimator):
 
         Parameters
         ----------
-        S : ndarray, shape (n_sources, n_times), or a Recording / Raw of sources
-            (a Raw from ``transform`` / ``get_sources``, channels IVAE000, ...).
+        S : ndarray, shape (n_sources, n_times), or a Recording / Raw / Epochs / Evoked of sources
+            (from ``transform`` / ``get_sources``, channels IVAE000, ...).
         u : None or ndarray
-            Needed only with ``decoder_u=True``.
+            Needed only with ``decoder_u=True`` (not for Epochs or Evoked).
 
         Returns
         -------
         X_hat : ndarray, shape (n_channels, n_times) (a Recording for a
-            Recording, a Raw with the fitted channels for a Raw)
+            Recording, a Raw / EpochsArray / EvokedArray with the fitted
+            channels for a Raw / Epochs / Evoked)
         """
         self._check_fitted()
+        if is_epochs_or_evoked(S):
+            return self._segment_sensors(S, u)
         source_names = [f"IVAE{i:03d}" for i in range(self.n_sources)]
         data, _, kind, rec = self._unpack(S, source_names if _is_mne_raw(S) else None)
         if data.shape[0] != self.n_sources:

@@ -301,6 +301,47 @@ def test_epochs_and_evoked_sources(linear, sim):
     np.testing.assert_allclose(ev_sources.data, expected.mean(axis=0), rtol=1e-4, atol=1e-6)
 
 
+def test_fit_on_epochs_as_ica_does(sim):
+    # ICA.fit(epochs) takes the epochs end to end; so does fit (it raised
+    # "'raw' must be an mne.io.Raw"), and transform / inverse_transform keep
+    # the type (transform read the Epochs as an array of 2 "channels").
+    raw, _ = sim
+    epochs = _epochs(raw)
+    data = epochs.get_data()
+    ends = mne.io.RawArray(np.concatenate(list(data), axis=1), epochs.info, verbose="error")
+    sep = IVAESeparator(N_SOURCES, mixing="linear", window=0.35).fit(epochs)
+    ref = IVAESeparator(N_SOURCES, mixing="linear", window=0.35).fit(ends)
+    np.testing.assert_array_equal(sep.get_components(), ref.get_components())
+    sources = sep.transform(epochs)
+    assert isinstance(sources, mne.EpochsArray)
+    np.testing.assert_array_equal(sources.get_data(), sep.get_sources(epochs).get_data())
+    back = sep.inverse_transform(sources)
+    assert isinstance(back, mne.EpochsArray) and back.ch_names == list(sep.ch_names_)
+    np.testing.assert_array_equal(back.events, epochs.events)
+    flat = sources.get_data().transpose(1, 0, 2).reshape(N_SOURCES, -1)
+    expected = sep.inverse_transform(flat).reshape(len(sep.ch_names_), len(epochs), -1)
+    np.testing.assert_allclose(back.get_data(), expected.transpose(1, 0, 2), rtol=1e-6)
+    ev_back = sep.inverse_transform(sep.transform(epochs.average()))
+    assert isinstance(ev_back, mne.EvokedArray)
+    np.testing.assert_allclose(ev_back.data, back.get_data().mean(axis=0), rtol=1e-4, atol=1e-9)
+    events = epochs.events.copy()
+    events[1::2, 2] = 2
+    two = mne.EpochsArray(data, epochs.info, events, tmin=epochs.tmin, event_id={"a": 1, "b": 2})
+    assert isinstance(sep.fit_transform(two, u="events"), mne.EpochsArray)
+    np.testing.assert_array_equal(sep.classes_, ["a", "b"])  # u: each epoch's event
+
+    with pytest.raises(TypeError, match=r"fit takes an ndarray, .* got Evoked: an average"):
+        IVAESeparator(N_SOURCES).fit(epochs.average())
+    with pytest.raises(ValueError, match=r"u='annotations' reads a Raw's annotations; for Epochs"):
+        IVAESeparator(N_SOURCES).fit(epochs, u="annotations")
+    with pytest.raises(ValueError, match=r"'picks' and 'resample' apply to a Raw; for Epochs"):
+        sep.transform(epochs, picks="eeg")
+    with pytest.raises(
+        ValueError, match=r"The Epochs data lack the source channel\(s\) \['IVAE000'"
+    ):
+        sep.inverse_transform(epochs)
+
+
 def test_apply_to_epochs_and_evoked(linear, sim):
     raw, _ = sim
     epochs = _epochs(raw)

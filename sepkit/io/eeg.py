@@ -94,6 +94,17 @@ def _extension(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _holds_epochs(path) -> bool:
+    """Whether the FIF file at ``path`` reads as MNE Epochs."""
+    import mne
+
+    try:
+        mne.read_epochs(path, preload=False, verbose="error")
+    except Exception:  # noqa: BLE001 (any failure: not Epochs, the raw reader's error stands)
+        return False
+    return True
+
+
 def _check_raw(raw, name: str = "raw", hint: str = ""):
     """Return ``raw`` if it is an MNE Raw, else a TypeError (``hint`` ends the message)."""
     import mne
@@ -299,6 +310,13 @@ def read_eeg(
         # Only MNE warnings (not info chatter) reach the user.
         raw = reader(path, preload=preload, verbose="warning")
     except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as err:
+        if ext == ".fif" and _holds_epochs(path):
+            raise ValueError(
+                f"'{path}' holds MNE Epochs, not a continuous recording: read_eeg and "
+                "sepkit separate read continuous ones (Raw). Fit the epochs in Python "
+                "(IVAESeparator's fit, transform and apply take mne.Epochs, as MNE's ICA "
+                "does), or separate the recording they were cut from."
+            ) from err
         # MNE's and scipy's reader errors rarely name the file (e.g. "Could not find
         # measurement info" for a truncated FIF, MatReadError for a corrupt .set).
         raise ValueError(

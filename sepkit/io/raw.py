@@ -34,6 +34,56 @@ class RawInput:
     kind: str = "eeg"
 
 
+def is_epochs_or_evoked(obj) -> bool:
+    """Whether ``obj`` is an mne.Epochs or mne.Evoked (by class, without importing MNE)."""
+    return any(c.__name__ in ("BaseEpochs", "Evoked") for c in type(obj).__mro__)
+
+
+def epochs_as_raw(epochs, u=None):
+    """(Raw, u) to fit on ``epochs``: the epochs end to end, as ``ICA.fit(epochs)`` takes them.
+
+    Parameters
+    ----------
+    epochs : mne.Epochs
+        Their good epochs (after ``drop_bad``) are used.
+    u : None, "events" or ndarray, shape (n_epochs * n_times,)
+        None: the default u of fit, windows of the epochs laid end to end.
+        ``"events"``: each sample labelled with its epoch's event name (the
+        condition, e.g. ``"auditory/left"``), so that the prior changes with
+        the condition. An array: one label per sample of the epochs end to end.
+
+    Returns
+    -------
+    raw : mne.io.RawArray
+        Shape (n_channels, n_epochs * n_times), the epochs' info.
+    u : None or ndarray
+    """
+    import mne
+
+    if isinstance(epochs, mne.Evoked):
+        raise TypeError(
+            "fit takes an ndarray, a Recording, an mne.io.Raw or mne.Epochs, got Evoked: an "
+            "average, whose samples are not observations of the sources. Fit on the Raw or "
+            "the Epochs it was averaged from; get_sources and apply take an Evoked."
+        )
+    data = epochs.get_data()  # (n_epochs, n_channels, n_times)
+    n_epochs, n_channels, n_times = data.shape
+    if n_epochs == 0:
+        raise ValueError("The Epochs hold no epochs (all dropped?); pass Epochs with data.")
+    flat = data.transpose(1, 0, 2).reshape(n_channels, n_epochs * n_times)
+    raw = mne.io.RawArray(flat, epochs.info, verbose="error")
+    if isinstance(u, str):
+        if u != "events":
+            raise ValueError(
+                f"u={u!r} reads a Raw's annotations; for Epochs pass None (windows of the "
+                "epochs end to end), 'events' (each epoch's event) or one label per sample "
+                f"of the epochs end to end ({n_epochs * n_times})."
+            )
+        names = {code: name for name, code in epochs.event_id.items()}
+        u = np.repeat([names.get(code, f"event {code}") for code in epochs.events[:, 2]], n_times)
+    return raw, u
+
+
 def raw_to_data(raw, picks=None, fitted_names=None):
     """(data, sample_rate, "raw", RawInput) for an MNE Raw.
 

@@ -129,6 +129,19 @@ def test_fif_roundtrip_keeps_data_and_annotations(tmp_path):
     assert back.annotations.duration[0] == pytest.approx(2.0)
 
 
+def test_epochs_file_is_named_as_such(tmp_path):
+    # A -epo.fif file read as a Raw said "No raw data ... Check that the file is
+    # complete and of the format its name says", which it is.
+    raw = _raw()
+    events = mne.make_fixed_length_events(raw, duration=1.0)
+    path = tmp_path / "sub-epo.fif"
+    mne.Epochs(raw, events, tmin=0.0, tmax=0.5, baseline=None, verbose="error").save(path)
+    with pytest.raises(
+        ValueError, match=r"'.*sub-epo.fif' holds MNE Epochs, not a continuous recording: .*fit"
+    ):
+        read_eeg(path)
+
+
 def test_read_eeg_picks_drops_other_types(tmp_path):
     raw = _raw(names=("Fz", "Cz", "EOG", "STI"), types=["eeg", "eeg", "eog", "stim"])
     path = _save(raw, tmp_path / "mixed_raw.fif")
