@@ -235,14 +235,14 @@ def test_relative_lbfgs_stops_where_the_objective_stalls():
         return dict(loss=1.0 - 1e-13 * len(calls), grad=grad, hess=np.full((3, 3), 1e6))
 
     W, terms, n_iter, converged = _relative_lbfgs(evaluate, np.eye(3), max_iter=50, tol=1e-4)
-    assert STALL_TOL == 1e-12
+    assert STALL_TOL == 1e-10
     assert (n_iter, converged, len(calls)) == (5, True, 6)
-    # A real decrease is not a stall: 1e-11 per step runs to max_iter.
+    # A real decrease is not a stall: 1e-9 per step runs to max_iter.
     calls.clear()
 
     def descending(W):
         calls.append(W)
-        return dict(loss=1.0 - 1e-11 * len(calls), grad=grad, hess=np.full((3, 3), 1e6))
+        return dict(loss=1.0 - 1e-9 * len(calls), grad=grad, hess=np.full((3, 3), 1e6))
 
     _, _, n_iter, converged = _relative_lbfgs(descending, np.eye(3), max_iter=50, tol=1e-4)
     assert (n_iter, converged) == (50, False)
