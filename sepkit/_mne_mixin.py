@@ -298,41 +298,6 @@ class MNEMixin:
             metadata=inst.metadata, verbose="error",
         )  # fmt: skip
 
-    def _segment_sensors(self, inst, u):
-        """``inverse_transform`` of Epochs / Evoked of sources: the same type, fitted channels."""
-        import mne
-
-        what = type(inst).__name__
-        if u is not None:
-            raise ValueError(f"u is for arrays; {what} data have no u of their own. Pass u=None.")
-        names = [f"IVAE{k:03d}" for k in range(self.n_sources)]
-        missing = [name for name in names if name not in inst.ch_names]
-        if missing:
-            raise ValueError(
-                f"The {what} data lack the source channel(s) {missing[:5]}. Pass the output "
-                "of get_sources (or transform) of this separator."
-            )
-        S = inst.get_data(picks=names).astype(np.float64)
-        if S.ndim == 2:  # Evoked
-            S = S[None]
-        n_epochs, n_sources, n_times = S.shape
-        flat = S.transpose(1, 0, 2).reshape(n_sources, n_epochs * n_times)
-        out = np.asarray(self.inverse_transform(flat), dtype=np.float64)
-        X = out.reshape(-1, n_epochs, n_times).transpose(1, 0, 2)
-        info = getattr(self, "info_", None)
-        if info is None:
-            ch = self.ch_names_ or tuple(f"ch{i}" for i in range(self.n_channels_))
-            info = mne.create_info(list(ch), inst.info["sfreq"], "eeg")
-        if isinstance(inst, mne.Evoked):
-            return mne.EvokedArray(
-                X[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,
-                verbose="error",
-            )  # fmt: skip
-        return mne.EpochsArray(
-            X, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
-            metadata=inst.metadata, verbose="error",
-        )  # fmt: skip
-
     def _clean_segments(self, inst, exclude, *, copy, u):
         import mne
 
@@ -1344,3 +1309,49 @@ def _shown(fig, show):
 
         plt.show()
     return fig
+
+
+def segment_transform(sep, inst, u, picks, resample):
+    """``transform`` of Epochs / Evoked: their ``get_sources``."""
+    if picks is not None or resample:
+        raise ValueError(
+            f"'picks' and 'resample' apply to a Raw; for {type(inst).__name__} data "
+            "pick and resample them first (e.g. .pick(...), .resample(...))."
+        )
+    return sep.get_sources(inst, u=u)
+
+
+def segment_sensors(sep, inst, u):
+    """``inverse_transform`` of Epochs / Evoked of sources: the same type, fitted channels."""
+    import mne
+
+    what = type(inst).__name__
+    if u is not None:
+        raise ValueError(f"u is for arrays; {what} data have no u of their own. Pass u=None.")
+    names = [f"IVAE{k:03d}" for k in range(sep.n_sources)]
+    missing = [name for name in names if name not in inst.ch_names]
+    if missing:
+        raise ValueError(
+            f"The {what} data lack the source channel(s) {missing[:5]}. Pass the output "
+            "of get_sources (or transform) of this separator."
+        )
+    S = inst.get_data(picks=names).astype(np.float64)
+    if S.ndim == 2:  # Evoked
+        S = S[None]
+    n_epochs, n_sources, n_times = S.shape
+    flat = S.transpose(1, 0, 2).reshape(n_sources, n_epochs * n_times)
+    out = np.asarray(sep.inverse_transform(flat), dtype=np.float64)
+    X = out.reshape(-1, n_epochs, n_times).transpose(1, 0, 2)
+    info = getattr(sep, "info_", None)
+    if info is None:
+        ch = sep.ch_names_ or tuple(f"ch{i}" for i in range(sep.n_channels_))
+        info = mne.create_info(list(ch), inst.info["sfreq"], "eeg")
+    if isinstance(inst, mne.Evoked):
+        return mne.EvokedArray(
+            X[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,
+            verbose="error",
+        )  # fmt: skip
+    return mne.EpochsArray(
+        X, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
+        metadata=inst.metadata, verbose="error",
+    )  # fmt: skip

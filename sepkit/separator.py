@@ -37,7 +37,7 @@ from ._check import (
     check_precision,
     check_rank,
 )
-from ._mne_mixin import MNEMixin
+from ._mne_mixin import MNEMixin, segment_sensors, segment_transform
 from .io.audio import resample as resample_recording
 from .io.eeg import is_highpassed, warn_if_not_highpassed
 from .io.eeg import resample as resample_raw
@@ -1178,12 +1178,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         self._check_fitted()
         check_option("resample", resample, (True, False))
         if is_epochs_or_evoked(X):
-            if picks is not None or resample:
-                raise ValueError(
-                    f"'picks' and 'resample' apply to a Raw; for {type(X).__name__} data "
-                    "pick and resample them first (e.g. .pick(...), .resample(...))."
-                )
-            return self.get_sources(X, u=u)
+            return segment_transform(self, X, u, picks, resample)
         X = self._match_sample_rate(X, resample)
         is_raw = _is_mne_raw(X)
         data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if is_raw else None)
@@ -1245,7 +1240,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         """
         self._check_fitted()
         if is_epochs_or_evoked(S):
-            return self._segment_sensors(S, u)
+            return segment_sensors(self, S, u)
         source_names = [f"IVAE{i:03d}" for i in range(self.n_sources)]
         data, _, kind, rec = self._unpack(S, source_names if _is_mne_raw(S) else None)
         if data.shape[0] != self.n_sources:
