@@ -287,16 +287,7 @@ class MNEMixin:
             )
         _, _, S = self._segment_data(inst, u)
         names = [f"IVAE{k:03d}" for k in range(self.n_sources)]
-        info = mne.create_info(names, inst.info["sfreq"], "misc")
-        if isinstance(inst, mne.Evoked):
-            return mne.EvokedArray(
-                S[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,
-                verbose="error",
-            )  # fmt: skip
-        return mne.EpochsArray(
-            S, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
-            metadata=inst.metadata, verbose="error",
-        )  # fmt: skip
+        return like_segments(S, mne.create_info(names, inst.info["sfreq"], "misc"), inst)
 
     def _clean_segments(self, inst, exclude, *, copy, u):
         import mne
@@ -1346,12 +1337,23 @@ def segment_sensors(sep, inst, u):
     if info is None:
         ch = sep.ch_names_ or tuple(f"ch{i}" for i in range(sep.n_channels_))
         info = mne.create_info(list(ch), inst.info["sfreq"], "eeg")
+    return like_segments(X, info, inst)
+
+
+def like_segments(data, info, inst):
+    """``data`` (n_epochs, n_rows, n_times) as Epochs / Evoked timed like ``inst``.
+
+    Epochs keep ``inst``'s events, ``event_id``, ``tmin`` and metadata; an
+    Evoked (``data`` holding one epoch) its ``tmin``, ``nave`` and comment.
+    """
+    import mne
+
     if isinstance(inst, mne.Evoked):
         return mne.EvokedArray(
-            X[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,
+            data[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,
             verbose="error",
         )  # fmt: skip
     return mne.EpochsArray(
-        X, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
+        data, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
         metadata=inst.metadata, verbose="error",
     )  # fmt: skip
