@@ -756,7 +756,7 @@ def test_auto_skips_the_unwarping_beyond_its_budget(saturated, gaussian_nonstati
         "120 windows, so it fitted the linear model: the unwarping's time grows with the cube "
         "of the channel count, and 'auto' tries it on at most 64 channels and 512.0 MiB of "
         "covariances (this fit would hold 240.0 MiB). Pass mixing='post-nonlinear' to fit it "
-        "anyway (at 128 channels x 10 min about 80 s and 3 GB on one core, 10 times the "
+        "anyway (at 128 channels x 10 min about 80 s and 3 GB on one core, 20 times the "
         "linear fit), or mixing='linear' to silence this."
     )
     assert "(this fit would hold 600.0 MiB)" in linear._unwarp_too_large(prep(64), windows(1200))

@@ -516,7 +516,7 @@ def _line_search(evaluate, unmixing, terms, direction, tries: int = 10):
 # by 1e-15 to 3e-8 each, 13 s against 1 s for the same data high-passed before
 # fit (18 iterations, the gradient met ``tol``); 128 channels x 60 min
 # high-passed, iterations 64-80 by 1e-14 to 3e-9 each (90 s). At 1e-10 those fits
-# take 3.5 s and 34 s, and the high-density benchmark's sources are the same to
+# take 2.7 s and 34 s, and the high-density benchmark's sources are the same to
 # 1e-4 in MCC on every recording tried (benchmarks/README.md).
 STALL_TOL = 1e-10
 

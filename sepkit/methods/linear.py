@@ -289,7 +289,7 @@ def _unwarp_too_large(prep, codes) -> str | None:
         "time grows with the cube of the channel count, and 'auto' tries it on at most "
         f"{UNWARP_AUTO_MAX_CHANNELS} channels and {_size(UNWARP_AUTO_MAX_BYTES)} of "
         f"covariances (this fit would hold {_size(n_bytes)}). Pass mixing='post-nonlinear' "
-        "to fit it anyway (at 128 channels x 10 min about 80 s and 3 GB on one core, 10 "
+        "to fit it anyway (at 128 channels x 10 min about 80 s and 3 GB on one core, 20 "
         "times the linear fit), or mixing='linear' to silence this."
     )
 
