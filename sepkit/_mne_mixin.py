@@ -35,7 +35,13 @@ from .artifacts import (
     whole_epoch_peaks,
 )
 from .io.eeg import _check_fif_target, _save_fif_atomic, check_band
-from .io.raw import annotation_labels, event_labels, is_events_array
+from .io.raw import (
+    annotation_labels,
+    epochs_as_raw,
+    event_labels,
+    is_epochs_or_evoked,
+    is_events_array,
+)
 
 # Frontal electrodes that pick up blinks best, used as the EOG reference when a
 # recording has no EOG channel, typed or named: Fp1, Fp2, Fpz and the AF row (any case).
@@ -51,6 +57,24 @@ def _epochs_or_evoked(inst) -> bool:
     import mne
 
     return isinstance(inst, (mne.BaseEpochs, mne.Evoked))
+
+
+def _continuous(inst, method: str):
+    """The Raw that ``method`` scores: ``inst`` itself, or Epochs end to end (as fit takes them).
+
+    MNE's ICA takes Epochs in ``find_bads_*``; the scores here are those of
+    the epochs laid end to end (each filter then runs across the epochs'
+    joins, as over the samples of a Raw).
+    """
+    if not is_epochs_or_evoked(inst):
+        return inst
+    if type(inst).__name__ in ("Evoked", "EvokedArray"):
+        raise TypeError(
+            f"{method} takes an mne.io.Raw or mne.Epochs, got {type(inst).__name__}: an "
+            "average, which keeps little of the artefacts it scores. Pass the Raw or the "
+            "Epochs it was averaged from."
+        )
+    return epochs_as_raw(inst)[0]
 
 
 def _check_raw_arg(raw, name: str = "raw"):
@@ -360,8 +384,9 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
-            A recording with the channels the separator was fitted on.
+        raw : mne.io.Raw or mne.Epochs
+            A recording with the channels the separator was fitted on (Epochs:
+            scored end to end, as ``fit`` takes them).
         ch_name : None, str or list of str
             Reference channel(s). None takes the EOG-typed channels of
             ``raw`` (bad ones excluded); when there are none, the EEG-typed
@@ -415,7 +440,7 @@ class MNEMixin:
             Correlations, shape (n_sources,) for one reference channel,
             (n_channels, n_sources) for several.
         """
-        _check_raw_arg(raw)
+        raw = _check_raw_arg(_continuous(raw, "find_bads_eog"))
         self._check_fitted()
         names, named = _eog_choice(raw, ch_name)
         frontal = _frontal_channels(raw) if named else []
@@ -486,8 +511,9 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
-            A recording with the channels the separator was fitted on.
+        raw : mne.io.Raw or mne.Epochs
+            A recording with the channels the separator was fitted on (Epochs:
+            scored end to end, as ``fit`` takes them).
         ch_name : None, str or list of str
             Reference channel(s). None takes the ECG-typed channels of
             ``raw`` (bad ones excluded); a recording without one needs
@@ -524,7 +550,7 @@ class MNEMixin:
         removal in independent components of neuromagnetic recordings. IEEE
         Trans. Biomed. Eng. 55(10), 2353-2362.
         """
-        _check_raw_arg(raw)
+        raw = _check_raw_arg(_continuous(raw, "find_bads_ecg"))
         self._check_fitted()
         check_option("method", method, ("ctps", "correlation"))
         names = _ecg_reference(raw, ch_name)
@@ -1100,9 +1126,10 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
+        raw : mne.io.Raw or mne.Epochs
             The recording (e.g. the one of fit), with the fitted EEG
-            channels and their positions (a montage).
+            channels and their positions (a montage); Epochs are labelled end
+            to end, as ``fit`` takes them.
         backend : None, "torch" or "onnx"
             mne-icalabel's backend for the network; None: the first
             installed (torch, which sepkit needs anyway).
@@ -1138,7 +1165,7 @@ class MNEMixin:
         """
         from .io.mne_ica import label_ica
 
-        _check_raw_arg(raw)
+        raw = _check_raw_arg(_continuous(raw, "label_components"))
         self._check_fitted()
         return label_ica(raw, self.to_mne_ica(info=raw), backend=backend)
 

@@ -226,6 +226,21 @@ def test_label_components_one_label_per_source(raw, sep):
     assert raw.info["custom_ref_applied"] == 0 and raw.info["highpass"] == 1.0
 
 
+def test_label_components_takes_epochs_end_to_end(raw, sep):
+    # It refused Epochs ("'raw' must be an mne.io.Raw"); mne-icalabel takes them.
+    _icalabel()
+    events = mne.make_fixed_length_events(raw, duration=2.0)
+    epochs = mne.Epochs(raw, events, tmin=0.0, tmax=1.5, baseline=None, verbose="error")
+    ends = mne.io.RawArray(np.concatenate(list(epochs.get_data()), axis=1), epochs.info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got, expected = sep.label_components(epochs), sep.label_components(ends)
+    assert got["labels"] == expected["labels"]
+    np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-6)
+    with pytest.raises(TypeError, match=r"label_components takes an mne.io.Raw or mne.Epochs"):
+        sep.label_components(epochs.average())
+
+
 def test_label_components_on_iclabel_ready_data_uses_the_export_as_it_is():
     _icalabel()
     raw, _, _ = make_eeg(N_SOURCES, duration=30.0, sample_rate=256.0, random_state=3)

@@ -342,6 +342,22 @@ def test_fit_on_epochs_as_ica_does(sim):
         sep.inverse_transform(epochs)
 
 
+def test_find_bads_on_epochs_scores_them_end_to_end(linear, sim):
+    # MNE's ICA takes Epochs in find_bads_*; ours refused them.
+    raw, _ = sim
+    epochs = _epochs(raw)
+    ends = mne.io.RawArray(np.concatenate(list(epochs.get_data()), axis=1), epochs.info)
+    name = raw.ch_names[0]
+    for method in ("find_bads_eog", "find_bads_ecg"):
+        kwargs = {"ch_name": name} | ({"method": "correlation"} if "ecg" in method else {})
+        got = getattr(linear, method)(epochs, **kwargs)
+        expected = getattr(linear, method)(ends, **kwargs)
+        assert got[0] == expected[0]
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-6, atol=1e-9)
+    with pytest.raises(TypeError, match=r"find_bads_eog takes an mne.io.Raw or mne.Epochs, got"):
+        linear.find_bads_eog(epochs.average())
+
+
 def test_apply_to_epochs_and_evoked(linear, sim):
     raw, _ = sim
     epochs = _epochs(raw)
