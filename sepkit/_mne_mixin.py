@@ -696,8 +696,9 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
-            A recording with the channels the separator was fitted on.
+        raw : mne.io.Raw or mne.Epochs
+            A recording with the channels the separator was fitted on (Epochs:
+            end to end, as ``fit`` takes them).
         picks : None or list of int
             Sources to show; default all. An empty list (e.g. ``sep.exclude``
             when nothing was flagged) gives no figures.
@@ -719,7 +720,7 @@ class MNEMixin:
         figs : list of matplotlib.figure.Figure
             One per source in ``picks``; not shown.
         """
-        _check_raw_arg(raw)
+        raw = _check_raw_arg(_continuous(raw, "plot_properties"))
         self._check_fitted()
         check_option("show", show, (True, False))
         if picks is not None and not isinstance(picks, (str, bytes)) and len(picks) == 0:
@@ -856,8 +857,9 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
-            A recording with the channels the separator was fitted on.
+        raw : mne.io.Raw or mne.Epochs
+            A recording with the channels the separator was fitted on (Epochs:
+            end to end, as ``fit`` takes them).
         picks : None or list of int
             Sources to show; default all.
         start, duration : float
@@ -880,7 +882,7 @@ class MNEMixin:
         """
         from .io.eeg import _is_bad_description
 
-        _check_raw_arg(raw)
+        raw = _check_raw_arg(_continuous(raw, "plot_sources"))
         self._check_fitted()
         picks = self._check_source_picks(picks)
         excluded = self._excluded(exclude)

@@ -342,8 +342,8 @@ def test_fit_on_epochs_as_ica_does(sim):
         sep.inverse_transform(epochs)
 
 
-def test_find_bads_on_epochs_scores_them_end_to_end(linear, sim):
-    # MNE's ICA takes Epochs in find_bads_*; ours refused them.
+def test_find_bads_and_plots_take_epochs_end_to_end(linear, sim):
+    # MNE's ICA takes Epochs in find_bads_*, plot_sources and plot_properties; ours refused them.
     raw, _ = sim
     epochs = _epochs(raw)
     ends = mne.io.RawArray(np.concatenate(list(epochs.get_data()), axis=1), epochs.info)
@@ -356,6 +356,13 @@ def test_find_bads_on_epochs_scores_them_end_to_end(linear, sim):
         np.testing.assert_allclose(got[1], expected[1], rtol=1e-6, atol=1e-9)
     with pytest.raises(TypeError, match=r"find_bads_eog takes an mne.io.Raw or mne.Epochs, got"):
         linear.find_bads_eog(epochs.average())
+    # The plots of MNE's ICA that take Epochs.
+    traces = [linear.plot_sources(x, picks=[1], duration=3.0) for x in (epochs, ends)]
+    np.testing.assert_allclose(*(f.axes[0].lines[0].get_ydata() for f in traces), rtol=1e-6)
+    spectra = [linear.plot_properties(x, picks=[0])[0] for x in (epochs, ends)]
+    np.testing.assert_allclose(*(f.axes[1].lines[0].get_ydata() for f in spectra), rtol=1e-6)
+    with pytest.raises(TypeError, match=r"plot_sources takes an mne.io.Raw or mne.Epochs, got"):
+        linear.plot_sources(epochs.average())
 
 
 def test_apply_to_epochs_and_evoked(linear, sim):
