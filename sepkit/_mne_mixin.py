@@ -53,12 +53,6 @@ _FRONTAL = re.compile(r"^(fp\d+|fpz|af\d+|afz)$", re.IGNORECASE)
 _EOG_NAME = re.compile(r"(?<![a-z])[hvlr]?eog", re.IGNORECASE)
 
 
-def _epochs_or_evoked(inst) -> bool:
-    import mne
-
-    return isinstance(inst, (mne.BaseEpochs, mne.Evoked))
-
-
 def _continuous(inst, method: str):
     """The Raw that ``method`` scores: ``inst`` itself, or Epochs end to end (as fit takes them).
 
@@ -66,9 +60,11 @@ def _continuous(inst, method: str):
     the epochs laid end to end (each filter then runs across the epochs'
     joins, as over the samples of a Raw).
     """
+    import mne
+
     if not is_epochs_or_evoked(inst):
         return inst
-    if type(inst).__name__ in ("Evoked", "EvokedArray"):
+    if isinstance(inst, mne.Evoked):
         raise TypeError(
             f"{method} takes an mne.io.Raw or mne.Epochs, got {type(inst).__name__}: an "
             "average, which keeps little of the artefacts it scores. Pass the Raw or the "
@@ -188,7 +184,7 @@ class MNEMixin:
             ``raw``; for Epochs, their events, ``event_id``, ``tmin`` and
             metadata; for an Evoked, its ``tmin``, ``nave`` and comment.
         """
-        if _epochs_or_evoked(raw):
+        if is_epochs_or_evoked(raw):
             return self._segment_sources(raw, start=start, stop=stop, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
@@ -246,7 +242,7 @@ class MNEMixin:
             As the input: the fitted channels cleaned, every other channel
             unchanged.
         """
-        if _epochs_or_evoked(raw):
+        if is_epochs_or_evoked(raw):
             return self._clean_segments(raw, exclude, copy=copy, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
@@ -320,18 +316,11 @@ class MNEMixin:
         exclude = self._excluded(exclude)
         check_option("copy", copy, (True, False))
         names, X, S = self._segment_data(inst, u)
-        n_epochs, n_channels, n_times = X.shape
         cleaned = X
         if exclude:
             held = S.copy()
             held[:, exclude] = np.asarray(self.source_mean_)[exclude][None, :, None]
-
-            def sensors(a):
-                flat = a.transpose(1, 0, 2).reshape(self.n_sources, n_epochs * n_times)
-                out = np.asarray(self.inverse_transform(flat), dtype=np.float64)
-                return out.reshape(n_channels, n_epochs, n_times).transpose(1, 0, 2)
-
-            cleaned = X + (sensors(held) - sensors(S))
+            cleaned = X + (_segment_inverse(self, held) - _segment_inverse(self, S))
         out = inst.copy() if copy else inst
         idx = np.array([out.ch_names.index(name) for name in names])
         if isinstance(out, mne.Evoked):
@@ -1356,17 +1345,24 @@ def segment_sensors(sep, inst, u):
             "of get_sources (or transform) of this separator."
         )
     S = inst.get_data(picks=names).astype(np.float64)
-    if S.ndim == 2:  # Evoked
-        S = S[None]
-    n_epochs, n_sources, n_times = S.shape
-    flat = S.transpose(1, 0, 2).reshape(n_sources, n_epochs * n_times)
-    out = np.asarray(sep.inverse_transform(flat), dtype=np.float64)
-    X = out.reshape(-1, n_epochs, n_times).transpose(1, 0, 2)
+    X = _segment_inverse(sep, S[None] if S.ndim == 2 else S)  # an Evoked: one epoch
     info = getattr(sep, "info_", None)
     if info is None:
         ch = sep.ch_names_ or tuple(f"ch{i}" for i in range(sep.n_channels_))
         info = mne.create_info(list(ch), inst.info["sfreq"], "eeg")
     return like_segments(X, info, inst)
+
+
+def _segment_inverse(sep, S: np.ndarray) -> np.ndarray:
+    """The sensors of per-epoch sources, shape (n_epochs, n_channels, n_times).
+
+    ``S`` (n_epochs, n_sources, n_times) goes through ``inverse_transform``
+    end to end, as one array.
+    """
+    n_epochs, n_sources, n_times = S.shape
+    flat = S.transpose(1, 0, 2).reshape(n_sources, n_epochs * n_times)
+    out = np.asarray(sep.inverse_transform(flat), dtype=np.float64)
+    return out.reshape(-1, n_epochs, n_times).transpose(1, 0, 2)
 
 
 def like_segments(data, info, inst):
