@@ -247,19 +247,23 @@ def input_kind(path: Path) -> str:
     )
 
 
-def read_input(path, *, eeg_picks="eeg") -> tuple[object, str]:
-    """(Recording or Raw, kind) for an audio or EEG file.
+def read_input(path, *, eeg_picks="eeg", epochs: bool = False) -> tuple[object, str]:
+    """(Recording, Raw or Epochs, kind) for an audio or EEG file.
 
     ``eeg_picks``: the channels of an EEG file to read (``read_eeg``'s picks;
     None for every data channel, e.g. to keep the EOG leads beside the EEG).
+    ``epochs``: a FIF file of MNE Epochs is read as Epochs (every channel),
+    else it is ``read_eeg``'s error.
     """
     path = Path(path)
     kind = check_input_file(path)
-    from ..io import read_audio, read_eeg
+    from ..io import is_epochs_file, read_audio, read_eeg, read_epochs
 
     try:
         if kind == "audio":
             return read_audio(path), kind
+        if epochs and is_epochs_file(path):
+            return read_epochs(path), kind
         return read_eeg(path, picks=eeg_picks), kind
     except (ValueError, TypeError, FileNotFoundError, RuntimeError):
         raise  # sepkit's, MNE's and libsndfile's messages, one line each

@@ -7,7 +7,9 @@ Each input (audio: WAV/FLAC/OGG/...; EEG: any format MNE reads, e.g. .fif,
 --model and --fine-tune the pretrained model is fine-tuned on each input first.
 
 Outputs in OUTDIR, per input STEM: audio sources as STEM_s1.wav, ...;
-EEG sources as STEM_sources_raw.fif; STEM_metrics.json (model, steps, times,
+EEG sources as STEM_sources_raw.fif (for a FIF file of MNE Epochs, fitted on
+the epochs end to end as ICA.fit(epochs) does: STEM_sources_epo.fif, and
+--exclude writes STEM_cleaned_epo.fif); STEM_metrics.json (model, steps, times,
 final -ELBO); a fitted model as STEM_model.safetensors; with --plots
 STEM_sources.png, STEM_training.png and, for EEG with a montage,
 STEM_topographies.png. Existing outputs are never overwritten without --force.
@@ -66,6 +68,7 @@ from ._common import (
     check_writable,
     describe_model,
     existing_outputs,
+    input_kind,
     make_output_folder,
     model_line,
     model_options,
@@ -185,14 +188,15 @@ def load_model(spec: str, device: str = "cpu"):
     return IVAESeparator.from_pretrained(spec, device=device)
 
 
-def _outputs(out: Path, stem: str, kind: str, n_sources: int, args, fits: bool, eeg_pos):
+def _outputs(out: Path, item: _Input, n_sources: int, args, fits: bool):
+    stem, eeg_pos = item.stem, item.eeg_pos
     files = [out / f"{stem}_metrics.json"]
-    if kind == "audio":
+    if item.kind == "audio":
         files += [out / f"{stem}_s{i + 1}.wav" for i in range(n_sources)]
     else:
-        files.append(out / f"{stem}_sources_raw.fif")
+        files.append(out / eeg_name(stem, "sources", item.epochs))
         if args.exclude is not None:
-            files.append(out / f"{stem}_cleaned_raw.fif")
+            files.append(out / eeg_name(stem, "cleaned", item.epochs))
         if args.save_ica is not None:
             files.append(out / ica_name(args.save_ica, stem))
     plots = args.plots
@@ -205,6 +209,11 @@ def _outputs(out: Path, stem: str, kind: str, n_sources: int, args, fits: bool, 
         if eeg_pos:
             files.append(out / f"{stem}_topographies.png")
     return files
+
+
+def eeg_name(stem: str, what: str, epochs: bool) -> str:
+    """The FIF file of an EEG output: STEM_sources_raw.fif, or STEM_sources_epo.fif for Epochs."""
+    return f"{stem}_{what}_{'epo' if epochs else 'raw'}.fif"
 
 
 def _has_positions(raw) -> bool:
@@ -396,8 +405,8 @@ def _check_steps(args) -> None:
 def output_names(stem: str) -> re.Pattern:
     """Matches the file names of a whole output set of ``stem``, this run's or an earlier one's."""
     return re.compile(
-        re.escape(stem) + r"_(metrics\.json|model\.safetensors|s\d+\.wav|sources_raw\.fif"
-        r"|cleaned_raw\.fif|ica\.fif|sources\.png|training\.png|topographies\.png)"
+        re.escape(stem) + r"_(metrics\.json|model\.safetensors|s\d+\.wav|sources_(raw|epo)\.fif"
+        r"|cleaned_(raw|epo)\.fif|ica\.fif|sources\.png|training\.png|topographies\.png)"
     )
 
 
@@ -407,22 +416,23 @@ class _Input:
 
     path: Path
     stem: str
-    X: object  # Recording (audio) or mne.io.Raw (EEG, every data channel)
+    X: object  # Recording (audio), or mne.io.Raw or mne.Epochs (EEG, every data channel)
     kind: str
     eeg_pos: bool  # EEG with sensor positions: topographies can be drawn
     # A streamed input (sepkit.streaming.LongRecording); X is then its Raw, not
     # preloaded (EEG), or None (audio).
     long: object = None
     excerpt: object = None  # what the fit of a streamed input saw
+    epochs: bool = False  # X is mne.Epochs (a FIF file of epochs), separated end to end
 
 
 @dataclass
 class _Result:
     """What :func:`_apply_one` made of one input, for :func:`_write_one`."""
 
-    sources: object  # Recording (audio) or mne.io.Raw (EEG)
+    sources: object  # Recording (audio), or mne.io.Raw or mne.Epochs (EEG)
     info: dict  # STEM_metrics.json
-    cleaned: object = None  # the Raw without the excluded sources (--exclude)
+    cleaned: object = None  # the Raw / Epochs without the excluded sources (--exclude)
     ica: object = None  # the separator as mne.preprocessing.ICA (--save-ica)
     figures: dict = field(default_factory=dict)
     # A streamed input: stream(folder) writes its sources (and cleaned recording)
@@ -458,7 +468,7 @@ def run(args) -> int:
     for path, stem in zip(inputs, stems, strict=True):
         item = _read_one(args, path, stem, pretrained, (exclude, eog_channels))
         loaded.append(item)
-        targets += _outputs(out, stem, item.kind, n_sources, args, fits, item.eeg_pos)
+        targets += _outputs(out, item, n_sources, args, fits)
         targets += existing_outputs(out, output_names(stem), keep)
     check_targets(list(dict.fromkeys(targets)), args.force)
     made = make_output_folder(out)
@@ -484,17 +494,32 @@ def run(args) -> int:
 def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     """Read one input and refuse, before any fit, what cannot apply to it."""
     exclude, eog_channels = removal
+    from ..io import is_epochs_file
+
     say(args, f"reading {path}")
+    # A FIF file of Epochs is fitted and separated end to end (as ICA.fit(epochs)
+    # does), whole: its epochs are in memory anyway.
+    epochs = input_kind(path) == "eeg" and is_epochs_file(path)
+    if epochs and pretrained is not None and args.fine_tune:
+        raise ValueError(
+            f"{path.name} holds MNE Epochs, and --fine-tune continues a network's training "
+            "on a continuous recording. Apply the model as it is (drop --fine-tune), or "
+            "fine-tune it on the recording the epochs were cut from."
+        )
     # Every data channel: the EOG leads for --exclude eog, and all of them in
     # the cleaned recording (the fit and the sources take the EEG only).
-    long = _open_long(args, path, pretrained)
-    X, kind = read_input(path, eeg_picks=None) if long is None else (long.raw, long.kind)
+    long = None if epochs else _open_long(args, path, pretrained)
+    if long is None:
+        X, kind = read_input(path, eeg_picks=None, epochs=epochs)
+    else:
+        X, kind = long.raw, long.kind
     head = X if long is None else _head(long)  # a second of a streamed input, for the checks
     _check_exclude_input(path, X, kind, exclude, eog_channels)
     _check_linear(args, path, kind, exclude, pretrained)
     if pretrained is not None and args.fine_tune:
         check_fine_tune(path, head, pretrained, args.model, "--model")
-    return _Input(path, stem, X, kind, kind == "eeg" and _has_positions(head), long)
+    eeg_pos = kind == "eeg" and _has_positions(head)
+    return _Input(path, stem, X, kind, eeg_pos, long, epochs=epochs)
 
 
 def _fit_one(args, item: _Input, pretrained, n_sources: int):
@@ -538,10 +563,12 @@ def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:
             warnings.simplefilter("ignore")
         S = sep.transform(item.X, resample=args.resample)
     data = S.data if item.kind == "audio" else S.get_data()
+    if item.epochs:  # (n_epochs, n_sources, n_times): the epochs end to end
+        data = data.transpose(1, 0, 2).reshape(data.shape[1], -1)
     info = _model_info(args, item, sep, fits, data)
     result = _Result(S, info)
     if args.save_ica is not None:
-        result.ica = sep.to_mne_ica(info=item.X)
+        result.ica = sep.to_mne_ica(info=item.X.info if item.epochs else item.X)
         info["ica_file"] = ica_name(args.save_ica, item.stem)
     exclude, eog_channels = removal
     if exclude is not None:
@@ -606,7 +633,7 @@ def _figures(item: _Input, sep, S, data, fits: bool, excluded=()) -> dict:
     if any(math.isfinite(v) for v in losses):
         figures[f"{item.stem}_training.png"] = plot_training_curve(sep)
     if item.eeg_pos:
-        info = item.X if hasattr(item.X, "info") else None
+        info = item.X.info if hasattr(item.X, "info") else None
         fig = plot_topographies(sep, info=info, exclude=excluded)
         figures[f"{item.stem}_topographies.png"] = fig
     return figures
@@ -620,7 +647,7 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
     """
     import matplotlib.pyplot as plt
 
-    from ..io import write_raw_fif, write_sources
+    from ..io import write_epochs_fif, write_raw_fif, write_sources
     from ..viz import save_figure
 
     stem = item.stem
@@ -638,9 +665,10 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
             elif item.kind == "audio":
                 write_sources(result.sources, folder, stem=stem)
             else:
-                write_raw_fif(result.sources, folder / f"{stem}_sources_raw.fif")
+                write = write_epochs_fif if item.epochs else write_raw_fif
+                write(result.sources, folder / eeg_name(stem, "sources", item.epochs))
                 if result.cleaned is not None:
-                    write_raw_fif(result.cleaned, folder / f"{stem}_cleaned_raw.fif")
+                    write(result.cleaned, folder / eeg_name(stem, "cleaned", item.epochs))
                 if result.ica is not None:
                     result.ica.save(folder / ica_name(args.save_ica, stem), verbose="error")
             for name, fig in result.figures.items():
@@ -662,7 +690,9 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
     """
     import numpy as np
 
-    name = f"{stem}_cleaned_raw.fif"
+    from ..io.raw import is_epochs_or_evoked
+
+    name = eeg_name(stem, "cleaned", is_epochs_or_evoked(raw))
     entry = {}
     eog_mode = exclude == "eog"
     if isinstance(exclude, _ICLabelRule):
@@ -777,7 +807,6 @@ def _iclabel_exclude(sep, raw, rule: _ICLabelRule, name: str):
 def _open_long(args, path: Path, pretrained):
     """``path`` opened for streaming (:mod:`sepkit.streaming`) where it is long, else None."""
     from .. import streaming
-    from ._common import input_kind
 
     kind = input_kind(path)
     try:

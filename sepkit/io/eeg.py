@@ -32,16 +32,19 @@ __all__ = [
     "find_bad_channels",
     "from_recording",
     "highpass",
+    "is_epochs_file",
     "is_highpassed",
     "labels_from_annotations",
     "labels_from_events",
     "mark_bad_channels",
     "notch",
     "read_eeg",
+    "read_epochs",
     "resample",
     "set_reference",
     "to_recording",
     "warn_if_not_highpassed",
+    "write_epochs_fif",
     "write_raw_fif",
 ]
 
@@ -99,10 +102,80 @@ def _holds_epochs(path) -> bool:
     import mne
 
     try:
-        mne.read_epochs(path, preload=False, verbose="error")
+        with warnings.catch_warnings():  # a probe: e.g. MNE's file-naming warning is not news
+            warnings.simplefilter("ignore")
+            mne.read_epochs(path, preload=False, verbose="error")
     except Exception:  # noqa: BLE001 (any failure: not Epochs, the raw reader's error stands)
         return False
     return True
+
+
+def is_epochs_file(path) -> bool:
+    """Whether ``path`` is a FIF file of MNE Epochs (:func:`read_epochs` reads it).
+
+    A ``.fif`` or ``.fif.gz`` file that ``mne.read_epochs`` opens (its header
+    only); any other path, or a FIF file of a continuous recording, is not.
+    """
+    path = Path(path).expanduser()
+    return _extension(path) in (".fif", ".fif.gz") and path.is_file() and _holds_epochs(path)
+
+
+def read_epochs(path, *, preload: bool = True) -> mne.BaseEpochs:
+    """Read MNE Epochs from a FIF file (``...-epo.fif``), as ``mne.read_epochs`` does.
+
+    The counterpart of :func:`read_eeg` for epoched data, with its checks:
+    an error names the file and what is wrong with it.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.fif`` or ``.fif.gz`` file written by ``Epochs.save``.
+    preload : bool
+        Load the samples into memory.
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        Data in volts, shape (n_epochs, n_channels, n_times).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For another extension, an empty file, or a FIF file that holds no
+        Epochs (e.g. a continuous recording: read it with :func:`read_eeg`).
+    """
+    import mne
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"'path' must be a str or pathlib.Path, got {type(path).__name__}.")
+    path = Path(path).expanduser()
+    if _extension(path) not in (".fif", ".fif.gz"):
+        raise ValueError(
+            f"read_epochs reads MNE Epochs from FIF files (.fif or .fif.gz), got {path.name!r}. "
+            "Read a continuous recording with read_eeg, and epoch it with mne.Epochs."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"No Epochs file at 'path' ({path}); check the name and folder.")
+    if path.stat().st_size == 0:
+        raise ValueError(
+            f"Epochs file '{path}' is empty (0 bytes). It was probably not written completely; "
+            "re-export or re-copy it."
+        )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            epochs = mne.read_epochs(path, preload=preload, verbose="warning")
+    except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as err:
+        # MNE's warnings (e.g. on the file's name) would only precede this error.
+        raise ValueError(
+            f"Could not read '{path}' as MNE Epochs: {type(err).__name__}: {err}. A continuous "
+            "recording is read with read_eeg; otherwise check that the file is complete."
+        ) from err
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return epochs
 
 
 def _check_raw(raw, name: str = "raw", hint: str = ""):
@@ -312,10 +385,10 @@ def read_eeg(
     except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as err:
         if ext == ".fif" and _holds_epochs(path):
             raise ValueError(
-                f"'{path}' holds MNE Epochs, not a continuous recording: read_eeg and "
-                "sepkit separate read continuous ones (Raw). Fit the epochs in Python "
-                "(IVAESeparator's fit, transform and apply take mne.Epochs, as MNE's ICA "
-                "does), or separate the recording they were cut from."
+                f"'{path}' holds MNE Epochs, not a continuous recording: read_eeg reads "
+                "continuous ones (Raw). Read it with sepkit.io.read_epochs (IVAESeparator's "
+                "fit, transform and apply take mne.Epochs, as MNE's ICA does; sepkit "
+                "separate takes the file as it is)."
             ) from err
         # MNE's and scipy's reader errors rarely name the file (e.g. "Could not find
         # measurement info" for a truncated FIF, MatReadError for a corrupt .set).
@@ -482,6 +555,43 @@ def write_raw_fif(raw, path, *, overwrite: bool = False) -> Path:
     """
     _check_raw(raw)
     return _save_fif_atomic(raw, _check_fif_target(path, overwrite))
+
+
+def write_epochs_fif(epochs, path, *, overwrite: bool = False) -> Path:
+    """Write MNE Epochs to a FIF file, atomically (temp file, then rename).
+
+    Parameters
+    ----------
+    epochs : mne.Epochs
+        E.g. the sources of ``IVAESeparator.get_sources(epochs)`` or cleaned
+        epochs; they must fit in one file (MNE's 2 GB split is not used).
+    path : str or Path
+        Ends in ``-epo.fif`` or ``_epo.fif`` (``.gz``), MNE's naming rule for
+        Epochs, in an existing folder.
+    overwrite : bool
+        Replace an existing file; otherwise a FileExistsError is raised and
+        nothing is written.
+
+    Returns
+    -------
+    path : Path
+    """
+    if not any(c.__name__ == "BaseEpochs" for c in type(epochs).__mro__):
+        raise TypeError(
+            f"'epochs' must be mne.Epochs, got {type(epochs).__name__}. Write a continuous "
+            "recording with write_raw_fif."
+        )
+    path = _check_fif_target(path, overwrite)
+    name = path.name.lower()
+    if not name.endswith(("-epo.fif", "_epo.fif", "-epo.fif.gz", "_epo.fif.gz")):
+        raise ValueError(
+            f"'path' names an Epochs file, whose name ends in -epo.fif or _epo.fif (.gz) as "
+            f"mne.read_epochs expects, got {path.name!r}. Pass e.g. 'sub-01_clean_epo.fif'."
+        )
+    suffix = "_epo.fif.gz" if name.endswith(".gz") else "_epo.fif"
+    with atomic_write(path, suffix=suffix) as tmp:
+        epochs.save(tmp, overwrite=True, split_size="2GB", verbose="error")
+    return path
 
 
 # --------------------------------------------------------------------------

@@ -104,10 +104,10 @@ class Recording:
 
 
 def recording_stem(path) -> str:
-    """The stem outputs are named after: ``rec`` for rec.wav, rec_raw.fif and rec.fif.gz."""
+    """The stem outputs are named after: ``rec`` for rec.wav, rec_raw.fif, rec-epo.fif and rec.fif.gz."""
     name = Path(path).name
     for suffix in (".fif.gz", ".fif"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-            return name[:-4] if name.endswith("_raw") else name
+            return name[:-4] if name.endswith(("_raw", "_epo", "-epo")) else name
     return Path(name).stem

@@ -18,16 +18,20 @@ from sepkit.io import (
     filter_eeg,
     from_recording,
     highpass,
+    is_epochs_file,
     is_highpassed,
     labels_from_annotations,
     labels_from_events,
     mark_bad_channels,
     notch,
     read_eeg,
+    read_epochs,
     resample,
     set_reference,
     to_recording,
     warn_if_not_highpassed,
+    write_epochs_fif,
+    write_raw_fif,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -137,9 +141,50 @@ def test_epochs_file_is_named_as_such(tmp_path):
     path = tmp_path / "sub-epo.fif"
     mne.Epochs(raw, events, tmin=0.0, tmax=0.5, baseline=None, verbose="error").save(path)
     with pytest.raises(
-        ValueError, match=r"'.*sub-epo.fif' holds MNE Epochs, not a continuous recording: .*fit"
+        ValueError,
+        match=r"'.*sub-epo.fif' holds MNE Epochs, not a continuous recording: read_eeg reads "
+        r"continuous ones \(Raw\). Read it with sepkit.io.read_epochs",
     ):
         read_eeg(path)
+
+
+def test_read_and_write_epochs(tmp_path):
+    raw = _raw()
+    events = mne.make_fixed_length_events(raw, duration=1.0)
+    epochs = mne.Epochs(
+        raw, events, tmin=0.0, tmax=0.5, baseline=None, preload=True, verbose="error"
+    )
+    path = write_epochs_fif(epochs, tmp_path / "sub_epo.fif")
+    assert is_epochs_file(path) and not is_epochs_file(tmp_path / "absent_epo.fif")
+    back = read_epochs(path)
+    np.testing.assert_allclose(back.get_data(), epochs.get_data(), rtol=1e-6)
+    assert back.ch_names == epochs.ch_names and len(back) == len(epochs)
+    # A continuous recording is not Epochs, for either reader.
+    raw_path = write_raw_fif(raw, tmp_path / "sub_raw.fif")
+    assert not is_epochs_file(raw_path)
+    with pytest.raises(
+        ValueError, match=r"Could not read '.*sub_raw.fif' as MNE Epochs: .*read_eeg"
+    ):
+        read_epochs(raw_path)
+    with pytest.raises(ValueError, match=r"read_epochs reads MNE Epochs from FIF files .*'x.edf'"):
+        read_epochs(tmp_path / "x.edf")
+    with pytest.raises(FileNotFoundError, match=r"No Epochs file at 'path' \(.*gone_epo.fif\)"):
+        read_epochs(tmp_path / "gone_epo.fif")
+    (tmp_path / "empty_epo.fif").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"Epochs file '.*empty_epo.fif' is empty \(0 bytes\)"):
+        read_epochs(tmp_path / "empty_epo.fif")
+    # Writing: MNE's naming rule, no silent overwrite, Epochs only.
+    with pytest.raises(ValueError, match=r"ends in -epo.fif or _epo.fif \(.gz\) .*'sub.fif'"):
+        write_epochs_fif(epochs, tmp_path / "sub.fif")
+    with pytest.raises(FileExistsError, match=r"sub_epo.fif exists. Pass overwrite=True"):
+        write_epochs_fif(epochs, path)
+    with pytest.raises(TypeError, match=r"'epochs' must be mne.Epochs, got RawArray"):
+        write_epochs_fif(raw, tmp_path / "r_epo.fif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "empty_epo.fif",
+        "sub_epo.fif",
+        "sub_raw.fif",
+    ]
 
 
 def test_read_eeg_picks_drops_other_types(tmp_path):
