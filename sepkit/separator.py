@@ -400,7 +400,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         the windows of u, ``highpass``/``lowpass``, ``device``,
         ``random_state`` and ``verbose``. With ``source_model``: ``n_init``,
         ``n_iter``, ``n_finetune``, ``finetune_lr``, ``n_ip``, ``ref_channel``,
-        ``max_fit_seconds`` (:data:`sepkit.methods.tf_pretrained.FIT_PARAMS`).
+        ``max_fit_seconds``, ``postfilter`` (:data:`sepkit.methods.tf_pretrained.FIT_PARAMS`;
+        ``postfilter``, 0.5 there and 0 for domain='tf', is the share of a
+        soft-mask estimate blended into each separated image).
     source_model : str, path or None
         A pretrained speech source model (e.g. ``"ivae-speech-16k-v1"``, see
         ``pretrained/README.md``) or its folder: reverberant multichannel audio

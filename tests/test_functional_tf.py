@@ -163,3 +163,25 @@ def test_cross_spectrum_phase_instantaneous_vs_delayed():
     assert F.cross_spectrum_phase(F.stft(delayed, n_fft, n_fft // 4)) > 0.3
     # Unrelated channels have no coherent bins: NaN (the mixing cannot be told).
     assert np.isnan(F.cross_spectrum_phase(F.stft(src, n_fft, n_fft // 4)))
+
+
+def test_wiener_blend_hand_computed():
+    # One bin, two sources: powers 9 and 16 share the sum 3 + 4j as 9/25 and 16/25.
+    Y = torch.tensor([[[3.0 + 0j], [4j]]], dtype=torch.complex64)  # (F=1, N=2, T=1)
+    masked = torch.tensor([[[9 / 25 * (3 + 4j)], [16 / 25 * (3 + 4j)]]], dtype=torch.complex64)
+    torch.testing.assert_close(F.wiener_blend(Y, 1.0), masked)
+    torch.testing.assert_close(F.wiener_blend(Y, 0.5), 0.5 * Y + 0.5 * masked)
+    assert F.wiener_blend(Y, 0.0) is Y
+
+
+def test_wiener_blend_keeps_the_sum_and_silent_bins():
+    g = torch.Generator().manual_seed(0)
+    Y = torch.randn(5, 3, 7, dtype=torch.complex64, generator=g)
+    Y[2] = 0  # a silent bin: zeros, not NaN
+    out = F.wiener_blend(Y, 0.5)
+    assert out.shape == Y.shape and torch.isfinite(torch.view_as_real(out)).all()
+    torch.testing.assert_close(out.sum(1), Y.sum(1))
+    assert (out[2] == 0).all()
+    # A source alone in a bin keeps the whole bin.
+    Y[3, 1:] = 0
+    torch.testing.assert_close(F.wiener_blend(Y, 0.5)[3], Y[3])

@@ -140,6 +140,8 @@ def test_fit_params(model_dir):
         (dict(highpass=1.0), "rec", r"filters the time-domain fit.*highpass=None"),
         (dict(fit_params={"ref_channel": 5}), "rec", r"ref_channel must be < the 2 channels"),
         (dict(fit_params={"n_ip": 0}), "rec", r"'n_ip' must be >= 1, got 0"),
+        (dict(fit_params={"postfilter": 1.5}), "rec", r"'postfilter' must be <= 1.0, got 1.5"),
+        (dict(fit_params={"postfilter": -0.1}), "rec", r"'postfilter' must be >= 0.0, got -0.1"),
         (dict(), "fractional", r"sample rate is 8000.5 Hz.*Resample the recording to 8000 Hz"),
     ],
 )

@@ -1,10 +1,15 @@
 """Time-frequency (convolutive) separation: quality, save/load, streaming, errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from sepkit import IVAESeparator, Recording
+from sepkit import functional_tf as F
+from sepkit.methods import tf as tf_family
 from sepkit.metrics import apply_permutation, find_permutation, si_sdr_improvement
 from sepkit.tf_separation import check_audio_input, fit_blocks, separate_file
 
@@ -85,9 +90,43 @@ def test_save_load_round_trip(fitted, tmp_path):
     path = sep.save(tmp_path / "tf.safetensors")
     sep2 = IVAESeparator.load(path)
     assert sep2.domain_ == "tf" and sep2.get_params() == sep.get_params()
+    assert sep2.tf_.postfilter == sep.tf_.postfilter == 0.0
     np.testing.assert_array_equal(sep2.transform(rec).data, sep.transform(rec).data)
     back = sep2.inverse_transform(sep2.transform(rec))
     assert back.data.shape == rec.data.shape
+    # A fit saved before the post-filter existed separates as it did then.
+    tensors, meta = sep.fitted_.state()
+    del meta["tf_"]["postfilter"]
+    old = tf_family.from_state({k: v.clone() for k, v in tensors.items()}, meta, {}, "cpu")
+    assert old.demixer.postfilter == 0.0
+
+
+def test_postfilter_blends_the_demixed_images(fitted):
+    sep, rec, images = fitted
+    d = sep.tf_
+    X = F.stft(torch.from_numpy(rec.data), d.n_fft, d.hop)
+    plain = F.istft(torch.from_numpy(d.demix) @ X, d.n_fft, d.hop, rec.n_times).numpy()
+    unfiltered = sep.transform(rec).data  # the tf family's default: no post-filter
+    inner = slice(d.n_fft, -d.n_fft)  # separate pads its chunks: the edges differ
+    np.testing.assert_allclose(unfiltered[:, inner], plain[:, inner], atol=1e-6)
+    # The blend changes each source, not their sum (the reference mic here),
+    # bin by bin: chunked separation gives the same sources.
+    blended = dataclasses.replace(d, postfilter=0.5)
+    out = blended.separate(rec.data)
+    assert np.abs(out - unfiltered).max() > 0.01 * np.abs(unfiltered).max()
+    np.testing.assert_allclose(out.sum(0), unfiltered.sum(0), atol=1e-5)
+    np.testing.assert_allclose(out.sum(0), rec.data[0], atol=1e-4)
+    np.testing.assert_allclose(blended.separate(rec.data, chunk_seconds=0.7), out, atol=1e-5)
+    # Why it is off by default for this family: on sources that are not sparse
+    # in time-frequency (Laplace noise here, unlike speech) the mask costs more
+    # than it removes (measured: 10.1 dB SI-SDRi without it, 8.2 with it).
+    score = {}
+    for name, est in (("plain", unfiltered), ("blend", out)):
+        est = apply_permutation(est, find_permutation(images, est))
+        score[name] = si_sdr_improvement(images, est, rec.data[0]).mean()
+    assert score["blend"] < score["plain"], score
+    with pytest.raises(ValueError, match=r"'postfilter' must be <= 1.0, got 2.0"):
+        IVAESeparator(2, domain="tf", fit_params={"postfilter": 2.0}).fit(rec)
 
 
 def test_streaming_equals_in_memory_and_never_overwrites(fitted, tmp_path):
