@@ -101,10 +101,18 @@ _ADVICE = (
 
 
 def _show_warning(command: str):
-    """A ``warnings.showwarning`` that prints one line per warning, no source line."""
+    """A ``warnings.showwarning`` that prints one line per warning, no source line.
+
+    A warning already printed in this run is not printed again (e.g. MNE's
+    file-naming warning, raised each time a file is opened).
+    """
+    shown = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = command_line_phrasing(str(message))
+        if text in shown:
+            return
+        shown.add(text)
         print(f"sepkit {command}: warning: {text}", file=sys.stderr if file is None else file)
 
     return show

@@ -110,6 +110,19 @@ def _holds_epochs(path) -> bool:
     return True
 
 
+def _holds_evoked(path) -> bool:
+    """Whether the FIF file at ``path`` reads as MNE Evoked (averages)."""
+    import mne
+
+    try:
+        with warnings.catch_warnings():  # a probe, as _holds_epochs
+            warnings.simplefilter("ignore")
+            mne.read_evokeds(path, verbose="error")
+    except Exception:  # noqa: BLE001 (any failure: not Evoked, the raw reader's error stands)
+        return False
+    return True
+
+
 def is_epochs_file(path) -> bool:
     """Whether ``path`` is a FIF file of MNE Epochs (:func:`read_epochs` reads it).
 
@@ -389,6 +402,13 @@ def read_eeg(
                 "continuous ones (Raw). Read it with sepkit.io.read_epochs (IVAESeparator's "
                 "fit, transform and apply take mne.Epochs, as MNE's ICA does; sepkit "
                 "separate takes the file as it is)."
+            ) from err
+        if ext == ".fif" and _holds_evoked(path):
+            raise ValueError(
+                f"'{path}' holds MNE Evoked data (averages over epochs), not a recording to "
+                "separate: an average keeps too few samples to fit on. Fit the Epochs or the "
+                "Raw it was averaged from; a fitted separator's transform and apply take the "
+                "Evoked (mne.read_evokeds reads it)."
             ) from err
         # MNE's and scipy's reader errors rarely name the file (e.g. "Could not find
         # measurement info" for a truncated FIF, MatReadError for a corrupt .set).

@@ -226,6 +226,24 @@ def test_warnings_are_one_line_in_command_line_terms(tmp_path, capsys):
         assert main(["--debug", *argv]) == 0
 
 
+def test_a_warning_is_printed_once(capsys):
+    # MNE warns about a FIF file's name each time the file is opened, and
+    # `sepkit separate` opens one twice (for streaming, then whole).
+    from sepkit.cli import _show_warning
+
+    show = _show_warning("separate")
+    for text in (
+        "This filename (a.fif) does not conform",
+        "other",
+        "This filename (a.fif) does not conform",
+    ):
+        show(RuntimeWarning(text), RuntimeWarning, "x.py", 1)
+    assert capsys.readouterr().err.splitlines() == [
+        "sepkit separate: warning: This filename (a.fif) does not conform",
+        "sepkit separate: warning: other",
+    ]
+
+
 def test_models_and_recipes(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     X = (rng.standard_normal((2, 2000)) * np.linspace(0.5, 2, 2000)).astype(np.float32)

@@ -148,6 +148,20 @@ def test_epochs_file_is_named_as_such(tmp_path):
         read_eeg(path)
 
 
+def test_evoked_file_is_named_as_such(tmp_path):
+    raw = _raw()
+    events = mne.make_fixed_length_events(raw, duration=1.0)
+    epochs = mne.Epochs(raw, events, tmin=0.0, tmax=0.5, baseline=None, verbose="error")
+    path = tmp_path / "sub-ave.fif"
+    epochs.average().save(path, verbose="error")
+    with pytest.raises(
+        ValueError,
+        match=r"'.*sub-ave.fif' holds MNE Evoked data \(averages over epochs\), .*Fit "
+        r"the Epochs or the Raw it was averaged from",
+    ):
+        read_eeg(path)
+
+
 def test_read_and_write_epochs(tmp_path):
     raw = _raw()
     events = mne.make_fixed_length_events(raw, duration=1.0)
