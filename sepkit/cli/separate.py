@@ -8,8 +8,8 @@ Each input (audio: WAV/FLAC/OGG/...; EEG: any format MNE reads, e.g. .fif,
 
 Outputs in OUTDIR, per input STEM: audio sources as STEM_s1.wav, ...;
 EEG sources as STEM_sources_raw.fif (for a FIF file of MNE Epochs, fitted on
-the epochs end to end as ICA.fit(epochs) does: STEM_sources_epo.fif, and
---exclude writes STEM_cleaned_epo.fif); STEM_metrics.json (model, steps, times,
+the epochs end to end as ICA.fit(epochs) does, read whole, not streamed:
+STEM_sources_epo.fif, and --exclude writes STEM_cleaned_epo.fif); STEM_metrics.json (model, steps, times,
 final -ELBO); a fitted model as STEM_model.safetensors; with --plots
 STEM_sources.png, STEM_training.png and, for EEG with a montage,
 STEM_topographies.png. Existing outputs are never overwritten without --force.
