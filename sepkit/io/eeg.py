@@ -589,8 +589,7 @@ def write_epochs_fif(epochs, path, *, overwrite: bool = False) -> Path:
         Ends in ``-epo.fif`` or ``_epo.fif`` (``.gz``), MNE's naming rule for
         Epochs, in an existing folder.
     overwrite : bool
-        Replace an existing file; otherwise a FileExistsError is raised and
-        nothing is written.
+        As in :func:`write_raw_fif`: without it an existing file is an error.
 
     Returns
     -------

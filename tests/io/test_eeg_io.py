@@ -133,41 +133,43 @@ def test_fif_roundtrip_keeps_data_and_annotations(tmp_path):
     assert back.annotations.duration[0] == pytest.approx(2.0)
 
 
-def test_epochs_file_is_named_as_such(tmp_path):
-    # A -epo.fif file read as a Raw said "No raw data ... Check that the file is
-    # complete and of the format its name says", which it is.
+def _epochs(preload: bool = False):
     raw = _raw()
     events = mne.make_fixed_length_events(raw, duration=1.0)
-    path = tmp_path / "sub-epo.fif"
-    mne.Epochs(raw, events, tmin=0.0, tmax=0.5, baseline=None, verbose="error").save(path)
-    with pytest.raises(
-        ValueError,
-        match=r"'.*sub-epo.fif' holds MNE Epochs, not a continuous recording: read_eeg reads "
-        r"continuous ones \(Raw\). Read it with sepkit.io.read_epochs",
-    ):
-        read_eeg(path)
+    return mne.Epochs(
+        raw, events, tmin=0.0, tmax=0.5, baseline=None, preload=preload, verbose="error"
+    )
 
 
-def test_evoked_file_is_named_as_such(tmp_path):
-    raw = _raw()
-    events = mne.make_fixed_length_events(raw, duration=1.0)
-    epochs = mne.Epochs(raw, events, tmin=0.0, tmax=0.5, baseline=None, verbose="error")
-    path = tmp_path / "sub-ave.fif"
-    epochs.average().save(path, verbose="error")
-    with pytest.raises(
-        ValueError,
-        match=r"'.*sub-ave.fif' holds MNE Evoked data \(averages over epochs\), .*Fit "
-        r"the Epochs or the Raw it was averaged from",
-    ):
-        read_eeg(path)
+@pytest.mark.parametrize(
+    ("name", "average", "match"),
+    [
+        (
+            "sub-epo.fif",
+            False,
+            r"'.*sub-epo.fif' holds MNE Epochs, not a continuous recording: read_eeg reads "
+            r"continuous ones \(Raw\). Read it with sepkit.io.read_epochs",
+        ),
+        (
+            "sub-ave.fif",
+            True,
+            r"'.*sub-ave.fif' holds MNE Evoked data \(averages over epochs\), .*Fit the "
+            r"Epochs or the Raw it was averaged from",
+        ),
+    ],
+)
+def test_epochs_and_evoked_files_are_named_as_such(tmp_path, name, average, match):
+    # Read as a Raw, both said "No raw data ... Check that the file is complete and
+    # of the format its name says", which they are.
+    epochs = _epochs()
+    (epochs.average() if average else epochs).save(tmp_path / name, verbose="error")
+    with pytest.raises(ValueError, match=match):
+        read_eeg(tmp_path / name)
 
 
 def test_read_and_write_epochs(tmp_path):
     raw = _raw()
-    events = mne.make_fixed_length_events(raw, duration=1.0)
-    epochs = mne.Epochs(
-        raw, events, tmin=0.0, tmax=0.5, baseline=None, preload=True, verbose="error"
-    )
+    epochs = _epochs(preload=True)
     path = write_epochs_fif(epochs, tmp_path / "sub_epo.fif")
     assert is_epochs_file(path) and not is_epochs_file(tmp_path / "absent_epo.fif")
     back = read_epochs(path)
