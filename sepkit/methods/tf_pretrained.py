@@ -89,8 +89,8 @@ _CHUNK_SECONDS = 30.0
 # family per mixture, where that measured better (recipes/speech_source_model,
 # 126 held-out rooms of 10 s at 16 kHz, room seeds 0-5, median SI-SDRi): 2 sources
 # 7.92 dB against 5.88 (72 fits), 3 sources 3.16 against 2.18 (36), with the
-# post-filter (7.12 and 2.95 without); not 4 sources (1.74 against 1.72, 18 fits,
-# without it; ILRMA 3.00 leads there). Only
+# post-filter (7.12 and 2.95 without); not 4 sources (18 fits: 2.38 with it
+# against 1.75, but ahead in only 9 rooms, mean +0.01 dB; ILRMA 3.00 leads). Only
 # where the input is like the measured ones: at least the model's rate (no
 # upsampling) and at least as long.
 AUTO_SOURCE_MODEL = "ivae-speech-16k-v1"
