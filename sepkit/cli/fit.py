@@ -5,6 +5,8 @@ settings, no pickle); ``sepkit separate --model FILE`` applies it to other
 recordings with the same channels and sample rate. --init NAME fine-tunes a
 pretrained model (``sepkit models list``) instead of starting from random
 weights; its architecture is kept and only the training settings change.
+A FIF file of MNE Epochs is fitted on its epochs end to end, as
+ICA.fit(epochs) does.
 
 Beside MODEL goes MODEL_metrics.json (which model ran: family, domain,
 mixing, prior, whether the sensor unwarping was kept; steps, final loss,
@@ -78,7 +80,14 @@ def run(args) -> int:
     check_input_file(args.input)
     check_targets([out, metrics_path], args.force)
     check_writable(out.parent, shown=out)
-    X, kind = read_input(args.input)
+    # A FIF file of Epochs is fitted on its epochs end to end, as ICA.fit(epochs).
+    X, kind = read_input(args.input, epochs=True)
+    if args.init and hasattr(X, "events"):
+        raise ValueError(
+            f"{Path(args.input).name} holds MNE Epochs, and --init continues a network's "
+            "training on a continuous recording. Fit a new separator on the epochs "
+            "(--n-sources K), or fine-tune on the recording they were cut from."
+        )
     if args.init:
         pre = IVAESeparator.from_pretrained(args.init, device="cpu")
         check_fine_tune(args.input, X, pre, args.init, "--init")

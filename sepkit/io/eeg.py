@@ -401,7 +401,7 @@ def read_eeg(
                 f"'{path}' holds MNE Epochs, not a continuous recording: read_eeg reads "
                 "continuous ones (Raw). Read it with sepkit.io.read_epochs (IVAESeparator's "
                 "fit, transform and apply take mne.Epochs, as MNE's ICA does; sepkit "
-                "separate takes the file as it is)."
+                "separate and sepkit fit take the file as it is)."
             ) from err
         if ext == ".fif" and _holds_evoked(path):
             raise ValueError(

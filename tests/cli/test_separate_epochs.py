@@ -114,6 +114,24 @@ def test_separate_epochs_refusals_write_nothing(epochs_file, tmp_path, capsys):
     assert main(["separate", str(path), "--n-sources", "6", "-o", str(out), "--quiet"]) == 2
     assert "sub-01_sources_epo.fif" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
-    # Other commands read continuous recordings, and say where epochs go.
-    assert main(["fit", str(path), "--n-sources", "6", "-o", str(tmp_path / "m.safetensors")]) == 2
-    assert "holds MNE Epochs, not a continuous recording" in capsys.readouterr().err
+
+
+def test_fit_takes_epochs(epochs_file, tmp_path, capsys):
+    epochs, _, path = epochs_file
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(path), "--n-sources", "6", "-o", str(model), "--quiet"]) == 0
+    again = IVAESeparator(6, random_state=0).fit(epochs)
+    got = IVAESeparator.load(model).get_components()
+    np.testing.assert_allclose(got, again.get_components(), rtol=1e-4, atol=1e-6)
+    capsys.readouterr()
+    argv = [
+        "fit",
+        str(path),
+        "--init",
+        "ivae-eeg1020-256hz-v1",
+        "-o",
+        str(tmp_path / "n.safetensors"),
+    ]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sub-01-epo.fif holds MNE Epochs, and --init continues" in err
