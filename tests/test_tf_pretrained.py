@@ -67,6 +67,7 @@ def test_fit_transform_save_load(model_dir, tmp_path):
     sep = IVAESeparator(2, source_model=model_dir, random_state=0).fit(rec)
     assert sep.family_ == "tf_pretrained"
     assert sep.fitted_.describe()["source_model"] == "ivae-test-8k-v1"
+    assert sep.fitted_.describe()["postfilter"] == 0.5
     S = sep.transform(rec)
     assert isinstance(S, Recording) and S.data.shape == (2, 16000)
     assert np.isfinite(S.data).all()
@@ -258,10 +259,10 @@ def test_the_command_line_says_which_source_model_ran(model_dir, monkeypatch, ca
     assert main([*argv, "--source-model", str(model_dir), "-o", str(tmp_path / "out")]) == 0
     assert (
         "mix.wav: tf_pretrained family, tf domain, mixing convolutive, prior gauss, sensor "
-        "unwarping not kept, source model ivae-test-8k-v1"
+        "unwarping not kept, source model ivae-test-8k-v1, post-filter 0.5"
     ) in capsys.readouterr().err.splitlines()
     info = json.loads((tmp_path / "out" / "mix_metrics.json").read_text())
-    assert info["source_model"] == "ivae-test-8k-v1"
+    assert info["source_model"] == "ivae-test-8k-v1" and info["postfilter"] == 0.5
 
 
 def test_auto_rule_for_rooms(model_dir, monkeypatch):

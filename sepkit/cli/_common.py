@@ -312,6 +312,8 @@ def model_line(name: str, described: dict) -> str:
     # domain="auto" may pick a pretrained source model for a room: say which one ran.
     if described.get("source_model"):
         line += f", source model {described['source_model']}"
+    if described.get("postfilter"):  # the time-frequency families' soft-mask blend
+        line += f", post-filter {described['postfilter']:g}"
     return line
 
 

@@ -505,7 +505,14 @@ class TFFit(DemixerFit):
         )
 
     def describe(self) -> dict:
-        return dict(family=NAME, domain="tf", mixing="convolutive", prior="gauss", unwarped=False)
+        return dict(
+            family=NAME,
+            domain="tf",
+            mixing="convolutive",
+            prior="gauss",
+            unwarped=False,
+            postfilter=self.demixer.postfilter,
+        )
 
     def state(self):
         d = self.demixer

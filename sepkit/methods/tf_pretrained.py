@@ -318,6 +318,7 @@ class PretrainedTFFit(DemixerFit):
             prior="gauss",
             unwarped=False,
             source_model=self.prior.name,
+            postfilter=self.demixer.postfilter,
         )
 
     def state(self):
