@@ -75,6 +75,12 @@ def command_line_phrasing(message: str) -> str:
     for python, command_line in _ADVICE:
         message = message.replace(python, command_line)
     message = re.sub(r"\bn_sources <= (\d+)", r"--n-sources \1 or fewer", message)
+    # tf_pretrained's resampling note names the estimator's X and source_model.
+    message = re.sub(
+        r"\bX is at (\S+) Hz and source_model '([^']*)' at (\S+) Hz: X is resampled",
+        r"The input is at \1 Hz and --source-model \2 at \3 Hz: it is resampled",
+        message,
+    )
     message = re.sub(
         r"IVAESeparator\(n_sources=k, source_model='([^']*)'\)\.fit\(recording\)",
         r"--n-sources K --source-model \1 in place of --model",

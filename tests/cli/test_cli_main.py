@@ -612,6 +612,7 @@ def test_help_does_not_import_the_heavy_libraries():
         ("Pass highpass=None and lowpass=None, or domain='time'.", "Pass no --highpass and no --lowpass, or --domain time."),
         ("Pass the same channels as in fit (for an MNE Raw, picks=[...] selects them).", "Pass the same channels as in fit (keep only those channels in the file)."),
         ("Select them first (picks=[...] for an MNE Raw).", "Select them first (keep only those channels in the file)."),
+        ("X is at 48000 Hz and source_model 'ivae-speech-16k-v1' at 16000 Hz: X is resampled to 16000 Hz for the separation and the sources back to the input's rate.", "The input is at 48000 Hz and --source-model ivae-speech-16k-v1 at 16000 Hz: it is resampled to 16000 Hz for the separation and the sources back to the input's rate."),
         ("Unusable EEG channels: flat. Mark them bad with sepkit.io.mark_bad_channels(raw) (or add them to raw.info['bads']), then drop them or interpolate with raw.interpolate_bads().", "Unusable EEG channels: flat. Drop or interpolate those channels in the file (e.g. with MNE: mark them in raw.info['bads'], then raw.drop_channels or raw.interpolate_bads, and save it)."),
     ],
 )  # fmt: skip
