@@ -67,6 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from ..io.raw import is_epochs_or_evoked
     from ..separator import IVAESeparator, check_model_path
 
     out = check_model_path(args.out, "-o")
@@ -82,7 +83,7 @@ def run(args) -> int:
     check_writable(out.parent, shown=out)
     # A FIF file of Epochs is fitted on its epochs end to end, as ICA.fit(epochs).
     X, kind = read_input(args.input, epochs=True)
-    if args.init and hasattr(X, "events"):
+    if args.init and is_epochs_or_evoked(X):
         raise ValueError(
             f"{Path(args.input).name} holds MNE Epochs, and --init continues a network's "
             "training on a continuous recording. Fit a new separator on the epochs "

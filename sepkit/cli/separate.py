@@ -9,10 +9,10 @@ Each input (audio: WAV/FLAC/OGG/...; EEG: any format MNE reads, e.g. .fif,
 Outputs in OUTDIR, per input STEM: audio sources as STEM_s1.wav, ...;
 EEG sources as STEM_sources_raw.fif (for a FIF file of MNE Epochs, fitted on
 the epochs end to end as ICA.fit(epochs) does, read whole, not streamed:
-STEM_sources_epo.fif, and --exclude writes STEM_cleaned_epo.fif); STEM_metrics.json (model, steps, times,
-final -ELBO); a fitted model as STEM_model.safetensors; with --plots
-STEM_sources.png, STEM_training.png and, for EEG with a montage,
-STEM_topographies.png. Existing outputs are never overwritten without --force.
+STEM_sources_epo.fif, and --exclude writes STEM_cleaned_epo.fif);
+STEM_metrics.json (model, steps, times, final -ELBO); a fitted model as
+STEM_model.safetensors; with --plots STEM_sources.png, STEM_training.png and,
+for EEG with a montage, STEM_topographies.png. Existing outputs are never overwritten without --force.
 Each input's outputs are written together or not at all: they are made in a
 hidden folder in OUTDIR and moved into place once all are complete, so a
 failed or interrupted run changes nothing. With --force they replace the
@@ -493,9 +493,9 @@ def run(args) -> int:
 
 def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     """Read one input and refuse, before any fit, what cannot apply to it."""
-    exclude, eog_channels = removal
     from ..io import is_epochs_file
 
+    exclude, eog_channels = removal
     say(args, f"reading {path}")
     # A FIF file of Epochs is fitted and separated end to end (as ICA.fit(epochs)
     # does), whole: its epochs are in memory anyway.
