@@ -460,6 +460,16 @@ class DemixerFit(Fitted):
     def history(self) -> list:
         return self.demixer.history
 
+    def describe(self) -> dict:
+        return dict(
+            family=self.family,
+            domain="tf",
+            mixing="convolutive",
+            prior="gauss",
+            unwarped=False,
+            postfilter=self.demixer.postfilter,
+        )
+
 
 @dataclass
 class TFFit(DemixerFit):
@@ -502,16 +512,6 @@ class TFFit(DemixerFit):
             classes_=None,
             window_samples_=int(round(_SEGMENT_SECONDS * d.sample_rate)),
             annotation_u_=False,
-        )
-
-    def describe(self) -> dict:
-        return dict(
-            family=NAME,
-            domain="tf",
-            mixing="convolutive",
-            prior="gauss",
-            unwarped=False,
-            postfilter=self.demixer.postfilter,
         )
 
     def state(self):

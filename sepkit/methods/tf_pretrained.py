@@ -311,15 +311,7 @@ class PretrainedTFFit(DemixerFit):
         )
 
     def describe(self) -> dict:
-        return dict(
-            family=NAME,
-            domain="tf",
-            mixing="convolutive",
-            prior="gauss",
-            unwarped=False,
-            source_model=self.prior.name,
-            postfilter=self.demixer.postfilter,
-        )
+        return {**super().describe(), "source_model": self.prior.name}
 
     def state(self):
         d = self.demixer
