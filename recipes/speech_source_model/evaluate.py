@@ -12,8 +12,10 @@ import soundfile as sf
 import torch
 
 from sepkit import IVAESeparator, Recording, read_audio
+from sepkit import functional_tf as F
 from sepkit._recipe import hardware, pra_bss, separation_scores
 from sepkit.datasets import make_audio_mixture
+from sepkit.methods.tf import SPEECH_POSTFILTER
 
 RATE = 16000
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -113,7 +115,26 @@ def run_method(method: str, x: np.ndarray, n: int, cfg: dict, model_dir: Path, s
     if method == "tf":
         return IVAESeparator(n, domain="tf", random_state=seed).fit(rec).transform(rec).data
     name, n_fft = method.split("@")
-    return pra_bss(x, n, name, int(n_fft), cfg["methods"], seed)
+    anchor, plus, post = name.partition("+")
+    if plus and post != "pf":
+        raise ValueError(
+            f"anchor {name!r}: the one variant is ANCHOR+pf (with our post-filter), got "
+            f"+{post}. Pass e.g. 'ilrma+pf' in --methods.anchors."
+        )
+    est = pra_bss(x, n, anchor, int(n_fft), cfg["methods"], seed)
+    return postfiltered(est, int(n_fft)) if plus else est
+
+
+def postfiltered(est: np.ndarray, n_fft: int) -> np.ndarray:
+    """An anchor's sources (images at the reference mic) with the source model's post-filter.
+
+    The same blend as ``IVAESeparator(source_model=...)``'s default (share
+    SPEECH_POSTFILTER, :func:`sepkit.functional_tf.wiener_blend`), on the
+    anchor's own frames: "ANCHOR+pf" rows compare like with like.
+    """
+    hop = n_fft // 4
+    Y = F.stft(torch.from_numpy(np.ascontiguousarray(est, np.float32)), n_fft, hop)
+    return F.istft(F.wiener_blend(Y, SPEECH_POSTFILTER), n_fft, hop, est.shape[1]).numpy()
 
 
 def method_names(cfg: dict) -> list[str]:

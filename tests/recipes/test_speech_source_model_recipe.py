@@ -108,3 +108,29 @@ def test_table_per_array_shape_against_the_best_anchor(load_recipe):
     assert rows[("2src x 2mic", "tf")].endswith("| +2.00 (ilrma) |  |")
     assert rows[("2src x 2mic", "ilrma")].endswith("| 4.00 | 1.00 | 3 |  |  |")
     assert rows[("3src x 3mic", "pretrained")].endswith("| -2.00 (auxiva) | -1.00 |")
+
+
+def test_an_anchor_with_the_post_filter(load_recipe):
+    load_recipe("speech_source_model")
+    import torch
+    from evaluate import run_method
+
+    from sepkit import functional_tf as F
+
+    rng = np.random.default_rng(0)
+    s = rng.laplace(size=(2, 16000)) * np.repeat(rng.uniform(0.1, 1, (2, 16)), 1000, axis=1)
+    x = (np.array([[1.0, 0.6], [0.5, 1.0]]) @ s).astype(np.float32)
+    cfg = {"methods": {"auxiva_n_iter": 5}}
+    plain = run_method("auxiva@512", x, 2, cfg, None, 0)
+    post = run_method("auxiva+pf@512", x, 2, cfg, None, 0)
+    Y = F.stft(torch.from_numpy(plain), 512, 128)
+    expected = F.istft(
+        0.5 * Y + 0.5 * F.power(Y) / F.power(Y).sum(1, keepdim=True) * Y.sum(1, keepdim=True),
+        512,
+        128,
+        16000,
+    )
+    np.testing.assert_allclose(post, expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(post.sum(0), plain.sum(0), atol=1e-4)  # the blend keeps the sum
+    with pytest.raises(ValueError, match=r"anchor 'auxiva\+wiener': the one variant is ANCHOR\+pf"):
+        run_method("auxiva+wiener@512", x, 2, cfg, None, 0)
