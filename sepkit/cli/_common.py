@@ -252,17 +252,17 @@ def read_input(path, *, eeg_picks="eeg", epochs: bool = False) -> tuple[object, 
 
     ``eeg_picks``: the channels of an EEG file to read (``read_eeg``'s picks;
     None for every data channel, e.g. to keep the EOG leads beside the EEG).
-    ``epochs``: a FIF file of MNE Epochs is read as Epochs (every channel),
-    else it is ``read_eeg``'s error.
+    ``epochs``: the file holds MNE Epochs (the caller asked
+    :func:`sepkit.io.is_epochs_file`), read as Epochs with every channel.
     """
     path = Path(path)
     kind = check_input_file(path)
-    from ..io import is_epochs_file, read_audio, read_eeg, read_epochs
+    from ..io import read_audio, read_eeg, read_epochs
 
     try:
         if kind == "audio":
             return read_audio(path), kind
-        if epochs and is_epochs_file(path):
+        if epochs:
             return read_epochs(path), kind
         return read_eeg(path, picks=eeg_picks), kind
     except (ValueError, TypeError, FileNotFoundError, RuntimeError):

@@ -67,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..io.raw import is_epochs_or_evoked
+    from ..io import is_epochs_file
     from ..separator import IVAESeparator, check_model_path
 
     out = check_model_path(args.out, "-o")
@@ -82,8 +82,9 @@ def run(args) -> int:
     check_targets([out, metrics_path], args.force)
     check_writable(out.parent, shown=out)
     # A FIF file of Epochs is fitted on its epochs end to end, as ICA.fit(epochs).
-    X, kind = read_input(args.input, epochs=True)
-    if args.init and is_epochs_or_evoked(X):
+    epochs = is_epochs_file(args.input)
+    X, kind = read_input(args.input, epochs=epochs)
+    if args.init and epochs:
         raise ValueError(
             f"{Path(args.input).name} holds MNE Epochs, and --init continues a network's "
             "training on a continuous recording. Fit a new separator on the epochs "

@@ -499,7 +499,7 @@ def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     say(args, f"reading {path}")
     # A FIF file of Epochs is fitted and separated end to end (as ICA.fit(epochs)
     # does), whole: its epochs are in memory anyway.
-    epochs = input_kind(path) == "eeg" and is_epochs_file(path)
+    epochs = is_epochs_file(path)
     if epochs and pretrained is not None and args.fine_tune:
         raise ValueError(
             f"{path.name} holds MNE Epochs, and --fine-tune continues a network's training "
