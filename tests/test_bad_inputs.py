@@ -155,7 +155,7 @@ def _snapshot(root):
 
 
 CLI_CASES = [
-    ("silent audio", ["separate", "silent.wav", "--n-sources", "2", "-o", "new"], "X is silent"),
+    ("silent audio", ["separate", "silent.wav", "--n-sources", "2", "-o", "new"], "silent.wav: the recording is silent"),
     ("mono, 2 sources", ["separate", "mono.wav", "--n-sources", "2", "-o", "new"], "mono"),
     ("empty wav", ["separate", "empty.wav", "--n-sources", "2", "-o", "new"], r"empty \(0 bytes\)"),
     ("empty fif", ["separate", "empty_raw.fif", "--n-sources", "2", "-o", "new"], r"empty \(0 bytes\)"),

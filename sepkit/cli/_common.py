@@ -18,6 +18,30 @@ from pathlib import Path
 
 from .._atomic import atomic_write
 
+# The user errors that name no file (the estimator's checks say "X ..."), which
+# :func:`naming_input` prefixes with the input's name.
+_UNNAMED_ERRORS = (ValueError, TypeError, RuntimeError, FloatingPointError)
+
+
+@contextmanager
+def naming_input(path: Path):
+    """Prefix a user error raised inside with ``path``'s name, so a run of many inputs says which.
+
+    The estimator words its checks for Python (``X is silent ...``, ``Recording
+    data contains ...``, ``The Raw lacks ...``); a command-line user gave a file, so the message names it
+    and says "the recording". An error that already names the file, and an
+    exception type of its own (whose constructor may take other arguments), pass
+    unchanged.
+    """
+    try:
+        yield
+    except _UNNAMED_ERRORS as err:
+        message = str(err)
+        if type(err) not in _UNNAMED_ERRORS or path.name in message:
+            raise
+        message = re.sub(r"^(X|Recording data|The Raw) ", "the recording ", message)
+        raise type(err)(f"{path.name}: {message}") from err
+
 
 def add_common(p) -> None:
     """--quiet and --force, which every writing subcommand takes."""

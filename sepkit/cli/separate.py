@@ -72,6 +72,7 @@ from ._common import (
     make_output_folder,
     model_line,
     model_options,
+    naming_input,
     read_input,
     remove_empty_folders,
     say,
@@ -466,7 +467,8 @@ def run(args) -> int:
     # Everything this run would write or replace, checked before any work.
     loaded, targets = [], []
     for path, stem in zip(inputs, stems, strict=True):
-        item = _read_one(args, path, stem, pretrained, (exclude, eog_channels))
+        with naming_input(path):
+            item = _read_one(args, path, stem, pretrained, (exclude, eog_channels))
         loaded.append(item)
         targets += _outputs(out, item, n_sources, args, fits)
         targets += existing_outputs(out, output_names(stem), keep)
@@ -475,8 +477,9 @@ def run(args) -> int:
     try:
         for item in loaded:
             t0 = time.perf_counter()
-            sep = _fit_one(args, item, pretrained, n_sources)
-            result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
+            with naming_input(item.path):
+                sep = _fit_one(args, item, pretrained, n_sources)
+                result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
             result.info["seconds"] = time.perf_counter() - t0
             result.t0 = t0
             _write_one(args, out, item, sep if fits else None, result, keep)
@@ -514,12 +517,36 @@ def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     else:
         X, kind = long.raw, long.kind
     head = X if long is None else _head(long)  # a second of a streamed input, for the checks
+    if long is None and not epochs:
+        _check_values(X, fits=pretrained is None or args.fine_tune)
     _check_exclude_input(path, X, kind, exclude, eog_channels)
     _check_linear(args, path, kind, exclude, pretrained)
     if pretrained is not None and args.fine_tune:
         check_fine_tune(path, head, pretrained, args.model, "--model")
     eeg_pos = kind == "eeg" and _has_positions(head)
     return _Input(path, stem, X, kind, eeg_pos, long, epochs=epochs)
+
+
+def _check_values(X, fits: bool) -> None:
+    """The estimator's checks of the values, before any input is fitted.
+
+    So that a bad file late in a run (NaN, silence, a flat channel) stops it
+    before the earlier inputs are fitted and written, not after. Finite values
+    for every input, as the estimator takes it (a Raw: its EEG channels);
+    the checks of a fit (:func:`sepkit._check.check_fit_data`) for audio, which
+    has no BAD annotations to leave samples out (a Raw's are the fit's own
+    business).
+    """
+    from .._check import check_data_2d, check_fit_data
+    from ..io import Recording
+    from ..io.raw import raw_to_data
+
+    if isinstance(X, Recording):
+        data = check_data_2d(X.data, "Recording data")
+        if fits:
+            check_fit_data(data, X.ch_names)
+    elif fits:  # a pretrained model takes its own channels, by name
+        raw_to_data(X)
 
 
 def _fit_one(args, item: _Input, pretrained, n_sources: int):

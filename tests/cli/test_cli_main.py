@@ -491,7 +491,10 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     bad = ["--exclude", "eog", "--eog-channels", "VEOG"]
     assert main(argv + ["-o", str(tmp_path / "z"), *bad]) == 2
     err = capsys.readouterr().err
-    assert "sepkit separate: error: --eog-channels names channel(s) ['VEOG'] that raw lacks" in err
+    assert (
+        "sepkit separate: error: rec_raw.fif: --eog-channels names channel(s) ['VEOG'] that raw lacks"
+        in err
+    )
     assert main(argv + ["-o", str(tmp_path / "z"), "--eog-channels", "EOG"]) == 2
     assert "--eog-channels names the EOG reference of --exclude eog, which is not given" in (
         capsys.readouterr().err

@@ -119,7 +119,7 @@ def test_failed_force_rerun_keeps_the_earlier_outputs(earlier, monkeypatch, caps
     with monkeypatch.context() as m:
         m.setattr(IVAESeparator, "fit", broken_fit)
         assert main(rerun) == 2
-    assert _one_line_error(capsys, "separate") == "sepkit separate: error: the fit diverged"
+    assert _one_line_error(capsys, "separate") == "sepkit separate: error: a.wav: the fit diverged"
     assert _snapshot(out) == before
 
     # A likelihood that is not finite (the exact-likelihood fits raise FloatingPointError).
@@ -130,7 +130,7 @@ def test_failed_force_rerun_keeps_the_earlier_outputs(earlier, monkeypatch, caps
         m.setattr(IVAESeparator, "fit", nan_likelihood)
         assert main(rerun) == 2
     assert _one_line_error(capsys, "separate") == (
-        "sepkit separate: error: The linear iVAE's likelihood is not finite; use --mixing linear."
+        "sepkit separate: error: a.wav: The linear iVAE's likelihood is not finite; use --mixing linear."
     )
     assert _snapshot(out) == before
 
@@ -387,6 +387,47 @@ def test_bad_paths_are_one_line_before_any_fit(tmp_path, monkeypatch, capsys):
         assert _snapshot(tmp_path) == before, argv
 
 
+def test_a_bad_recording_among_several_stops_the_run_before_any_fit(tmp_path, monkeypatch, capsys):
+    def no_fit(*a, **kw):
+        raise AssertionError("fit must not start")
+
+    monkeypatch.setattr(IVAESeparator, "fit", no_fit)
+    good = _wav(tmp_path / "a.wav")
+    silent, nan, flat = tmp_path / "silent.wav", tmp_path / "nan.wav", tmp_path / "flat.wav"
+    x = sf.read(str(good), dtype="float32")[0]
+    sf.write(str(silent), np.zeros_like(x), RATE, subtype="FLOAT")
+    x_nan = x.copy()
+    x_nan[100, 1] = np.nan
+    sf.write(str(nan), x_nan, RATE, subtype="FLOAT")
+    x_flat = x.copy()
+    x_flat[:, 0] = 0.25
+    sf.write(str(flat), x_flat, RATE, subtype="FLOAT")
+    out = tmp_path / "out"
+    cases = [
+        (silent, "silent.wav: the recording is silent: every channel is constant"),
+        (nan, "nan.wav: the recording contains 1 NaN or Inf values (in channel(s) [1])."),
+        (flat, "flat.wav: the recording has flat (constant) channel(s) "),
+    ]
+    for bad, message in cases:
+        argv = ["separate", str(good), str(bad), "--n-sources", "2", "-o", str(out), *LINEAR]
+        assert main(argv) == 2, bad
+        err = _one_line_error(capsys, "separate")
+        assert err.startswith(f"sepkit separate: error: {message}"), err
+        assert not out.exists()  # the good first input was not fitted and written either
+
+
+def test_an_error_in_the_fit_names_the_input(tmp_path, capsys):
+    short = tmp_path / "short.wav"
+    sf.write(str(short), np.random.default_rng(0).standard_normal((800, 2)), RATE)
+    argv = ["separate", str(short), "--n-sources", "2", "-o", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
+    err = _one_line_error(capsys, "separate")
+    assert err.startswith(
+        "sepkit separate: error: short.wav: the recording has 800 samples, shorter than one "
+        "STFT window"
+    ), err
+
+
 def test_every_run_says_which_model_ran(tmp_path, capsys):
     wav = _wav(tmp_path / "a.wav")
     out = tmp_path / "out"
@@ -463,7 +504,7 @@ def test_fine_tune_advice_names_what_was_passed(tmp_path, capsys):
     # linear, noiseless iVAE ... Pass --mixing nonlinear", options not given.
     assert main(["separate", str(two), "--model", str(linear), *tune]) == 2
     assert _one_line_error(capsys, "separate") == (
-        f"sepkit separate: error: --model {linear} is a linear-family model (mixing linear), "
+        f"sepkit separate: error: {two.name}: --model {linear} is a linear-family model (mixing linear), "
         "which has no network to fine-tune. Fit a new separator on the recording instead: "
         "--n-sources 2 in place of --model and --fine-tune."
     )
@@ -476,7 +517,9 @@ def test_fine_tune_advice_names_what_was_passed(tmp_path, capsys):
     eeg = "ivae-eeg1020-256hz-v1"
     assert main(["separate", str(tmp_path / "six_raw.fif"), "--model", eeg, *tune]) == 2
     err = _one_line_error(capsys, "separate")
-    assert err.startswith("sepkit separate: error: The Raw lacks channel(s) ['F8', 'T7', ")
+    assert err.startswith(
+        "sepkit separate: error: six_raw.fif: the recording lacks channel(s) ['F8', 'T7', "
+    )
     assert "--n-sources" not in err
     assert not out.exists() and not (tmp_path / "n.safetensors").exists()
 
