@@ -1061,6 +1061,9 @@ class MNEMixin:
             exclude=self._excluded(None),
             fit_params=fit_params,
             n_iter=history.get("n_iter"),
+            # Fitted attributes of fit (a model loaded from a file has neither).
+            n_samples=getattr(self, "n_samples_", None),
+            reject=getattr(self, "reject_", None),
         )
 
     def _linear_maps(self):

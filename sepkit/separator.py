@@ -43,9 +43,11 @@ from .io.eeg import is_highpassed, warn_if_not_highpassed
 from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
+    check_ptp_thresholds,
     epochs_as_raw,
     is_epochs_or_evoked,
     picked_info,
+    ptp_reject_mask,
     raw_to_data,
     resolve_raw_u,
     sensors_to_raw,
@@ -465,6 +467,11 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         the -log-likelihood per sample, the L-BFGS iterations and whether it
         converged).
     n_channels_ : int
+    n_samples_ : int
+        Samples the model was fitted on (after BAD annotations, ``reject`` /
+        ``flat`` and ``decim``), as ``ICA.n_samples_``.
+    reject_ : dict or None
+        fit's ``reject``, as ``ICA.reject_``.
     mean_ : ndarray, shape (n_channels,)
         Channel means removed before the model.
     whitening_ : ndarray, shape (n_dims, n_channels)
@@ -729,6 +736,10 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         *,
         picks=None,
         reject_by_annotation: bool = True,
+        decim: int | None = None,
+        reject: dict | None = None,
+        flat: dict | None = None,
+        tstep: float = 2.0,
         resume: bool = False,
         init=None,
         callback=None,
@@ -766,6 +777,26 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             not enter the channel means, the whitening, or any training chunk
             (chunks overlapping them are never drawn); ``transform`` still
             separates them.
+        decim : int or None
+            Fit on every ``decim``-th sample only (of those not left out), as
+            ``ICA.fit(..., decim=3)``: the whitening still sees every sample,
+            the unmixing every ``decim``-th, so the fit runs about ``decim``
+            times faster. Low-pass the recording first if it holds power
+            above the decimated Nyquist frequency that the sources should not
+            be judged on (MNE's advice too). Only the linear families
+            (``mixing="linear"`` or ``"post-nonlinear"``, the EEG default),
+            whose likelihood is a sum over samples, take it; the network
+            families model the time course and refuse it.
+        reject, flat : dict or None
+            Raw only, as ``ICA.fit``: channel type -> peak-to-peak amplitude
+            (volts for EEG), e.g. ``reject=dict(eeg=150e-6)``. Each
+            ``tstep``-second stretch where a fitted channel of that type spans
+            more (``reject``) or less (``flat``) is left out of the fit, like
+            samples under a BAD annotation (:func:`sepkit.io.raw.ptp_reject_mask`).
+            Each key must be the type of some fitted channel. For Epochs,
+            drop epochs first: ``epochs.drop_bad(reject=...)``.
+        tstep : float
+            Seconds per stretch judged by ``reject`` and ``flat``.
         resume : bool
             Continue from the checkpoint in ``checkpoint_dir`` (same data and
             settings), giving bit-identical weights to an uninterrupted fit
@@ -794,15 +825,16 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         -------
         self : IVAESeparator
         """
+        rejection = _Rejection.of(X, reject_by_annotation, decim, reject, flat, tstep)
         if is_epochs_or_evoked(X):
             X, u = epochs_as_raw(X, u)
         with self._family_settings():
-            return self._fit(X, u, picks, reject_by_annotation, resume, init, callback)
+            return self._fit(X, u, picks, rejection, resume, init, callback)
 
-    def _fit(self, X, u, picks, reject_by_annotation, resume, init, callback):
+    def _fit(self, X, u, picks, rejection, resume, init, callback):
         """``fit`` with the family settings of ``fit_params`` in effect."""
         device = self._validate_params()
-        check_option("reject_by_annotation", reject_by_annotation, (True, False))
+        check_option("reject_by_annotation", rejection.by_annotation, (True, False))
         check_option("resume", resume, (True, False))
         if resume and self.checkpoint_dir is None:
             raise ValueError(
@@ -815,7 +847,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         choice = self._choose_family(X, kind, rec, u, init)
         if init is not None and not hasattr(init, "fitted_"):  # a pretrained model's name
             init = type(self).from_pretrained(init, device="cpu")
-        inp = self._fit_input(X, data, sample_rate, kind, rec, u, reject_by_annotation, choice)
+        inp = self._fit_input(X, data, sample_rate, kind, rec, u, rejection, choice)
+        _check_decim_family(inp.decim, choice.module)
         # Every family's input is checked the same way, before any family sees it
         # (a silent recording has no phase score; the choice then means nothing).
         check_fit_data(inp.data, inp.ch_names, inp.good)
@@ -831,6 +864,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         )
         check_finite_fit(fitted.state()[0])
         self._set_fitted(fitted, inp.ch_names, inp.sample_rate)
+        self.n_samples_, self.reject_ = inp.n_fitted, rejection.reject
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
         self.info_ = picked_info(rec) if kind == "raw" else None
         return self
@@ -997,15 +1031,16 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 "highpass=None and lowpass=None, or domain='time'."
             )
 
-    def _fit_input(self, X, data, sample_rate, kind, rec, u, reject_by_annotation, choice):
+    def _fit_input(self, X, data, sample_rate, kind, rec, u, rejection, choice):
         """The one normalised :class:`FitInput` every family fits on."""
         names = tuple(rec.ch_names) if rec is not None else None
-        inp = FitInput(data, sample_rate, names, choice.is_eeg, u)
+        inp = FitInput(data, sample_rate, names, choice.is_eeg, u, decim=rejection.decim)
         self.annotation_u_ = self.event_u_ = False
         if kind == "raw":
-            self._warn_filtering(X, choice.mixing)
+            _warn_filtering(X, choice.mixing, self.highpass)
             check_flat_eeg(rec)
-            inp.u, good, from_annotations = resolve_raw_u(X, u, reject_by_annotation)
+            inp.u, good, from_annotations = resolve_raw_u(X, u, rejection.by_annotation)
+            good = rejection.apply(X, data, rec, good)
             inp.good = None if good.all() else good
             inp.highpassed = is_highpassed(X)
             self.annotation_u_ = from_annotations == "annotations"
@@ -1077,28 +1112,6 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             return callback(step, self)
 
         return call
-
-    def _warn_filtering(self, raw, mixing) -> None:
-        """MNE's advice on filtering, adapted to ``highpass`` and the post-nonlinear model."""
-        if mixing == "post-nonlinear" and is_highpassed(raw):
-            edge = raw.info["highpass"]
-            warnings.warn(
-                f"mixing='post-nonlinear' on a recording high-pass filtered at {edge:g} Hz: "
-                "the sensors' nonlinearity acted before the filter, which spreads each "
-                "clipped sample over its neighbours, and the per-channel unwarping cannot "
-                f"undo that. Fit the unfiltered recording with highpass={edge:g} instead "
-                "(the filter then acts after the unwarping).",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        elif self.highpass is None or self.highpass < 0.5:
-            fix = (
-                ", or let fit filter a copy: highpass=1.0 (then mixing='auto' also checks "
-                "the sensors for clipping, and mixing='post-nonlinear' can model it)"
-                if self.highpass is None
-                else ""
-            )
-            warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
 
     def _resolve_mixing(self, linear_by_default, init, u, n_channels) -> str:
         """``mixing_``: "linear" for EEG and audio, "flow" for square other data, else "nonlinear".
@@ -1383,6 +1396,96 @@ class _Choice:
     def module(self) -> ModuleType:
         """The family's module (imported on first use: see :func:`sepkit.methods.load_family`)."""
         return load_family(self.family)
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    """Which samples ``fit`` leaves out, and which it thins: its MNE-style arguments."""
+
+    by_annotation: bool
+    decim: int
+    reject: dict | None
+    flat: dict | None
+    tstep: float
+
+    @classmethod
+    def of(cls, X, by_annotation, decim, reject, flat, tstep) -> _Rejection:
+        """fit's arguments, checked against the kind of ``X``."""
+        if (reject is not None or flat is not None) and is_epochs_or_evoked(X):
+            raise ValueError(
+                "reject and flat judge stretches of a continuous Raw; for Epochs, drop "
+                "the bad epochs first (epochs.drop_bad(reject=..., flat=...)) and fit "
+                "the rest."
+            )
+        if (reject is not None or flat is not None) and not _is_mne_raw(X):
+            raise ValueError(
+                "reject and flat need the channel types of an MNE Raw, but X is a "
+                f"{type(X).__name__}. Pass the Raw, or leave the stretches to reject out "
+                "yourself (X[:, keep])."
+            )
+        return cls(by_annotation, _check_decim(decim), reject, flat, tstep)
+
+    def apply(self, raw, data, rec, good):
+        """``good`` (the annotations' mask) less the stretches ``reject`` / ``flat`` refuse."""
+        if self.reject is None and self.flat is None:
+            return good
+        types = raw.get_channel_types(picks=list(rec.ch_names))
+        check_ptp_thresholds(self.reject, self.flat, self.tstep, types)
+        kept = ptp_reject_mask(data, types, rec.sample_rate, reject=self.reject,
+                               flat=self.flat, tstep=self.tstep, good=good)  # fmt: skip
+        if not kept.any():
+            raise ValueError(
+                f"reject={self.reject!r} and flat={self.flat!r} left no {self.tstep:g} s "
+                "stretch of the recording to fit. Check the thresholds' unit (volts for "
+                "EEG: 150e-6 is 150 uV), raise reject or lower flat."
+            )
+        return kept
+
+
+def _warn_filtering(raw, mixing, highpass) -> None:
+    """MNE's advice on filtering, adapted to ``highpass`` and the post-nonlinear model."""
+    if mixing == "post-nonlinear" and is_highpassed(raw):
+        edge = raw.info["highpass"]
+        warnings.warn(
+            f"mixing='post-nonlinear' on a recording high-pass filtered at {edge:g} Hz: "
+            "the sensors' nonlinearity acted before the filter, which spreads each "
+            "clipped sample over its neighbours, and the per-channel unwarping cannot "
+            f"undo that. Fit the unfiltered recording with highpass={edge:g} instead "
+            "(the filter then acts after the unwarping).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    elif highpass is None or highpass < 0.5:
+        fix = (
+            ", or let fit filter a copy: highpass=1.0 (then mixing='auto' also checks "
+            "the sensors for clipping, and mixing='post-nonlinear' can model it)"
+            if highpass is None
+            else ""
+        )
+        warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
+
+
+def _check_decim(decim) -> int:
+    """``decim`` of fit as a sample step (1: every sample)."""
+    if decim is None:
+        return 1
+    if isinstance(decim, bool) or not isinstance(decim, (int, np.integer)) or decim < 1:
+        raise ValueError(
+            f"decim must be None or a whole number >= 1 (fit on every decim-th sample), got "
+            f"{decim!r}."
+        )
+    return int(decim)
+
+
+def _check_decim_family(decim: int, module) -> None:
+    """Refuse ``decim`` for a family that would not honour it."""
+    if decim > 1 and not getattr(module, "DECIM", False):
+        raise ValueError(
+            f"decim={decim} thins the samples of the linear families (mixing='linear' or "
+            "'post-nonlinear', the EEG default), whose likelihood is a sum over samples; "
+            f"the {module.NAME!r} family chosen here learns the time course and does not take "
+            "it. Pass decim=None, or mixing='linear'."
+        )
 
 
 def _settings_text(settings: dict) -> str:

@@ -121,6 +121,20 @@ def test_to_mne_ica_survives_save_and_read_ica(raw, sep, tmp_path):
     assert "imported_sepkit" in repr(back)
 
 
+def test_to_mne_ica_carries_the_fitted_samples_and_reject(raw, sep, tmp_path):
+    assert sep.to_mne_ica().n_samples_ == raw.n_times and sep.to_mne_ica().reject_ is None
+    reject = dict(eeg=float(np.ptp(raw.get_data(), axis=1).max()) / 2)
+    thinned = IVAESeparator(N_SOURCES, mixing="linear", random_state=0).fit(
+        raw, decim=2, reject=reject
+    )
+    assert 0 < thinned.n_samples_ < raw.n_times // 2
+    ica = thinned.to_mne_ica()
+    assert ica.n_samples_ == thinned.n_samples_ and ica.reject_ == reject
+    ica.save(tmp_path / "thin-ica.fif", verbose="error")
+    back = mne.preprocessing.read_ica(tmp_path / "thin-ica.fif", verbose="error")
+    assert back.n_samples_ == thinned.n_samples_ and back.reject_ == reject
+
+
 def test_mne_tools_work_on_the_exported_ica(raw, sep):
     ica = sep.to_mne_ica()
     figs = ica.plot_components(show=False)

@@ -118,6 +118,8 @@ def build_ica(
     exclude=(),
     fit_params: dict | None = None,
     n_iter: int | None = None,
+    n_samples: int | None = None,
+    reject: dict | None = None,
 ):
     """A fitted ``mne.preprocessing.ICA`` whose sources are ``unmixing @ (x - mean)``.
 
@@ -146,6 +148,11 @@ def build_ica(
         ``;``, which MNE's file format uses as separators).
     n_iter : int or None
         ``ica.n_iter_``.
+    n_samples : int or None
+        ``ica.n_samples_``: the samples fitted (None: not set).
+    reject : dict or None
+        ``ica.reject_``: fit's peak-to-peak rejection (``plot_properties``'
+        ``reject="auto"`` reads it).
 
     Returns
     -------
@@ -191,7 +198,9 @@ def build_ica(
     ica._update_mixing_matrix()
     ica._update_ica_names()
     ica.exclude = [int(k) for k in exclude]
-    ica.reject_ = None
+    ica.reject_ = None if reject is None else dict(reject)
+    if n_samples is not None:
+        ica.n_samples_ = int(n_samples)
     ica.current_fit = "raw"
     return ica
 

@@ -345,3 +345,105 @@ def resolve_raw_u(raw, u, reject_by_annotation):
             "or pass reject_by_annotation=False."
         )
     return u, good, source
+
+
+def ptp_reject_mask(
+    data: np.ndarray,
+    ch_types,
+    sample_rate: float,
+    *,
+    reject=None,
+    flat=None,
+    tstep: float = 2.0,
+    good=None,
+) -> np.ndarray:
+    """False over the ``tstep``-second stretches whose peak-to-peak is out of bounds.
+
+    ``mne.preprocessing.ICA.fit``'s ``reject`` / ``flat`` for a Raw: a
+    stretch is left out of the fit where some channel of a type in
+    ``reject`` spans more than its threshold (peak to peak), or one of a
+    type in ``flat`` less. The stretches are cut from the recording's first
+    sample; unlike MNE, a last, shorter stretch is judged too (MNE leaves it
+    out whatever it holds), and samples outside ``good`` (BAD annotations)
+    are not measured, so an artefact already under an annotation rejects
+    nothing more.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_channels, n_times)
+        The fitted channels, in their units (volts for EEG).
+    ch_types : sequence of str, length n_channels
+        MNE channel type of each row.
+    sample_rate : float
+    reject, flat : dict or None
+        Channel type -> peak-to-peak threshold (checked by :func:`check_ptp_thresholds`).
+    tstep : float
+        Seconds per stretch.
+    good : ndarray of bool, shape (n_times,), or None
+        Samples that may be fitted (None: all).
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (n_times,)
+        ``good`` with the rejected stretches set to False.
+    """
+    n_times = data.shape[1]
+    keep = np.ones(n_times, dtype=bool) if good is None else good.copy()
+    step_samples = max(int(np.ceil(tstep * sample_rate)), 1)
+    types = np.asarray(ch_types)
+    rules = [(reject or {}, np.greater), (flat or {}, np.less)]
+    for first in range(0, n_times, step_samples):
+        span = keep[first : first + step_samples]
+        if not span.any():
+            continue
+        block = data[:, first : first + step_samples][:, span]
+        ptp = block.max(axis=1) - block.min(axis=1)
+        if any(
+            compare(ptp[types == kind], threshold).any()
+            for thresholds, compare in rules
+            for kind, threshold in thresholds.items()
+        ):
+            keep[first : first + step_samples] = False
+    return keep
+
+
+def check_ptp_thresholds(reject, flat, tstep, ch_types) -> None:
+    """``reject``, ``flat`` and ``tstep`` of fit, or a ValueError / TypeError that says the fix.
+
+    Each key must be the type of some fitted channel: a threshold for
+    channels the fit does not take would be silently ignored.
+    """
+    present = sorted(set(ch_types))
+    for name, thresholds in (("reject", reject), ("flat", flat)):
+        if thresholds is None:
+            continue
+        if not isinstance(thresholds, dict):
+            raise TypeError(
+                f"{name} must be a dict of channel type -> peak-to-peak threshold (e.g. "
+                f"{name}=dict(eeg={'150e-6' if name == 'reject' else '1e-6'})) or None, got "
+                f"{type(thresholds).__name__}."
+            )
+        for kind, value in thresholds.items():
+            if kind not in present:
+                raise ValueError(
+                    f"{name} has the key {kind!r}, but no fitted channel is of that type (the "
+                    f"fitted channels are of type(s) {present}). Drop the key, or pick those "
+                    "channels (picks=...)."
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise TypeError(
+                    f"{name}[{kind!r}] must be a number (a peak-to-peak amplitude in the "
+                    f"channels' unit, volts for EEG), got {value!r}."
+                )
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(
+                    f"{name}[{kind!r}] must be a positive, finite peak-to-peak amplitude "
+                    f"(volts for EEG, e.g. 150e-6), got {value!r}."
+                )
+    if isinstance(tstep, bool) or not isinstance(tstep, (int, float, np.floating)):
+        raise TypeError(f"tstep must be a number of seconds, got {tstep!r}.")
+    if not np.isfinite(tstep) or tstep <= 0:
+        raise ValueError(
+            f"tstep must be a positive number of seconds (the stretches reject and flat "
+            f"judge; MNE's default 2.0), got {tstep!r}."
+        )

@@ -7,7 +7,9 @@ A family is a module with
   estimator warns about any other setting changed from its default);
 - ``check_fit_params(fit_params)``: validate the family's ``fit_params``;
 - ``fit(inp, opts, **kw) -> Fitted``: fit on one :class:`FitInput`;
-- ``from_state(tensors, meta, params, device) -> Fitted``: rebuild a saved fit.
+- ``from_state(tensors, meta, params, device) -> Fitted``: rebuild a saved fit;
+- ``DECIM`` (optional, default False): True where ``fit`` honours
+  ``FitInput.decim`` (the estimator refuses ``decim`` for the others).
 
 The :class:`Fitted` object answers every later question (sources,
 reconstruction, sensor patterns, state to save), so the estimator's
@@ -86,6 +88,10 @@ class FitInput:
         Samples the statistics and training may use (None: all).
     highpassed : bool
         An MNE Raw that was high-pass filtered before the fit.
+    decim : int
+        Fit the model on every ``decim``-th sample of ``good`` (its statistics
+        of the channels, e.g. the whitening, may use them all); see
+        :meth:`fitted_samples`.
     """
 
     data: np.ndarray
@@ -95,6 +101,26 @@ class FitInput:
     u: object = None
     good: np.ndarray | None = None
     highpassed: bool = False
+    decim: int = 1
+
+    def fitted_samples(self) -> np.ndarray | None:
+        """The samples the model is fitted on: ``good`` thinned to every ``decim``-th.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_times,), or None (every sample)
+        """
+        if self.decim == 1:
+            return self.good
+        keep = np.zeros(self.n_times, dtype=bool)
+        keep[:: self.decim] = True
+        return keep if self.good is None else keep & self.good
+
+    @property
+    def n_fitted(self) -> int:
+        """How many samples the model is fitted on."""
+        keep = self.fitted_samples()
+        return self.n_times if keep is None else int(keep.sum())
 
     @property
     def n_channels(self) -> int:

@@ -37,6 +37,9 @@ from .likelihood import (
 )
 
 NAME = "linear"
+# fit honours FitInput.decim: the likelihood is a sum over samples, so every
+# decim-th sample estimates it (the protocol of sepkit.methods.base).
+DECIM = True
 # The estimator settings this family reads (``device``: only to say that a
 # GPU asked for is not used; the fit and its sources are numpy on the CPU).
 PARAMS = COMMON_PARAMS | {
@@ -91,7 +94,10 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     n_sources = opts["n_sources"]
     all_codes = _segment_codes(prep)
     good = prep.good
-    lin_codes = all_codes if good is None else all_codes[good]
+    # The samples the unmixing is fitted on (fit's decim thins them; the
+    # whitening and the fit filter see every good sample).
+    keep = inp.fitted_samples()
+    lin_codes = all_codes if keep is None else all_codes[keep]
     # Drop segments without samples (e.g. wholly under BAD annotations) from the codes.
     _, lin_codes = np.unique(lin_codes, return_inverse=True)
     data, unwarp, nonlinearity, st = prep.data, None, None, None
@@ -104,7 +110,7 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     if mixing == "post-nonlinear":
         # h becomes part of the standardisation; the sources are then
         # separated as for mixing="linear", on the unwarped signal.
-        unwarp, st, nonlinearity = _fit_unwarp(prep, all_codes, n_sources)
+        unwarp, st, nonlinearity = _fit_unwarp(prep, all_codes, n_sources, keep)
         if opts["try_unwarp"] and nonlinearity.max() < UNWARP_KEEP:
             # mixing="auto": the sensors are linear; drop h and fit the
             # filtered recording exactly as mixing="linear" does.
@@ -118,8 +124,8 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     if prep.fit_filter is not None and mixing == "post-nonlinear":
         # The model's sources are those of the filtered h(x).
         Xt = prep.fit_filter(bridge_rejected(Xt.astype(np.float64), good))
-    if good is not None:
-        Xt = Xt[:, good]
+    if keep is not None:
+        Xt = Xt[:, keep]
     prior = opts["prior_"]
     Y = Xt[:n_sources].astype(np.float64)
     result = _fit_prior(prior, Y, lin_codes)
@@ -299,7 +305,7 @@ def _size(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-def _fit_unwarp(prep, codes, n_sources):
+def _fit_unwarp(prep, codes, n_sources, keep):
     """mixing="post-nonlinear": fit h; returns (fit result, Standardizer, nonlinearity).
 
     h is fitted jointly with a square unmixing by maximum likelihood
@@ -315,7 +321,8 @@ def _fit_unwarp(prep, codes, n_sources):
     The Standardizer holds h (on the standardised channels) and the PCA
     whitening of the standardised unwarped data y = h(x); ``prep.data``
     covers the whole recording, ``prep.good`` (or None) marks the samples
-    fitted, after the fit filter has filtered the unwarped signal.
+    fitted, after the fit filter has filtered the unwarped signal; h is fitted
+    on those of ``keep`` (``prep.good`` thinned by fit's decim).
     """
     data, good, fit_filter = prep.data, prep.good, prep.fit_filter
     stats = data if good is None else data[:, good]
@@ -331,7 +338,7 @@ def _fit_unwarp(prep, codes, n_sources):
         degree=UNWARP_DEGREE,
         max_iter=UNWARP_MAX_ITER,
         feature_filter=fit_filter,
-        keep=good,
+        keep=keep,
     )
     coefs = result["coefs"]
     y, _ = sensor_unwarp(torch.from_numpy(x), torch.from_numpy(coefs))
