@@ -36,6 +36,8 @@ _OPTIONS = {
     "window": "--window",
     "n_steps": "--steps",
     "n_sources": "--n-sources",
+    "decim": "--decim",
+    "tstep": "--tstep",
 }
 _SWITCHES = {"overwrite": "--force", "resample": "--resample"}  # name=True -> option
 _KEYWORD = re.compile(
@@ -94,6 +96,18 @@ _ADVICE = (
     ("highpass=None", "no --highpass"),
     ("lowpass=None", "no --lowpass"),
     ("source_model=None", "no --source-model"),
+    ("decim=None", "no --decim"),
+    (
+        "reject and flat need the channel types of an MNE Raw, but X is a Recording. Pass "
+        "the Raw, or leave the stretches to reject out yourself (X[:, keep]).",
+        "--reject and --flat judge EEG channels by type; this input is audio. Drop them.",
+    ),
+    (
+        "Drop the key, or pick those channels (picks=...).",
+        "Drop the key (the command line fits the EEG channels).",
+    ),
+    ("reject has the key", "--reject has the key"),
+    ("flat has the key", "--flat has the key"),
     # The command line reads every data channel of the file; choosing is done in the file.
     ("(for an MNE Raw, picks=[...] selects them)", "(keep only those channels in the file)"),
     ("(picks=[...] for an MNE Raw)", "(keep only those channels in the file)"),

@@ -123,6 +123,71 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
 
 
+def add_sample_options(p) -> None:
+    """--decim, --reject, --flat, --tstep: ``IVAESeparator.fit``'s (and ``ICA.fit``'s) arguments."""
+    p.add_argument(
+        "--decim",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fit the unmixing on every N-th sample only, as MNE's ICA.fit(decim=N) (the "
+        "linear families, the EEG default; the whitening sees every sample)",
+    )
+    p.add_argument(
+        "--reject",
+        default=None,
+        metavar="TYPE=V,...",
+        help="EEG: leave out of the fit each --tstep stretch where a channel of TYPE spans "
+        "more than V peak to peak (volts: eeg=150e-6), as ICA.fit(reject=...)",
+    )
+    p.add_argument(
+        "--flat",
+        default=None,
+        metavar="TYPE=V,...",
+        help="EEG: likewise each stretch where a channel of TYPE spans less than V",
+    )
+    p.add_argument(
+        "--tstep",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds per stretch that --reject and --flat judge (default: %(default)s)",
+    )
+
+
+def parse_thresholds(text: str | None, option: str) -> dict | None:
+    """``--reject`` / ``--flat``: ``"eeg=150e-6,eog=250e-6"`` -> ``{"eeg": 1.5e-4, "eog": 2.5e-4}``."""
+    if text is None:
+        return None
+    thresholds = {}
+    for item in text.split(","):
+        kind, _, value = item.partition("=")
+        try:
+            thresholds[kind.strip()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"{option} takes TYPE=VOLTS pairs separated by commas (e.g. {option} "
+                f"eeg=150e-6,eog=250e-6), got {text!r}."
+            ) from None
+    return thresholds
+
+
+def fit_sample_kwargs(args) -> dict:
+    """The keyword arguments of ``fit`` from :func:`add_sample_options`' options.
+
+    Called once before any input is read, so that a malformed option stops
+    the run before any work.
+    """
+    if args.decim is not None and args.decim < 1:
+        raise ValueError(f"--decim must be >= 1 (fit on every N-th sample), got {args.decim}.")
+    return dict(
+        decim=args.decim,
+        reject=parse_thresholds(args.reject, "--reject"),
+        flat=parse_thresholds(args.flat, "--flat"),
+        tstep=args.tstep,
+    )
+
+
 def model_options(args) -> dict:
     """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
     return dict(
@@ -317,12 +382,17 @@ def describe_model(sep) -> dict:
     ``family``, ``domain``, ``mixing``, ``prior``, ``unwarped`` (the sensor
     unwarping kept); ``sensor_nonlinearity_max``: the largest
     ``sensor_nonlinearity_`` where the unwarping was fitted (why
-    ``mixing="auto"`` kept or dropped it), else None.
+    ``mixing="auto"`` kept or dropped it), else None; ``n_samples_fitted``
+    (``n_samples_``: after BAD annotations, --reject / --flat and --decim;
+    None for a model loaded from a file) and ``reject``.
     """
     values = getattr(sep, "sensor_nonlinearity_", None)
+    n_samples = getattr(sep, "n_samples_", None)
     return dict(
         sep.fitted_.describe(),
         sensor_nonlinearity_max=None if values is None else float(values.max()),
+        n_samples_fitted=None if n_samples is None else int(n_samples),
+        reject=getattr(sep, "reject_", None),
     )
 
 

@@ -27,11 +27,13 @@ from ._common import (
     OutputSet,
     add_common,
     add_model_options,
+    add_sample_options,
     check_fine_tune,
     check_input_file,
     check_targets,
     check_writable,
     describe_model,
+    fit_sample_kwargs,
     make_output_folder,
     model_line,
     model_options,
@@ -61,6 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=None, help="window length in seconds for u")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     add_model_options(p)
+    add_sample_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p
@@ -78,6 +81,7 @@ def run(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}.")
     metrics_path = out.with_name(out.name[: -len(".safetensors")] + "_metrics.json")
+    sample_kwargs = fit_sample_kwargs(args)  # malformed options stop the run here
     check_input_file(args.input)
     check_targets([out, metrics_path], args.force)
     check_writable(out.parent, shown=out)
@@ -105,7 +109,7 @@ def run(args) -> int:
     sep.set_params(**params)
     made = make_output_folder(out.parent)
     try:
-        info = _fit(args, sep, X, kind, pre)
+        info = _fit(args, sep, (X, kind), pre, sample_kwargs)
         names = re.compile(f"{re.escape(out.name)}|{re.escape(metrics_path.name)}")
         with OutputSet(out.parent, out.stem, names, what=f"{out.name} and its metrics") as st:
             sep.save(st.path / out.name)
@@ -118,11 +122,15 @@ def run(args) -> int:
     return 0
 
 
-def _fit(args, sep, X, kind: str, init) -> dict:
-    """Fit ``sep`` on ``X``; the metrics entry. A non-finite result is an error."""
+def _fit(args, sep, read, init, sample_kwargs) -> dict:
+    """Fit ``sep`` on ``read`` (the input and its kind); the metrics entry.
+
+    A non-finite result is an error.
+    """
+    X, kind = read
     say(args, f"fitting {sep.n_sources} sources on {args.input} ({kind})")
     t0 = time.perf_counter()
-    sep.fit(X, init=init)
+    sep.fit(X, init=init, **sample_kwargs)
     seconds = time.perf_counter() - t0
     loss = sep.history_[-1].get("loss") if sep.history_ else None
     if loss is not None and not math.isfinite(loss):

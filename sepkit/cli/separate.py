@@ -62,12 +62,14 @@ from ._common import (
     OutputSet,
     add_common,
     add_model_options,
+    add_sample_options,
     check_fine_tune,
     check_input_file,
     check_targets,
     check_writable,
     describe_model,
     existing_outputs,
+    fit_sample_kwargs,
     input_kind,
     make_output_folder,
     model_line,
@@ -145,6 +147,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     _add_ica_options(p)
     add_model_options(p)
+    add_sample_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     return p
@@ -444,6 +447,7 @@ class _Result:
 
 def run(args) -> int:
     _check_steps(args)
+    sample_kwargs = fit_sample_kwargs(args)
     out = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
     for p in inputs:
@@ -478,7 +482,7 @@ def run(args) -> int:
         for item in loaded:
             t0 = time.perf_counter()
             with naming_input(item.path):
-                sep = _fit_one(args, item, pretrained, n_sources)
+                sep = _fit_one(args, item, pretrained, n_sources, sample_kwargs)
                 result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
             result.info["seconds"] = time.perf_counter() - t0
             result.t0 = t0
@@ -549,8 +553,11 @@ def _check_values(X, fits: bool) -> None:
         raw_to_data(X)
 
 
-def _fit_one(args, item: _Input, pretrained, n_sources: int):
-    """The separator for ``item``: ``pretrained`` as it is, fine-tuned, or a new fit."""
+def _fit_one(args, item: _Input, pretrained, n_sources: int, sample_kwargs: dict):
+    """The separator for ``item``: ``pretrained`` as it is, fine-tuned, or a new fit.
+
+    ``sample_kwargs``: fit's decim, reject, flat and tstep (:func:`fit_sample_kwargs`).
+    """
     from ..separator import IVAESeparator
 
     if pretrained is not None and not args.fine_tune:
@@ -574,7 +581,7 @@ def _fit_one(args, item: _Input, pretrained, n_sources: int):
     with warnings.catch_warnings():
         # _fit_excerpt's encoder_u=False, where the tf family was chosen after all.
         warnings.filterwarnings("ignore", "encoder_u=False: not used by", UserWarning)
-        return sep.fit(X, init=pretrained)
+        return sep.fit(X, init=pretrained, **sample_kwargs)
 
 
 def _apply_one(args, item: _Input, sep, fits: bool, removal) -> _Result:

@@ -435,6 +435,47 @@ def _eeg_with_eog_lead(tmp_path, n_sources: int, duration: float):
     return raw, S, path
 
 
+def test_separate_eeg_decim_and_reject_as_ica_fit(tmp_path, capsys):
+    import mne
+
+    raw, _, path = _eeg_with_eog_lead(tmp_path, 6, 60.0)
+    raw = mne.io.read_raw_fif(path, preload=True, verbose="error")  # the file's float32 values
+    raw._data[:6, 1000] += 1e-3  # a jump in the stretch [6, 8) s of the first channels
+    raw.save(path, overwrite=True, verbose="error")
+    out = tmp_path / "thin"
+    argv = ["separate", str(path), "--n-sources", "6", "-o", str(out), "--quiet"]
+    assert main(argv + ["--decim", "2", "--reject", "eeg=5e-4", "--tstep", "2"]) == 0
+    info = json.loads((out / "rec_metrics.json").read_text())
+    expected = IVAESeparator(6, device="cpu").fit(raw, decim=2, reject=dict(eeg=5e-4))
+    # The stretch [6, 8) s (256 samples) left out, every other sample of the rest fitted.
+    assert info["n_samples_fitted"] == expected.n_samples_ == (raw.n_times - 256) // 2
+    assert info["reject"] == {"eeg": 5e-4}
+    model = IVAESeparator.load(out / "rec_model.safetensors")
+    _assert_same_in_float32(model.get_sources(raw).get_data(), expected.get_sources(raw).get_data())
+
+
+def test_separate_sample_option_errors_are_one_line_before_any_work(tmp_path, capsys):
+    raw, _, path = _eeg_with_eog_lead(tmp_path, 4, 20.0)
+    out = tmp_path / "out"
+    cases = [
+        (["--reject", "eeg"], "--reject takes TYPE=VOLTS pairs separated by commas (e.g. "
+         "--reject eeg=150e-6,eog=250e-6), got 'eeg'."),
+        (["--flat", "eeg=1e-9;eog=1"], "--flat takes TYPE=VOLTS pairs"),
+        (["--decim", "0"], "--decim must be >= 1 (fit on every N-th sample), got 0."),
+        (["--reject", "ecg=1e-3"], "rec_raw.fif: --reject has the key 'ecg', but no fitted "
+         "channel is of that type (the fitted channels are of type(s) ['eeg']). Drop the key "
+         "(the command line fits the EEG channels)."),
+        (["--reject", "eeg=1e-12"], "rec_raw.fif: reject={'eeg': 1e-12} and flat=None left no "
+         "2 s stretch of the recording to fit."),
+    ]  # fmt: skip
+    for extra, message in cases:
+        argv = ["separate", str(path), "--n-sources", "4", "-o", str(out), "--quiet", *extra]
+        assert main(argv) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith(f"sepkit separate: error: {message}"), err
+        assert not out.exists()
+
+
 def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     import mne
 
