@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file beside the target, then one rename.
 
-Every writer in sepkit that replaces a file goes through :func:`atomic_write`,
+Every writer in sepkit that replaces a file goes through :func:`atomic_write`
+(or, for a file a writer may split into parts, :func:`atomic_split_write`),
 so that an interrupted or failed write never leaves a half-written target, and
 the finished file looks as if ``open(path, "w")`` had written it: the mode of
 the file it replaces, else the usual ``0o666 & ~umask`` (``mkstemp`` alone
@@ -11,13 +12,14 @@ MNE's ``raw.save(..., overwrite=True)`` does.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "default_file_mode"]
+__all__ = ["atomic_split_write", "atomic_write", "default_file_mode"]
 
 
 def default_file_mode() -> int:
@@ -69,3 +71,53 @@ def atomic_write(path, *, suffix: str = ".tmp") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def atomic_split_write(path, part_name: Callable[[int], str]) -> Iterator[Path]:
+    """Yield ``path``'s own name in a hidden folder beside it; on success move its parts into place.
+
+    For a writer that splits a large file into parts named after it, the first
+    naming the next (MNE's FIF writer beyond 2 GB: ``x_raw.fif``,
+    ``x_raw-1.fif``, ...): the parts must carry their final names when
+    written, so :func:`atomic_write`'s temp name would leave them under
+    names of its own. Every file written in the folder is moved into
+    ``path``'s folder, the other parts first and ``path`` last, so that
+    ``path`` appears only once its parts are in place; parts of an earlier,
+    longer file that this one does not replace are then removed.
+
+    Parameters
+    ----------
+    path : str or Path
+        The first part. A symbolic link is followed, as by :func:`atomic_write`.
+    part_name : callable
+        ``part_name(k)``: the name of part ``k`` (1, 2, ...) of ``path``.
+
+    Yields
+    ------
+    tmp : Path
+        Write here (its name is ``path``'s). If the block raises, the hidden
+        folder is removed and nothing beside ``path`` has changed.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The folder {str(folder)!r} of {str(path)!r} does not exist. Create it first, "
+            "or pass a path in an existing folder."
+        )
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else default_file_mode()
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=folder))
+    try:
+        yield staging / target.name
+        parts = sorted(p for p in staging.iterdir() if p.name != target.name)
+        for part in [*parts, staging / target.name]:
+            os.chmod(part, mode)
+            os.replace(part, folder / (target.name if part.name == target.name else part.name))
+        k = len(parts) + 1
+        while (folder / part_name(k)).is_file():
+            (folder / part_name(k)).unlink()
+            k += 1
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -34,7 +34,7 @@ from .artifacts import (
     reference_correlations,
     whole_epoch_peaks,
 )
-from .io.eeg import _check_fif_target, _save_fif_atomic, check_band
+from .io.eeg import _check_fif_target, check_band, save_fif
 from .io.raw import (
     annotation_labels,
     epochs_as_raw,
@@ -1184,7 +1184,7 @@ class MNEMixin:
         """
         # Refuse the target before computing the sources.
         path = _check_fif_target(path, overwrite)
-        return _save_fif_atomic(self.get_sources(raw, u=u), path)
+        return save_fif(self.get_sources(raw, u=u), path)
 
     def save_cleaned(self, raw, path, exclude=None, *, overwrite: bool = False, u=None) -> Path:
         """Write :meth:`apply` of ``raw`` to a FIF file, atomically.
@@ -1196,7 +1196,7 @@ class MNEMixin:
         path : Path
         """
         path = _check_fif_target(path, overwrite)
-        return _save_fif_atomic(self.apply(raw, exclude, u=u), path)
+        return save_fif(self.apply(raw, exclude, u=u), path)
 
 
 def _check_span(raw, start, duration) -> tuple[float, float]:

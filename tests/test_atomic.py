@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from sepkit._atomic import atomic_write
+from sepkit._atomic import atomic_split_write, atomic_write, default_file_mode
 
 
 def _mode(path):
@@ -56,3 +56,49 @@ def test_missing_folder_is_named(tmp_path):
         with atomic_write(tmp_path / "nodir" / "a.txt"):
             pass
     assert not (tmp_path / "nodir").exists()
+
+
+def _parts_writer(n_parts):
+    """A writer that splits its file as MNE does: x.fif, x-1.fif, ..., the first naming the next."""
+
+    def write(tmp):
+        for k in range(n_parts):
+            name = tmp.name if k == 0 else f"{tmp.stem}-{k}{tmp.suffix}"
+            (tmp.parent / name).write_text(f"part {k} of {n_parts}")
+
+    return write
+
+
+def _part(k):
+    return f"x-{k}.fif"
+
+
+def test_split_write_moves_every_part_under_its_own_name(tmp_path):
+    path = tmp_path / "x.fif"
+    with atomic_split_write(path, _part) as tmp:
+        assert tmp.name == "x.fif" and tmp.parent != tmp_path
+        _parts_writer(3)(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-1.fif", "x-2.fif", "x.fif"]
+    assert path.read_text() == "part 0 of 3" and (tmp_path / "x-2.fif").read_text() == "part 2 of 3"
+    assert stat.S_IMODE(path.stat().st_mode) == default_file_mode()
+    # A shorter file over it: the parts it does not replace go.
+    os.chmod(path, 0o640)
+    with atomic_split_write(path, _part) as tmp:
+        _parts_writer(1)(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fif"]
+    assert path.read_text() == "part 0 of 1" and stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_failed_split_write_changes_nothing(tmp_path):
+    path = tmp_path / "x.fif"
+    with atomic_split_write(path, _part) as tmp:
+        _parts_writer(2)(tmp)
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_split_write(path, _part) as tmp:
+            _parts_writer(3)(tmp)
+            raise RuntimeError("disk full")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
+    with pytest.raises(FileNotFoundError, match="Create it first"):
+        with atomic_split_write(tmp_path / "no" / "x.fif", _part):
+            pass

@@ -996,6 +996,29 @@ def test_write_raw_fif(sim, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short_raw.fif.gz", "sub-01_raw.fif"]
 
 
+def test_write_fif_beyond_the_split_size_writes_every_part(sim, tmp_path, monkeypatch):
+    import sepkit.io.eeg as eeg_io
+    from sepkit.io import write_epochs_fif
+    from sepkit.io.eeg import write_raw_fif
+
+    raw, _ = sim
+    long = mne.concatenate_raws([raw.copy() for _ in range(20)], verbose="error")
+    monkeypatch.setattr(eeg_io, "FIF_SPLIT_SIZE", "3MB")  # MNE's 2 GB, scaled down
+    path = write_raw_fif(long, tmp_path / "long_raw.fif")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0] == "long_raw-1.fif" and names[-1] == "long_raw.fif" and len(names) > 2
+    back = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    np.testing.assert_allclose(back.get_data(), long.get_data(), rtol=1e-6, atol=1e-12)
+    # Shorter, in one part, over it: no stale part is left beside it.
+    write_raw_fif(raw, path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long_raw.fif"]
+    epochs = mne.make_fixed_length_epochs(long, duration=2.0, preload=True, verbose="error")
+    write_epochs_fif(epochs, tmp_path / "long-epo.fif")
+    assert "long-epo-1.fif" in {p.name for p in tmp_path.iterdir()}
+    back = mne.read_epochs(tmp_path / "long-epo.fif", verbose="error")
+    assert len(back) == len(epochs)
+
+
 def test_plots_return_figures(fitted, sim, tmp_path):
     from matplotlib.figure import Figure
 

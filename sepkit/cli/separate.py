@@ -409,8 +409,10 @@ def _check_steps(args) -> None:
 def output_names(stem: str) -> re.Pattern:
     """Matches the file names of a whole output set of ``stem``, this run's or an earlier one's."""
     return re.compile(
-        re.escape(stem) + r"_(metrics\.json|model\.safetensors|s\d+\.wav|sources_(raw|epo)\.fif"
-        r"|cleaned_(raw|epo)\.fif|ica\.fif|sources\.png|training\.png|topographies\.png)"
+        re.escape(stem) + r"_(metrics\.json|model\.safetensors|s\d+\.wav"
+        # A FIF output beyond 2 GB comes in parts: STEM_sources_raw.fif, ..._raw-1.fif, ...
+        r"|sources_(raw|epo)(-\d+)?\.fif|cleaned_(raw|epo)(-\d+)?\.fif"
+        r"|ica\.fif|sources\.png|training\.png|topographies\.png)"
     )
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import atomic_split_write
 from .._check import RowMoments, check_float, check_option
 from .recording import Recording
 
@@ -540,12 +540,30 @@ def _check_fif_target(path, overwrite) -> Path:
     return path
 
 
-def _save_fif_atomic(raw, path: Path) -> Path:
-    """Save ``raw`` to a temp file beside ``path``, then rename it over ``path``."""
-    # The temp name keeps MNE's "_raw.fif" ending so MNE does not warn.
-    suffix = "_raw.fif.gz" if path.name.lower().endswith(".gz") else "_raw.fif"
-    with atomic_write(path, suffix=suffix) as tmp:
-        raw.save(tmp, overwrite=True, verbose="error")
+# MNE splits a FIF file larger than this into parts (x_raw.fif, x_raw-1.fif, ...),
+# the first naming the next; a module constant so that tests can split small files.
+FIF_SPLIT_SIZE = "2GB"
+
+
+def fif_part_name(path: Path):
+    """``part_name(k)``: MNE's name of part k of the split FIF file ``path``.
+
+    MNE's default ("neuromag") naming puts ``-k`` before the last suffix:
+    ``x_raw-1.fif``, ``y-epo-1.fif``, ``x_raw.fif-1.gz``.
+    """
+    stem, suffix = os.path.splitext(Path(path).name)
+    return lambda k: f"{stem}-{k}{suffix}"
+
+
+def save_fif(inst, path: Path) -> Path:
+    """Save a Raw or Epochs to ``path``, all its parts or none (:func:`sepkit._atomic.atomic_split_write`).
+
+    Beyond :data:`FIF_SPLIT_SIZE` MNE writes the file in parts; they are
+    written under their final names in a hidden folder beside ``path``, then
+    moved into place, ``path`` last.
+    """
+    with atomic_split_write(path, fif_part_name(path)) as tmp:
+        inst.save(tmp, overwrite=True, split_size=FIF_SPLIT_SIZE, verbose="error")
     return path
 
 
@@ -556,7 +574,10 @@ def write_raw_fif(raw, path, *, overwrite: bool = False) -> Path:
     ----------
     raw : mne.io.Raw
         E.g. the sources of ``IVAESeparator.get_sources`` or a cleaned
-        recording; it must fit in one file (MNE's 2 GB split is not used).
+        recording. Beyond 2 GB MNE writes it in parts (``x_raw.fif``,
+        ``x_raw-1.fif``, ...; ``mne.io.read_raw_fif`` of the first reads them
+        all); every part is written under its final name, and the first
+        moved into place last.
     path : str or Path
         Ends in ``.fif`` or ``.fif.gz`` (MNE convention: ``..._raw.fif``), in
         an existing folder.
@@ -574,7 +595,7 @@ def write_raw_fif(raw, path, *, overwrite: bool = False) -> Path:
     PosixPath('sub-01_clean_raw.fif')
     """
     _check_raw(raw)
-    return _save_fif_atomic(raw, _check_fif_target(path, overwrite))
+    return save_fif(raw, _check_fif_target(path, overwrite))
 
 
 def write_epochs_fif(epochs, path, *, overwrite: bool = False) -> Path:
@@ -584,7 +605,7 @@ def write_epochs_fif(epochs, path, *, overwrite: bool = False) -> Path:
     ----------
     epochs : mne.Epochs
         E.g. the sources of ``IVAESeparator.get_sources(epochs)`` or cleaned
-        epochs; they must fit in one file (MNE's 2 GB split is not used).
+        epochs. Beyond 2 GB in parts, as :func:`write_raw_fif` writes them.
     path : str or Path
         Ends in ``-epo.fif`` or ``_epo.fif`` (``.gz``), MNE's naming rule for
         Epochs, in an existing folder.
@@ -607,10 +628,7 @@ def write_epochs_fif(epochs, path, *, overwrite: bool = False) -> Path:
             f"'path' names an Epochs file, whose name ends in -epo.fif or _epo.fif (.gz) as "
             f"mne.read_epochs expects, got {path.name!r}. Pass e.g. 'sub-01_clean_epo.fif'."
         )
-    suffix = "_epo.fif.gz" if name.endswith(".gz") else "_epo.fif"
-    with atomic_write(path, suffix=suffix) as tmp:
-        epochs.save(tmp, overwrite=True, split_size="2GB", verbose="error")
-    return path
+    return save_fif(epochs, path)
 
 
 # --------------------------------------------------------------------------

@@ -476,6 +476,31 @@ def test_separate_sample_option_errors_are_one_line_before_any_work(tmp_path, ca
         assert not out.exists()
 
 
+def test_separate_eeg_output_beyond_the_split_size_moves_every_part(tmp_path, monkeypatch):
+    import mne
+
+    import sepkit.io.eeg as eeg_io
+    from sepkit.datasets import make_eeg
+
+    raw, _, _ = make_eeg(6, montage="biosemi32", duration=300.0, sample_rate=128.0,
+                         random_state=0)  # fmt: skip
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose="error")
+    monkeypatch.setattr(eeg_io, "FIF_SPLIT_SIZE", "3MB")  # MNE's 2 GB, scaled down
+    out = tmp_path / "out"
+    argv = ["separate", str(path), "--n-sources", "6", "-o", str(out), "--exclude", "0"]
+    assert main([*argv, "--quiet"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "rec_cleaned_raw-1.fif" in names and "rec_cleaned_raw.fif" in names, names
+    assert not [n for n in names if n.startswith(".")]
+    cleaned = mne.io.read_raw_fif(out / "rec_cleaned_raw.fif", verbose="error")
+    assert cleaned.n_times == raw.n_times
+    # A rerun whose output fits in one part replaces the earlier set's parts too.
+    raw.crop(0.0, 20.0).save(path, overwrite=True, verbose="error")
+    assert main([*argv, "--quiet", "--force"]) == 0
+    assert not [p.name for p in out.iterdir() if "-1.fif" in p.name]
+
+
 def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     import mne
 
