@@ -29,6 +29,24 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _target(path) -> tuple[Path, Path, int]:
+    """(file to replace, its folder, the mode it gets) for a write to ``path``.
+
+    A symbolic link is followed; the mode is the replaced file's, else
+    :func:`default_file_mode`. A missing folder is an error (nothing is created).
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The folder {str(folder)!r} of {str(path)!r} does not exist. Create it first, "
+            "or pass a path in an existing folder."
+        )
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else default_file_mode()
+    return target, folder, mode
+
+
 @contextmanager
 def atomic_write(path, *, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temp path in ``path``'s folder; on success rename it over ``path``.
@@ -53,15 +71,7 @@ def atomic_write(path, *, suffix: str = ".tmp") -> Iterator[Path]:
     FileNotFoundError
         When the folder of ``path`` does not exist (nothing is created).
     """
-    path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"The folder {str(folder)!r} of {str(path)!r} does not exist. Create it first, "
-            "or pass a path in an existing folder."
-        )
-    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else default_file_mode()
+    target, folder, mode = _target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=folder)
     os.close(fd)
     try:
@@ -99,15 +109,7 @@ def atomic_split_write(path, part_name: Callable[[int], str]) -> Iterator[Path]:
         Write here (its name is ``path``'s). If the block raises, the hidden
         folder is removed and nothing beside ``path`` has changed.
     """
-    path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"The folder {str(folder)!r} of {str(path)!r} does not exist. Create it first, "
-            "or pass a path in an existing folder."
-        )
-    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else default_file_mode()
+    target, folder, mode = _target(path)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=folder))
     try:
         yield staging / target.name
