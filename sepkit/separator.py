@@ -1423,6 +1423,11 @@ class _Rejection:
                 f"{type(X).__name__}. Pass the Raw, or leave the stretches to reject out "
                 "yourself (X[:, keep])."
             )
+        if reject is None and flat is None and tstep != 2.0:
+            raise ValueError(
+                f"tstep={tstep!r} sets the stretches that reject and flat judge, but neither "
+                "was given. Pass reject=dict(eeg=...) or flat=..., or drop tstep."
+            )
         return cls(by_annotation, _check_decim(decim), reject, flat, tstep)
 
     def apply(self, raw, data, rec, good):

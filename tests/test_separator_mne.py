@@ -1328,3 +1328,8 @@ def test_decim_reject_flat_errors(sim):
         lin.fit(raw, reject=dict(eog=1e-4))
     with pytest.raises(ValueError, match=r"decim must be None"):
         lin.fit(raw, decim=-1)
+    with pytest.raises(
+        ValueError,
+        match=r"tstep=5.0 sets the stretches that reject and flat judge, but neither was given. Pass reject=dict\(eeg=...\) or flat=..., or drop tstep.",
+    ):
+        lin.fit(raw, tstep=5.0)

@@ -98,6 +98,10 @@ _ADVICE = (
     ("source_model=None", "no --source-model"),
     ("decim=None", "no --decim"),
     (
+        "Pass reject=dict(eeg=...) or flat=..., or drop tstep.",
+        "Pass --reject eeg=... or --flat ..., or drop --tstep.",
+    ),
+    (
         "reject and flat need the channel types of an MNE Raw, but X is a Recording. Pass "
         "the Raw, or leave the stretches to reject out yourself (X[:, keep]).",
         "--reject and --flat judge EEG channels by type; this input is audio. Drop them.",

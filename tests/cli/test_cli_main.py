@@ -462,6 +462,8 @@ def test_separate_sample_option_errors_are_one_line_before_any_work(tmp_path, ca
          "--reject eeg=150e-6,eog=250e-6), got 'eeg'."),
         (["--flat", "eeg=1e-9;eog=1"], "--flat takes TYPE=VOLTS pairs"),
         (["--decim", "0"], "--decim must be >= 1 (fit on every N-th sample), got 0."),
+        (["--tstep", "5"], "rec_raw.fif: --tstep 5.0 sets the stretches that reject and flat "
+         "judge, but neither was given. Pass --reject eeg=... or --flat ..., or drop --tstep."),
         (["--reject", "ecg=1e-3"], "rec_raw.fif: --reject has the key 'ecg', but no fitted "
          "channel is of that type (the fitted channels are of type(s) ['eeg']). Drop the key "
          "(the command line fits the EEG channels)."),
