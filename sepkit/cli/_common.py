@@ -188,6 +188,29 @@ def fit_sample_kwargs(args) -> dict:
     )
 
 
+def sample_line(name: str, info: dict, args, X) -> str | None:
+    """``NAME: fitted on N of M samples (--decim 3, --reject eeg=0.00015)``, or None.
+
+    Said when --decim, --reject or --flat was given: how much of the
+    recording the fit kept (``X``: what was fitted; a streamed input's excerpt).
+    """
+    given = [
+        f"--{key} {getattr(args, key)}"
+        for key in ("decim", "reject", "flat")
+        if getattr(args, key, None) is not None
+    ]
+    n_fitted = info.get("n_samples_fitted")
+    if not given or n_fitted is None:
+        return None
+    if hasattr(X, "n_times"):  # a Raw
+        total = X.n_times
+    elif hasattr(X, "get_data"):  # Epochs, fitted end to end
+        total = len(X) * len(X.times)
+    else:  # a Recording
+        total = X.data.shape[1]
+    return f"{name}: fitted on {n_fitted} of {total} samples ({', '.join(given)})"
+
+
 def model_options(args) -> dict:
     """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
     return dict(

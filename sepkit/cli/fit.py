@@ -39,6 +39,7 @@ from ._common import (
     model_options,
     read_input,
     remove_empty_folders,
+    sample_line,
     say,
     show_progress,
     write_json,
@@ -118,6 +119,8 @@ def run(args) -> int:
         remove_empty_folders(made)
         raise
     say(args, model_line(Path(args.input).name, info))
+    if line := sample_line(Path(args.input).name, info, args, X):
+        say(args, line)
     print(f"fitted {sep.n_sources} sources in {info['seconds']:.1f} s -> {out}")
     return 0
 

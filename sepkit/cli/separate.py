@@ -77,6 +77,7 @@ from ._common import (
     naming_input,
     read_input,
     remove_empty_folders,
+    sample_line,
     say,
     show_progress,
     stem_of,
@@ -490,6 +491,9 @@ def run(args) -> int:
             result.t0 = t0
             _write_one(args, out, item, sep if fits else None, result, keep)
             say(args, model_line(item.path.name, result.info))
+            fitted_on = item.excerpt if item.excerpt is not None else item.X
+            if fits and (line := sample_line(item.path.name, result.info, args, fitted_on)):
+                say(args, line)
             if "excluded" in result.info:
                 say(args, removal_line(item.path.name, result.info))
             seconds = result.info["seconds"]

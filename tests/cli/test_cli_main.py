@@ -443,8 +443,11 @@ def test_separate_eeg_decim_and_reject_as_ica_fit(tmp_path, capsys):
     raw._data[:6, 1000] += 1e-3  # a jump in the stretch [6, 8) s of the first channels
     raw.save(path, overwrite=True, verbose="error")
     out = tmp_path / "thin"
-    argv = ["separate", str(path), "--n-sources", "6", "-o", str(out), "--quiet"]
+    argv = ["separate", str(path), "--n-sources", "6", "-o", str(out)]
     assert main(argv + ["--decim", "2", "--reject", "eeg=5e-4", "--tstep", "2"]) == 0
+    said = capsys.readouterr().err
+    assert f"rec_raw.fif: fitted on {(raw.n_times - 256) // 2} of {raw.n_times} samples " in said
+    assert "(--decim 2, --reject eeg=5e-4)" in said
     info = json.loads((out / "rec_metrics.json").read_text())
     expected = IVAESeparator(6, device="cpu").fit(raw, decim=2, reject=dict(eeg=5e-4))
     # The stretch [6, 8) s (256 samples) left out, every other sample of the rest fitted.
