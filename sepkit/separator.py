@@ -768,8 +768,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             those events. For other event labelling pass
             ``sepkit.io.labels_from_events(raw, events, event_id)[0]``.
         picks : str or list or None
-            Channels of an MNE Raw to fit: a channel type, a list of names, or
-            None for ``"eeg"``. Channels in ``raw.info["bads"]`` are left out,
+            Channels of an MNE Raw to fit: a channel type, a list of names, a
+            list of types (``["eeg", "eog"]``, as MNE), or None for ``"eeg"``. Channels in ``raw.info["bads"]`` are left out,
             and so are EOG/ECG-typed channels unless picked.
         reject_by_annotation : bool
             Raw only: leave the samples under bad annotations (descriptions

@@ -217,7 +217,8 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
     """Indices of ``picks`` in ``raw``, with a clear error when none remain.
 
     ``picks`` is a channel type (``"eeg"``, ``"eog"``, ...), one channel name,
-    a list of channel names, or None for every channel.
+    a list of channel names, a list of channel types (as MNE takes them:
+    ``["eeg", "eog"]``, in the recording's order), or None for every channel.
     """
     types = raw.get_channel_types()
     if picks is None:
@@ -237,8 +238,18 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
             raise TypeError(
                 f"'picks' must be a channel type, a list of channel names or None, got {picks!r}."
             )
-        _check_names_present(raw, names, "picks", "the recording")
-        idx = [raw.ch_names.index(name) for name in names]
+        kinds = [n for n in names if n in _CHANNEL_TYPES and n not in raw.ch_names]
+        if kinds and len(kinds) == len(names):
+            idx = [i for i, kind in enumerate(types) if kind in names]  # MNE's list of types
+        elif kinds:
+            raise ValueError(
+                f"'picks' mixes channel types {kinds} with channel names "
+                f"{[n for n in names if n not in kinds]}; pass a list of types or a list of "
+                "names, as MNE takes them."
+            )
+        else:
+            _check_names_present(raw, names, "picks", "the recording")
+            idx = [raw.ch_names.index(name) for name in names]
     if exclude_bads:
         idx = [i for i in idx if raw.ch_names[i] not in raw.info["bads"]]
     if not idx:

@@ -209,6 +209,13 @@ def test_read_eeg_picks_drops_other_types(tmp_path):
     assert read_eeg(path).ch_names == ["Fz", "Cz"]
     assert read_eeg(path, picks=["Cz", "EOG"]).ch_names == ["Cz", "EOG"]
     assert read_eeg(path, picks=None).ch_names == ["Fz", "Cz", "EOG", "STI"]
+    # A list of channel types, as MNE takes it: the recording's order, not the list's.
+    assert read_eeg(path, picks=["eog", "eeg"]).ch_names == ["Fz", "Cz", "EOG"]
+    with pytest.raises(
+        ValueError,
+        match=r"'picks' mixes channel types \['eeg'\] with channel names \['Cz'\]; pass a list of types or a list of names",
+    ):
+        read_eeg(path, picks=["eeg", "Cz"])
 
 
 def test_unknown_extension_lists_supported(tmp_path):
