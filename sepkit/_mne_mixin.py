@@ -109,12 +109,14 @@ class MNEMixin:
             out.append(int(k))
         return sorted(set(out))
 
-    def _excluded(self, exclude) -> list[int]:
-        """The sources apply removes: ``exclude`` and ``self.exclude`` together, as MNE."""
-        chosen = self._check_exclude(getattr(self, "exclude", []), "sep.exclude")
-        if exclude is None:
-            return chosen
-        return sorted(set(chosen) | set(self._check_exclude(exclude)))
+    def _excluded(self, exclude, include=None) -> list[int]:
+        """The sources apply removes: ``exclude``, ``self.exclude`` and all but ``include``, as MNE."""
+        chosen = set(self._check_exclude(getattr(self, "exclude", []), "sep.exclude"))
+        if exclude is not None:
+            chosen |= set(self._check_exclude(exclude))
+        if include is not None and len(include) > 0:  # MNE: None or [] keeps every source
+            chosen |= set(range(self.n_sources)) - set(self._check_exclude(include, "include"))
+        return sorted(chosen)
 
     def _raw_u(self, raw, u):
         """u for a Raw at inference: "annotations" / "events" (given, or as in fit) -> labels."""
@@ -204,7 +206,7 @@ class MNEMixin:
                 sources.crop(tmin)
         return sources
 
-    def apply(self, raw, exclude=None, *, copy: bool = True, u=None):
+    def apply(self, raw, exclude=None, *, include=None, copy: bool = True, u=None):
         """Remove the sources ``exclude`` from ``raw``, like ``ICA.apply``.
 
         The cleaned data are ``X - (f(S) - f(S'))`` with ``f`` the decoder,
@@ -230,6 +232,10 @@ class MNEMixin:
             Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
             besides those in ``self.exclude``, as ``ICA.apply`` does; None
             removes ``self.exclude`` alone.
+        include : None or list of int
+            As ``ICA.apply``'s: the sources to keep; every other one is removed
+            too (with ``exclude`` and ``self.exclude``). None or ``[]``: no
+            effect, as in MNE.
         copy : bool
             Return a cleaned copy (default). False cleans ``raw`` in place
             (it must be preloaded) and returns it, as MNE does.
@@ -242,11 +248,11 @@ class MNEMixin:
             As the input: the fitted channels cleaned, every other channel
             unchanged.
         """
+        self._check_fitted()
+        exclude = self._excluded(exclude, include)
         if is_epochs_or_evoked(raw):
             return self._clean_segments(raw, exclude, copy=copy, u=u)
         _check_raw_arg(raw)
-        self._check_fitted()
-        exclude = self._excluded(exclude)
         check_option("copy", copy, (True, False))
         if not copy and not raw.preload:
             raise ValueError(

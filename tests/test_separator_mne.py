@@ -238,6 +238,33 @@ def test_apply_in_place_and_bad_exclude(fitted, sim):
         fitted.apply(raw, exclude=[1.5])
 
 
+def test_apply_include_keeps_only_those_sources_as_mne(linear, sim):
+    raw, _ = sim
+    others = [k for k in range(N_SOURCES) if k not in (1, 4)]
+    np.testing.assert_array_equal(
+        linear.apply(raw, include=[1, 4]).get_data(), linear.apply(raw, others).get_data()
+    )
+    # With exclude too, both apply; None or [] keep every source, as in MNE.
+    np.testing.assert_array_equal(
+        linear.apply(raw, [4], include=[1, 4]).get_data(),
+        linear.apply(raw, [k for k in range(N_SOURCES) if k != 1]).get_data(),
+    )
+    np.testing.assert_array_equal(linear.apply(raw, include=[]).get_data(), raw.get_data())
+    # The exported ICA agrees (up to the removed sources' means, which MNE's apply
+    # removes with them and ours keeps: a constant per channel).
+    ica = linear.to_mne_ica()
+    theirs = ica.apply(raw.copy(), include=[1, 4], verbose="error").get_data(picks="eeg")
+    ours = linear.apply(raw, include=[1, 4]).get_data(picks="eeg")
+    centred = [a - a.mean(axis=1, keepdims=True) for a in (theirs, ours)]
+    np.testing.assert_allclose(*centred, rtol=0, atol=1e-4 * np.abs(ours).max())
+    epochs = _epochs(raw)
+    np.testing.assert_array_equal(
+        linear.apply(epochs, include=[1, 4]).get_data(), linear.apply(epochs, others).get_data()
+    )
+    with pytest.raises(ValueError, match=r"'include' holds source index 9 .* allowed indices"):
+        linear.apply(raw, include=[9])
+
+
 def test_exclude_attribute_like_ica_exclude(fitted, sim, tmp_path):
     raw, _ = sim
     sep = copy.deepcopy(fitted)  # the module's fitted separator stays as it is
