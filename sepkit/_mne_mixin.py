@@ -608,9 +608,14 @@ class MNEMixin:
         if isinstance(threshold, str) and threshold == "auto":
             threshold = 0.5 if measure == "correlation" else 3.0
         elif measure == "correlation":
-            threshold = check_float(
-                "threshold", threshold, min_value=0.0, max_value=1.0, strict_min=True
-            )
+            threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
+            if threshold > 1.0:  # e.g. MNE's z-score threshold of 3.0 in a script of theirs
+                raise ValueError(
+                    f"threshold={threshold:g} with measure='correlation' (sepkit's default): "
+                    "the threshold is then an absolute correlation, in (0, 1]. For MNE's "
+                    "z-score threshold pass measure='zscore' (MNE's default measure), or a "
+                    "correlation such as threshold=0.5."
+                )
         else:
             threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
         if measure == "zscore":

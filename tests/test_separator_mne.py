@@ -927,7 +927,10 @@ def test_find_bads_eog_bad_arguments(fitted, sim):
         fitted.find_bads_eog(raw, ch_name="VEOG")
     with pytest.raises(TypeError, match="'ch_name' must be None, a channel name or a list"):
         fitted.find_bads_eog(raw, ch_name=[1])
-    with pytest.raises(ValueError, match="'threshold' must be <= 1.0, got 2.0"):
+    with pytest.raises(
+        ValueError,
+        match=r"threshold=2 with measure='correlation' \(sepkit's default\): the threshold is then an absolute correlation, in \(0, 1\]. For MNE's z-score threshold pass measure='zscore'",
+    ):
         fitted.find_bads_eog(raw, threshold=2.0)
     with pytest.raises(
         ValueError, match=r"h_freq=100 Hz must be below the Nyquist frequency \(64 Hz\)"
