@@ -624,7 +624,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         (``precision``), so that a model trained in bf16 on a GPU loads and
         runs on a CPU.
         """
-        check_int("n_sources", self.n_sources, min_value=1)
+        _check_n_sources(self.n_sources)
         check_option("prior", self.prior, ("auto", *PRIORS, *LINEAR_PRIORS))
         check_option("posterior", self.posterior, ("auto", *POSTERIORS))
         check_int("n_hidden", self.n_hidden, min_value=1)
@@ -1468,6 +1468,18 @@ def _warn_filtering(raw, mixing, highpass) -> None:
             else ""
         )
         warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
+
+
+def _check_n_sources(n_sources) -> None:
+    """``n_sources``: a whole number >= 1; MNE's other forms of n_components get the fix."""
+    if n_sources is None or (isinstance(n_sources, float) and 0 < n_sources < 1):
+        raise TypeError(
+            f"'n_sources' must be an integer, got {n_sources!r}: the iVAE fits a given number "
+            "of sources, where MNE's ICA(n_components=None or a share of variance) chooses "
+            "one from a PCA. Pass the count, e.g. the data's rank, mne.compute_rank(raw)['eeg'] "
+            "(the most a fit can take), or fewer."
+        )
+    check_int("n_sources", n_sources, min_value=1)
 
 
 def _check_decim(decim) -> int:

@@ -221,7 +221,15 @@ def test_rank_deficient_data_is_handled():
         (dict(kernel_size=4), "'kernel_size' must be odd", ValueError),
         (dict(n_steps=0), "'n_steps' must be >= 1, got 0", ValueError),
         (dict(lr=-1.0), "'lr' must be > 0.0", ValueError),
-        (dict(n_sources=2.5), "'n_sources' must be an integer", TypeError),
+        (dict(n_sources=2.5), "'n_sources' must be an integer, got 2.5 (float)", TypeError),
+        (
+            dict(n_sources=0.99),
+            "'n_sources' must be an integer, got 0.99: the iVAE fits a given number of sources, "
+            "where MNE's ICA(n_components=None or a share of variance) chooses one from a "
+            "PCA. Pass the count, e.g. the data's rank, mne.compute_rank(raw)",
+            TypeError,
+        ),
+        (dict(n_sources=None), "'n_sources' must be an integer, got None: the iVAE", TypeError),
         (dict(device="tpu"), "Invalid value for the 'device' parameter", ValueError),
         (dict(device="cuda:x"), r"'cuda:N', but got 'cuda:x' instead", ValueError),
         (dict(device=0), "'device' must be a string such as 'auto'", TypeError),
