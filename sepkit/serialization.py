@@ -70,9 +70,16 @@ def check_model_path(path, what: str = "path") -> Path:
     """
     path = Path(path)
     if path.suffix != MODEL_SUFFIX:
+        # MNE's ICA file: a linear separator exports to one (to_mne_ica), but saves as its own.
+        ica = (
+            " For an MNE ICA file of a linear separator, save its export: "
+            "sep.to_mne_ica().save(path)."
+            if path.name.lower().endswith(("-ica.fif", "_ica.fif", "-ica.fif.gz", "_ica.fif.gz"))
+            else ""
+        )
         raise ValueError(
             f"{what} must end in {MODEL_SUFFIX} (a separator is saved as a safetensors "
-            f"file), got {str(path)!r}. Name it e.g. {path.stem or 'model'}{MODEL_SUFFIX}."
+            f"file), got {str(path)!r}. Name it e.g. {path.stem or 'model'}{MODEL_SUFFIX}.{ica}"
         )
     return path
 

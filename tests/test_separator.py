@@ -144,6 +144,11 @@ def test_reproducible_and_save_load(tmp_path, fitted, linear_data):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sep.safetensors"]  # no temp left
     with pytest.raises(ValueError, match=r"path must end in .safetensors .*got '.*sep.pt'"):
         fitted.save(tmp_path / "sep.pt")
+    with pytest.raises(
+        ValueError,
+        match=r"For an MNE ICA file of a linear separator, save its export: sep.to_mne_ica\(\).save\(path\).",
+    ):
+        fitted.save(tmp_path / "sub-01-ica.fif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sep.safetensors"]
 
 

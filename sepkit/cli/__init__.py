@@ -98,6 +98,10 @@ _ADVICE = (
     ("source_model=None", "no --source-model"),
     ("decim=None", "no --decim"),
     (
+        "For an MNE ICA file of a linear separator, save its export: sep.to_mne_ica().save(path).",
+        "For an MNE ICA file, pass sepkit separate ... --save-ica NAME-ica.fif.",
+    ),
+    (
         "Pass reject=dict(eeg=...) or flat=..., or drop tstep.",
         "Pass --reject eeg=... or --flat ..., or drop --tstep.",
     ),
