@@ -211,6 +211,26 @@ def sample_line(name: str, info: dict, args, X) -> str | None:
     return f"{name}: fitted on {n_fitted} of {total} samples ({', '.join(given)})"
 
 
+def drop_bad_epochs(args, name: str, epochs, sample_kwargs: dict):
+    """The epochs to fit on: with --reject / --flat, those ``drop_bad`` keeps, as MNE users do.
+
+    fit's own ``reject`` / ``flat`` judge stretches of a Raw; for Epochs the
+    command line drops whole epochs instead. The sources and cleaned epochs
+    are still written for every epoch.
+    """
+    reject, flat = sample_kwargs["reject"], sample_kwargs["flat"]
+    if reject is None and flat is None:
+        return epochs
+    kept = epochs.copy().drop_bad(reject=reject, flat=flat, verbose="error")
+    if len(kept) == 0:
+        raise ValueError(
+            f"--reject / --flat dropped every one of the {len(epochs)} epochs, so nothing is "
+            "left to fit. Check the thresholds' unit (volts for EEG: 150e-6 is 150 uV)."
+        )
+    say(args, f"{name}: fitting on {len(kept)} of {len(epochs)} epochs (--reject/--flat)")
+    return kept
+
+
 def model_options(args) -> dict:
     """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
     return dict(

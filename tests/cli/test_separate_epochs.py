@@ -135,3 +135,40 @@ def test_fit_takes_epochs(epochs_file, tmp_path, capsys):
     assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sub-01-epo.fif holds MNE Epochs, and --init continues" in err
+
+
+def test_reject_drops_whole_epochs_from_the_fit(epochs_file, tmp_path, capsys):
+    epochs, _, path = epochs_file
+    # The threshold between the epochs' peak-to-peak amplitudes: some are dropped.
+    ptp = np.ptp(epochs.get_data(picks="eeg"), axis=-1).max(axis=-1)
+    threshold = float(np.median(ptp))
+    kept = epochs.copy().drop_bad(reject=dict(eeg=threshold), verbose="error")
+    assert 0 < len(kept) < len(epochs)
+    out = tmp_path / "out"
+    argv = ["separate", str(path), "--n-sources", "6", "-o", str(out)]
+    assert main([*argv, "--reject", f"eeg={threshold!r}"]) == 0
+    said = capsys.readouterr().err
+    assert f"sub-01-epo.fif: fitting on {len(kept)} of {len(epochs)} epochs" in said
+    info = json.loads((out / "sub-01_metrics.json").read_text())
+    assert info["n_samples_fitted"] == len(kept) * len(epochs.times)
+    assert info["reject"] == {"eeg": threshold}
+    sep = IVAESeparator.load(out / "sub-01_model.safetensors")
+    again = IVAESeparator(6, random_state=0).fit(kept)
+    np.testing.assert_allclose(again.get_components(), sep.get_components(), rtol=1e-4, atol=1e-6)
+    # Sources for every epoch, the dropped ones too.
+    assert len(mne.read_epochs(out / "sub-01_sources_epo.fif", verbose="error")) == len(epochs)
+    # sepkit fit drops them alike; a threshold that drops every epoch is one line.
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", str(path), "--n-sources", "6", "-o", str(model), "--quiet",
+                 "--reject", f"eeg={threshold!r}"]) == 0  # fmt: skip
+    np.testing.assert_allclose(
+        IVAESeparator.load(model).get_components(), sep.get_components(), rtol=1e-6
+    )
+    capsys.readouterr()
+    assert main([*argv, "--quiet", "--force", "--flat", "eeg=1.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"sepkit separate: error: sub-01-epo.fif: --reject / --flat dropped every one of the "
+        f"{len(epochs)} epochs, so nothing is left to fit. Check the thresholds' unit (volts "
+        "for EEG: 150e-6 is 150 uV)."
+    )
