@@ -138,7 +138,8 @@ def add_sample_options(p) -> None:
         default=None,
         metavar="TYPE=V,...",
         help="EEG: leave out of the fit each --tstep stretch where a channel of TYPE spans "
-        "more than V peak to peak (volts: eeg=150e-6), as ICA.fit(reject=...)",
+        "more than V peak to peak (volts: eeg=150e-6), as ICA.fit(reject=...); a file of "
+        "Epochs: each such epoch, as epochs.drop_bad(reject=...)",
     )
     p.add_argument(
         "--flat",
