@@ -1499,9 +1499,10 @@ def _check_decim_family(decim: int, module) -> None:
     if decim > 1 and not getattr(module, "DECIM", False):
         raise ValueError(
             f"decim={decim} thins the samples of the linear families (mixing='linear' or "
-            "'post-nonlinear', the EEG default), whose likelihood is a sum over samples; "
-            f"the {module.NAME!r} family chosen here learns the time course and does not take "
-            "it. Pass decim=None, or mixing='linear'."
+            "mixing='post-nonlinear', the EEG default), whose likelihood is a sum over "
+            f"samples; the {module.NAME!r} family chosen here models the signal over time "
+            "(windows or STFT frames), not sample by sample, and does not take it. Pass "
+            "decim=None (or mixing='linear' where the mixing is instantaneous, as in EEG)."
         )
 
 
