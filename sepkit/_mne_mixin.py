@@ -171,7 +171,8 @@ class MNEMixin:
             their samples have no window of the recording.
         start, stop : float or None
             Raw only: time span to return, in seconds from the first sample
-            of ``raw``; ``stop`` is exclusive. None: from the start / to the
+            of ``raw``; ``stop`` is exclusive. A whole number other than 0
+            is refused: ``ICA.get_sources`` reads an int as a sample index. None: from the start / to the
             end. The whole recording is encoded first, because the default u
             (the window index) counts windows from its first sample.
         u : None, "annotations", "events" or ndarray, shape (n_times,)
@@ -190,9 +191,9 @@ class MNEMixin:
             return self._segment_sources(raw, start=start, stop=stop, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
-        tmin = 0.0 if start is None else check_float("start", start, min_value=0.0)
+        tmin = 0.0 if start is None else _seconds("start", start, raw)
         duration = raw.n_times / raw.info["sfreq"]
-        tmax = duration if stop is None else check_float("stop", stop, min_value=0.0)
+        tmax = duration if stop is None else _seconds("stop", stop, raw)
         if not tmin < tmax <= duration:
             raise ValueError(
                 f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy "
@@ -1396,3 +1397,20 @@ def like_segments(data, info, inst):
         data, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
         metadata=inst.metadata, verbose="error",
     )  # fmt: skip
+
+
+def _seconds(name: str, value, raw) -> float:
+    """``start`` / ``stop`` of get_sources in seconds; a non-zero int is refused.
+
+    ``ICA.get_sources`` reads an int as a sample index and a float as
+    seconds; taking an MNE script's ``start=1000`` as 1000 s would return
+    the wrong span without a word.
+    """
+    if isinstance(value, Integral) and not isinstance(value, bool) and value != 0:
+        rate = raw.info["sfreq"]
+        raise TypeError(
+            f"{name}={value} is a whole number: sepkit takes {name} in seconds, where "
+            f"ICA.get_sources reads an int as a sample index. Pass seconds as a float: "
+            f"{float(value)} for {value} s, or {value / rate:g} for sample {value} at {rate:g} Hz."
+        )
+    return check_float(name, value, min_value=0.0)

@@ -170,6 +170,15 @@ def test_get_sources_start_stop_in_seconds(fitted, sim):
     np.testing.assert_allclose(tail.get_data(), full[:, int(29.0 * SAMPLE_RATE) :])
     with pytest.raises(ValueError, match=r"must satisfy 0 <= start < stop <= 30 s"):
         fitted.get_sources(raw, start=4.0, stop=3.0)
+    # An MNE script's sample index is refused, not read as seconds; 0 is 0 either way.
+    with pytest.raises(
+        TypeError,
+        match=r"start=256 is a whole number: sepkit takes start in seconds, where ICA.get_sources reads an int as a sample index. Pass seconds as a float: 256.0 for 256 s, or 2 for sample 256 at 128 Hz.",
+    ):
+        fitted.get_sources(raw, start=256)
+    np.testing.assert_allclose(
+        fitted.get_sources(raw, start=0, stop=4.5).get_data(), full[:, :stop]
+    )
     with pytest.raises(TypeError, match="'raw' must be an mne.io.Raw"):
         fitted.get_sources(raw.get_data())
 
