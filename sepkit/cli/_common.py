@@ -27,11 +27,11 @@ _UNNAMED_ERRORS = (ValueError, TypeError, RuntimeError, FloatingPointError)
 def naming_input(path: Path):
     """Prefix a user error raised inside with ``path``'s name, so a run of many inputs says which.
 
-    The estimator words its checks for Python (``X is silent ...``, ``Recording
-    data contains ...``, ``The Raw lacks ...``); a command-line user gave a file, so the message names it
-    and says "the recording". An error that already names the file, and an
-    exception type of its own (whose constructor may take other arguments), pass
-    unchanged.
+    The estimator words its checks for Python (``X is silent ...``,
+    ``Recording data contains ...``, ``The Raw lacks ...``); a command-line
+    user gave a file, so the message names it and says "the recording". An
+    error that already names the file, and an exception type of its own
+    (whose constructor may take other arguments), pass unchanged.
     """
     try:
         yield
