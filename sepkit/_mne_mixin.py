@@ -37,6 +37,7 @@ from .artifacts import (
 from .io.eeg import _check_fif_target, check_band, save_fif
 from .io.raw import (
     annotation_labels,
+    check_seconds,
     epochs_as_raw,
     event_labels,
     is_epochs_or_evoked,
@@ -191,9 +192,9 @@ class MNEMixin:
             return self._segment_sources(raw, start=start, stop=stop, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
-        tmin = 0.0 if start is None else _seconds("start", start, raw)
+        tmin = 0.0 if start is None else check_seconds("start", start, raw)
         duration = raw.n_times / raw.info["sfreq"]
-        tmax = duration if stop is None else _seconds("stop", stop, raw)
+        tmax = duration if stop is None else check_seconds("stop", stop, raw)
         if not tmin < tmax <= duration:
             raise ValueError(
                 f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy "
@@ -1397,20 +1398,3 @@ def like_segments(data, info, inst):
         data, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
         metadata=inst.metadata, verbose="error",
     )  # fmt: skip
-
-
-def _seconds(name: str, value, raw) -> float:
-    """``start`` / ``stop`` of get_sources in seconds; a non-zero int is refused.
-
-    ``ICA.get_sources`` reads an int as a sample index and a float as
-    seconds; taking an MNE script's ``start=1000`` as 1000 s would return
-    the wrong span without a word.
-    """
-    if isinstance(value, Integral) and not isinstance(value, bool) and value != 0:
-        rate = raw.info["sfreq"]
-        raise TypeError(
-            f"{name}={value} is a whole number: sepkit takes {name} in seconds, where "
-            f"ICA.get_sources reads an int as a sample index. Pass seconds as a float: "
-            f"{float(value)} for {value} s, or {value / rate:g} for sample {value} at {rate:g} Hz."
-        )
-    return check_float(name, value, min_value=0.0)

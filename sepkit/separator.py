@@ -44,6 +44,7 @@ from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
     check_ptp_thresholds,
+    check_seconds,
     epochs_as_raw,
     is_epochs_or_evoked,
     picked_info,
@@ -736,6 +737,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         *,
         picks=None,
         reject_by_annotation: bool = True,
+        start: float | None = None,
+        stop: float | None = None,
         decim: int | None = None,
         reject: dict | None = None,
         flat: dict | None = None,
@@ -777,6 +780,13 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             not enter the channel means, the whitening, or any training chunk
             (chunks overlapping them are never drawn); ``transform`` still
             separates them.
+        start, stop : float or None
+            Raw only, as ``ICA.fit``'s: fit on the span from ``start`` to
+            ``stop`` (exclusive), in seconds from the first sample of ``raw``
+            (None: from the start / to the end); the samples outside it are
+            left out as BAD annotations are, so u still counts the windows
+            from the recording's start. A whole number other than 0 is
+            refused: MNE reads an int as a sample index.
         decim : int or None
             Fit on every ``decim``-th sample only (of those not left out), as
             ``ICA.fit(..., decim=3)``: the whitening still sees every sample,
@@ -825,7 +835,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         -------
         self : IVAESeparator
         """
-        rejection = _Rejection.of(X, reject_by_annotation, decim, reject, flat, tstep)
+        rejection = _Rejection.of(
+            X, reject_by_annotation, decim, (reject, flat, tstep), (start, stop)
+        )
         if is_epochs_or_evoked(X):
             X, u = epochs_as_raw(X, u)
         with self._family_settings():
@@ -1407,10 +1419,21 @@ class _Rejection:
     reject: dict | None
     flat: dict | None
     tstep: float
+    span: tuple = (None, None)  # fit's start and stop (seconds)
 
     @classmethod
-    def of(cls, X, by_annotation, decim, reject, flat, tstep) -> _Rejection:
-        """fit's arguments, checked against the kind of ``X``."""
+    def of(cls, X, by_annotation, decim, thresholds, span) -> _Rejection:
+        """fit's arguments, checked against the kind of ``X``.
+
+        ``thresholds``: (reject, flat, tstep); ``span``: (start, stop).
+        """
+        reject, flat, tstep = thresholds
+        if span != (None, None) and (is_epochs_or_evoked(X) or not _is_mne_raw(X)):
+            raise ValueError(
+                f"start and stop choose a span of a Raw, but X is a {type(X).__name__}. "
+                "Crop it first (raw.crop, epochs[...], X[:, a:b]) and pass start=None, "
+                "stop=None."
+            )
         if (reject is not None or flat is not None) and is_epochs_or_evoked(X):
             raise ValueError(
                 "reject and flat judge stretches of a continuous Raw; for Epochs, drop "
@@ -1428,10 +1451,18 @@ class _Rejection:
                 f"tstep={tstep!r} sets the stretches that reject and flat judge, but neither "
                 "was given. Pass reject=dict(eeg=...) or flat=..., or drop tstep."
             )
-        return cls(by_annotation, _check_decim(decim), reject, flat, tstep)
+        return cls(by_annotation, _check_decim(decim), reject, flat, tstep, span)
 
     def apply(self, raw, data, rec, good):
-        """``good`` (the annotations' mask) less the stretches ``reject`` / ``flat`` refuse."""
+        """``good`` (the annotations' mask) less what start / stop and reject / flat leave out."""
+        if self.span != (None, None):
+            good = good & _span_mask(raw, *self.span)
+            if not good.any():
+                raise ValueError(
+                    f"start={self.span[0]!r} and stop={self.span[1]!r} hold no sample "
+                    "outside BAD annotations. Choose another span, or "
+                    "reject_by_annotation=False."
+                )
         if self.reject is None and self.flat is None:
             return good
         types = raw.get_channel_types(picks=list(rec.ch_names))
@@ -1468,6 +1499,22 @@ def _warn_filtering(raw, mixing, highpass) -> None:
             else ""
         )
         warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
+
+
+def _span_mask(raw, start, stop) -> np.ndarray:
+    """True from ``start`` to ``stop`` (seconds, exclusive) of ``raw``, as ICA.fit's span."""
+    duration = raw.n_times / raw.info["sfreq"]
+    tmin = 0.0 if start is None else check_seconds("start", start, raw)
+    tmax = duration if stop is None else check_seconds("stop", stop, raw)
+    if not tmin < tmax <= duration:
+        raise ValueError(
+            f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy 0 <= start < stop "
+            f"<= {duration:g} s (the length of raw)."
+        )
+    mask = np.zeros(raw.n_times, dtype=bool)
+    rate = raw.info["sfreq"]
+    mask[int(round(tmin * rate)) : int(round(tmax * rate))] = True
+    return mask
 
 
 def _check_n_sources(n_sources) -> None:

@@ -173,7 +173,7 @@ def test_get_sources_start_stop_in_seconds(fitted, sim):
     # An MNE script's sample index is refused, not read as seconds; 0 is 0 either way.
     with pytest.raises(
         TypeError,
-        match=r"start=256 is a whole number: sepkit takes start in seconds, where ICA.get_sources reads an int as a sample index. Pass seconds as a float: 256.0 for 256 s, or 2 for sample 256 at 128 Hz.",
+        match=r"start=256 is a whole number: sepkit takes start in seconds, where MNE's ICA reads an int as a sample index. Pass seconds as a float: 256.0 for 256 s, or 2 for sample 256 at 128 Hz.",
     ):
         fitted.get_sources(raw, start=256)
     np.testing.assert_allclose(
@@ -1310,6 +1310,46 @@ def test_reject_leaves_out_what_a_bad_annotation_would(sim):
     blind = IVAESeparator(N_SOURCES, **lin).fit(garbage)  # the jump is in the fit
     assert blind.n_samples_ == good.sum()
     assert not np.allclose(blind.mean_, by_annotation.mean_, rtol=1e-2)
+
+
+def test_fit_start_stop_leave_out_what_bad_annotations_would(sim):
+    raw, _ = sim
+    lin = dict(mixing="linear", window=1.0)
+    span = IVAESeparator(N_SOURCES, **lin).fit(raw, start=2.5, stop=25.0)
+    marked = raw.copy()
+    end = raw.n_times / SAMPLE_RATE
+    marked.annotations.append(raw.first_time + 0.0, 2.5, "BAD_before")
+    marked.annotations.append(raw.first_time + 25.0, end - 25.0, "BAD_after")
+    by_annotation = IVAESeparator(N_SOURCES, **lin).fit(marked)
+    good = np.zeros(raw.n_times, dtype=bool)
+    good[int(2.5 * SAMPLE_RATE) : int(25.0 * SAMPLE_RATE)] = True
+    good[int(BAD_SPAN_S[0] * SAMPLE_RATE) : int(BAD_SPAN_S[1] * SAMPLE_RATE)] = False
+    assert span.n_samples_ == by_annotation.n_samples_ == good.sum()
+    np.testing.assert_allclose(span.unmixing_, by_annotation.unmixing_, rtol=1e-6)
+    sep = IVAESeparator(N_SOURCES, **lin)
+    with pytest.raises(
+        TypeError,
+        match=r"stop=2000 is a whole number: sepkit takes stop in seconds, where MNE's ICA reads an int as a sample index. Pass seconds as a float: 2000.0 for 2000 s, or 15.625 for sample 2000 at 128 Hz.",
+    ):
+        sep.fit(raw, stop=2000)
+    with pytest.raises(
+        ValueError,
+        match=r"'start' \(20 s\) and 'stop' \(10 s\) must satisfy 0 <= start < stop <= 30 s",
+    ):
+        sep.fit(raw, start=20.0, stop=10.0)
+    with pytest.raises(
+        ValueError, match=r"start=5.0 and stop=7.0 hold no sample outside BAD annotations"
+    ):
+        sep.fit(raw, start=5.0, stop=7.0)
+    with pytest.raises(
+        ValueError,
+        match=r"start and stop choose a span of a Raw, but X is a ndarray. Crop it first",
+    ):
+        sep.fit(raw.get_data(picks="eeg"), start=1.0)
+    with pytest.raises(
+        ValueError, match=r"start and stop choose a span of a Raw, but X is a Epochs. Crop it first"
+    ):
+        sep.fit(_epochs(raw), stop=10.0)
 
 
 def test_decim_fits_every_nth_sample(sim, linear):

@@ -10,10 +10,11 @@ so that ``import sepkit`` stays fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 
-from .._check import check_option
+from .._check import check_float, check_option
 
 # Label given, with u="annotations", to samples that no (non-bad) annotation
 # covers, so that every sample has a u and the whole recording can be separated.
@@ -447,3 +448,20 @@ def check_ptp_thresholds(reject, flat, tstep, ch_types) -> None:
             f"tstep must be a positive number of seconds (the stretches reject and flat "
             f"judge; MNE's default 2.0), got {tstep!r}."
         )
+
+
+def check_seconds(name: str, value, raw) -> float:
+    """``start`` / ``stop`` (get_sources, fit) in seconds; a non-zero int is refused.
+
+    MNE's ``ICA.get_sources`` and ``ICA.fit`` read an int as a sample index
+    and a float as seconds; taking an MNE script's ``start=1000`` as 1000 s
+    would choose the wrong span without a word.
+    """
+    if isinstance(value, Integral) and not isinstance(value, bool) and value != 0:
+        rate = raw.info["sfreq"]
+        raise TypeError(
+            f"{name}={value} is a whole number: sepkit takes {name} in seconds, where "
+            f"MNE's ICA reads an int as a sample index. Pass seconds as a float: "
+            f"{float(value)} for {value} s, or {value / rate:g} for sample {value} at {rate:g} Hz."
+        )
+    return check_float(name, value, min_value=0.0)
