@@ -97,30 +97,33 @@ def _extension(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _reads_as(reader, path) -> bool:
+    """Whether ``reader(path)`` (an MNE FIF reader) reads the file without an error.
+
+    A probe: its warnings (e.g. MNE's file-naming one) are not news, and any
+    failure only means "not this kind"; the caller's own error stands.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader(path)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
 def _holds_epochs(path) -> bool:
     """Whether the FIF file at ``path`` reads as MNE Epochs."""
     import mne
 
-    try:
-        with warnings.catch_warnings():  # a probe: e.g. MNE's file-naming warning is not news
-            warnings.simplefilter("ignore")
-            mne.read_epochs(path, preload=False, verbose="error")
-    except Exception:  # noqa: BLE001 (any failure: not Epochs, the raw reader's error stands)
-        return False
-    return True
+    return _reads_as(lambda p: mne.read_epochs(p, preload=False, verbose="error"), path)
 
 
 def _holds_evoked(path) -> bool:
     """Whether the FIF file at ``path`` reads as MNE Evoked (averages)."""
     import mne
 
-    try:
-        with warnings.catch_warnings():  # a probe, as _holds_epochs
-            warnings.simplefilter("ignore")
-            mne.read_evokeds(path, verbose="error")
-    except Exception:  # noqa: BLE001 (any failure: not Evoked, the raw reader's error stands)
-        return False
-    return True
+    return _reads_as(lambda p: mne.read_evokeds(p, verbose="error"), path)
 
 
 def is_epochs_file(path) -> bool:
