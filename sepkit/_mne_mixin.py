@@ -37,7 +37,7 @@ from .artifacts import (
 from .io.eeg import _check_fif_target, check_band, save_fif
 from .io.raw import (
     annotation_labels,
-    check_seconds,
+    check_time_span,
     epochs_as_raw,
     event_labels,
     is_epochs_or_evoked,
@@ -192,14 +192,8 @@ class MNEMixin:
             return self._segment_sources(raw, start=start, stop=stop, u=u)
         _check_raw_arg(raw)
         self._check_fitted()
-        tmin = 0.0 if start is None else check_seconds("start", start, raw)
+        tmin, tmax = check_time_span(raw, start, stop)
         duration = raw.n_times / raw.info["sfreq"]
-        tmax = duration if stop is None else check_seconds("stop", stop, raw)
-        if not tmin < tmax <= duration:
-            raise ValueError(
-                f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy "
-                f"0 <= start < stop <= {duration:g} s (the length of raw)."
-            )
         sources = self.transform(raw, self._raw_u(raw, u))
         if tmin > 0 or tmax < duration:
             if tmax < duration:

@@ -44,7 +44,7 @@ from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
     check_ptp_thresholds,
-    check_seconds,
+    check_time_span,
     epochs_as_raw,
     is_epochs_or_evoked,
     picked_info,
@@ -1503,14 +1503,7 @@ def _warn_filtering(raw, mixing, highpass) -> None:
 
 def _span_mask(raw, start, stop) -> np.ndarray:
     """True from ``start`` to ``stop`` (seconds, exclusive) of ``raw``, as ICA.fit's span."""
-    duration = raw.n_times / raw.info["sfreq"]
-    tmin = 0.0 if start is None else check_seconds("start", start, raw)
-    tmax = duration if stop is None else check_seconds("stop", stop, raw)
-    if not tmin < tmax <= duration:
-        raise ValueError(
-            f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy 0 <= start < stop "
-            f"<= {duration:g} s (the length of raw)."
-        )
+    tmin, tmax = check_time_span(raw, start, stop)
     mask = np.zeros(raw.n_times, dtype=bool)
     rate = raw.info["sfreq"]
     mask[int(round(tmin * rate)) : int(round(tmax * rate))] = True

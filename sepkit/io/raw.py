@@ -465,3 +465,20 @@ def check_seconds(name: str, value, raw) -> float:
             f"{float(value)} for {value} s, or {value / rate:g} for sample {value} at {rate:g} Hz."
         )
     return check_float(name, value, min_value=0.0)
+
+
+def check_time_span(raw, start, stop) -> tuple[float, float]:
+    """(start, stop) in seconds of a span of ``raw`` (None: its start / end), or the error.
+
+    The ``start`` / ``stop`` of ``get_sources`` and ``fit``, each through
+    :func:`check_seconds`; ``stop`` is exclusive.
+    """
+    duration = raw.n_times / raw.info["sfreq"]
+    tmin = 0.0 if start is None else check_seconds("start", start, raw)
+    tmax = duration if stop is None else check_seconds("stop", stop, raw)
+    if not tmin < tmax <= duration:
+        raise ValueError(
+            f"'start' ({tmin:g} s) and 'stop' ({tmax:g} s) must satisfy "
+            f"0 <= start < stop <= {duration:g} s (the length of raw)."
+        )
+    return tmin, tmax
