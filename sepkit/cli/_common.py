@@ -212,24 +212,27 @@ def sample_line(name: str, info: dict, args, X) -> str | None:
     return f"{name}: fitted on {n_fitted} of {total} samples ({', '.join(given)})"
 
 
-def drop_bad_epochs(args, name: str, epochs, sample_kwargs: dict):
-    """The epochs to fit on: with --reject / --flat, those ``drop_bad`` keeps, as MNE users do.
+def drop_bad_epochs(args, name: str, X, sample_kwargs: dict) -> tuple:
+    """(what to fit, fit's keyword arguments): for Epochs, --reject / --flat drop whole epochs.
 
     fit's own ``reject`` / ``flat`` judge stretches of a Raw; for Epochs the
-    command line drops whole epochs instead. The sources and cleaned epochs
-    are still written for every epoch.
+    command line drops the epochs ``drop_bad`` refuses, as MNE users do, and
+    fits the rest without them. The sources and cleaned epochs are still
+    written for every epoch. Any other input comes back as it is.
     """
+    from ..io.raw import is_epochs_or_evoked
+
     reject, flat = sample_kwargs["reject"], sample_kwargs["flat"]
-    if reject is None and flat is None:
-        return epochs
-    kept = epochs.copy().drop_bad(reject=reject, flat=flat, verbose="error")
+    if not is_epochs_or_evoked(X) or (reject is None and flat is None):
+        return X, sample_kwargs
+    kept = X.copy().drop_bad(reject=reject, flat=flat, verbose="error")
     if len(kept) == 0:
         raise ValueError(
-            f"--reject / --flat dropped every one of the {len(epochs)} epochs, so nothing is "
+            f"--reject / --flat dropped every one of the {len(X)} epochs, so nothing is "
             "left to fit. Check the thresholds' unit (volts for EEG: 150e-6 is 150 uV)."
         )
-    say(args, f"{name}: fitting on {len(kept)} of {len(epochs)} epochs (--reject/--flat)")
-    return kept
+    say(args, f"{name}: fitting on {len(kept)} of {len(X)} epochs (--reject/--flat)")
+    return kept, dict(sample_kwargs, reject=None, flat=None)
 
 
 def model_options(args) -> dict:

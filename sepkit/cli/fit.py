@@ -132,14 +132,11 @@ def _fit(args, sep, read, init, sample_kwargs) -> dict:
     A non-finite result is an error.
     """
     X, kind = read
-    reject = sample_kwargs["reject"]
-    if hasattr(X, "drop_bad"):  # Epochs: dropped whole by --reject / --flat, as in MNE
-        X = drop_bad_epochs(args, Path(args.input).name, X, sample_kwargs)
-        sample_kwargs = dict(sample_kwargs, reject=None, flat=None)
+    X, fit_kwargs = drop_bad_epochs(args, Path(args.input).name, X, sample_kwargs)
     say(args, f"fitting {sep.n_sources} sources on {args.input} ({kind})")
     t0 = time.perf_counter()
-    sep.fit(X, init=init, **sample_kwargs)
-    sep.reject_ = reject  # as ICA.reject_ after fitting epochs dropped with it
+    sep.fit(X, init=init, **fit_kwargs)
+    sep.reject_ = sample_kwargs["reject"]  # as ICA.reject_, also for epochs dropped with it
     seconds = time.perf_counter() - t0
     loss = sep.history_[-1].get("loss") if sep.history_ else None
     if loss is not None and not math.isfinite(loss):

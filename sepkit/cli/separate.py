@@ -584,16 +584,13 @@ def _fit_one(args, item: _Input, pretrained, n_sources: int, sample_kwargs: dict
         item.excerpt = X = _fit_excerpt(args, item, sep, pretrained)
     if pretrained is not None and args.resample:
         X = pretrained._match_sample_rate(X, True)
-    reject = sample_kwargs["reject"]
-    if item.epochs:  # fit's reject / flat judge a Raw; epochs are dropped whole, as in MNE
-        X = drop_bad_epochs(args, item.path.name, item.X, sample_kwargs)
-        sample_kwargs = dict(sample_kwargs, reject=None, flat=None)
+    X, fit_kwargs = drop_bad_epochs(args, item.path.name, X, sample_kwargs)
     say(args, f"fitting {n_sources} sources on {item.path.name}")
     with warnings.catch_warnings():
         # _fit_excerpt's encoder_u=False, where the tf family was chosen after all.
         warnings.filterwarnings("ignore", "encoder_u=False: not used by", UserWarning)
-        sep.fit(X, init=pretrained, **sample_kwargs)
-    sep.reject_ = reject  # as ICA.reject_ after fitting epochs dropped with it
+        sep.fit(X, init=pretrained, **fit_kwargs)
+    sep.reject_ = sample_kwargs["reject"]  # as ICA.reject_, also for epochs dropped with it
     return sep
 
 
