@@ -772,8 +772,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
             ``sepkit.io.labels_from_events(raw, events, event_id)[0]``.
         picks : str or list or None
             Channels of an MNE Raw to fit: a channel type, a list of names, a
-            list of types (``["eeg", "eog"]``, as MNE), or None for ``"eeg"``. Channels in ``raw.info["bads"]`` are left out,
-            and so are EOG/ECG-typed channels unless picked.
+            list of types (``["eeg", "eog"]``, as MNE), or None for ``"eeg"``.
+            Channels in ``raw.info["bads"]`` are left out, and so are
+            EOG/ECG-typed channels unless picked.
         reject_by_annotation : bool
             Raw only: leave the samples under bad annotations (descriptions
             starting with "bad" or "edge", any case) out of fitting. They do
