@@ -37,13 +37,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ._atomic import atomic_split_write
 from ._check import check_float, check_option
 from .io import AUDIO_EXTENSIONS
 from .io import audio as aio
-from .io import eeg as eio
 from .io.audio import read_audio
-from .io.eeg import _check_fif_target, fif_part_name, read_eeg
+from .io.eeg import _check_fif_target, read_eeg, staged_fif
 from .io.raw import align_in_time
 from .io.recording import Recording, recording_stem
 from .separator import IVAESeparator
@@ -538,14 +536,13 @@ def _save_fifs(items, overwrite: bool) -> None:
     """Save every (Raw, path) under a hidden name, then move them all into place (none on failure).
 
     A long recording may pass MNE's 2 GB split: its parts are written under
-    their final names (:func:`sepkit._atomic.atomic_split_write`).
+    their final names (:func:`sepkit.io.eeg.staged_fif`).
     """
     for _, path in items:
         _check_fif_target(path, overwrite)
     with ExitStack() as stack:
         for raw, path in items:
-            tmp = stack.enter_context(atomic_split_write(path, fif_part_name(path)))
-            raw.save(tmp, overwrite=True, split_size=eio.FIF_SPLIT_SIZE, verbose="error")
+            stack.enter_context(staged_fif(raw, path))
 
 
 def _sources_raw(sep, rec: LongRecording, chunk_seconds, head_seconds):

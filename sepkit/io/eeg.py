@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -569,15 +570,25 @@ def fif_part_name(path: Path):
     return lambda k: f"{stem}-{k}{suffix}"
 
 
-def save_fif(inst, path: Path) -> Path:
-    """Save a Raw or Epochs to ``path``, all its parts or none (:func:`sepkit._atomic.atomic_split_write`).
+@contextmanager
+def staged_fif(inst, path: Path) -> Iterator[Path]:
+    """Save a Raw or Epochs for ``path`` now; move it into place when the block ends.
 
-    Beyond :data:`FIF_SPLIT_SIZE` MNE writes the file in parts; they are
-    written under their final names in a hidden folder beside ``path``, then
-    moved into place, ``path`` last.
+    All its parts or none (:func:`sepkit._atomic.atomic_split_write`): beyond
+    :data:`FIF_SPLIT_SIZE` MNE writes the file in parts, written under their
+    final names in a hidden folder beside ``path``, then moved into place,
+    ``path`` last. Several files staged in one ``ExitStack`` are all moved or,
+    if any save fails, none.
     """
     with atomic_split_write(path, fif_part_name(path)) as tmp:
         inst.save(tmp, overwrite=True, split_size=FIF_SPLIT_SIZE, verbose="error")
+        yield path
+
+
+def save_fif(inst, path: Path) -> Path:
+    """Save a Raw or Epochs to ``path``, all its parts or none (:func:`staged_fif`)."""
+    with staged_fif(inst, path):
+        pass
     return path
 
 
