@@ -172,10 +172,11 @@ class MNEMixin:
             their samples have no window of the recording.
         start, stop : float or None
             Raw only: time span to return, in seconds from the first sample
-            of ``raw``; ``stop`` is exclusive. A whole number other than 0
-            is refused: ``ICA.get_sources`` reads an int as a sample index. None: from the start / to the
-            end. The whole recording is encoded first, because the default u
-            (the window index) counts windows from its first sample.
+            of ``raw``; ``stop`` is exclusive. None: from the start / to the
+            end. A whole number other than 0 is refused: ``ICA.get_sources``
+            reads an int as a sample index. The whole recording is encoded
+            first, because the default u (the window index) counts windows
+            from its first sample.
         u : None, "annotations", "events" or ndarray, shape (n_times,)
             Raw only; as in ``transform``; None uses the kind of u of ``fit``.
 
@@ -312,10 +313,9 @@ class MNEMixin:
         return like_segments(S, mne.create_info(names, inst.info["sfreq"], "misc"), inst)
 
     def _clean_segments(self, inst, exclude, *, copy, u):
+        """:meth:`apply` for Epochs / Evoked; ``exclude`` as apply resolved it (``_excluded``)."""
         import mne
 
-        self._check_fitted()
-        exclude = self._excluded(exclude)
         check_option("copy", copy, (True, False))
         names, X, S = self._segment_data(inst, u)
         cleaned = X
