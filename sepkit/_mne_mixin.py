@@ -84,7 +84,7 @@ class MNEMixin:
     """ICA-style methods on MNE Raw data for :class:`~sepkit.IVAESeparator`.
 
     The host class provides ``transform``, ``inverse_transform``,
-    ``get_components``, ``_check_fitted``, ``n_sources`` and the fitted
+    ``get_components``, ``_check_fitted``, ``n_sources_`` and the fitted
     ``ch_names_``.
     """
 
@@ -102,10 +102,10 @@ class MNEMixin:
                 raise TypeError(
                     f"{name!r} must hold integer source indices, got {k!r} ({type(k).__name__})."
                 )
-            if not 0 <= k < self.n_sources:
+            if not 0 <= k < self.n_sources_:
                 raise ValueError(
                     f"{name!r} holds source index {int(k)} but the separator has "
-                    f"n_sources={self.n_sources}; allowed indices are 0 to {self.n_sources - 1}."
+                    f"{self.n_sources_} sources; allowed indices are 0 to {self.n_sources_ - 1}."
                 )
             out.append(int(k))
         return sorted(set(out))
@@ -116,7 +116,7 @@ class MNEMixin:
         if exclude is not None:
             chosen |= set(self._check_exclude(exclude))
         if include is not None and len(include) > 0:  # MNE: None or [] keeps every source
-            chosen |= set(range(self.n_sources)) - set(self._check_exclude(include, "include"))
+            chosen |= set(range(self.n_sources_)) - set(self._check_exclude(include, "include"))
         return sorted(chosen)
 
     def _raw_u(self, raw, u):
@@ -297,7 +297,7 @@ class MNEMixin:
             X = X[None]
         n_epochs, n_channels, n_times = X.shape
         flat = X.transpose(1, 0, 2).reshape(n_channels, n_epochs * n_times)
-        S = self.transform(flat).reshape(self.n_sources, n_epochs, n_times).transpose(1, 0, 2)
+        S = self.transform(flat).reshape(self.n_sources_, n_epochs, n_times).transpose(1, 0, 2)
         return names, X, S
 
     def _segment_sources(self, inst, *, start, stop, u):
@@ -309,7 +309,7 @@ class MNEMixin:
                 "(crop them with .crop() first)."
             )
         _, _, S = self._segment_data(inst, u)
-        names = [f"IVAE{k:03d}" for k in range(self.n_sources)]
+        names = [f"IVAE{k:03d}" for k in range(self.n_sources_)]
         return like_segments(S, mne.create_info(names, inst.info["sfreq"], "misc"), inst)
 
     def _clean_segments(self, inst, exclude, *, copy, u):
@@ -615,11 +615,11 @@ class MNEMixin:
         else:
             threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
         if measure == "zscore":
-            reach = (self.n_sources - 1) / np.sqrt(self.n_sources)
+            reach = (self.n_sources_ - 1) / np.sqrt(self.n_sources_)
             if threshold >= reach:
                 raise ValueError(
                     f"measure='zscore' with threshold={threshold:g} cannot flag any of "
-                    f"{self.n_sources} sources: the z-scores of {self.n_sources} values never "
+                    f"{self.n_sources_} sources: the z-scores of {self.n_sources_} values never "
                     f"exceed (n - 1) / sqrt(n) = {reach:.2f}. Pass a threshold below "
                     f"{reach:.2f}, or measure='correlation'."
                 )
@@ -814,7 +814,7 @@ class MNEMixin:
 
     def _check_source_picks(self, picks) -> list[int]:
         if picks is None:
-            return list(range(self.n_sources))
+            return list(range(self.n_sources_))
         if isinstance(picks, Integral) and not isinstance(picks, bool):
             picks = [picks]
         if isinstance(picks, (str, bytes)) or not hasattr(picks, "__iter__"):
@@ -825,10 +825,10 @@ class MNEMixin:
                 raise TypeError(
                     f"'picks' must hold integer source indices, got {k!r} ({type(k).__name__})."
                 )
-            if not 0 <= k < self.n_sources:
+            if not 0 <= k < self.n_sources_:
                 raise ValueError(
                     f"'picks' holds source index {int(k)} but the separator has "
-                    f"n_sources={self.n_sources}; allowed indices are 0 to {self.n_sources - 1}."
+                    f"{self.n_sources_} sources; allowed indices are 0 to {self.n_sources_ - 1}."
                 )
         if not picks:
             raise ValueError("'picks' is empty; pass None for every source or a list of indices.")
@@ -1012,7 +1012,7 @@ class MNEMixin:
         Returns
         -------
         ica : mne.preprocessing.ICA
-            ``n_components_ = n_sources``; ``exclude`` is ``sep.exclude``;
+            ``n_components_ = n_sources_``; ``exclude`` is ``sep.exclude``;
             ``fit_params`` says what was fitted (family, prior, window).
             ``method`` is ``"imported_sepkit"``: MNE fits nothing under that
             name (as its own ``"imported_eeglab"``), no MNE computation on a
@@ -1347,7 +1347,7 @@ def segment_sensors(sep, inst, u):
     what = type(inst).__name__
     if u is not None:
         raise ValueError(f"u is for arrays; {what} data have no u of their own. Pass u=None.")
-    names = [f"IVAE{k:03d}" for k in range(sep.n_sources)]
+    names = [f"IVAE{k:03d}" for k in range(sep.n_sources_)]
     missing = [name for name in names if name not in inst.ch_names]
     if missing:
         raise ValueError(

@@ -9,6 +9,7 @@ per-channel unwarping first) and maps them back with ``Standardizer.inverse``.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +137,52 @@ def row_covariance(a: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return cov / a.shape[1]
 
 
+# MNE's ICA(n_components=None) keeps this share of the variance: the PCA
+# components beyond it are numerical zeros (a rank-deficient recording).
+ALL_VARIANCE = 0.999999
+
+
+def count_components(cov: np.ndarray, n_sources) -> int:
+    """The number of sources ``n_sources`` stands for, from the data's covariance.
+
+    An int is itself. As MNE's ``ICA(n_components=...)``: a float in (0, 1]
+    is the smallest number of principal components whose cumulative share of
+    the variance reaches it (MNE's ``_exp_var_ncomp``: the components whose
+    cumulative share is at most the float, plus one), and None the count at
+    a share of ``ALL_VARIANCE``, which leaves out the null dimensions of a
+    rank-deficient recording. Never above the rank :func:`whitening` keeps.
+
+    Parameters
+    ----------
+    cov : ndarray, shape (n_channels, n_channels)
+        Covariance of the data as fitted.
+    n_sources : int, float or None
+
+    Returns
+    -------
+    n : int
+    """
+    if isinstance(n_sources, numbers.Integral):
+        return int(n_sources)
+    evals = np.linalg.eigvalsh(cov)[::-1]
+    evals = evals[evals > evals[0] * RANK_TOL]
+    share = np.cumsum(evals) / evals.sum()
+    wanted = ALL_VARIANCE if n_sources is None else float(n_sources)
+    n = int(min((share <= wanted).sum() + 1, len(share)))
+    if n_sources is not None and n == 1:
+        raise ValueError(
+            f"n_sources={n_sources} gives 1 source: the strongest principal component alone "
+            f"holds {100 * share[0]:.1f} % of the variance. Pass a larger share (e.g. "
+            f"{min(0.999, share[0] + (1 - share[0]) / 2):.3g}) or the number of sources."
+        )
+    return n
+
+
+# Dimensions whose variance is this far below the largest are numerical zeros
+# (e.g. the one an average reference removes).
+RANK_TOL = 1e-10
+
+
 def whitening(cov, n_sources: int, whiten: bool, scale):
     """(whitening, dewhitening, rank) from the channels' covariance ``cov`` (n_channels, n_channels).
 
@@ -150,9 +197,7 @@ def whitening(cov, n_sources: int, whiten: bool, scale):
         )
     evals, evecs = np.linalg.eigh(cov)
     evals, evecs = evals[::-1], evecs[:, ::-1]
-    # Dimensions whose variance is this far below the largest are numerical
-    # zeros (e.g. the one an average reference removes).
-    keep = evals > evals[0] * 1e-10
+    keep = evals > evals[0] * RANK_TOL
     rank = int(keep.sum())
     if n_sources > rank:
         raise ValueError(

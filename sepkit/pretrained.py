@@ -112,7 +112,7 @@ def export_model(sep, name: str, *, root=None, config: dict | None = None, card:
         "sample_rate": sep.sample_rate_,
         "n_channels": sep.n_channels_,
         "ch_names": list(sep.ch_names_) if sep.ch_names_ else None,
-        "n_sources": sep.n_sources,
+        "n_sources": sep.n_sources_,
         **(config or {}),
     }
     return _write_model_folder(

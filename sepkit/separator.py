@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import os
 import warnings
 from contextlib import contextmanager
@@ -89,8 +90,15 @@ class IVAESeparator(MNEMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_sources : int
-        Number of sources to estimate (<= number of channels).
+    n_sources : int, float or None
+        Number of sources to estimate (<= the rank of the data). As MNE's
+        ``ICA(n_components=...)`` for the time-domain models: a float in
+        (0, 1) takes the fewest principal components whose cumulative share
+        of the variance reaches it, and None every dimension the data hold
+        (a share of 0.999999, which leaves out what an average reference or
+        an interpolation removed); counted at fit on the data as fitted (the
+        fit filter's band), and stored in ``n_sources_``. The
+        time-frequency models (rooms) need the number of talkers.
     prior : {"auto", "gauss", "laplace", "standard", "extended", "gengauss"}
         Family of p(z|u). "standard" fits a plain VAE with p(z) = N(0, I) and
         no u: a non-identifiable baseline. For the network, "auto" follows the
@@ -425,6 +433,9 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         The family's fitted state; every later method asks it.
     family_ : {"network", "flow", "linear", "tf", "tf_pretrained"}
         Which model family ran (``fitted_.describe()`` says more).
+    n_sources_ : int
+        The number of sources fitted: ``n_sources``, or what None or a share
+        of variance counted to (MNE's ``n_components_``).
     model_ : IVAE or CouplingFlow
         The fitted torch module (the flow family's g: a CouplingFlow); not set
         by the linear family, which keeps numpy matrices (below) and no torch.
@@ -865,7 +876,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         # Every family's input is checked the same way, before any family sees it
         # (a silent recording has no phase score; the choice then means nothing).
         check_fit_data(inp.data, inp.ch_names, inp.good)
-        check_rank(inp.data, self.n_sources, inp.good)
+        if _is_count(self.n_sources):  # None or a share: counted within the rank
+            check_rank(inp.data, self.n_sources, inp.good)
         opts = self._family_options(choice, inp)
         fitted = choice.module.fit(
             inp,
@@ -942,8 +954,11 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         """
         if self.source_model is not None:
             self._check_source_model_options(kind, rec, init)
+            _check_count_domain(self.n_sources, "tf")
             return _Choice("tf_pretrained", "tf", None, "gauss", "diag", None)
-        domain, phase = resolve_domain(self.domain, kind, rec, init, self.n_sources)
+        count = self.n_sources if _is_count(self.n_sources) else 1
+        domain, phase = resolve_domain(self.domain, kind, rec, init, count)
+        _check_count_domain(self.n_sources, domain)
         if domain == "tf":
             self._check_tf_options()
             auto_model = _auto_source_model(self, rec)
@@ -1111,6 +1126,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         """Expose ``fitted`` and the fitted channels' names and rate as fitted attributes."""
         self.fitted_ = fitted
         self.family_ = fitted.family
+        self.n_sources_ = fitted.n_sources
         for name, value in fitted.attributes().items():
             setattr(self, name, value)
         self.n_channels_ = self.n_features_in_ = fitted.n_channels
@@ -1269,11 +1285,11 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         self._check_fitted()
         if is_epochs_or_evoked(S):
             return segment_sensors(self, S, u)
-        source_names = [f"IVAE{i:03d}" for i in range(self.n_sources)]
+        source_names = [f"IVAE{i:03d}" for i in range(self.n_sources_)]
         data, _, kind, rec = self._unpack(S, source_names if _is_mne_raw(S) else None)
-        if data.shape[0] != self.n_sources:
+        if data.shape[0] != self.n_sources_:
             raise ValueError(
-                f"S has {data.shape[0]} rows but the separator has n_sources={self.n_sources}. "
+                f"S has {data.shape[0]} rows but the separator has {self.n_sources_} sources. "
                 "Pass the output of transform."
             )
         out = self.fitted_.reconstruct(data, u)
@@ -1334,6 +1350,7 @@ class IVAESeparator(MNEMixin, BaseEstimator):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
         own = dict(
+            n_sources_=self.n_sources_,
             n_channels_=self.n_channels_,
             sample_rate_=self.sample_rate_,
             ch_names_=list(self.ch_names_) if self.ch_names_ else None,
@@ -1379,6 +1396,8 @@ class IVAESeparator(MNEMixin, BaseEstimator):
                 settings = sep.get_params()
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path} holds an invalid setting: {err}") from None
+        # n_sources=None or a share of variance: the families rebuild the count fitted.
+        settings["n_sources"] = meta.get("n_sources_", settings["n_sources"])
         fitted = fitted_from_state(meta, tensors, settings, dev, path=path)
         names = tuple(meta["ch_names_"]) if meta.get("ch_names_") else None
         sep._set_fitted(fitted, names, meta["sample_rate_"])
@@ -1512,15 +1531,35 @@ def _span_mask(raw, start, stop) -> np.ndarray:
 
 
 def _check_n_sources(n_sources) -> None:
-    """``n_sources``: a whole number >= 1; MNE's other forms of n_components get the fix."""
-    if n_sources is None or (isinstance(n_sources, float) and 0 < n_sources < 1):
-        raise TypeError(
-            f"'n_sources' must be an integer, got {n_sources!r}: the iVAE fits a given number "
-            "of sources, where MNE's ICA(n_components=None or a share of variance) chooses "
-            "one from a PCA. Pass the count, e.g. the data's rank, mne.compute_rank(raw)['eeg'] "
-            "(the most a fit can take), or fewer."
-        )
+    """``n_sources``: a whole number >= 1, None, or a share of variance in (0, 1) (MNE's forms)."""
+    if n_sources is None:
+        return
+    if isinstance(n_sources, float):
+        if not 0.0 < n_sources < 1.0:
+            raise ValueError(
+                f"'n_sources' as a float is a share of the variance, between 0 and 1 "
+                f"(exclusive), got {n_sources!r}. "
+                "Pass e.g. 0.99 (the principal components holding 99 % of the variance), an "
+                "integer count, or None (every dimension the data hold)."
+            )
+        return
     check_int("n_sources", n_sources, min_value=1)
+
+
+def _is_count(n_sources) -> bool:
+    """Whether ``n_sources`` is a number of sources (not None or a share counted at fit)."""
+    return isinstance(n_sources, numbers.Integral)
+
+
+def _check_count_domain(n_sources, domain: str) -> None:
+    """The time-frequency families separate a given number of talkers: no share of variance."""
+    if domain == "tf" and not _is_count(n_sources):
+        raise ValueError(
+            f"n_sources={n_sources!r} counts sources from a PCA of the data, as MNE's "
+            "ICA(n_components=...) does, which the time-domain models support; this input is "
+            "separated in the time-frequency domain (a room, or domain='tf' / source_model), "
+            "which needs the number of sources. Pass n_sources=k, the number of talkers."
+        )
 
 
 def _check_decim(decim) -> int:

@@ -5,8 +5,8 @@ family's tensors, and JSON metadata under the key ``"sepkit"`` holding
 
 - ``format_version`` (this module's ``FORMAT_VERSION``) and ``sepkit_version``;
 - ``params``: the estimator's constructor arguments;
-- the estimator's own fitted attributes (``n_channels_``, ``sample_rate_``,
-  ``ch_names_``, ``exclude``, how u was read);
+- the estimator's own fitted attributes (``n_sources_``, ``n_channels_``,
+  ``sample_rate_``, ``ch_names_``, ``exclude``, how u was read);
 - the family's state (:meth:`sepkit.methods.base.Fitted.state`), which also
   says which family wrote it (``domain_``, ``mixing_``);
 - ``sha256`` (format 2): the digest of everything above and of the tensors
@@ -331,7 +331,9 @@ def _check_estimator_meta(meta: dict, n_channels: int, check_params: bool = True
     for key in ("event_u_", "annotation_u_"):
         if not isinstance(meta.get(key, False), bool):
             raise _Invalid(f"{key!r} must be true or false, got {meta[key]!r}")
-    _check_exclude(meta.get("exclude", []), params.get("n_sources"))
+    # n_sources_ (the count fitted; files from before it hold an integer n_sources).
+    n_sources = _int(meta, "n_sources_", 1) if "n_sources_" in meta else params.get("n_sources")
+    _check_exclude(meta.get("exclude", []), n_sources)
 
 
 def _check_exclude(exclude, n_sources) -> None:

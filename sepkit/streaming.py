@@ -452,10 +452,10 @@ def write_audio_sources(
     check_float("head_seconds", head_seconds, min_value=0.0)
     chunks, n_times, rate = _source_chunks(sep, rec, chunk_seconds, resample)
     out_dir = Path(out_dir).expanduser()
-    paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(sep.n_sources)]
+    paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(sep.n_sources_)]
     aio._check_targets(paths, overwrite=overwrite, folder=out_dir, create_folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tap = _Tap(sep.n_sources, int(head_seconds * rate))
+    tap = _Tap(sep.n_sources_, int(head_seconds * rate))
     chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
     aio.write_streamed(
         tap(chunks), rate, n_times, paths, fmt, subtype, chunk_seconds, rec.path.name, verbose
@@ -554,9 +554,9 @@ def _sources_raw(sep, rec: LongRecording, chunk_seconds, head_seconds):
     check_float("head_seconds", head_seconds, min_value=0.0)
     chunks, n_times, rate = _source_chunks(sep, rec, chunk_seconds, False)
     del chunks  # a fresh stream per pass of the cursor
-    tap = _Tap(sep.n_sources, int(head_seconds * rate))
+    tap = _Tap(sep.n_sources_, int(head_seconds * rate))
     cursor = _Cursor(lambda: tap(_source_chunks(sep, rec, chunk_seconds, False)[0]))
-    names = [f"IVAE{i:03d}" for i in range(sep.n_sources)]
+    names = [f"IVAE{i:03d}" for i in range(sep.n_sources_)]
     info = mne.create_info(names, rate, "misc")
     with info._unlock():
         # Sources of a filtered recording are filtered alike, as sources_to_raw says.

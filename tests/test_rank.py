@@ -4,13 +4,18 @@ naming the rank, the largest n_sources, and the fix."""
 
 from __future__ import annotations
 
+import pickle
+import warnings
+
 import mne
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 import sepkit._check as check
-from sepkit import IVAESeparator
+from sepkit import IVAESeparator, Recording
 from sepkit._check import check_rank, data_rank
+from sepkit.preprocessing import count_components
 
 N_CHANNELS = 8
 
@@ -154,3 +159,81 @@ def test_standardizer_in_blocks_matches_one_pass():
     y = st.forward(x)
     np.testing.assert_allclose(np.cov(y[:3], bias=True), np.eye(3), atol=1e-4)
     np.testing.assert_allclose(y, (st.whitening @ centred).astype(np.float32), rtol=1e-4, atol=1e-4)
+
+
+# --- n_sources=None or a share of variance: MNE's ICA(n_components=...) forms.
+
+
+def _mne_count(raw, n_components):
+    ica = mne.preprocessing.ICA(n_components=n_components, method="fastica", max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FastICA stops after 2 iterations: only the count counts
+        return ica.fit(raw, verbose="error").n_components_
+
+
+@pytest.mark.parametrize("n_sources", [None, 0.5, 0.8, 0.95])
+def test_share_of_variance_counts_as_mne_ica(n_sources):
+    raw = mne.io.RawArray(
+        _mixture(),
+        mne.create_info([f"E{i}" for i in range(N_CHANNELS)], 100.0, "eeg"),
+        verbose="error",
+    )
+    sep = IVAESeparator(n_sources, mixing="linear", window=0.2, random_state=0).fit(raw)
+    assert sep.n_sources == n_sources  # the constructor's argument, as sklearn keeps it
+    assert sep.n_sources_ == _mne_count(raw, n_sources)
+    assert sep.transform(raw).get_data().shape == (sep.n_sources_, raw.n_times)
+
+
+def test_count_components_by_hand():
+    cov = np.diag([8.0, 1.0, 0.5, 0.5, 1e-14])  # shares 0.8, 0.9, 0.95, 1.0; a null dimension
+    assert count_components(cov, 0.8) == 2  # MNE's rule: the shares <= 0.8, plus one
+    assert count_components(cov, 0.85) == 2
+    assert count_components(cov, 0.9) == 3
+    assert count_components(cov, None) == 4  # the null dimension left out
+    assert count_components(cov, 3) == 3
+    with pytest.raises(
+        ValueError,
+        match=r"^n_sources=0\.5 gives 1 source: the strongest principal component alone holds "
+        r"80\.0 % of the variance\. Pass a larger share \(e\.g\. 0\.9\) or the number of sources\.$",
+    ):
+        count_components(cov, 0.5)
+
+
+def test_none_takes_the_rank_and_survives_save_clone_and_export(tmp_path):
+    raw = _average_referenced()
+    sep = IVAESeparator(None, mixing="linear", window=0.2, random_state=0).fit(raw)
+    assert sep.n_sources_ == 7 == _mne_count(raw, None)
+    assert sep.get_sources(raw).ch_names == [f"IVAE{k:03d}" for k in range(7)]
+    assert sep.to_mne_ica().n_components_ == 7
+    sep.exclude = [6]
+    back = IVAESeparator.load(sep.save(tmp_path / "sep.safetensors"))
+    assert back.n_sources is None and back.n_sources_ == 7 and back.exclude == [6]
+    np.testing.assert_allclose(back.transform(raw).get_data(), sep.transform(raw).get_data())
+    assert pickle.loads(pickle.dumps(sep)).n_sources_ == 7
+    assert clone(sep).n_sources is None and not hasattr(clone(sep), "n_sources_")
+    with pytest.raises(ValueError, match=r"index 7 .*7 sources; allowed indices are 0 to 6"):
+        sep.apply(raw, exclude=[7])
+
+
+def test_network_and_post_nonlinear_count_too(tmp_path):
+    raw = _average_referenced()
+    net = IVAESeparator(None, mixing="nonlinear", n_steps=2, n_hidden=8, random_state=0).fit(raw)
+    assert net.n_sources_ == 7
+    back = IVAESeparator.load(net.save(tmp_path / "net.safetensors"))
+    assert back.n_sources_ == 7 and back.transform(raw).get_data().shape == (7, raw.n_times)
+    pnl = IVAESeparator(0.9, mixing="post-nonlinear", highpass=1.0, random_state=0).fit(raw)
+    assert 1 < pnl.n_sources_ < 7
+
+
+def test_time_frequency_separation_needs_a_count():
+    rng = np.random.default_rng(0)
+    rec = Recording(rng.standard_normal((2, 16000)).astype(np.float32), 16000.0, kind="audio")
+    match = (
+        r"^n_sources=None counts sources from a PCA of the data, as MNE's "
+        r"ICA\(n_components=\.\.\.\) does, which the time-domain models support; .* Pass "
+        r"n_sources=k, the number of talkers\.$"
+    )
+    with pytest.raises(ValueError, match=match):
+        IVAESeparator(None, domain="tf").fit(rec)
+    with pytest.raises(ValueError, match=match.replace("None", r"0\.9")):
+        IVAESeparator(0.9, source_model="ivae-speech-16k-v1").fit(rec)

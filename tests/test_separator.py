@@ -226,15 +226,14 @@ def test_rank_deficient_data_is_handled():
         (dict(kernel_size=4), "'kernel_size' must be odd", ValueError),
         (dict(n_steps=0), "'n_steps' must be >= 1, got 0", ValueError),
         (dict(lr=-1.0), "'lr' must be > 0.0", ValueError),
-        (dict(n_sources=2.5), "'n_sources' must be an integer, got 2.5 (float)", TypeError),
+        (dict(n_sources="all"), "'n_sources' must be an integer, got 'all' (str)", TypeError),
         (
-            dict(n_sources=0.99),
-            "'n_sources' must be an integer, got 0.99: the iVAE fits a given number of sources, "
-            "where MNE's ICA(n_components=None or a share of variance) chooses one from a "
-            "PCA. Pass the count, e.g. the data's rank, mne.compute_rank(raw)",
-            TypeError,
+            dict(n_sources=1.5),
+            "'n_sources' as a float is a share of the variance, between 0 and 1 (exclusive), "
+            "got 1.5. Pass e.g. 0.99",
+            ValueError,
         ),
-        (dict(n_sources=None), "'n_sources' must be an integer, got None: the iVAE", TypeError),
+        (dict(n_sources=0.0), "'n_sources' as a float is a share of the variance", ValueError),
         (dict(device="tpu"), "Invalid value for the 'device' parameter", ValueError),
         (dict(device="cuda:x"), r"'cuda:N', but got 'cuda:x' instead", ValueError),
         (dict(device=0), "'device' must be a string such as 'auto'", TypeError),
@@ -288,7 +287,7 @@ def test_wrong_channels_at_transform(fitted, linear_data):
     X, _, u = linear_data
     with pytest.raises(ValueError, match="X has 2 channels but the separator was fitted on 3"):
         fitted.transform(X[:2], u)
-    with pytest.raises(ValueError, match="S has 2 rows but the separator has n_sources=3"):
+    with pytest.raises(ValueError, match="S has 2 rows but the separator has 3 sources"):
         fitted.inverse_transform(X[:2])
 
 

@@ -665,7 +665,7 @@ def check_fine_tune(path, X, init, name: str, option: str) -> None:
         raise ValueError(
             f"{option} {name} is a {family}-family model (mixing {mixing}), which has no "
             "network to fine-tune. Fit a new separator on the recording instead: "
-            f"--n-sources {init.n_sources} in place of {option}"
+            f"--n-sources {init.n_sources_} in place of {option}"
             + (" and --fine-tune." if option == "--model" else ".")
         )
     if hasattr(X, "info") and init.ch_names_:  # a Raw: the model's channels by name
@@ -674,7 +674,7 @@ def check_fine_tune(path, X, init, name: str, option: str) -> None:
     if n_channels != init.n_channels_:
         raise ValueError(
             f"{path.name} has {n_channels} channel(s) but the model {name} was fitted on "
-            f"{init.n_channels_}; fine-tuning keeps its channels and its {init.n_sources} "
+            f"{init.n_channels_}; fine-tuning keeps its channels and its {init.n_sources_} "
             f"sources. Pass a recording with the model's channels, or fit a new separator "
             f"with --n-sources K (K <= {n_channels}) instead of {option}."
         )

@@ -122,7 +122,7 @@ def run(args) -> int:
     say(args, model_line(Path(args.input).name, info))
     if line := sample_line(Path(args.input).name, info, args, X):
         say(args, line)
-    print(f"fitted {sep.n_sources} sources in {info['seconds']:.1f} s -> {out}")
+    print(f"fitted {sep.n_sources_} sources in {info['seconds']:.1f} s -> {out}")
     return 0
 
 
@@ -149,7 +149,7 @@ def _fit(args, sep, read, init, sample_kwargs) -> dict:
         input=str(args.input),
         kind=kind,
         init=args.init,
-        n_sources=sep.n_sources,
+        n_sources=sep.n_sources_,
         n_steps=sep.n_steps_run_,
         **describe_model(sep),
         highpass=sep.highpass,

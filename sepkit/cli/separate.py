@@ -651,7 +651,7 @@ def _model_info(args, item: _Input, sep, fits: bool, data=None) -> dict:
         model=args.model,
         fine_tuned=bool(args.fine_tune),
         streamed=item.long is not None,
-        n_sources=sep.n_sources,
+        n_sources=sep.n_sources_,
         sample_rate=sep.sample_rate_,
         **describe_model(sep),
     )
@@ -912,7 +912,7 @@ def _check_window_u(path: Path, long, model, args) -> None:
             f"{path.name} has {n_windows} windows of {window} samples but the model "
             f"{args.model} was fitted on {model.n_segments_}, and its encoder reads the window "
             "index u, so it separates only recordings as long as the one it was fitted on. "
-            f"Fit a new separator instead: --n-sources {model.n_sources} in place of --model."
+            f"Fit a new separator instead: --n-sources {model.n_sources_} in place of --model."
         )
 
 
@@ -1016,6 +1016,6 @@ def _stream_outputs(args, item: _Input, sep, fits: bool, exclude, folder: Path) 
                 streaming.write_fif_cleaned(sep, long, path, exclude, summary.mean)
     if not args.plots:
         return {}
-    names = tuple(f"IVAE{i:03d}" for i in range(sep.n_sources))
+    names = tuple(f"IVAE{i:03d}" for i in range(sep.n_sources_))
     S = Recording(summary.head, summary.sample_rate, names, "other")
     return _figures(item, sep, S, S.data, fits, exclude or ())

@@ -9,13 +9,20 @@ torch: the linear family (numpy) shares it with the torch families.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._check import check_flat_channels
-from ..preprocessing import FitFilter, Standardizer, bridge_rejected
+from ..preprocessing import (
+    FitFilter,
+    Standardizer,
+    bridge_rejected,
+    count_components,
+    row_covariance,
+)
 from ..windows import (
     UCodec,
     overlapping_training_set,
@@ -39,7 +46,9 @@ class Prepared:
     ``data`` is filtered by the fit filter unless ``mixing`` is
     "post-nonlinear" (which filters after its unwarping); ``stats`` are its
     good samples, ``scale`` their per-channel std; ``codes`` fit's u codes
-    (in the overlapping-window layout when ``u_layout``).
+    (in the overlapping-window layout when ``u_layout``); ``n_sources`` the
+    count ``opts["n_sources"]`` resolved to (None or a share of variance:
+    :func:`sepkit.preprocessing.count_components` on the fit band).
     """
 
     data: np.ndarray
@@ -50,6 +59,7 @@ class Prepared:
     u_layout: bool
     codec: UCodec
     fit_filter: FitFilter | None
+    n_sources: int
 
 
 def prepare(inp: FitInput, opts: dict) -> Prepared:
@@ -65,7 +75,7 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
         # The post-nonlinear fit filters after its unwarping (methods/linear.py).
         data = fit_filter(bridge_rejected(data, good))
     stats = data if good is None else data[:, good]
-    n_sources = opts["n_sources"]
+    n_sources = _count_sources(opts, data, good, fit_filter)
     if n_sources > inp.n_channels:
         raise ValueError(
             f"n_sources={n_sources} is more than the {inp.n_channels} channels of X. "
@@ -95,7 +105,22 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
         codes = codec.fit_codes(inp.u, inp.n_times)
     if codes is not None and codes.ndim == 1:
         codec.n_segments = _check_segments(codes, n_sources, codec, inp.n_times)
-    return Prepared(data, stats, scale, good, codes, u_layout, codec, fit_filter)
+    return Prepared(data, stats, scale, good, codes, u_layout, codec, fit_filter, n_sources)
+
+
+def _count_sources(opts: dict, data: np.ndarray, good, fit_filter) -> int:
+    """``opts["n_sources"]`` as a count: None or a share of variance counted on the fit band.
+
+    The post-nonlinear fit filters after its unwarping, so its count is taken
+    on a filtered copy (one more copy of the recording, for None or a share only).
+    """
+    n_sources = opts["n_sources"]
+    if isinstance(n_sources, numbers.Integral):
+        return int(n_sources)
+    if fit_filter is not None and opts["mixing_"] == "post-nonlinear":
+        data = fit_filter(bridge_rejected(data, good))
+    stats = data if good is None else data[:, good]
+    return count_components(row_covariance(stats, stats.mean(axis=1, dtype=np.float64)), n_sources)
 
 
 def hop_samples(window_overlap, sample_rate, window_samples) -> int:

@@ -114,6 +114,7 @@ def fit(inp: FitInput, opts: dict, *, device, init=None, resume=False, callback=
     device = check_device(device)
     config = check_fit_params(opts["fit_params"])
     prep = _time.prepare(inp, opts)
+    opts = dict(opts, n_sources=prep.n_sources)  # None or a share of variance: counted
     n_sources = opts["n_sources"]
     st = Standardizer.fit(prep.stats, n_sources, scale=prep.scale)
     # The flow is square: with more channels than sources it sees the first

@@ -90,6 +90,7 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     """
     _warn_device(device)
     prep = _time.prepare(inp, opts)
+    opts = dict(opts, n_sources=prep.n_sources)  # None or a share of variance: counted
     mixing = opts["mixing_"]
     n_sources = opts["n_sources"]
     all_codes = _segment_codes(prep)

@@ -111,6 +111,7 @@ def fit(
         )
     device = check_device(device)
     prep = _time.prepare(inp, opts)
+    opts = dict(opts, n_sources=prep.n_sources)  # None or a share of variance: counted
     init_state = None
     if init is None:
         st = Standardizer.fit(prep.stats, opts["n_sources"], opts["whiten"], prep.scale)
