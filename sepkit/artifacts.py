@@ -11,7 +11,10 @@ The scores behind :meth:`IVAESeparator.find_bads_eog` and
 - :func:`kuiper_index`, :func:`ctps_scores`: cross-trial phase statistics
   (CTPS, Dammers et al. 2008) around heartbeats;
 - :func:`ecg_peaks`, :func:`whole_epoch_peaks`: the heartbeats of an ECG
-  channel (MNE's QRS detector) and those whose CTPS epoch is usable.
+  channel (MNE's QRS detector) and those whose CTPS epoch is usable;
+- :func:`muscle_scores` (with :func:`spectral_slopes` and
+  :func:`sphere_projection`): muscle sources by spectrum and pattern
+  (Dharmaprani et al. 2016).
 
 MNE and SciPy's signal module are imported inside the functions, so
 ``import sepkit`` stays fast.
@@ -22,6 +25,10 @@ Dammers, Schiek, Boers, Silex, Zvyagintsev, Pietrzyk, Mathiak (2008).
 Integration of amplitude and phase statistics for complete artifact removal in
 independent components of neuromagnetic recordings. IEEE Trans. Biomed. Eng.
 55(10), 2353-2362.
+
+Dharmaprani, Nguyen, Lewis, Chapman, Willoughby, Pope (2016). A comparison of
+independent component analysis algorithms and measures to discriminate between
+EEG and artifact components. Proc. 38th IEEE EMBC, 825-828.
 
 Stephens (1970). Use of the Kolmogorov-Smirnov, Cramer-von Mises and related
 statistics without extensive tables. J. R. Stat. Soc. B 32(1), 115-122.
@@ -41,7 +48,10 @@ __all__ = [
     "ecg_peaks",
     "flag_sources",
     "kuiper_index",
+    "muscle_scores",
     "reference_correlations",
+    "sphere_projection",
+    "spectral_slopes",
     "whole_epoch_peaks",
     "zscore_outliers",
 ]
@@ -410,3 +420,100 @@ def _check_peaks(peaks, half: int, n_times: int) -> np.ndarray:
             "with whole_epoch_peaks."
         )
     return peaks.astype(np.int64)
+
+
+# --------------------------------------------------------------------------
+# Muscle components (Dharmaprani et al. 2016)
+# --------------------------------------------------------------------------
+
+# The three criteria as logistic scores, each 0.5 at its boundary between muscle
+# and other components (MNE's ICA.find_bads_muscle uses the same constants):
+# the log-log slope of the spectrum, about 0.15 for muscle and negative otherwise
+# (0.5 at -0.5, scale 0.25); the pattern's mean distance from the centre of the
+# head, about 65 % of the farthest electrode's for a typical head (scale 0.1);
+# the smoothness of the pattern, about 150 for muscle and 450 otherwise (0.5 at
+# 300, scale 100).
+MUSCLE_SLOPE = (-0.5, 0.25)
+MUSCLE_FOCUS = (0.65, 0.1)
+MUSCLE_SMOOTHNESS = (300.0, 100.0)
+
+
+def _logistic(x, centre: float, scale: float):
+    return 1.0 / (1.0 + np.exp(-(np.asarray(x, np.float64) - centre) / scale))
+
+
+def spectral_slopes(psd: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Least-squares slope of log10 power against log10 frequency, per row of ``psd``.
+
+    psd : (n_sources, n_freqs), freqs : (n_freqs,) > 0 -> slopes (n_sources,).
+    """
+    x = np.log10(np.asarray(freqs, np.float64))
+    y = np.log10(np.asarray(psd, np.float64))
+    x = x - x.mean()
+    return (y - y.mean(axis=1, keepdims=True)) @ x / (x @ x)
+
+
+def sphere_projection(locs: np.ndarray, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Electrode positions on the plane of a topographic map (azimuthal equidistant).
+
+    Each position, taken from ``origin``, goes to the point in the direction
+    of its azimuth at its angle from the vertical (z) axis times its distance
+    from the origin over pi / 2 (the equator of a sphere through it lands at
+    its radius): distances from the vertex on the scalp become distances on
+    the map, as in MNE's topomaps (``mne.viz.plot_topomap``).
+
+    locs : (n_channels, 3), metres -> (n_channels, 2), metres from ``origin``.
+    """
+    rel = np.asarray(locs, np.float64) - np.asarray(origin, np.float64)[:3]
+    r = np.linalg.norm(rel, axis=1)
+    polar = np.arccos(np.clip(rel[:, 2] / np.where(r > 0, r, 1.0), -1.0, 1.0))
+    azimuth = np.arctan2(rel[:, 1], rel[:, 0])
+    radius = polar * r / (np.pi / 2)
+    return radius[:, None] * np.column_stack([np.cos(azimuth), np.sin(azimuth)])
+
+
+def muscle_scores(
+    slopes: np.ndarray, patterns: np.ndarray | None = None, pos: np.ndarray | None = None
+) -> np.ndarray:
+    """How much each source looks like a muscle artefact, in [0, 1] per criterion used.
+
+    Dharmaprani et al. (2016), from recordings of paralysed subjects: a muscle
+    source has (1) a spectrum rising from 7 to 45-75 Hz, (2) its pattern at
+    the edge of the head, (3) a single focus, so a rough pattern. Each
+    criterion is a logistic score (``MUSCLE_SLOPE``, ``MUSCLE_FOCUS``,
+    ``MUSCLE_SMOOTHNESS``); the result is their product, so compare it with a
+    threshold to the power of the number of criteria. Without positions only
+    (1) is used.
+
+    Parameters
+    ----------
+    slopes : ndarray, shape (n_sources,)
+        :func:`spectral_slopes` of the sources' spectra.
+    patterns : ndarray, shape (n_channels, n_sources), or None
+        The sources' sensor patterns (``get_components``).
+    pos : ndarray, shape (n_channels, 2), or None
+        Electrode positions on the map (:func:`sphere_projection`).
+
+    Returns
+    -------
+    scores : ndarray, shape (n_sources,)
+    """
+    score = _logistic(slopes, *MUSCLE_SLOPE)
+    if patterns is None or pos is None:
+        return score
+    pos = np.asarray(pos, np.float64)
+    pos = pos - pos.mean(axis=0)
+    # (2) the mean distance from the centre, weighted by each pattern's |values|
+    # scaled to a peak of 1 (the electrodes' distances scaled to a farthest of 1).
+    dist = np.linalg.norm(pos, axis=1)
+    weights = np.abs(patterns) / np.abs(patterns).max(axis=0)
+    score = score * _logistic((dist / dist.max()) @ weights, *MUSCLE_FOCUS)
+    # (3) smoothness: near electrodes (closeness 1 - d / d_max) whose values differ
+    # (|difference| over its largest) add up; a rough, focal pattern scores low.
+    between = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    closeness = 1.0 - between / between.max()
+    smooth = np.empty(patterns.shape[1])
+    for k, p in enumerate(np.asarray(patterns, np.float64).T):
+        diff = np.abs(p[:, None] - p[None])
+        smooth[k] = (closeness * diff).sum() / max(diff.max(), 1e-300)
+    return score * (1.0 - _logistic(smooth, *MUSCLE_SMOOTHNESS))

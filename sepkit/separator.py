@@ -39,6 +39,7 @@ from ._check import (
     check_rank,
 )
 from ._mne_mixin import MNEMixin, segment_sensors, segment_transform
+from ._mne_scores import ScoresMixin
 from .io.audio import resample as resample_recording
 from .io.eeg import is_highpassed, warn_if_not_highpassed
 from .io.eeg import resample as resample_raw
@@ -76,7 +77,7 @@ def _is_mne_raw(obj) -> bool:
     return hasattr(obj, "info") and hasattr(obj, "get_data") and hasattr(obj, "ch_names")
 
 
-class IVAESeparator(MNEMixin, BaseEstimator):
+class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
     """Blind source separation with an identifiable VAE (iVAE).
 
     Fits the model of Khemakhem et al. (2020): sources z with a factorised

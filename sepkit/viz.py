@@ -21,7 +21,9 @@ for channel positions):
 - :func:`plot_source_traces`: sources stacked, bad spans shaded
   (:meth:`IVAESeparator.plot_sources`);
 - :func:`plot_overlay`: channels before and after cleaning
-  (:meth:`IVAESeparator.plot_overlay`).
+  (:meth:`IVAESeparator.plot_overlay`);
+- :func:`plot_scores`: a bar per source of find_bads_* scores
+  (:meth:`IVAESeparator.plot_scores`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ._check import check_float, check_int
 __all__ = [
     "plot_correlation_matrix",
     "plot_overlay",
+    "plot_scores",
     "plot_source_properties",
     "plot_source_traces",
     "plot_sources",
@@ -569,3 +572,47 @@ def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
         # the correlation matrix was cut at the figure's edge).
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def plot_scores(scores, names, *, exclude=(), labels=None, title: str | None = None):
+    """A bar per source and a panel per row of ``scores`` (``ICA.plot_scores``' figure).
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n_sources,) or (n_rows, n_sources)
+        E.g. the correlations of ``find_bads_eog`` with each reference.
+    names : list of str
+        The sources' names, one per column.
+    exclude : collection of int
+        Sources drawn in red and marked "(excluded)" on the axis.
+    labels : None, str or list of str
+        One title per panel.
+    title : str or None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    n_rows, n = scores.shape
+    names = _check_names(names, n, "sources")
+    exclude = _check_exclude(exclude, n, "sources")
+    labels = [labels] if isinstance(labels, str) else labels
+    if labels is not None and len(labels) != n_rows:
+        raise ValueError(
+            f"'labels' must hold one title per row of scores ({n_rows}), got {labels!r}."
+        )
+    fig = _figure(figsize=(max(4.0, 0.35 * n + 1.5), 2.4 * n_rows))
+    axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
+    colors = ["tab:red" if k in exclude else "tab:gray" for k in range(n)]
+    for i, ax in enumerate(axes):
+        ax.bar(np.arange(n), scores[i], color=colors)
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.set_xticks(np.arange(n), [_label(m, k in exclude, "\n") for k, m in enumerate(names)])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylabel("score")
+        if labels is not None:
+            ax.set_title(labels[i])
+    if title is not None:
+        fig.suptitle(title)
+    return fig

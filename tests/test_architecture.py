@@ -7,7 +7,7 @@ Dependencies point one way. The tiers, top to bottom (numbers as in failure mess
                  2. sepkit.pretrained, sepkit.tf_separation, sepkit.streaming,
                     sepkit.dropin_sklearn
     estimator    3. sepkit.separator
-                 4. sepkit._mne_mixin
+                 4. sepkit._mne_mixin, sepkit._mne_scores
                  5. sepkit.serialization
     families     6. sepkit.methods
                  7. sepkit.train | sepkit.preprocessing
@@ -62,7 +62,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
         False,
     ),
     (("sepkit.separator",), False),
-    (("sepkit._mne_mixin",), False),
+    (("sepkit._mne_mixin", "sepkit._mne_scores"), False),
     (("sepkit.serialization",), False),
     (("sepkit.methods",), False),
     (("sepkit.train", "sepkit.preprocessing"), True),
