@@ -145,7 +145,7 @@ ALL_VARIANCE = 0.999999
 def count_components(cov: np.ndarray, n_sources) -> int:
     """The number of sources ``n_sources`` stands for, from the data's covariance.
 
-    An int is itself. As MNE's ``ICA(n_components=...)``: a float in (0, 1]
+    An int is itself. As MNE's ``ICA(n_components=...)``: a float in (0, 1)
     is the smallest number of principal components whose cumulative share of
     the variance reaches it (MNE's ``_exp_var_ncomp``: the components whose
     cumulative share is at most the float, plus one), and None the count at

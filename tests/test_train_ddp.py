@@ -246,6 +246,11 @@ CONFIG_ERRORS = {
         OUT + "resume = true\n" + SYNTHETIC + MODEL,
         r"resume = true in .*cfg.toml needs the checkpoint_dir of the run to resume",
     ),
+    "a share of variance as n_sources": (
+        OUT + SYNTHETIC + MODEL.replace("n_sources = 3", "n_sources = 0.99"),
+        r"n_sources = 0\.99 in \[model\] of .*cfg\.toml is a share of variance, which "
+        r"IVAESeparator\.fit counts on one recording; .* Give the number, e\.g\. n_sources = 8\.",
+    ),
     "checkpoint_dir in [model]": (
         OUT + SYNTHETIC + MODEL + 'checkpoint_dir = "ck"\n',
         r"Set checkpoint_dir at the top of .*cfg.toml",

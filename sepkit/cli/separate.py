@@ -466,7 +466,7 @@ def run(args) -> int:
     _check_save_ica(args, out, len(inputs))
     pretrained = load_model(args.model) if args.model else None
     fits = pretrained is None or args.fine_tune
-    n_sources = pretrained.n_sources if pretrained is not None else args.n_sources
+    n_sources = pretrained.n_sources_ if pretrained is not None else args.n_sources
     exclude = iclabel_rule(args, parse_exclude(args.exclude, n_sources))
     eog_channels = None if args.eog_channels is None else args.eog_channels.split(",")
     # Never removed as files of an earlier output set: what this run reads.

@@ -313,6 +313,12 @@ def _model_settings(cfg: dict, base: Path, config: Path) -> dict:
         model_cfg["checkpoint_dir"] = str(base / cfg["checkpoint_dir"])
     # The estimator checks its settings in fit; a corpus may take minutes to read.
     IVAESeparator(**model_cfg)._validate_params()
+    if isinstance(model_cfg.get("n_sources"), float):  # the corpus's windows need the count
+        raise ValueError(
+            f"n_sources = {model_cfg['n_sources']} in [model] of {config} is a share of "
+            "variance, which IVAESeparator.fit counts on one recording; a training corpus is "
+            "cut into windows for a number of sources. Give the number, e.g. n_sources = 8."
+        )
     return model_cfg
 
 
