@@ -201,6 +201,11 @@ class ScoresMixin:
         elif isinstance(components, Integral) and not isinstance(components, bool):
             components = [components]
         keep = self._check_exclude(components, "components")
+        if not keep:
+            raise ValueError(
+                "'components' is empty: no source explains any variance. Pass the sources "
+                "to take together, e.g. components=[0, 3], or None for all of them."
+            )
         sources = self.get_sources(inst, u=u)
         dropped = [name for k, name in enumerate(sources.ch_names) if k not in keep]
         if dropped:

@@ -126,6 +126,8 @@ def test_explained_variance_ratio_agrees_with_mne(fitted):
     np.testing.assert_allclose(sep.get_explained_variance_ratio(raw)["eeg"], expected)
     with pytest.raises(ValueError, match=r"ch_type='mag' names no fitted channel; the fitted"):
         sep.get_explained_variance_ratio(raw, ch_type="mag")
+    with pytest.raises(ValueError, match=r"^'components' is empty: no source explains any"):
+        sep.get_explained_variance_ratio(raw, components=[])
     with pytest.raises(ValueError, match=r"'components' holds source index 8 but the separator"):
         sep.get_explained_variance_ratio(raw, components=[8])
 
