@@ -1558,7 +1558,7 @@ def _check_count_domain(n_sources, domain: str) -> None:
         raise ValueError(
             f"n_sources={n_sources!r} counts sources from a PCA of the data, as MNE's "
             "ICA(n_components=...) does, which the time-domain models support; this input is "
-            "separated in the time-frequency domain (a room, or domain='tf' / source_model), "
+            "separated in the time-frequency domain (a room, domain='tf' or a source model), "
             "which needs the number of sources. Pass n_sources=k, the number of talkers."
         )
 

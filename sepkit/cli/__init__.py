@@ -88,7 +88,8 @@ def command_line_phrasing(message: str) -> str:
         r"--n-sources K --source-model \1 in place of --model",
         message,
     )
-    return _KEYWORD.sub(option, message)
+    # n_sources=None is --n-sources all on the command line.
+    return _KEYWORD.sub(option, message).replace("--n-sources None", "--n-sources all")
 
 
 # Library advice that has no option of its own, as a command-line user can follow it.

@@ -123,6 +123,46 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
 
 
+def n_sources_arg(text: str):
+    """``--n-sources``: a count (int >= 1), a share of variance in (0, 1), or "all" (MNE's None).
+
+    The share and "all" are MNE's ICA(n_components=0.99 / None); the count they
+    stand for is taken at fit (``IVAESeparator.n_sources_``).
+    """
+    import argparse
+
+    value = text.strip().lower()
+    try:
+        if value == "all":
+            return value
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        share = float(value)
+        if 0.0 < share < 1.0:
+            return share
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"takes a number of sources (e.g. 15), a share of the variance between 0 and 1 (e.g. "
+        f"0.99: the principal components that hold it, as MNE's n_components) or 'all' (every "
+        f"dimension the data hold), got {text!r}"
+    )
+
+
+def n_sources_value(arg):
+    """``--n-sources`` as IVAESeparator's ``n_sources``: "all" is None."""
+    return None if arg == "all" else arg
+
+
+def n_sources_phrase(arg) -> str:
+    """``--n-sources`` for a progress line: "15 sources", "the sources of 99 % of the variance"."""
+    if arg == "all":
+        return "a source per dimension of the data"
+    if isinstance(arg, float):
+        return f"the sources of {100 * arg:g} % of the variance"
+    return f"{arg} sources"
+
+
 def add_sample_options(p) -> None:
     """--decim, --reject, --flat, --tstep: ``IVAESeparator.fit``'s (and ``ICA.fit``'s) arguments."""
     p.add_argument(

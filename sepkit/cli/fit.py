@@ -38,6 +38,9 @@ from ._common import (
     make_output_folder,
     model_line,
     model_options,
+    n_sources_arg,
+    n_sources_phrase,
+    n_sources_value,
     read_input,
     remove_empty_folders,
     sample_line,
@@ -57,7 +60,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help="recording file (audio or EEG)")
     p.add_argument("-o", "--out", required=True, metavar="MODEL", help="output file (.safetensors)")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--n-sources", type=int, metavar="K", help="number of sources")
+    how.add_argument(
+        "--n-sources",
+        type=n_sources_arg,
+        metavar="K",
+        help="number of sources; as MNE's n_components, a share of the variance (e.g. 0.99) "
+        "or 'all' (every dimension the data hold), counted at fit (time-domain models)",
+    )
     how.add_argument("--init", metavar="NAME", help="fine-tune this pretrained model")
     p.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the estimator's)"
@@ -78,8 +87,6 @@ def run(args) -> int:
     out = check_model_path(args.out, "-o")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
-    if args.n_sources is not None and args.n_sources < 1:
-        raise ValueError(f"--n-sources must be >= 1, got {args.n_sources}.")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}.")
     metrics_path = out.with_name(out.name[: -len(".safetensors")] + "_metrics.json")
@@ -102,7 +109,7 @@ def run(args) -> int:
         sep = IVAESeparator(**{**pre.get_params(), "checkpoint_dir": None})
     else:
         pre = None
-        sep = IVAESeparator(args.n_sources, **model_options(args))
+        sep = IVAESeparator(n_sources_value(args.n_sources), **model_options(args))
     params = dict(random_state=args.seed, verbose=show_progress(args), device="cpu")
     for key in ("steps", "window", "lr"):
         value = getattr(args, key)
@@ -133,7 +140,8 @@ def _fit(args, sep, read, init, sample_kwargs) -> dict:
     """
     X, kind = read
     X, fit_kwargs = drop_bad_epochs(args, Path(args.input).name, X, sample_kwargs)
-    say(args, f"fitting {sep.n_sources} sources on {args.input} ({kind})")
+    count = init.n_sources_ if init is not None else args.n_sources  # --init: the model's
+    say(args, f"fitting {n_sources_phrase(count)} on {args.input} ({kind})")
     t0 = time.perf_counter()
     sep.fit(X, init=init, **fit_kwargs)
     sep.reject_ = sample_kwargs["reject"]  # as ICA.reject_, also for epochs dropped with it

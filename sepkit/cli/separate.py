@@ -75,6 +75,9 @@ from ._common import (
     make_output_folder,
     model_line,
     model_options,
+    n_sources_arg,
+    n_sources_phrase,
+    n_sources_value,
     naming_input,
     read_input,
     remove_empty_folders,
@@ -108,7 +111,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--model", metavar="NAME", help="pretrained model name, folder or .safetensors"
     )
     how.add_argument(
-        "--n-sources", type=int, metavar="K", help="fit a new separator with K sources"
+        "--n-sources",
+        type=n_sources_arg,
+        metavar="K",
+        help="fit a new separator with K sources; as MNE's n_components, a share of the "
+        "variance (e.g. 0.99: the principal components that hold it) or 'all' (every "
+        "dimension the data hold) is counted at fit (time-domain models)",
     )
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument(
@@ -198,7 +206,8 @@ def _outputs(out: Path, item: _Input, n_sources: int, args, fits: bool):
     stem, eeg_pos = item.stem, item.eeg_pos
     files = [out / f"{stem}_metrics.json"]
     if item.kind == "audio":
-        files += [out / f"{stem}_s{i + 1}.wav" for i in range(n_sources)]
+        # A share or "all" is counted at fit: the set's existing files are found by name.
+        files += [out / f"{stem}_s{i + 1}.wav" for i in range(_count(n_sources))]
     else:
         files.append(out / eeg_name(stem, "sources", item.epochs))
         if args.exclude is not None:
@@ -215,6 +224,11 @@ def _outputs(out: Path, item: _Input, n_sources: int, args, fits: bool):
         if eeg_pos:
             files.append(out / f"{stem}_topographies.png")
     return files
+
+
+def _count(n_sources) -> int:
+    """The files per source to list before a fit: none for a share or "all" (counted at fit)."""
+    return n_sources if isinstance(n_sources, int) else 0
 
 
 def eeg_name(stem: str, what: str, epochs: bool) -> str:
@@ -240,6 +254,17 @@ def parse_exclude(text: str | None, n_sources: int):
         raise ValueError(
             f"--exclude takes comma-separated source indices (e.g. 0,3) or 'eog', got {text!r}."
         ) from None
+    return check_exclude_range(indices, n_sources)
+
+
+def check_exclude_range(indices, n_sources):
+    """``indices`` of ``--exclude``, or the error where one is not a source of ``n_sources``.
+
+    A share of variance or "all" (not counted yet) passes; the count fitted is
+    checked again after the fit.
+    """
+    if not isinstance(indices, list) or not isinstance(n_sources, int):
+        return indices
     wrong = [k for k in indices if not 0 <= k < n_sources]
     if wrong:
         raise ValueError(
@@ -398,8 +423,6 @@ def _check_linear(args, path: Path, kind: str, exclude, pretrained) -> None:
 def _check_steps(args) -> None:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
-    if args.n_sources is not None and args.n_sources < 1:
-        raise ValueError(f"--n-sources must be >= 1, got {args.n_sources}.")
     if args.fine_tune and args.model is None:
         raise ValueError("--fine-tune needs --model NAME (the model to start from).")
     if args.window is not None and args.window <= 0:
@@ -487,6 +510,7 @@ def run(args) -> int:
             t0 = time.perf_counter()
             with naming_input(item.path):
                 sep = _fit_one(args, item, pretrained, n_sources, sample_kwargs)
+                check_exclude_range(exclude, sep.n_sources_)
                 result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
             result.info["seconds"] = time.perf_counter() - t0
             result.t0 = t0
@@ -498,7 +522,7 @@ def run(args) -> int:
             if "excluded" in result.info:
                 say(args, removal_line(item.path.name, result.info))
             seconds = result.info["seconds"]
-            print(f"{item.path.name}: {n_sources} sources -> {out}/ ({seconds:.1f} s)")
+            print(f"{item.path.name}: {sep.n_sources_} sources -> {out}/ ({seconds:.1f} s)")
     except BaseException:
         remove_empty_folders(made)
         raise
@@ -572,7 +596,7 @@ def _fit_one(args, item: _Input, pretrained, n_sources: int, sample_kwargs: dict
     if pretrained is not None:
         sep = IVAESeparator(**{**pretrained.get_params(), "device": "cpu"})
     else:
-        sep = IVAESeparator(n_sources, device="cpu", **model_options(args))
+        sep = IVAESeparator(n_sources_value(n_sources), device="cpu", **model_options(args))
     params = dict(random_state=args.seed, verbose=show_progress(args), checkpoint_dir=None)
     if args.steps is not None:
         params["n_steps"] = args.steps
@@ -585,7 +609,7 @@ def _fit_one(args, item: _Input, pretrained, n_sources: int, sample_kwargs: dict
     if pretrained is not None and args.resample:
         X = pretrained._match_sample_rate(X, True)
     X, fit_kwargs = drop_bad_epochs(args, item.path.name, X, sample_kwargs)
-    say(args, f"fitting {n_sources} sources on {item.path.name}")
+    say(args, f"fitting {n_sources_phrase(n_sources)} on {item.path.name}")
     with warnings.catch_warnings():
         # _fit_excerpt's encoder_u=False, where the tf family was chosen after all.
         warnings.filterwarnings("ignore", "encoder_u=False: not used by", UserWarning)

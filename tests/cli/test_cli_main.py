@@ -457,6 +457,44 @@ def test_separate_eeg_decim_and_reject_as_ica_fit(tmp_path, capsys):
     _assert_same_in_float32(model.get_sources(raw).get_data(), expected.get_sources(raw).get_data())
 
 
+def test_separate_and_fit_take_mne_n_components_forms(tmp_path, capsys):
+    import mne
+
+    _, _, path = _eeg_with_eog_lead(tmp_path, 6, 30.0)
+    raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    for arg, value in (("0.9", 0.9), ("all", None)):
+        out = tmp_path / f"out_{arg}"
+        assert main(["separate", str(path), "--n-sources", arg, "-o", str(out)]) == 0
+        expected = IVAESeparator(value, device="cpu").fit(raw)
+        info = json.loads((out / "rec_metrics.json").read_text())
+        assert info["n_sources"] == expected.n_sources_
+        assert f"rec_raw.fif: {expected.n_sources_} sources -> " in capsys.readouterr().out
+    assert expected.n_sources_ == 19  # "all": every channel of make_eeg's 19 (full rank)
+    assert (
+        main(["fit", str(path), "--n-sources", "0.9", "-o", str(tmp_path / "m.safetensors")]) == 0
+    )
+    fitted = IVAESeparator.load(tmp_path / "m.safetensors")
+    assert fitted.n_sources == 0.9 and fitted.n_sources_ == IVAESeparator(0.9).fit(raw).n_sources_
+    # An index beyond the count fitted: refused after the fit, before anything is written.
+    out = tmp_path / "bad_exclude"
+    assert (
+        main(["separate", str(path), "--n-sources", "0.9", "-o", str(out), "--exclude", "18"]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sepkit separate: error: rec_raw.fif: --exclude names source(s) [18]")
+    assert "Traceback" not in "".join(err)
+    assert not out.exists()
+    # A room needs the number of talkers; a share outside (0, 1) is no form at all.
+    room = _wav(tmp_path / "room.wav", 0)
+    assert (
+        main(["separate", str(room), "--domain", "tf", "--n-sources", "all", "-o", str(out)]) == 2
+    )
+    assert "room.wav: --n-sources all counts sources from a PCA" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["separate", str(path), "--n-sources", "1.5", "-o", str(out)])
+    assert "--n-sources: takes a number of sources (e.g. 15), a share" in capsys.readouterr().err
+
+
 def test_separate_sample_option_errors_are_one_line_before_any_work(tmp_path, capsys):
     raw, _, path = _eeg_with_eog_lead(tmp_path, 4, 20.0)
     out = tmp_path / "out"
