@@ -42,6 +42,8 @@ from .io.raw import (
     event_labels,
     is_epochs_or_evoked,
     is_events_array,
+    raw_like,
+    span_mask,
 )
 
 # Frontal electrodes that pick up blinks best, used as the EOG reference when a
@@ -160,7 +162,15 @@ class MNEMixin:
         return list(self.ch_names_)
 
     # ---------------------------------------------------------- sources
-    def get_sources(self, raw, *, start: float | None = None, stop: float | None = None, u=None):
+    def get_sources(
+        self,
+        raw,
+        add_channels=None,
+        *,
+        start: float | None = None,
+        stop: float | None = None,
+        u=None,
+    ):
         """Source time courses as a Raw, like ``mne.preprocessing.ICA.get_sources``.
 
         Parameters
@@ -170,6 +180,9 @@ class MNEMixin:
             Epochs and Evoked data need a separator whose encoder ignores u
             (the linear models, the EEG default, or ``encoder_u=False``):
             their samples have no window of the recording.
+        add_channels : None or list of str
+            Channels of ``raw`` to append to the sources (e.g. the EOG, to
+            compare in ``plot`` or ``score_sources``), as ``ICA.get_sources``'.
         start, stop : float or None
             Raw only: time span to return, in seconds from the first sample
             of ``raw``; ``stop`` is exclusive. None: from the start / to the
@@ -189,13 +202,17 @@ class MNEMixin:
             ``raw``; for Epochs, their events, ``event_id``, ``tmin`` and
             metadata; for an Evoked, its ``tmin``, ``nave`` and comment.
         """
+        extra = _reference_channels(raw, add_channels)
         if is_epochs_or_evoked(raw):
-            return self._segment_sources(raw, start=start, stop=stop, u=u)
+            sources = self._segment_sources(raw, start=start, stop=stop, u=u)
+            return sources if extra is None else sources.add_channels([extra])
         _check_raw_arg(raw)
         self._check_fitted()
         tmin, tmax = check_time_span(raw, start, stop)
         duration = raw.n_times / raw.info["sfreq"]
         sources = self.transform(raw, self._raw_u(raw, u))
+        if extra is not None:
+            sources.add_channels([extra])
         if tmin > 0 or tmax < duration:
             if tmax < duration:
                 sources.crop(tmin, tmax, include_tmax=False)
@@ -360,6 +377,8 @@ class MNEMixin:
         ch_name=None,
         threshold="auto",
         *,
+        start: float | None = None,
+        stop: float | None = None,
         measure: str = "correlation",
         l_freq: float | None = 1.0,
         h_freq: float | None = 10.0,
@@ -405,6 +424,10 @@ class MNEMixin:
             the z-score, in standard deviations, above which a correlation
             is an outlier among the sources' correlations with that
             reference; "auto" is 3.0, as MNE's.
+        start, stop : float or None
+            Raw only: the span scored, in seconds, as in :meth:`get_sources`
+            (the sources are computed on the whole recording and scored on
+            the span; an int, MNE's sample index, is refused).
         measure : {"correlation", "zscore"}
             "correlation" flags absolute correlations of at least
             ``threshold``. "zscore" is MNE's default: per reference, z-score
@@ -431,22 +454,19 @@ class MNEMixin:
             Correlations, shape (n_sources,) for one reference channel,
             (n_channels, n_sources) for several.
         """
-        raw = _check_raw_arg(_continuous(raw, "find_bads_eog"))
+        inst, raw = raw, _check_raw_arg(_continuous(raw, "find_bads_eog"))
         self._check_fitted()
+        good = _scored_samples(inst, raw, reject_by_annotation, start, stop)
         names, named = _eog_choice(raw, ch_name)
         frontal = _frontal_channels(raw) if named else []
         # What the last call's frontal cross-check saw (None: it did not run).
         self.eog_frontal_check_ = None
         if not frontal:
-            return self._score_references(
-                raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
-            )
+            return self._score_references(raw, names, threshold, measure, l_freq, h_freq, good, u)
         # Leads named EOG may record little of the eyes (EEGLAB's sample): score the
         # frontal channels too and say where they flag what the named ones do not.
         threshold = self._check_score_threshold(threshold, measure)
-        scores = self._reference_scores(
-            raw, names + frontal, l_freq, h_freq, reject_by_annotation, u
-        )
+        scores = self._reference_scores(raw, names + frontal, l_freq, h_freq, good, u)
         scores, frontal_scores = scores[: len(names)], scores[len(names) :]
         indices = flag_sources(scores, threshold, measure)
         missed = [k for k in flag_sources(frontal_scores, threshold, measure) if k not in indices]
@@ -470,6 +490,8 @@ class MNEMixin:
         ch_name=None,
         threshold="auto",
         *,
+        start: float | None = None,
+        stop: float | None = None,
         method: str = "ctps",
         measure: str = "correlation",
         l_freq: float | None = 8.0,
@@ -515,6 +537,10 @@ class MNEMixin:
             in (0, 1]; "auto" is MNE's 0.3. ``method="correlation"``: as in
             :meth:`find_bads_eog` ("auto" is 0.5 for ``measure="correlation"``
             and 3.0 for ``measure="zscore"``).
+        start, stop : float or None
+            Raw only: the span scored, in seconds, as in :meth:`get_sources`
+            (the sources are computed on the whole recording and scored on
+            the span; an int, MNE's sample index, is refused).
         method : {"ctps", "correlation"}
         measure : {"correlation", "zscore"}
             ``method="correlation"`` only; as in :meth:`find_bads_eog`.
@@ -541,31 +567,33 @@ class MNEMixin:
         removal in independent components of neuromagnetic recordings. IEEE
         Trans. Biomed. Eng. 55(10), 2353-2362.
         """
-        raw = _check_raw_arg(_continuous(raw, "find_bads_ecg"))
+        inst, raw = raw, _check_raw_arg(_continuous(raw, "find_bads_ecg"))
         self._check_fitted()
         check_option("method", method, ("ctps", "correlation"))
+        good = _scored_samples(inst, raw, reject_by_annotation, start, stop)
         names = _ecg_reference(raw, ch_name)
         if method == "ctps":
             return self._ctps_scores(
-                raw, names[0], threshold, l_freq, h_freq, reject_by_annotation, u
+                raw, names[0], threshold, (l_freq, h_freq), (good, reject_by_annotation), u
             )
-        return self._score_references(
-            raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
-        )
+        return self._score_references(raw, names, threshold, measure, l_freq, h_freq, good, u)
 
-    def _ctps_scores(self, raw, ecg_name, threshold, l_freq, h_freq, reject_by_annotation, u):
-        """(indices, scores) of ``find_bads_ecg(method="ctps")``."""
+    def _ctps_scores(self, raw, ecg_name, threshold, band, scored, u):
+        """(indices, scores) of ``find_bads_ecg(method="ctps")``.
+
+        ``band``: (l_freq, h_freq); ``scored``: (the samples scored, reject_by_annotation).
+        """
+        (l_freq, h_freq), (good, reject_by_annotation) = band, scored
         if isinstance(threshold, str) and threshold == "auto":
             threshold = 0.3
         threshold = check_float(
             "threshold", threshold, min_value=0.0, max_value=1.0, strict_min=True
         )
-        check_option("reject_by_annotation", reject_by_annotation, (True, False))
         sfreq = float(raw.info["sfreq"])
         l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
         peaks = ecg_peaks(raw, ecg_name, reject_by_annotation=reject_by_annotation)
-        # Whole epochs only, and none that touches a bad span.
-        peaks = whole_epoch_peaks(peaks, _good_samples(raw, reject_by_annotation), sfreq)
+        # Whole epochs only, and none that touches a bad span or leaves start-stop.
+        peaks = whole_epoch_peaks(peaks, good, sfreq)
         if len(peaks) < 2:
             raise ValueError(
                 f"find_bads_ecg(method='ctps') found {len(peaks)} heartbeat(s) in {ecg_name!r} "
@@ -577,23 +605,22 @@ class MNEMixin:
         order = np.argsort(-scores, kind="stable")
         return [int(k) for k in order if scores[k] >= threshold], scores
 
-    def _score_references(
-        self, raw, names, threshold, measure, l_freq, h_freq, reject_by_annotation, u
-    ):
+    def _score_references(self, raw, names, threshold, measure, l_freq, h_freq, good, u):
         """(indices, scores) of :meth:`find_bads_eog` / :meth:`find_bads_ecg` for ``names``."""
         threshold = self._check_score_threshold(threshold, measure)
-        scores = self._reference_scores(raw, names, l_freq, h_freq, reject_by_annotation, u)
+        scores = self._reference_scores(raw, names, l_freq, h_freq, good, u)
         indices = flag_sources(scores, threshold, measure)
         return indices, (scores[0] if len(names) == 1 else scores)
 
-    def _reference_scores(self, raw, names, l_freq, h_freq, reject_by_annotation, u):
-        """Correlations of the sources with the channels ``names``, shape (n_names, n_sources)."""
-        check_option("reject_by_annotation", reject_by_annotation, (True, False))
+    def _reference_scores(self, raw, names, l_freq, h_freq, good, u):
+        """Correlations of the sources with the channels ``names``, shape (n_names, n_sources).
+
+        ``good``: the samples scored (:func:`_scored_samples`); the others are cut
+        out before filtering (MNE's "omit"), in reference_correlations.
+        """
         sfreq = float(raw.info["sfreq"])
         l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
         sources = self.get_sources(raw, u=u).get_data()
-        # Bad spans are cut out before filtering (MNE's "omit"), in reference_correlations.
-        good = _good_samples(raw, reject_by_annotation)
         return reference_correlations(
             sources, raw.get_data(picks=names), sfreq, l_freq=l_freq, h_freq=h_freq, good=good
         )
@@ -1295,6 +1322,45 @@ def _ecg_reference(raw, ch_name) -> list[str]:
             "raw.set_channel_types({'name': 'ecg'})."
         )
     return names
+
+
+def _reference_channels(inst, names):
+    """The channels ``names`` of ``inst`` (get_sources' add_channels), or None.
+
+    A new Raw / Epochs / Evoked timed like the sources (their info is new too,
+    without ``inst``'s filter settings, which MNE would refuse to merge).
+    """
+    import mne
+
+    if names is None:
+        return None
+    names = [names] if isinstance(names, str) else list(names)
+    missing = [name for name in names if name not in inst.ch_names]
+    if missing:
+        raise ValueError(
+            f"add_channels names channel(s) {missing} that the recording lacks. Pass channels "
+            f"of the recording (e.g. its EOG), or None."
+        )
+    types = inst.get_channel_types(picks=names)
+    data = inst.get_data(picks=names)
+    if is_epochs_or_evoked(inst):
+        info = mne.create_info(names, inst.info["sfreq"], types)
+        return like_segments(data if data.ndim == 3 else data[None], info, inst)
+    return raw_like(data, inst, names, types)
+
+
+def _scored_samples(inst, raw, reject_by_annotation: bool, start, stop) -> np.ndarray:
+    """The samples of ``raw`` that find_bads_* score: outside bad spans, within start-stop."""
+    check_option("reject_by_annotation", reject_by_annotation, (True, False))
+    good = _good_samples(raw, reject_by_annotation)
+    if start is None and stop is None:
+        return good
+    if is_epochs_or_evoked(inst):
+        raise ValueError(
+            f"'start' and 'stop' score a span of a Raw; for {type(inst).__name__} data pass "
+            "None (crop them with .crop() first)."
+        )
+    return good & span_mask(raw, start, stop)
 
 
 def _good_samples(raw, reject_by_annotation: bool) -> np.ndarray:

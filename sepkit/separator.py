@@ -46,7 +46,6 @@ from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
     check_ptp_thresholds,
-    check_time_span,
     epochs_as_raw,
     is_epochs_or_evoked,
     picked_info,
@@ -55,6 +54,7 @@ from .io.raw import (
     resolve_raw_u,
     sensors_to_raw,
     sources_to_raw,
+    span_mask,
 )
 from .io.recording import Recording
 from .methods import load_family, resolve_domain
@@ -1477,7 +1477,7 @@ class _Rejection:
     def apply(self, raw, data, rec, good):
         """``good`` (the annotations' mask) less what start / stop and reject / flat leave out."""
         if self.span != (None, None):
-            good = good & _span_mask(raw, *self.span)
+            good = good & span_mask(raw, *self.span)
             if not good.any():
                 raise ValueError(
                     f"start={self.span[0]!r} and stop={self.span[1]!r} hold no sample "
@@ -1520,15 +1520,6 @@ def _warn_filtering(raw, mixing, highpass) -> None:
             else ""
         )
         warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
-
-
-def _span_mask(raw, start, stop) -> np.ndarray:
-    """True from ``start`` to ``stop`` (seconds, exclusive) of ``raw``, as ICA.fit's span."""
-    tmin, tmax = check_time_span(raw, start, stop)
-    mask = np.zeros(raw.n_times, dtype=bool)
-    rate = raw.info["sfreq"]
-    mask[int(round(tmin * rate)) : int(round(tmax * rate))] = True
-    return mask
 
 
 def _check_n_sources(n_sources) -> None:

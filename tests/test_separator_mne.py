@@ -845,6 +845,58 @@ def test_find_bads_ecg_ctps(fitted, sim):
         fitted.find_bads_ecg(short)
 
 
+def test_find_bads_start_stop_score_a_span(linear, sim):
+    from mne.preprocessing import find_ecg_events
+    from mne.preprocessing.ctps_ import ctps
+
+    raw, _ = sim
+    rate = raw.info["sfreq"]
+    lo, hi = int(5.0 * rate), int(25.0 * rate)
+    own = linear.get_sources(raw).get_data()
+    # Correlation: the span's samples alone, band-passed after the cut (as bad spans).
+    _, scores = linear.find_bads_eog(raw, start=5.0, stop=25.0, reject_by_annotation=False)
+    band = mne.filter.filter_data(
+        np.vstack([own[:, lo:hi], raw.get_data(picks="EOG")[:, lo:hi]]).astype(np.float64),
+        rate,
+        1.0,
+        10.0,
+        verbose="error",
+    )
+    expected = [np.corrcoef(b, band[-1])[0, 1] for b in band[:-1]]
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    # CTPS: the heartbeats whose epochs lie in the span.
+    _, ctps_scores = linear.find_bads_ecg(raw, start=5.0, stop=25.0, reject_by_annotation=False)
+    events = find_ecg_events(raw, ch_name="ECG", reject_by_annotation=False, verbose="error")[0]
+    peaks = events[:, 0] - raw.first_samp
+    half = int(0.5 * rate)
+    peaks = peaks[(peaks - half >= lo) & (peaks + half < hi)]
+    band = mne.filter.filter_data(own.astype(np.float64), rate, 8.0, 16.0, verbose="error")
+    epochs = np.stack([band[:, p - half : p + half + 1] for p in peaks])
+    np.testing.assert_allclose(ctps_scores, ctps(epochs)[1].max(axis=-1), rtol=1e-6)
+    with pytest.raises(TypeError, match=r"start=1000 is a whole number: sepkit takes start in"):
+        linear.find_bads_eog(raw, start=1000)
+    with pytest.raises(ValueError, match=r"'start' and 'stop' score a span of a Raw; for Epochs"):
+        linear.find_bads_ecg(_epochs(raw), start=1.0)
+
+
+def test_get_sources_add_channels(linear, sim):
+    raw, _ = sim
+    sources = linear.get_sources(raw, ["EOG", "ECG"], start=2.0, stop=4.0)
+    assert sources.ch_names[-2:] == ["EOG", "ECG"]
+    assert sources.get_channel_types()[-2:] == ["eog", "ecg"]
+    span = slice(int(2.0 * SAMPLE_RATE), int(4.0 * SAMPLE_RATE))
+    np.testing.assert_allclose(
+        sources.get_data(picks=["EOG"])[0], raw.get_data(picks="EOG")[0, span], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        sources.get_data(picks="misc"), linear.get_sources(raw).get_data()[:, span]
+    )
+    epochs = linear.get_sources(_epochs(raw), add_channels="EOG")
+    assert epochs.ch_names[-1] == "EOG" and len(epochs) == len(_epochs(raw))
+    with pytest.raises(ValueError, match=r"add_channels names channel\(s\) \['HEOG'\] that the"):
+        linear.get_sources(raw, add_channels=["HEOG"])
+
+
 def test_find_bads_eog_falls_back_to_frontal_channels(fitted, sim):
     raw, _ = sim
     no_eog = raw.copy().drop_channels(["EOG"])

@@ -162,6 +162,14 @@ def sources_to_raw(out: np.ndarray, raw, names):
     return _like_raw(out, raw, mne_info=None, names=names, ch_types="misc")
 
 
+def raw_like(data: np.ndarray, raw, names, ch_types):
+    """A RawArray of ``data`` with channels ``names`` of ``ch_types``, lined up with ``raw``.
+
+    As :func:`sources_to_raw` (rate, ``first_samp``, ``meas_date``, annotations).
+    """
+    return _like_raw(data, raw, mne_info=None, names=names, ch_types=ch_types)
+
+
 def sensors_to_raw(out: np.ndarray, raw, names, info=None):
     """A RawArray of sensor data (``inverse_transform`` of a Raw of sources).
 
@@ -482,3 +490,12 @@ def check_time_span(raw, start, stop) -> tuple[float, float]:
             f"0 <= start < stop <= {duration:g} s (the length of raw)."
         )
     return tmin, tmax
+
+
+def span_mask(raw, start, stop) -> np.ndarray:
+    """True from ``start`` to ``stop`` (seconds, exclusive; :func:`check_time_span`) of ``raw``."""
+    tmin, tmax = check_time_span(raw, start, stop)
+    mask = np.zeros(raw.n_times, dtype=bool)
+    rate = raw.info["sfreq"]
+    mask[int(round(tmin * rate)) : int(round(tmax * rate))] = True
+    return mask
