@@ -217,7 +217,18 @@ class ScoresMixin:
             for kind, names in types.items()
         }
 
-    def plot_scores(self, scores, exclude=None, *, labels=None, title=None, show=False):
+    def plot_scores(
+        self,
+        scores,
+        exclude=None,
+        *,
+        labels=None,
+        axhline=None,
+        title=None,
+        figsize=None,
+        n_cols=None,
+        show=False,
+    ):
         """A bar per source of ``scores`` (find_bads_*), as ``ICA.plot_scores``.
 
         Parameters
@@ -228,7 +239,13 @@ class ScoresMixin:
             Sources drawn in red; None: ``sep.exclude``.
         labels : None, str or list of str
             The panels' titles (e.g. the reference channels' names).
+        axhline : None, float or list of float
+            Dashed horizontal lines (e.g. the threshold of find_bads_*).
         title : str or None
+        figsize : None or (float, float)
+            Inches; None sizes the figure to the sources and panels.
+        n_cols : int or None
+            Panels per row; None: one column.
         show : bool
             Call ``plt.show()``.
 
@@ -246,7 +263,10 @@ class ScoresMixin:
                 "find_bads_* or score_sources."
             )
         names = [f"IVAE{k:03d}" for k in range(self.n_sources_)]
-        fig = viz.plot_scores(scores, names, exclude=exclude, labels=labels, title=title)
+        fig = viz.plot_scores(
+            scores, names, exclude=exclude, labels=labels, title=title, axhline=axhline,
+            figsize=figsize, n_cols=n_cols,
+        )  # fmt: skip
         return _shown(fig, show)
 
     def copy(self):

@@ -574,7 +574,17 @@ def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
     return path
 
 
-def plot_scores(scores, names, *, exclude=(), labels=None, title: str | None = None):
+def plot_scores(
+    scores,
+    names,
+    *,
+    exclude=(),
+    labels=None,
+    title: str | None = None,
+    axhline=None,
+    figsize=None,
+    n_cols: int | None = None,
+):
     """A bar per source and a panel per row of ``scores`` (``ICA.plot_scores``' figure).
 
     Parameters
@@ -588,6 +598,12 @@ def plot_scores(scores, names, *, exclude=(), labels=None, title: str | None = N
     labels : None, str or list of str
         One title per panel.
     title : str or None
+    axhline : None, float or list of float
+        Dashed horizontal lines in every panel (e.g. the threshold).
+    figsize : None or (float, float)
+        Inches; None sizes the figure to the number of sources and panels.
+    n_cols : int or None
+        Panels per row; None: one column.
 
     Returns
     -------
@@ -602,12 +618,23 @@ def plot_scores(scores, names, *, exclude=(), labels=None, title: str | None = N
         raise ValueError(
             f"'labels' must hold one title per row of scores ({n_rows}), got {labels!r}."
         )
-    fig = _figure(figsize=(max(4.0, 0.35 * n + 1.5), 2.4 * n_rows))
-    axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
+    lines = [] if axhline is None else np.atleast_1d(np.asarray(axhline, dtype=np.float64))
+    n_cols = 1 if n_cols is None else check_int("n_cols", n_cols, min_value=1)
+    n_cols = min(n_cols, n_rows)
+    n_grid = -(-n_rows // n_cols)
+    if figsize is None:
+        figsize = (max(4.0, 0.35 * n + 1.5) * n_cols, 2.4 * n_grid)
+    fig = _figure(figsize=figsize)
+    axes = fig.subplots(n_grid, n_cols, squeeze=False).ravel()
     colors = ["tab:red" if k in exclude else "tab:gray" for k in range(n)]
     for i, ax in enumerate(axes):
+        if i >= n_rows:
+            ax.set_visible(False)
+            continue
         ax.bar(np.arange(n), scores[i], color=colors)
         ax.axhline(0.0, color="black", linewidth=0.5)
+        for y in lines:
+            ax.axhline(y, color="black", linestyle="--", linewidth=0.8)
         ax.set_xticks(np.arange(n), [_label(m, k in exclude, "\n") for k, m in enumerate(names)])
         ax.tick_params(axis="x", labelsize=7)
         ax.set_ylabel("score")

@@ -141,6 +141,11 @@ def test_plot_scores_copy_and_channel_types(fitted):
     red = to_rgba("tab:red")
     assert [k for k, bar in enumerate(bars) if bar.get_facecolor() == red] == sorted(idx)
     assert fig.axes[0].get_title() == "muscle"
+    two = sep.plot_scores(np.vstack([scores, -scores]), labels=["a", "b"], axhline=0.5, n_cols=2)
+    assert [ax.get_title() for ax in two.axes] == ["a", "b"]
+    assert {line.get_ydata()[0] for line in two.axes[1].lines} == {0.0, 0.5}
+    with pytest.raises(ValueError, match=r"'n_cols' must be >= 1, got 0"):
+        sep.plot_scores(scores, n_cols=0)
     with pytest.raises(ValueError, match=r"'scores' must have shape \(n_sources,\) or"):
         sep.plot_scores(scores[:3])
     twin = sep.copy()
