@@ -220,7 +220,18 @@ class MNEMixin:
                 sources.crop(tmin)
         return sources
 
-    def apply(self, raw, exclude=None, *, include=None, copy: bool = True, u=None):
+    def apply(
+        self,
+        raw,
+        exclude=None,
+        *,
+        include=None,
+        n_pca_components=None,
+        start: float | None = None,
+        stop: float | None = None,
+        copy: bool = True,
+        u=None,
+    ):
         """Remove the sources ``exclude`` from ``raw``, like ``ICA.apply``.
 
         The cleaned data are ``X - (f(S) - f(S'))`` with ``f`` the decoder,
@@ -245,11 +256,20 @@ class MNEMixin:
         exclude : None or list of int
             Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
             besides those in ``self.exclude``, as ``ICA.apply`` does; None
-            removes ``self.exclude`` alone.
+            removes ``self.exclude`` alone. (The second argument, where
+            ``ICA.apply``'s is ``include``: pass either by name.)
         include : None or list of int
             As ``ICA.apply``'s: the sources to keep; every other one is removed
             too (with ``exclude`` and ``self.exclude``). None or ``[]``: no
             effect, as in MNE.
+        n_pca_components : None
+            MNE's default only: the data beyond the sources are kept as they
+            are (see above). A number (MNE's reduction of what is kept to
+            that many principal components) is refused with the way to it.
+        start, stop : float or None
+            Raw only: clean this span alone (seconds, as in
+            :meth:`get_sources`), the rest unchanged, as ``ICA.apply``'s; the
+            sources are computed on the whole recording.
         copy : bool
             Return a cleaned copy (default). False cleans ``raw`` in place
             (it must be preloaded) and returns it, as MNE does.
@@ -263,8 +283,10 @@ class MNEMixin:
             unchanged.
         """
         self._check_fitted()
+        _check_pca_components(n_pca_components)
         exclude = self._excluded(exclude, include)
         if is_epochs_or_evoked(raw):
+            _check_raw_span(raw, start, stop, "clean")
             return self._clean_segments(raw, exclude, copy=copy, u=u)
         _check_raw_arg(raw)
         check_option("copy", copy, (True, False))
@@ -277,6 +299,9 @@ class MNEMixin:
         cleaned = X
         if exclude:
             cleaned = X + self._removal_change(S, exclude, u)
+        if start is not None or stop is not None:
+            outside = ~span_mask(raw, start, stop)
+            cleaned[:, outside] = X[:, outside]
         out = raw.copy() if copy else raw
         if not out.preload:
             out.load_data(verbose="error")
@@ -1349,17 +1374,33 @@ def _reference_channels(inst, names):
     return raw_like(data, inst, names, types)
 
 
+def _check_pca_components(n_pca_components) -> None:
+    """apply's ``n_pca_components``: MNE's default (None) only."""
+    if n_pca_components is not None:
+        raise ValueError(
+            f"n_pca_components={n_pca_components!r}: sepkit's apply keeps the data beyond the "
+            "sources as they are (MNE's n_pca_components=None). To keep only some principal "
+            "components, apply the exported ICA of a linear separator: "
+            "sep.to_mne_ica().apply(raw, n_pca_components=k)."
+        )
+
+
+def _check_raw_span(inst, start, stop, what: str) -> None:
+    """``start`` / ``stop`` ``what`` (score, clean) a span of a Raw only: the error for Epochs."""
+    if (start is not None or stop is not None) and is_epochs_or_evoked(inst):
+        raise ValueError(
+            f"'start' and 'stop' {what} a span of a Raw; for {type(inst).__name__} data pass "
+            "None (crop them with .crop() first)."
+        )
+
+
 def _scored_samples(inst, raw, reject_by_annotation: bool, start, stop) -> np.ndarray:
     """The samples of ``raw`` that find_bads_* score: outside bad spans, within start-stop."""
     check_option("reject_by_annotation", reject_by_annotation, (True, False))
+    _check_raw_span(inst, start, stop, "score")
     good = _good_samples(raw, reject_by_annotation)
     if start is None and stop is None:
         return good
-    if is_epochs_or_evoked(inst):
-        raise ValueError(
-            f"'start' and 'stop' score a span of a Raw; for {type(inst).__name__} data pass "
-            "None (crop them with .crop() first)."
-        )
     return good & span_mask(raw, start, stop)
 
 

@@ -1464,3 +1464,18 @@ def test_decim_reject_flat_errors(sim):
         match=r"tstep=5.0 sets the stretches that reject and flat judge, but neither was given. Pass reject=dict\(eeg=...\) or flat=..., or drop tstep.",
     ):
         lin.fit(raw, tstep=5.0)
+
+
+def test_apply_start_stop_and_n_pca_components(linear, sim):
+    raw, _ = sim
+    whole = linear.apply(raw, exclude=[0]).get_data()
+    part = linear.apply(raw, exclude=[0], start=10.0, stop=20.0).get_data()
+    lo, hi = int(10.0 * SAMPLE_RATE), int(20.0 * SAMPLE_RATE)
+    np.testing.assert_array_equal(part[:, lo:hi], whole[:, lo:hi])
+    np.testing.assert_array_equal(part[:, :lo], raw.get_data()[:, :lo])
+    np.testing.assert_array_equal(part[:, hi:], raw.get_data()[:, hi:])
+    assert linear.apply(raw, exclude=[0], n_pca_components=None) is not raw
+    with pytest.raises(ValueError, match=r"^n_pca_components=5: sepkit's apply keeps the data"):
+        linear.apply(raw, exclude=[0], n_pca_components=5)
+    with pytest.raises(ValueError, match=r"'start' and 'stop' clean a span of a Raw; for Epochs"):
+        linear.apply(_epochs(raw), exclude=[0], start=1.0)
