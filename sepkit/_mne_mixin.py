@@ -202,12 +202,13 @@ class MNEMixin:
             ``raw``; for Epochs, their events, ``event_id``, ``tmin`` and
             metadata; for an Evoked, its ``tmin``, ``nave`` and comment.
         """
-        extra = _reference_channels(raw, add_channels)
         if is_epochs_or_evoked(raw):
             sources = self._segment_sources(raw, start=start, stop=stop, u=u)
+            extra = _reference_channels(raw, add_channels)
             return sources if extra is None else sources.add_channels([extra])
         _check_raw_arg(raw)
         self._check_fitted()
+        extra = _reference_channels(raw, add_channels)
         tmin, tmax = check_time_span(raw, start, stop)
         duration = raw.n_times / raw.info["sfreq"]
         sources = self.transform(raw, self._raw_u(raw, u))

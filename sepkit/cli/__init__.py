@@ -15,6 +15,7 @@ import sys
 import warnings
 
 from .._version import __version__
+from ._common import OneLineParser
 
 # Subcommand modules, in the order ``sepkit --help`` lists them.
 _SUBCOMMANDS = ("demo", "separate", "fit", "evaluate", "models", "recipes", "fit_batch")
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     light modules at import time (torch, MNE and the estimator inside their
     ``run``), so that ``sepkit --help`` and ``sepkit CMD --help`` start fast.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sepkit",
         description="Identifiable VAE (iVAE) source separation for multichannel audio and EEG.",
     )

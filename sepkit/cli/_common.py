@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import os
@@ -123,14 +124,20 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit 2), like the
+    command's other user errors, instead of the whole usage block before the line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def n_sources_arg(text: str):
     """``--n-sources``: a count (int >= 1), a share of variance in (0, 1), or "all" (MNE's None).
 
     The share and "all" are MNE's ICA(n_components=0.99 / None); the count they
     stand for is taken at fit (``IVAESeparator.n_sources_``).
     """
-    import argparse
-
     value = text.strip().lower()
     try:
         if value == "all":

@@ -59,7 +59,6 @@ what only the data or the fit can tell.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import re
@@ -78,7 +77,7 @@ from ..separator import IVAESeparator, check_model_path
 from ..train import distributed_training
 from ..windows import resolve_window_samples, window_labels
 from . import EXIT_USER_ERROR, train_source
-from ._common import check_writable
+from ._common import OneLineParser, check_writable
 from .train_source import check_source_model
 
 PROG = "python -m sepkit.train"
@@ -445,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     A user error prints one line on stderr and returns 2 (see the module
     docstring); ``--debug`` raises it with its traceback.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Train one IVAESeparator on a corpus, data-parallel under torchrun.",
     )

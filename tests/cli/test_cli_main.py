@@ -166,9 +166,21 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         assert "\n" not in err
     with pytest.raises(ValueError, match="--seed must be >= 0"):
         main(["--debug", "demo", "--seed", "-1"])
-    with pytest.raises(SystemExit) as exc:  # argparse: --model or --n-sources is required
-        main(["separate", "a.wav", "-o", str(tmp_path)])
-    assert exc.value.code == 2
+    # argparse's own errors (a missing or malformed option) are one line too, not the usage.
+    for argv, line in (
+        (["separate", "a.wav", "-o", str(tmp_path)],
+         "sepkit separate: error: one of the arguments --model --n-sources is required "
+         "(see sepkit separate --help)"),
+        (["separate", "a.wav", "--steps", "abc", "--n-sources", "2", "-o", str(tmp_path)],
+         "sepkit separate: error: argument --steps: invalid int value: 'abc' (see sepkit "
+         "separate --help)"),
+        (["models", "nope"], "sepkit models: error: argument ACTION: invalid choice: 'nope'"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(line) and "\n" not in err, err
 
 
 def test_failed_separate_leaves_no_empty_folder(tmp_path, capsys):
