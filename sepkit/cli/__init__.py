@@ -41,6 +41,7 @@ _OPTIONS = {
     "tstep": "--tstep",
 }
 _SWITCHES = {"overwrite": "--force", "resample": "--resample"}  # name=True -> option
+_QUOTED = re.compile(r"'(" + "|".join(_OPTIONS) + r")'")
 _KEYWORD = re.compile(
     r"\b(" + "|".join(_OPTIONS) + r")=('([^']*)'|-?\w+(?:\.\w+)?)"
     r"|\b(" + "|".join(_SWITCHES) + r")=True\b"
@@ -89,6 +90,8 @@ def command_line_phrasing(message: str) -> str:
         r"--n-sources K --source-model \1 in place of --model",
         message,
     )
+    # A setting named in quotes ("'highpass' must be > 0.0") is its option.
+    message = _QUOTED.sub(lambda m: _OPTIONS[m.group(1)], message)
     # n_sources=None is --n-sources all on the command line.
     return _KEYWORD.sub(option, message).replace("--n-sources None", "--n-sources all")
 

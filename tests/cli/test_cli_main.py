@@ -421,7 +421,7 @@ def test_highpass_option_reaches_the_separator(tmp_path):
     assert info["sensor_nonlinearity_max"] >= 0.08
     err = _cli("fit", path, "--n-sources", "4", "-o", tmp_path / "z.safetensors",
                "--highpass", "0")  # fmt: skip
-    assert err.returncode == 2 and "'highpass' must be > 0" in err.stderr
+    assert err.returncode == 2 and "error: --highpass must be > 0.0, got 0.0." in err.stderr
 
 
 def _assert_same_in_float32(actual, expected):
@@ -734,6 +734,8 @@ def test_help_does_not_import_the_heavy_libraries():
     "library, command_line",
     [
         ("Pass highpass=None and lowpass=None, or domain='time'.", "Pass no --highpass and no --lowpass, or --domain time."),
+        ("'highpass' must be > 0.0, got -1.0.", "--highpass must be > 0.0, got -1.0."),
+        ("'n_sources' as a float is a share of the variance", "--n-sources as a float is a share of the variance"),
         ("Pass the same channels as in fit (for an MNE Raw, picks=[...] selects them).", "Pass the same channels as in fit (keep only those channels in the file)."),
         ("Select them first (picks=[...] for an MNE Raw).", "Select them first (keep only those channels in the file)."),
         ("X is at 48000 Hz and source_model 'ivae-speech-16k-v1' at 16000 Hz: X is resampled to 16000 Hz for the separation and the sources back to the input's rate.", "The input is at 48000 Hz and --source-model ivae-speech-16k-v1 at 16000 Hz: it is resampled to 16000 Hz for the separation and the sources back to the input's rate."),
