@@ -41,6 +41,7 @@ def naming_input(path: Path):
         if type(err) not in _UNNAMED_ERRORS or path.name in message:
             raise
         message = re.sub(r"^(X|Recording data|The Raw) ", "the recording ", message)
+        message = re.sub(r"\b(of|in) X\b", r"\1 the recording", message)
         raise type(err)(f"{path.name}: {message}") from err
 
 

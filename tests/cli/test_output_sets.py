@@ -426,6 +426,14 @@ def test_an_error_in_the_fit_names_the_input(tmp_path, capsys):
         "sepkit separate: error: short.wav: the recording has 800 samples, shorter than one "
         "STFT window"
     ), err
+    stereo = tmp_path / "stereo.wav"
+    sf.write(str(stereo), np.random.default_rng(1).standard_normal((RATE, 2)), RATE)
+    argv = ["separate", str(stereo), "--n-sources", "3", "-o", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
+    assert _one_line_error(capsys, "separate").startswith(
+        "sepkit separate: error: stereo.wav: --n-sources 3 is more than the 2 channels of the "
+        "recording. Pass --n-sources 2 or fewer"
+    )
 
 
 def test_every_run_says_which_model_ran(tmp_path, capsys):
