@@ -19,7 +19,7 @@ import numpy as np
 
 from . import viz
 from ._check import check_float, check_option
-from ._mne_mixin import _check_raw_arg, _continuous, _good_samples, _shown
+from ._mne_mixin import _check_raw_arg, _check_raw_span, _continuous, _good_samples, _shown
 from .artifacts import correlations, muscle_scores, spectral_slopes, sphere_projection
 from .io.eeg import check_band
 
@@ -63,7 +63,7 @@ class ScoresMixin:
             1 without positions); 0.5 flags sources past the middle of every
             criterion, as MNE's default.
         start, stop : float or None
-            Seconds of ``inst`` to score (as :meth:`get_sources`).
+            Raw only: seconds of ``inst`` to score (as :meth:`get_sources`).
         l_freq, h_freq : float
             Band of the spectral slope, in Hz (Welch's method,
             ``Raw.compute_psd``).
@@ -83,6 +83,7 @@ class ScoresMixin:
         """
         raw = _check_raw_arg(_continuous(inst, "find_bads_muscle"))
         self._check_fitted()
+        _check_raw_span(inst, start, stop, "score")
         threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
         l_freq, h_freq = _check_slope_band(l_freq, h_freq, raw.info["sfreq"])
         sources = self.get_sources(raw, start=start, stop=stop, u=u)
@@ -135,7 +136,7 @@ class ScoresMixin:
             callable ``f(source, target)`` (``f(source)`` without a target)
             that returns a number, or a result whose first item is one.
         start, stop : float or None
-            Seconds of ``inst`` to score.
+            Raw only: seconds of ``inst`` to score (as :meth:`get_sources`).
         l_freq, h_freq : float or None
             Band-pass edges in Hz for sources and target; None leaves that
             side unfiltered.
@@ -150,6 +151,7 @@ class ScoresMixin:
         """
         raw = _check_raw_arg(_continuous(inst, "score_sources"))
         self._check_fitted()
+        _check_raw_span(inst, start, stop, "score")
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
         func = _score_function(score_func, target is not None)
         sfreq = float(raw.info["sfreq"])

@@ -104,6 +104,12 @@ def test_score_sources_errors(fitted):
         sep.score_sources(raw, raw.ch_names[0], l_freq=1.0)
     with pytest.raises(ValueError, match=r"score_func='nope' is not a function of scipy\.stats"):
         sep.score_sources(raw, raw.ch_names[0], score_func="nope")
+    epochs = mne.make_fixed_length_epochs(raw, 2.0, preload=True, verbose="error")
+    with pytest.raises(ValueError, match=r"'start' and 'stop' score a span of a Raw; for Epochs"):
+        sep.score_sources(epochs, raw.ch_names[0], start=1.0)
+    with pytest.raises(ValueError, match=r"'start' and 'stop' score a span of a Raw; for Epochs"):
+        sep.find_bads_muscle(epochs, stop=1.0)
+    assert sep.score_sources(epochs, raw.ch_names[0]).shape == (8,)  # end to end, as fit
 
 
 def test_explained_variance_ratio_agrees_with_mne(fitted):
