@@ -21,6 +21,8 @@ from ._common import (
     add_model_options,
     make_output_folder,
     model_options,
+    n_sources_arg,
+    n_sources_value,
     read_input,
     remove_empty_folders,
 )
@@ -37,10 +39,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <stem>.safetensors")
     p.add_argument(
         "--n-sources",
-        type=int,
+        type=n_sources_arg,
         default=None,
         metavar="K",
-        help="sources per recording (default: the recording's number of channels)",
+        help="sources per recording (default: the recording's number of channels); as MNE's "
+        "n_components, a share of the variance (e.g. 0.99) or 'all' is counted per recording",
     )
     p.add_argument(
         "--steps",
@@ -72,8 +75,6 @@ def _reason(err: BaseException) -> str:
 def run(args) -> int:
     from ..separator import IVAESeparator
 
-    if args.n_sources is not None and args.n_sources < 1:
-        raise ValueError(f"--n-sources must be >= 1, got {args.n_sources}.")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
     files = [Path(f) for f in args.files]
@@ -106,9 +107,9 @@ def run(args) -> int:
             if target.exists() and not args.force:
                 raise FileExistsError(f"{target} exists; pass --force to overwrite it")
             rec, _ = read_input(path)
-            n_sources = args.n_sources or len(rec.ch_names)
+            n_sources = args.n_sources if args.n_sources is not None else len(rec.ch_names)
             sep = IVAESeparator(
-                n_sources,
+                n_sources_value(n_sources),
                 n_steps=args.steps,
                 **model_options(args),
                 device=device,

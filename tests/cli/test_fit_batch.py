@@ -93,13 +93,18 @@ def test_files_are_sharded_by_rank(tmp_path, files, monkeypatch, capsys):
     ("extra", "match"),
     [
         (["--steps", "0"], "--steps must be >= 1, got 0."),
-        (["--n-sources", "0"], "--n-sources must be >= 1, got 0."),
     ],
 )
 def test_bad_arguments(tmp_path, files, capsys, extra, match):
     a, _, _ = files
     assert main(["fit-batch", str(a), "--out", str(tmp_path / "m"), *extra]) == 2
     assert capsys.readouterr().err.strip() == f"sepkit fit-batch: error: {match}"
+    with pytest.raises(SystemExit) as exc:  # argparse: not a count, share or 'all'
+        main(["fit-batch", str(a), "--out", str(tmp_path / "m"), "--n-sources", "0"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "sepkit fit-batch: error: argument --n-sources: takes a number of sources (e.g. 15)"
+    )
 
 
 def test_same_stem_is_an_error(tmp_path, files, capsys):
@@ -111,3 +116,12 @@ def test_same_stem_is_an_error(tmp_path, files, capsys):
     err = capsys.readouterr().err
     assert "would both be saved as" in err and "Rename one" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_n_sources_share_or_all_is_counted_per_recording(tmp_path, files, capsys):
+    a, _, b = files
+    out = tmp_path / "m"
+    assert main(["fit-batch", str(a), str(b), "--out", str(out), "--n-sources", "all", *STEPS]) == 0
+    for name in ("a", "b"):
+        fitted = IVAESeparator.load(out / f"{name}.safetensors")
+        assert fitted.n_sources is None and fitted.n_sources_ == 2
