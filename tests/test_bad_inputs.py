@@ -167,7 +167,7 @@ CLI_CASES = [
     ("fit -o folder", ["fit", "good.wav", "--n-sources", "2", "-o", "dir.wav"], "must end in .safetensors"),
     ("corrupt model", ["separate", "good.wav", "--model", "model.safetensors", "-o", "new"], "not a sepkit separator file"),
     ("unknown model", ["separate", "good.wav", "--model", "ivae-nope-v1", "-o", "new"], "Unknown pretrained model"),
-    ("too many sources", ["separate", "good.wav", "--n-sources", "3", "-o", "new"], "--n-sources 3 is more than the 2 channels of X. Pass --n-sources 2 or fewer"),
+    ("too many sources", ["separate", "good.wav", "--n-sources", "3", "-o", "new"], "--n-sources 3 is more than the 2 channels of the recording. Pass --n-sources 2 or fewer"),
     ("rank below --n-sources", ["separate", "avgref_raw.fif", "--n-sources", "4", "-o", "new"], r"--n-sources 4 is above the rank of the data \(3 of 4 channels; .* Pass --n-sources 3 or fewer"),
     ("evaluate --json folder", ["evaluate", "--ref", "good.wav", "--est", "good.wav", "--json", "dir.wav"], "is a folder"),
 ]  # fmt: skip
