@@ -31,7 +31,9 @@ STEM_cleaned_raw.fif, the recording with those sources removed, and lists them i
 STEM_metrics.json. --exclude iclabel removes the sources that ICLabel (the
 optional mne-icalabel: pip install sepkit[eeg]) puts in --iclabel-classes with a
 probability of at least --iclabel-threshold, and lists every source's label in
-STEM_metrics.json; it needs electrode positions.
+STEM_metrics.json; it needs electrode positions. --exclude muscle removes the
+sources find_bads_muscle flags (a spectrum rising from 7 to 45 Hz, a peripheral and
+focal map; the spectrum alone without electrode positions).
 
 --save-ica also writes the separator as an MNE ICA file (STEM_ica.fif, or the
 NAME-ica.fif given, in OUTDIR; mne.preprocessing.read_ica reads it), for the
@@ -142,11 +144,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--exclude",
-        metavar="K,K|eog|iclabel",
+        metavar="K,K|eog|muscle|iclabel",
         default=None,
         help="EEG: remove these sources (comma-separated indices from 0, 'eog' for the "
-        "ones that follow the EOG, or 'iclabel' for those ICLabel labels as artefacts) "
-        "and write STEM_cleaned_raw.fif",
+        "ones that follow the EOG, 'muscle' for muscle activity, or 'iclabel' for those "
+        "ICLabel labels as artefacts) and write STEM_cleaned_raw.fif",
     )
     p.add_argument(
         "--eog-channels",
@@ -244,8 +246,8 @@ def _has_positions(raw) -> bool:
 
 
 def parse_exclude(text: str | None, n_sources: int):
-    """None, "eog", "iclabel" or a sorted list of source indices from ``--exclude``."""
-    if text is None or text.strip().lower() in ("eog", "iclabel"):
+    """None, "eog", "muscle", "iclabel" or a sorted list of source indices from ``--exclude``."""
+    if text is None or text.strip().lower() in ("eog", "muscle", "iclabel"):
         return None if text is None else text.strip().lower()
     try:
         indices = sorted({int(k) for k in text.split(",")})
@@ -751,7 +753,7 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
 
 
 def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = True):
-    """(``raw`` without the sources ``exclude`` ("eog": find_bads_eog's), metrics entry).
+    """(``raw`` without the sources ``exclude`` ("eog", "muscle": find_bads_*'s), metrics entry).
 
     ``apply=False``: the sources are only chosen (the cleaned Raw is None) and the
     share of variance removed is measured on ``raw`` (a streamed input's fit excerpt).
@@ -765,6 +767,8 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
     eog_mode = exclude == "eog"
     if isinstance(exclude, _ICLabelRule):
         exclude, entry = _iclabel_exclude(sep, raw, exclude, name)
+    if exclude == "muscle":
+        exclude, entry = _muscle_exclude(sep, raw, name)
     if exclude == "eog":
         exclude, scores = sep.find_bads_eog(raw, ch_name=eog_channels)
         entry["eog_scores"] = np.round(np.asarray(scores, dtype=float), 4).tolist()
@@ -798,6 +802,22 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
     cleaned = sep.apply(raw, exclude)
     entry.update(_removed_variance(sep, raw, cleaned, exclude, entry["excluded"]))
     return (cleaned if apply else None), entry
+
+
+def _muscle_exclude(sep, raw, name: str) -> tuple[list, dict]:
+    """(sources find_bads_muscle flags, metrics entry) for ``--exclude muscle``."""
+    import numpy as np
+
+    exclude, scores = sep.find_bads_muscle(raw)
+    if not exclude:
+        warnings.warn(
+            f"no source looks like muscle activity (find_bads_muscle flagged none above "
+            f"0.5), so {name} lacks only the model's own exclude, if any. Pass --exclude "
+            "with indices to remove sources anyway.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return exclude, {"muscle_scores": np.round(np.asarray(scores, float), 4).tolist()}
 
 
 # A removal that takes more than this share of the fitted channels' variance

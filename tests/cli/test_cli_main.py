@@ -811,3 +811,31 @@ def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
     argv = ["separate", str(path), "--model", str(out / "rec_model.safetensors"), "-o", str(out2)]
     assert main([*argv, "--exclude", "0,1,2,3", "--quiet"]) == 0
     assert "more than half" in capsys.readouterr().err
+
+
+def test_separate_exclude_muscle(tmp_path, capsys):
+    import mne
+
+    from sepkit.datasets import make_eeg
+
+    raw, S, _ = make_eeg(8, montage="biosemi32", duration=60.0, random_state=0)
+    raw.filter(1.0, None, verbose="error")
+    path = tmp_path / "m_raw.fif"
+    raw.save(path, verbose="error")
+    out = tmp_path / "out"
+    assert (
+        main(["separate", str(path), "--n-sources", "8", "--exclude", "muscle", "-o", str(out)])
+        == 0
+    )
+    info = json.loads((out / "m_metrics.json").read_text())
+    model = IVAESeparator.load(out / "m_model.safetensors")
+    saved = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    flagged, scores = model.find_bads_muscle(saved)
+    assert info["excluded"] == sorted(flagged) and len(flagged) >= 1
+    np.testing.assert_allclose(info["muscle_scores"], np.round(scores, 4), atol=1e-4)
+    # make_eeg's fourth source is muscle: the flagged source is the one that follows it.
+    sources = model.get_sources(saved).get_data()
+    muscle = S[3] - S[3].mean()
+    r = [abs(np.corrcoef(s, muscle)[0, 1]) for s in sources]
+    assert int(np.argmax(r)) in flagged
+    assert "m_raw.fif: removed source(s) " in capsys.readouterr().err
