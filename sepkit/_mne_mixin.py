@@ -230,6 +230,7 @@ class MNEMixin:
         n_pca_components=None,
         start: float | None = None,
         stop: float | None = None,
+        on_baseline: str = "reapply",
         copy: bool = True,
         u=None,
     ):
@@ -271,6 +272,10 @@ class MNEMixin:
             Raw only: clean this span alone (seconds, as in
             :meth:`get_sources`), the rest unchanged, as ``ICA.apply``'s; the
             sources are computed on the whole recording.
+        on_baseline : {"reapply", "warn", "raise"}
+            Baseline-corrected Epochs / Evoked: re-apply their baseline after
+            the cleaning (default; MNE's default is "warn"), warn and leave it,
+            or refuse them, as ``ICA.apply``'s.
         copy : bool
             Return a cleaned copy (default). False cleans ``raw`` in place
             (it must be preloaded) and returns it, as MNE does.
@@ -288,7 +293,7 @@ class MNEMixin:
         exclude = self._excluded(exclude, include)
         if is_epochs_or_evoked(raw):
             _check_raw_span(raw, start, stop, "clean")
-            return self._clean_segments(raw, exclude, copy=copy, u=u)
+            return self._clean_segments(raw, exclude, copy=copy, u=u, on_baseline=on_baseline)
         _check_raw_arg(raw)
         check_option("copy", copy, (True, False))
         if not copy and not raw.preload:
@@ -355,11 +360,12 @@ class MNEMixin:
         names = [f"IVAE{k:03d}" for k in range(self.n_sources_)]
         return like_segments(S, mne.create_info(names, inst.info["sfreq"], "misc"), inst)
 
-    def _clean_segments(self, inst, exclude, *, copy, u):
+    def _clean_segments(self, inst, exclude, *, copy, u, on_baseline="reapply"):
         """:meth:`apply` for Epochs / Evoked; ``exclude`` as apply resolved it (``_excluded``)."""
         import mne
 
         check_option("copy", copy, (True, False))
+        _check_baseline(inst, on_baseline)
         names, X, S = self._segment_data(inst, u)
         cleaned = X
         if exclude:
@@ -381,9 +387,8 @@ class MNEMixin:
             order = np.argsort(idx)
             # apply_function hands over the picked channels in index order.
             out.apply_function(lambda _: cleaned[:, order], picks=idx[order], channel_wise=False)
-        if out.baseline is not None:
-            # The removed part had a baseline of its own; restore the data's
-            # (MNE's on_baseline="reapply").
+        if out.baseline is not None and on_baseline == "reapply":
+            # The removed part had a baseline of its own; restore the data's.
             out.apply_baseline(out.baseline, verbose="error")
         return out
 
@@ -1373,6 +1378,25 @@ def _reference_channels(inst, names):
         info = mne.create_info(names, inst.info["sfreq"], types)
         return like_segments(data if data.ndim == 3 else data[None], info, inst)
     return raw_like(data, inst, names, types)
+
+
+def _check_baseline(inst, on_baseline: str) -> None:
+    """apply's ``on_baseline`` for baseline-corrected Epochs / Evoked (MNE's three answers)."""
+    check_option("on_baseline", on_baseline, ("reapply", "warn", "raise"))
+    if inst.baseline is None or on_baseline == "reapply":
+        return
+    what = f"the {type(inst).__name__} were baseline-corrected ({inst.baseline})"
+    if on_baseline == "raise":
+        raise ValueError(
+            f"{what}, and on_baseline='raise'. Pass on_baseline='reapply' to correct them "
+            "again after the cleaning, or 'warn' to leave the baseline as the cleaning leaves it."
+        )
+    warnings.warn(
+        f"{what}; the cleaning moves their baseline, which is left as it is "
+        "(on_baseline='warn'). Pass on_baseline='reapply' to correct it again.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _check_pca_components(n_pca_components) -> None:

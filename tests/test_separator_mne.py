@@ -445,6 +445,16 @@ def test_apply_to_epochs_and_evoked(linear, sim):
     before_zero = out.times <= 0
     np.testing.assert_allclose(out.get_data(picks=names)[..., before_zero].mean(-1), 0, atol=1e-12)
     assert not np.allclose(out.get_data(picks=names), based.get_data(picks=names))
+    # on_baseline as ICA.apply's: "warn" leaves the baseline as the cleaning moved it.
+    with pytest.warns(RuntimeWarning, match=r"the Epochs were baseline-corrected \(\(.*\)\); the"):
+        left = linear.apply(based, [k], on_baseline="warn")
+    assert not np.allclose(left.get_data(picks=names)[..., before_zero].mean(-1), 0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"baseline-corrected .*, and on_baseline='raise'\. Pass"):
+        linear.apply(based, [k], on_baseline="raise")
+    with pytest.raises(ValueError, match=r"Invalid value for the 'on_baseline' parameter"):
+        linear.apply(based, [k], on_baseline="ignore")
+    np.testing.assert_array_equal(linear.apply(epochs, [k], on_baseline="raise").get_data(),
+                                  linear.apply(epochs, [k]).get_data())  # fmt: skip
 
 
 def test_epochs_need_a_separator_that_ignores_u(fitted, linear, sim):
