@@ -351,11 +351,7 @@ class MNEMixin:
     def _segment_sources(self, inst, *, start, stop, u):
         import mne
 
-        if start is not None or stop is not None:
-            raise ValueError(
-                f"'start' and 'stop' crop a Raw; for {type(inst).__name__} data pass None "
-                "(crop them with .crop() first)."
-            )
+        _check_raw_span(inst, start, stop, "crop")
         _, _, S = self._segment_data(inst, u)
         names = [f"IVAE{k:03d}" for k in range(self.n_sources_)]
         return like_segments(S, mne.create_info(names, inst.info["sfreq"], "misc"), inst)
@@ -1411,11 +1407,12 @@ def _check_pca_components(n_pca_components) -> None:
 
 
 def _check_raw_span(inst, start, stop, what: str) -> None:
-    """``start`` / ``stop`` ``what`` (score, clean) a span of a Raw only: the error for Epochs."""
+    """``start`` / ``stop`` ``what`` (crop, score, clean) a Raw only: the error for Epochs."""
     if (start is not None or stop is not None) and is_epochs_or_evoked(inst):
+        span = "a Raw" if what == "crop" else "a span of a Raw"
         raise ValueError(
-            f"'start' and 'stop' {what} a span of a Raw; for {type(inst).__name__} data pass "
-            "None (crop them with .crop() first)."
+            f"'start' and 'stop' {what} {span}; for {type(inst).__name__} data pass None "
+            "(crop them with .crop() first)."
         )
 
 

@@ -22,6 +22,7 @@ from ._check import check_float, check_option
 from ._mne_mixin import _check_raw_arg, _check_raw_span, _continuous, _good_samples, _shown
 from .artifacts import correlations, muscle_scores, spectral_slopes, sphere_projection
 from .io.eeg import check_band
+from .io.raw import is_epochs_or_evoked
 
 
 class ScoresMixin:
@@ -212,7 +213,9 @@ class ScoresMixin:
         dropped = [name for k, name in enumerate(sources.ch_names) if k not in keep]
         if dropped:
             sources.apply_function(_zeros, picks=dropped, channel_wise=False)
-        rebuilt = self.inverse_transform(sources, self._raw_u(inst, u) if is_raw_like(inst) else u)
+        rebuilt = self.inverse_transform(
+            sources, u if is_epochs_or_evoked(inst) else self._raw_u(inst, u)
+        )
         types = _channel_types(inst, rebuilt.ch_names, ch_type)
         return {
             kind: _explained(inst.get_data(picks=names), rebuilt.get_data(picks=names))
@@ -289,13 +292,6 @@ class ScoresMixin:
                 "or loaded. Use raw.get_channel_types(picks=sep.ch_names_)."
             )
         return list(info.get_channel_types())
-
-
-def is_raw_like(inst) -> bool:
-    """Whether ``inst`` is a Raw (u is read per sample there, not per epoch)."""
-    import mne
-
-    return isinstance(inst, mne.io.BaseRaw)
 
 
 def _check_slope_band(l_freq, h_freq, sfreq: float) -> tuple[float, float]:
