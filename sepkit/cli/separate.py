@@ -780,17 +780,8 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
                 flagged_only_by_frontal=[int(k) for k in check["missed"]],
             )
         if not exclude:
-            own = sep._excluded(None)
-            warnings.warn(
-                "no source follows the EOG (find_bads_eog flagged none at |r| >= 0.5), so "
-                + (
-                    f"{name} is the recording unchanged"
-                    if not own
-                    else f"{name} lacks only the model's own exclude {own}"
-                )
-                + ". Pass --exclude with indices to remove sources anyway.",
-                RuntimeWarning,
-                stacklevel=2,
+            _warn_none_flagged(
+                sep, name, "no source follows the EOG (find_bads_eog flagged none at |r| >= 0.5)"
             )
     # The model's own sep.exclude (saved with it) is removed too, as apply does.
     entry["excluded"] = sep._excluded(exclude)
@@ -810,14 +801,27 @@ def _muscle_exclude(sep, raw, name: str) -> tuple[list, dict]:
 
     exclude, scores = sep.find_bads_muscle(raw)
     if not exclude:
-        warnings.warn(
-            f"no source looks like muscle activity (find_bads_muscle flagged none above "
-            f"0.5), so {name} lacks only the model's own exclude, if any. Pass --exclude "
-            "with indices to remove sources anyway.",
-            RuntimeWarning,
-            stacklevel=3,
+        _warn_none_flagged(
+            sep,
+            name,
+            "no source looks like muscle activity (find_bads_muscle flagged none above 0.5)",
         )
     return exclude, {"muscle_scores": np.round(np.asarray(scores, float), 4).tolist()}
+
+
+def _warn_none_flagged(sep, name: str, finding: str) -> None:
+    """``--exclude eog`` / ``muscle`` flagged nothing: say what the cleaned file then is."""
+    own = sep._excluded(None)
+    left = (
+        f"{name} is the recording unchanged"
+        if not own
+        else f"{name} lacks only the model's own exclude {own}"
+    )
+    warnings.warn(
+        f"{finding}, so {left}. Pass --exclude with indices to remove sources anyway.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 # A removal that takes more than this share of the fitted channels' variance
