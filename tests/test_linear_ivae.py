@@ -248,6 +248,38 @@ def test_relative_lbfgs_stops_where_the_objective_stalls():
     assert (n_iter, converged) == (50, False)
 
 
+def test_relative_lbfgs_calls_a_failed_search_near_tol_converged():
+    # No step lowers a flat objective: with the gradient within ten times tol
+    # (the float32 pass's rounding) that is convergence; far above it, it is not.
+    from sepkit.methods.likelihood import _relative_lbfgs
+
+    for scale, expected in ((5e-4, True), (5e-3, False)):
+        grad = scale * (1.0 - np.eye(3))
+
+        def flat(W, grad=grad):
+            return dict(loss=1.0, grad=grad, hess=np.full((3, 3), 1e6))
+
+        _, _, n_iter, converged = _relative_lbfgs(flat, np.eye(3), max_iter=50, tol=1e-4)
+        assert (n_iter, converged) == (1, expected)
+
+
+def test_eeg_in_microvolts_stored_as_volts_fits_without_a_false_alarm():
+    # The same recording x 1e6 (microvolts labelled volts): the same sources, and
+    # no "stopped without converging" warning from float32 rounding of the gradient.
+    rng = np.random.default_rng(0)
+    n_times = 3000
+    S = rng.laplace(size=(6, n_times)) * np.linspace(0.5, 2, n_times) ** rng.integers(1, 3, (6, 1))
+    X = (rng.normal(size=(6, 6)) @ S) * 1e-5
+    info = mne.create_info(["Fp1", "Fp2", "F3", "F4", "C3", "C4"], 100.0, "eeg")
+    raw = mne.io.RawArray(X, info, verbose="error").filter(1, 40, verbose="error")
+    scaled = mne.io.RawArray(raw.get_data() * 1e6, raw.info, verbose="error")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "The linear iVAE", RuntimeWarning)
+        volts = IVAESeparator(4, random_state=0).fit(raw)
+        micro = IVAESeparator(4, random_state=0).fit(scaled)
+    assert mcc(volts.get_sources(raw).get_data(), micro.get_sources(scaled).get_data()) > 0.999
+
+
 def test_gengauss_nll_is_the_exact_likelihood():
     rng = np.random.default_rng(4)
     x = rng.laplace(size=(3, 600)) * np.repeat(rng.uniform(0.5, 2, (3, 3)), 200, axis=1)
