@@ -162,6 +162,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_sample_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
+    # What the fit options are when not given, to tell the ones given (_check_unused).
+    p.set_defaults(fit_defaults={dest: p.get_default(dest) for dest in _FIT_ONLY})
     return p
 
 
@@ -192,6 +194,34 @@ def _add_ica_options(p) -> None:
         help="also write the separator as an MNE ICA file in OUTDIR (linear family; "
         "default name STEM_ica.fif)",
     )
+
+
+# The options that shape a fit; with --model and no --fine-tune nothing is fitted.
+_FIT_ONLY = (
+    "steps", "window", "seed", "domain", "mixing", "highpass", "lowpass", "prior",
+    "source_model", "decim", "reject", "flat", "tstep",
+)  # fmt: skip
+
+
+def _check_unused(args) -> None:
+    """Refuse options that this run would not use (nothing is silently ignored)."""
+    if args.model is None:
+        if args.resample:
+            raise ValueError(
+                "--resample resamples each input to --model's sample rate, and a new fit "
+                "(--n-sources) has none: it is fitted at the input's own rate. Drop --resample."
+            )
+        return
+    if args.fine_tune:
+        return
+    given = [dest for dest in _FIT_ONLY if getattr(args, dest) != args.fit_defaults[dest]]
+    if given:
+        options = ", ".join("--" + dest.replace("_", "-") for dest in given)
+        raise ValueError(
+            f"{options} {'shape' if len(given) > 1 else 'shapes'} a fit, but --model {args.model} separates with the saved "
+            "model as it is, without fitting. Drop them, or pass --fine-tune to fit the "
+            "model further on each input first."
+        )
 
 
 def load_model(spec: str, device: str = "cpu"):
@@ -476,6 +506,7 @@ class _Result:
 
 def run(args) -> int:
     _check_steps(args)
+    _check_unused(args)
     sample_kwargs = fit_sample_kwargs(args)
     out = Path(args.out)
     inputs = [Path(p) for p in args.inputs]
