@@ -28,6 +28,7 @@ import numpy as np
 from . import viz
 from ._check import check_float, check_int, check_option
 from .artifacts import (
+    check_references,
     ctps_scores,
     ecg_peaks,
     flag_sources,
@@ -76,10 +77,21 @@ def _continuous(inst, method: str):
     return epochs_as_raw(inst)[0]
 
 
-def _check_raw_arg(raw, name: str = "raw"):
-    from .io.eeg import _check_raw
+def _continuous_raw(inst, method: str):
+    """:func:`_continuous` of a Raw or Epochs, or the TypeError naming both."""
+    return _check_raw_arg(_continuous(inst, method), "an mne.io.Raw or mne.Epochs")
 
-    return _check_raw(raw, name, hint="For arrays use transform / inverse_transform.")
+
+def _check_raw_arg(inst, kinds: str = "an mne.io.Raw"):
+    """``inst`` if it is an MNE Raw, else a TypeError saying the ``kinds`` a method takes."""
+    import mne
+
+    if not isinstance(inst, mne.io.BaseRaw):
+        raise TypeError(
+            f"'inst' must be {kinds} (e.g. from sepkit.io.read_eeg), got "
+            f"{type(inst).__name__}. For arrays use transform / inverse_transform."
+        )
+    return inst
 
 
 class MNEMixin:
@@ -164,7 +176,7 @@ class MNEMixin:
     # ---------------------------------------------------------- sources
     def get_sources(
         self,
-        raw,
+        inst,
         add_channels=None,
         *,
         start: float | None = None,
@@ -175,17 +187,17 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw, mne.Epochs or mne.Evoked
+        inst : mne.io.Raw, mne.Epochs or mne.Evoked
             A recording with the channels the separator was fitted on.
             Epochs and Evoked data need a separator whose encoder ignores u
             (the linear models, the EEG default, or ``encoder_u=False``):
             their samples have no window of the recording.
         add_channels : None or list of str
-            Channels of ``raw`` to append to the sources (e.g. the EOG, to
+            Channels of ``inst`` to append to the sources (e.g. the EOG, to
             compare in ``plot`` or ``score_sources``), as ``ICA.get_sources``'.
         start, stop : float or None
             Raw only: time span to return, in seconds from the first sample
-            of ``raw``; ``stop`` is exclusive. None: from the start / to the
+            of ``inst``; ``stop`` is exclusive. None: from the start / to the
             end. A whole number other than 0 is refused: ``ICA.get_sources``
             reads an int as a sample index. The whole recording is encoded
             first, because the default u (the window index) counts windows
@@ -199,19 +211,19 @@ class MNEMixin:
             As the input: ``misc`` channels named ``IVAE000``, ``IVAE001``,
             ...; for a Raw, shape (n_sources, n_times), with sample rate,
             ``first_samp``, ``meas_date`` and annotations copied from
-            ``raw``; for Epochs, their events, ``event_id``, ``tmin`` and
+            ``inst``; for Epochs, their events, ``event_id``, ``tmin`` and
             metadata; for an Evoked, its ``tmin``, ``nave`` and comment.
         """
-        if is_epochs_or_evoked(raw):
-            sources = self._segment_sources(raw, start=start, stop=stop, u=u)
-            extra = _reference_channels(raw, add_channels)
+        if is_epochs_or_evoked(inst):
+            sources = self._segment_sources(inst, start=start, stop=stop, u=u)
+            extra = _reference_channels(inst, add_channels)
             return sources if extra is None else sources.add_channels([extra])
-        _check_raw_arg(raw)
+        _check_raw_arg(inst, "an mne.io.Raw, mne.Epochs or mne.Evoked")
         self._check_fitted()
-        extra = _reference_channels(raw, add_channels)
-        tmin, tmax = check_time_span(raw, start, stop)
-        duration = raw.n_times / raw.info["sfreq"]
-        sources = self.transform(raw, self._raw_u(raw, u))
+        extra = _reference_channels(inst, add_channels)
+        tmin, tmax = check_time_span(inst, start, stop)
+        duration = inst.n_times / inst.info["sfreq"]
+        sources = self.transform(inst, self._raw_u(inst, u))
         if extra is not None:
             sources.add_channels([extra])
         if tmin > 0 or tmax < duration:
@@ -223,7 +235,7 @@ class MNEMixin:
 
     def apply(
         self,
-        raw,
+        inst,
         exclude=None,
         *,
         include=None,
@@ -234,7 +246,7 @@ class MNEMixin:
         copy: bool = True,
         u=None,
     ):
-        """Remove the sources ``exclude`` from ``raw``, like ``ICA.apply``.
+        """Remove the sources ``exclude`` from ``inst``, like ``ICA.apply``.
 
         The cleaned data are ``X - (f(S) - f(S'))`` with ``f`` the decoder,
         ``S`` the sources of ``X`` and ``S'`` a copy of ``S`` whose rows
@@ -248,7 +260,7 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw, mne.Epochs or mne.Evoked
+        inst : mne.io.Raw, mne.Epochs or mne.Evoked
             A recording with the channels the separator was fitted on
             (Epochs and Evoked data as in :meth:`get_sources`; their removed
             sources are held at ``source_mean_``, their mean over the fitted
@@ -277,41 +289,41 @@ class MNEMixin:
             the cleaning (default; MNE's default is "warn"), warn and leave it,
             or refuse them, as ``ICA.apply``'s.
         copy : bool
-            Return a cleaned copy (default). False cleans ``raw`` in place
+            Return a cleaned copy (default). False cleans ``inst`` in place
             (it must be preloaded) and returns it, as MNE does.
         u : None, "annotations", "events" or ndarray, shape (n_times,)
             As in ``transform``; None uses the kind of u of ``fit``.
 
         Returns
         -------
-        raw : mne.io.Raw, mne.Epochs or mne.Evoked
+        inst : mne.io.Raw, mne.Epochs or mne.Evoked
             As the input: the fitted channels cleaned, every other channel
             unchanged.
         """
         self._check_fitted()
         _check_pca_components(n_pca_components)
         exclude = self._excluded(exclude, include)
-        if is_epochs_or_evoked(raw):
-            _check_raw_span(raw, start, stop, "clean")
-            return self._clean_segments(raw, exclude, copy=copy, u=u, on_baseline=on_baseline)
-        _check_raw_arg(raw)
+        if is_epochs_or_evoked(inst):
+            _check_raw_span(inst, start, stop, "clean")
+            return self._clean_segments(inst, exclude, copy=copy, u=u, on_baseline=on_baseline)
+        _check_raw_arg(inst, "an mne.io.Raw, mne.Epochs or mne.Evoked")
         check_option("copy", copy, (True, False))
-        if not copy and not raw.preload:
+        if not copy and not inst.preload:
             raise ValueError(
                 "apply(copy=False) cleans raw in place, which needs its data in memory; call "
                 "raw.load_data() first, or pass copy=True."
             )
-        X, S, u = self._sources_and_data(raw, u)
+        X, S, u = self._sources_and_data(inst, u)
         cleaned = X
         if exclude:
             cleaned = X + self._removal_change(S, exclude, u)
         if start is not None or stop is not None:
-            outside = ~span_mask(raw, start, stop)
+            outside = ~span_mask(inst, start, stop)
             cleaned[:, outside] = X[:, outside]
-        out = raw.copy() if copy else raw
+        out = inst.copy() if copy else inst
         if not out.preload:
             out.load_data(verbose="error")
-        idx = [out.ch_names.index(name) for name in self._fitted_names(raw)]
+        idx = [out.ch_names.index(name) for name in self._fitted_names(inst)]
         out[idx, :] = cleaned
         return out
 
@@ -400,7 +412,7 @@ class MNEMixin:
     # -------------------------------------------------------- artefacts
     def find_bads_eog(
         self,
-        raw,
+        inst,
         ch_name=None,
         threshold="auto",
         *,
@@ -421,12 +433,12 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw or mne.Epochs
+        inst : mne.io.Raw or mne.Epochs
             A recording with the channels the separator was fitted on (Epochs:
             scored end to end, as ``fit`` takes them).
         ch_name : None, str or list of str
             Reference channel(s). None takes the EOG-typed channels of
-            ``raw`` (bad ones excluded); when there are none, the EEG-typed
+            ``inst`` (bad ones excluded); when there are none, the EEG-typed
             channels whose names say EOG (EOG, EOG1, VEOG, HEOG, LEOG, REOG,
             "EOG left", ...: EEGLAB and BrainVision files type their EOG
             leads as EEG); when there are none either, the frontal EEG
@@ -435,7 +447,7 @@ class MNEMixin:
             With channels chosen by their names, the frontal channels are
             scored too, and a RuntimeWarning names the sources they flag that
             the named channels do not: on EEGLAB's sample recording the leads
-            named EOG1 and EOG2 follow its blink source at |r| 0.41 and 0.35,
+            named EOG1 and EOG2 follow its blink source at |r| 0.44 and 0.35,
             FPz at 0.87 (fitted on its 30 scalp channels, 1-10 Hz). That
             check's channels, scores (n_frontal, n_sources) and the sources
             only they flag are kept in ``eog_frontal_check_`` (a dict; None
@@ -467,7 +479,10 @@ class MNEMixin:
             (2.47 for 8 sources), so a threshold at or above that is refused.
         l_freq, h_freq : float or None
             Band-pass edges in Hz for sources and references; None leaves
-            that side unfiltered.
+            that side unfiltered. The filter is MNE's for ``score_sources``
+            (a 10 s FIR with 0.5 Hz transitions, zero phase), so the scores
+            are those of ``to_mne_ica().find_bads_eog(raw,
+            measure="correlation")``.
         reject_by_annotation : bool
             Leave samples under bad annotations out of the correlations.
         u : None, "annotations", "events" or ndarray
@@ -481,10 +496,11 @@ class MNEMixin:
             Correlations, shape (n_sources,) for one reference channel,
             (n_channels, n_sources) for several.
         """
-        inst, raw = raw, _check_raw_arg(_continuous(raw, "find_bads_eog"))
+        raw = _continuous_raw(inst, "find_bads_eog")
         self._check_fitted()
         good = _scored_samples(inst, raw, reject_by_annotation, start, stop)
         names, named = _eog_choice(raw, ch_name)
+        _check_scored_references(raw, names, good, "find_bads_eog")
         frontal = _frontal_channels(raw) if named else []
         # What the last call's frontal cross-check saw (None: it did not run).
         self.eog_frontal_check_ = None
@@ -513,7 +529,7 @@ class MNEMixin:
 
     def find_bads_ecg(
         self,
-        raw,
+        inst,
         ch_name=None,
         threshold="auto",
         *,
@@ -528,35 +544,38 @@ class MNEMixin:
     ):
         """Find sources that follow the ECG (the heartbeat's field on the scalp).
 
-        Like ``ICA.find_bads_ecg``. The sources are band-pass filtered
-        (``l_freq`` to ``h_freq``; 8-16 Hz, MNE's band, keeps the QRS complex
-        and drops the slower T wave and drifts), then scored by one of two
+        Like ``ICA.find_bads_ecg``, with the same scores on the same sources.
+        The band ``l_freq`` to ``h_freq`` (8-16 Hz, MNE's, keeps the QRS
+        complex and drops the slower T wave and drifts) serves one of two
         methods:
 
         * ``"ctps"`` (default, as MNE's): cross-trial phase statistics
           (Dammers et al. 2008). The heartbeats are found in the ECG channel
-          (``mne.preprocessing.find_ecg_events``) and each source is cut
-          into epochs from -0.5 to 0.5 s around them; at every latency,
+          in that band (``mne.preprocessing.find_ecg_events``) and each
+          source, unfiltered as MNE's, is cut into epochs from -0.5 to 0.5 s
+          around them; at every latency,
           Kuiper's test asks whether the source's phase (from the Hilbert
           transform) is uniform across the heartbeats, and the score is the
           largest normalised Kuiper index over the latencies, -ln(p) / (2 n)
           for p the test's p-value over n heartbeats, in [0, 1]. A source
           that the heart drives is phase-locked to every beat whatever its
           amplitude, and so is one that carries only a small share of the
-          heartbeat: in ``recipes/eeg_artifacts`` CTPS at 0.3 also flags
-          line-noise and muscle components that hold some ECG. Look at what
-          it flags (:meth:`plot_properties`) before removing it.
-        * ``"correlation"``: Pearson correlation with the ECG channel(s),
-          flagged as ``measure`` says (as :meth:`find_bads_eog`).
+          heartbeat: in ``recipes/eeg_artifacts`` CTPS at 0.3 also flags a
+          muscle or non-stationary component that holds some ECG in 2 of 9
+          recordings (picard's, scored by MNE: 1). Look at what it flags
+          (:meth:`plot_properties`) before removing it.
+        * ``"correlation"``: Pearson correlation of the band-passed sources
+          with the band-passed ECG channel(s), flagged as ``measure`` says (as
+          :meth:`find_bads_eog`).
 
         Parameters
         ----------
-        raw : mne.io.Raw or mne.Epochs
+        inst : mne.io.Raw or mne.Epochs
             A recording with the channels the separator was fitted on (Epochs:
             scored end to end, as ``fit`` takes them).
         ch_name : None, str or list of str
             Reference channel(s). None takes the ECG-typed channels of
-            ``raw`` (bad ones excluded); a recording without one needs
+            ``inst`` (bad ones excluded); a recording without one needs
             ``ch_name`` (EEG has no magnetometers to synthesise an ECG from,
             as MNE does for MEG).
         threshold : "auto" or float
@@ -572,7 +591,11 @@ class MNEMixin:
         measure : {"correlation", "zscore"}
             ``method="correlation"`` only; as in :meth:`find_bads_eog`.
         l_freq, h_freq : float or None
-            Band-pass edges in Hz; None leaves that side unfiltered.
+            Band edges in Hz. ``method="ctps"``: the band in which MNE's QRS
+            detector finds the heartbeats (both edges needed).
+            ``method="correlation"``: the band-pass of sources and ECG
+            (MNE's ``score_sources`` filter, as in :meth:`find_bads_eog`);
+            None leaves that side unfiltered.
         reject_by_annotation : bool
             Leave samples under bad annotations out of the correlations.
         u : None, "annotations", "events" or ndarray
@@ -594,11 +617,12 @@ class MNEMixin:
         removal in independent components of neuromagnetic recordings. IEEE
         Trans. Biomed. Eng. 55(10), 2353-2362.
         """
-        inst, raw = raw, _check_raw_arg(_continuous(raw, "find_bads_ecg"))
+        raw = _continuous_raw(inst, "find_bads_ecg")
         self._check_fitted()
         check_option("method", method, ("ctps", "correlation"))
         good = _scored_samples(inst, raw, reject_by_annotation, start, stop)
         names = _ecg_reference(raw, ch_name)
+        _check_scored_references(raw, names, good, "find_bads_ecg")
         if method == "ctps":
             return self._ctps_scores(
                 raw, names[0], threshold, (l_freq, h_freq), (good, reject_by_annotation), u
@@ -617,8 +641,7 @@ class MNEMixin:
             "threshold", threshold, min_value=0.0, max_value=1.0, strict_min=True
         )
         sfreq = float(raw.info["sfreq"])
-        l_freq, h_freq = check_band(l_freq, h_freq, sfreq)
-        peaks = ecg_peaks(raw, ecg_name, reject_by_annotation=reject_by_annotation)
+        peaks = _heartbeats(raw, ecg_name, (l_freq, h_freq), reject_by_annotation)
         # Whole epochs only, and none that touches a bad span or leaves start-stop.
         peaks = whole_epoch_peaks(peaks, good, sfreq)
         if len(peaks) < 2:
@@ -627,8 +650,10 @@ class MNEMixin:
                 "with whole epochs (-0.5 to 0.5 s) outside bad spans, and needs at least 2. "
                 "Check that the channel records the heart, or pass method='correlation'."
             )
+        # MNE's rule (ICA.find_bads_ecg): the band finds the heartbeats, and the
+        # phases are those of the sources as they are.
         sources = self.get_sources(raw, u=u).get_data()
-        scores = ctps_scores(sources, peaks, sfreq, l_freq=l_freq, h_freq=h_freq)
+        scores = ctps_scores(sources, peaks, sfreq)
         order = np.argsort(-scores, kind="stable")
         return [int(k) for k in order if scores[k] >= threshold], scores
 
@@ -733,7 +758,7 @@ class MNEMixin:
         return _shown(fig, show)
 
     def plot_properties(
-        self, raw, picks=None, *, info=None, fmax: float | None = None, u=None, show=False
+        self, inst, picks=None, *, info=None, fmax: float | None = None, u=None, show=False
     ):
         """One figure per source: its map, spectrum and variance over the windows.
 
@@ -746,7 +771,7 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw or mne.Epochs
+        inst : mne.io.Raw or mne.Epochs
             A recording with the channels the separator was fitted on (Epochs:
             end to end, as ``fit`` takes them).
         picks : None or list of int
@@ -754,7 +779,7 @@ class MNEMixin:
             when nothing was flagged) gives no figures.
         info : None, mne.Info or mne.io.Raw
             Channel positions, as in :meth:`plot_components`; default those
-            of ``raw``.
+            of ``inst``.
         fmax : float or None
             Highest frequency of the spectrum in Hz; default the Nyquist
             frequency.
@@ -770,7 +795,7 @@ class MNEMixin:
         figs : list of matplotlib.figure.Figure
             One per source in ``picks``; not shown.
         """
-        raw = _check_raw_arg(_continuous(raw, "plot_properties"))
+        raw = _continuous_raw(inst, "plot_properties")
         self._check_fitted()
         check_option("show", show, (True, False))
         if picks is not None and not isinstance(picks, (str, bytes)) and len(picks) == 0:
@@ -890,7 +915,7 @@ class MNEMixin:
 
     def plot_sources(
         self,
-        raw,
+        inst,
         *,
         picks=None,
         start: float = 0.0,
@@ -907,13 +932,13 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw or mne.Epochs
+        inst : mne.io.Raw or mne.Epochs
             A recording with the channels the separator was fitted on (Epochs:
             end to end, as ``fit`` takes them).
         picks : None or list of int
             Sources to show; default all.
         start, duration : float
-            Time span in seconds from the first sample of ``raw``.
+            Time span in seconds from the first sample of ``inst``.
         u : None, "annotations", "events" or ndarray
             As in ``transform``.
         exclude : None or list of int
@@ -932,7 +957,7 @@ class MNEMixin:
         """
         from .io.eeg import _is_bad_description
 
-        raw = _check_raw_arg(_continuous(raw, "plot_sources"))
+        raw = _continuous_raw(inst, "plot_sources")
         self._check_fitted()
         picks = self._check_source_picks(picks)
         excluded = self._excluded(exclude)
@@ -956,7 +981,7 @@ class MNEMixin:
 
     def plot_overlay(
         self,
-        raw,
+        inst,
         exclude=None,
         *,
         picks=None,
@@ -970,7 +995,7 @@ class MNEMixin:
 
         Parameters
         ----------
-        raw : mne.io.Raw
+        inst : mne.io.Raw
             A recording with the channels the separator was fitted on.
         exclude : None or list of int
             The sources to remove, as in :meth:`apply` (with ``self.exclude``).
@@ -981,7 +1006,7 @@ class MNEMixin:
         n_channels : int
             How many channels ``picks=None`` shows.
         start, duration : float
-            Time span in seconds from the first sample of ``raw``.
+            Time span in seconds from the first sample of ``inst``.
         u : None, "annotations", "events" or ndarray
             As in ``transform``.
 
@@ -995,25 +1020,25 @@ class MNEMixin:
             One axis per channel, the recording in red and the cleaned one in
             black over it, in microvolts for EEG; not shown.
         """
-        _check_raw_arg(raw)
+        _check_raw_arg(inst)
         self._check_fitted()
         removed = self._excluded(exclude)
         n_channels = check_int("n_channels", n_channels, min_value=1)
-        start, stop = _check_span(raw, start, duration)
-        sfreq = raw.info["sfreq"]
-        fitted = self._fitted_names(raw)
+        start, stop = _check_span(inst, start, duration)
+        sfreq = inst.info["sfreq"]
+        fitted = self._fitted_names(inst)
         picks = _check_channel_picks(picks, fitted)
         # Clean the whole recording (u counts windows from its first sample), then cut.
-        cleaned = self.apply(raw, removed, u=u)
+        cleaned = self.apply(inst, removed, u=u)
         span = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
-        before = raw.get_data(picks=fitted)[:, span]
+        before = inst.get_data(picks=fitted)[:, span]
         after = cleaned.get_data(picks=fitted)[:, span]
         if picks is None:
             change = ((before - after) ** 2).sum(axis=1)
             order = np.argsort(-change, kind="stable")[:n_channels]
             picks = [fitted[i] for i in order]
         rows = [fitted.index(name) for name in picks]
-        is_eeg = [raw.get_channel_types(picks=[name])[0] == "eeg" for name in picks]
+        is_eeg = [inst.get_channel_types(picks=[name])[0] == "eeg" for name in picks]
         title = (
             f"Removed IVAE{', IVAE'.join(f'{k:03d}' for k in removed)}"
             if removed
@@ -1164,24 +1189,24 @@ class MNEMixin:
         idx = [info["ch_names"].index(n) for n in self._fitted_names_or_default()]
         return mne.pick_info(info, idx, verbose="error")
 
-    def label_components(self, raw, *, backend: str | None = None) -> dict:
+    def label_components(self, inst, *, backend: str | None = None) -> dict:
         """ICLabel's class per source, through mne-icalabel (``pip install sepkit[eeg]``).
 
         Runs ``mne_icalabel``'s ICLabel network (Pion-Tonachini et al. 2019;
         its weights ship with the package, so this works offline) on
-        :meth:`to_mne_ica` and ``raw``. ICLabel was trained on EEG
+        :meth:`to_mne_ica` and ``inst``. ICLabel was trained on EEG
         band-passed 1-100 Hz and referenced to the common average: where
-        ``raw`` is not, a copy of its fitted channels is filtered (1 Hz
+        ``inst`` is not, a copy of its fitted channels is filtered (1 Hz
         high-pass; 100 Hz low-pass where the sampling allows) and
         re-referenced, the separator's maps are re-referenced with it (as
         EEGLAB's ``pop_reref`` does for ICLabel), and a RuntimeWarning says
-        what was done; ``raw`` is not changed. mne-icalabel itself warns
+        what was done; ``inst`` is not changed. mne-icalabel itself warns
         that ICLabel was designed with extended infomax decompositions,
         which this is not (see :meth:`to_mne_ica`).
 
         Parameters
         ----------
-        raw : mne.io.Raw or mne.Epochs
+        inst : mne.io.Raw or mne.Epochs
             The recording (e.g. the one of fit), with the fitted EEG
             channels and their positions (a montage); Epochs are labelled end
             to end, as ``fit`` takes them.
@@ -1220,17 +1245,17 @@ class MNEMixin:
         """
         from .io.mne_ica import label_ica
 
-        raw = _check_raw_arg(_continuous(raw, "label_components"))
+        raw = _continuous_raw(inst, "label_components")
         self._check_fitted()
         return label_ica(raw, self.to_mne_ica(info=raw), backend=backend)
 
     # ------------------------------------------------------------ files
-    def save_sources(self, raw, path, *, overwrite: bool = False, u=None) -> Path:
-        """Write :meth:`get_sources` of ``raw`` to a FIF file, atomically.
+    def save_sources(self, inst, path, *, overwrite: bool = False, u=None) -> Path:
+        """Write :meth:`get_sources` of ``inst`` to a FIF file, atomically.
 
         Parameters
         ----------
-        raw : mne.io.Raw
+        inst : mne.io.Raw
         path : str or Path
             Ends in ``.fif`` or ``.fif.gz`` (MNE convention: ``..._raw.fif``).
         overwrite : bool
@@ -1245,10 +1270,10 @@ class MNEMixin:
         """
         # Refuse the target before computing the sources.
         path = _check_fif_target(path, overwrite)
-        return save_fif(self.get_sources(raw, u=u), path)
+        return save_fif(self.get_sources(inst, u=u), path)
 
-    def save_cleaned(self, raw, path, exclude=None, *, overwrite: bool = False, u=None) -> Path:
-        """Write :meth:`apply` of ``raw`` to a FIF file, atomically.
+    def save_cleaned(self, inst, path, exclude=None, *, overwrite: bool = False, u=None) -> Path:
+        """Write :meth:`apply` of ``inst`` to a FIF file, atomically.
 
         Parameters are as in :meth:`save_sources` and :meth:`apply`.
 
@@ -1257,7 +1282,7 @@ class MNEMixin:
         path : Path
         """
         path = _check_fif_target(path, overwrite)
-        return save_fif(self.apply(raw, exclude, u=u), path)
+        return save_fif(self.apply(inst, exclude, u=u), path)
 
 
 def _check_span(raw, start, duration) -> tuple[float, float]:
@@ -1298,6 +1323,35 @@ def _good_of_type(raw, ch_type: str, name=None) -> list[str]:
 
 def _frontal_channels(raw) -> list[str]:
     return [n for n in _good_of_type(raw, "eeg") if _FRONTAL.match(n)]
+
+
+# What to do about a flat reference, per method (check_references' advice).
+_REFERENCE_FIX = {
+    "find_bads_eog": (
+        "Pass ch_name=['Fp1', 'Fp2'] or other channels that record the eyes, or mark "
+        "them bad (raw.info['bads']) to score the frontal channels instead."
+    ),
+    "find_bads_ecg": "Pass ch_name naming a channel that records the heart.",
+}
+
+
+def _check_scored_references(raw, names: list[str], good: np.ndarray, what: str) -> None:
+    """Refuse reference channels of ``what`` that are flat or not finite on the ``good`` samples."""
+    check_references(raw.get_data(picks=names)[:, good], names, what, _REFERENCE_FIX[what])
+
+
+def _heartbeats(raw, ecg_name: str, band, reject_by_annotation: bool) -> np.ndarray:
+    """The heartbeats of ``find_bads_ecg(method="ctps")``: MNE's QRS detector in ``band``."""
+    l_freq, h_freq = check_band(*band, float(raw.info["sfreq"]))
+    if l_freq is None or h_freq is None:
+        raise ValueError(
+            f"find_bads_ecg(method='ctps') finds the heartbeats in the band l_freq to "
+            f"h_freq and needs both, got l_freq={band[0]!r} and h_freq={band[1]!r}. Pass "
+            "both (MNE's 8.0 and 16.0 are the defaults)."
+        )
+    return ecg_peaks(
+        raw, ecg_name, l_freq=l_freq, h_freq=h_freq, reject_by_annotation=reject_by_annotation
+    )
 
 
 def _eog_choice(raw, ch_name, stacklevel: int = 3) -> tuple[list[str], bool]:

@@ -19,8 +19,15 @@ import numpy as np
 
 from . import viz
 from ._check import check_float, check_option
-from ._mne_mixin import _check_raw_arg, _check_raw_span, _continuous, _good_samples, _shown
-from .artifacts import correlations, muscle_scores, spectral_slopes, sphere_projection
+from ._mne_mixin import _check_raw_span, _continuous_raw, _good_samples, _shown
+from .artifacts import (
+    SCORE_FILTER,
+    check_references,
+    correlations,
+    muscle_scores,
+    spectral_slopes,
+    sphere_projection,
+)
 from .io.eeg import check_band
 from .io.raw import is_epochs_or_evoked
 
@@ -82,7 +89,7 @@ class ScoresMixin:
             Flagged sources, highest score first.
         scores : ndarray, shape (n_sources,)
         """
-        raw = _check_raw_arg(_continuous(inst, "find_bads_muscle"))
+        raw = _continuous_raw(inst, "find_bads_muscle")
         self._check_fitted()
         _check_raw_span(inst, start, stop, "score")
         threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
@@ -150,7 +157,7 @@ class ScoresMixin:
         -------
         scores : ndarray, shape (n_sources,)
         """
-        raw = _check_raw_arg(_continuous(inst, "score_sources"))
+        raw = _continuous_raw(inst, "score_sources")
         self._check_fitted()
         _check_raw_span(inst, start, stop, "score")
         check_option("reject_by_annotation", reject_by_annotation, (True, False))
@@ -163,6 +170,9 @@ class ScoresMixin:
             rows = np.vstack([rows, _target_row(raw, target, sources_raw)])
         # Bad spans are cut out before filtering (MNE's "omit").
         good = _good_samples(sources_raw, reject_by_annotation)
+        if target is not None:  # a flat target would score 0 for every source
+            name = target if isinstance(target, str) else "target"
+            check_references(rows[-1:, good], [name], "score_sources", _TARGET_FIX)
         rows = _band(rows[:, good].astype(np.float64), sfreq, l_freq, h_freq)
         sources, args = rows[: self.n_sources_], [] if target is None else [rows[-1]]
         if func is None:  # Pearson's r: one product for every source
@@ -351,6 +361,9 @@ def _score_function(score_func, with_target: bool) -> Callable | None:
     return func
 
 
+_TARGET_FIX = "Pass a target channel or array that records the artefact over the span scored."
+
+
 def _target_row(raw, target, sources_raw) -> np.ndarray:
     """The target of ``score_sources`` on the samples of ``sources_raw``, shape (1, n_times)."""
     n_times = sources_raw.n_times
@@ -369,19 +382,6 @@ def _target_row(raw, target, sources_raw) -> np.ndarray:
             "one value per sample of the recording (between start and stop), or a channel name."
         )
     return row[None, :]
-
-
-# score_sources' band-pass, MNE's for ICA.score_sources (so that its scores agree):
-# a 10 s FIR (firwin2, Hann) with 0.5 Hz transition bands, applied forwards and
-# backwards (zero phase, the response squared).
-SCORE_FILTER = dict(
-    phase="zero-double",
-    filter_length="10s",
-    fir_window="hann",
-    l_trans_bandwidth=0.5,
-    h_trans_bandwidth=0.5,
-    fir_design="firwin2",
-)
 
 
 def _check_both_edges(l_freq, h_freq, sfreq: float) -> None:

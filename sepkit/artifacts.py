@@ -43,6 +43,7 @@ from .io.eeg import check_band
 from .windows import valid_chunk_starts
 
 __all__ = [
+    "check_references",
     "correlations",
     "ctps_scores",
     "ecg_peaks",
@@ -59,6 +60,21 @@ __all__ = [
 # Half-length in seconds of the CTPS epoch around each heartbeat: -0.5 to 0.5 s
 # (MNE's find_bads_ecg epochs) holds the QRS complex and the beat's T wave.
 CTPS_HALF_WINDOW = 0.5
+
+# The band-pass of the correlation scores, MNE's for ICA.score_sources and so for
+# its find_bads_eog and find_bads_ecg(method="correlation"), so that our scores
+# agree with MNE's on the same sources: a 10 s FIR (firwin2, Hann) with 0.5 Hz
+# transition bands, applied forwards and backwards (zero phase, the response
+# squared). Steeper than filter_data's default, whose transition at 1 Hz is 1 Hz
+# wide and lets more of the sub-1 Hz drift into a 1-10 Hz score.
+SCORE_FILTER = dict(
+    phase="zero-double",
+    filter_length="10s",
+    fir_window="hann",
+    l_trans_bandwidth=0.5,
+    h_trans_bandwidth=0.5,
+    fir_design="firwin2",
+)
 
 
 # --------------------------------------------------------------------------
@@ -115,8 +131,10 @@ def reference_correlations(
     sample_rate : float
         In Hz.
     l_freq, h_freq : float or None
-        Band-pass edges in Hz (zero-phase FIR, ``mne.filter.filter_data``);
-        None leaves that side unfiltered.
+        Band-pass edges in Hz; None leaves that side unfiltered. The filter is
+        MNE's for ``ICA.score_sources`` (``SCORE_FILTER``: a 10 s firwin2 FIR
+        with 0.5 Hz transition bands, applied forwards and backwards), so the
+        scores are those of MNE's ``find_bads_eog`` on the same sources.
     good : None or ndarray of bool, shape (n_times,)
         Samples to keep; the others are cut out *before* filtering (MNE's
         ``reject_by_annotation="omit"``), so that an artefact in a bad span
@@ -134,8 +152,39 @@ def reference_correlations(
         both = both[:, np.asarray(good, dtype=bool)]
     l_freq, h_freq = check_band(l_freq, h_freq, sample_rate)
     if l_freq is not None or h_freq is not None:
-        both = mne.filter.filter_data(both, sample_rate, l_freq, h_freq, verbose="error")
+        both = mne.filter.filter_data(
+            both, sample_rate, l_freq, h_freq, verbose="error", **SCORE_FILTER
+        )
     return correlations(both[len(sources) :], both[: len(sources)])
+
+
+def check_references(ref: np.ndarray, names, what: str, fix: str) -> None:
+    """Refuse reference rows that are flat or not finite, naming them.
+
+    A disconnected or zeroed lead correlates with nothing: its scores would
+    be 0 (or NaN) for every source, which reads as "no source follows it".
+
+    Parameters
+    ----------
+    ref : ndarray, shape (n_ref, n_times)
+        The reference channels on the samples scored.
+    names : list of str, length n_ref
+    what : str
+        The method, to start the message (e.g. ``"find_bads_eog"``).
+    fix : str
+        The advice that ends the message.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    bad = [
+        name
+        for name, row in zip(names, ref, strict=True)
+        if not np.all(np.isfinite(row)) or np.ptp(row) == 0.0
+    ]
+    if bad:
+        raise ValueError(
+            f"{what}: the reference channel(s) {bad} are flat or hold NaN/Inf over the "
+            f"samples scored, so no source can follow them (a disconnected lead?). {fix}"
+        )
 
 
 def zscore_outliers(scores: np.ndarray, threshold: float, n_rounds: int = 2) -> np.ndarray:
@@ -264,7 +313,14 @@ def _half_samples(half_window: float, sample_rate: float) -> int:
     return int(round(half_window * sample_rate))
 
 
-def ecg_peaks(raw, ch_name: str, *, reject_by_annotation: bool = True) -> np.ndarray:
+def ecg_peaks(
+    raw,
+    ch_name: str,
+    *,
+    l_freq: float = 5.0,
+    h_freq: float = 35.0,
+    reject_by_annotation: bool = True,
+) -> np.ndarray:
     """Heartbeats that MNE's QRS detector finds in the ECG channel ``ch_name``.
 
     Parameters
@@ -272,6 +328,9 @@ def ecg_peaks(raw, ch_name: str, *, reject_by_annotation: bool = True) -> np.nda
     raw : mne.io.Raw
     ch_name : str
         The channel that records the heart.
+    l_freq, h_freq : float
+        The detector's band-pass in Hz (``find_ecg_events``' defaults;
+        ``find_bads_ecg`` passes its own 8-16 Hz, as MNE's does).
     reject_by_annotation : bool
         Passed to ``mne.preprocessing.find_ecg_events``.
 
@@ -286,7 +345,12 @@ def ecg_peaks(raw, ch_name: str, *, reject_by_annotation: bool = True) -> np.nda
 
     try:
         events, _, _ = mne.preprocessing.find_ecg_events(
-            raw, ch_name=ch_name, reject_by_annotation=reject_by_annotation, verbose="error"
+            raw,
+            ch_name=ch_name,
+            l_freq=l_freq,
+            h_freq=h_freq,
+            reject_by_annotation=reject_by_annotation,
+            verbose="error",
         )
     except (ValueError, IndexError):
         # MNE's QRS detector fails on recordings too short for its filters.
@@ -330,16 +394,18 @@ def ctps_scores(
     peaks: np.ndarray,
     sample_rate: float,
     *,
-    l_freq: float | None = 8.0,
-    h_freq: float | None = 16.0,
+    l_freq: float | None = None,
+    h_freq: float | None = None,
     half_window: float = CTPS_HALF_WINDOW,
 ) -> np.ndarray:
     """Cross-trial phase statistics of each source around ``peaks``.
 
-    Each source is band-pass filtered (``l_freq`` to ``h_freq``; 8-16 Hz,
-    MNE's band, keeps the QRS complex and drops the slower T wave and
-    drifts) and cut into epochs from ``-half_window`` to ``half_window``
-    seconds around the peaks; at every latency, Kuiper's test asks whether
+    Each source, band-pass filtered when ``l_freq`` or ``h_freq`` is given
+    (Dammers et al. filter to the QRS complex's band; MNE's
+    ``ICA.find_bads_ecg`` and so ``IVAESeparator.find_bads_ecg`` score the
+    sources unfiltered, the default here), is cut into epochs from
+    ``-half_window`` to ``half_window`` seconds around the peaks; at every
+    latency, Kuiper's test asks whether
     the source's phase (from the Hilbert transform of each epoch) is uniform
     across the peaks. The score is the largest normalised Kuiper index
     (:func:`kuiper_index`) over the latencies: near 1 for a source that is
@@ -376,7 +442,7 @@ def ctps_scores(
     >>> t = np.arange(640)
     >>> locked = np.cos(2 * np.pi * t / 13)[None]  # period 13 samples
     >>> peaks = 13 * np.arange(3, 12)  # every peak at the same phase
-    >>> bool(ctps_scores(locked, peaks, 64.0, l_freq=None, h_freq=None)[0] > 0.9)
+    >>> bool(ctps_scores(locked, peaks, 64.0)[0] > 0.9)
     True
     """
     from scipy.signal import hilbert

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from sepkit.artifacts import (
+    SCORE_FILTER,
+    check_references,
     correlations,
     ctps_scores,
     ecg_peaks,
@@ -63,9 +65,9 @@ def test_reference_correlations_filter_after_cutting_bad_samples():
     good[500:700] = False
     sources[0, 500:700] += 1e3 * ref[0, 500:700]  # only under the bad span
     r = reference_correlations(sources, ref, SAMPLE_RATE, l_freq=1.0, h_freq=10.0, good=good)
-    # By hand: cut, then band-pass, then Pearson's r.
+    # By hand: cut, then band-pass (MNE's score_sources filter), then Pearson's r.
     band = mne.filter.filter_data(
-        np.vstack([sources, ref])[:, good], SAMPLE_RATE, 1.0, 10.0, verbose="error"
+        np.vstack([sources, ref])[:, good], SAMPLE_RATE, 1.0, 10.0, verbose="error", **SCORE_FILTER
     )
     expected = [np.corrcoef(b, band[-1])[0, 1] for b in band[:-1]]
     np.testing.assert_allclose(r[0], expected, atol=1e-10)
@@ -174,17 +176,15 @@ def test_ctps_scores_match_mne():
     from mne.preprocessing.ctps_ import ctps
 
     sources, peaks = _heartbeat_sources()
-    scores = ctps_scores(sources, peaks, SAMPLE_RATE)  # 8-16 Hz, -0.5 to 0.5 s
+    scores = ctps_scores(sources, peaks, SAMPLE_RATE, l_freq=8.0, h_freq=16.0)  # -0.5 to 0.5 s
     half = int(0.5 * SAMPLE_RATE)
     band = mne.filter.filter_data(sources, SAMPLE_RATE, 8.0, 16.0, verbose="error")
     epochs = np.stack([band[:, p - half : p + half + 1] for p in peaks])  # (n_ep, n_src, n_lat)
     np.testing.assert_allclose(scores, ctps(epochs)[1].max(axis=-1), rtol=1e-10)
     assert np.argmax(scores) == 1 and scores[1] > 0.3 > scores[[0, 2]].max()
-    # Unfiltered, a shorter window: the same as MNE on those epochs.
+    # Unfiltered (the default), a shorter window: the same as MNE on those epochs.
     half = int(round(0.25 * SAMPLE_RATE))
-    raw_scores = ctps_scores(
-        sources, peaks, SAMPLE_RATE, l_freq=None, h_freq=None, half_window=0.25
-    )
+    raw_scores = ctps_scores(sources, peaks, SAMPLE_RATE, half_window=0.25)
     epochs = np.stack([sources[:, p - half : p + half + 1] for p in peaks])
     np.testing.assert_allclose(raw_scores, ctps(epochs)[1].max(axis=-1), rtol=1e-10)
 
@@ -239,3 +239,16 @@ def test_ecg_peaks_are_mne_heartbeats():
     assert len(peaks) > 30 and np.abs(np.diff(peaks) - 110).max() <= 2
     # Too short for MNE's detector: no peaks, no error.
     assert len(ecg_peaks(raw.copy().crop(0.0, 0.5), "ECG")) == 0
+
+
+def test_check_references_refuses_flat_and_non_finite_rows():
+    ref = np.random.default_rng(0).standard_normal((3, 50))
+    check_references(ref, ["a", "b", "c"], "find_x", "Fix it.")  # every row varies
+    ref[1] = 2.5
+    ref[2, 7] = np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"find_x: the reference channel\(s\) \['b', 'c'\] are flat or hold NaN/Inf over "
+        r"the samples scored, so no source can follow them \(a disconnected lead\?\)\. Fix it\.",
+    ):
+        check_references(ref, ["a", "b", "c"], "find_x", "Fix it.")

@@ -322,7 +322,7 @@ def test_label_components_refuses_what_iclabel_cannot_label(raw, sep, monkeypatc
         sep.label_components(bare)
     with pytest.raises(ValueError, match=r"Invalid value for the 'backend' parameter\. Allowed"):
         sep.label_components(raw, backend="tf")
-    with pytest.raises(TypeError, match=r"'raw' must be an mne\.io\.Raw"):
+    with pytest.raises(TypeError, match=r"'inst' must be an mne\.io\.Raw or mne\.Epochs \(e\.g\."):
         sep.label_components(raw.get_data())
     # mne-icalabel absent: the error says how to install it.
     monkeypatch.setitem(sys.modules, "mne_icalabel", None)

@@ -162,3 +162,42 @@ def test_plot_scores_copy_and_channel_types(fitted):
         IVAESeparator(2, mixing="linear").fit(
             np.random.default_rng(0).standard_normal((3, 2000))
         ).get_channel_types()
+
+
+def test_find_bads_eog_and_ecg_correlations_agree_with_mne(fitted):
+    # The same band-pass as MNE's score_sources (artifacts.SCORE_FILTER), so the same
+    # correlations, with bad spans cut out before filtering as MNE's "omit" does.
+    raw, sep, ica = fitted
+    raw = raw.copy().set_annotations(mne.Annotations([8.0], [3.0], ["BAD_move"]))
+    for kw in (dict(), dict(reject_by_annotation=False), dict(l_freq=2.0, h_freq=20.0)):
+        _, ours = sep.find_bads_eog(raw, ch_name="Fp1", **kw)
+        _, theirs = ica.find_bads_eog(raw, ch_name="Fp1", measure="correlation", **kw)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    _, ours = sep.find_bads_eog(raw, ch_name="Fp1", start=5.0, stop=20.0)
+    _, theirs = ica.find_bads_eog(raw, ch_name="Fp1", start=5 * 256, stop=20 * 256)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    _, ours = sep.find_bads_ecg(raw, ch_name="Oz", method="correlation")
+    _, theirs = ica.find_bads_ecg(raw, ch_name="Oz", method="correlation", measure="correlation")
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_flat_references_are_refused(fitted):
+    # A zeroed lead would score 0 against every source (MNE: NaN) and flag nothing.
+    raw, sep, _ = fitted
+    flat = raw.copy()
+    flat._data[flat.ch_names.index("Fp1")] = 0.0
+    with pytest.raises(
+        ValueError, match=r"find_bads_eog: the reference channel\(s\) \['Fp1'\] are"
+    ):
+        sep.find_bads_eog(flat, ch_name="Fp1")
+    for method in ("ctps", "correlation"):
+        with pytest.raises(ValueError, match=r"find_bads_ecg: .*\['Fp1'\].*Pass ch_name naming a"):
+            sep.find_bads_ecg(flat, ch_name="Fp1", method=method)
+    with pytest.raises(ValueError, match=r"score_sources: .*\['Fp1'\] are flat or hold NaN/Inf"):
+        sep.score_sources(flat, "Fp1")
+    with pytest.raises(ValueError, match=r"score_sources: .*\['target'\] are flat"):
+        sep.score_sources(flat, np.full(raw.n_times, np.nan))
+    # Flat only under a BAD span, which is not scored: accepted.
+    spanned = raw.copy().set_annotations(mne.Annotations([2.0], [3.0], ["BAD_lead"]))
+    spanned._data[spanned.ch_names.index("Fp1"), 512:1280] = 0.0
+    assert sep.find_bads_eog(spanned, ch_name="Fp1")[1].shape == (8,)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sepkit import IVAESeparator
+from sepkit.artifacts import SCORE_FILTER
 from sepkit.datasets import make_eeg
 
 matplotlib.use("Agg")
@@ -179,7 +180,9 @@ def test_get_sources_start_stop_in_seconds(fitted, sim):
     np.testing.assert_allclose(
         fitted.get_sources(raw, start=0, stop=4.5).get_data(), full[:, :stop]
     )
-    with pytest.raises(TypeError, match="'raw' must be an mne.io.Raw"):
+    with pytest.raises(
+        TypeError, match=r"'inst' must be an mne\.io\.Raw, mne\.Epochs or mne\.Evoked"
+    ):
         fitted.get_sources(raw.get_data())
 
 
@@ -801,9 +804,9 @@ def test_find_bads_ecg(fitted, sim):
     sources[0] = -ecg / ecg.std() + 6.0 * sources[0]  # weaker, opposite sign
     fake = _with_known_sources(fitted, raw, sources)
     indices, scores = fake.find_bads_ecg(raw, method="correlation", reject_by_annotation=False)
-    # By hand: both band-passed 8-16 Hz, then Pearson's r.
+    # By hand: both band-passed 8-16 Hz (MNE's score_sources filter), then Pearson's r.
     band = mne.filter.filter_data(
-        np.vstack([sources, ecg]), SAMPLE_RATE, 8.0, 16.0, verbose="error"
+        np.vstack([sources, ecg]), SAMPLE_RATE, 8.0, 16.0, verbose="error", **SCORE_FILTER
     )
     expected = [np.corrcoef(b, band[-1])[0, 1] for b in band[:-1]]
     np.testing.assert_allclose(scores, expected, atol=1e-10)
@@ -836,15 +839,19 @@ def test_find_bads_ecg_ctps(fitted, sim):
     truth = np.abs([np.corrcoef(s, S[ECG])[0, 1] for s in own])
     assert indices[0] == int(np.argmax(truth)) and scores.shape == (N_SOURCES,)
     assert all(scores[k] >= 0.3 for k in indices)
-    # The same score by MNE's CTPS on the same epochs (heartbeats outside the BAD span).
-    peaks = find_ecg_events(raw, ch_name="ECG", verbose="error")[0][:, 0] - raw.first_samp
+    # The same score by MNE's CTPS on the same epochs: heartbeats found at 8-16 Hz,
+    # outside the BAD span, the sources unfiltered (MNE's ICA.find_bads_ecg).
+    peaks = find_ecg_events(raw, ch_name="ECG", l_freq=8.0, h_freq=16.0, verbose="error")[0]
+    peaks = peaks[:, 0] - raw.first_samp
     half = int(0.5 * SAMPLE_RATE)
     start, stop = _bad_samples()
     keep = (peaks >= half) & (peaks + half < raw.n_times)
     keep &= (peaks + half < start) | (peaks - half >= stop)
-    band = mne.filter.filter_data(own.astype(np.float64), SAMPLE_RATE, 8.0, 16.0, verbose="error")
-    epochs = np.stack([band[:, p - half : p + half + 1] for p in peaks[keep]])
+    epochs = np.stack([own[:, p - half : p + half + 1] for p in peaks[keep]]).astype(np.float64)
     np.testing.assert_allclose(scores, ctps(epochs)[1].max(axis=-1), rtol=1e-10)
+    # The band is the QRS detector's, so both edges are needed.
+    with pytest.raises(ValueError, match=r"finds the heartbeats in the band l_freq to h_freq and"):
+        fitted.find_bads_ecg(raw, l_freq=None)
 
     with pytest.raises(ValueError, match=r"'method' parameter. Allowed values are 'ctps' and"):
         fitted.find_bads_ecg(raw, method="kuiper")
@@ -871,17 +878,19 @@ def test_find_bads_start_stop_score_a_span(linear, sim):
         1.0,
         10.0,
         verbose="error",
+        **SCORE_FILTER,
     )
     expected = [np.corrcoef(b, band[-1])[0, 1] for b in band[:-1]]
     np.testing.assert_allclose(scores, expected, atol=1e-6)
     # CTPS: the heartbeats whose epochs lie in the span.
     _, ctps_scores = linear.find_bads_ecg(raw, start=5.0, stop=25.0, reject_by_annotation=False)
-    events = find_ecg_events(raw, ch_name="ECG", reject_by_annotation=False, verbose="error")[0]
+    events = find_ecg_events(
+        raw, ch_name="ECG", l_freq=8.0, h_freq=16.0, reject_by_annotation=False, verbose="error"
+    )[0]
     peaks = events[:, 0] - raw.first_samp
     half = int(0.5 * rate)
     peaks = peaks[(peaks - half >= lo) & (peaks + half < hi)]
-    band = mne.filter.filter_data(own.astype(np.float64), rate, 8.0, 16.0, verbose="error")
-    epochs = np.stack([band[:, p - half : p + half + 1] for p in peaks])
+    epochs = np.stack([own[:, p - half : p + half + 1] for p in peaks]).astype(np.float64)
     np.testing.assert_allclose(ctps_scores, ctps(epochs)[1].max(axis=-1), rtol=1e-6)
     with pytest.raises(TypeError, match=r"start=1000 is a whole number: sepkit takes start in"):
         linear.find_bads_eog(raw, start=1000)
@@ -1489,3 +1498,20 @@ def test_apply_start_stop_and_n_pca_components(linear, sim):
         linear.apply(raw, exclude=[0], n_pca_components=5)
     with pytest.raises(ValueError, match=r"'start' and 'stop' clean a span of a Raw; for Epochs"):
         linear.apply(_epochs(raw), exclude=[0], start=1.0)
+
+
+def test_find_bads_ecg_agrees_with_mne_on_the_export(linear, sim):
+    # CTPS and correlation scores are MNE's on the exported ICA (BAD span included).
+    raw, _ = sim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ica = linear.to_mne_ica()
+    for kw in (dict(method="ctps"), dict(method="correlation", measure="correlation")):
+        ours_idx, ours = linear.find_bads_ecg(raw, ch_name="ECG", **kw)
+        theirs_idx, theirs = ica.find_bads_ecg(raw, ch_name="ECG", verbose="error", **kw)
+        # Kuiper's index moves by 1e-5 with the sources' float32 rounding.
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+        assert ours_idx == list(theirs_idx)
+    _, ours = linear.find_bads_eog(raw, ch_name="EOG")
+    _, theirs = ica.find_bads_eog(raw, ch_name="EOG", measure="correlation", verbose="error")
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)

@@ -601,6 +601,21 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     )
     assert json.loads((out2 / "calm_metrics.json").read_text())["excluded"] == [4]
 
+    # A disconnected (flat) EOG lead is refused, not read as "no source follows it",
+    # and nothing of that recording is written.
+    flat_eye = raw.copy()
+    flat_eye._data[raw.ch_names.index("EOG")] = 0.0
+    flat_eye.save(tmp_path / "flat_raw.fif", verbose="error")
+    argv_flat = [*argv[:1], str(tmp_path / "flat_raw.fif"), *argv[2:]]
+    assert main(argv_flat + ["--exclude", "eog"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and (
+        "find_bads_eog: the reference channel(s) ['EOG'] are flat or hold NaN/Inf over the "
+        "samples scored, so no source can follow them (a disconnected lead?). Pass "
+        "--eog-channels Fp1,Fp2 or other channels" in err
+    )
+    assert not list(out2.glob("flat_*"))
+
     # The EOG reference named by hand: the same blink against the lead, named.
     argv = ["separate", str(path), "--model", str(tmp_path / "m.safetensors")]
     named = tmp_path / "named"
@@ -839,3 +854,32 @@ def test_separate_exclude_muscle(tmp_path, capsys):
     r = [abs(np.corrcoef(s, muscle)[0, 1]) for s in sources]
     assert int(np.argmax(r)) in flagged
     assert "m_raw.fif: removed source(s) " in capsys.readouterr().err
+
+
+def test_separate_refuses_options_it_would_not_use(tmp_path, capsys):
+    # --model without --fine-tune fits nothing, so fit options would be ignored; and
+    # --resample has no model rate to resample to in a new fit. Nothing is written.
+    raw, _, path = _eeg_with_eog_lead(tmp_path, 4, 30.0)
+    model = tmp_path / "m.safetensors"
+    IVAESeparator(4).fit(raw).save(model)
+    out = tmp_path / "out"
+    base = ["separate", str(path), "--model", str(model), "-o", str(out)]
+    for extra, named in (
+        (["--steps", "10"], "--steps shapes"),
+        (["--highpass", "1", "--window", "3"], "--window, --highpass shape"),
+        (["--seed", "5"], "--seed shapes"),
+        (["--prior", "gengauss"], "--prior shapes"),
+        (["--reject", "eeg=1e-3"], "--reject shapes"),
+    ):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"sepkit separate: error: {named} a fit, but --model {model} separates with the "
+            "saved model as it is, without fitting. Drop them, or pass --fine-tune" in err
+        )
+    assert main(["separate", str(path), "--n-sources", "4", "-o", str(out), "--resample"]) == 2
+    assert "--resample resamples each input to --model's sample rate, and a new fit" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+    assert main(base + ["--quiet"]) == 0  # a plain --model run
