@@ -336,7 +336,7 @@ def data_rank(data: np.ndarray, good=None) -> int:
     return int((s > tol).sum())
 
 
-def check_rank(data: np.ndarray, n_sources: int, good=None) -> int:
+def check_rank(data: np.ndarray, n_sources: int, good=None, kind: str = "eeg") -> int:
     """The rank of ``data`` (:func:`data_rank`), or a ValueError where ``n_sources`` exceeds it.
 
     After an average reference, interpolated channels or an ICA-style PCA
@@ -350,6 +350,9 @@ def check_rank(data: np.ndarray, n_sources: int, good=None) -> int:
     n_sources : int
     good : ndarray of bool, shape (n_times,), or None
         Samples not under a BAD annotation.
+    kind : str
+        The recording's kind: the message of "audio" speaks of microphones,
+        the others of references and interpolation.
 
     Returns
     -------
@@ -361,6 +364,14 @@ def check_rank(data: np.ndarray, n_sources: int, good=None) -> int:
     if n_sources > n_channels:  # each family says so in its own words
         return n_channels
     rank = data_rank(data, good)
+    if n_sources > rank and kind == "audio":
+        raise ValueError(
+            f"n_sources={n_sources} is above the rank of the data ({rank} of {n_channels} "
+            "channels): some channels are copies or mixes of others (e.g. a stereo file "
+            "whose two channels are the same), and no model separates more sources than "
+            f"the channels span. Pass n_sources <= {rank}, or a recording whose microphones "
+            "hear the sources differently."
+        )
     if n_sources > rank:
         missing = n_channels - rank
         what = (

@@ -838,10 +838,12 @@ class MNEMixin:
         fitted = list(self._fitted_names_or_default())
         return [fitted.index(name) for name in info["ch_names"]]
 
-    def _fitted_info(self, info, no_info: str):
+    def _fitted_info(self, info, no_info: str, *, by_position: bool = False):
         """``info`` (an Info, a Raw's, or ``info_`` for None) holding every fitted channel.
 
         ``no_info``: the message when None is given and the fit kept no Info.
+        ``by_position``: a separator fitted on an array takes the EEG channels of
+        ``info`` in order (for the topographies; an export needs its names).
         """
         import mne
 
@@ -855,6 +857,8 @@ class MNEMixin:
             raise TypeError(
                 f"'info' must be None, an mne.Info or an mne.io.Raw, got {type(info).__name__}."
             )
+        if by_position and self.ch_names_ is None:  # fitted on an array: info's EEG, in order
+            return _array_fit_info(info, self.n_channels_)
         missing = [n for n in self._fitted_names_or_default() if n not in info["ch_names"]]
         if missing:
             raise ValueError(
@@ -872,6 +876,7 @@ class MNEMixin:
             f"{what} needs channel positions, but the separator was not fitted "
             "on an MNE Raw (or was loaded from a file). Pass info=raw.info of a Raw "
             "with the fitted channels and a montage.",
+            by_position=True,
         )
         fitted = self._fitted_names_or_default()
         keep = []
@@ -1340,6 +1345,27 @@ def _check_scored_references(raw, names: list[str], good: np.ndarray, what: str)
     check_references(raw.get_data(picks=names)[:, good], names, what, _REFERENCE_FIX[what])
 
 
+def _array_fit_info(info, n_channels: int):
+    """The EEG channels of ``info`` named as a separator fitted on an array names its rows.
+
+    An array carries no channel names (the fit calls them ch0, ch1, ...); its rows are
+    taken to be the EEG channels of ``info`` in their order, as ``transform`` and
+    ``apply`` take those of a Raw.
+    """
+    import mne
+
+    picks = mne.pick_types(info, eeg=True, exclude="bads")  # as _fitted_names picks a Raw's
+    if len(picks) != n_channels:
+        raise ValueError(
+            f"The separator was fitted on an array of {n_channels} channels, whose rows are "
+            f"taken to be the EEG channels of 'info' in order, but 'info' has {len(picks)}. "
+            "Pass the info of the Raw the array came from (raw.info), or fit on that Raw."
+        )
+    info = mne.pick_info(info, picks)  # a copy
+    mne.rename_channels(info, {n: f"ch{i}" for i, n in enumerate(info.ch_names)})
+    return info
+
+
 def _heartbeats(raw, ecg_name: str, band, reject_by_annotation: bool) -> np.ndarray:
     """The heartbeats of ``find_bads_ecg(method="ctps")``: MNE's QRS detector in ``band``."""
     l_freq, h_freq = check_band(*band, float(raw.info["sfreq"]))
@@ -1561,8 +1587,10 @@ def _segment_inverse(sep, S: np.ndarray) -> np.ndarray:
 def like_segments(data, info, inst):
     """``data`` (n_epochs, n_rows, n_times) as Epochs / Evoked timed like ``inst``.
 
-    Epochs keep ``inst``'s events, ``event_id``, ``tmin`` and metadata; an
-    Evoked (``data`` holding one epoch) its ``tmin``, ``nave`` and comment.
+    Epochs keep ``inst``'s events, ``event_id``, ``tmin``, metadata, and which
+    epochs of the recording they are (``selection``, ``drop_log``), as
+    ``ICA.get_sources`` keeps them; an Evoked (``data`` holding one epoch) its
+    ``tmin``, ``nave`` and comment.
     """
     import mne
 
@@ -1573,5 +1601,6 @@ def like_segments(data, info, inst):
         )  # fmt: skip
     return mne.EpochsArray(
         data, info, events=inst.events, tmin=inst.tmin, event_id=inst.event_id,
-        metadata=inst.metadata, verbose="error",
+        metadata=inst.metadata, selection=inst.selection, drop_log=inst.drop_log,
+        verbose="error",
     )  # fmt: skip

@@ -482,7 +482,12 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
     n_channels_ : int
     n_samples_ : int
         Samples the model was fitted on (after BAD annotations, ``reject`` /
-        ``flat`` and ``decim``), as ``ICA.n_samples_``.
+        ``flat`` and ``decim``), as ``ICA.n_samples_``. With ``reject`` or
+        ``flat`` it can differ from MNE's count: MNE leaves out the last,
+        shorter ``tstep`` stretch, and with ``decim`` judges stretches of the
+        decimated samples; we judge every stretch at the full rate, then
+        decimate (on EEGLAB's sample, 100 s: 11265 against 11264 samples, and
+        3754 against 3784 with ``decim=3``).
     reject_ : dict or None
         fit's ``reject``, as ``ICA.reject_``.
     mean_ : ndarray, shape (n_channels,)
@@ -878,7 +883,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         # (a silent recording has no phase score; the choice then means nothing).
         check_fit_data(inp.data, inp.ch_names, inp.good)
         if _is_count(self.n_sources):  # None or a share: counted within the rank
-            check_rank(inp.data, self.n_sources, inp.good)
+            check_rank(inp.data, self.n_sources, inp.good, getattr(rec, "kind", kind))
         opts = self._family_options(choice, inp)
         fitted = choice.module.fit(
             inp,

@@ -958,3 +958,13 @@ def test_a_gpu_asked_of_the_linear_family_is_reported_not_used(gaussian_nonstati
     with pytest.warns(UserWarning, match=r"device='cuda' is not used by the 'linear' model"):
         sep = IVAESeparator(N_SOURCES, mixing="linear", device="cuda").fit(X, u)
     assert mcc(S, sep.transform(X, u)) > 0.99
+
+
+def test_linear_transform_refuses_a_u_of_the_wrong_length(gaussian_nonstationary):
+    # u does not enter a linear unmixing, but a u that does not fit X is a mistake
+    # that the network family refuses; so does the linear one.
+    X, _, u, _ = gaussian_nonstationary
+    sep = IVAESeparator(N_SOURCES, mixing="linear").fit(X, u)
+    np.testing.assert_array_equal(sep.transform(X, u), sep.transform(X))
+    with pytest.raises(ValueError, match=r"u has 100 labels but X has \d+ samples; pass one label"):
+        sep.transform(X, u[:100])

@@ -237,3 +237,16 @@ def test_time_frequency_separation_needs_a_count():
         IVAESeparator(None, domain="tf").fit(rec)
     with pytest.raises(ValueError, match=match.replace("None", r"0\.9")):
         IVAESeparator(0.9, source_model="ivae-speech-16k-v1").fit(rec)
+
+
+def test_audio_rank_message_speaks_of_microphones():
+    # A stereo file whose two channels are the same: no reference or interpolation
+    # to blame, so the message says what an audio user can do.
+    x = _mixture(n_channels=1)[0] * 1e4
+    rec = Recording(np.vstack([x, x]).astype(np.float32), sample_rate=8000.0, kind="audio")
+    with pytest.raises(
+        ValueError,
+        match=r"^n_sources=2 is above the rank of the data \(1 of 2 channels\): some channels "
+        r"are copies or mixes of others \(e\.g\. a stereo file whose two channels are the same\)",
+    ):
+        IVAESeparator(2, n_steps=2).fit(rec)

@@ -1515,3 +1515,53 @@ def test_find_bads_ecg_agrees_with_mne_on_the_export(linear, sim):
     _, ours = linear.find_bads_eog(raw, ch_name="EOG")
     _, theirs = ica.find_bads_eog(raw, ch_name="EOG", measure="correlation", verbose="error")
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_plots_of_a_separator_fitted_on_an_array_take_the_info_by_position(sim):
+    # An array has no channel names (ch0, ch1, ...): its rows are the Raw's EEG
+    # channels in order, for the topographies as for transform and apply.
+    raw, _ = sim
+    eeg = raw.copy().pick("eeg")
+    sep = IVAESeparator(N_SOURCES, mixing="linear").fit(eeg.get_data())
+    fig = sep.plot_components(info=raw.info)
+    assert len(fig.axes) >= N_SOURCES
+    np.testing.assert_allclose(
+        sep.get_sources(eeg).get_data(), sep.transform(eeg.get_data()), rtol=1e-6, atol=1e-9
+    )
+    assert len(sep.plot_properties(eeg, picks=[0])) == 1
+    fewer = eeg.copy().drop_channels(eeg.ch_names[:2])
+    with pytest.raises(
+        ValueError,
+        match=rf"fitted on an array of {eeg.info['nchan']} channels, whose rows are taken to be "
+        rf"the EEG channels of 'info' in order, but 'info' has {eeg.info['nchan'] - 2}",
+    ):
+        sep.plot_components(info=fewer.info)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_nan_in_a_fitted_channel_marked_bad_says_marking_is_not_enough(linear, sim):
+    raw, _ = sim
+    broken = raw.copy()
+    name = linear.ch_names_[2]
+    broken._data[broken.ch_names.index(name)] = np.nan
+    with pytest.raises(ValueError, match=rf"\['{name}'\] contain NaN or Inf values\. Mark them"):
+        linear.apply(broken, exclude=[0])
+    broken.info["bads"] = [name]
+    with pytest.raises(
+        ValueError,
+        match=rf"\['{name}'\] contain NaN or Inf values and are marked bad, but the separator "
+        r"was fitted on them, so its sources need them\. Interpolate them",
+    ):
+        linear.apply(broken, exclude=[0])
+
+
+def test_sources_of_epochs_keep_their_selection_and_drop_log(linear, sim):
+    # As ICA.get_sources: which epochs of the recording these are survives.
+    raw, _ = sim
+    epochs = _epochs(raw)
+    epochs.drop([0, 1], verbose="error")
+    sources = linear.get_sources(epochs)
+    np.testing.assert_array_equal(sources.selection, epochs.selection)
+    assert sources.drop_log == epochs.drop_log and sources.drop_log[:2] == (("USER",),) * 2

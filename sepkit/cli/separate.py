@@ -15,7 +15,9 @@ STEM_model.safetensors; with --plots STEM_sources.png, STEM_training.png and,
 for EEG with a montage, STEM_topographies.png. Existing outputs are never overwritten without --force.
 Each input's outputs are written together or not at all: they are made in a
 hidden folder in OUTDIR and moved into place once all are complete, so a
-failed or interrupted run changes nothing. With --force they replace the
+failed or interrupted run changes nothing. Inputs are separated one after the
+other, and the first that fails stops the run (exit 2): the output sets of the
+inputs before it stay written, those after it are not made. With --force they replace the
 earlier outputs of that input as a set: files of the earlier run that this one
 does not write (e.g. STEM_s3.wav of a 3-source run) are removed, so that no
 file of an older run sits beside the new ones (the inputs and the --model file
@@ -282,9 +284,10 @@ def parse_exclude(text: str | None, n_sources: int):
     try:
         indices = sorted({int(k) for k in text.split(",")})
     except ValueError:
-        # (tests/cli/test_cli_main.py checks this text; 'iclabel' is in --help.)
+        # (tests/cli/test_cli_main.py checks this text.)
         raise ValueError(
-            f"--exclude takes comma-separated source indices (e.g. 0,3) or 'eog', got {text!r}."
+            "--exclude takes comma-separated source indices (e.g. 0,3), or one of 'eog', "
+            f"'muscle' and 'iclabel' (EEG), got {text!r}."
         ) from None
     return check_exclude_range(indices, n_sources)
 

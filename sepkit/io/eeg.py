@@ -89,6 +89,11 @@ _FLAT_STD_VOLTS = 1e-7
 
 # Channel types MNE knows that an EEG recording may carry.
 _CHANNEL_TYPES = ("eeg", "eog", "ecg", "emg", "misc", "stim", "resp", "bio", "seeg", "ecog")
+# The channel types of MNE's picks="data" (its _DATA_CH_TYPES_SPLIT, MNE 1.13).
+_DATA_TYPES = ("mag", "grad", "eeg", "csd", "seeg", "ecog", "dbs", "hbo", "hbr", "fnirs_od")
+_DATA_TYPES += tuple(f"fnirs_{kind}" for kind in ("cw_amplitude", "fd_ac_amplitude"))
+_DATA_TYPES += tuple(f"fnirs_{kind}" for kind in ("fd_phase", "td_gated_amplitude"))
+_DATA_TYPES += tuple(f"fnirs_td_moments_{kind}" for kind in ("intensity", "mean", "variance"))
 
 
 def _extension(path: Path) -> str:
@@ -222,18 +227,23 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
 
     ``picks`` is a channel type (``"eeg"``, ``"eog"``, ...), one channel name,
     a list of channel names, a list of channel types (as MNE takes them:
-    ``["eeg", "eog"]``, in the recording's order), or None for every channel.
+    ``["eeg", "eog"]``, in the recording's order), ``"data"`` (MNE's data
+    channels), or ``"all"`` / None for every channel.
     """
     types = raw.get_channel_types()
-    if picks is None:
+    if picks is None or (isinstance(picks, str) and picks == "all" and picks not in raw.ch_names):
         idx = list(range(len(raw.ch_names)))
+    elif isinstance(picks, str) and picks == "data" and picks not in raw.ch_names:
+        # MNE's "data" channels: the brain's (EEG, MEG, sEEG, ECoG, ...), no EOG, ECG or stim.
+        idx = [i for i, kind in enumerate(types) if kind in _DATA_TYPES]
     elif isinstance(picks, str) and picks not in raw.ch_names:
         known_types = sorted(set(types))
         if picks not in _CHANNEL_TYPES and picks not in known_types:
             raise ValueError(
                 f"Invalid 'picks' ({picks!r}): neither a channel name nor a channel type. "
                 f"This recording has channel types {known_types}; pass one of them, a list "
-                "of channel names, or None for all channels."
+                "of channel names, 'data' (its EEG, MEG, sEEG, ECoG channels) or 'all', as "
+                "MNE's picks."
             )
         idx = [i for i, kind in enumerate(types) if kind == picks]
     else:

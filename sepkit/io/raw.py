@@ -132,6 +132,14 @@ def raw_to_data(raw, picks=None, fitted_names=None):
     finite = np.isfinite(data).all(axis=1)
     if not finite.all():
         bad = [names[i] for i in np.flatnonzero(~finite)]
+        marked = [name for name in bad if name in raw.info["bads"]]
+        if fitted_names is not None and marked:
+            # Marking does not help here: the separator's unmixing reads these channels.
+            raise ValueError(
+                f"Raw channel(s) {marked} contain NaN or Inf values and are marked bad, but "
+                "the separator was fitted on them, so its sources need them. Interpolate "
+                "them (raw.interpolate_bads(reset_bads=False)), or refit without them."
+            )
         raise ValueError(
             f"Raw channel(s) {bad} contain NaN or Inf values. Mark them bad (add them to "
             "raw.info['bads'], e.g. with sepkit.io.mark_bad_channels) or interpolate them "

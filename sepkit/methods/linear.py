@@ -435,6 +435,14 @@ class LinearFit(Fitted):
     needs_u = False
 
     def sources(self, data, u=None):
+        # u does not enter a linear unmixing, but a u that does not fit the recording
+        # is a mistake that the families which read u refuse: refuse it here too.
+        if np.ndim(u) >= 1 and np.shape(u)[-1] != data.shape[1]:
+            raise ValueError(
+                f"u has {np.shape(u)[-1]} labels but X has {data.shape[1]} samples; pass one "
+                "label per time sample, shape (n_times,), or u=None (a linear separator's "
+                "sources do not depend on u)."
+            )
         y = self.standardizer.forward(data)
         B = self.unmixing.astype(np.float32)
         out = np.empty((self.n_sources, y.shape[1]), np.float32)

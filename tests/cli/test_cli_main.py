@@ -642,8 +642,10 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     for extra, message in [
         (["--exclude", "6"], "--exclude names source(s) [6], but there are 6 sources (indices 0 "
          "to 5). Pass indices in that range."),
-        (["--exclude", "1;2"], "--exclude takes comma-separated source indices (e.g. 0,3) or "
-         "'eog', got '1;2'."),
+        (["--exclude", "1;2"], "--exclude takes comma-separated source indices (e.g. 0,3), or "
+         "one of 'eog', 'muscle' and 'iclabel' (EEG), got '1;2'."),
+        (["--exclude", "eog,0"], "--exclude takes comma-separated source indices (e.g. 0,3), "
+         "or one of 'eog', 'muscle' and 'iclabel' (EEG), got 'eog,0'."),
     ]:  # fmt: skip
         assert main([*argv[:-1], str(tmp_path / "x"), *extra]) == 2
         assert capsys.readouterr().err.strip() == f"sepkit separate: error: {message}"

@@ -211,6 +211,9 @@ def test_read_eeg_picks_drops_other_types(tmp_path):
     assert read_eeg(path, picks=None).ch_names == ["Fz", "Cz", "EOG", "STI"]
     # A list of channel types, as MNE takes it: the recording's order, not the list's.
     assert read_eeg(path, picks=["eog", "eeg"]).ch_names == ["Fz", "Cz", "EOG"]
+    # MNE's picks strings: "data" (brain channels, no EOG or stim) and "all".
+    assert read_eeg(path, picks="data").ch_names == ["Fz", "Cz"]
+    assert read_eeg(path, picks="all").ch_names == ["Fz", "Cz", "EOG", "STI"]
     with pytest.raises(
         ValueError,
         match=r"'picks' mixes channel types \['eeg'\] with channel names \['Cz'\]; pass a list of types or a list of names",
@@ -251,7 +254,12 @@ def test_picks_errors(tmp_path):
     path = _save(_raw(), tmp_path / "p_raw.fif")
     with pytest.raises(ValueError, match=r"'picks' names channel\(s\) \['T7'\]"):
         read_eeg(path, picks=["Fz", "T7"])
-    with pytest.raises(ValueError, match="neither a channel name nor a channel type"):
+    with pytest.raises(
+        ValueError,
+        match=r"neither a channel name nor a channel type\. This recording has channel types "
+        r"\['eeg'\]; pass one of them, a list of channel names, 'data' \(its EEG, MEG, sEEG, "
+        r"ECoG channels\) or 'all', as MNE's picks\.",
+    ):
         read_eeg(path, picks="brain")
 
 
