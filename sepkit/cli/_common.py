@@ -283,6 +283,47 @@ def drop_bad_epochs(args, name: str, X, sample_kwargs: dict) -> tuple:
     return kept, dict(sample_kwargs, reject=None, flat=None)
 
 
+# The options of add_model_options: the model a new fit builds. A model given to
+# start from (--model, --init) keeps its own, so they are refused beside it.
+MODEL_OPTIONS = ("domain", "mixing", "highpass", "lowpass", "prior", "source_model")
+
+
+def remember_defaults(p, dests) -> None:
+    """Keep the parser's defaults of ``dests`` on the parsed args (see :func:`given_options`)."""
+    p.set_defaults(option_defaults={dest: p.get_default(dest) for dest in dests})
+
+
+def given_options(args, dests) -> list[str]:
+    """The options among ``dests`` given on the command line (set off their defaults)."""
+    return [
+        "--" + dest.replace("_", "-")
+        for dest in dests
+        if getattr(args, dest) != args.option_defaults[dest]
+    ]
+
+
+def check_kept_model(args, option: str, model: str) -> None:
+    """Refuse model options beside ``option`` (--model, --init), whose model keeps its own."""
+    given = given_options(args, MODEL_OPTIONS)
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} {'choose' if len(given) > 1 else 'chooses'} the model a new "
+            f"fit builds, but {option} {model} keeps its own settings. Drop "
+            f"{'them' if len(given) > 1 else 'it'}, or fit a new separator with "
+            "--n-sources K."
+        )
+
+
+def load_model(spec: str, device: str = "cpu"):
+    """A pretrained name/folder, or a .safetensors file written by save/``sepkit fit``."""
+    from ..separator import IVAESeparator
+
+    path = Path(spec)
+    if path.suffix == ".safetensors":
+        return IVAESeparator.load(path, device=device)
+    return IVAESeparator.from_pretrained(spec, device=device)
+
+
 def model_options(args) -> dict:
     """IVAESeparator keyword arguments from the options of :func:`add_model_options`."""
     return dict(

@@ -3,8 +3,9 @@
 The model is written with IVAESeparator.save (safetensors weights and JSON
 settings, no pickle); ``sepkit separate --model FILE`` applies it to other
 recordings with the same channels and sample rate. --init NAME fine-tunes a
-pretrained model (``sepkit models list``) instead of starting from random
-weights; its architecture is kept and only the training settings change.
+pretrained model (``sepkit models list``), or a model file of an earlier fit,
+instead of starting from random weights; its architecture and settings are
+kept and only the training settings (--steps, --window, --lr, --seed) change.
 A FIF file of MNE Epochs is fitted on its epochs end to end, as
 ICA.fit(epochs) does.
 
@@ -24,17 +25,20 @@ import time
 from pathlib import Path
 
 from ._common import (
+    MODEL_OPTIONS,
     OutputSet,
     add_common,
     add_model_options,
     add_sample_options,
     check_fine_tune,
     check_input_file,
+    check_kept_model,
     check_targets,
     check_writable,
     describe_model,
     drop_bad_epochs,
     fit_sample_kwargs,
+    load_model,
     make_output_folder,
     model_line,
     model_options,
@@ -42,6 +46,7 @@ from ._common import (
     n_sources_phrase,
     n_sources_value,
     read_input,
+    remember_defaults,
     remove_empty_folders,
     sample_line,
     say,
@@ -67,7 +72,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="number of sources; as MNE's n_components, a share of the variance (e.g. 0.99) "
         "or 'all' (every dimension the data hold), counted at fit (time-domain models)",
     )
-    how.add_argument("--init", metavar="NAME", help="fine-tune this pretrained model")
+    how.add_argument(
+        "--init",
+        metavar="NAME",
+        help="fine-tune this model: a pretrained name or folder, or a .safetensors file "
+        "written by sepkit fit (its settings are kept: no --mixing, --domain, --prior, "
+        "--highpass, --lowpass or --source-model beside it)",
+    )
     p.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the estimator's)"
     )
@@ -77,6 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_sample_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
+    remember_defaults(p, MODEL_OPTIONS)  # to tell the model options given (with --init)
     return p
 
 
@@ -104,7 +116,8 @@ def run(args) -> int:
             "(--n-sources K), or fine-tune on the recording they were cut from."
         )
     if args.init:
-        pre = IVAESeparator.from_pretrained(args.init, device="cpu")
+        check_kept_model(args, "--init", args.init)
+        pre = load_model(args.init)
         check_fine_tune(args.input, X, pre, args.init, "--init")
         sep = IVAESeparator(**{**pre.get_params(), "checkpoint_dir": None})
     else:

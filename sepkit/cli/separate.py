@@ -63,19 +63,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._common import (
+    MODEL_OPTIONS,
     OutputSet,
     add_common,
     add_model_options,
     add_sample_options,
     check_fine_tune,
     check_input_file,
+    check_kept_model,
     check_targets,
     check_writable,
     describe_model,
     drop_bad_epochs,
     existing_outputs,
     fit_sample_kwargs,
+    given_options,
     input_kind,
+    load_model,
     make_output_folder,
     model_line,
     model_options,
@@ -84,6 +88,7 @@ from ._common import (
     n_sources_value,
     naming_input,
     read_input,
+    remember_defaults,
     remove_empty_folders,
     sample_line,
     say,
@@ -164,8 +169,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_sample_options(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
-    # What the fit options are when not given, to tell the ones given (_check_unused).
-    p.set_defaults(fit_defaults={dest: p.get_default(dest) for dest in _FIT_ONLY})
+    # What the options are when not given, to tell the ones given (_check_unused).
+    remember_defaults(p, MODEL_OPTIONS + _FIT_ONLY)
     return p
 
 
@@ -198,11 +203,9 @@ def _add_ica_options(p) -> None:
     )
 
 
-# The options that shape a fit; with --model and no --fine-tune nothing is fitted.
-_FIT_ONLY = (
-    "steps", "window", "seed", "domain", "mixing", "highpass", "lowpass", "prior",
-    "source_model", "decim", "reject", "flat", "tstep",
-)  # fmt: skip
+# The options that shape how a model is fitted; with --model and no --fine-tune
+# nothing is fitted.
+_FIT_ONLY = ("steps", "window", "seed", "decim", "reject", "flat", "tstep")
 
 
 def _check_unused(args) -> None:
@@ -214,26 +217,17 @@ def _check_unused(args) -> None:
                 "(--n-sources) has none: it is fitted at the input's own rate. Drop --resample."
             )
         return
+    check_kept_model(args, "--model", args.model)
     if args.fine_tune:
         return
-    given = [dest for dest in _FIT_ONLY if getattr(args, dest) != args.fit_defaults[dest]]
+    given = given_options(args, _FIT_ONLY)
     if given:
-        options = ", ".join("--" + dest.replace("_", "-") for dest in given)
+        options = ", ".join(given)
         raise ValueError(
             f"{options} {'shape' if len(given) > 1 else 'shapes'} a fit, but --model {args.model} separates with the saved "
             "model as it is, without fitting. Drop them, or pass --fine-tune to fit the "
             "model further on each input first."
         )
-
-
-def load_model(spec: str, device: str = "cpu"):
-    """A pretrained name/folder, or a .safetensors file written by save/``sepkit fit``."""
-    from ..separator import IVAESeparator
-
-    path = Path(spec)
-    if path.suffix == ".safetensors":
-        return IVAESeparator.load(path, device=device)
-    return IVAESeparator.from_pretrained(spec, device=device)
 
 
 def _outputs(out: Path, item: _Input, n_sources: int, args, fits: bool):

@@ -144,6 +144,24 @@ def test_separate_fit_end_to_end(tmp_path, capsys):
     assert main(cmd) == 0
     assert (out3 / "a_model.safetensors").is_file()
 
+    # `sepkit fit --init` takes the model file too, and keeps its settings: model
+    # options beside --init or --model are refused, not ignored.
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["fit", str(a), "--init", str(model), "-o", str(tuned), "--steps", "5"]) == 0
+    assert json.loads((tmp_path / "tuned_metrics.json").read_text())["n_steps"] == 5
+    capsys.readouterr()
+    again = ["fit", str(a), "--init", str(model), "-o", str(tmp_path / "x.safetensors")]
+    assert main(again + ["--mixing", "nonlinear"]) == 2
+    assert (
+        f"sepkit fit: error: --mixing chooses the model a new fit builds, but --init {model} "
+        "keeps its own settings. Drop it, or fit a new separator with --n-sources K."
+    ) in capsys.readouterr().err
+    assert main(cmd[:-2] + ["--prior", "laplace", "--domain", "time", "-o", str(out3)]) == 2
+    assert "--domain, --prior choose the model a new fit builds, but --model" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "x.safetensors").exists()
+
 
 def test_user_errors_are_one_line(tmp_path, capsys):
     cases = [
@@ -868,9 +886,8 @@ def test_separate_refuses_options_it_would_not_use(tmp_path, capsys):
     base = ["separate", str(path), "--model", str(model), "-o", str(out)]
     for extra, named in (
         (["--steps", "10"], "--steps shapes"),
-        (["--highpass", "1", "--window", "3"], "--window, --highpass shape"),
+        (["--tstep", "1", "--window", "3"], "--window, --tstep shape"),
         (["--seed", "5"], "--seed shapes"),
-        (["--prior", "gengauss"], "--prior shapes"),
         (["--reject", "eeg=1e-3"], "--reject shapes"),
     ):
         assert main(base + extra) == 2
@@ -879,6 +896,13 @@ def test_separate_refuses_options_it_would_not_use(tmp_path, capsys):
             f"sepkit separate: error: {named} a fit, but --model {model} separates with the "
             "saved model as it is, without fitting. Drop them, or pass --fine-tune" in err
         )
+    # The model's own settings: refused with or without --fine-tune.
+    assert main(base + ["--highpass", "1", "--prior", "gengauss"]) == 2
+    assert (
+        f"sepkit separate: error: --highpass, --prior choose the model a new fit builds, but "
+        f"--model {model} keeps its own settings. Drop them, or fit a new separator with "
+        "--n-sources K." in capsys.readouterr().err
+    )
     assert main(["separate", str(path), "--n-sources", "4", "-o", str(out), "--resample"]) == 2
     assert "--resample resamples each input to --model's sample rate, and a new fit" in (
         capsys.readouterr().err
