@@ -1000,8 +1000,10 @@ class MNEMixin:
 
         Parameters
         ----------
-        inst : mne.io.Raw
-            A recording with the channels the separator was fitted on.
+        inst : mne.io.Raw or mne.Evoked
+            A recording with the channels the separator was fitted on, or an
+            average of its epochs (shown whole, its own times; as MNE's, which
+            shows Raw and Evoked).
         exclude : None or list of int
             The sources to remove, as in :meth:`apply` (with ``self.exclude``).
         picks : None or list of str
@@ -1011,7 +1013,7 @@ class MNEMixin:
         n_channels : int
             How many channels ``picks=None`` shows.
         start, duration : float
-            Time span in seconds from the first sample of ``inst``.
+            Time span in seconds from the first sample of a Raw.
         u : None, "annotations", "events" or ndarray
             As in ``transform``.
 
@@ -1025,19 +1027,13 @@ class MNEMixin:
             One axis per channel, the recording in red and the cleaned one in
             black over it, in microvolts for EEG; not shown.
         """
-        _check_raw_arg(inst)
         self._check_fitted()
         removed = self._excluded(exclude)
         n_channels = check_int("n_channels", n_channels, min_value=1)
-        start, stop = _check_span(inst, start, duration)
-        sfreq = inst.info["sfreq"]
         fitted = self._fitted_names(inst)
         picks = _check_channel_picks(picks, fitted)
-        # Clean the whole recording (u counts windows from its first sample), then cut.
-        cleaned = self.apply(inst, removed, u=u)
-        span = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
-        before = inst.get_data(picks=fitted)[:, span]
-        after = cleaned.get_data(picks=fitted)[:, span]
+        before, after, start = _overlay_data(self, inst, removed, (start, duration), u, fitted)
+        sfreq = inst.info["sfreq"]
         if picks is None:
             change = ((before - after) ** 2).sum(axis=1)
             order = np.argsort(-change, kind="stable")[:n_channels]
@@ -1364,6 +1360,25 @@ def _array_fit_info(info, n_channels: int):
     info = mne.pick_info(info, picks)  # a copy
     mne.rename_channels(info, {n: f"ch{i}" for i, n in enumerate(info.ch_names)})
     return info
+
+
+def _overlay_data(sep, inst, removed, span, u, fitted):
+    """(before, after, start) of ``plot_overlay``: the fitted channels, uncleaned and cleaned.
+
+    A Raw is cleaned whole (u counts windows from its first sample), then cut to
+    ``span`` = (start, duration); an Evoked is shown whole, from its first time.
+    """
+    import mne
+
+    if isinstance(inst, mne.Evoked):
+        cleaned = sep.apply(inst, removed, u=u)
+        return inst.get_data(picks=fitted), cleaned.get_data(picks=fitted), float(inst.times[0])
+    _check_raw_arg(inst, "an mne.io.Raw or mne.Evoked")
+    start, stop = _check_span(inst, *span)
+    sfreq = inst.info["sfreq"]
+    cleaned = sep.apply(inst, removed, u=u)
+    cut = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
+    return inst.get_data(picks=fitted)[:, cut], cleaned.get_data(picks=fitted)[:, cut], start
 
 
 def _heartbeats(raw, ecg_name: str, band, reject_by_annotation: bool) -> np.ndarray:

@@ -1255,6 +1255,20 @@ def test_plot_overlay(fitted, sim):
         fitted.plot_overlay(raw, [1], start=40.0)
 
 
+def test_plot_overlay_of_an_evoked(linear, sim):
+    # As ICA.plot_overlay(evoked): the average before and after apply, on its own times.
+    raw, _ = sim
+    evoked = _epochs(raw).average()
+    fig = linear.plot_overlay(evoked, exclude=[1], picks=["Fz"])
+    before, after = fig.axes[0].lines
+    np.testing.assert_allclose(before.get_ydata(), evoked.get_data(picks="Fz")[0] * 1e6)
+    cleaned = linear.apply(evoked, exclude=[1]).get_data(picks="Fz")[0] * 1e6
+    np.testing.assert_allclose(after.get_ydata(), cleaned)
+    assert after.get_xdata()[0] == pytest.approx(evoked.times[0])
+    with pytest.raises(TypeError, match=r"'inst' must be an mne\.io\.Raw or mne\.Evoked"):
+        linear.plot_overlay(_epochs(raw), exclude=[1])
+
+
 # --------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------
