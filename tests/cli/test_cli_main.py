@@ -831,12 +831,13 @@ def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
     metrics = json.loads((out / "rec_metrics.json").read_text())
     k = metrics["excluded"]
     assert len(k) == 1 and metrics["eog_reference"] == ["EOG"]
-    # The share by hand: variance of what the removal changed over the fitted channels'.
+    # The share by hand: variance of what the removal changed over the fitted channels',
+    # each channel about its own mean.
     sep = IVAESeparator.load(out / "rec_model.safetensors")
     names = list(sep.ch_names_)
     before = raw.get_data(picks=names)
     change = before - sep.apply(raw, k).get_data(picks=names)
-    share = np.var(change) / np.var(before)
+    share = np.var(change, axis=1).sum() / np.var(before, axis=1).sum()
     assert metrics["removed_variance_share"] == pytest.approx(share, abs=1e-4)
     assert metrics["removed_variance_per_source"] == {str(k[0]): pytest.approx(share, abs=1e-4)}
     assert f"rec_raw.fif: removed source(s) {k}, {100 * share:.1f} %" in printed
@@ -846,6 +847,15 @@ def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
     argv = ["separate", str(path), "--model", str(out / "rec_model.safetensors"), "-o", str(out2)]
     assert main([*argv, "--exclude", "0,1,2,3", "--quiet"]) == 0
     assert "more than half" in capsys.readouterr().err
+    # DC offsets that differ by channel (an unfiltered BioSemi file's) do not count
+    # as variance: the same share as without them (they read as 0.0 % before).
+    offset = raw.copy()
+    offset._data[: len(names)] += np.linspace(-0.02, 0.02, len(names))[:, None]
+    offset.save(tmp_path / "dc_raw.fif", verbose="error")
+    argv[1] = str(tmp_path / "dc_raw.fif")
+    assert main([*argv, "--exclude", ",".join(map(str, k)), "--quiet"]) == 0
+    shifted = json.loads((out2 / "dc_metrics.json").read_text())
+    assert shifted["removed_variance_share"] == pytest.approx(share, abs=1e-3)
 
 
 def test_separate_exclude_muscle(tmp_path, capsys):
