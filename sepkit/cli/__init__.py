@@ -130,6 +130,16 @@ _ADVICE = (
         "Drop or interpolate those channels in the file (e.g. with MNE: mark them in "
         "raw.info['bads'], then raw.drop_channels or raw.interpolate_bads, and save it).",
     ),
+    (
+        "Set a montage (raw.set_montage('standard_1020')) for the pattern criteria.",
+        "Save the recording with a montage (with MNE: raw.set_montage('standard_1020'), "
+        "then raw.save) for the pattern criteria.",
+    ),
+    (
+        "or mark them bad (raw.info['bads']) to score the frontal channels instead.",
+        "or mark them bad in the file (with MNE: raw.info['bads'], then raw.save) to score "
+        "the frontal channels instead.",
+    ),
 )
 
 

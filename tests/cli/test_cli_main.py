@@ -228,6 +228,17 @@ def test_messages_name_options_not_keyword_arguments():
         ("Pass ch_name= to choose others.", "Pass --eog-channels to choose others."),
         ("'ch_name' names channel(s) ['X']", "--eog-channels names channel(s) ['X']"),
         ("pass ch_name=['Fp1', 'Fp2'] to score", "pass --eog-channels Fp1,Fp2 to score"),
+        # Advice to change the recording: in the file, for a command-line user.
+        (
+            "Set a montage (raw.set_montage('standard_1020')) for the pattern criteria.",
+            "Save the recording with a montage (with MNE: raw.set_montage('standard_1020'), "
+            "then raw.save) for the pattern criteria.",
+        ),
+        (
+            "or mark them bad (raw.info['bads']) to score the frontal channels instead.",
+            "or mark them bad in the file (with MNE: raw.info['bads'], then raw.save) to "
+            "score the frontal channels instead.",
+        ),
         # Not options of the command line, or not keyword arguments: unchanged.
         ("sample_rate=16000 and overwrite=False", "sample_rate=16000 and overwrite=False"),
         ("the lowpass edge", "the lowpass edge"),
