@@ -1579,3 +1579,20 @@ def test_sources_of_epochs_keep_their_selection_and_drop_log(linear, sim):
     sources = linear.get_sources(epochs)
     np.testing.assert_array_equal(sources.selection, epochs.selection)
     assert sources.drop_log == epochs.drop_log and sources.drop_log[:2] == (("USER",),) * 2
+
+
+def test_fit_refuses_trigger_channels(sim):
+    # As ICA.fit: a stim channel holds event codes, not a signal to separate.
+    raw, _ = sim
+    stim = mne.io.RawArray(
+        np.zeros((1, raw.n_times)), mne.create_info(["STI 014"], raw.info["sfreq"], "stim")
+    )
+    with_stim = raw.copy().add_channels([stim], force_update_info=True)
+    for picks in ("stim", "all", ["Fz", "STI 014"]):
+        with pytest.raises(
+            ValueError, match=r"takes the trigger \(stim\) channel\(s\) \['STI 014'\], whose"
+        ):
+            IVAESeparator(2, mixing="linear").fit(with_stim, picks=picks)
+    assert IVAESeparator(2, mixing="linear").fit(with_stim, picks="data").n_channels_ == len(
+        mne.pick_types(raw.info, eeg=True, exclude="bads")
+    )

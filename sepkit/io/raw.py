@@ -123,6 +123,13 @@ def raw_to_data(raw, picks=None, fitted_names=None):
     else:
         rec = to_recording(raw, picks="eeg" if picks is None else picks)
         names, data = rec.ch_names, rec.data
+        triggers = [n for n in names if raw.get_channel_types(picks=[n])[0] == "stim"]
+        if triggers:  # as ICA.fit, which takes data channels (and EOG) only
+            raise ValueError(
+                f"picks={picks!r} takes the trigger (stim) channel(s) {triggers[:5]}, whose "
+                "values are event codes, not signals. Pick the signal channels: picks='eeg' "
+                "or 'data', or a list of names without them."
+            )
         if fitted_names is not None and tuple(names) != tuple(fitted_names):
             raise ValueError(
                 f"picks={picks!r} selects channels {list(names)[:12]} but the separator was "
