@@ -233,6 +233,11 @@ def run_stages(
         0, for ``sys.exit``.
     """
     args, overrides = parser.parse_known_args(argv)
+    if not Path(args.config).is_file():
+        raise SystemExit(
+            f"--config {args.config}: no such file. Pass the path of a TOML config (the "
+            f"recipe's own are in {here / 'conf'})."
+        )
     cfg = load(args.config, overrides)
     exp = args.exp or here / "exp" / args.config.stem
     for stage in range(args.stage, args.stop_stage + 1):

@@ -571,7 +571,9 @@ class WindowCorpus(torch.utils.data.IterableDataset):
         super().__init__()
         self.seed = check_int("seed", seed, min_value=0)
         self.n_epochs = None if n_epochs is None else check_int("n_epochs", n_epochs, min_value=1)
-        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        # check_option: True / False only ("no" would read as True).
+        self.shuffle = check_option("shuffle", shuffle, (True, False))
+        self.drop_last = check_option("drop_last", drop_last, (True, False))
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.dataset = WindowDataset(
             files,

@@ -38,10 +38,12 @@ Silence
 Scale
     Results are in dB for the SDR family, unitless otherwise. SI-SDR and correlations
     are invariant to rescaling the estimate; SD-SDR and SNR are not (by design, they
-    penalise a wrong gain). A perfect estimate gives ``+inf`` dB.
+    penalise a wrong gain). A perfect estimate gives ``+inf`` dB (an exact copy; a
+    scaled copy stops near 300 dB, where float64 rounding leaves a residual).
 Precision
-    Computations run in float64 whatever the input; results are cast back to the input's
-    floating dtype (float32 in, float32 out; integer inputs give float64).
+    Computations run in float64 whatever the input; results are float32 when every input
+    is float32, and float64 otherwise (float64, float16, bfloat16 and integer inputs:
+    a dB figure in half precision would be rounded to 0.01-0.1 dB).
 Real data without ground truth
     :func:`dipolarity` and :func:`mutual_information_reduction` score a decomposition of
     a real recording (Delorme et al. 2012); they take numpy arrays (and an ``mne.Info``),
@@ -984,6 +986,14 @@ def correlation_matrix(S_true, S_est, method: str = "pearson"):
             f"S_true has {a.shape[-1]} samples but S_est has {b.shape[-1]}; "
             "both must be (n_sources, n_times) over the same samples."
         )
+    for name, t in (("S_true", a), ("S_est", b)):
+        # A NaN would make a whole row of correlations NaN, which mcc reads as a
+        # silent source (0): a diverged estimate would get a plausible score.
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"'{name}' contains {int((~torch.isfinite(t)).sum())} NaN or Inf values; "
+                "metrics need finite signals. Remove or interpolate them first."
+            )
     if method == "spearman":
         a, b = _rank(a), _rank(b)
     C = _corr(a, b)

@@ -1119,11 +1119,14 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             and not _same(value, defaults[name])
         }
         if ignored:
+            chose = f"domain={choice.domain!r}" + (
+                f", mixing={choice.mixing!r}" if choice.mixing is not None else ""
+            )
             warnings.warn(
                 f"{_settings_text(ignored)}: not used by the {choice.module.NAME!r} model family that "
-                f"this fit chose (domain={choice.domain!r}, mixing={choice.mixing!r}); they are "
-                "ignored. Pass domain= / mixing= to choose another family, or leave them at "
-                f"their defaults{_own_settings_hint(choice.module, ignored)}.",
+                f"this fit chose ({chose}); they are ignored. Pass 'domain' or 'mixing' to "
+                "choose another family, or leave them at their defaults"
+                f"{_own_settings_hint(choice.module, ignored)}.",
                 UserWarning,
                 stacklevel=4,
             )

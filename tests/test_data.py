@@ -266,6 +266,8 @@ def test_errors(tmp_path):
         (ValueError, r"flat.npy holds an array of shape \(50,\)", {"files": ["flat.npy"], "sample_rate": 1000}),
         (ValueError, r"Could not open .*notes.wav with soundfile", {"files": ["notes.wav"]}),
         (ValueError, r"drop_last=True leaves no window for any rank: the corpus has 2 windows for world_size 3", {"drop_last": True, "rank": 0, "world_size": 3}),
+        (ValueError, r"Invalid value for the 'shuffle' parameter. Allowed values are True and False, but got 'no'", {"shuffle": "no"}),
+        (ValueError, r"Invalid value for the 'drop_last' parameter. Allowed values are True and False", {"drop_last": "yes"}),
     ]  # fmt: skip
     for exc, match, kw in cases:
         kw = {"files": [a], "window_seconds": 0.5, **kw}

@@ -533,6 +533,14 @@ def test_mcc_constant_source_warns_and_counts_zero():
         M.mcc(S, S, method="kendall")
     with pytest.raises(ValueError, match="S_true has 100 samples but S_est has 99"):
         M.mcc(S, S[:, :99])
+    # A NaN sample is an error, not a "silent" estimate scored 0.
+    broken = S[::-1].copy()
+    broken[1, 5] = np.nan
+    for f in (M.mcc, M.correlation_matrix):
+        with pytest.raises(ValueError, match=r"'S_est' contains 1 NaN or Inf values; metrics"):
+            f(S, broken)
+    with pytest.raises(ValueError, match=r"'S_true' contains 1 NaN or Inf values"):
+        M.mcc(np.where(S == 0, np.inf, S), S)
 
 
 @settings(max_examples=20, deadline=None)

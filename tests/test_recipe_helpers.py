@@ -144,6 +144,10 @@ def test_stage_loop_runs_the_chosen_stages(tmp_path, conf):
         run_stages(
             parser, stages, tmp_path, ["--config", str(conf), "--model.x=1"], load=load_config
         )
+    # A config that is not there: one line naming it, not a traceback.
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(SystemExit, match=rf"^--config {missing}: no such file\. Pass the path"):
+        run_stages(parser, stages, tmp_path, ["--config", str(missing)], load=load_config)
 
 
 def test_synthetic_data_reads_the_data_section():

@@ -144,6 +144,8 @@ def test_fit_params(model_dir):
         (dict(fit_params={"postfilter": 1.5}), "rec", r"'postfilter' must be <= 1.0, got 1.5"),
         (dict(fit_params={"postfilter": -0.1}), "rec", r"'postfilter' must be >= 0.0, got -0.1"),
         (dict(), "fractional", r"sample rate is 8000.5 Hz.*Resample the recording to 8000 Hz"),
+        # The model works in the time-frequency domain only: the way out names both.
+        (dict(), "short", r"shorter than one STFT window.*or source_model=None with domain='time'"),
     ],
 )
 def test_errors(model_dir, kwargs, X, match):
@@ -153,6 +155,7 @@ def test_errors(model_dir, kwargs, X, match):
         "array": rec.data,
         "eeg": Recording(rec.data, RATE, rec.ch_names, "eeg"),
         "fractional": Recording(rec.data, RATE + 0.5, rec.ch_names, "audio"),
+        "short": Recording(rec.data[:, :100], RATE, rec.ch_names, "audio"),
     }[X]
     kwargs = {"n_sources": 2, **kwargs}
     with pytest.raises(ValueError, match=match):

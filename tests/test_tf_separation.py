@@ -190,7 +190,11 @@ def test_sample_rate_mismatch_suggests_resample(fitted):
     [
         (np.zeros((1, 4000)), 2, r"X is mono \(1 channel\) but n_sources=2.*multichannel"),
         (np.ones((2, 4000)), 3, "n_sources=3 is more than the 2 channels of X"),
-        (np.ones((2, 100)), 2, r"X has 100 samples, shorter than one STFT window \(2048 samples\)"),
+        (
+            np.random.default_rng(0).standard_normal((2, 100)),
+            2,
+            r"X has 100 samples, shorter than one STFT window \(2048 samples\)",
+        ),
         (
             np.full((2, 4000), np.nan),
             2,
@@ -202,8 +206,10 @@ def test_bad_audio_input(data, n_sources, match):
     rec = Recording(
         data.astype(np.float32), RATE, tuple(f"c{i}" for i in range(len(data))), "audio"
     )
+    # (Below one STFT frame, domain='auto' fits the time domain: ask for tf.)
+    domain = "tf" if data.shape[1] < 2048 else "auto"
     with pytest.raises(ValueError, match=match):
-        IVAESeparator(n_sources=n_sources).fit(rec)
+        IVAESeparator(n_sources=n_sources, domain=domain).fit(rec)
 
 
 def test_check_audio_input_nan_message():
@@ -236,3 +242,20 @@ def test_chunk_reader_resamples_as_in_one_piece(tmp_path, rate):
     np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="has 2 channels but the separator was fitted on 3"):
         chunk_reader(tmp_path / "r.wav", x.shape[0], 44100.0, float(rate), 3)(0, 10)
+
+
+def test_auto_domain_takes_time_below_one_stft_frame_and_settings_warn_in_option_terms(fitted):
+    _, rec, _ = fitted
+    # Shorter than one STFT frame: 'auto' fits the time domain instead of failing.
+    n_fft = F.fft_size_for(RATE)
+    short = Recording(rec.data[:, : n_fft // 2], RATE, rec.ch_names, "audio")
+    assert IVAESeparator(2, n_steps=2, random_state=0).fit(short).domain_ == "time"
+    with pytest.raises(ValueError, match=r"shorter than one STFT window .* or domain='time'\."):
+        IVAESeparator(2, domain="tf").fit(short)
+    # The tf family has no mixing: the warning names the domain alone.
+    with pytest.warns(
+        UserWarning,
+        match=r"window=0\.5: not used by the 'tf' model family that this fit chose "
+        r"\(domain='tf'\); they are ignored\. Pass 'domain' or 'mixing' to choose",
+    ):
+        IVAESeparator(2, domain="tf", window=0.5, random_state=0).fit(rec)

@@ -304,6 +304,11 @@ CONFIG_ERRORS = {
         r"\['window'\] in \[model\] of .*cfg.toml: with 'corpus', u is the index of the "
         r"corpus's windows\. Set window_seconds",
     ),
+    "files and window_overlap": (
+        OUT + '[data]\nfiles = ["d.wav"]\n' + MODEL + "window_overlap = 0.5\n",
+        r"window_overlap = 0\.5 in \[model\] of .*cfg.toml: with 'files', u is the index of "
+        r"disjoint windows within each file\. Drop window_overlap, or read the files through",
+    ),
 }
 
 

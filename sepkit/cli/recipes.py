@@ -79,5 +79,26 @@ def run(args) -> int:
             f"unknown recipe {args.name!r}; available: {', '.join(recipes) or '(none)'}."
         )
     path = recipes[args.name]
-    cmd = [sys.executable, str(path), *args.recipe_args]
+    # The recipe runs from the repository root (its configs name data from there),
+    # so the paths the user gives are made absolute here, from where they typed them.
+    cmd = [sys.executable, str(path), *_absolute_paths(args.recipe_args)]
     return subprocess.call(cmd, cwd=path.parents[2])
+
+
+# The recipe runner's options that take a path (sepkit._recipe.recipe_parser).
+_PATH_OPTIONS = ("--config", "--exp")
+
+
+def _absolute_paths(argv: list[str]) -> list[str]:
+    """``argv`` with the values of ``_PATH_OPTIONS`` made absolute against the cwd."""
+    out, follows = [], False
+    for item in argv:
+        if follows:
+            item, follows = str(Path(item).expanduser().absolute()), False
+        elif item in _PATH_OPTIONS:
+            follows = True
+        elif item.split("=", 1)[0] in _PATH_OPTIONS and "=" in item:
+            option, value = item.split("=", 1)
+            item = f"{option}={Path(value).expanduser().absolute()}"
+        out.append(item)
+    return out

@@ -214,6 +214,16 @@ def _read_config(path: Path) -> dict:
             f"{clash} in [model] of {path}: with 'corpus', u is the index of the corpus's "
             "windows. Set window_seconds (and hop_seconds) in 'corpus' instead."
         )
+    overlap = cfg.get("model", {}).get("window_overlap", 0)
+    if "files" in cfg["data"] and overlap:
+        # u is then one label per sample (the disjoint window index within each file):
+        # overlapping windows have no such labels, and fit would use the overlap only
+        # at transform, so that u would mean another thing there than in training.
+        raise ValueError(
+            f"window_overlap = {overlap} in [model] of {path}: with 'files', u is the index "
+            "of disjoint windows within each file. Drop window_overlap, or read the files "
+            "through 'corpus' with hop_seconds below window_seconds."
+        )
     return cfg
 
 

@@ -229,7 +229,8 @@ def _slice_frames(start, stop, n_frames: int, rate: float, path: Path) -> tuple[
     if first >= n_frames:
         raise ValueError(
             f"start={start} s is at or past the end of '{path}', which lasts {duration:.6g} s "
-            f"({n_frames} frames at {rate:g} Hz). Pass a start below {duration:.6g}."
+            f"({n_frames} frames at {rate:g} Hz; a start rounds to the nearest frame). Pass a "
+            f"start of at most {(n_frames - 1) / rate:.6g} s (the last frame)."
         )
     if last > n_frames:
         raise ValueError(

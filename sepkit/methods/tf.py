@@ -234,7 +234,9 @@ class TFDemixer:
         return F.istft(mixing @ S, self.n_fft, self.hop, n_times).numpy().astype(np.float32)
 
 
-def check_audio_input(data: np.ndarray, n_sources: int, n_fft: int, what: str = "X") -> None:
+def check_audio_input(
+    data: np.ndarray, n_sources: int, n_fft: int, what: str = "X", short: str = "domain='time'"
+) -> None:
     """The bad-input checks of the audio path, with messages that say the fix."""
     n_channels, n_times = data.shape
     if n_channels == 1 and n_sources >= 2:
@@ -252,7 +254,7 @@ def check_audio_input(data: np.ndarray, n_sources: int, n_fft: int, what: str = 
         raise ValueError(
             f"{what} has {n_times} samples, shorter than one STFT window ({n_fft} samples); "
             "time-frequency separation needs at least one window. Pass a longer recording, "
-            "or domain='time'."
+            f"or {short}."
         )
     finite = np.isfinite(data)
     if not finite.all():
@@ -420,8 +422,12 @@ def measure_domain(rec, n_sources: int) -> tuple[str, float | None]:
     unrelated (NaN), 'tf' for convolutive rooms. Called by
     :func:`sepkit.methods.resolve_domain` for ``domain="auto"``.
     """
-    # Audio errors (mono, too short, NaN) before measuring anything.
-    check_audio_input(rec.data, n_sources, F.fft_size_for(rec.sample_rate))
+    n_fft = F.fft_size_for(rec.sample_rate)
+    if rec.data.shape[1] < n_fft:
+        # Shorter than one STFT frame: no time-frequency fit, but the time domain can.
+        return "time", None
+    # Audio errors (mono, NaN) before measuring anything.
+    check_audio_input(rec.data, n_sources, n_fft)
     if rec.data.shape[0] < 2:  # one channel, one source: nothing to unmix
         return "tf", None
     score = mixing_phase_score(rec.data, rec.sample_rate)

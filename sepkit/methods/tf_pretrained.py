@@ -85,6 +85,9 @@ FIT_PARAMS = dict(
     postfilter=SPEECH_POSTFILTER,
 )
 _CHUNK_SECONDS = 30.0
+# The way out of a recording shorter than one frame of the source model: the model
+# works in the time-frequency domain only, so domain='time' alone would be refused.
+_SHORT = "source_model=None with domain='time' (the time-domain separator)"
 # domain="auto" separates a room with this model instead of training the tf
 # family per mixture, where that measured better (recipes/speech_source_model,
 # 126 held-out rooms of 10 s at 16 kHz, room seeds 0-5, median SI-SDRi): 2 sources
@@ -273,7 +276,7 @@ class PretrainedTFFit(DemixerFit):
     def sources(self, data, u=None):
         _check_no_u(u)
         x = _resample(np.asarray(data, np.float32), self.sample_rate, self.prior.sample_rate)
-        check_audio_input(x, self.n_sources, self.prior.n_fft)
+        check_audio_input(x, self.n_sources, self.prior.n_fft, short=_SHORT)
         s = self.demixer.separate(x, chunk_seconds=_CHUNK_SECONDS)
         return _fit_length(_resample(s, self.prior.sample_rate, self.sample_rate), data.shape[1])
 
@@ -387,7 +390,7 @@ def fit(inp: FitInput, opts: dict, **_) -> PretrainedTFFit:
         x[:, a:b] for a, b in fit_blocks(x.shape[1], prior.sample_rate, settings["max_fit_seconds"])
     ]
     for b in blocks:
-        check_audio_input(b, opts["n_sources"], prior.n_fft)
+        check_audio_input(b, opts["n_sources"], prior.n_fft, short=_SHORT)
     seed = opts["random_state"] if opts["random_state"] is not None else 0
     demix, history, model = fit_demixing(
         blocks, prior, opts["n_sources"], settings, opts["verbose"], seed

@@ -315,6 +315,11 @@ def test_models_and_recipes(tmp_path, monkeypatch, capsys):
     assert calls == [
         ([sys.executable, str(REPO / "recipes/pretrained/run.py"), "--stage", "train"], REPO)
     ]
+    # Paths the user gives are theirs, not the repository root's: made absolute.
+    calls.clear()
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes", "run", "pretrained", "--config", "my.toml", "--exp=out"]) == 3
+    assert calls[0][0][2:] == ["--config", str(tmp_path / "my.toml"), f"--exp={tmp_path / 'out'}"]
 
     # The pretrained recipe end to end on its tiny config (in-process: the
     # subprocess would only add the torch import).

@@ -246,6 +246,12 @@ def test_unsupported_format(tmp_path):
             ValueError,
             r"start=1.0 s is at or past the end of '.*x\.wav', which lasts 1 s",
         ),
+        (
+            {"start": 0.99999},  # below 1 s, but it rounds to the frame past the end
+            ValueError,
+            r"start=0.99999 s is at or past .*a start rounds to the nearest frame\)\. Pass a "
+            r"start of at most 0\.99\d* s \(the last frame\)",
+        ),
         ({"stop": 1.5}, ValueError, r"stop=1.5 s is past the end of '.*x\.wav'.*Pass stop=None"),
         ({"start": -1.0}, ValueError, "'start' must be >= 0.0"),
         ({"stop": 0.0}, ValueError, "'stop' must be > 0.0"),
