@@ -17,8 +17,8 @@ Each input's outputs are written together or not at all: they are made in a
 hidden folder in OUTDIR and moved into place once all are complete, so a
 failed or interrupted run changes nothing. Inputs are separated one after the
 other, and the first that fails stops the run (exit 2): the output sets of the
-inputs before it stay written, those after it are not made. With --force they replace the
-earlier outputs of that input as a set: files of the earlier run that this one
+inputs before it stay written, those after it are not made. With --force the
+outputs replace the earlier outputs of that input as a set: files of the earlier run that this one
 does not write (e.g. STEM_s3.wav of a 3-source run) are removed, so that no
 file of an older run sits beside the new ones (the inputs and the --model file
 are never removed). Each run says which model ran (family, domain, mixing,
@@ -222,11 +222,11 @@ def _check_unused(args) -> None:
         return
     given = given_options(args, _FIT_ONLY)
     if given:
-        options = ", ".join(given)
+        verb = "shape" if len(given) > 1 else "shapes"
         raise ValueError(
-            f"{options} {'shape' if len(given) > 1 else 'shapes'} a fit, but --model {args.model} separates with the saved "
-            "model as it is, without fitting. Drop them, or pass --fine-tune to fit the "
-            "model further on each input first."
+            f"{', '.join(given)} {verb} a fit, but --model {args.model} separates with the "
+            "saved model as it is, without fitting. Drop them, or pass --fine-tune to fit "
+            "the model further on each input first."
         )
 
 
