@@ -331,6 +331,7 @@ class MNEMixin:
         """(names, X, S) of Epochs / Evoked: X (n_epochs, n_channels, n_times), S its sources."""
         self._check_fitted()
         what = type(inst).__name__
+        _check_segment_rate(self, inst)
         if u is not None:
             raise ValueError(
                 f"u is for a Raw; {what} data have no u of their own. Pass u=None (the "
@@ -1379,6 +1380,17 @@ def _overlay_data(sep, inst, removed, span, u, fitted):
     cleaned = sep.apply(inst, removed, u=u)
     cut = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
     return inst.get_data(picks=fitted)[:, cut], cleaned.get_data(picks=fitted)[:, cut], start
+
+
+def _check_segment_rate(sep, inst) -> None:
+    """Refuse Epochs / Evoked at another rate than the fit's, as transform refuses a Raw."""
+    expected, got = getattr(sep, "sample_rate_", None), float(inst.info["sfreq"])
+    if expected is not None and got != float(expected):
+        raise ValueError(
+            f"The {type(inst).__name__} data are at {got:g} Hz but the model expects "
+            f"{float(expected):g} Hz. Resample them first (.resample({float(expected):g})), "
+            "or fit the separator at their rate."
+        )
 
 
 def _heartbeats(raw, ecg_name: str, band, reject_by_annotation: bool) -> np.ndarray:

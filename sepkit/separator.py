@@ -1119,9 +1119,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             and not _same(value, defaults[name])
         }
         if ignored:
-            chose = f"domain={choice.domain!r}" + (
-                f", mixing={choice.mixing!r}" if choice.mixing is not None else ""
-            )
+            chose = _chosen(choice)
             warnings.warn(
                 f"{_settings_text(ignored)}: not used by the {choice.module.NAME!r} model family that "
                 f"this fit chose ({chose}); they are ignored. Pass 'domain' or 'mixing' to "
@@ -1269,7 +1267,8 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         if not resample:
             raise ValueError(
                 f"X has sample_rate {float(got):g} Hz but the model expects {float(expected):g} "
-                "Hz. Pass resample=True to resample it, or resample it yourself first."
+                "Hz. Pass resample=True to transform, or resample it first (raw.resample "
+                "before get_sources or apply)."
             )
         if isinstance(X, Recording):
             return resample_recording(X, float(expected))
@@ -1544,6 +1543,12 @@ def _check_n_sources(n_sources) -> None:
             )
         return
     check_int("n_sources", n_sources, min_value=1)
+
+
+def _chosen(choice) -> str:
+    """The domain and mixing of a family choice, as settings (the tf family has no mixing)."""
+    mixing = "" if choice.mixing is None else f", mixing={choice.mixing!r}"
+    return f"domain={choice.domain!r}{mixing}"
 
 
 def _is_count(n_sources) -> bool:

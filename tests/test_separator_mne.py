@@ -1596,3 +1596,20 @@ def test_fit_refuses_trigger_channels(sim):
     assert IVAESeparator(2, mixing="linear").fit(with_stim, picks="data").n_channels_ == len(
         mne.pick_types(raw.info, eeg=True, exclude="bads")
     )
+
+
+def test_epochs_and_evoked_at_another_rate_are_refused(linear, sim):
+    # As a Raw at another rate: the sources of a model fitted at 128 Hz are not those
+    # of data at 64 Hz (windows in seconds, kernels in samples).
+    raw, _ = sim
+    epochs = _epochs(raw).resample(raw.info["sfreq"] / 2, verbose="error")
+    rate = f"{raw.info['sfreq'] / 2:g}"
+    for call in (
+        lambda: linear.get_sources(epochs),
+        lambda: linear.apply(epochs, exclude=[0]),
+        lambda: linear.apply(epochs.average(), exclude=[0]),
+    ):
+        with pytest.raises(ValueError, match=rf"data are at {rate} Hz but the model expects"):
+            call()
+    with pytest.raises(ValueError, match=r"Pass resample=True to transform, or resample it"):
+        linear.get_sources(raw.copy().resample(raw.info["sfreq"] / 2, verbose="error"))

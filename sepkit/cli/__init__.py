@@ -131,6 +131,11 @@ _ADVICE = (
         "raw.info['bads'], then raw.drop_channels or raw.interpolate_bads, and save it).",
     ),
     (
+        "Pass resample=True to transform, or resample it first (raw.resample before "
+        "get_sources or apply).",
+        "Pass --resample, or resample the file first.",
+    ),
+    (
         "Set a montage (raw.set_montage('standard_1020')) for the pattern criteria.",
         "Save the recording with a montage (with MNE: raw.set_montage('standard_1020'), "
         "then raw.save) for the pattern criteria.",

@@ -129,7 +129,11 @@ def _holds_evoked(path) -> bool:
     """Whether the FIF file at ``path`` reads as MNE Evoked (averages)."""
     import mne
 
-    return _reads_as(lambda p: mne.read_evokeds(p, verbose="error"), path)
+    # read_evokeds gives [] for a FIF file without averages (a Raw, or a truncated
+    # one, which a corrupt Raw must not be taken for): only averages make it Evoked.
+    found = []
+    _reads_as(lambda p: found.extend(mne.read_evokeds(p, verbose="error")), path)
+    return bool(found)
 
 
 def is_epochs_file(path) -> bool:

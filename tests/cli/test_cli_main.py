@@ -370,7 +370,10 @@ def test_separate_eeg_with_pretrained_model(tmp_path, capsys):
     argv = ["separate", str(path), "--model", "ivae-eeg1020-256hz-v1", "-o", str(out)]
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "sample_rate 128 Hz but the model expects 256 Hz. Pass --resample to resample" in err
+    assert (
+        "sample_rate 128 Hz but the model expects 256 Hz. Pass --resample, or resample the file first."
+        in err
+    )
     assert main(argv + ["--resample", "--plots", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "rec_metrics.json", "rec_sources.png", "rec_sources_raw.fif", "rec_topographies.png",

@@ -539,3 +539,14 @@ def test_channel_std_in_blocks_matches_numpy():
     np.testing.assert_array_equal(finite, [True, True, True, False])
     np.testing.assert_allclose(std[:3], x[:3].std(axis=1), rtol=1e-9)
     assert std[3] == np.inf
+
+
+def test_a_truncated_raw_fif_is_not_called_evoked(tmp_path):
+    # mne.read_evokeds gives [] (no error) on a FIF file without averages, so a
+    # truncated Raw was reported as "holds MNE Evoked data".
+    path = _save(_raw(), tmp_path / "full_raw.fif")
+    cut = tmp_path / "cut_raw.fif"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"Could not read '.*cut_raw\.fif' as \.fif EEG") as err:
+        read_eeg(cut)
+    assert "Evoked" not in str(err.value)
