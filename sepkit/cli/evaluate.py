@@ -134,8 +134,14 @@ def _read(path: Path, option: str) -> tuple[np.ndarray, int | float]:
     Goes through :func:`sepkit.io.read_audio`, so a truncated, empty or corrupt file is
     a clear error (naming ``option`` and the file) rather than a shorter signal.
     """
-    from ..io import read_audio
+    from ..io import SUPPORTED_EEG_EXTENSIONS, read_audio
 
+    if any(path.name.lower().endswith(ext) for ext in SUPPORTED_EEG_EXTENSIONS):
+        raise ValueError(
+            f"{option}: {path} is an EEG file; sepkit evaluate scores audio (SI-SDR, BSS "
+            "Eval). For EEG without ground truth use the recipes' dipolarity and MIR "
+            "(recipes/eeg_real), or sepkit.metrics.mcc against known sources."
+        )
     try:
         rec = read_audio(path)
     except ValueError as exc:

@@ -168,6 +168,10 @@ def test_evaluate_errors_name_the_files(case, tmp_path):
     (tmp / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="--est .*empty: the directory holds no audio"):
         _run([*ref, "--est", str(tmp / "empty")])
+    # An EEG file is said to be one, not "not supported or corrupt".
+    (tmp / "s_raw.fif").write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError, match=r"--est: .*s_raw\.fif is an EEG file; sepkit evaluate"):
+        _run([*ref, "--est", str(tmp / "s_raw.fif")])
     with pytest.raises(ValueError, match="--metrics: unknown metric"):
         _run([*ref, "--est", str(tmp / "est"), "--metrics", "si_sdr,pesq"])
     with pytest.raises(ValueError, match="--metrics si_sdri needs the mixture"):
