@@ -1422,8 +1422,8 @@ def _eog_choice(raw, ch_name, stacklevel: int = 3) -> tuple[list[str], bool]:
     named = _good_of_type(raw, "eeg", _EOG_NAME)
     if named:
         warnings.warn(
-            f"raw has no EOG-typed channel; using the EEG-typed channel(s) {named}, whose "
-            "names say EOG, as the EOG reference. Set their type with "
+            "The recording has no EOG-typed channel; using the EEG-typed channel(s) "
+            f"{named}, whose names say EOG, as the EOG reference. Set their type with "
             f"raw.set_channel_types({{{named[0]!r}: 'eog'}}), or pass ch_name= to choose "
             "others.",
             RuntimeWarning,
@@ -1433,13 +1433,14 @@ def _eog_choice(raw, ch_name, stacklevel: int = 3) -> tuple[list[str], bool]:
     frontal = _frontal_channels(raw)
     if not frontal:
         raise ValueError(
-            "raw has no EOG channel and no frontal EEG channel (Fp1, Fp2, Fpz, AF*) to use "
-            "instead. Pass ch_name= naming the channel(s) that record eye activity, or set "
+            "The recording has no EOG channel and no frontal EEG channel (Fp1, Fp2, Fpz, "
+            "AF*) to use instead. Pass ch_name= naming the channel(s) that record eye "
+            "activity, or set "
             "their type with raw.set_channel_types({'name': 'eog'})."
         )
     warnings.warn(
-        f"raw has no EOG channel; using the frontal EEG channel(s) {frontal} as the EOG "
-        "reference. Pass ch_name= to choose others.",
+        f"The recording has no EOG channel; using the frontal EEG channel(s) {frontal} as "
+        "the EOG reference. Pass ch_name= to choose others.",
         RuntimeWarning,
         stacklevel=stacklevel,
     )
@@ -1451,8 +1452,8 @@ def _ecg_reference(raw, ch_name) -> list[str]:
     names = _typed_reference(raw, ch_name, "ecg")
     if not names:
         raise ValueError(
-            "raw has no ECG channel to score the sources against. Pass ch_name= naming the "
-            "channel that records the heart, or set its type with "
+            "The recording has no ECG channel to score the sources against. Pass ch_name= "
+            "naming the channel that records the heart, or set its type with "
             "raw.set_channel_types({'name': 'ecg'})."
         )
     return names

@@ -823,7 +823,9 @@ def test_find_bads_ecg(fitted, sim):
     assert found[:1] == [int(np.argmax(truth))]
 
     no_ecg = raw.copy().drop_channels(["ECG"])
-    with pytest.raises(ValueError, match="raw has no ECG channel to score the sources against"):
+    with pytest.raises(
+        ValueError, match="The recording has no ECG channel to score the sources against"
+    ):
         fitted.find_bads_ecg(no_ecg)
     with pytest.raises(ValueError, match=r"'ch_name' names channel\(s\) \['EKG'\] that raw lacks"):
         fitted.find_bads_ecg(raw, ch_name="EKG")
@@ -966,7 +968,7 @@ def test_find_bads_eog_takes_eeg_typed_channels_named_eog_before_frontal(fitted,
     said = [str(w.message) for w in caught if w.category is RuntimeWarning]
     assert len(said) == 1, said  # the frontal channels flag nothing the lead does not
     assert re.match(
-        r"raw has no EOG-typed channel; using the EEG-typed channel\(s\) \['EOG left'\], "
+        r"The recording has no EOG-typed channel; using the EEG-typed channel\(s\) \['EOG left'\], "
         r"whose names say EOG, as the EOG reference\. Set their type with "
         r"raw\.set_channel_types\(\{'EOG left': 'eog'\}\)",
         said[0],
