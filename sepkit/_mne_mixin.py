@@ -35,7 +35,7 @@ from .artifacts import (
     reference_correlations,
     whole_epoch_peaks,
 )
-from .io.eeg import _check_fif_target, check_band, save_fif
+from .io.eeg import _check_fif_target, _check_raw, check_band, save_fif
 from .io.raw import (
     annotation_labels,
     check_time_span,
@@ -84,14 +84,8 @@ def _continuous_raw(inst, method: str):
 
 def _check_raw_arg(inst, kinds: str = "an mne.io.Raw"):
     """``inst`` if it is an MNE Raw, else a TypeError saying the ``kinds`` a method takes."""
-    import mne
-
-    if not isinstance(inst, mne.io.BaseRaw):
-        raise TypeError(
-            f"'inst' must be {kinds} (e.g. from sepkit.io.read_eeg), got "
-            f"{type(inst).__name__}. For arrays use transform / inverse_transform."
-        )
-    return inst
+    hint = "For arrays use transform / inverse_transform."
+    return _check_raw(inst, "inst", hint=hint, kinds=kinds)
 
 
 class MNEMixin:

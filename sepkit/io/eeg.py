@@ -204,13 +204,17 @@ def read_epochs(path, *, preload: bool = True) -> mne.BaseEpochs:
     return epochs
 
 
-def _check_raw(raw, name: str = "raw", hint: str = ""):
-    """Return ``raw`` if it is an MNE Raw, else a TypeError (``hint`` ends the message)."""
+def _check_raw(raw, name: str = "raw", hint: str = "", kinds: str = "an mne.io.Raw"):
+    """Return ``raw`` if it is an MNE Raw, else a TypeError (``hint`` ends the message).
+
+    ``kinds``: what the caller takes, for the message (e.g. "an mne.io.Raw or
+    mne.Epochs", where Epochs were turned into a Raw before this check).
+    """
     import mne
 
     if not isinstance(raw, mne.io.BaseRaw):
         raise TypeError(
-            f"'{name}' must be an mne.io.Raw (e.g. from sepkit.io.read_eeg), got "
+            f"'{name}' must be {kinds} (e.g. from sepkit.io.read_eeg), got "
             f"{type(raw).__name__}.{(' ' + hint) if hint else ''}"
         )
     return raw
