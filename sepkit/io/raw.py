@@ -123,7 +123,8 @@ def raw_to_data(raw, picks=None, fitted_names=None):
     else:
         rec = to_recording(raw, picks="eeg" if picks is None else picks)
         names, data = rec.ch_names, rec.data
-        triggers = [n for n in names if raw.get_channel_types(picks=[n])[0] == "stim"]
+        types = raw.get_channel_types(picks=list(names))
+        triggers = [n for n, kind in zip(names, types, strict=True) if kind == "stim"]
         if triggers:  # as ICA.fit, which takes data channels (and EOG) only
             raise ValueError(
                 f"picks={picks!r} takes the trigger (stim) channel(s) {triggers[:5]}, whose "
