@@ -11,6 +11,7 @@ MNE's ``raw.save(..., overwrite=True)`` does.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import stat
@@ -93,8 +94,11 @@ def atomic_split_write(path, part_name: Callable[[int], str]) -> Iterator[Path]:
     written, so :func:`atomic_write`'s temp name would leave them under
     names of its own. Every file written in the folder is moved into
     ``path``'s folder, the other parts first and ``path`` last, so that
-    ``path`` appears only once its parts are in place; parts of an earlier,
-    longer file that this one does not replace are then removed.
+    ``path`` appears only once its parts are in place; parts of the file it
+    replaces that this one does not replace are then removed. A part counts as
+    the replaced file's only where the part before it names it (MNE's parts
+    name the next), so a file that merely looks like a part (``x-1.fif``
+    beside a new or unsplit ``x.fif``) is never touched.
 
     Parameters
     ----------
@@ -110,6 +114,7 @@ def atomic_split_write(path, part_name: Callable[[int], str]) -> Iterator[Path]:
         folder is removed and nothing beside ``path`` has changed.
     """
     target, folder, mode = _target(path)
+    replaced = _split_chain(target, folder, part_name)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=folder))
     try:
         yield staging / target.name
@@ -117,9 +122,27 @@ def atomic_split_write(path, part_name: Callable[[int], str]) -> Iterator[Path]:
         for part in [*parts, staging / target.name]:
             os.chmod(part, mode)
             os.replace(part, folder / (target.name if part.name == target.name else part.name))
-        k = len(parts) + 1
-        while (folder / part_name(k)).is_file():
-            (folder / part_name(k)).unlink()
-            k += 1
+        for stale in replaced[len(parts) :]:
+            stale.unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _split_chain(target: Path, folder: Path, part_name: Callable[[int], str]) -> list[Path]:
+    """The parts 1, 2, ... of the file at ``target`` now: each named by the one before it."""
+    chain, previous = [], target
+    while True:
+        part = folder / part_name(len(chain) + 1)
+        if not (part.is_file() and _names(previous, part.name)):
+            return chain
+        chain.append(part)
+        previous = part
+
+
+def _names(path: Path, name: str) -> bool:
+    """Whether the file at ``path`` holds the bytes of ``name`` (a FIF part names the next)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    # Memory-mapped: a part can be 2 GB, and the reference sits near its end.
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return view.find(name.encode()) >= 0

@@ -64,7 +64,8 @@ def _parts_writer(n_parts):
     def write(tmp):
         for k in range(n_parts):
             name = tmp.name if k == 0 else f"{tmp.stem}-{k}{tmp.suffix}"
-            (tmp.parent / name).write_text(f"part {k} of {n_parts}")
+            after = f"; next {tmp.stem}-{k + 1}{tmp.suffix}" if k + 1 < n_parts else ""
+            (tmp.parent / name).write_text(f"part {k} of {n_parts}{after}")
 
     return write
 
@@ -79,7 +80,7 @@ def test_split_write_moves_every_part_under_its_own_name(tmp_path):
         assert tmp.name == "x.fif" and tmp.parent != tmp_path
         _parts_writer(3)(tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x-1.fif", "x-2.fif", "x.fif"]
-    assert path.read_text() == "part 0 of 3" and (tmp_path / "x-2.fif").read_text() == "part 2 of 3"
+    assert path.read_text().startswith("part 0 of 3") and (tmp_path / "x-2.fif").read_text() == "part 2 of 3"
     assert stat.S_IMODE(path.stat().st_mode) == default_file_mode()
     # A shorter file over it: the parts it does not replace go.
     os.chmod(path, 0o640)
@@ -87,6 +88,27 @@ def test_split_write_moves_every_part_under_its_own_name(tmp_path):
         _parts_writer(1)(tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fif"]
     assert path.read_text() == "part 0 of 1" and stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_split_write_leaves_files_that_only_look_like_parts(tmp_path):
+    # Audit: x-1.fif / x-2.fif of the user's own went when x.fif was first written.
+    (tmp_path / "x-1.fif").write_text("mine")
+    (tmp_path / "x-2.fif").write_text("mine too")
+    path = tmp_path / "x.fif"
+    with atomic_split_write(path, _part) as tmp:
+        _parts_writer(1)(tmp)
+    assert (tmp_path / "x-1.fif").read_text() == "mine"
+    # Replacing an unsplit x.fif: still not its parts.
+    with atomic_split_write(path, _part) as tmp:
+        _parts_writer(1)(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-1.fif", "x-2.fif", "x.fif"]
+    # A split x.fif (3 parts, over them) replaced by 2 parts: only its own third part goes.
+    with atomic_split_write(path, _part) as tmp:
+        _parts_writer(3)(tmp)
+    (tmp_path / "x-3.fif").write_text("after the chain")
+    with atomic_split_write(path, _part) as tmp:
+        _parts_writer(2)(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x-1.fif", "x-3.fif", "x.fif"]
 
 
 def test_failed_split_write_changes_nothing(tmp_path):
