@@ -834,19 +834,22 @@ def filter_eeg(raw, l_freq: float | None, h_freq: float | None, *, picks="eeg"):
     h_freq : float or None
         Low-pass edge in Hz, below Nyquist; None for a high-pass only.
     picks : str, list of str or None
-        Channels to filter.
+        Channels to filter, those marked bad included (as ``raw.filter``
+        does), so that filtering every EEG channel updates the edges in
+        ``info``.
 
     Returns
     -------
     raw : mne.io.Raw
-        A filtered copy; ``info["highpass"]``/``info["lowpass"]`` updated.
+        A filtered copy; ``info["highpass"]``/``info["lowpass"]`` updated
+        when every data channel was filtered (MNE's rule).
     """
     _check_raw(raw)
     if l_freq is None and h_freq is None:
         raise ValueError("'l_freq' and 'h_freq' are both None; give at least one edge in Hz.")
     l_freq, h_freq = check_band(l_freq, h_freq, raw.info["sfreq"])
     out = _loaded_copy(raw)
-    out.filter(l_freq, h_freq, picks=_eeg_picks(out, picks), verbose="error")
+    out.filter(l_freq, h_freq, picks=_eeg_picks(out, picks, exclude_bads=False), verbose="error")
     return out
 
 
@@ -871,7 +874,7 @@ def notch(raw, freqs: float | Sequence[float] = 50.0, *, harmonics: bool = True,
     harmonics : bool
         Also notch the harmonics of each frequency below Nyquist.
     picks : str, list of str or None
-        Channels to filter.
+        Channels to filter, those marked bad included (as ``raw.notch_filter``).
 
     Returns
     -------
@@ -890,7 +893,8 @@ def notch(raw, freqs: float | Sequence[float] = 50.0, *, harmonics: bool = True,
     if harmonics:
         base = np.concatenate([np.arange(f, nyquist, f) for f in base])
     out = _loaded_copy(raw)
-    out.notch_filter(np.unique(base), picks=_eeg_picks(out, picks), verbose="error")
+    picks = _eeg_picks(out, picks, exclude_bads=False)
+    out.notch_filter(np.unique(base), picks=picks, verbose="error")
     return out
 
 

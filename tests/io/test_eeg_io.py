@@ -375,6 +375,21 @@ def test_highpass_removes_drift_keeps_signal_and_warning():
         assert warn_if_not_highpassed(out) is True
 
 
+def test_filters_include_bad_channels_as_mne_does():
+    # Audit: with a channel marked bad, highpass left it unfiltered and MNE then kept
+    # info["highpass"] at 0, so fit told the user to high-pass what they just had.
+    raw = _sines([0.1, 10.0])
+    raw.info["bads"] = [raw.ch_names[1]]
+    out = highpass(raw, 1.0)
+    assert out.info["highpass"] == 1.0 and is_highpassed(out)
+    want = raw.copy().filter(1.0, None, picks="eeg", verbose="error").get_data()
+    np.testing.assert_allclose(out.get_data(), want)
+    notched = notch(raw, 30.0).get_data()
+    np.testing.assert_allclose(
+        notched, raw.copy().notch_filter([30.0], verbose="error").get_data()
+    )
+
+
 def test_bandpass_and_notch():
     raw = _sines([10.0, 30.0])
     low = filter_eeg(raw, 1.0, 20.0).get_data()[0]
