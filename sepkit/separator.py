@@ -794,7 +794,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             EOG/ECG-typed channels unless picked.
         reject_by_annotation : bool
             Raw only: leave the samples under bad annotations (descriptions
-            starting with "bad" or "edge", any case) out of fitting. They do
+            starting with "bad", any case, as MNE) out of fitting. They do
             not enter the channel means, the whitening, or any training chunk
             (chunks overlapping them are never drawn); ``transform`` still
             separates them.

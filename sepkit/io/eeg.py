@@ -79,9 +79,10 @@ _COMPANIONS = {
     ".fdt": (".set",),
 }
 
-# MNE's reject_by_annotation treats descriptions starting with these (any
-# case) as bad; we use the same rule so masks agree with MNE's epoching.
-_BAD_PREFIXES = ("bad", "edge")
+# MNE's reject_by_annotation treats descriptions starting with "bad" (any case) as
+# bad; we use the same rule so masks agree with MNE's epoching and ICA.fit. ("EDGE"
+# belongs to filter's skip_by_annotation; concatenate_raws marks a join with both.)
+_BAD_PREFIXES = ("bad",)
 
 # Below any real EEG amplifier noise floor (roughly 0.1-1 uV RMS), so a channel
 # this quiet is disconnected or saturated rather than just clean.
@@ -1004,6 +1005,11 @@ def _is_bad_description(desc: str) -> bool:
     return desc.lower().startswith(_BAD_PREFIXES)
 
 
+def _is_label_description(desc: str) -> bool:
+    """Whether an annotation may name a condition: not bad, and not an ``EDGE`` join marker."""
+    return not desc.lower().startswith((*_BAD_PREFIXES, "edge"))
+
+
 def _annotation_spans(raw, keep) -> list[tuple[str, int, int]]:
     """(description, start, stop) in samples of ``raw``, stop exclusive, clipped."""
     sfreq = raw.info["sfreq"]
@@ -1028,9 +1034,9 @@ def _annotation_spans(raw, keep) -> list[tuple[str, int, int]]:
 def bad_annotation_mask(raw) -> np.ndarray:
     """True where a bad annotation covers the sample.
 
-    An annotation is bad when its description starts with ``"bad"`` or
-    ``"edge"`` in any case (``BAD_blink``, ``bad segment``, ``EDGE boundary``),
-    the rule MNE's ``reject_by_annotation`` uses.
+    An annotation is bad when its description starts with ``"bad"`` in any
+    case (``BAD_blink``, ``bad segment``, ``BAD boundary``), the rule MNE's
+    ``reject_by_annotation`` uses (``EDGE boundary`` alone is not bad).
 
     Parameters
     ----------
@@ -1081,7 +1087,7 @@ def labels_from_annotations(
         The recording with annotations.
     mapping : dict of str to int or None
         Description -> label. Descriptions not in it are ignored. None maps the
-        sorted distinct non-bad descriptions to 0, 1, ... .
+        sorted distinct descriptions to 0, 1, ..., bad and ``EDGE`` ones left out.
     reject_by_annotation : bool
         Set ``keep_mask`` False under bad annotations (:func:`bad_annotation_mask`).
     unlabelled : {"drop", "own"}
@@ -1098,7 +1104,7 @@ def labels_from_annotations(
     """
     _check_raw(raw)
     if mapping is None:
-        descs = sorted({str(d) for d in raw.annotations.description if not _is_bad_description(d)})
+        descs = sorted({str(d) for d in raw.annotations.description if _is_label_description(d)})
         mapping = {d: i for i, d in enumerate(descs)}
     else:
         mapping = _check_mapping(mapping)

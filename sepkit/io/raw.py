@@ -251,11 +251,11 @@ def annotation_labels(raw, classes=None) -> tuple[np.ndarray, np.ndarray]:
     bad : ndarray of bool, shape (n_times,)
         True under bad annotations (:func:`sepkit.io.bad_annotation_mask`).
     """
-    from .eeg import _is_bad_description, bad_annotation_mask, labels_from_annotations
+    from .eeg import _is_label_description, bad_annotation_mask, labels_from_annotations
 
     if classes is None:
         descs = sorted(
-            {str(d) for d in raw.annotations.description if not _is_bad_description(d)}
+            {str(d) for d in raw.annotations.description if _is_label_description(d)}
             - {UNLABELLED}
         )
     else:
@@ -366,7 +366,7 @@ def resolve_raw_u(raw, u, reject_by_annotation):
     if not good.any():
         raise ValueError(
             "Every sample of the Raw lies under a bad annotation (descriptions starting with "
-            "'bad' or 'edge'), so nothing is left to fit. Remove or shorten those annotations, "
+            "'bad', any case), so nothing is left to fit. Remove or shorten those annotations, "
             "or pass reject_by_annotation=False."
         )
     return u, good, source

@@ -473,7 +473,8 @@ def test_labels_from_annotations_drop_unlabelled():
 def test_labels_from_annotations_own_label_and_mapping():
     raw = _annotated()
     u, keep = labels_from_annotations(raw, unlabelled="own")
-    assert (u[600:] == 2).all() and keep[600:800].all() and not keep[800:850].any()
+    # "edge boundary" is no label, and not bad either (MNE's rule): kept, in the own label.
+    assert (u[600:] == 2).all() and keep[600:850].all()
     u, keep = labels_from_annotations(raw, mapping={"task": 5})
     assert (u[300:600] == 5).all() and (u[:300] == -1).all()
     with pytest.raises(ValueError, match="'mapping' values must be non-negative integer labels"):
@@ -500,10 +501,13 @@ def test_bad_annotation_mask_prefixes():
                         ["BAD_blink", "bad segment", "EDGE boundary", "blink"])
     )  # fmt: skip
     mask = bad_annotation_mask(raw)
-    assert mask.dtype == bool and mask.sum() == 150
-    for start in (100, 300, 500):
+    # MNE's rule (audit: "EDGE" was counted bad too): only "bad", any case.
+    assert mask.dtype == bool and mask.sum() == 100
+    for start in (100, 300):
         assert mask[start : start + 50].all()
-    assert not mask[700:750].any()
+    assert not mask[500:550].any() and not mask[700:750].any()
+    kept = raw.get_data(reject_by_annotation="omit", verbose="error").shape[1]
+    assert kept == raw.n_times - mask.sum()
 
 
 def test_labels_from_events_hold_and_duration():
