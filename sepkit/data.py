@@ -74,7 +74,7 @@ import soundfile as sf
 import torch
 
 from ._check import check_float, check_int, check_option
-from .io import AUDIO_EXTENSIONS, SUPPORTED_EEG_EXTENSIONS, read_eeg
+from .io import AUDIO_EXTENSIONS, SUPPORTED_EEG_EXTENSIONS, bad_annotation_spans, read_eeg
 
 __all__ = ["WindowCorpus", "WindowDataset", "open_npy"]
 
@@ -94,7 +94,13 @@ class _Source:
     n_times: int
     sample_rate: float | None  # None for .npy
     n_channels: int
-    ch_names: tuple | None = None  # EEG only (audio and .npy channels have no names)
+    # EEG only (audio and .npy channels have no names): the channels a window holds by
+    # default (the good EEG ones), their positions in the file, and every channel's name
+    # (a channel named in `channels` is read even when bad or not EEG, as MNE's picks).
+    ch_names: tuple | None = None
+    picks: tuple | None = None
+    all_names: tuple | None = None
+    bad_spans: tuple = ()  # (start, stop) samples under bad annotations (EEG)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,12 @@ class _Plan:
     down: int
     read_samples: int  # samples read per window, at the file's rate
     hop_samples: int  # at the file's rate
-    n_windows: int
+    kept: np.ndarray  # u (index in time) of each window kept, ascending
+    n_total: int  # windows before those over bad annotations were left out
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.kept)
 
 
 def _kind(path: Path) -> str | None:
@@ -178,14 +189,24 @@ def _probe(index: int, path: Path):
     if kind == "npy":
         handle, n_times, rate, n_channels = _probe_npy(path)
     elif kind == "eeg":
-        handle = read_eeg(path, preload=False)
-        n_times, rate, n_channels = (
-            handle.n_times,
-            float(handle.info["sfreq"]),
-            len(handle.ch_names),
+        handle = read_eeg(path, picks="all", preload=False)
+        types, bads = handle.get_channel_types(), set(handle.info["bads"])
+        good = tuple(
+            i for i, name in enumerate(handle.ch_names) if types[i] == "eeg" and name not in bads
         )
-        names = tuple(handle.ch_names)
-        return _Source(index, path, kind, int(n_times), rate, int(n_channels), names), handle
+        source = _Source(
+            index,
+            path,
+            kind,
+            int(handle.n_times),
+            float(handle.info["sfreq"]),
+            len(good),
+            tuple(handle.ch_names[i] for i in good),
+            picks=good,
+            all_names=tuple(handle.ch_names),
+            bad_spans=tuple(bad_annotation_spans(handle)),
+        )
+        return source, handle
     else:
         try:
             info = sf.info(str(path))
@@ -241,20 +262,24 @@ def _name_picks(sources: list[_Source], names: tuple) -> dict:
         )
     picks = {}
     for s in sources:
-        missing = [n for n in names if n not in s.ch_names]
+        missing = [n for n in names if n not in s.all_names]
         if missing:
             raise ValueError(
                 f"{s.path.name} lacks channel(s) {missing} of 'channels'. Pass only channels "
-                f"that every file has: {_shared(sources)}."
+                f"that every file has: {_shared(sources, every=True)}."
             )
-        picks[s.index] = [s.ch_names.index(n) for n in names]
+        picks[s.index] = [s.all_names.index(n) for n in names]
     return picks
 
 
-def _shared(sources: list[_Source]) -> str:
-    """The channel names of the first file that every file holds, in its order (as text)."""
-    common = set.intersection(*(set(s.ch_names) for s in sources))
-    names = [n for n in sources[0].ch_names if n in common]
+def _shared(sources: list[_Source], every: bool = False) -> str:
+    """The channel names of the first file that every file holds, in its order (as text).
+
+    ``every``: among all their channels; else among the good EEG ones (the default windows').
+    """
+    lists = [s.all_names if every else s.ch_names for s in sources]
+    common = set.intersection(*(set(names) for names in lists))
+    names = [n for n in lists[0] if n in common]
     if not names:
         return "they share none"
     more = f" and {len(names) - 10} more" if len(names) > 10 else ""
@@ -262,10 +287,17 @@ def _shared(sources: list[_Source]) -> str:
 
 
 def _common_channels(sources: list[_Source], channels) -> int:
-    if channels == "mean":
-        return 1
     if isinstance(channels, tuple):
         return len(channels)
+    empty = next((s for s in sources if s.n_channels == 0), None)
+    if empty is not None:
+        raise ValueError(
+            f"{empty.path.name} has no good EEG channel (every EEG channel is in info['bads']). "
+            "Mark fewer channels bad, or pass channels=[names] to window named channels, bad "
+            "ones included."
+        )
+    if channels == "mean":
+        return 1
     named = [s for s in sources if s.ch_names is not None]
     other = next((s for s in named if s.ch_names != named[0].ch_names), None)
     if other is not None and other.n_channels == named[0].n_channels:
@@ -299,17 +331,25 @@ def _n_samples(name: str, seconds: float, rate: float) -> int:
     return n
 
 
-def _plan(source: _Source, rate: float, window_samples: int, hop_seconds: float) -> _Plan:
+def _plan(
+    source: _Source, rate: float, window_samples: int, hop_seconds: float, reject: bool
+) -> _Plan:
     native = rate if source.sample_rate is None else source.sample_rate
     ratio = Fraction(rate / native).limit_denominator(_MAX_DENOMINATOR)
     up, down = ratio.numerator, ratio.denominator
     # Enough input that the resampled window has window_samples samples.
     read_samples = window_samples if up == down else math.ceil(window_samples * down / up)
     hop_samples = _n_samples("hop_seconds", hop_seconds, native)
-    n_windows = 0
+    n_total = 0
     if source.n_times >= read_samples:  # as sepkit.windows.n_windows_for
-        n_windows = (source.n_times - read_samples) // hop_samples + 1
-    return _Plan(source, up, down, read_samples, hop_samples, n_windows)
+        n_total = (source.n_times - read_samples) // hop_samples + 1
+    bad = np.zeros(n_total, dtype=bool)
+    for start, stop in source.bad_spans if reject else ():
+        # Window k covers [k hop, k hop + read): it overlaps [start, stop) when
+        # k hop < stop and k hop + read > start (the windows make_fixed_length_epochs drops).
+        first = max((start - read_samples) // hop_samples + 1, 0)
+        bad[first : -(-stop // hop_samples)] = True
+    return _Plan(source, up, down, read_samples, hop_samples, np.flatnonzero(~bad), n_total)
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -345,6 +385,16 @@ class WindowDataset(torch.utils.data.Dataset):
         ``"mean"``: the mean over channels (mono downmix), one channel.
         A list of channel names (EEG files): those channels, picked by name
         from every file, in this order (each file must hold them all).
+        EEG files: None and ``"mean"`` take the EEG channels not in
+        ``info["bads"]`` (as :func:`sepkit.io.to_recording` and fit do); a
+        channel named in the list is read whatever its type, bad or not (as
+        MNE's picks by name).
+    reject_by_annotation : bool
+        EEG files: leave out the windows that overlap a bad annotation (a
+        description starting with ``"bad"``, any case), as
+        :func:`mne.make_fixed_length_epochs` does (default True). The windows
+        kept keep their u, the index in time within the recording, so the u
+        of those left out are missing.
 
     Attributes
     ----------
@@ -355,9 +405,12 @@ class WindowDataset(torch.utils.data.Dataset):
     n_channels : int
         Channels per window.
     recordings : tuple of int
-        Indices in ``files`` of the recordings kept (long enough for a window).
+        Indices in ``files`` of the recordings kept (with a window clear of
+        bad annotations).
     n_windows : tuple of int
         Windows of each kept recording, aligned with ``recordings``.
+    n_rejected : tuple of int
+        Windows of each kept recording left out for a bad annotation.
 
     Examples
     --------
@@ -374,6 +427,7 @@ class WindowDataset(torch.utils.data.Dataset):
         hop_seconds: float | None = None,
         sample_rate: float | None = None,
         channels: str | Sequence[str] | None = None,
+        reject_by_annotation: bool = True,
     ):
         window_seconds = check_float(
             "window_seconds", window_seconds, min_value=0.0, strict_min=True
@@ -389,6 +443,8 @@ class WindowDataset(torch.utils.data.Dataset):
         if sample_rate is not None:
             sample_rate = check_float("sample_rate", sample_rate, min_value=0.0, strict_min=True)
         self.channels = _check_channels(channels)
+        reject = check_option("reject_by_annotation", reject_by_annotation, (True, False))
+        self.reject_by_annotation = reject
         paths = _check_files(files)
         probed = [_probe(i, path) for i, path in enumerate(paths)]
         sources = [source for source, _ in probed]
@@ -397,8 +453,15 @@ class WindowDataset(torch.utils.data.Dataset):
         named = isinstance(self.channels, tuple)
         self._picks = _name_picks(sources, self.channels) if named else {}
         self.window_samples = _n_samples("window_seconds", window_seconds, self.sample_rate)
-        plans = [_plan(s, self.sample_rate, self.window_samples, hop_seconds) for s in sources]
+        plans = [
+            _plan(s, self.sample_rate, self.window_samples, hop_seconds, reject) for s in sources
+        ]
         self._plans = [p for p in plans if p.n_windows > 0]
+        if not self._plans and any(p.n_total for p in plans):
+            raise ValueError(
+                "Every window of every recording in 'files' overlaps a bad annotation. Pass "
+                "reject_by_annotation=False to window them anyway, or shorter windows."
+            )
         if not self._plans:
             longest = max(s.n_times / (s.sample_rate or self.sample_rate) for s in sources)
             raise ValueError(
@@ -406,20 +469,12 @@ class WindowDataset(torch.utils.data.Dataset):
                 f"{window_seconds}); the longest lasts {longest:.3g} s. Pass a shorter "
                 "window_seconds."
             )
-        short = [p.source.path.name for p in plans if p.n_windows == 0]
-        if short:
-            # A large corpus can hold hundreds: name a few, count the rest.
-            more = f" and {len(short) - 5} more" if len(short) > 5 else ""
-            warnings.warn(
-                f"Skipped {len(short)} recording(s) shorter than one window ({window_seconds} s): "
-                f"{', '.join(short[:5])}{more}.",
-                UserWarning,
-                stacklevel=2,
-            )
+        _warn_skipped(plans, window_seconds)
         # Open handles (EEG Raw, .npy memmaps) of the kept recordings, by file index.
         self._handles = {s.index: h for s, h in probed if h is not None}
         self.recordings = tuple(p.source.index for p in self._plans)
         self.n_windows = tuple(p.n_windows for p in self._plans)
+        self.n_rejected = tuple(p.n_total - p.n_windows for p in self._plans)
         self._offsets = np.cumsum([0, *self.n_windows])
 
     def __len__(self) -> int:
@@ -436,7 +491,7 @@ class WindowDataset(torch.utils.data.Dataset):
             if source.kind == "npy":
                 self._handles[source.index] = np.load(source.path, mmap_mode="r")
             else:
-                self._handles[source.index] = read_eeg(source.path, preload=False)
+                self._handles[source.index] = read_eeg(source.path, picks="all", preload=False)
         return self._handles[source.index]
 
     def _read(self, source: _Source, start: int, stop: int) -> np.ndarray:
@@ -447,7 +502,7 @@ class WindowDataset(torch.utils.data.Dataset):
             )
             return data.T
         if source.kind == "eeg":
-            picks = self._picks.get(source.index)
+            picks = list(self._picks.get(source.index, source.picks))
             return self._handle(source).get_data(picks=picks, start=start, stop=stop)
         return np.asarray(self._handle(source)[:, start:stop])
 
@@ -461,7 +516,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise IndexError(f"Window index {index} is out of range for {n} windows.")
         k = int(np.searchsorted(self._offsets, i, side="right")) - 1
         plan = self._plans[k]
-        u = i - int(self._offsets[k])
+        u = int(plan.kept[i - int(self._offsets[k])])
         start = u * plan.hop_samples
         x = self._read(plan.source, start, start + plan.read_samples)
         if self.channels == "mean":
@@ -472,6 +527,23 @@ class WindowDataset(torch.utils.data.Dataset):
             x = resample_poly(x, plan.up, plan.down, axis=1)[:, : self.window_samples]
         window = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         return {"window": window, "u": u, "recording": plan.source.index, "start": start}
+
+
+def _warn_skipped(plans: list[_Plan], window_seconds: float) -> None:
+    """One warning naming the recordings that give no window (a large corpus: a few, counted)."""
+    short = [p.source.path.name for p in plans if p.n_total == 0]
+    covered = [p.source.path.name for p in plans if p.n_total > 0 and p.n_windows == 0]
+    for names, why in (
+        (short, f"shorter than one window ({window_seconds} s)"),
+        (covered, "whose every window overlaps a bad annotation"),
+    ):
+        if names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            warnings.warn(
+                f"Skipped {len(names)} recording(s) {why}: {', '.join(names[:5])}{more}.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _rank_world(rank, world_size) -> tuple[int, int]:
@@ -515,7 +587,7 @@ class WindowCorpus(torch.utils.data.IterableDataset):
 
     Parameters
     ----------
-    files, window_seconds, hop_seconds, sample_rate, channels
+    files, window_seconds, hop_seconds, sample_rate, channels, reject_by_annotation
         As in :class:`WindowDataset`.
     shuffle : bool
         Permute the windows each epoch (default). False: in the order of
@@ -561,6 +633,7 @@ class WindowCorpus(torch.utils.data.IterableDataset):
         hop_seconds: float | None = None,
         sample_rate: float | None = None,
         channels: str | Sequence[str] | None = None,
+        reject_by_annotation: bool = True,
         shuffle: bool = True,
         seed: int = 0,
         rank: int | None = None,
@@ -581,6 +654,7 @@ class WindowCorpus(torch.utils.data.IterableDataset):
             hop_seconds=hop_seconds,
             sample_rate=sample_rate,
             channels=channels,
+            reject_by_annotation=reject_by_annotation,
         )
         if self.drop_last and len(self.dataset) < self.world_size:
             raise ValueError(

@@ -80,7 +80,10 @@ def test_split_write_moves_every_part_under_its_own_name(tmp_path):
         assert tmp.name == "x.fif" and tmp.parent != tmp_path
         _parts_writer(3)(tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x-1.fif", "x-2.fif", "x.fif"]
-    assert path.read_text().startswith("part 0 of 3") and (tmp_path / "x-2.fif").read_text() == "part 2 of 3"
+    assert (
+        path.read_text().startswith("part 0 of 3")
+        and (tmp_path / "x-2.fif").read_text() == "part 2 of 3"
+    )
     assert stat.S_IMODE(path.stat().st_mode) == default_file_mode()
     # A shorter file over it: the parts it does not replace go.
     os.chmod(path, 0o640)

@@ -235,6 +235,45 @@ def test_eeg_channels_are_picked_by_name(tmp_path):
             WindowDataset(files, 0.5, channels=bad)
 
 
+def test_eeg_windows_leave_out_bad_channels_and_bad_annotations(tmp_path):
+    # Audit: windows held info["bads"] channels and the samples under BAD_ annotations,
+    # where fit and mne.make_fixed_length_epochs leave both out.
+    import mne
+
+    names = ["Fz", "Cz", "Pz", "EOG1"]
+    info = mne.create_info(names, RATE, ["eeg", "eeg", "eeg", "eog"])
+    raw = mne.io.RawArray(_signal(0, 4, 3000) * 1e-5, info, verbose="error")
+    raw.info["bads"] = ["Cz"]
+    # 1.2-1.3 s bad (windows 3, 4 and 5 of 0.5 s every 0.25 s overlap it); EDGE is not bad.
+    raw.set_annotations(mne.Annotations([1.2, 2.0], [0.1, 0.2], ["BAD_blink", "EDGE x"]))
+    raw.save(tmp_path / "s_raw.fif", verbose="error")
+    stored = mne.io.read_raw_fif(tmp_path / "s_raw.fif", verbose="error").get_data()
+    ds = WindowDataset([tmp_path / "s_raw.fif"], 0.5, hop_seconds=0.25)
+    assert ds.n_channels == 2 and ds.n_windows == (8,) and ds.n_rejected == (3,)
+    assert [ds[i]["u"] for i in range(len(ds))] == [0, 1, 2, 6, 7, 8, 9, 10]
+    np.testing.assert_array_equal(ds[3]["window"].numpy(), stored[[0, 2], 1500:2000])
+    epochs = mne.make_fixed_length_epochs(raw, 0.5, overlap=0.25, verbose="error")
+    epochs.drop_bad(verbose="error")
+    assert len(epochs) == len(ds)
+    assert WindowDataset([tmp_path / "s_raw.fif"], 0.5, hop_seconds=0.25,
+                         reject_by_annotation=False).n_windows == (11,)  # fmt: skip
+    # Named channels are read whatever their type and state, as MNE's picks by name.
+    named = WindowDataset([tmp_path / "s_raw.fif"], 0.5, channels=["EOG1", "Cz"])
+    np.testing.assert_array_equal(named[0]["window"].numpy(), stored[[3, 1], :500])
+    with pytest.raises(ValueError, match=r"'reject_by_annotation' parameter"):
+        WindowDataset([tmp_path / "s_raw.fif"], 0.5, reject_by_annotation="yes")
+    raw.set_annotations(mne.Annotations([0.0], [3.0], ["bad_all"]))
+    raw.save(tmp_path / "all_raw.fif", verbose="error")
+    with pytest.raises(ValueError, match=r"Every window of every recording in 'files' overlaps"):
+        WindowDataset([tmp_path / "all_raw.fif"], 0.5)
+    with pytest.warns(UserWarning, match=r"Skipped 1 recording\(s\) whose every window overlaps"):
+        WindowDataset([tmp_path / "s_raw.fif", tmp_path / "all_raw.fif"], 0.5)
+    raw.info["bads"] = ["Fz", "Cz", "Pz"]
+    raw.save(tmp_path / "dead_raw.fif", verbose="error")
+    with pytest.raises(ValueError, match=r"dead_raw.fif has no good EEG channel"):
+        WindowDataset([tmp_path / "dead_raw.fif"], 0.5, reject_by_annotation=False)
+
+
 def test_errors(tmp_path):
     _write_audio(tmp_path / "a.wav", _signal(0, 2, 1000))
     _write_audio(tmp_path / "mono.wav", _signal(0, 1, 1000))

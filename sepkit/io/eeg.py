@@ -28,6 +28,7 @@ __all__ = [
     "SUPPORTED_EEG_EXTENSIONS",
     "apply_montage",
     "bad_annotation_mask",
+    "bad_annotation_spans",
     "check_eeg_channels",
     "filter_eeg",
     "find_bad_channels",
@@ -1047,11 +1048,31 @@ def bad_annotation_mask(raw) -> np.ndarray:
     -------
     mask : ndarray of bool, shape (n_times,)
     """
-    _check_raw(raw)
     mask = np.zeros(raw.n_times, dtype=bool)
-    for _, start, stop in _annotation_spans(raw, _is_bad_description):
+    for start, stop in bad_annotation_spans(raw):
         mask[start:stop] = True
     return mask
+
+
+def bad_annotation_spans(raw) -> list[tuple[int, int]]:
+    """(start, stop) in samples of ``raw``, stop exclusive, of each bad annotation.
+
+    The spans :func:`bad_annotation_mask` marks, without a mask as long as the
+    recording (an unloaded Raw's annotations suffice): for windowing long files.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (its samples need not be loaded).
+
+    Returns
+    -------
+    spans : list of (int, int)
+        Clipped to the recording; empty spans (zero duration) left out.
+    """
+    _check_raw(raw)
+    spans = _annotation_spans(raw, _is_bad_description)
+    return [(start, stop) for _, start, stop in spans if stop > start]
 
 
 def _finish_labels(u, labelled, raw, reject_by_annotation, unlabelled, n_labels):

@@ -255,8 +255,7 @@ def annotation_labels(raw, classes=None) -> tuple[np.ndarray, np.ndarray]:
 
     if classes is None:
         descs = sorted(
-            {str(d) for d in raw.annotations.description if _is_label_description(d)}
-            - {UNLABELLED}
+            {str(d) for d in raw.annotations.description if _is_label_description(d)} - {UNLABELLED}
         )
     else:
         descs = [str(c) for c in classes if str(c) != UNLABELLED]

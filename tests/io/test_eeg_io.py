@@ -385,9 +385,7 @@ def test_filters_include_bad_channels_as_mne_does():
     want = raw.copy().filter(1.0, None, picks="eeg", verbose="error").get_data()
     np.testing.assert_allclose(out.get_data(), want)
     notched = notch(raw, 30.0).get_data()
-    np.testing.assert_allclose(
-        notched, raw.copy().notch_filter([30.0], verbose="error").get_data()
-    )
+    np.testing.assert_allclose(notched, raw.copy().notch_filter([30.0], verbose="error").get_data())
 
 
 def test_bandpass_and_notch():
