@@ -790,8 +790,8 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         picks : str or list or None
             Channels of an MNE Raw to fit: a channel type, a list of names, a
             list of types (``["eeg", "eog"]``, as MNE), or None for ``"eeg"``.
-            Channels in ``raw.info["bads"]`` are left out, and so are
-            EOG/ECG-typed channels unless picked.
+            Channels in ``raw.info["bads"]`` are left out unless named (as
+            MNE's picks), and so are EOG/ECG-typed channels unless picked.
         reject_by_annotation : bool
             Raw only: leave the samples under bad annotations (descriptions
             starting with "bad", any case, as MNE) out of fitting. They do

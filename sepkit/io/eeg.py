@@ -238,7 +238,9 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
     ``picks`` is a channel type (``"eeg"``, ``"eog"``, ...), one channel name,
     a list of channel names, a list of channel types (as MNE takes them:
     ``["eeg", "eog"]``, in the recording's order), ``"data"`` (MNE's data
-    channels), or ``"all"`` / None for every channel.
+    channels), or ``"all"`` / None for every channel. ``exclude_bads`` leaves
+    out the channels in ``info["bads"]`` that a type or ``"data"`` / ``"all"``
+    selects; channels named are kept, bad or not (MNE's rule for picks).
     """
     types = raw.get_channel_types()
     if picks is None or (isinstance(picks, str) and picks == "all" and picks not in raw.ch_names):
@@ -274,6 +276,7 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
         else:
             _check_names_present(raw, names, "picks", "the recording")
             idx = [raw.ch_names.index(name) for name in names]
+            exclude_bads = False  # named: kept though bad, as MNE's picks by name
     if exclude_bads:
         idx = [i for i in idx if raw.ch_names[i] not in raw.info["bads"]]
     if not idx:
@@ -477,7 +480,8 @@ def to_recording(raw, picks="eeg") -> Recording:
     raw : mne.io.Raw
         The recording.
     picks : str, list of str or None
-        Channels to take (default the EEG channels, bad ones excluded).
+        Channels to take (default the EEG channels, bad ones excluded). A
+        channel named in a list is taken even if bad, as MNE's picks.
 
     Returns
     -------

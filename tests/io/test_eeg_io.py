@@ -567,3 +567,14 @@ def test_a_truncated_raw_fif_is_not_called_evoked(tmp_path):
     with pytest.raises(ValueError, match=r"Could not read '.*cut_raw\.fif' as \.fif EEG") as err:
         read_eeg(cut)
     assert "Evoked" not in str(err.value)
+
+
+def test_named_bad_channels_are_picked_as_mne_picks_them():
+    # Audit: to_recording(raw, picks=["Fz", "Pz"]) dropped the bad Pz without a word;
+    # MNE keeps a bad channel that is named (raw.get_data(picks=[...]), ICA.fit).
+    raw = _sines([10.0])
+    raw.info["bads"] = ["Cz"]
+    assert to_recording(raw).ch_names == ("Fz",)
+    rec = to_recording(raw, picks=["Cz", "Fz"])
+    assert rec.ch_names == ("Cz", "Fz")
+    np.testing.assert_allclose(rec.data, raw.get_data(picks=["Cz", "Fz"]), rtol=1e-6)
