@@ -423,7 +423,7 @@ def read_eeg(
         raise FileNotFoundError(f"No EEG file at 'path' ({path}); check the name and folder.")
     check_option("on_missing", on_missing, ("raise", "warn", "ignore"))
     reader = getattr(mne.io, _READERS[ext])
-    if path.is_dir():
+    if path.is_dir() and ext != ".mff":  # an EGI MFF recording is a folder
         raise ValueError(f"'{path}' is a folder, not an EEG file; pass the file in it.")
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(
@@ -447,6 +447,13 @@ def read_eeg(
                 "separate: an average keeps too few samples to fit on. Fit the Epochs or the "
                 "Raw it was averaged from; a fitted separator's transform and apply take the "
                 "Evoked (mne.read_evokeds reads it)."
+            ) from err
+        if "could not be imported" in str(err):  # MNE's message for an optional reader
+            raise ImportError(
+                f"MNE needs an optional package to read '{path}' ({ext}): "
+                f"{str(err).splitlines()[0]} Install sepkit's EEG extra, pip install "
+                "'sepkit[eeg]' (mffpy for EGI MFF, pymatreader for EEGLAB v7.3 files), or that "
+                "package."
             ) from err
         # MNE's and scipy's reader errors rarely name the file (e.g. "Could not find
         # measurement info" for a truncated FIF, MatReadError for a corrupt .set).

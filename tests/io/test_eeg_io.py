@@ -578,3 +578,25 @@ def test_named_bad_channels_are_picked_as_mne_picks_them():
     rec = to_recording(raw, picks=["Cz", "Fz"])
     assert rec.ch_names == ("Cz", "Fz")
     np.testing.assert_allclose(rec.data, raw.get_data(picks=["Cz", "Fz"]), rtol=1e-6)
+
+
+def test_mff_folder_reaches_mne_reader(tmp_path, monkeypatch):
+    # Audit: an EGI MFF recording is a folder, and read_eeg refused every folder.
+    (tmp_path / "rec.mff").mkdir()
+    with pytest.raises(ValueError, match=r"Could not read '.*rec.mff' as .mff EEG"):
+        read_eeg(tmp_path / "rec.mff")
+
+    def missing(*args, **kwargs):  # MNE's words when mffpy is not installed
+        raise RuntimeError(
+            "For reading EGI MFF data to work, the module mffpy is needed, but it could not "
+            "be imported. Use the following installation method appropriate for your "
+            "environment:\n\n    pip install mffpy"
+        )
+
+    monkeypatch.setattr(mne.io, "read_raw_egi", missing)
+    with pytest.raises(ImportError, match=r"MNE needs an optional package to read .*rec.mff.*"
+                       r"the module mffpy is needed.*pip install 'sepkit\[eeg\]'"):  # fmt: skip
+        read_eeg(tmp_path / "rec.mff")
+    (tmp_path / "x.edf").mkdir()
+    with pytest.raises(ValueError, match=r"is a folder, not an EEG file"):
+        read_eeg(tmp_path / "x.edf")
