@@ -291,7 +291,14 @@ def resolve_window_samples(
             f"window={window} s needs a sample rate, but X is a plain array. Pass a "
             "Recording, or give the window in samples with window_samples=."
         )
-    return max(1, int(round(window * sample_rate)))
+    n = int(round(window * sample_rate))
+    if n < 1:
+        raise ValueError(
+            f"window={window} s is shorter than one sample at {sample_rate:g} Hz. Pass "
+            f"window >= {1 / sample_rate:.3g} s (windows of about 1-2 s suit EEG), or "
+            "window=None for the default."
+        )
+    return n
 
 
 class UCodec:

@@ -378,9 +378,12 @@ def read_eeg(
         file, for EGI MFF the ``.mff`` folder). Supported extensions are
         :data:`SUPPORTED_EEG_EXTENSIONS`.
     picks : str, list of str or None
-        Channels to keep: a channel type (default ``"eeg"``), a list of names,
-        or None for all data channels. Channels marked bad in the file are
-        kept in ``raw.info["bads"]`` but not dropped.
+        Channels to keep: a channel type (default ``"eeg"``: EOG, ECG and
+        stim channels are dropped), a list of names or types, ``"data"``
+        (MNE's data channels), or ``"all"`` / None for every channel (for
+        ``mne.find_events`` on the stim channel, or the EOG channels of
+        ``find_bads_eog``). Channels marked bad in the file are kept in
+        ``raw.info["bads"]`` but not dropped.
     preload : bool
         Load the samples into memory (needed to filter).
     montage : None, str or mne.channels.DigMontage
@@ -405,7 +408,7 @@ def read_eeg(
     """
     import mne
 
-    if not isinstance(path, (str, Path)):
+    if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"'path' must be a str or pathlib.Path, got {type(path).__name__}.")
     path = Path(path).expanduser()
     ext = _extension(path)
@@ -431,8 +434,13 @@ def read_eeg(
             "re-export or re-copy it."
         )
     try:
-        # Only MNE warnings (not info chatter) reach the user.
-        raw = reader(path, preload=preload, verbose="warning")
+        # Only MNE warnings (not info chatter) reach the user, and only once the file
+        # is read: on an Epochs file MNE's naming warning would come before our error.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = reader(path, preload=preload, verbose="warning")
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError) as err:
         if ext == ".fif" and _holds_epochs(path):
             raise ValueError(
@@ -461,6 +469,11 @@ def read_eeg(
             f"Could not read '{path}' as {ext} EEG: {type(err).__name__}: {err}. Check that "
             "the file is complete and of the format its name says."
         ) from err
+    if raw.n_times == 0:
+        raise ValueError(
+            f"'{path}' holds no samples (a header without data). It was probably not written "
+            "completely; re-export or re-copy it."
+        )
     types = raw.get_channel_types()
     if "eeg" not in types and picks == "eeg":
         idx = np.array([], dtype=int)
@@ -579,6 +592,11 @@ def _check_fif_target(path, overwrite) -> Path:
     """
     path = _check_fif_path(path)
     check_option("overwrite", overwrite, (True, False))
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"'path' ({path}) is a folder; a FIF file cannot replace it. Pass a file name, "
+            f"e.g. {str(path / 'sub-01_raw.fif')!r}."
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
     if not path.parent.is_dir():
@@ -611,6 +629,13 @@ def staged_fif(inst, path: Path) -> Iterator[Path]:
     ``path`` last. Several files staged in one ``ExitStack`` are all moved or,
     if any save fails, none.
     """
+    odd = [name for name in inst.ch_names if not name.isascii()]
+    if odd:  # MNE's FIF writer encodes names as ASCII and fails without naming either
+        raise ValueError(
+            f"Cannot write {path}: a FIF file stores channel names in ASCII, and {odd[:5]} "
+            f"are not. Rename them first, e.g. inst.rename_channels({{{odd[0]!r}: "
+            f"{odd[0].encode('ascii', 'replace').decode().replace('?', '_')!r}}})."
+        )
     with atomic_split_write(path, fif_part_name(path)) as tmp:
         inst.save(tmp, overwrite=True, split_size=FIF_SPLIT_SIZE, verbose="error")
         yield path

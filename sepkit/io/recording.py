@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,13 @@ class Recording:
             raise ValueError(
                 f"Recording has {data.shape[0]} channels but {len(ch_names)} ch_names; "
                 "pass one name per row of data."
+            )
+        repeated = sorted(n for n, k in Counter(map(str, ch_names)).items() if k > 1)
+        if repeated:
+            raise ValueError(
+                f"Recording ch_names must be distinct (MNE's channels are picked by name), "
+                f"but {repeated[:5]} repeat. Pass one distinct name per row of data, e.g. "
+                "'Fz', 'Fz-2'."
             )
         if self.kind not in _KINDS:
             raise ValueError(
