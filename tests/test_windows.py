@@ -73,3 +73,12 @@ def test_overlapping_training_set_layout_and_bad_samples():
     assert 3 not in all_starts and 7 not in all_starts
     # A chunk longer than every window leaves nothing.
     assert overlapping_training_set(9, 4, 2, 6)[2].size == 0
+
+
+def test_window_shorter_than_one_sample_is_refused():
+    # Audit: window=0.001 s at 250 Hz was rounded up to one sample without a word.
+    from sepkit.windows import resolve_window_samples
+
+    with pytest.raises(ValueError, match=r"window=0.001 s is shorter than one sample at 250 Hz"):
+        resolve_window_samples(0.001, None, 250.0, 5000, 3)
+    assert resolve_window_samples(0.004, None, 250.0, 5000, 3) == 1

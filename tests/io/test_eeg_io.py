@@ -600,3 +600,53 @@ def test_mff_folder_reaches_mne_reader(tmp_path, monkeypatch):
     (tmp_path / "x.edf").mkdir()
     with pytest.raises(ValueError, match=r"is a folder, not an EEG file"):
         read_eeg(tmp_path / "x.edf")
+
+
+def test_fif_writes_refuse_non_ascii_names_and_folders(tmp_path):
+    # Audit: a bare UnicodeEncodeError from MNE's writer, and a staging path in the
+    # IsADirectoryError of a folder named like a FIF file.
+    raw = _raw(names=("Öz", "Fz"))
+    with pytest.raises(ValueError, match=r"stores channel names in ASCII, and \['Öz'\] are not"
+                       r"\. Rename them first, e\.g\. inst\.rename_channels\(\{'Öz': '_z'\}\)"):  # fmt: skip
+        write_raw_fif(raw, tmp_path / "u_raw.fif")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "d_raw.fif").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"'path' \(.*d_raw.fif\) is a folder; a FIF"):
+        write_raw_fif(_raw(), tmp_path / "d_raw.fif", overwrite=True)
+
+
+def test_read_eeg_pathlike_empty_data_and_epochs_warning(tmp_path):
+    import os
+
+    class P(os.PathLike):  # not a pathlib.Path, as MNE takes it
+        def __init__(self, path):
+            self.path = str(path)
+
+        def __fspath__(self):
+            return self.path
+
+    path = _save(_raw(), tmp_path / "a_raw.fif")
+    assert read_eeg(P(path)).ch_names == ["Fz", "Cz", "Pz", "Oz"]
+    # An Epochs file: our error, without MNE's naming warning before it.
+    epochs = mne.make_fixed_length_epochs(_raw(), 1.0, verbose="error")
+    epochs.save(tmp_path / "e-epo.fif", verbose="error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"holds MNE Epochs, not a continuous recording"):
+            read_eeg(tmp_path / "e-epo.fif")
+    # A BrainVision header whose data file is empty: no samples.
+    header = (
+        "Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\n"
+        "Codepage=UTF-8\nDataFile=x.eeg\nDataFormat=BINARY\nDataOrientation=MULTIPLEXED\n"
+        "NumberOfChannels=2\nSamplingInterval=4000\n[Binary Infos]\nBinaryFormat=IEEE_FLOAT_32\n"
+        "[Channel Infos]\nCh1=Fz,,0.1,µV\nCh2=Cz,,0.1,µV\n"
+    )
+    (tmp_path / "x.vhdr").write_text(header, encoding="utf-8")
+    (tmp_path / "x.eeg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"x.vhdr' holds no samples"):
+        read_eeg(tmp_path / "x.vhdr", preload=False)
+
+
+def test_recording_refuses_repeated_channel_names():
+    with pytest.raises(ValueError, match=r"ch_names must be distinct .* \['Fz'\] repeat"):
+        Recording(np.zeros((3, 10)), 100.0, ("Fz", "Cz", "Fz"), "eeg")
