@@ -138,8 +138,7 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
     header = dict(
         format_version=FORMAT_VERSION,
         sepkit_version=__version__,
-        # Paths (checkpoint_dir) as strings: JSON has no path type.
-        params={k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in params.items()},
+        params={k: _plain(k, v) for k, v in params.items()},
         **meta,
         **estimator_meta,
     )
@@ -157,6 +156,29 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
         writer = _safetensors_numpy if numpy_state else _safetensors_torch
         writer.save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
     return path
+
+
+def _plain(name: str, value):
+    """``value`` as JSON holds it: paths (checkpoint_dir) as strings, numpy numbers as Python's.
+
+    A setting from ``np.arange`` or a ParameterGrid is a numpy scalar, which
+    fit takes and JSON does not.
+    """
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(f"{name}[{k!r}]", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"Cannot save the separator: its setting {name}={value!r} ({type(value).__name__}) "
+        "has no file form. Pass numbers, strings, lists or dicts of them, e.g. "
+        f"set_params({name.split('[')[0]}=...)."
+    )
 
 
 def read_separator(path) -> tuple[dict, dict]:

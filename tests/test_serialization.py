@@ -443,3 +443,24 @@ def test_a_bad_setting_in_a_format1_file_is_the_estimators_error(tmp_path):
         _resaved(tmp_path), path, lambda m: m["params"].update(prior="gaus"), digest=False
     )
     _refused(path, "is corrupt or changed")
+
+
+def test_numpy_number_settings_save_as_python_numbers(tmp_path):
+    # Audit: settings from np.arange / ParameterGrid (numpy scalars) fitted, then save
+    # failed with "Object of type int64 is not JSON serializable".
+    from sepkit import IVAESeparator
+    from sepkit.datasets import make_nonlinear_ica
+
+    X, _, u = make_nonlinear_ica(3, 10, 200, n_layers=1, random_state=0)
+    sep = IVAESeparator(
+        n_sources=np.int64(3), mixing="linear", random_state=np.int64(0),
+        window_overlap=np.float32(0.0),
+    ).fit(X, u)  # fmt: skip
+    path = sep.save(tmp_path / "m.safetensors")
+    back = IVAESeparator.load(path)
+    assert back.get_params()["n_sources"] == 3 and type(back.get_params()["n_sources"]) is int
+    np.testing.assert_array_equal(back.transform(X, u), sep.transform(X, u))
+    sep.set_params(fit_params={"weird": object()})
+    with pytest.raises(ValueError, match=r"setting fit_params\['weird'\]=<object .* has no file"):
+        sep.save(tmp_path / "n.safetensors")
+    assert not (tmp_path / "n.safetensors").exists()
