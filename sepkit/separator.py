@@ -872,8 +872,6 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
                 "checkpoint_dir=None. Pass IVAESeparator(..., checkpoint_dir=DIR)."
             )
         data, sample_rate, kind, rec = self._unpack(X, picks)
-        # Indices chosen on an earlier fit name other sources now.
-        self.exclude = []
         choice = self._choose_family(X, kind, rec, u, init)
         if init is not None and not hasattr(init, "fitted_"):  # a pretrained model's name
             init = type(self).from_pretrained(init, device="cpu")
@@ -894,7 +892,12 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             callback=None if callback is None else self._step_callback(callback, inp),
         )
         check_finite_fit(fitted.state()[0])
+        # Set once the fit succeeded, so that a failed refit leaves the earlier fit whole.
         self._set_fitted(fitted, inp.ch_names, inp.sample_rate)
+        self.exclude = []  # indices chosen on an earlier fit name other sources now
+        self.annotation_u_, self.event_u_ = inp.u_from == "annotations", inp.u_from == "events"
+        if init is None:  # fitted from scratch: no longer the pretrained model it was
+            self.__dict__.pop("pretrained_", None)
         self.n_samples_, self.reject_ = inp.n_fitted, rejection.reject
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
         self.info_ = picked_info(rec) if kind == "raw" else None
@@ -1069,16 +1072,13 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         """The one normalised :class:`FitInput` every family fits on."""
         names = tuple(rec.ch_names) if rec is not None else None
         inp = FitInput(data, sample_rate, names, choice.is_eeg, u, decim=rejection.decim)
-        self.annotation_u_ = self.event_u_ = False
         if kind == "raw":
             _warn_filtering(X, choice.mixing, self.highpass)
             check_flat_eeg(rec)
             inp.u, good, from_annotations = resolve_raw_u(X, u, rejection.by_annotation)
             good = rejection.apply(X, data, rec, good)
             inp.good = None if good.all() else good
-            inp.highpassed = is_highpassed(X)
-            self.annotation_u_ = from_annotations == "annotations"
-            self.event_u_ = from_annotations == "events"
+            inp.highpassed, inp.u_from = is_highpassed(X), from_annotations
         elif isinstance(u, str):
             raise ValueError(
                 f"u={u!r} reads the annotations of an MNE Raw, but X is a "

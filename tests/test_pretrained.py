@@ -66,6 +66,16 @@ def test_list_info_and_round_trip(registry, fitted):
     np.testing.assert_array_equal(again.transform(rec).data, fitted.transform(rec).data)
 
 
+def test_fit_from_scratch_is_no_longer_the_pretrained_model(registry):
+    # Audit: pretrained_ still named the shipped model after fit had replaced its weights.
+    sep = IVAESeparator.from_pretrained(NAME, device="cpu").set_params(n_steps=2)
+    sep.fit(_recording(seed=2))
+    assert not hasattr(sep, "pretrained_")
+    tuned = IVAESeparator.from_pretrained(NAME, device="cpu").set_params(n_steps=2)
+    tuned.fit(_recording(seed=2), init=NAME)
+    assert tuned.pretrained_["name"] == NAME
+
+
 def test_unknown_name_lists_valid_ones(registry):
     with pytest.raises(
         ValueError, match=rf"Unknown pretrained model 'nope'. Valid names are: {NAME}"

@@ -1615,3 +1615,18 @@ def test_epochs_and_evoked_at_another_rate_are_refused(linear, sim):
             call()
     with pytest.raises(ValueError, match=r"Pass resample=True to transform, or resample it"):
         linear.get_sources(raw.copy().resample(raw.info["sfreq"] / 2, verbose="error"))
+
+
+def test_failed_refit_leaves_the_earlier_fit_whole(sim):
+    # Audit: a refit that failed on its input had emptied exclude and the u flags,
+    # so apply removed nothing from the model that stayed.
+    raw, _ = sim
+    sep = IVAESeparator(N_SOURCES, mixing="linear", window=1.0).fit(raw)
+    sep.exclude = [0]
+    cleaned = sep.apply(raw).get_data()
+    too_many = len(raw.ch_names) + 1
+    with pytest.raises(ValueError, match=r"n_sources"):
+        sep.set_params(n_sources=too_many).fit(raw)
+    assert sep.exclude == [0] and sep.n_sources_ == N_SOURCES
+    sep.set_params(n_sources=N_SOURCES)
+    np.testing.assert_array_equal(sep.apply(raw).get_data(), cleaned)

@@ -92,6 +92,9 @@ class FitInput:
         Fit the model on every ``decim``-th sample of ``good`` (its statistics
         of the channels, e.g. the whitening, may use them all); see
         :meth:`fitted_samples`.
+    u_from : {None, "annotations", "events"}
+        Where an MNE Raw's u was read from (None: given as labels, or the
+        default windows).
     """
 
     data: np.ndarray
@@ -102,6 +105,7 @@ class FitInput:
     good: np.ndarray | None = None
     highpassed: bool = False
     decim: int = 1
+    u_from: str | None = None
 
     def fitted_samples(self) -> np.ndarray | None:
         """The samples the model is fitted on: ``good`` thinned to every ``decim``-th.
