@@ -433,6 +433,32 @@ def read_eeg(
             f"EEG file '{path}' is empty (0 bytes). It was probably not written completely; "
             "re-export or re-copy it."
         )
+    raw = _read_raw_file(reader, path, ext, preload)
+    if raw.n_times == 0:
+        raise ValueError(
+            f"'{path}' holds no samples (a header without data). It was probably not written "
+            "completely; re-export or re-copy it."
+        )
+    types = raw.get_channel_types()
+    if "eeg" not in types and picks == "eeg":
+        idx = np.array([], dtype=int)
+    else:
+        idx = _eeg_picks(raw, picks, exclude_bads=False)
+    if not any(types[i] == "eeg" for i in idx):
+        raise ValueError(
+            f"No EEG channels in {path.name} after picks={picks!r}; its channel types are "
+            f"{sorted(set(types))}. Pass picks naming EEG channels, or read it with "
+            "mne.io.read_raw and set types with raw.set_channel_types({'name': 'eeg'})."
+        )
+    if len(idx) < len(raw.ch_names):
+        raw.pick([raw.ch_names[i] for i in idx])
+    if montage is not None:
+        raw = apply_montage(raw, montage, on_missing=on_missing)
+    return raw
+
+
+def _read_raw_file(reader, path: Path, ext: str, preload: bool):
+    """``reader(path)``, its failures turned into errors that name the file and the fix."""
     try:
         # Only MNE warnings (not info chatter) reach the user, and only once the file
         # is read: on an Epochs file MNE's naming warning would come before our error.
@@ -469,26 +495,6 @@ def read_eeg(
             f"Could not read '{path}' as {ext} EEG: {type(err).__name__}: {err}. Check that "
             "the file is complete and of the format its name says."
         ) from err
-    if raw.n_times == 0:
-        raise ValueError(
-            f"'{path}' holds no samples (a header without data). It was probably not written "
-            "completely; re-export or re-copy it."
-        )
-    types = raw.get_channel_types()
-    if "eeg" not in types and picks == "eeg":
-        idx = np.array([], dtype=int)
-    else:
-        idx = _eeg_picks(raw, picks, exclude_bads=False)
-    if not any(types[i] == "eeg" for i in idx):
-        raise ValueError(
-            f"No EEG channels in {path.name} after picks={picks!r}; its channel types are "
-            f"{sorted(set(types))}. Pass picks naming EEG channels, or read it with "
-            "mne.io.read_raw and set types with raw.set_channel_types({'name': 'eeg'})."
-        )
-    if len(idx) < len(raw.ch_names):
-        raw.pick([raw.ch_names[i] for i in idx])
-    if montage is not None:
-        raw = apply_montage(raw, montage, on_missing=on_missing)
     return raw
 
 
