@@ -92,6 +92,11 @@ def check_data_2d(X, name: str = "X") -> np.ndarray:
         )
     if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}.")
+    if X.shape[0] == 0:
+        raise ValueError(
+            f"{name} has no channels (shape {X.shape}); pass shape (n_channels, n_times) with "
+            "at least one channel."
+        )
     finite = np.isfinite(X)
     if not finite.all():
         bad_rows = np.flatnonzero(~finite.all(axis=1))

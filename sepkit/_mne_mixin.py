@@ -869,7 +869,8 @@ class MNEMixin:
         info = self._fitted_info(
             info,
             f"{what} needs channel positions, but the separator was not fitted "
-            "on an MNE Raw (or was loaded from a file). Pass info=raw.info of a Raw "
+            "on an MNE Raw (or was loaded from a file saved without its info). Pass "
+            "info=raw.info of a Raw "
             "with the fitted channels and a montage.",
             by_position=True,
         )
@@ -1143,7 +1144,7 @@ class MNEMixin:
             exclude=self._excluded(None),
             fit_params=fit_params,
             n_iter=history.get("n_iter"),
-            # Fitted attributes of fit (a model loaded from a file has neither).
+            # Fitted attributes of fit (a file saved before 2026-12-07 keeps neither).
             n_samples=getattr(self, "n_samples_", None),
             reject=getattr(self, "reject_", None),
         )
@@ -1179,8 +1180,8 @@ class MNEMixin:
         info = self._fitted_info(
             info,
             "to_mne_ica needs the channels' mne.Info, but the separator was not fitted "
-            "on an MNE Raw (or was loaded from a file). Pass info=raw (or raw.info) of "
-            "a Raw with the fitted channels.",
+            "on an MNE Raw (or was loaded from a file saved without its info). Pass "
+            "info=raw (or raw.info) of a Raw with the fitted channels.",
         )
         idx = [info["ch_names"].index(n) for n in self._fitted_names_or_default()]
         return mne.pick_info(info, idx, verbose="error")

@@ -47,6 +47,8 @@ from .io.raw import (
     check_flat_eeg,
     check_ptp_thresholds,
     epochs_as_raw,
+    info_from_dict,
+    info_to_dict,
     is_epochs_or_evoked,
     picked_info,
     ptp_reject_mask,
@@ -56,7 +58,7 @@ from .io.raw import (
     sources_to_raw,
     span_mask,
 )
-from .io.recording import Recording
+from .io.recording import Recording, recording_channels
 from .methods import load_family, resolve_domain
 from .methods._time import LINEAR_MIXINGS, LINEAR_PRIORS
 from .methods.base import FitInput
@@ -739,6 +741,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         channels of fit by name.
         """
         if isinstance(X, Recording):
+            X = recording_channels(X, picks, fitted_names)
             return check_data_2d(X.data, "Recording data"), X.sample_rate, "recording", X
         if _is_mne_raw(X):
             return raw_to_data(X, picks, fitted_names)
@@ -866,17 +869,14 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         device = self._validate_params()
         check_option("reject_by_annotation", rejection.by_annotation, (True, False))
         check_option("resume", resume, (True, False))
-        if resume and self.checkpoint_dir is None:
-            raise ValueError(
-                "resume=True needs the checkpoint_dir of the fit to resume; the separator has "
-                "checkpoint_dir=None. Pass IVAESeparator(..., checkpoint_dir=DIR)."
-            )
         data, sample_rate, kind, rec = self._unpack(X, picks)
+        _check_u_column(u, data.shape[1])
         choice = self._choose_family(X, kind, rec, u, init)
         if init is not None and not hasattr(init, "fitted_"):  # a pretrained model's name
             init = type(self).from_pretrained(init, device="cpu")
         inp = self._fit_input(X, data, sample_rate, kind, rec, u, rejection, choice)
         _check_decim_family(inp.decim, choice.module)
+        _check_fit_hooks(choice.module, self, resume, callback)
         # Every family's input is checked the same way, before any family sees it
         # (a silent recording has no phase score; the choice then means nothing).
         check_fit_data(inp.data, inp.ch_names, inp.good)
@@ -969,7 +969,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         domain, phase = resolve_domain(self.domain, kind, rec, init, count)
         _check_count_domain(self.n_sources, domain)
         if domain == "tf":
-            self._check_tf_options()
+            _check_tf_options(self)
             auto_model = _auto_source_model(self, rec)
             if auto_model is not None:
                 return _Choice(
@@ -1045,28 +1045,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
                 f"source_model separates audio, but X is {what}. Pass a Recording of kind "
                 "'audio' (e.g. sepkit.read_audio(path)), or source_model=None."
             )
-        self._check_tf_options()
-
-    def _check_tf_options(self):
-        if self.prior in LINEAR_PRIORS:
-            raise ValueError(
-                f"prior={self.prior!r} is a prior of the linear time-domain models, but domain "
-                "resolved to 'tf' (convolutive separation). Pass domain='time' and "
-                "mixing='linear', or another prior."
-            )
-        if self.mixing in LINEAR_MIXINGS:
-            raise ValueError(
-                f"mixing={self.mixing!r} is an instantaneous model of the time domain, "
-                "but domain resolved to 'tf' (convolutive separation). Pass "
-                "domain='time', or mixing='auto'."
-            )
-        band = band_text(self.highpass, self.lowpass)
-        if band:
-            raise ValueError(
-                f"{band} filters the time-domain fit, but domain resolved to 'tf' "
-                "(convolutive separation, which works per frequency). Pass "
-                "highpass=None and lowpass=None, or domain='time'."
-            )
+        _check_tf_options(self)
 
     def _fit_input(self, X, data, sample_rate, kind, rec, u, rejection, choice):
         """The one normalised :class:`FitInput` every family fits on."""
@@ -1126,7 +1105,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
                 "choose another family, or leave them at their defaults"
                 f"{_own_settings_hint(choice.module, ignored)}.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,  # the caller of fit (fit > _fit > _family_options > here)
             )
 
     def _set_fitted(self, fitted, ch_names, sample_rate) -> None:
@@ -1232,7 +1211,8 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             return segment_transform(self, X, u, picks, resample)
         X = self._match_sample_rate(X, resample)
         is_raw = _is_mne_raw(X)
-        data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if is_raw else None)
+        named = is_raw or isinstance(X, Recording)
+        data, _, kind, rec = self._unpack(X, picks, self.ch_names_ if named else None)
         if is_raw:
             u = self._raw_u(X, u)
         if data.shape[0] != self.n_channels_:
@@ -1365,6 +1345,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             event_u_=bool(getattr(self, "event_u_", False)),
             annotation_u_=bool(getattr(self, "annotation_u_", False)),
             exclude=self._check_exclude(getattr(self, "exclude", []), "sep.exclude"),
+            **_fit_record(self),
         )
         return write_separator(path, self.get_params(), self.fitted_, own)
 
@@ -1413,6 +1394,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         sep.event_u_ = meta.get("event_u_", False)
         sep.annotation_u_ = meta.get("annotation_u_", False)
         sep.exclude = list(meta.get("exclude", []))  # files from before the attribute
+        _restore_fit_record(sep, meta)
         return sep
 
 
@@ -1588,6 +1570,91 @@ def _check_decim_family(decim: int, module) -> None:
             f"samples; the {module.NAME!r} family chosen here models the signal over time "
             "(windows or STFT frames), not sample by sample, and does not take it. Pass "
             "decim=None (or mixing='linear' where the mixing is instantaneous, as in EEG)."
+        )
+
+
+def _check_tf_options(sep) -> None:
+    """Refuse the time-domain settings of ``sep`` when the domain resolved to 'tf'."""
+    if sep.prior in LINEAR_PRIORS:
+        raise ValueError(
+            f"prior={sep.prior!r} is a prior of the linear time-domain models, but domain "
+            "resolved to 'tf' (convolutive separation). Pass domain='time' and "
+            "mixing='linear', or another prior."
+        )
+    if sep.mixing != "auto":  # every other mixing is a model of the time domain
+        raise ValueError(
+            f"mixing={sep.mixing!r} is an instantaneous model of the time domain, "
+            "but domain resolved to 'tf' (convolutive separation). Pass "
+            "domain='time', or mixing='auto'."
+        )
+    band = band_text(sep.highpass, sep.lowpass)
+    if band:
+        raise ValueError(
+            f"{band} filters the time-domain fit, but domain resolved to 'tf' "
+            "(convolutive separation, which works per frequency). Pass "
+            "highpass=None and lowpass=None, or domain='time'."
+        )
+
+
+# What fit recorded beside the model, kept in the file as MNE's -ica.fif keeps it
+# (read_ica restores info, n_samples_ and reject_), so that to_mne_ica, the
+# topographies and ICLabel work on a loaded separator as on the fitted one.
+_RECORD = ("n_samples_", "reject_", "mixing_phase_")
+
+
+def _fit_record(sep) -> dict:
+    """``n_samples_``, ``reject_``, ``mixing_phase_`` and ``info_`` (as JSON) of a fit."""
+    info = getattr(sep, "info_", None)
+    record = {name: getattr(sep, name, None) for name in _RECORD}
+    return dict(record, info_=None if info is None else info_to_dict(info))
+
+
+def _restore_fit_record(sep, meta: dict) -> None:
+    """Set on a loaded ``sep`` what :func:`_fit_record` wrote (files before it: nothing)."""
+    for name in _RECORD:
+        if meta.get(name) is not None:
+            setattr(sep, name, meta[name])
+    if meta.get("info_") is not None:
+        sep.info_ = info_from_dict(meta["info_"])
+
+
+def _check_u_column(u, n_times: int) -> None:
+    """Refuse u of shape (n_times, 1): a column of labels, not one continuous variable."""
+    shape = np.shape(u) if u is not None and not isinstance(u, str) else ()
+    if len(shape) == 2 and shape[1] == 1 and shape[0] == n_times and n_times > 1:
+        raise ValueError(
+            f"u has shape {shape}, a column. Pass u.ravel() for one label per sample (shape "
+            "(n_times,)), or u.T for one continuous variable (shape (n_u, n_times))."
+        )
+
+
+def _check_fit_hooks(module, sep, resume: bool, callback) -> None:
+    """Refuse or report what fit was given that the family does not use (its ``HOOKS``)."""
+    hooks, device = getattr(module, "HOOKS", frozenset()), sep.device
+    if resume and "resume" not in hooks:
+        raise ValueError(
+            f"resume=True continues a network fit from its checkpoint, but the {module.NAME!r} "
+            "family chosen here keeps no checkpoints. Pass resume=False."
+        )
+    if resume and sep.checkpoint_dir is None:
+        raise ValueError(
+            "resume=True needs the checkpoint_dir of the fit to resume; the separator has "
+            "checkpoint_dir=None. Pass IVAESeparator(..., checkpoint_dir=DIR)."
+        )
+    if callback is not None and "callback" not in hooks:
+        warnings.warn(
+            f"callback is not called by the {module.NAME!r} family chosen here: it takes no "
+            "training steps to report (the network and flow families call it). Pass "
+            "callback=None to silence this.",
+            UserWarning,
+            stacklevel=4,
+        )
+    if "cuda" in str(device) and "device" not in hooks:
+        warnings.warn(
+            f"device={str(device)!r} is not used by the {module.NAME!r} model family: it fits "
+            "and separates on the CPU. Pass device='auto' (or 'cpu') to silence this.",
+            UserWarning,
+            stacklevel=4,
         )
 
 

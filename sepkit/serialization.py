@@ -6,7 +6,9 @@ family's tensors, and JSON metadata under the key ``"sepkit"`` holding
 - ``format_version`` (this module's ``FORMAT_VERSION``) and ``sepkit_version``;
 - ``params``: the estimator's constructor arguments;
 - the estimator's own fitted attributes (``n_sources_``, ``n_channels_``,
-  ``sample_rate_``, ``ch_names_``, ``exclude``, how u was read);
+  ``sample_rate_``, ``ch_names_``, ``exclude``, how u was read; since
+  2026-12-07 also ``n_samples_``, ``reject_``, ``mixing_phase_`` and the fitted
+  channels' ``info_`` as JSON, as MNE's ``-ica.fif`` keeps them);
 - the family's state (:meth:`sepkit.methods.base.Fitted.state`), which also
   says which family wrote it (``domain_``, ``mixing_``);
 - ``sha256`` (format 2): the digest of everything above and of the tensors
@@ -34,7 +36,7 @@ import numpy as np
 from safetensors import safe_open
 
 from ._atomic import atomic_write
-from ._check import POSTERIORS, PRIORS, nonfinite_count
+from ._check import POSTERIORS, PRIORS, check_device, nonfinite_count
 from ._lazy import LazyModule, torch
 from ._version import __version__
 from .methods import FAMILIES, _time, load_family
@@ -68,7 +70,7 @@ def check_model_path(path, what: str = "path") -> Path:
 
     ``what`` names the argument in the message (``"-o"`` for the command line).
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # as MNE and the streaming writers take "~/x"
     if path.suffix != MODEL_SUFFIX:
         # MNE's ICA file: a linear separator exports to one (to_mne_ica), but saves as its own.
         ica = (
@@ -193,7 +195,7 @@ def read_separator(path) -> tuple[dict, dict]:
         stored digest ("corrupt or changed"); non-finite weights; a missing,
         mistyped or out-of-range metadata value.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"No saved separator at {path}.")
     try:
@@ -234,6 +236,8 @@ def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=N
     a ValueError that names ``path`` where given.
     """
     family = load_family(_family_name(meta))
+    if device is not None and "device" in getattr(family, "HOOKS", ()):
+        check_device(device)  # a device this machine lacks is the caller's error, not the file's
     try:
         return family.from_state(tensors, meta, params, device)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
@@ -356,6 +360,41 @@ def _check_estimator_meta(meta: dict, n_channels: int, check_params: bool = True
     # n_sources_ (the count fitted; files from before it hold an integer n_sources).
     n_sources = _int(meta, "n_sources_", 1) if "n_sources_" in meta else params.get("n_sources")
     _check_exclude(meta.get("exclude", []), n_sources)
+    _check_fit_record(meta, names)
+
+
+def _check_fit_record(meta: dict, names) -> None:
+    """``n_samples_``, ``reject_``, ``mixing_phase_`` and ``info_``: each optional (null)."""
+    count = meta.get("n_samples_")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, Integral)):
+        raise _Invalid(f"'n_samples_' must be null or an integer, got {_short(count)}")
+    phase = meta.get("mixing_phase_")
+    if phase is not None and not _finite_number(phase):
+        raise _Invalid(f"'mixing_phase_' must be null or a finite number, got {_short(phase)}")
+    reject = meta.get("reject_")
+    if reject is not None and not (
+        isinstance(reject, dict) and all(_finite_number(v) for v in reject.values())
+    ):
+        raise _Invalid(f"'reject_' must be null or an object of numbers, got {_short(reject)}")
+    info = meta.get("info_")
+    keys = {"sfreq", "ch_names", "ch_types", "highpass", "lowpass", "montage"}
+    if info is not None and not (
+        isinstance(info, dict)
+        and set(info) == keys
+        and info["ch_names"] == names
+        and isinstance(info["ch_types"], list)
+        and len(info["ch_types"]) == len(info["ch_names"])
+        and all(_finite_number(info[k]) for k in ("sfreq", "highpass", "lowpass"))
+        and (info["montage"] is None or isinstance(info["montage"], dict))
+    ):
+        raise _Invalid(
+            f"'info_' must be null or an object with keys {sorted(keys)} for the channels "
+            f"'ch_names_', got {_short(info)}"
+        )
+
+
+def _finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
 
 
 def _check_exclude(exclude, n_sources) -> None:

@@ -407,17 +407,23 @@ class UCodec:
         codes = np.clip(codes, 0, len(self.classes) - 1)
         unseen = self.classes[codes] != u
         if unseen.any():
-            shown = [str(c) for c in self.classes[:10]]
+            shown = self.classes[:10].tolist()  # with their types: 0 and '0' differ
+            new = np.unique(u[unseen]).tolist()
             hint = ""
+            if {str(c) for c in new} <= {str(c) for c in self.classes.tolist()}:
+                hint = (
+                    " They are fit's labels as another type (e.g. text for numbers); pass u "
+                    "of the type fit had."
+                )
             if UNLABELLED in set(map(str, u[unseen])):
                 # u="annotations"/"events" name the samples outside every
                 # label seen in fit UNLABELLED; say what that means.
-                hint = (
+                hint += (
                     f" {UNLABELLED!r} marks samples that no annotation or event seen in "
                     "fit covers (new or missing descriptions, or gaps between them)."
                 )
             raise ValueError(
-                f"u holds labels not seen in fit: {np.unique(u[unseen])[:10].tolist()}. "
+                f"u holds labels not seen in fit: {new[:10]}. "
                 f"Allowed labels are those of fit ({len(self.classes)} values: {shown})."
                 f"{hint} Label every sample with one of them, or refit on this u."
             )

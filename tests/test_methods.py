@@ -28,3 +28,13 @@ def test_resolve_domain_without_measuring():
     assert resolve_domain("tf", "recording", eeg) == ("tf", None)
     with pytest.raises(ValueError, match=r"init= fine-tunes a time-domain model, but domain='tf'"):
         resolve_domain("tf", "recording", eeg, init=object())
+
+
+def test_every_family_says_which_fit_keywords_it_honours():
+    from sepkit.methods import FAMILIES, load_family
+
+    hooks = {name: load_family(name).HOOKS for name in FAMILIES}
+    assert all(h <= {"device", "resume", "callback"} for h in hooks.values())
+    # The torch families train in steps on a device; the others run on the CPU at once.
+    assert hooks["network"] == hooks["flow"] == {"device", "resume", "callback"}
+    assert not hooks["linear"] and not hooks["tf"] and not hooks["tf_pretrained"]

@@ -135,6 +135,28 @@ def test_to_mne_ica_carries_the_fitted_samples_and_reject(raw, sep, tmp_path):
     assert back.n_samples_ == thinned.n_samples_ and back.reject_ == reject
 
 
+def test_a_loaded_separator_keeps_what_read_ica_keeps(raw, tmp_path):
+    # Audit: after save / load, info_, n_samples_ and reject_ were gone, so to_mne_ica
+    # and the topographies needed info= (MNE's read_ica restores them).
+    reject = dict(eeg=float(np.ptp(raw.get_data(), axis=1).max()) / 2)
+    fitted = IVAESeparator(N_SOURCES, mixing="linear", random_state=0).fit(raw, reject=reject)
+    back = IVAESeparator.load(fitted.save(tmp_path / "m.safetensors"))
+    assert back.n_samples_ == fitted.n_samples_ and back.reject_ == reject
+    ica, want = back.to_mne_ica(), fitted.to_mne_ica()
+    assert ica.n_samples_ == want.n_samples_ and ica.info["sfreq"] == want.info["sfreq"]
+    assert ica.info["highpass"] == want.info["highpass"]
+    locs = [ch["loc"][:3] for ch in ica.info["chs"]]
+    np.testing.assert_allclose(locs, [ch["loc"][:3] for ch in want.info["chs"]], atol=1e-9)
+    _close(ica.get_components(), want.get_components())
+    # An edited info_ is caught (its digest) and a malformed one named.
+    from sepkit.serialization import _check_fit_record, _Invalid
+
+    with pytest.raises(_Invalid, match=r"'info_' must be null or an object with keys"):
+        _check_fit_record({"info_": {"sfreq": 128.0}}, list(fitted.ch_names_))
+    with pytest.raises(_Invalid, match=r"'n_samples_' must be null or an integer"):
+        _check_fit_record({"n_samples_": "many"}, None)
+
+
 def test_mne_tools_work_on_the_exported_ica(raw, sep):
     ica = sep.to_mne_ica()
     figs = ica.plot_components(show=False)

@@ -160,3 +160,48 @@ def test_network_settings_through_fit_params(data, tmp_path):
         IVAESeparator(3, **base, fit_params={"n_hidden": 0}).fit(X, u)
     with pytest.raises(ValueError, match="the 'linear' family takes no fit_params"):
         IVAESeparator(3, fit_params={"n_hidden": 8}).fit(_eeg())
+
+
+def test_eeg_recording_channels_are_matched_by_name():
+    # Audit: an EEG Recording was taken by position, so the same channels in another
+    # order gave other sources, and channels of other names were separated.
+    from sepkit.datasets import make_nonlinear_ica
+
+    X, _, u = make_nonlinear_ica(3, 10, 200, n_layers=1, random_state=0)
+    X = X.astype(np.float32)
+    rec = Recording(X, 100.0, ("Fz", "Cz", "Pz"), "eeg")
+    sep = IVAESeparator(3, mixing="linear").fit(rec, u)
+    reordered = Recording(X[::-1].copy(), 100.0, ("Pz", "Cz", "Fz"), "eeg")
+    np.testing.assert_array_equal(sep.transform(reordered, u).data, sep.transform(rec, u).data)
+    with pytest.raises(ValueError, match=r"fitted on channel\(s\) \['Fz', 'Cz', 'Pz'\] that the "
+                       r"Recording lacks; its channels are \['O1', 'O2', 'Oz'\]"):  # fmt: skip
+        sep.transform(Recording(X, 100.0, ("O1", "O2", "Oz"), "eeg"), u)
+    # picks name a Recording's channels (it has no types).
+    assert IVAESeparator(2, mixing="linear").fit(rec, u, picks=["Fz", "Pz"]).ch_names_ == (
+        "Fz",
+        "Pz",
+    )
+    with pytest.raises(ValueError, match=r"'picks' names channel\(s\) \['zz'\] that the Recording"):
+        sep.fit(rec, u, picks=["Fz", "zz"])
+    # Audio channels, and names a Recording made up, go by position.
+    audio = Recording(X, 100.0, ("a", "b", "c"), "audio")
+    fitted = IVAESeparator(3, mixing="linear", domain="time").fit(audio, u)
+    assert fitted.transform(Recording(X, 100.0, ("x", "y", "z"), "audio"), u).n_channels == 3
+    assert sep.transform(Recording(X, 100.0, kind="eeg"), u).n_channels == 3
+
+
+def test_u_column_is_refused_with_the_fix():
+    X, _, u = make_nonlinear_ica(2, 5, 100, n_layers=1, random_state=0)
+    with pytest.raises(ValueError, match=r"u has shape \(500, 1\), a column\. Pass u\.ravel\(\)"):
+        IVAESeparator(2).fit(X, u[:, None])
+
+
+def test_window_with_u_given_is_reported():
+    # Audit: window_samples with u given changed nothing, without a word.
+    X, _, u = make_nonlinear_ica(2, 5, 100, n_layers=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"window_samples=50: the windows cut the default u .* "
+                      r"but u was given, so they are not used"):  # fmt: skip
+        IVAESeparator(2, mixing="linear", window_samples=50).fit(X, u)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        IVAESeparator(2, mixing="linear", window_samples=50).fit(X)

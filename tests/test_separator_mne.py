@@ -1175,6 +1175,8 @@ def test_plots_return_figures(fitted, sim, tmp_path):
     with pytest.raises(ValueError, match=r"Invalid value for the 'show' parameter"):
         fitted.plot_components(show="yes")
     loaded = IVAESeparator.load(fitted.save(tmp_path / "sep.safetensors"), device="cpu")
+    assert len(loaded.plot_components().axes) == N_SOURCES  # the file keeps the positions
+    del loaded.info_  # as for a fit on an array, or a file from before info_
     with pytest.raises(ValueError, match="plot_components needs channel positions"):
         loaded.plot_components()
     assert len(loaded.plot_components(info=raw).axes) == N_SOURCES

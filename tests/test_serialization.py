@@ -464,3 +464,28 @@ def test_numpy_number_settings_save_as_python_numbers(tmp_path):
     with pytest.raises(ValueError, match=r"setting fit_params\['weird'\]=<object .* has no file"):
         sep.save(tmp_path / "n.safetensors")
     assert not (tmp_path / "n.safetensors").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_at_load_is_not_blamed_on_the_file(tmp_path):
+    # Audit: load(..., device="cuda") without CUDA said the file was corrupt or edited.
+    from sepkit.datasets import make_nonlinear_ica
+
+    X, _, u = make_nonlinear_ica(2, 5, 100, n_layers=1, random_state=0)
+    sep = IVAESeparator(2, mixing="nonlinear", n_hidden=8, n_steps=2, device="cpu").fit(X, u)
+    path = sep.save(tmp_path / "net.safetensors")
+    with pytest.raises(RuntimeError, match=r"CUDA is not available") as err:
+        IVAESeparator.load(path, device="cuda")
+    assert "corrupt" not in str(err.value)
+
+
+def test_save_expands_the_home_folder_and_zero_channels_are_refused(tmp_path, monkeypatch):
+    from sepkit.datasets import make_nonlinear_ica
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    X, _, u = make_nonlinear_ica(2, 5, 100, n_layers=1, random_state=0)
+    sep = IVAESeparator(2, mixing="linear").fit(X, u)
+    assert sep.save("~/m.safetensors") == tmp_path / "m.safetensors"
+    assert IVAESeparator.load("~/m.safetensors").n_sources_ == 2
+    with pytest.raises(ValueError, match=r"X has no channels \(shape \(0, 10\)\)"):
+        IVAESeparator(2).fit(np.zeros((0, 10)))

@@ -259,3 +259,25 @@ def test_auto_domain_takes_time_below_one_stft_frame_and_settings_warn_in_option
         r"\(domain='tf'\); they are ignored\. Pass 'domain' or 'mixing' to choose",
     ):
         IVAESeparator(2, domain="tf", window=0.5, random_state=0).fit(rec)
+
+
+def test_time_domain_mixings_and_fit_options_the_tf_family_cannot_use(fitted):
+    # Audit: mixing='flow' / 'nonlinear' on a room fitted the tf family without a word;
+    # device='cuda', callback and resume=True were dropped silently.
+    _, rec, _ = fitted
+    for mixing in ("flow", "nonlinear"):
+        with pytest.raises(ValueError, match=rf"mixing='{mixing}' is an instantaneous model of "
+                           r"the time domain, but domain resolved to 'tf'"):  # fmt: skip
+            IVAESeparator(2, domain="tf", mixing=mixing).fit(rec)
+    with pytest.raises(ValueError, match=r"resume=True continues a network fit .* but the 'tf' "
+                       r"family chosen here keeps no checkpoints\. Pass resume=False\."):  # fmt: skip
+        IVAESeparator(2, domain="tf").fit(rec, resume=True)
+    with pytest.warns(UserWarning, match=r"device='cuda' is not used by the 'tf' model family"):
+        sep = IVAESeparator(2, domain="tf", device="cuda", random_state=0)
+        sep.fit(rec)
+    with pytest.warns(UserWarning, match=r"callback is not called by the 'tf' family") as record:
+        sep.fit(rec, callback=lambda step, s: None)
+    assert record[0].filename == __file__  # reported at the caller's line
+    with pytest.warns(UserWarning, match=r"window=0\.5: not used by the 'tf'") as record:
+        IVAESeparator(2, domain="tf", window=0.5, random_state=0).fit(rec)
+    assert record[0].filename == __file__

@@ -82,3 +82,15 @@ def test_window_shorter_than_one_sample_is_refused():
     with pytest.raises(ValueError, match=r"window=0.001 s is shorter than one sample at 250 Hz"):
         resolve_window_samples(0.001, None, 250.0, 5000, 3)
     assert resolve_window_samples(0.004, None, 250.0, 5000, 3) == 1
+
+
+def test_unseen_labels_show_their_types():
+    # Audit: labels of fit as ints and of transform as text printed as two equal lists.
+    from sepkit.windows import UCodec
+
+    codec = UCodec(10, 10)
+    codec.fit_codes(np.repeat(np.arange(3), 10), 30)
+    with pytest.raises(ValueError, match=r"not seen in fit: \['0', '1', '2'\]\. Allowed labels "
+                       r"are those of fit \(3 values: \[0, 1, 2\]\)\. They are fit's labels as "
+                       r"another type"):  # fmt: skip
+        codec.encode(np.repeat(np.array(["0", "1", "2"]), 10), 30)

@@ -520,7 +520,8 @@ def describe_model(sep) -> dict:
     ``sensor_nonlinearity_`` where the unwarping was fitted (why
     ``mixing="auto"`` kept or dropped it), else None; ``n_samples_fitted``
     (``n_samples_``: after BAD annotations, --reject / --flat and --decim;
-    None for a model loaded from a file) and ``reject``.
+    None for a model fitted on an array, or loaded from a file saved before it
+    was kept) and ``reject``.
     """
     values = getattr(sep, "sensor_nonlinearity_", None)
     n_samples = getattr(sep, "n_samples_", None)

@@ -204,6 +204,58 @@ def picked_info(container: RawInput):
     return mne.pick_info(raw.info, idx, verbose="error")
 
 
+def info_to_dict(info) -> dict:
+    """What a saved separator keeps of the fitted channels' ``mne.Info``, as JSON values.
+
+    The rate, the channels' names and types, the filter edges and the montage
+    (channel positions and fiducials, with their coordinate frame): what
+    ``to_mne_ica``, the topographies and ICLabel read. :func:`info_from_dict`
+    rebuilds an Info from it.
+    """
+    montage = info.get_montage()
+    positions = None
+    if montage is not None:
+        pos = montage.get_positions()
+
+        def point(value):
+            return None if value is None else [float(v) for v in value]
+
+        positions = {
+            "ch_pos": {
+                name: point(xyz) for name, xyz in pos["ch_pos"].items() if np.isfinite(xyz).all()
+            },
+            "coord_frame": str(pos["coord_frame"]),
+            **{key: point(pos[key]) for key in ("nasion", "lpa", "rpa")},
+        }
+    return {
+        "sfreq": float(info["sfreq"]),
+        "ch_names": list(info["ch_names"]),
+        "ch_types": list(info.get_channel_types()),
+        "highpass": float(info["highpass"]),
+        "lowpass": float(info["lowpass"]),
+        "montage": positions,
+    }
+
+
+def info_from_dict(values: dict):
+    """The ``mne.Info`` that :func:`info_to_dict` described."""
+    import mne
+
+    info = mne.create_info(values["ch_names"], values["sfreq"], values["ch_types"])
+    with info._unlock():
+        info["highpass"], info["lowpass"] = values["highpass"], values["lowpass"]
+    positions = values["montage"]
+    if positions is not None:
+        fiducials = {k: positions[k] for k in ("nasion", "lpa", "rpa") if positions[k] is not None}
+        montage = mne.channels.make_dig_montage(
+            ch_pos={name: np.asarray(xyz) for name, xyz in positions["ch_pos"].items()},
+            coord_frame=positions["coord_frame"],
+            **{k: np.asarray(v) for k, v in fiducials.items()},
+        )
+        info.set_montage(montage, on_missing="ignore", verbose="error")
+    return info
+
+
 def _like_raw(out, raw, *, mne_info, names, ch_types):
     import mne
 

@@ -111,6 +111,66 @@ class Recording:
         )
 
 
+def _default_names(names) -> bool:
+    """Whether ``names`` are the ones a Recording made up (ch0, ch1, ...): no real names."""
+    return tuple(names) == tuple(f"ch{i}" for i in range(len(names)))
+
+
+def recording_channels(rec: Recording, picks=None, fitted_names=None) -> Recording:
+    """``rec`` with the channels ``picks`` names, or (at inference) those of fit, by name.
+
+    Parameters
+    ----------
+    rec : Recording
+    picks : None, str or list of str
+        Channel names to take, in this order (a Recording has no channel
+        types, so only names).
+    fitted_names : tuple of str or None
+        The channels a separator was fitted on. An EEG Recording whose
+        (real) names differ from them is matched by name, as a Raw is: the
+        fitted channels are taken in the fitted order, and any it lacks is an
+        error. Audio channels, and names made up (ch0, ch1, ...), go by
+        position.
+
+    Returns
+    -------
+    rec : Recording
+    """
+    names = list(rec.ch_names)
+    if picks is not None:
+        wanted = [picks] if isinstance(picks, str) else list(picks)
+        _check_present(rec, wanted, "'picks' names", "Pass names of its channels")
+        rec = rec.replace(data=rec.data[[names.index(n) for n in wanted]], ch_names=wanted)
+        names = wanted
+    by_name = (
+        fitted_names is not None
+        and rec.kind == "eeg"
+        and tuple(names) != tuple(fitted_names)
+        and not _default_names(names)
+        and not _default_names(fitted_names)
+    )
+    if not by_name:
+        return rec
+    _check_present(
+        rec,
+        fitted_names,
+        "The separator was fitted on",
+        "Pass a Recording with the fitted channels (by name), or refit",
+    )
+    order = [names.index(n) for n in fitted_names]
+    return rec.replace(data=rec.data[order], ch_names=tuple(fitted_names))
+
+
+def _check_present(rec: Recording, wanted, what: str, fix: str) -> None:
+    missing = [n for n in wanted if n not in rec.ch_names]
+    if missing:
+        more = " ..." if rec.n_channels > 12 else ""
+        raise ValueError(
+            f"{what} channel(s) {missing[:12]} that the Recording lacks; its channels are "
+            f"{list(rec.ch_names)[:12]}{more}. {fix}."
+        )
+
+
 def recording_stem(path) -> str:
     """The stem outputs are named after: ``rec`` for rec.wav, rec_raw.fif, rec-epo.fif and rec.fif.gz."""
     name = Path(path).name

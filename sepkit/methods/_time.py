@@ -85,6 +85,8 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
     # Checked again after the fit filter: a channel of drift alone is flat once filtered.
     check_flat_channels(stats, inp.ch_names, scale)
     uses_u = opts["prior_"] != "standard"
+    if inp.u is not None and uses_u:
+        _warn_window_unused(opts)
     window = resolve_window_samples(
         opts["window"],
         opts["window_samples"],
@@ -106,6 +108,21 @@ def prepare(inp: FitInput, opts: dict) -> Prepared:
     if codes is not None and codes.ndim == 1:
         codec.n_segments = _check_segments(codes, n_sources, codec, inp.n_times)
     return Prepared(data, stats, scale, good, codes, u_layout, codec, fit_filter, n_sources)
+
+
+def _warn_window_unused(opts: dict) -> None:
+    """The windows cut the default u only: with u given, a window set is not used."""
+    given = {k: opts[k] for k in ("window", "window_samples") if opts.get(k) is not None}
+    if opts.get("window_overlap"):
+        given["window_overlap"] = opts["window_overlap"]
+    if given:
+        settings = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        warnings.warn(
+            f"{settings}: the windows cut the default u (the window index), but u was given, "
+            "so they are not used. Pass u=None to fit on windows, or leave them unset.",
+            UserWarning,
+            stacklevel=6,
+        )
 
 
 def _count_sources(opts: dict, data: np.ndarray, good, fit_filter) -> int:

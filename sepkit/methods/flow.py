@@ -44,6 +44,8 @@ from .base import TOP_LEVEL_PARAMS, FitInput, Fitted, check_fit_param_keys
 from .likelihood import fit_linear_ivae
 
 NAME = "flow"
+# fit's keywords it honours (resume: refused by fit itself, with the flow's reason).
+HOOKS = frozenset({"device", "resume", "callback"})
 # A fit that ends this much (nats per sample) below its linear start's
 # likelihood diverged; less is minibatch noise of a fit that barely moved.
 _DIVERGED_NATS = 1e-2

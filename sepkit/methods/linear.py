@@ -40,6 +40,9 @@ NAME = "linear"
 # fit honours FitInput.decim: the likelihood is a sum over samples, so every
 # decim-th sample estimates it (the protocol of sepkit.methods.base).
 DECIM = True
+# fit's keywords it honours (the protocol): none of device, resume, callback; the
+# estimator reports a GPU asked for (the fit and its sources are numpy on the CPU).
+HOOKS = frozenset()
 # The estimator settings this family reads (``device``: only to say that a
 # GPU asked for is not used; the fit and its sources are numpy on the CPU).
 PARAMS = COMMON_PARAMS | {
@@ -88,7 +91,6 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     fit runs in numpy on the CPU whatever it says (a GPU asked for is
     reported, not used).
     """
-    _warn_device(device)
     prep = _time.prepare(inp, opts)
     opts = dict(opts, n_sources=prep.n_sources)  # None or a share of variance: counted
     mixing = opts["mixing_"]
@@ -143,17 +145,6 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     _warn_not_converged(result, prior)
     fitted.source_mean = _source_mean(fitted, prep)
     return fitted
-
-
-def _warn_device(device) -> None:
-    if "cuda" in str(device):
-        warnings.warn(
-            f"device={str(device)!r} is not used by the 'linear' model family: it fits and "
-            "separates in numpy on the CPU (seconds for 128 channels x 20 min). Pass "
-            "device='auto' (or 'cpu') to silence this.",
-            UserWarning,
-            stacklevel=4,
-        )
 
 
 def _source_mean(fitted, prep) -> np.ndarray:

@@ -22,6 +22,8 @@ from ._time_fit import TimeDomainFit, build_model
 from .base import COMMON_PARAMS, TOP_LEVEL_PARAMS, FitInput
 
 NAME = "network"
+# fit's keywords it honours (the protocol of sepkit.methods.base).
+HOOKS = frozenset({"device", "resume", "callback"})
 # Constructor parameters that shape the network: a model fine-tuned from
 # (init=) must have the same ones for its weights to fit.
 ARCH_PARAMS = (

@@ -435,6 +435,8 @@ def measure_domain(rec, n_sources: int) -> tuple[str, float | None]:
 
 
 NAME = "tf"
+# fit's keywords it honours: none (it runs on the CPU, takes no steps, keeps no checkpoints).
+HOOKS = frozenset()
 # The estimator settings this family reads; its own settings are TFConfig's
 # fields, given as IVAESeparator(fit_params={...}).
 PARAMS = COMMON_PARAMS

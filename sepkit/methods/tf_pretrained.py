@@ -63,6 +63,8 @@ from .tf import (
 )
 
 NAME = "tf_pretrained"
+# fit's keywords it honours: none (it runs on the CPU, takes no steps, keeps no checkpoints).
+HOOKS = frozenset()
 PARAMS = COMMON_PARAMS | {"source_model"}
 # Kind written in a source model's config.json (the registry also holds separators).
 SOURCE_MODEL_KIND = "source_model"
