@@ -337,6 +337,13 @@ def _plan(
     native = rate if source.sample_rate is None else source.sample_rate
     ratio = Fraction(rate / native).limit_denominator(_MAX_DENOMINATOR)
     up, down = ratio.numerator, ratio.denominator
+    if abs(native * up / down - rate) > 1e-9 * rate:
+        raise ValueError(
+            f"sample_rate={rate:g} Hz is no ratio of whole numbers up to {_MAX_DENOMINATOR} "
+            f"to the {native:g} Hz of {source.path.name}: windows would come at "
+            f"{native * up / down:.6g} Hz ({up}/{down}), not {rate:g}. Pass that rate, or one "
+            "the files' rates divide evenly."
+        )
     # Enough input that the resampled window has window_samples samples.
     read_samples = window_samples if up == down else math.ceil(window_samples * down / up)
     hop_samples = _n_samples("hop_seconds", hop_seconds, native)

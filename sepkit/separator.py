@@ -1240,6 +1240,11 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             got = X.sample_rate
         elif _is_mne_raw(X):
             got = X.info["sfreq"]
+        elif resample:
+            raise ValueError(
+                "resample=True resamples a Recording or an MNE Raw to the model's rate, but X "
+                "is a plain array, which carries no rate. Pass a Recording, or resample=False."
+            )
         else:
             return X  # a plain array carries no rate
         if expected is None or float(got) == float(expected):

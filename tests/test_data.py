@@ -354,3 +354,12 @@ def test_two_gloo_ranks_read_disjoint_complete_parts(tmp_path):
     assert keys0 == set(
         _keys(WindowCorpus(files, 0.25, sample_rate=RATE, seed=5, rank=0, world_size=2))
     )
+
+
+def test_a_rate_no_small_ratio_reaches_is_refused(tmp_path):
+    # Audit: sample_rate=333.3 on a 250 Hz file resampled by 4/3 (333.33 Hz) and said 333.3.
+    _write_audio(tmp_path / "a.wav", _signal(0, 1, 2000), rate=250)
+    with pytest.raises(ValueError, match=r"sample_rate=333.3 Hz is no ratio .* to the 250 Hz of "
+                       r"a.wav: windows would come at 333.333 Hz \(4/3\)"):  # fmt: skip
+        WindowDataset([tmp_path / "a.wav"], 0.5, sample_rate=333.3)
+    assert WindowDataset([tmp_path / "a.wav"], 0.5, sample_rate=1000 / 3).window_samples == 167

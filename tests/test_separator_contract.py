@@ -205,3 +205,10 @@ def test_window_with_u_given_is_reported():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         IVAESeparator(2, mixing="linear", window_samples=50).fit(X)
+
+
+def test_resample_with_a_plain_array_is_refused():
+    X, _, u = make_nonlinear_ica(2, 5, 100, n_layers=1, random_state=0)
+    sep = IVAESeparator(2, mixing="linear").fit(X, u)
+    with pytest.raises(ValueError, match=r"resample=True resamples a Recording .* plain array"):
+        sep.transform(X, u, resample=True)
