@@ -1147,6 +1147,7 @@ class MNEMixin:
             # Fitted attributes of fit (a file saved before 2026-12-07 keeps neither).
             n_samples=getattr(self, "n_samples_", None),
             reject=getattr(self, "reject_", None),
+            epochs=getattr(self, "fitted_on_epochs_", False),
         )
 
     def _linear_maps(self):

@@ -492,6 +492,9 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         3754 against 3784 with ``decim=3``).
     reject_ : dict or None
         fit's ``reject``, as ``ICA.reject_``.
+    fitted_on_epochs_ : bool
+        Whether fit took MNE Epochs (``to_mne_ica()``'s ``current_fit`` is
+        then ``"epochs"``, as MNE's ICA records it).
     mean_ : ndarray, shape (n_channels,)
         Channel means removed before the model.
     whitening_ : ndarray, shape (n_dims, n_channels)
@@ -859,10 +862,13 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         rejection = _Rejection.of(
             X, reject_by_annotation, decim, (reject, flat, tstep), (start, stop)
         )
-        if is_epochs_or_evoked(X):
+        on_epochs = is_epochs_or_evoked(X)
+        if on_epochs:
             X, u = epochs_as_raw(X, u)
         with self._family_settings():
-            return self._fit(X, u, picks, rejection, resume, init, callback)
+            self._fit(X, u, picks, rejection, resume, init, callback)
+        self.fitted_on_epochs_ = bool(on_epochs)
+        return self
 
     def _fit(self, X, u, picks, rejection, resume, init, callback):
         """``fit`` with the family settings of ``fit_params`` in effect."""
@@ -1604,11 +1610,11 @@ def _check_tf_options(sep) -> None:
 # What fit recorded beside the model, kept in the file as MNE's -ica.fif keeps it
 # (read_ica restores info, n_samples_ and reject_), so that to_mne_ica, the
 # topographies and ICLabel work on a loaded separator as on the fitted one.
-_RECORD = ("n_samples_", "reject_", "mixing_phase_")
+_RECORD = ("n_samples_", "reject_", "mixing_phase_", "fitted_on_epochs_")
 
 
 def _fit_record(sep) -> dict:
-    """``n_samples_``, ``reject_``, ``mixing_phase_`` and ``info_`` (as JSON) of a fit."""
+    """``n_samples_``, ``reject_``, ``mixing_phase_``, ``fitted_on_epochs_`` and ``info_`` of a fit."""
     info = getattr(sep, "info_", None)
     record = {name: getattr(sep, name, None) for name in _RECORD}
     return dict(record, info_=None if info is None else info_to_dict(info))
@@ -1619,6 +1625,7 @@ def _restore_fit_record(sep, meta: dict) -> None:
     for name in _RECORD:
         if meta.get(name) is not None:
             setattr(sep, name, meta[name])
+    sep.fitted_on_epochs_ = bool(meta.get("fitted_on_epochs_", False))
     if meta.get("info_") is not None:
         sep.info_ = info_from_dict(meta["info_"])
 

@@ -368,6 +368,10 @@ def _check_fit_record(meta: dict, names) -> None:
     count = meta.get("n_samples_")
     if count is not None and (isinstance(count, bool) or not isinstance(count, Integral)):
         raise _Invalid(f"'n_samples_' must be null or an integer, got {_short(count)}")
+    if not isinstance(meta.get("fitted_on_epochs_", False), bool | None):
+        raise _Invalid(
+            f"'fitted_on_epochs_' must be true or false, got {_short(meta['fitted_on_epochs_'])}"
+        )
     phase = meta.get("mixing_phase_")
     if phase is not None and not _finite_number(phase):
         raise _Invalid(f"'mixing_phase_' must be null or a finite number, got {_short(phase)}")

@@ -580,3 +580,15 @@ def test_save_ica_keeps_auto_on_the_linear_family_with_a_filter(tmp_path, capsys
     assert json.loads((out / "rec_metrics.json").read_text())["mixing"] == "linear"
     ica = mne.preprocessing.read_ica(out / "rec_ica.fif", verbose="error")
     assert ica.n_components_ == 4
+
+
+def test_an_epochs_fit_exports_as_an_epochs_decomposition(raw, tmp_path):
+    # Audit: --save-ica of an Epochs fit wrote an ICA whose repr said "raw data".
+    epochs = mne.make_fixed_length_epochs(raw, 2.0, preload=True, verbose="error")
+    sep = IVAESeparator(N_SOURCES, mixing="linear", random_state=0).fit(epochs)
+    assert sep.fitted_on_epochs_ and sep.to_mne_ica().current_fit == "epochs"
+    assert "epochs decomposition" in repr(sep.to_mne_ica())
+    back = IVAESeparator.load(sep.save(tmp_path / "e.safetensors"))
+    assert back.to_mne_ica().current_fit == "epochs"
+    sep.fit(raw)
+    assert not sep.fitted_on_epochs_ and sep.to_mne_ica().current_fit == "raw"

@@ -120,6 +120,7 @@ def build_ica(
     n_iter: int | None = None,
     n_samples: int | None = None,
     reject: dict | None = None,
+    epochs: bool = False,
 ):
     """A fitted ``mne.preprocessing.ICA`` whose sources are ``unmixing @ (x - mean)``.
 
@@ -153,6 +154,8 @@ def build_ica(
     reject : dict or None
         ``ica.reject_``: fit's peak-to-peak rejection (``plot_properties``'
         ``reject="auto"`` reads it).
+    epochs : bool
+        Fitted on Epochs: ``ica.current_fit`` is ``"epochs"`` (else ``"raw"``).
 
     Returns
     -------
@@ -201,7 +204,7 @@ def build_ica(
     ica.reject_ = None if reject is None else dict(reject)
     if n_samples is not None:
         ica.n_samples_ = int(n_samples)
-    ica.current_fit = "raw"
+    ica.current_fit = "epochs" if epochs else "raw"  # what its repr says it decomposed
     return ica
 
 
