@@ -1,7 +1,9 @@
 """``sepkit fit-batch``: fit one separator per recording.
 
 Each FILE (audio: WAV, FLAC, OGG, ...; EEG: any format ``sepkit.io.read_eeg``
-reads) gets its own IVAESeparator, saved as ``DIR/<stem>.safetensors``. A
+reads, and FIF files of MNE Epochs, fitted end to end as ICA.fit(epochs) does)
+gets its own IVAESeparator, saved as ``DIR/<stem>.safetensors`` (the stem as
+``sepkit separate`` names its outputs: ``sub-01`` for sub-01_raw.fif). A
 recording that cannot be read or fitted prints ``FAILED <file>: <reason>``
 and is skipped; the others complete, and the exit code is 1 if any failed.
 
@@ -25,6 +27,7 @@ from ._common import (
     n_sources_value,
     read_input,
     remove_empty_folders,
+    stem_of,
 )
 
 
@@ -42,7 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=n_sources_arg,
         default=None,
         metavar="K",
-        help="sources per recording (default: the recording's number of channels); as MNE's "
+        help="sources per recording (default: audio, its number of channels; EEG, 'all': "
+        "every dimension its good channels hold, as MNE's n_components=None); as MNE's "
         "n_components, a share of the variance (e.g. 0.99) or 'all' is counted per recording",
     )
     p.add_argument(
@@ -61,25 +65,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _stem(path: Path) -> str:
-    # ".fif.gz" is one extension; Path.stem would leave "name.fif".
-    name = path.name
-    return name[: -len(".fif.gz")] if name.lower().endswith(".fif.gz") else path.stem
-
-
 def _reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def run(args) -> int:
+    from ..io import is_epochs_file
     from ..separator import IVAESeparator
 
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
     files = [Path(f) for f in args.files]
     out_dir = Path(args.out)
-    targets = [out_dir / f"{_stem(f)}.safetensors" for f in files]
+    targets = [out_dir / f"{stem_of(f)}.safetensors" for f in files]
     seen: dict[Path, Path] = {}
     for f, t in zip(files, targets, strict=True):
         if t in seen:
@@ -106,8 +105,10 @@ def run(args) -> int:
         try:
             if target.exists() and not args.force:
                 raise FileExistsError(f"{target} exists; pass --force to overwrite it")
-            rec, _ = read_input(path)
-            n_sources = args.n_sources if args.n_sources is not None else len(rec.ch_names)
+            rec, kind = read_input(path, epochs=is_epochs_file(path))
+            n_sources = args.n_sources
+            if n_sources is None:  # EEG: within the rank of its good channels (bads left out)
+                n_sources = len(rec.ch_names) if kind == "audio" else "all"
             sep = IVAESeparator(
                 n_sources_value(n_sources),
                 n_steps=args.steps,

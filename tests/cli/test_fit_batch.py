@@ -125,3 +125,28 @@ def test_n_sources_share_or_all_is_counted_per_recording(tmp_path, files, capsys
     for name in ("a", "b"):
         fitted = IVAESeparator.load(out / f"{name}.safetensors")
         assert fitted.n_sources is None and fitted.n_sources_ == 2
+
+
+def test_eeg_files_with_a_bad_channel_and_epochs(tmp_path, capsys):
+    # Audit: with no --n-sources, an EEG file with a bad channel failed (n_sources was
+    # counted with the bad channel); -epo.fif was refused; names kept "_raw".
+    import mne
+
+    rng = np.random.default_rng(0)
+    s = rng.laplace(size=(3, 5000)) * np.repeat(rng.uniform(0.2, 2.0, (3, 50)), 100, axis=1)
+    info = mne.create_info(["Fz", "Cz", "Pz", "Oz"], 250.0, "eeg")
+    raw = mne.io.RawArray(1e-5 * (rng.normal(size=(4, 3)) @ s), info, verbose="error")
+    raw.info["bads"] = ["Oz"]
+    raw.save(tmp_path / "sub-01_raw.fif", verbose="error")
+    epochs = mne.make_fixed_length_epochs(raw, 2.0, verbose="error")
+    epochs.save(tmp_path / "sub-02-epo.fif", verbose="error")
+    out = tmp_path / "models"
+    files = [str(tmp_path / "sub-01_raw.fif"), str(tmp_path / "sub-02-epo.fif")]
+    assert main(["fit-batch", *files, "--out", str(out), "--highpass", "1"]) == 0, (
+        capsys.readouterr()
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["sub-01.safetensors", "sub-02.safetensors"]
+    one = IVAESeparator.load(out / "sub-01.safetensors")
+    two = IVAESeparator.load(out / "sub-02.safetensors")
+    assert one.ch_names_ == ("Fz", "Cz", "Pz") and one.n_sources_ == 3
+    assert two.fitted_on_epochs_ and not one.fitted_on_epochs_
