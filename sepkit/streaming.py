@@ -741,6 +741,11 @@ def separate_long(
     paths : list of Path
     """
     rec = open_recording(path)
+    if rec.kind == "audio" and exclude is not None:  # before a fit of up to a minute
+        raise ValueError(
+            f"'exclude' removes sources from EEG recordings, but {rec.path.name} is audio. "
+            "Pass exclude=None."
+        )
     sep = IVAESeparator(n_sources, random_state=random_state) if separator is None else separator
     if not hasattr(sep, "fitted_"):
         if sep.mixing == "nonlinear" and sep.encoder_u:
@@ -755,11 +760,6 @@ def separate_long(
     if stem is None:
         stem = recording_stem(rec.path)
     if rec.kind == "audio":
-        if exclude is not None:
-            raise ValueError(
-                f"'exclude' removes sources from EEG recordings, but {rec.path.name} is audio. "
-                "Pass exclude=None."
-            )
         paths, _ = write_audio_sources(
             sep, rec, out_dir, stem, overwrite=overwrite, chunk_seconds=chunk_seconds,
             resample=resample, verbose=verbose,

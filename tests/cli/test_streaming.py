@@ -349,6 +349,11 @@ def test_library_errors(tmp_path):
         streaming.write_audio_sources(sep, eeg, tmp_path, "x")
     with pytest.raises(ValueError, match="'exclude' removes sources from EEG recordings"):
         streaming.separate_long(wav, tmp_path / "p", separator=sep, exclude=[0])
+    # Refused before a fit (audit: an unfitted separator was fitted first, then refused).
+    unfitted = IVAESeparator(2, random_state=0)
+    with pytest.raises(ValueError, match="'exclude' removes sources from EEG recordings"):
+        streaming.separate_long(wav, tmp_path / "p", separator=unfitted, exclude=[0])
+    assert not hasattr(unfitted, "fitted_")
     m4a = tmp_path / "a.m4a"
     m4a.write_bytes(b"\0" * 64)
     with pytest.raises(ValueError, match="cannot be read in parts: libsndfile does not read"):
