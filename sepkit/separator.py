@@ -735,6 +735,12 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
                 "appropriate arguments before using this estimator."
             )
 
+    def set_params(self, **params):
+        """As scikit-learn's; after fit, a readout setting the fitted model ignores is reported."""
+        super().set_params(**params)
+        _warn_unused_readout(self, params)
+        return self
+
     @staticmethod
     def _unpack(X, picks=None, fitted_names=None):
         """Return (data, sample_rate, kind, container) for ndarray / Recording / Raw.
@@ -1628,6 +1634,29 @@ def _restore_fit_record(sep, meta: dict) -> None:
     sep.fitted_on_epochs_ = bool(meta.get("fitted_on_epochs_", False))
     if meta.get("info_") is not None:
         sep.info_ = info_from_dict(meta["info_"])
+
+
+def _warn_unused_readout(sep, params: dict) -> None:
+    """Warn where set_params after fit changes a readout setting the fitted model ignores."""
+    fitted = getattr(sep, "fitted_", None)
+    if fitted is None:
+        return
+    defaults = _constructor_defaults()
+    ignored = {
+        name: value
+        for name, value in params.items()
+        if name in ("refine_steps", "refine_prior_weight")
+        and name not in fitted.readout_params
+        and not _same(value, defaults[name])
+    }
+    if ignored:
+        warnings.warn(
+            f"{_settings_text(ignored)}: not used by the fitted {sep.family_!r} model (posterior "
+            "refinement needs the network family with a Gaussian prior), so transform is "
+            "unchanged. Refit with mixing='nonlinear' and prior='gauss' to refine.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_u_column(u, n_times: int) -> None:

@@ -212,3 +212,17 @@ def test_resample_with_a_plain_array_is_refused():
     sep = IVAESeparator(2, mixing="linear").fit(X, u)
     with pytest.raises(ValueError, match=r"resample=True resamples a Recording .* plain array"):
         sep.transform(X, u, resample=True)
+
+
+def test_refine_steps_set_after_fit_on_a_model_that_cannot_refine_warns():
+    # Audit: set_params(refine_steps=50) after a linear (or Laplace-prior) fit changed
+    # nothing, without a word; at construction the same setting is refused or reported.
+    X, _, u = make_nonlinear_ica(2, 5, 100, n_layers=1, random_state=0)
+    sep = IVAESeparator(2, mixing="linear").fit(X, u)
+    with pytest.warns(UserWarning, match=r"refine_steps=50: not used by the fitted 'linear'") as w:
+        sep.set_params(refine_steps=50)
+    assert w[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        IVAESeparator(2, mixing="linear").set_params(refine_steps=5)  # not fitted: no word
+        sep.set_params(refine_steps=0)

@@ -100,6 +100,13 @@ class TimeDomainFit(Fitted):
         """Whether ``sources`` reads u (the refinement's prior p(z|u) needs it too)."""
         return self.model.encoder_u or (self._refines and self.model.prior_net is not None)
 
+    @property
+    def readout_params(self) -> frozenset:
+        # The refinement's Gaussian prior: none for a Laplace prior (_refines).
+        if self.model.prior == "laplace":
+            return frozenset()
+        return frozenset({"refine_steps", "refine_prior_weight"})
+
     def set_params(self, params: dict) -> None:
         # Posterior refinement is a readout setting: set_params after fit applies.
         self.refine_steps = params.get("refine_steps", self.refine_steps)

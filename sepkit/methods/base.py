@@ -173,6 +173,11 @@ class Fitted(ABC):
     def set_params(self, params: dict) -> None:  # noqa: B027 (optional hook)
         """Take the estimator's inference-time settings (``refine_steps``, ...), if any."""
 
+    @property
+    def readout_params(self) -> frozenset:
+        """The inference-time settings :meth:`set_params` honours (none by default)."""
+        return frozenset()
+
     @abstractmethod
     def describe(self) -> dict:
         """Which model ran: ``family``, ``domain``, ``mixing``, ``prior``, ``unwarped``."""
