@@ -737,6 +737,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
 
     def set_params(self, **params):
         """As scikit-learn's; after fit, a readout setting the fitted model ignores is reported."""
+        _check_nested_fit_params(params)
         super().set_params(**params)
         _warn_unused_readout(self, params)
         return self
@@ -1634,6 +1635,18 @@ def _restore_fit_record(sep, meta: dict) -> None:
     sep.fitted_on_epochs_ = bool(meta.get("fitted_on_epochs_", False))
     if meta.get("info_") is not None:
         sep.info_ = info_from_dict(meta["info_"])
+
+
+def _check_nested_fit_params(params: dict) -> None:
+    """Refuse ``fit_params__key``: fit_params is a plain dict, not an estimator."""
+    nested = sorted(k for k in params if k.startswith("fit_params__"))
+    if nested:
+        keys = {k.split("__", 1)[1]: params[k] for k in nested}
+        raise ValueError(
+            f"{nested} set keys inside fit_params, which is a dict, not an estimator. Pass "
+            f"set_params(fit_params={{**(sep.fit_params or {{}}), **{keys!r}}}) (in a grid "
+            "search, 'fit_params' with whole dicts)."
+        )
 
 
 def _warn_unused_readout(sep, params: dict) -> None:

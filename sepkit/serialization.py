@@ -205,7 +205,15 @@ def read_separator(path) -> tuple[dict, dict]:
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{path} is not a sepkit separator file: {err}") from None
     if "sepkit" not in header:
-        raise ValueError(f"{path} is a safetensors file but holds no sepkit separator.")
+        config = path.parent / "config.json"
+        hint = ""
+        if config.is_file() and '"source_model"' in config.read_text(errors="replace"):
+            hint = (
+                f" Its folder holds the source model {path.parent.name!r} (a prior over speech, "
+                "not a separator): fit one with it, IVAESeparator(n_sources=k, "
+                f"source_model={path.parent.name!r}).fit(recording)."
+            )
+        raise ValueError(f"{path} is a safetensors file but holds no sepkit separator.{hint}")
     try:
         meta = json.loads(header["sepkit"])
     except ValueError as err:

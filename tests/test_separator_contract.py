@@ -226,3 +226,10 @@ def test_refine_steps_set_after_fit_on_a_model_that_cannot_refine_warns():
         warnings.simplefilter("error")
         IVAESeparator(2, mixing="linear").set_params(refine_steps=5)  # not fitted: no word
         sep.set_params(refine_steps=0)
+
+
+def test_nested_fit_params_name_the_dict_form():
+    with pytest.raises(ValueError, match=r"\['fit_params__n_iter'\] set keys inside fit_params, "
+                       r"which is a dict.*set_params\(fit_params=\{\*\*\(sep\.fit_params or "
+                       r"\{\}\), \*\*\{'n_iter': 3\}\}\)"):  # fmt: skip
+        IVAESeparator(2).set_params(fit_params__n_iter=3)

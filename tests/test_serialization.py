@@ -489,3 +489,10 @@ def test_save_expands_the_home_folder_and_zero_channels_are_refused(tmp_path, mo
     assert IVAESeparator.load("~/m.safetensors").n_sources_ == 2
     with pytest.raises(ValueError, match=r"X has no channels \(shape \(0, 10\)\)"):
         IVAESeparator(2).fit(np.zeros((0, 10)))
+
+
+def test_loading_the_source_model_weights_points_to_source_model():
+    weights = Path(__file__).resolve().parents[1] / "pretrained" / "ivae-speech-16k-v1"
+    with pytest.raises(ValueError, match=r"holds no sepkit separator\. Its folder holds the source "
+                       r"model 'ivae-speech-16k-v1' .* source_model='ivae-speech-16k-v1'"):  # fmt: skip
+        IVAESeparator.load(weights / "weights.safetensors")
