@@ -351,7 +351,10 @@ def iter_sources(sep, rec: LongRecording, *, chunk_seconds=None, resample: bool 
         Fitted; :func:`check_streamable` must pass.
     rec : LongRecording
     chunk_seconds : float or None
-        Seconds per chunk; None: :data:`CHUNK_SECONDS`.
+        Seconds per chunk; None: :data:`CHUNK_SECONDS`. The time-frequency
+        families read at least four STFT frames per chunk (``4 n_fft``
+        samples, about 1 s at 16 kHz) and whole hops, so their chunks may be
+        longer than asked; the sources are the same either way.
     resample : bool
         Audio at a rate other than the model's: resample each chunk (with
         context, as resampling in one piece). False raises.
