@@ -277,6 +277,11 @@ def main(argv=None) -> int:
                         help="work folder (default recipes/pretrained/exp/<name>)")  # fmt: skip
     args, overrides = parser.parse_known_args(argv)
     config_path = args.config if args.config.exists() else HERE / args.config
+    if not config_path.is_file():
+        raise SystemExit(
+            f"--config {args.config}: no such file. Pass the path of a TOML config (the "
+            f"recipe's own are in {HERE / 'conf'})."
+        )
     cfg = _recipe.load_config(config_path, overrides)
     cfg["_exp"] = args.exp
     torch.set_num_threads(1)

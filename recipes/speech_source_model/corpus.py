@@ -25,7 +25,7 @@ RATE = 16000
 LICENCES = {
     "asterisk-core-sounds-en-g722": "CC-BY-SA-3.0 (Digium, Inc.; voice: Allison Smith)",
     "asterisk-core-sounds-es-g722": "CC-BY-SA-3.0 (Digium, Inc.; voice: Allison Smith)",
-    "asterisk-core-sounds-ru-g722": "CC-BY-SA-3.0 (Digium, Inc.)",
+    "asterisk-core-sounds-ru-g722": "CC-BY-3.0 (voice: Maxim Topal)",
     "fillets-ng-data": "GPL-2+ (Fish Fillets NG data, ALTAR interactive)",
     "fillets-ng-data-cs": "GPL-2+ (Fish Fillets NG Czech speech, ALTAR interactive)",
 }

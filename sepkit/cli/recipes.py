@@ -81,24 +81,36 @@ def run(args) -> int:
     path = recipes[args.name]
     # The recipe runs from the repository root (its configs name data from there),
     # so the paths the user gives are made absolute here, from where they typed them.
-    cmd = [sys.executable, str(path), *_absolute_paths(args.recipe_args)]
+    cmd = [sys.executable, str(path), *_absolute_paths(args.recipe_args, path.parent)]
     return subprocess.call(cmd, cwd=path.parents[2])
 
 
-# The recipe runner's options that take a path (sepkit._recipe.recipe_parser).
-_PATH_OPTIONS = ("--config", "--exp")
+# The recipe runners' options that take a path (sepkit._recipe.recipe_parser, and
+# recipes/pretrained's --export-root).
+_PATH_OPTIONS = ("--config", "--exp", "--export-root")
 
 
-def _absolute_paths(argv: list[str]) -> list[str]:
-    """``argv`` with the values of ``_PATH_OPTIONS`` made absolute against the cwd."""
-    out, follows = [], False
+def _absolute_paths(argv: list[str], recipe_dir: Path) -> list[str]:
+    """``argv`` with the values of ``_PATH_OPTIONS`` made absolute against the cwd.
+
+    A ``--config`` that is no file from the cwd but is one in the recipe's folder
+    (``--config conf/eeg.toml``, as its README writes it) is taken from there.
+    """
+    out, option = [], None
     for item in argv:
-        if follows:
-            item, follows = str(Path(item).expanduser().absolute()), False
+        if option is not None:
+            item, option = _absolute(option, item, recipe_dir), None
         elif item in _PATH_OPTIONS:
-            follows = True
+            option = item
         elif item.split("=", 1)[0] in _PATH_OPTIONS and "=" in item:
-            option, value = item.split("=", 1)
-            item = f"{option}={Path(value).expanduser().absolute()}"
+            name, value = item.split("=", 1)
+            item = f"{name}={_absolute(name, value, recipe_dir)}"
         out.append(item)
     return out
+
+
+def _absolute(option: str, value: str, recipe_dir: Path) -> str:
+    path = Path(value).expanduser()
+    if option == "--config" and not path.is_file() and (recipe_dir / path).is_file():
+        return str(recipe_dir / path)
+    return str(path.absolute())

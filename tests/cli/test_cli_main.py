@@ -320,6 +320,10 @@ def test_models_and_recipes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["recipes", "run", "pretrained", "--config", "my.toml", "--exp=out"]) == 3
     assert calls[0][0][2:] == ["--config", str(tmp_path / "my.toml"), f"--exp={tmp_path / 'out'}"]
+    # A config of the recipe's own, as its README names it (audit: a traceback).
+    calls.clear()
+    assert main(["recipes", "run", "pretrained", "--config", "conf/eeg.toml"]) == 3
+    assert calls[0][0][2:] == ["--config", str(REPO / "recipes/pretrained/conf/eeg.toml")]
 
     # The pretrained recipe end to end on its tiny config (in-process: the
     # subprocess would only add the torch import).
