@@ -322,10 +322,12 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         "gauss", "extended" or "gengauss". "auto"
         (stored in ``mixing_``): "linear" for EEG (an MNE Raw or a Recording
         of kind "eeg"), whose sensors see a linear mixture of their sources
-        (volume conduction, the assumption of MNE's ICA), unless an option
-        needs the network (``prior="laplace"``, ``ica_init``, ``init=``, a
-        continuous u, ``decoder_u``), or "post-nonlinear" for saturating
-        sensors (below); "flow" or "nonlinear" otherwise (see "flow" above). Measured on
+        (volume conduction, the assumption of MNE's ICA), and for audio whose
+        channels' cross-spectra are real (an instantaneous mix; a room goes to
+        ``domain="tf"``), unless an option needs the network
+        (``prior="laplace"``, ``ica_init``, ``init=``, a continuous u,
+        ``decoder_u``), or "post-nonlinear" for saturating sensors (below);
+        "flow" or "nonlinear" for other data (see "flow" above). Measured on
         19-channel semi-synthetic EEG (benchmarks/eeg.py, seed 0, one CPU
         thread): MCC 0.848 on a linear mixture in 0.4 s (MNE picard 0.846 in
         3.8 s; the Gaussian prior 0.847; mixing="nonlinear" 0.678), 0.794
@@ -969,8 +971,9 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
 
         Audio (a Recording of kind "audio") goes to the time-frequency family
         when its channels' cross-spectra are complex (a room); the time domain
-        is linear for EEG (scalp EEG is a linear mixture) unless an option
-        needs the network, and nonlinear otherwise. With the fit filter on an
+        is linear for EEG (scalp EEG is a linear mixture) and instantaneous
+        audio unless an option needs the network, and flow or nonlinear for
+        other data. With the fit filter on an
         unfiltered EEG recording, mixing="auto" also tries the sensor
         unwarping and keeps it where it finds saturating sensors.
         """

@@ -81,9 +81,11 @@ def add_model_options(p, *, tf_note: str = "") -> None:
         "network; --steps does not apply); post-nonlinear: the same behind a learned "
         "per-sensor nonlinearity (saturating amplifiers); nonlinear: the convolutional "
         "network (ELBO); flow: an invertible network fitted by exact maximum likelihood "
-        "(as many sources as channels; --steps does not apply); auto: linear for EEG "
-        "(post-nonlinear where --highpass/--lowpass are given and the sensors clip), "
-        "nonlinear otherwise (default: %(default)s)",
+        "(as many sources as channels; --steps does not apply); auto: linear for EEG and "
+        "for audio without a room (post-nonlinear where the sensors clip: EEG with "
+        "--highpass/--lowpass, or such audio), the tf domain for audio in a room, and "
+        "for other data flow (as many sources as channels) or nonlinear (default: "
+        "%(default)s)",
     )
     p.add_argument(
         "--highpass",
