@@ -255,8 +255,11 @@ def _model_margin(sep) -> int:
     return getattr(fitted, "n_layers", 1) * (getattr(fitted, "kernel_size", 1) // 2)
 
 
-def _reader(sep, rec: LongRecording, resample: bool):
-    """(read(lo, hi), n_times): the fitted channels at the model's rate, float32, checked."""
+def _reader(sep, rec: LongRecording, resample: bool, work_rate=None):
+    """(read(lo, hi), n_times): the fitted channels at the model's rate, float32, checked.
+
+    ``work_rate``: read audio at this rate instead (a source model's own).
+    """
     rate = sep.sample_rate_ if sep.sample_rate_ is not None else rec.sample_rate
     rate = float(rate)
     if rate != rec.sample_rate and not resample:
@@ -265,6 +268,7 @@ def _reader(sep, rec: LongRecording, resample: bool):
             f"{rate:g} Hz. Pass resample=True to resample it, or resample it yourself first."
         )
     if rec.kind == "audio":
+        rate = rate if work_rate is None else float(work_rate)
         n_times = rec.n_times
         if rate != rec.sample_rate:  # as many samples as sepkit.io.audio.resample gives
             n_times = -(-rec.n_times * int(rate) // int(rec.sample_rate))
@@ -317,13 +321,18 @@ def _time_chunks(sep, read, n_times: int, chunk: int):
 
 
 def _source_chunks(sep, rec, chunk_seconds, resample):
-    """(chunks, n_times, sample rate) of the sources of ``rec``, computed as iterated."""
+    """(chunks, n_times, sample rate) of the sources of ``rec``, computed as iterated.
+
+    A source model separates at its own rate (``fitted_.work_rate``, 16 kHz): the
+    recording is read, and its sources come, at that rate.
+    """
     check_streamable(sep)
     chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
     chunk_seconds = check_float("chunk_seconds", chunk_seconds, min_value=0.0, strict_min=True)
     check_option("resample", resample, (True, False))
-    read, n_times = _reader(sep, rec, resample)
-    rate = float(sep.sample_rate_ or rec.sample_rate)
+    work = getattr(sep.fitted_, "work_rate", None)
+    read, n_times = _reader(sep, rec, resample, work)
+    rate = float(work or sep.sample_rate_ or rec.sample_rate)
     if getattr(sep, "domain_", "time") == "tf":
         chunks = sep.fitted_.demixer._chunks(read, n_times, chunk_seconds)
     else:
@@ -355,6 +364,8 @@ def iter_sources(sep, rec: LongRecording, *, chunk_seconds=None, resample: bool 
         families read at least four STFT frames per chunk (``4 n_fft``
         samples, about 1 s at 16 kHz) and whole hops, so their chunks may be
         longer than asked; the sources are the same either way.
+        A source model's chunks (``fitted_.work_rate``) come at its own
+        rate, 16 kHz; :func:`write_audio_sources` writes them at the fit's.
     resample : bool
         Audio at a rate other than the model's: resample each chunk (with
         context, as resampling in one piece). False raises.
@@ -454,6 +465,9 @@ def write_audio_sources(
     subtype = aio._check_subtype(subtype, fmt)
     check_float("head_seconds", head_seconds, min_value=0.0)
     chunks, n_times, rate = _source_chunks(sep, rec, chunk_seconds, resample)
+    # The files are at the model's rate, as transform's sources (a source model's
+    # chunks come at its own rate and are resampled back as they are encoded).
+    out_rate = float(sep.sample_rate_ or rec.sample_rate)
     out_dir = Path(out_dir).expanduser()
     paths = [out_dir / f"{stem}_s{i + 1}.{format}" for i in range(sep.n_sources_)]
     aio._check_targets(paths, overwrite=overwrite, folder=out_dir, create_folder=True)
@@ -461,8 +475,9 @@ def write_audio_sources(
     tap = _Tap(sep.n_sources_, int(head_seconds * rate))
     chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
     aio.write_streamed(
-        tap(chunks), rate, n_times, paths, fmt, subtype, chunk_seconds, rec.path.name, verbose
-    )
+        tap(chunks), rate, n_times, paths, fmt, subtype, chunk_seconds, rec.path.name, verbose,
+        out_rate,
+    )  # fmt: skip
     return paths, tap.summary(n_times, rate)
 
 

@@ -782,16 +782,35 @@ def chunk_reader(path, n_times_file, file_rate, rate, n_channels):
     return read
 
 
-def write_streamed(chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, name, verbose):
+def _encoded_blocks(src, n_times: int, rate: float, out_rate: float, block_frames: int):
+    """Blocks of the float temp file ``src`` (``n_times`` at ``rate``), at ``out_rate``."""
+    if out_rate == rate:
+        with sf.SoundFile(str(src)) as r:
+            yield from r.blocks(blocksize=block_frames, dtype="float32")
+        return
+    n_out = -(-n_times * int(out_rate) // int(rate))  # as many as resample gives
+    read = chunk_reader(src, n_times, rate, out_rate, 1)
+    for lo in range(0, n_out, block_frames):
+        yield read(lo, min(lo + block_frames, n_out))[0]
+
+
+def write_streamed(
+    chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, name, verbose, out_rate=None
+):
     """Write the sources ``chunks`` into float temp files, then encode ``paths`` all or nothing.
 
     ``chunks`` yields (start, stop, sources) over [0, ``n_times``), sources of
     shape (n_sources, stop - start) at ``rate`` (e.g. ``sepkit.methods.tf.TFDemixer._chunks``).
+    ``out_rate`` (default ``rate``): the rate of ``paths``; the encoding pass then
+    reads the temp files through :func:`chunk_reader`, so the written sources are
+    those of resampling them in one piece.
     """
+    out_rate = rate if out_rate is None else out_rate
     token = secrets.token_hex(6)
     raw_tmp = [p.with_name(f".{p.name}.{token}.f32.tmp") for p in paths]
     fin_tmp = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
     rate_int = _file_sample_rate(Recording(np.zeros((1, 0), np.float32), rate))
+    out_rate_int = _file_sample_rate(Recording(np.zeros((1, 0), np.float32), out_rate))
     try:
         peak = 0.0
         writers = [
@@ -812,14 +831,14 @@ def write_streamed(chunks, rate, n_times, paths, fmt, subtype, chunk_seconds, na
         gain = 1.0
         if subtype not in _FLOAT_SUBTYPES and peak > 1.0:
             gain = _PEAK_TARGET / peak
-        block_frames = int(chunk_seconds * rate) or 1
+        block_frames = int(chunk_seconds * out_rate) or 1
         for src, dst in zip(raw_tmp, fin_tmp, strict=True):
-            with (
-                sf.SoundFile(str(src)) as r,
-                sf.SoundFile(str(dst), "w", rate_int, 1, format=fmt, subtype=subtype) as w,
-            ):
-                for buf in r.blocks(blocksize=block_frames, dtype="float32"):
-                    w.write(buf * np.float32(gain))
+            with sf.SoundFile(str(dst), "w", out_rate_int, 1, format=fmt, subtype=subtype) as w:
+                for buf in _encoded_blocks(src, n_times, rate, out_rate, block_frames):
+                    buf = buf * np.float32(gain)
+                    if subtype not in _FLOAT_SUBTYPES:  # resampling may overshoot the peak
+                        buf = np.clip(buf, -1.0, 1.0)
+                    w.write(buf)
         for dst, p in zip(fin_tmp, paths, strict=True):
             os.replace(dst, p)
     finally:

@@ -275,6 +275,11 @@ class PretrainedTFFit(DemixerFit):
     ch_names: tuple | None = None
     family: str = NAME
 
+    @property
+    def work_rate(self) -> float:
+        """The rate the demixer separates at (the source model's): streaming reads at it."""
+        return float(self.prior.sample_rate)
+
     def sources(self, data, u=None):
         _check_no_u(u)
         x = _resample(np.asarray(data, np.float32), self.sample_rate, self.prior.sample_rate)

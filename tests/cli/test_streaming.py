@@ -373,3 +373,26 @@ def test_separate_long_eeg_writes_sources_and_cleaned(tmp_path):
     ref = sep.apply(full, [1]).get_data()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [p.name for p in sorted(paths)]
+
+
+def test_a_source_model_streams_at_its_own_rate(tmp_path):
+    # Audit: streamed files at a rate other than 16 kHz were separated by the 16 kHz
+    # demixer at the file's rate (garbage sources, exit 0); transform resampled.
+    from sepkit.io import read_audio
+
+    wav = _wav(tmp_path / "m8k.wav", seconds=3.0, rate=8000)
+    rec = read_audio(wav)
+    with pytest.warns(UserWarning, match="resampled to 16000 Hz"):
+        sep = IVAESeparator(
+            2, source_model="ivae-speech-16k-v1", random_state=0,
+            fit_params={"n_init": 3, "n_iter": 2},
+        ).fit(rec)  # fmt: skip
+    want = sep.transform(rec).data
+    paths, _ = streaming.write_audio_sources(
+        sep, streaming.open_recording(wav), tmp_path / "o", "m", subtype="FLOAT"
+    )
+    got = np.stack([sf.read(str(p), dtype="float32")[0] for p in paths])
+    assert sf.info(str(paths[0])).samplerate == 8000 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+    chunks = list(streaming.iter_sources(sep, streaming.open_recording(wav)))
+    assert chunks[-1][1] == 2 * rec.n_times  # the chunks come at the model's 16 kHz
