@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sepkit import IVAESeparator
+from sepkit import functional_tf as F
 from sepkit.cli import main as cli_main
 from sepkit.io import Recording
 from sepkit.serialization import (
@@ -57,14 +58,32 @@ def test_format1_files_give_the_same_outputs(name):
 
 def _check_outputs(sep, name):
     """``sep`` gives the outputs the format-1 fixture ``name`` gave when it was written."""
-    expected = np.load(HERE / f"{name}_expected.npz")
+    expected = dict(np.load(HERE / f"{name}_expected.npz"))
     rec, u = _inputs(name)
     S = sep.transform(rec, u).data
+    if name == "tf":
+        # Since 2026-12-07 the tf families separate the centred channels: the fixture's
+        # outputs less what its demixing made of the channels' means (no post-filter,
+        # so the demixing is linear in the recording).
+        d = sep.tf_
+        means = np.broadcast_to(rec.data.mean(axis=1, keepdims=True), rec.data.shape)
+        X = F.stft(torch.from_numpy(np.ascontiguousarray(means, np.float32)), d.n_fft, d.hop)
+        dc = F.istft(torch.from_numpy(d.demix) @ X, d.n_fft, d.hop, rec.n_times).numpy()
+        expected["sources"] = expected["sources"] - dc[:, ::16]
+        expected["reconstruction"] = (
+            expected["reconstruction"] - sep.inverse_transform(dc, u)[:, ::16]
+        )
+        # Away from the edges, where chunked separation pads the constant otherwise.
+        keep = slice(d.n_fft // 16 + 1, -(d.n_fft // 16 + 1))
+    else:
+        keep = slice(None)
     scale = np.abs(expected["sources"]).max()
-    np.testing.assert_allclose(S[:, ::16], expected["sources"], rtol=1e-5, atol=1e-6 * scale)
-    rebuilt = sep.inverse_transform(S, u)[:, ::16]
+    got, want = S[:, ::16][:, keep], expected["sources"][:, keep]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * scale)
+    rebuilt = sep.inverse_transform(S, u)[:, ::16][:, keep]
     scale = np.abs(expected["reconstruction"]).max()
-    np.testing.assert_allclose(rebuilt, expected["reconstruction"], rtol=1e-5, atol=1e-6 * scale)
+    want = expected["reconstruction"][:, keep]
+    np.testing.assert_allclose(rebuilt, want, rtol=1e-5, atol=1e-6 * scale)
     if "components" in expected:
         np.testing.assert_allclose(sep.get_components(), expected["components"], rtol=1e-5)
 

@@ -234,6 +234,11 @@ def _blink(rng, n_times, sample_rate, line_freq):
         phase = np.linspace(0.0, 1.0, stop - start, endpoint=False)
         # Lid closes faster than it opens: a skewed raised cosine.
         w[start:stop] += rng.uniform(0.7, 1.3) * np.sin(np.pi * phase**0.7) ** 2
+    if not w.any():  # short recordings (the first blink waits 3-7 s): guarantee one
+        length = min(n_times, max(1, int(rng.uniform(0.25, 0.45) * sample_rate)))
+        start = int(rng.integers(0, n_times - length + 1))
+        phase = np.linspace(0.0, 1.0, length, endpoint=False)
+        w[start : start + length] = rng.uniform(0.7, 1.3) * np.sin(np.pi * phase**0.7) ** 2
     return w
 
 

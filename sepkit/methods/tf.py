@@ -133,6 +133,28 @@ class TFConfig:
         return self
 
 
+def centred(data: np.ndarray) -> np.ndarray:
+    """``data`` (n_channels, n_times) less each channel's mean, float32.
+
+    A DC offset is no source: left in, it is demixed at the lowest bins like
+    one, and with a large offset the outputs are mostly DC and the edges'
+    steps (audit: SI-SDRi -13 dB where the speech itself separated at +10 dB).
+    So the time-frequency families fit on centred blocks and separate centred
+    channels (:meth:`TFDemixer._chunks`); the sources then sum to the
+    reference microphone less its mean.
+    """
+    data = np.asarray(data, np.float32)
+    return data - data.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+
+
+def _channel_means(read, n_times: int, n_channels: int, block: int) -> np.ndarray:
+    """Each channel's mean over [0, n_times) of ``read(lo, hi)``, shape (n_channels, 1)."""
+    total = np.zeros(n_channels, np.float64)
+    for lo in range(0, n_times, block):
+        total += read(lo, min(lo + block, n_times)).sum(axis=1, dtype=np.float64)
+    return (total / max(n_times, 1)).astype(np.float32)[:, None]
+
+
 @dataclass
 class TFDemixer:
     """A fitted time-frequency separation: everything ``transform`` needs.
@@ -200,17 +222,19 @@ class TFDemixer:
         Chunks start on multiples of the hop and are read with ``n_fft``
         samples of context on each side, so every output sample comes from the
         same STFT frames as in a one-piece transform (identical up to float
-        rounding).
+        rounding). The channels are centred first (:func:`centred`; one pass of
+        ``read`` finds their means).
         """
         chunk = self._chunk_len(chunk_seconds)
         pad = self.n_fft
         demix = torch.from_numpy(self.demix)
+        mean = _channel_means(read, n_times, self.n_channels, chunk)
         for start in range(0, n_times, chunk):
             stop = min(n_times, start + chunk)
             lo, hi = max(0, start - pad), min(n_times, stop + pad)
             # Keep frame k of the chunk on the global frame grid.
             x = np.zeros((self.n_channels, hi - (start - pad)), np.float32)
-            x[:, lo - (start - pad) :] = read(lo, hi)
+            x[:, lo - (start - pad) :] = read(lo, hi) - mean
             X = F.stft(torch.from_numpy(x), self.n_fft, self.hop)
             Y = F.wiener_blend(demix @ X, self.postfilter)
             y = F.istft(Y, self.n_fft, self.hop, x.shape[1]).numpy()
@@ -313,7 +337,8 @@ def fit_tf(
     cfg = (config or TFConfig()).validate()
     n_fft = F.fft_size_for(sample_rate, cfg.frame_seconds)
     hop = n_fft // 4
-    Xs = [F.stft(torch.from_numpy(np.ascontiguousarray(b, np.float32)), n_fft, hop) for b in blocks]
+    # Each block centred (a DC offset is no source: see centred).
+    Xs = [F.stft(torch.from_numpy(centred(b)), n_fft, hop) for b in blocks]
     X = torch.cat(Xs, dim=-1)  # (F, M, T)
     n_freqs, n_channels, n_frames = X.shape
     if cfg.ref_channel >= n_channels:

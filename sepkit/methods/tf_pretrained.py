@@ -57,6 +57,7 @@ from .tf import (
     SPEECH_POSTFILTER,
     DemixerFit,
     TFDemixer,
+    centred,
     check_audio_input,
     check_postfilter,
     fit_blocks,
@@ -228,7 +229,8 @@ def fit_demixing(blocks, prior: SourceModel, n_sources: int, opts: dict, verbose
     if opts["n_finetune"]:
         model = copy.deepcopy(prior.model)
         tune = (torch.optim.Adam(model.parameters(), lr=opts["finetune_lr"]), opts["n_finetune"])
-    Xs = [F.stft(torch.from_numpy(b), prior.n_fft, prior.hop) for b in blocks]
+    # Each block centred (a DC offset is no source: see tf.centred).
+    Xs = [F.stft(torch.from_numpy(centred(b)), prior.n_fft, prior.hop) for b in blocks]
     X = torch.cat(Xs, dim=-1)
     P = F.whiten_per_frequency(X, n_sources)
     Xw = P @ X
