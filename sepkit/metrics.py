@@ -1054,7 +1054,10 @@ def amari_index(W, A):
     ``sum_i (sum_j |p_ij| / max_k |p_ik| - 1) + sum_j (sum_i |p_ij| / max_k |p_kj| - 1)``
     divided by its maximum ``2 n (n - 1)``, so it lies in [0, 1]. It is 0 exactly when
     ``P`` is a scaled permutation matrix (perfect separation up to the ICA
-    indeterminacies) and grows as sources leak into each other.
+    indeterminacies) and grows as sources leak into each other. An all-zero row
+    (an output that carries nothing) or column (a source no output carries)
+    scores its term's maximum, ``n - 1``: a collapsed unmixing is the worst
+    separation, not undefined (NaN).
 
     Parameters
     ----------
@@ -1079,8 +1082,11 @@ def amari_index(W, A):
             "non-zero W separates perfectly."
         )
     p = (w @ a).abs()
-    rows = (p / p.amax(-1, keepdim=True)).sum(-1) - 1.0
-    cols = (p / p.amax(-2, keepdim=True)).sum(-2) - 1.0
+    row_max, col_max = p.amax(-1, keepdim=True), p.amax(-2, keepdim=True)
+    rows = (p / row_max).sum(-1) - 1.0
+    cols = (p / col_max).sum(-2) - 1.0
+    rows = rows.where(row_max.squeeze(-1) > 0, rows.new_tensor(n - 1.0))
+    cols = cols.where(col_max.squeeze(-2) > 0, cols.new_tensor(n - 1.0))
     return kind.out((rows.sum(-1) + cols.sum(-1)) / (2.0 * n * (n - 1)))
 
 

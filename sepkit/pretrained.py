@@ -172,15 +172,21 @@ def export_source_model(
     return _write_model_folder(name, root, write, meta, card, "Use a smaller n_hidden.")
 
 
-def _write_model_folder(name: str, root, write_weights, meta: dict, card: str, fix: str) -> Path:
-    """Assemble ``root/name`` (weights, config.json, card) and rename it into place."""
-    from ._version import __version__
-
+def check_model_name(name) -> str:
+    """``name`` if it follows the scheme ``ivae-<what>-<details>-v<N>``, else the error."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
             f"Model name {name!r} does not follow the scheme ivae-<what>-<details>-v<N> "
             "(lower case letters, digits, dashes), e.g. 'ivae-eeg1020-256hz-v1'."
         )
+    return name
+
+
+def _write_model_folder(name: str, root, write_weights, meta: dict, card: str, fix: str) -> Path:
+    """Assemble ``root/name`` (weights, config.json, card) and rename it into place."""
+    from ._version import __version__
+
+    check_model_name(name)
     root = Path(root) if root is not None else pretrained_dir()
     target = root / name
     if target.exists():

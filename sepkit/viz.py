@@ -567,10 +567,13 @@ def save_figure(fig, path, *, overwrite: bool = False, dpi: int = 110) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists. Pass overwrite=True to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The format by the suffix, PNG without one (the temp file's own name would
+    # otherwise decide it).
+    fmt = path.suffix[1:].lower() or "png"
     with atomic_write(path, suffix=path.suffix) as tmp:
         # "tight": the saved image grows to hold every label (a long axis label of
         # the correlation matrix was cut at the figure's edge).
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
     return path
 
 

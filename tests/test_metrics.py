@@ -576,6 +576,10 @@ def test_amari_index_hand_computed():
         M.amari_index(np.ones((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="needs at least 2 sources"):
         M.amari_index(np.ones((1, 1)), np.ones((1, 1)))
+    # A collapsed output (zero row of P): its row term is its maximum n - 1 = 2, and
+    # column 0, now carried by no output, too (audit: NaN). P = diag(0, 1, 1):
+    # rows 2 + 0 + 0, columns 2 + 0 + 0 -> 4 / (2*3*2).
+    assert M.amari_index(np.diag([0.0, 1.0, 1.0]), np.eye(3)) == pytest.approx(4 / 12)
 
 
 # --------------------------------------------------------------------------------------

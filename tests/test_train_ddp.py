@@ -481,13 +481,30 @@ def test_source_model_form_writes_a_loadable_model_folder(tmp_path):
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ('out = "m"\n{corpus}[model]\nn_sources = 2\n' + SOURCE_MODEL, "exactly one of .model."),
-        ('out = "m"\n[data]\nfiles = ["s0.wav"]\n' + SOURCE_MODEL, "trains on windows of a corpus"),
         (
-            'out = "m"\n{corpus}' + SOURCE_MODEL + "n_layers = 2\n",
+            'out = "ivae-tiny-8k-v9"\n{corpus}[model]\nn_sources = 2\n' + SOURCE_MODEL,
+            "exactly one of .model.",
+        ),
+        (
+            'out = "ivae-tiny-8k-v9"\n[data]\nfiles = ["s0.wav"]\n' + SOURCE_MODEL,
+            "trains on windows of a corpus",
+        ),
+        (
+            'out = "ivae-tiny-8k-v9"\n{corpus}' + SOURCE_MODEL + "n_layers = 2\n",
             r"unknown key\(s\) \['n_layers'\]",
         ),
-        ('out = "m"\n{corpus}' + SOURCE_MODEL.replace("n_steps = 3", "n_steps = 0"), "n_steps in"),
+        (
+            'out = "ivae-tiny-8k-v9"\n{corpus}'
+            + SOURCE_MODEL.replace("n_steps = 3", "n_steps = 0"),
+            "n_steps in",
+        ),
+        # Audit: a bad name was found only after training; true passed as n_steps.
+        ('out = "mymodel"\n{corpus}' + SOURCE_MODEL, r"'out' in .*'mymodel' does not follow"),
+        (
+            'out = "ivae-tiny-8k-v9"\n{corpus}'
+            + SOURCE_MODEL.replace("n_steps = 3", "n_steps = true"),
+            "n_steps in",
+        ),
     ],
 )
 def test_source_model_form_errors(tmp_path, capsys, text, match):

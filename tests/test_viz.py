@@ -365,3 +365,14 @@ def test_command_line_figures_show_the_removed_sources_as_excluded(eeg_fit):
     assert [_grey(t) for t in titles] == [False, True, False]
     plain = _figures(item, sep, S, S.get_data(), True)  # nothing removed: nothing marked
     assert not any("excluded" in ax.get_title() for ax in plain["rec_topographies.png"].axes)
+
+
+def test_save_figure_without_a_suffix_writes_png(tmp_path):
+    # Audit: no suffix crashed with the temp file's random suffix as the "format".
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure()
+    fig.add_subplot().plot([0, 1])
+    path = save_figure(fig, tmp_path / "noext")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert save_figure(fig, tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")

@@ -38,7 +38,7 @@ import torch
 
 from ..data import WindowCorpus
 from ..models import SpeechSourcePrior
-from ..pretrained import export_source_model
+from ..pretrained import check_model_name, export_source_model
 from ..train.source_prior import train_source_prior
 
 __all__ = ["SOURCE_MODEL_KEYS", "check_source_model", "run"]
@@ -74,6 +74,10 @@ def check_source_model(cfg: dict, config: Path) -> dict:
             'channels = "mean"}.'
         )
     out = config.parent / cfg["out"]
+    try:  # the folder's name is the model's: checked now, not after training
+        check_model_name(out.name)
+    except ValueError as err:
+        raise ValueError(f"'out' in {config}: {err}") from None
     if out.exists():
         raise FileExistsError(
             f"'out' in {config} ({out}) exists, and a model folder is never overwritten. "
@@ -81,11 +85,22 @@ def check_source_model(cfg: dict, config: Path) -> dict:
         )
     settings = {**SOURCE_MODEL_KEYS, **spec}
     for key in ("n_fft", "hop", "n_latent", "n_hidden", "kernel_size", "batch_size", "n_steps"):
-        if not isinstance(settings[key], int) or settings[key] < 1:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(
-                f"{key} in [source_model] of {config} must be an integer >= 1, got "
-                f"{settings[key]!r}."
+                f"{key} in [source_model] of {config} must be an integer >= 1, got {value!r}."
             )
+    for key in ("lr", "segment_seconds"):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(
+                f"{key} in [source_model] of {config} must be a number > 0, got {value!r}."
+            )
+    if settings["hop"] > settings["n_fft"]:
+        raise ValueError(
+            f"hop ({settings['hop']}) in [source_model] of {config} must be at most n_fft "
+            f"({settings['n_fft']}), or frames would skip samples."
+        )
     return settings
 
 
