@@ -681,20 +681,23 @@ class OutputSet:
                 raise
             return
         shutil.rmtree(self.path, ignore_errors=True)
-        if isinstance(err, OSError):  # the block only writes: a full disk, permissions
+        if isinstance(err, OSError) or _is_sndfile_error(err):  # the block only writes
             raise self._write_error(err) from err
 
-    def _write_error(self, err: OSError) -> RuntimeError:
-        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    def _write_error(self, err: Exception) -> RuntimeError:
+        full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
         fix = "free some space" if full else "check the folder and its permissions"
+        if _is_sndfile_error(err):  # libsndfile says only "System error."
+            fix = "check the free space, any file-size limit (ulimit -f) and the permissions"
+        said = str(getattr(err, "strerror", None) or err).rstrip(".")
         if self.moved:  # a rename failed half-way through the commit (rare)
             done = f"{self.moved} of its files were already moved into place"
             return RuntimeError(
-                f"could not move {self.what} into {self.folder}: {err.strerror or err}; "
+                f"could not move {self.what} into {self.folder}: {said}; "
                 f"{done}. {fix.capitalize()}, then run the command again with --force."
             )
         return RuntimeError(
-            f"could not write {self.what} in {self.folder}: {err.strerror or err}. No output "
+            f"could not write {self.what} in {self.folder}: {said}. No output "
             f"was changed; {fix}, then run the command again."
         )
 
@@ -713,6 +716,11 @@ class OutputSet:
                 p.unlink(missing_ok=True)
             self.path.rmdir()
         self.replaced = earlier
+
+
+def _is_sndfile_error(err) -> bool:
+    """An error of libsndfile's writer (soundfile is not imported here: --help stays light)."""
+    return type(err).__name__ == "LibsndfileError"
 
 
 def _move_into_place(staged: Path, target: Path) -> None:

@@ -211,6 +211,12 @@ _FIT_ONLY = ("steps", "window", "seed", "decim", "reject", "flat", "tstep")
 def _check_unused(args) -> None:
     """Refuse options that this run would not use (nothing is silently ignored)."""
     if args.model is None:
+        if args.resample and getattr(args, "source_model", None):
+            raise ValueError(
+                "--resample resamples each input to --model's sample rate; with "
+                "--source-model the input is resampled to the source model's rate by itself "
+                "(and the sources back to the input's). Drop --resample."
+            )
         if args.resample:
             raise ValueError(
                 "--resample resamples each input to --model's sample rate, and a new fit "
@@ -707,12 +713,25 @@ def _model_info(args, item: _Input, sep, fits: bool, data=None) -> dict:
         streamed=item.long is not None,
         n_sources=sep.n_sources_,
         sample_rate=sep.sample_rate_,
+        # Where they differ, the input was resampled (--resample, or a source model's
+        # own rate; the sources are written at sample_rate).
+        input_sample_rate=_input_rate(item),
+        separation_sample_rate=getattr(sep.fitted_, "work_rate", None) or sep.sample_rate_,
         **describe_model(sep),
     )
     if fits:
         info.update(n_steps=sep.n_steps_run_, highpass=sep.highpass, lowpass=sep.lowpass)
         info["final_loss"] = loss
     return info
+
+
+def _input_rate(item: _Input) -> float | None:
+    """The input file's own sample rate (Recording, Raw, Epochs or a streamed file)."""
+    source = item.long if item.long is not None else item.X
+    rate = getattr(source, "sample_rate", None)
+    if rate is None and hasattr(source, "info"):
+        rate = source.info["sfreq"]
+    return None if rate is None else float(rate)
 
 
 def _figures(item: _Input, sep, S, data, fits: bool, excluded=()) -> dict:

@@ -101,6 +101,8 @@ def test_separate_fit_end_to_end(tmp_path, capsys):
         assert _png_ok(out / f"{stem}_sources.png") and _png_ok(out / f"{stem}_training.png")
     info = json.loads((out / "a_metrics.json").read_text())
     assert info["n_steps"] == 40 and info["sample_rate"] == RATE
+    # Which rates ran (audit: a resampled run did not say so in its record).
+    assert info["input_sample_rate"] == info["separation_sample_rate"] == RATE
 
     # Second run, as a user runs it: refused (exit 2, one line, no traceback,
     # nothing rewritten); --force replaces.
@@ -938,6 +940,12 @@ def test_separate_refuses_options_it_would_not_use(tmp_path, capsys):
     )
     assert main(["separate", str(path), "--n-sources", "4", "-o", str(out), "--resample"]) == 2
     assert "--resample resamples each input to --model's sample rate, and a new fit" in (
+        capsys.readouterr().err
+    )
+    # With a source model the reason differs (audit: it said the fit had no rate).
+    speech = ["--source-model", "ivae-speech-16k-v1", "--resample"]
+    assert main(["separate", str(path), "--n-sources", "2", "-o", str(out), *speech]) == 2
+    assert "with --source-model the input is resampled to the source model's rate by " in (
         capsys.readouterr().err
     )
     assert not out.exists()

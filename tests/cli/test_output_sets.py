@@ -177,6 +177,21 @@ def test_disk_full_and_read_only_folder_are_one_line(earlier, monkeypatch, capsy
     assert f"could not write the outputs of a.wav in {out}: No space left on device" in err
     assert "No output was changed; free some space, then run the command again." in err
     assert _snapshot(out) == before
+
+    # libsndfile's own error (a file-size limit, a full disk) says only "System error."
+    # (audit: that one line was all the user saw).
+    class LibsndfileError(RuntimeError):
+        pass
+
+    def efbig(*a, **kw):
+        raise LibsndfileError("System error.")
+
+    monkeypatch.setattr(separate, "write_json", efbig)
+    assert main([*argv, "--force"]) == 2
+    err = _one_line_error(capsys, "separate")
+    assert f"could not write the outputs of a.wav in {out}: System error. No output was " in err
+    assert "check the free space, any file-size limit (ulimit -f) and the permissions" in err
+    assert _snapshot(out) == before
     monkeypatch.undo()
 
     # Not writable: refused before reading or fitting anything.

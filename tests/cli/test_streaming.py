@@ -396,3 +396,13 @@ def test_a_source_model_streams_at_its_own_rate(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
     chunks = list(streaming.iter_sources(sep, streaming.open_recording(wav)))
     assert chunks[-1][1] == 2 * rec.n_times  # the chunks come at the model's 16 kHz
+
+
+def test_the_metrics_say_which_rates_a_source_model_ran_at(tmp_path):
+    wav = _wav(tmp_path / "m8k.wav", seconds=3.0, rate=8000)
+    out = tmp_path / "out"
+    argv = ["separate", str(wav), "--n-sources", "2", "--source-model", "ivae-speech-16k-v1"]
+    assert main([*argv, "-o", str(out), "--quiet"]) == 0
+    info = json.loads((out / "m8k_metrics.json").read_text())
+    assert info["input_sample_rate"] == info["sample_rate"] == 8000.0
+    assert info["separation_sample_rate"] == 16000.0
