@@ -1559,6 +1559,11 @@ def _shown(fig, show):
     if show:
         import matplotlib.pyplot as plt
 
+        # Our figures are built outside pyplot (no figure left open by a plot that
+        # is not shown), and plt.show displays only pyplot's: hand them over first.
+        for one in fig if isinstance(fig, list) else [fig]:
+            if getattr(one.canvas, "manager", None) is None:
+                plt.figure(one)
         plt.show()
     return fig
 

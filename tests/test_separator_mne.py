@@ -1165,13 +1165,21 @@ def test_plots_return_figures(fitted, sim, tmp_path):
     with pytest.raises(ValueError, match=r"'start' \(40 s\) must be before the end of raw"):
         fitted.plot_sources(raw, start=40.0)
     # show=, as MNE's plots take it: False returns the figure only, True also shows it.
+    import matplotlib.pyplot as plt
+
     shown = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("matplotlib.pyplot.show", lambda *a, **k: shown.append(1))
+        # What plt.show would display: pyplot's own figures (audit: ours were not).
+        mp.setattr(
+            "matplotlib.pyplot.show",
+            lambda *a, **k: shown.append({plt.figure(n) for n in plt.get_fignums()}),
+        )
         assert isinstance(fitted.plot_sources(raw, duration=2.0, show=False), Figure)
-        assert isinstance(fitted.plot_overlay(raw, [0], duration=2.0, show=True), Figure)
-        assert isinstance(fitted.plot_components(show=True), Figure)
-    assert shown == [1, 1]
+        assert plt.get_fignums() == []  # not shown: nothing left open
+        overlay = fitted.plot_overlay(raw, [0], duration=2.0, show=True)
+        components = fitted.plot_components(show=True)
+    assert [overlay in shown[0], components in shown[1]] == [True, True]
+    plt.close("all")
     with pytest.raises(ValueError, match=r"Invalid value for the 'show' parameter"):
         fitted.plot_components(show="yes")
     loaded = IVAESeparator.load(fitted.save(tmp_path / "sep.safetensors"), device="cpu")

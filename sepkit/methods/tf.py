@@ -243,10 +243,13 @@ class TFDemixer:
     def inverse(self, sources: np.ndarray) -> np.ndarray:
         """Mix sources (images at the reference mic) back to all microphones.
 
-        Through the inverse of the demixing: with ``postfilter > 0`` the
-        sources of :meth:`separate` are not the demixing's alone, and the
-        recording comes back only approximately (exactly at the reference
-        microphone where there are as many microphones as sources).
+        Through the inverse of the demixing, so only approximately: a matrix
+        per frequency applied to an STFT gives one that no signal has (its
+        frames overlap), and the resynthesis drops what does not fit (about
+        -20 dB of the other microphones in an audit's room); with
+        ``postfilter > 0`` the sources are not the demixing's alone either.
+        The reference microphone comes back exactly where there are as many
+        microphones as sources (the sources sum to it, less its mean).
 
         sources : (n_sources, n_times) -> (n_channels, n_times), float32.
         """
