@@ -24,7 +24,10 @@ What the reference is
     images; use :func:`bss_eval` with ``images=True`` for all channels at once (ISR).
 Lengths
     Reference and estimate (and mixture) are trimmed to the shortest along the last axis;
-    separators often return a few samples more or less after an STFT round trip.
+    separators often return a few samples more or less after an STFT round trip. The
+    correlation metrics (:func:`correlation_matrix`, :func:`mcc`) are the exception:
+    they pair the sources sample by sample, and refuse signals of different lengths
+    (a length mismatch there means misaligned sources, not an STFT's padding).
 Zero mean
     :func:`si_sdr`, :func:`sd_sdr` and :func:`si_sdr_improvement` remove the temporal mean
     of every signal first (``zero_mean=True``, Le Roux et al. 2019, Sec. 2); :func:`snr`

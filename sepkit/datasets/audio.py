@@ -228,8 +228,17 @@ def make_audio_mixture(
     dry, rate = _collect_sources(sources, sample_rate, duration)
 
     if kind == "instantaneous":
-        for name, value in (("room_dim", room_dim), ("max_order", max_order)):
-            if value is not None:
+        # The room's settings, given (not None, or off their defaults), are refused: a
+        # typo there (array_geometry="spiral", rt60=-1) would pass unseen.
+        room = (
+            ("room_dim", room_dim, None),
+            ("max_order", max_order, None),
+            ("rt60", rt60, 0.3),
+            ("array_geometry", array_geometry, "linear"),
+            ("mic_spacing", mic_spacing, 0.05),
+        )
+        for name, value, default in room:
+            if value is not None and value != default:
                 raise ValueError(
                     f"'{name}' only applies to kind='room', but kind='instantaneous' was "
                     f"given with {name}={value!r}. Pass kind='room' or drop {name}."
@@ -319,6 +328,8 @@ def _collect_sources(sources, sample_rate, duration) -> tuple[np.ndarray, float]
             raise TypeError(f"'sources' must hold real numbers, got dtype {array.dtype}.")
         rows.extend(np.atleast_2d(array).astype(np.float64))
 
+    if not rows:  # e.g. an array of shape (0, n_times)
+        raise ValueError("'sources' is empty; pass at least one source.")
     for i, row in enumerate(rows):
         if not np.isfinite(row).all():
             raise ValueError(

@@ -123,6 +123,10 @@ def test_to_recording():
     [
         ((np.zeros(10), 2), {}, ValueError, r"shape \(n_sources, n_times\).*sources\[None\]"),
         (([], 2), {}, ValueError, "'sources' is empty"),
+        ((np.zeros((0, 100)), 2), {}, ValueError, "'sources' is empty"),  # audit: min() error
+        # Audit: the room's settings were ignored without a word for instantaneous mixes.
+        ((np.zeros((2, 10)), 2), {"array_geometry": "spiral"}, ValueError, "'array_geometry' only"),
+        ((np.zeros((2, 10)), 2), {"rt60": -1.0}, ValueError, "'rt60' only applies to kind='room'"),
         ((np.zeros((2, 10)), 0), {}, ValueError, "'n_mics' must be >= 1"),
         ((np.zeros((2, 10)), 2), {"kind": "reverb"}, ValueError, "'kind' parameter"),
         ((np.zeros((2, 10)), 2), {"nonlinearity": "relu"}, ValueError, "'nonlinearity'"),
