@@ -375,14 +375,23 @@ def _check_saturation(nonlinearity, saturation_level, saturation_rms):
     return saturation_level, saturation_rms
 
 
-def _check_line_freq(line_freq, sample_rate):
-    """Validate ``line_freq`` for a ``"line_noise"`` source; return it as a float."""
+def _check_line_freq(line_freq, sample_rate, by_default: bool = False):
+    """Validate ``line_freq`` for a ``"line_noise"`` source; return it as a float.
+
+    ``by_default``: the source is one of the default kinds (the 9th), not the user's.
+    """
     line_freq = check_float("line_freq", line_freq, min_value=0.0, strict_min=True)
     if line_freq >= 0.45 * sample_rate:
+        fix = (
+            "pass source_kinds without 'line_noise' (the default kinds hold one from 9 "
+            "sources on), or fewer than 9 sources"
+            if by_default
+            else "drop 'line_noise' from source_kinds"
+        )
         raise ValueError(
             f"'line_freq' ({line_freq:g} Hz) must be below 0.45 * sample_rate "
-            f"({0.45 * sample_rate:g} Hz) to simulate line noise; raise sample_rate or "
-            "drop 'line_noise' from source_kinds."
+            f"({0.45 * sample_rate:g} Hz) to simulate line noise; raise sample_rate, pass "
+            f"a lower line_freq, or {fix}."
         )
     return line_freq
 
@@ -558,7 +567,7 @@ def make_eeg(
     )
     kinds = _check_kinds(source_kinds, n_sources)
     if "line_noise" in kinds:
-        line_freq = _check_line_freq(line_freq, sample_rate)
+        line_freq = _check_line_freq(line_freq, sample_rate, by_default=source_kinds is None)
     rng = check_random_state(random_state)
 
     dig, ch_names, rr, gain, center = _forward(montage)

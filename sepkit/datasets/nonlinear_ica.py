@@ -42,6 +42,22 @@ def _well_conditioned(rng, n_out, n_in, unit_norm="inputs", n_trials=2000, quant
             return W / np.linalg.norm(W, axis=0, keepdims=True)
 
 
+def _check_range(name: str, value, *, positive: bool) -> tuple[float, float]:
+    """``value`` as (low, high): two finite numbers, low <= high (and low > 0 if ``positive``)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    ok = np.isfinite([lo, hi]).all() and lo <= hi and (lo > 0 or not positive)
+    if not ok:
+        low = "0 < low <= high" if positive else "low <= high"
+        raise ValueError(
+            f"'{name}' must be two finite numbers (low, high) with {low}, got {value!r}. "
+            f"Pass e.g. {name}=({'0.5, 3.0' if positive else '-1.0, 1.0'})."
+        )
+    return lo, hi
+
+
 def make_nonlinear_ica(
     n_sources: int = 5,
     n_segments: int = 40,
@@ -131,9 +147,9 @@ def make_nonlinear_ica(
     check_option("activation", activation, ("lrelu", "xtanh"))
     check_option("repeat_mixing", repeat_mixing, (True, False))
     check_option("unit_norm", unit_norm, ("inputs", "outputs"))
-    lo, hi = std_range
-    if not 0 < lo <= hi:
-        raise ValueError(f"'std_range' must satisfy 0 < low <= high, got {std_range}.")
+    lo, hi = _check_range("std_range", std_range, positive=True)
+    if mean_range is not None:
+        mean_range = _check_range("mean_range", mean_range, positive=False)
     rng = check_random_state(random_state)
 
     stds = rng.uniform(lo, hi, (n_segments, n_sources))

@@ -179,3 +179,14 @@ def test_short_recordings_still_blink():
     for seed in range(20):
         _, S, _ = make_eeg(2, duration=2.0, random_state=seed)
         assert S[1].any(), seed
+
+
+def test_line_noise_of_the_default_kinds_says_where_it_came_from():
+    # Audit: make_eeg(9, sample_rate=100) blamed source_kinds, which the user never passed.
+    from sepkit.datasets import make_eeg
+
+    with pytest.raises(ValueError, match=r"pass source_kinds without 'line_noise' \(the "
+                       r"default kinds hold one from 9 sources on\), or fewer than 9"):  # fmt: skip
+        make_eeg(9, sample_rate=100.0, duration=2.0)
+    with pytest.raises(ValueError, match=r"or drop 'line_noise' from source_kinds\."):
+        make_eeg(1, sample_rate=100.0, duration=2.0, source_kinds=["line_noise"])

@@ -52,7 +52,12 @@ def test_observed_dims_and_laplace():
     [
         (dict(prior="cauchy"), "Invalid value for the 'prior' parameter"),
         (dict(activation="relu"), "Invalid value for the 'activation' parameter"),
-        (dict(std_range=(2.0, 1.0)), "'std_range' must satisfy 0 < low <= high"),
+        (dict(std_range=(2.0, 1.0)), r"'std_range' must be two finite .* 0 < low <= high"),
+        # Audit: numpy's "high - low < 0" or a TypeError, naming no argument.
+        (dict(std_range=1.0), r"'std_range' must be two finite numbers \(low, high\)"),
+        (dict(std_range=(1.0, float("inf"))), r"'std_range' must be two finite"),
+        (dict(mean_range=(1.0, -1.0)), r"'mean_range' must be two finite .* low <= high, got"),
+        (dict(mean_range=5), r"'mean_range' must be two finite numbers"),
         (dict(n_obs=1), "'n_obs' must be >= 2"),
         (dict(repeat_mixing="yes"), "Invalid value for the 'repeat_mixing' parameter"),
         (dict(unit_norm="rows"), "Invalid value for the 'unit_norm' parameter"),
