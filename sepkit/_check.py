@@ -25,16 +25,31 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def check_option(name: str, value, allowed: Iterable):
-    """Return ``value`` if it is one of ``allowed``, else raise a ValueError."""
+    """Return the entry of ``allowed`` that ``value`` is, else raise a ValueError.
+
+    True and False match only booleans (numpy's too): ``1 == True`` in Python, but
+    ``show=1`` or ``shuffle=0`` is a slip, not a choice.
+    """
     allowed = tuple(allowed)
-    if value not in allowed:
-        names = ", ".join(repr(a) for a in allowed[:-1])
-        names = f"{names} and {allowed[-1]!r}" if len(allowed) > 1 else repr(allowed[0])
-        raise ValueError(
-            f"Invalid value for the '{name}' parameter. Allowed values are {names}, "
-            f"but got {value!r} instead."
-        )
-    return value
+    for option in allowed:
+        if _same_option(value, option):
+            return option
+    names = ", ".join(repr(a) for a in allowed[:-1])
+    names = f"{names} and {allowed[-1]!r}" if len(allowed) > 1 else repr(allowed[0])
+    raise ValueError(
+        f"Invalid value for the '{name}' parameter. Allowed values are {names}, "
+        f"but got {value!r} instead."
+    )
+
+
+def _same_option(value, option) -> bool:
+    flags = (bool, np.bool_)
+    if isinstance(option, bool) or isinstance(value, flags):
+        return isinstance(option, bool) and isinstance(value, flags) and bool(value) is option
+    try:
+        return bool(value == option)
+    except (TypeError, ValueError):  # an array, or a type that does not compare
+        return False
 
 
 def check_int(name: str, value, *, min_value: int | None = None, max_value: int | None = None):

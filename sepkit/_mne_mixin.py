@@ -884,11 +884,17 @@ class MNEMixin:
             if mne.channel_type(info, idx) == "eeg" and np.isfinite(pos).all() and pos.any():
                 keep.append(idx)
         if len(keep) < 3:
+            n_eeg = sum(mne.channel_type(info, info["ch_names"].index(n)) == "eeg" for n in fitted)
+            fix = (
+                f"a map needs 3, and the separator was fitted on {n_eeg} EEG channel(s): fit "
+                "on more EEG channels to draw topographies"
+                if n_eeg < 3
+                else "Set a montage first, e.g. raw = sepkit.io.apply_montage(raw, "
+                "'standard_1020'), and refit or pass info=raw.info"
+            )
             raise ValueError(
                 f"{what} needs positions of at least 3 fitted EEG channels, found "
-                f"{len(keep)}. Set a montage first, e.g. "
-                "raw = sepkit.io.apply_montage(raw, 'standard_1020'), and refit or pass "
-                "info=raw.info."
+                f"{len(keep)}. {fix[0].upper()}{fix[1:]}."
             )
         return mne.pick_info(info, keep, verbose="error")
 

@@ -206,3 +206,20 @@ def test_python_m_sepkit_train_bad_toml_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "not valid TOML" in lines[0]
     assert _snapshot(tmp_path) == before
+
+
+def test_boolean_options_take_booleans_only():
+    # Audit: check_option(..., (True, False)) took 1 and 0 (1 == True in Python), so
+    # show=1 or repeat_mixing=0 passed; numpy's booleans are booleans.
+    from sepkit._check import check_option
+    from sepkit.datasets import make_nonlinear_ica
+
+    assert check_option("show", np.True_, (True, False)) is True
+    assert check_option("domain", "tf", ("auto", "time", "tf")) == "tf"
+    for slip in (1, 0, 1.0, "True"):
+        with pytest.raises(
+            ValueError, match=r"'show' parameter. Allowed values are True and False"
+        ):
+            check_option("show", slip, (True, False))
+    with pytest.raises(ValueError, match=r"'repeat_mixing' parameter"):
+        make_nonlinear_ica(2, 4, 10, 2, repeat_mixing=1)

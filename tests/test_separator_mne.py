@@ -1640,3 +1640,13 @@ def test_failed_refit_leaves_the_earlier_fit_whole(sim):
     assert sep.exclude == [0] and sep.n_sources_ == N_SOURCES
     sep.set_params(n_sources=N_SOURCES)
     np.testing.assert_array_equal(sep.apply(raw).get_data(), cleaned)
+
+
+def test_topographies_of_two_channels_say_why_not(sim):
+    # Audit: with a montage set, the advice for 2 fitted channels was to set a montage.
+    raw, _ = sim
+    two = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True)[:2]]
+    sep = IVAESeparator(2, mixing="linear", random_state=0).fit(raw, picks=two)
+    with pytest.raises(ValueError, match=r"found 2\. A map needs 3, and the separator was "
+                       r"fitted on 2 EEG channel\(s\)"):  # fmt: skip
+        sep.plot_components()

@@ -498,7 +498,18 @@ def test_source_model_form_writes_a_loadable_model_folder(tmp_path):
             + SOURCE_MODEL.replace("n_steps = 3", "n_steps = 0"),
             "n_steps in",
         ),
-        # Audit: a bad name was found only after training; true passed as n_steps.
+        # Audit: a bad name was found only after training; true passed as n_steps;
+        # [model]'s keys and a missing folder of 'out' passed; seed blamed [data].
+        (
+            'resume = true\ncheckpoint_dir = "ck"\nout = "ivae-tiny-8k-v9"\n{corpus}'
+            + SOURCE_MODEL,
+            r"\['checkpoint_dir', 'resume'\] in .* apply to the \[model\] form",
+        ),
+        ('out = "no/ivae-tiny-8k-v9"\n{corpus}' + SOURCE_MODEL, r"The folder .*no of 'out'"),
+        (
+            'out = "ivae-tiny-8k-v9"\n{corpus}' + SOURCE_MODEL + 'seed = "a"\n',
+            r"seed in \[source_model\] of .* must be an integer >= 0",
+        ),
         ('out = "mymodel"\n{corpus}' + SOURCE_MODEL, r"'out' in .*'mymodel' does not follow"),
         (
             'out = "ivae-tiny-8k-v9"\n{corpus}'

@@ -439,7 +439,12 @@ def _train(config: Path) -> int:
             sep.fit(X, u, resume=cfg.get("resume", False))
         if rank == 0:
             sep.save(out, overwrite=cfg.get("overwrite", False))
-            print(f"saved {out} ({sep.n_steps_run_} steps, world size {world})")
+            # The exact-likelihood families take no optimiser steps of the network's kind.
+            n_iter = (sep.history_[-1] if sep.history_ else {}).get("n_iter")
+            how = f"{sep.n_steps_run_} steps"
+            if sep.family_ not in ("network", "flow"):
+                how = f"the {sep.family_} family" + (f", {n_iter} iterations" if n_iter else "")
+            print(f"saved {out} ({how}, world size {world})")
         if world > 1:
             torch.distributed.barrier()  # every rank leaves together (see train_source)
     finally:

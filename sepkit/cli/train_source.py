@@ -61,6 +61,12 @@ SOURCE_MODEL_KEYS = dict(
 def check_source_model(cfg: dict, config: Path) -> dict:
     """[source_model] with defaults filled in; its corpus and out, checked before training."""
     spec = cfg["source_model"]
+    unused = [key for key in ("checkpoint_dir", "resume", "overwrite") if key in cfg]
+    if unused:  # the [model] form's keys: a source model trains in one go, never over
+        raise ValueError(
+            f"{unused} in {config} apply to the [model] form; the [source_model] form keeps "
+            "no checkpoints and never overwrites a model folder. Drop them."
+        )
     unknown = sorted(set(spec) - set(SOURCE_MODEL_KEYS))
     if unknown:
         raise ValueError(
@@ -74,6 +80,10 @@ def check_source_model(cfg: dict, config: Path) -> dict:
             'channels = "mean"}.'
         )
     out = config.parent / cfg["out"]
+    if not out.parent.is_dir():  # as the [model] form: no folder is made for 'out'
+        raise FileNotFoundError(
+            f"The folder {out.parent} of 'out' in {config} does not exist. Create it first."
+        )
     try:  # the folder's name is the model's: checked now, not after training
         check_model_name(out.name)
     except ValueError as err:
@@ -90,6 +100,11 @@ def check_source_model(cfg: dict, config: Path) -> dict:
             raise ValueError(
                 f"{key} in [source_model] of {config} must be an integer >= 1, got {value!r}."
             )
+    seed = settings["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(
+            f"seed in [source_model] of {config} must be an integer >= 0, got {seed!r}."
+        )
     for key in ("lr", "segment_seconds"):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
