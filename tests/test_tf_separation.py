@@ -294,3 +294,12 @@ def test_a_dc_offset_is_no_source(fitted):
     np.testing.assert_allclose(sep.transform(shifted).data, want, atol=1e-3 * np.abs(want).max())
     refit = IVAESeparator(2, domain="tf", random_state=0).fit(shifted)
     np.testing.assert_allclose(refit.fitted_.demixer.demix, sep.fitted_.demixer.demix, atol=1e-3)
+
+
+def test_n_samples_counts_what_the_fit_saw(fitted):
+    # Audit: with max_fit_seconds the fit saw a part, but n_samples_ said the whole.
+    sep, rec, _ = fitted
+    assert sep.n_samples_ == rec.n_times
+    part = IVAESeparator(2, domain="tf", random_state=0, fit_params={"max_fit_seconds": 2.0})
+    part.fit(rec)
+    assert abs(part.n_samples_ - 2 * RATE) <= part.tf_.hop and part.n_samples_ < rec.n_times

@@ -139,13 +139,16 @@ class Fitted(ABC):
     """A fitted separation: everything inference, plots and ``save`` need.
 
     Attributes every implementation sets: ``family`` (its module's ``NAME``),
-    ``n_sources``, ``n_channels``, ``history`` (list of dict).
+    ``n_sources``, ``n_channels``, ``history`` (list of dict). A family that fits
+    on a part of the recording (the tf families' ``max_fit_seconds``) also sets
+    ``n_fitted_samples``, the samples its fit saw (the estimator's ``n_samples_``).
     """
 
     family: str
     n_sources: int
     n_channels: int
     history: list
+    n_fitted_samples: int | None = None
 
     @abstractmethod
     def sources(self, data: np.ndarray, u=None) -> np.ndarray:

@@ -603,7 +603,9 @@ def fit(inp: FitInput, opts: dict, **_) -> TFFit:
         random_state=opts["random_state"],
         verbose=opts["verbose"],
     )
-    return TFFit(demixer, inp.ch_names)
+    fitted = TFFit(demixer, inp.ch_names)
+    fitted.n_fitted_samples = int(sum(b - a for a, b in ranges))  # a part: max_fit_seconds
+    return fitted
 
 
 def from_state(tensors: dict, meta: dict, params: dict, device) -> TFFit:

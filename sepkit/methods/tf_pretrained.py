@@ -407,7 +407,11 @@ def fit(inp: FitInput, opts: dict, **_) -> PretrainedTFFit:
     demixer = TFDemixer(
         demix, prior.n_fft, prior.hop, prior.sample_rate, model, history, settings["postfilter"]
     )
-    return PretrainedTFFit(demixer, prior, float(inp.sample_rate), inp.ch_names)
+    fitted = PretrainedTFFit(demixer, prior, float(inp.sample_rate), inp.ch_names)
+    # The samples fitted (a part: max_fit_seconds), counted at the input's rate.
+    seen = sum(b.shape[1] for b in blocks) * inp.sample_rate / prior.sample_rate
+    fitted.n_fitted_samples = min(inp.n_times, int(round(seen)))
+    return fitted
 
 
 def from_state(tensors: dict, meta: dict, params: dict, device) -> PretrainedTFFit:
