@@ -46,6 +46,7 @@ from .io.raw import (
     raw_like,
     span_mask,
 )
+from .io.recording import check_names_present
 
 # Frontal electrodes that pick up blinks best, used as the EOG reference when a
 # recording has no EOG channel, typed or named: Fp1, Fp2, Fpz and the AF row (any case).
@@ -1307,9 +1308,7 @@ def _typed_reference(raw, ch_name, ch_type: str) -> list[str]:
             raise TypeError(
                 f"'ch_name' must be None, a channel name or a list of names, got {ch_name!r}."
             )
-        from .io.eeg import _check_names_present
-
-        _check_names_present(raw, names, "ch_name", "raw")
+        check_names_present(raw, names, "'ch_name' names", "raw")
         return names
     return _good_of_type(raw, ch_type)
 
@@ -1472,12 +1471,13 @@ def _reference_channels(inst, names):
     if names is None:
         return None
     names = [names] if isinstance(names, str) else list(names)
-    missing = [name for name in names if name not in inst.ch_names]
-    if missing:
-        raise ValueError(
-            f"add_channels names channel(s) {missing} that the recording lacks. Pass channels "
-            f"of the recording (e.g. its EOG), or None."
-        )
+    check_names_present(
+        inst,
+        names,
+        "add_channels names",
+        "the recording",
+        "Pass channels of the recording (e.g. its EOG), or None.",
+    )
     types = inst.get_channel_types(picks=names)
     data = inst.get_data(picks=names)
     if is_epochs_or_evoked(inst):

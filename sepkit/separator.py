@@ -913,7 +913,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         self.annotation_u_, self.event_u_ = inp.u_from == "annotations", inp.u_from == "events"
         if init is None:  # fitted from scratch: no longer the pretrained model it was
             self.__dict__.pop("pretrained_", None)
-        self.n_samples_ = getattr(fitted, "n_fitted_samples", None) or inp.n_fitted
+        self.n_samples_ = fitted.n_fitted_samples or inp.n_fitted
         self.reject_ = rejection.reject
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
         self.info_ = picked_info(rec) if kind == "raw" else None

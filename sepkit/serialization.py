@@ -345,9 +345,7 @@ def _check_estimator_meta(meta: dict, n_channels: int, check_params: bool = True
             "(a file from another program, or edited)"
         )
     rate = _value(meta, "sample_rate_")
-    if rate is not None and (
-        isinstance(rate, bool) or not isinstance(rate, Real) or not math.isfinite(rate) or rate <= 0
-    ):
+    if rate is not None and not (_finite_number(rate) and rate > 0):
         raise _Invalid(f"'sample_rate_' must be null or a finite number > 0 (Hz), got {rate!r}")
     names = _value(meta, "ch_names_")
     if names is not None and not (

@@ -330,7 +330,7 @@ def _source_chunks(sep, rec, chunk_seconds, resample):
     chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
     chunk_seconds = check_float("chunk_seconds", chunk_seconds, min_value=0.0, strict_min=True)
     check_option("resample", resample, (True, False))
-    work = getattr(sep.fitted_, "work_rate", None)
+    work = sep.fitted_.work_rate
     read, n_times = _reader(sep, rec, resample, work)
     rate = float(work or sep.sample_rate_ or rec.sample_rate)
     if getattr(sep, "domain_", "time") == "tf":

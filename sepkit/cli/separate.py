@@ -716,7 +716,7 @@ def _model_info(args, item: _Input, sep, fits: bool, data=None) -> dict:
         # Where they differ, the input was resampled (--resample, or a source model's
         # own rate; the sources are written at sample_rate).
         input_sample_rate=_input_rate(item),
-        separation_sample_rate=getattr(sep.fitted_, "work_rate", None) or sep.sample_rate_,
+        separation_sample_rate=sep.fitted_.work_rate or sep.sample_rate_,
         **describe_model(sep),
     )
     if fits:
@@ -727,10 +727,14 @@ def _model_info(args, item: _Input, sep, fits: bool, data=None) -> dict:
 
 def _input_rate(item: _Input) -> float | None:
     """The input file's own sample rate (Recording, Raw, Epochs or a streamed file)."""
-    source = item.long if item.long is not None else item.X
-    rate = getattr(source, "sample_rate", None)
-    if rate is None and hasattr(source, "info"):
-        rate = source.info["sfreq"]
+    return _rate_of(item.long if item.long is not None else item.X)
+
+
+def _rate_of(x) -> float | None:
+    """The sample rate of a Recording or streamed file (``sample_rate``) or of MNE data."""
+    rate = getattr(x, "sample_rate", None)
+    if rate is None and hasattr(x, "info"):
+        rate = x.info["sfreq"]
     return None if rate is None else float(rate)
 
 
@@ -739,7 +743,7 @@ def _figures(item: _Input, sep, S, data, fits: bool, excluded=()) -> dict:
     from ..io import Recording
     from ..viz import plot_sources, plot_topographies, plot_training_curve
 
-    rate = S.sample_rate if hasattr(S, "sample_rate") else S.info["sfreq"]
+    rate = _rate_of(S)
     names = tuple(S.ch_names)
     if item.kind == "audio":  # label the traces as their files: STEM_s1.wav -> s1
         names = tuple(f"s{i + 1}" for i in range(len(names)))

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._atomic import atomic_split_write
 from .._check import RowMoments, check_float, check_option
-from .recording import Recording
+from .recording import Recording, check_names_present
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import mne
@@ -222,16 +222,6 @@ def _check_raw(raw, name: str = "raw", hint: str = "", kinds: str = "an mne.io.R
     return raw
 
 
-def _check_names_present(raw, names, param: str, owner: str) -> None:
-    """Raise a ValueError naming the channels of ``names`` that ``raw`` lacks."""
-    missing = [name for name in names if name not in raw.ch_names]
-    if missing:
-        raise ValueError(
-            f"'{param}' names channel(s) {missing} that {owner} lacks; its channels are "
-            f"{raw.ch_names[:12]}{' ...' if len(raw.ch_names) > 12 else ''}."
-        )
-
-
 def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
     """Indices of ``picks`` in ``raw``, with a clear error when none remain.
 
@@ -274,7 +264,7 @@ def _eeg_picks(raw, picks, *, exclude_bads: bool = True) -> np.ndarray:
                 "names, as MNE takes them."
             )
         else:
-            _check_names_present(raw, names, "picks", "the recording")
+            check_names_present(raw, names, "'picks' names", "the recording")
             idx = [raw.ch_names.index(name) for name in names]
             exclude_bads = False  # named: kept though bad, as MNE's picks by name
     if exclude_bads:

@@ -139,7 +139,7 @@ def recording_channels(rec: Recording, picks=None, fitted_names=None) -> Recordi
     names = list(rec.ch_names)
     if picks is not None:
         wanted = [picks] if isinstance(picks, str) else list(picks)
-        _check_present(rec, wanted, "'picks' names", "Pass names of its channels")
+        check_names_present(rec, wanted, "'picks' names", "the Recording")
         rec = rec.replace(data=rec.data[[names.index(n) for n in wanted]], ch_names=wanted)
         names = wanted
     by_name = (
@@ -151,23 +151,31 @@ def recording_channels(rec: Recording, picks=None, fitted_names=None) -> Recordi
     )
     if not by_name:
         return rec
-    _check_present(
+    check_names_present(
         rec,
         fitted_names,
         "The separator was fitted on",
-        "Pass a Recording with the fitted channels (by name), or refit",
+        "the Recording",
+        "Pass a Recording with the fitted channels (by name), or refit.",
     )
     order = [names.index(n) for n in fitted_names]
     return rec.replace(data=rec.data[order], ch_names=tuple(fitted_names))
 
 
-def _check_present(rec: Recording, wanted, what: str, fix: str) -> None:
-    missing = [n for n in wanted if n not in rec.ch_names]
+def check_names_present(container, names, what: str, owner: str, fix: str = "") -> None:
+    """Raise a ValueError naming the channels of ``names`` that ``container`` lacks.
+
+    ``container``: anything with ``ch_names`` (a Recording, an MNE Raw). The
+    message reads "``what`` channel(s) [...] that ``owner`` lacks; its channels
+    are [...]." and then ``fix``.
+    """
+    have = list(container.ch_names)
+    missing = [name for name in names if name not in have]
     if missing:
-        more = " ..." if rec.n_channels > 12 else ""
+        more = " ..." if len(have) > 12 else ""
         raise ValueError(
-            f"{what} channel(s) {missing[:12]} that the Recording lacks; its channels are "
-            f"{list(rec.ch_names)[:12]}{more}. {fix}."
+            f"{what} channel(s) {missing} that {owner} lacks; its channels are "
+            f"{have[:12]}{more}.{(' ' + fix) if fix else ''}"
         )
 
 

@@ -141,7 +141,9 @@ class Fitted(ABC):
     Attributes every implementation sets: ``family`` (its module's ``NAME``),
     ``n_sources``, ``n_channels``, ``history`` (list of dict). A family that fits
     on a part of the recording (the tf families' ``max_fit_seconds``) also sets
-    ``n_fitted_samples``, the samples its fit saw (the estimator's ``n_samples_``).
+    ``n_fitted_samples``, the samples its fit saw (the estimator's ``n_samples_``);
+    one that separates at a rate of its own (a source model's) sets ``work_rate``,
+    the rate streaming reads at.
     """
 
     family: str
@@ -149,6 +151,7 @@ class Fitted(ABC):
     n_channels: int
     history: list
     n_fitted_samples: int | None = None
+    work_rate: float | None = None
 
     @abstractmethod
     def sources(self, data: np.ndarray, u=None) -> np.ndarray:

@@ -168,30 +168,33 @@ def test_disk_full_and_read_only_folder_are_one_line(earlier, monkeypatch, capsy
     argv, out, before = earlier
     import sepkit.cli.separate as separate
 
-    def full(*a, **kw):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(separate, "write_json", full)
-    assert main([*argv, "--force"]) == 2
-    err = _one_line_error(capsys, "separate")
-    assert f"could not write the outputs of a.wav in {out}: No space left on device" in err
-    assert "No output was changed; free some space, then run the command again." in err
-    assert _snapshot(out) == before
-
     # libsndfile's own error (a file-size limit, a full disk) says only "System error."
     # (audit: that one line was all the user saw).
     class LibsndfileError(RuntimeError):
         pass
 
-    def efbig(*a, **kw):
-        raise LibsndfileError("System error.")
+    failures = (
+        (
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+            f"could not write the outputs of a.wav in {out}: No space left on device",
+            "No output was changed; free some space, then run the command again.",
+        ),
+        (
+            LibsndfileError("System error."),
+            f"could not write the outputs of a.wav in {out}: System error. No output was ",
+            "check the free space, any file-size limit (ulimit -f) and the permissions",
+        ),
+    )
+    for failure, *said in failures:
 
-    monkeypatch.setattr(separate, "write_json", efbig)
-    assert main([*argv, "--force"]) == 2
-    err = _one_line_error(capsys, "separate")
-    assert f"could not write the outputs of a.wav in {out}: System error. No output was " in err
-    assert "check the free space, any file-size limit (ulimit -f) and the permissions" in err
-    assert _snapshot(out) == before
+        def fail(*a, failure=failure, **kw):
+            raise failure
+
+        monkeypatch.setattr(separate, "write_json", fail)
+        assert main([*argv, "--force"]) == 2
+        err = _one_line_error(capsys, "separate")
+        assert all(text in err for text in said), err
+        assert _snapshot(out) == before
     monkeypatch.undo()
 
     # Not writable: refused before reading or fitting anything.
