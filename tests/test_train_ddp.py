@@ -409,6 +409,29 @@ def test_run_reporting_errors_warnings_and_interrupt(capsys):
         train_cli.run_reporting_errors("prog", lambda: {}["x"])
 
 
+def test_run_reporting_errors_sigterm_unwinds(capsys):
+    # torchrun sends SIGTERM to the other workers when one fails: it unwinds like
+    # Ctrl-C (finally blocks run) and exits 143, and the handler is put back after.
+    import signal
+
+    unwound = []
+
+    def stop():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            unwound.append(True)
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert train_cli.run_reporting_errors("prog", stop) == 143
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert unwound == [True]
+    assert capsys.readouterr().err == "prog: terminated\n"
+
+
 def test_checkpoint_errors_are_one_line(tmp_path, capsys):
     # An existing checkpoint without resume, and a resume on other data of the same shape.
     text = 'out = "m.safetensors"\ncheckpoint_dir = "ckpt"\n' + SYNTHETIC + MODEL

@@ -15,7 +15,7 @@ import sys
 import warnings
 
 from .._version import __version__
-from ._common import OneLineParser
+from ._common import OneLineParser, Terminated, sigterm_unwinds
 
 # Subcommand modules, in the order ``sepkit --help`` lists them.
 _SUBCOMMANDS = ("demo", "separate", "fit", "evaluate", "models", "recipes", "fit_batch")
@@ -24,6 +24,9 @@ _SUBCOMMANDS = ("demo", "separate", "fit", "evaluate", "models", "recipes", "fit
 EXIT_USER_ERROR = 2
 # Output piped into a reader that stopped (`| head`): 128 + SIGPIPE, as the shell reports.
 EXIT_BROKEN_PIPE = 141
+# Stopped by Ctrl-C or by SIGTERM (`kill`, a batch scheduler, `timeout`): 128 + the signal.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 # Library messages give their advice as Python keyword arguments; on the
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
-        with warnings.catch_warnings():
+        with sigterm_unwinds(), warnings.catch_warnings():
             if not args.debug:  # --debug keeps Python's format, with the source line
                 warnings.showwarning = _show_warning(args.command)
             code = int(args.func(args) or 0)
@@ -249,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sepkit {args.command}: error: {command_line_phrasing(str(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated:
+        print("sepkit: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("sepkit: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -610,20 +610,57 @@ def existing_outputs(folder, names: re.Pattern, keep=()) -> list[Path]:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as after Ctrl-C.
+
+    A subclass of :class:`KeyboardInterrupt`: every ``except KeyboardInterrupt``
+    and ``finally`` that removes a half-written output set (:class:`OutputSet`)
+    runs for it too. Python's default for SIGTERM (`kill`, `timeout`, a batch
+    scheduler) is to die at once, which left a new output folder behind, empty.
+    """
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 @contextmanager
-def _sigint_deferred():
-    """Hold Ctrl-C (SIGINT) back for the few renames of a commit, then deliver it."""
-    if threading.current_thread() is not threading.main_thread() or not callable(
-        signal.getsignal(signal.SIGINT)
-    ):  # only the main thread can hold it; a handler set outside Python stays as it is
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+def sigterm_unwinds():
+    """While inside, SIGTERM raises :class:`Terminated` (main thread, default handler only)."""
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
+    if install:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if install:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold Ctrl-C and SIGTERM back for the few renames of a commit, then deliver them.
+
+    SIGTERM is held only where :func:`sigterm_unwinds` made it an exception;
+    otherwise it keeps its handler (a default SIGTERM ends the process anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can hold signals
+        return
+    # A handler set outside Python (not callable) stays as it is.
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(s))]
+    caught = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if signal.SIGTERM in caught:
+        raise Terminated
     if caught:
         raise KeyboardInterrupt
 
@@ -708,7 +745,7 @@ class OutputSet:
         earlier = [
             p for p in existing_outputs(self.folder, self.names, self.keep) if p.name not in written
         ]
-        with _sigint_deferred():
+        with _signals_deferred():
             for p in new + [p for p in staged if p not in new]:
                 _move_into_place(p, self.folder / p.name)
                 self.moved += 1

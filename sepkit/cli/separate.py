@@ -6,7 +6,8 @@ Each input (audio: WAV/FLAC/OGG/...; EEG: any format MNE reads, e.g. .fif,
 ``sepkit fit``) or by fitting a new separator with --n-sources K. With
 --model and --fine-tune the pretrained model is fine-tuned on each input first.
 
-Outputs in OUTDIR, per input STEM: audio sources as STEM_s1.wav, ...;
+Outputs in OUTDIR, per input STEM: audio sources as STEM_s1.wav, ... (16-bit
+PCM, or the --subtype given);
 EEG sources as STEM_sources_raw.fif (for a FIF file of MNE Epochs, fitted on
 the epochs end to end as ICA.fit(epochs) does, read whole, not streamed:
 STEM_sources_epo.fif, and --exclude writes STEM_cleaned_epo.fif);
@@ -137,6 +138,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--fine-tune", action="store_true", help="with --model: fine-tune it on each input first"
     )
     p.add_argument("--plots", action="store_true", help="also save figures (PNG)")
+    p.add_argument(
+        "--subtype",
+        type=str.upper,
+        choices=SUBTYPES,
+        default=None,
+        help="audio: the sample format of the source WAV files (default: PCM_16; FLOAT "
+        "and DOUBLE are never rescaled, the PCM formats get one common gain where the "
+        "loudest source would clip)",
+    )
     p.add_argument(
         "--steps",
         type=int,
@@ -307,6 +317,19 @@ def check_exclude_range(indices, n_sources):
             f"to {n_sources - 1}). Pass indices in that range."
         )
     return indices
+
+
+# --subtype: the WAV sample formats libsndfile writes.
+SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
+
+
+def _check_subtype_input(path: Path, kind: str, subtype) -> None:
+    """Refuse --subtype for an EEG input, whose sources are written as FIF."""
+    if subtype is not None and kind != "audio":
+        raise ValueError(
+            f"--subtype sets the sample format of the source WAV files of audio inputs, but "
+            f"{path.name} is EEG (its sources are written as FIF, in float). Drop --subtype."
+        )
 
 
 def _check_exclude_input(path: Path, X, kind: str, exclude, eog_channels) -> None:
@@ -591,6 +614,7 @@ def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     if long is None and not epochs:
         _check_values(X, fits=pretrained is None or args.fine_tune)
     _check_exclude_input(path, X, kind, exclude, eog_channels)
+    _check_subtype_input(path, kind, args.subtype)
     _check_linear(args, path, kind, exclude, pretrained)
     if pretrained is not None and args.fine_tune:
         check_fine_tune(path, head, pretrained, args.model, "--model")
@@ -784,7 +808,7 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
                 if result.ica is not None:
                     result.ica.save(folder / ica_name(args.save_ica, stem), verbose="error")
             elif item.kind == "audio":
-                write_sources(result.sources, folder, stem=stem)
+                write_sources(result.sources, folder, stem=stem, subtype=args.subtype)
             else:
                 write = write_epochs_fif if item.epochs else write_raw_fif
                 write(result.sources, folder / eeg_name(stem, "sources", item.epochs))
@@ -1111,8 +1135,8 @@ def _stream_outputs(args, item: _Input, sep, fits: bool, exclude, folder: Path) 
             warnings.simplefilter("ignore")
         if item.kind == "audio":
             _, summary = streaming.write_audio_sources(
-                sep, long, folder, stem, resample=args.resample, head_seconds=head,
-                verbose=show_progress(args),
+                sep, long, folder, stem, subtype=args.subtype, resample=args.resample,
+                head_seconds=head, verbose=show_progress(args),
             )  # fmt: skip
         else:
             path = folder / f"{stem}_sources_raw.fif"

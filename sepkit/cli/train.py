@@ -76,8 +76,8 @@ from ..io import SUPPORTED_EEG_EXTENSIONS, Recording, read_audio, read_eeg, to_r
 from ..separator import IVAESeparator, check_model_path
 from ..train import distributed_training
 from ..windows import resolve_window_samples, window_labels
-from . import EXIT_USER_ERROR, train_source
-from ._common import OneLineParser, check_writable
+from . import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, train_source
+from ._common import OneLineParser, Terminated, check_writable, sigterm_unwinds
 from .train_source import check_source_model
 
 PROG = "python -m sepkit.train"
@@ -134,7 +134,9 @@ def run_reporting_errors(prog: str, func, *, debug: bool = False, phrasing=confi
     -------
     code : int
         0 (or ``func``'s code), ``EXIT_USER_ERROR`` (2) after a user error
-        (:data:`USER_ERRORS`), 130 after Ctrl-C.
+        (:data:`USER_ERRORS`), 130 after Ctrl-C and 143 after SIGTERM (which
+        unwinds as Ctrl-C does: torchrun sends it to the other workers when one
+        fails).
     """
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -142,7 +144,7 @@ def run_reporting_errors(prog: str, func, *, debug: bool = False, phrasing=confi
         print(f"{prog}: warning: {text}", file=sys.stderr if file is None else file)
 
     try:
-        with warnings.catch_warnings():
+        with sigterm_unwinds(), warnings.catch_warnings():
             if not debug:  # --debug keeps Python's format, with the source line
                 warnings.showwarning = show
             return int(func() or 0)
@@ -152,9 +154,12 @@ def run_reporting_errors(prog: str, func, *, debug: bool = False, phrasing=confi
         # One line, whatever the message holds (TOML and OS errors may span lines).
         print(f"{prog}: error: {' '.join(phrasing(str(err)).split())}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _unknown(found, allowed, where: str) -> None:

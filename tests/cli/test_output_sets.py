@@ -578,3 +578,58 @@ def test_ctrl_c_during_the_moves_is_held_until_the_set_is_in_place(earlier, monk
     after = _snapshot(out)
     assert set(after) == set(before) and after["a_metrics.json"] != before["a_metrics.json"]
     assert json.loads(after["a_metrics.json"])["input"] == argv[1]
+
+
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM at Python's default while the test runs (the command line then catches it)."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield signal
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_during_the_fit_leaves_no_output_folder(
+    tmp_path, monkeypatch, capsys, default_sigterm
+):
+    # `kill` or `timeout` sends SIGTERM; it used to end Python at once and leave
+    # the new output folder behind, empty.
+    signal = default_sigterm
+    wav = _wav(tmp_path / "a.wav")
+    real_fit = IVAESeparator.fit
+
+    def fit(self, *args, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_fit(self, *args, **kw)
+
+    monkeypatch.setattr(IVAESeparator, "fit", fit)
+    out = tmp_path / "new"
+    assert main(["separate", str(wav), "--n-sources", "2", "-o", str(out), *LINEAR]) == 143
+    assert capsys.readouterr().err.strip().endswith("sepkit: terminated")
+    assert not out.exists()
+    # The handler is Python's default again once the command returns.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_during_the_moves_is_held_until_the_set_is_in_place(
+    earlier, monkeypatch, capsys, default_sigterm
+):
+    import sepkit.cli._common as common
+
+    signal = default_sigterm
+    argv, out, before = earlier
+    real_move = common._move_into_place
+    moves = []
+
+    def move(staged, target):
+        if not moves:
+            os.kill(os.getpid(), signal.SIGTERM)
+        moves.append(target.name)
+        real_move(staged, target)
+
+    monkeypatch.setattr(common, "_move_into_place", move)
+    assert main([*argv, "--force", "--seed", "3"]) == 143
+    assert sorted(moves) == sorted(before)  # every file moved, then the signal
+    after = _snapshot(out)
+    assert set(after) == set(before) and after["a_metrics.json"] != before["a_metrics.json"]

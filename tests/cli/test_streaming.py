@@ -406,3 +406,38 @@ def test_the_metrics_say_which_rates_a_source_model_ran_at(tmp_path):
     info = json.loads((out / "m8k_metrics.json").read_text())
     assert info["input_sample_rate"] == info["sample_rate"] == 8000.0
     assert info["separation_sample_rate"] == 16000.0
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_subtype_sets_the_wav_sample_format(tmp_path, monkeypatch, streamed):
+    # Audit: the sources were 16-bit PCM whatever the user needed.
+    wav = _wav(tmp_path / "a.wav")
+    if streamed:
+        monkeypatch.setattr(separate_cli, "STREAM_SECONDS", {"audio": 1.0, "eeg": 1.0})
+        monkeypatch.setattr(streaming, "CHUNK_SECONDS", 0.7)
+    sources = {}
+    for subtype in ("pcm_24", "FLOAT"):
+        out = tmp_path / subtype
+        _run(["separate", wav, "--n-sources", "2", "-o", out, "--subtype", subtype, *LINEAR])
+        for k in (1, 2):
+            info = sf.info(str(out / f"a_s{k}.wav"))
+            assert info.subtype == subtype.upper() and info.frames == 3 * RATE
+        sources[subtype] = np.stack([sf.read(str(out / f"a_s{k}.wav"))[0] for k in (1, 2)])
+    # The same fit, written in float as it is and in 24 bits with the one common gain
+    # that keeps the loudest source from clipping: one quantisation step apart.
+    peak = np.abs(sources["FLOAT"]).max()
+    gain = 0.99 / peak if peak > 1 else 1.0
+    np.testing.assert_allclose(sources["pcm_24"], gain * sources["FLOAT"], rtol=0, atol=2.0**-23)
+
+
+def test_subtype_is_refused_for_eeg(tmp_path, capsys):
+    path = _eeg(tmp_path / "e_raw.fif")
+    out = tmp_path / "out"
+    argv = ["separate", str(path), "--n-sources", "4", "-o", str(out), "--subtype", "FLOAT"]
+    assert main([*argv, "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sepkit separate: error: --subtype sets the sample format of the source WAV files of "
+        "audio inputs, but e_raw.fif is EEG (its sources are written as FIF, in float). Drop "
+        "--subtype."
+    )
+    assert not out.exists()
