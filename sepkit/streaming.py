@@ -90,10 +90,14 @@ class LongRecording:
     n_times : int
         Samples per channel.
     ch_names : tuple of str
-        Audio: ``ch0, ch1, ...`` as :func:`sepkit.read_audio` names them; EEG:
-        every data channel (:func:`sepkit.io.read_eeg` with ``picks=None``).
+        Audio: ``ch<i>`` of the channels read, ``i`` the index in the file, as
+        :func:`sepkit.read_audio` names them; EEG: every data channel
+        (:func:`sepkit.io.read_eeg` with ``picks=None``).
     raw : mne.io.BaseRaw or None
         EEG: the file's Raw, not preloaded.
+    channels : tuple of int or None
+        Audio: the indices of the channels read (``open_recording``'s
+        ``channels``); None for all.
     """
 
     path: Path
@@ -102,6 +106,7 @@ class LongRecording:
     n_times: int
     ch_names: tuple
     raw: object = field(default=None, repr=False)
+    channels: tuple | None = None
 
     @property
     def duration(self) -> float:
@@ -115,7 +120,9 @@ class LongRecording:
         """
         if self.kind == "audio":
             rate = self.sample_rate
-            return read_audio(self.path, start=start / rate, stop=stop / rate).data
+            return read_audio(
+                self.path, channels=self.channels, start=start / rate, stop=stop / rate
+            ).data
         return self.raw.get_data(start=start, stop=stop)
 
 
@@ -140,7 +147,7 @@ class StreamSummary:
     mean: np.ndarray
 
 
-def open_recording(path, kind: str | None = None) -> LongRecording:
+def open_recording(path, kind: str | None = None, *, channels=None) -> LongRecording:
     """Open an audio or EEG file for streaming, reading its header only.
 
     Parameters
@@ -150,6 +157,10 @@ def open_recording(path, kind: str | None = None) -> LongRecording:
         EEG in any format :func:`sepkit.io.read_eeg` reads.
     kind : {"audio", "eeg"} or None
         None: from the suffix (:data:`sepkit.io.AUDIO_EXTENSIONS` are audio).
+    channels : int or sequence of int or None
+        Audio: the channels to read, as :func:`sepkit.read_audio` takes them
+        (e.g. to leave out a dead microphone). None: all. EEG: give None and
+        mark channels bad in the file (``info["bads"]``), as MNE does.
 
     Returns
     -------
@@ -165,6 +176,12 @@ def open_recording(path, kind: str | None = None) -> LongRecording:
         raise TypeError(f"'path' must be a str or os.PathLike, got {type(path).__name__}.")
     kind = _kind(path, kind)
     if kind == "eeg":
+        if channels is not None:
+            raise ValueError(
+                f"'channels' picks audio channels by index, but {Path(path).name} is EEG. "
+                "Pass channels=None and mark the channels to leave out as bad "
+                "(raw.info['bads']), as MNE does."
+            )
         path = Path(path).expanduser()
         raw = read_eeg(path, picks=None, preload=False)
         rate = float(raw.info["sfreq"])
@@ -178,7 +195,11 @@ def open_recording(path, kind: str | None = None) -> LongRecording:
             "Convert it to WAV or FLAC first (e.g. ffmpeg -i IN OUT.flac)."
         ) from err
     n_times, rate = aio.probe(path)
-    return LongRecording(path, "audio", rate, n_times, tuple(f"ch{i}" for i in range(n_channels)))
+    picked = tuple(aio._check_channels(channels, n_channels, path))
+    names = tuple(f"ch{i}" for i in picked)
+    return LongRecording(
+        path, "audio", rate, n_times, names, channels=None if channels is None else picked
+    )
 
 
 def _kind(path, kind) -> str:
@@ -273,7 +294,7 @@ def _reader(sep, rec: LongRecording, resample: bool, work_rate=None):
         if rate != rec.sample_rate:  # as many samples as sepkit.io.audio.resample gives
             n_times = -(-rec.n_times * int(rate) // int(rec.sample_rate))
         return aio.chunk_reader(
-            rec.path, rec.n_times, rec.sample_rate, rate, sep.n_channels_
+            rec.path, rec.n_times, rec.sample_rate, rate, sep.n_channels_, rec.channels
         ), n_times
     if rate != rec.sample_rate:
         raise ValueError(

@@ -122,6 +122,11 @@ _ADVICE = (
         "Drop the key, or pick those channels (picks=...).",
         "Drop the key (the command line fits the EEG channels).",
     ),
+    (
+        "; drop them before fitting.",
+        "; leave them out (audio: --channels with the indices of the others; EEG: mark "
+        "them bad in the file, raw.info['bads'] with MNE).",
+    ),
     ("reject has the key", "--reject has the key"),
     ("flat has the key", "--flat has the key"),
     # The command line reads every data channel of the file; choosing is done in the file.

@@ -474,21 +474,62 @@ def input_kind(path: Path) -> str:
     )
 
 
-def read_input(path, *, eeg_picks="eeg", epochs: bool = False) -> tuple[object, str]:
+def add_channels_option(p) -> None:
+    """--channels: the audio channels (microphones) to read."""
+    p.add_argument(
+        "--channels",
+        type=channels_arg,
+        default=None,
+        metavar="I,I",
+        help="audio: read only these channels, by index from 0 in the file's order (e.g. "
+        "0,2,3 to leave out a dead microphone); EEG: mark channels bad in the file instead "
+        "(info['bads']), as MNE does (default: every channel)",
+    )
+
+
+def channels_arg(text: str) -> list[int]:
+    """--channels I,I,...: channel indices from 0."""
+    try:
+        indices = [int(k) for k in text.split(",")]
+    except ValueError:
+        indices = []
+    if not indices or min(indices) < 0:
+        raise argparse.ArgumentTypeError(
+            f"takes audio channel indices from 0, separated by commas (e.g. 0,2), got {text!r}"
+        )
+    return indices
+
+
+def check_channels_input(path, kind: str, channels) -> None:
+    """Refuse --channels for an EEG input."""
+    if channels is not None and kind != "audio":
+        raise ValueError(
+            f"--channels picks audio channels by index, but {Path(path).name} is EEG. Drop "
+            "--channels, and mark the channels to leave out as bad in the file "
+            "(raw.info['bads'] = [...]; raw.save), as MNE does."
+        )
+
+
+def read_input(
+    path, *, eeg_picks="eeg", epochs: bool = False, audio_channels=None
+) -> tuple[object, str]:
     """(Recording, Raw or Epochs, kind) for an audio or EEG file.
 
     ``eeg_picks``: the channels of an EEG file to read (``read_eeg``'s picks;
     None for every data channel, e.g. to keep the EOG leads beside the EEG).
     ``epochs``: the file holds MNE Epochs (the caller asked
     :func:`sepkit.io.is_epochs_file`), read as Epochs with every channel.
+    ``audio_channels``: --channels, the indices of an audio file's channels to
+    read (None: all); refused for EEG.
     """
     path = Path(path)
     kind = check_input_file(path)
+    check_channels_input(path, kind, audio_channels)
     from ..io import read_audio, read_eeg, read_epochs
 
     try:
         if kind == "audio":
-            return read_audio(path), kind
+            return read_audio(path, channels=audio_channels), kind
         if epochs:
             return read_epochs(path), kind
         return read_eeg(path, picks=eeg_picks), kind

@@ -27,6 +27,7 @@ from pathlib import Path
 from ._common import (
     MODEL_OPTIONS,
     OutputSet,
+    add_channels_option,
     add_common,
     add_model_options,
     add_sample_options,
@@ -86,6 +87,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     add_model_options(p)
     add_sample_options(p)
+    add_channels_option(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     remember_defaults(p, MODEL_OPTIONS)  # to tell the model options given (with --init)
@@ -108,7 +110,7 @@ def run(args) -> int:
     check_writable(out.parent, shown=out)
     # A FIF file of Epochs is fitted on its epochs end to end, as ICA.fit(epochs).
     epochs = is_epochs_file(args.input)
-    X, kind = read_input(args.input, epochs=epochs)
+    X, kind = read_input(args.input, epochs=epochs, audio_channels=args.channels)
     if args.init and epochs:
         raise ValueError(
             f"{Path(args.input).name} holds MNE Epochs, and --init continues a network's "

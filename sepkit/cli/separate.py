@@ -66,9 +66,11 @@ from pathlib import Path
 from ._common import (
     MODEL_OPTIONS,
     OutputSet,
+    add_channels_option,
     add_common,
     add_model_options,
     add_sample_options,
+    check_channels_input,
     check_fine_tune,
     check_input_file,
     check_kept_model,
@@ -138,6 +140,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--fine-tune", action="store_true", help="with --model: fine-tune it on each input first"
     )
     p.add_argument("--plots", action="store_true", help="also save figures (PNG)")
+    add_channels_option(p)
     p.add_argument(
         "--subtype",
         type=str.upper,
@@ -607,7 +610,7 @@ def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
     # the cleaned recording (the fit and the sources take the EEG only).
     long = None if epochs else _open_long(args, path, pretrained)
     if long is None:
-        X, kind = read_input(path, eeg_picks=None, epochs=epochs)
+        X, kind = read_input(path, eeg_picks=None, epochs=epochs, audio_channels=args.channels)
     else:
         X, kind = long.raw, long.kind
     head = X if long is None else _head(long)  # a second of a streamed input, for the checks
@@ -983,8 +986,9 @@ def _open_long(args, path: Path, pretrained):
     from .. import streaming
 
     kind = input_kind(path)
+    check_channels_input(path, kind, args.channels)
     try:
-        long = streaming.open_recording(path, kind)
+        long = streaming.open_recording(path, kind, channels=args.channels)
     except Exception:
         # Not readable in parts (M4A & co., which only audioread decodes) or not at all:
         # read whole, where the reader reports any fault of the file in its own words.

@@ -739,8 +739,10 @@ def probe(path) -> tuple[int, float]:
     return n_times_file, file_rate
 
 
-def chunk_reader(path, n_times_file, file_rate, rate, n_channels):
+def chunk_reader(path, n_times_file, file_rate, rate, n_channels, channels=None):
     """``read(lo, hi)``: samples [lo, hi) of the file at ``rate``, checked, float32.
+
+    ``channels``: the indices of the file's channels to read (None: all).
 
     At a rate other than the file's, each range is read with context on both
     sides from a start on the resampler's phase grid (a whole number of its
@@ -763,7 +765,7 @@ def chunk_reader(path, n_times_file, file_rate, rate, n_channels):
         first = max(0, lo // up - context)  # in periods
         last = -(-hi // up) + context
         a, b = first * down, min(last * down, n_times_file)
-        rec = read_audio(path, start=a / file_rate, stop=b / file_rate)
+        rec = read_audio(path, channels=channels, start=a / file_rate, stop=b / file_rate)
         if rec.sample_rate != rate:
             rec = resample(rec, rate)
         x = rec.data[:, lo - first * up : hi - first * up]

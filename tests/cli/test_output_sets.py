@@ -424,7 +424,12 @@ def test_a_bad_recording_among_several_stops_the_run_before_any_fit(tmp_path, mo
     cases = [
         (silent, "silent.wav: the recording is silent: every channel is constant"),
         (nan, "nan.wav: the recording contains 1 NaN or Inf values (in channel(s) [1])."),
-        (flat, "flat.wav: the recording has flat (constant) channel(s) "),
+        (
+            flat,
+            "flat.wav: the recording has flat (constant) channel(s) ['ch0']; leave them out "
+            "(audio: --channels with the indices of the others; EEG: mark them bad in the "
+            "file, raw.info['bads'] with MNE).",
+        ),
     ]
     for bad, message in cases:
         argv = ["separate", str(good), str(bad), "--n-sources", "2", "-o", str(out), *LINEAR]

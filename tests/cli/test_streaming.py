@@ -441,3 +441,67 @@ def test_subtype_is_refused_for_eeg(tmp_path, capsys):
         "--subtype."
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_channels_leave_out_a_dead_microphone(tmp_path, monkeypatch, capsys, streamed):
+    # Audit: a dead microphone stopped the run ("flat channel ... drop them") with no
+    # way on the command line to drop it.
+    x, _ = sf.read(str(_wav(tmp_path / "two.wav")), dtype="float32")
+    dead = np.stack([x[:, 0], np.zeros(len(x), np.float32), x[:, 1]], axis=1)
+    sf.write(str(tmp_path / "a.wav"), dead, RATE, subtype="FLOAT")
+    if streamed:
+        monkeypatch.setattr(separate_cli, "STREAM_SECONDS", {"audio": 1.0, "eeg": 1.0})
+        monkeypatch.setattr(streaming, "CHUNK_SECONDS", 0.7)
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    _run(
+        [
+            "separate",
+            tmp_path / "a.wav",
+            "--n-sources",
+            "2",
+            "-o",
+            out,
+            "--channels",
+            "0,2",
+            *LINEAR,
+        ]
+    )
+    _run(["separate", tmp_path / "two.wav", "--n-sources", "2", "-o", ref, *LINEAR])
+    assert _metrics(out, "a")["streamed"] is streamed
+    # The two live channels fit and separate as the file that holds only them.
+    for k in (1, 2):
+        got, rate = sf.read(str(out / f"a_s{k}.wav"), dtype="int16")
+        want, _ = sf.read(str(ref / f"two_s{k}.wav"), dtype="int16")
+        assert rate == RATE and np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    assert IVAESeparator.load(out / "a_model.safetensors").ch_names_ == ("ch0", "ch2")
+
+
+def test_channels_errors_are_one_line(tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav")
+    eeg = _eeg(tmp_path / "e_raw.fif")
+    out = tmp_path / "out"
+    for path, value, message in (
+        (wav, "0,2", "Channel index 2 in channels=[0, 2] is out of range: "),
+        (wav, "0,0", "channels=[0, 0] selects the same channel more than once;"),
+        (wav, "0,x", "argument --channels: takes audio channel indices from 0, separated by "),
+        (wav, "-1", "argument --channels: takes audio channel indices from 0, separated by "),
+        (eeg, "0,1", "--channels picks audio channels by index, but e_raw.fif is EEG. Drop "),
+    ):
+        argv = ["separate", str(path), "--n-sources", "2", "-o", str(out), "--channels", value]
+        try:
+            code = main([*argv, "--quiet"])
+        except SystemExit as exit:  # argparse's own errors
+            code = exit.code
+        assert code == 2, value
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("sepkit separate: error: ") and message in err, err
+        assert "\n" not in err
+    assert not out.exists()
+    # sepkit fit takes it too.
+    model = tmp_path / "m.safetensors"
+    assert (
+        main(["fit", str(wav), "--n-sources", "1", "-o", str(model), "--channels", "1", *LINEAR])
+        == 0
+    )
+    assert IVAESeparator.load(model).ch_names_ == ("ch1",)
