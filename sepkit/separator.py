@@ -299,7 +299,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         (benchmarks/README.md, "Nonlinear core"): see there for MCC and time
         against the ELBO network. "auto" resolves to "flow" for data that are
         neither EEG nor audio (a plain array) when ``n_sources`` equals the
-        number of channels (a square mixing that can be invertible) and no
+        number of channels or is None (a square mixing that can be invertible) and no
         setting asks for the ELBO network (a network setting such as
         ``n_steps`` or ``n_hidden`` changed from its default, a prior other
         than "gauss", ``ica_init``, ``decoder_u``, ``whiten=False``,
@@ -1173,7 +1173,8 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         if (
             self.mixing == "auto"
             and not linear_by_default
-            and self.n_sources == n_channels
+            # None is every dimension the data hold: as square as the count of channels.
+            and self.n_sources in (None, n_channels)
             and not _network_settings_changed(self)
             and not _exact_conflicts(self, "flow", init, u)
         ):

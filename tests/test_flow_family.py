@@ -50,6 +50,9 @@ def test_auto_picks_the_flow_for_a_square_array_with_defaults(data, monkeypatch)
     monkeypatch.setattr(flow_family, "check_fit_params", lambda fit_params: short)
     sep = IVAESeparator(3, random_state=0).fit(X, u)
     assert (sep.family_, sep.mixing_, sep.n_steps_run_) == ("flow", "flow", 20)
+    # n_sources=None (every dimension) is as square as the count (audit: it took the network).
+    sep = IVAESeparator(None, random_state=0).fit(X, u)
+    assert (sep.family_, sep.n_sources_) == ("flow", 3)
 
 
 def test_flow_separates_better_than_its_linear_start(data, fitted):
