@@ -231,9 +231,9 @@ class MNEMixin:
     def apply(
         self,
         inst,
-        exclude=None,
-        *,
+        *positional,
         include=None,
+        exclude=None,
         n_pca_components=None,
         start: float | None = None,
         stop: float | None = None,
@@ -262,15 +262,19 @@ class MNEMixin:
             samples, since an epoch is too short to stand for the recording,
             and a baseline correction of theirs is re-applied after the
             cleaning, as MNE's ``on_baseline="reapply"``).
-        exclude : None or list of int
-            Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
-            besides those in ``self.exclude``, as ``ICA.apply`` does; None
-            removes ``self.exclude`` alone. (The second argument, where
-            ``ICA.apply``'s is ``include``: pass either by name.)
+        *positional
+            Refused: ``include`` and ``exclude`` are passed by name. A second
+            positional argument is ``include`` to ``ICA.apply`` and was
+            ``exclude`` here, the opposite removal; by name, the same call
+            means the same thing to both.
         include : None or list of int
             As ``ICA.apply``'s: the sources to keep; every other one is removed
             too (with ``exclude`` and ``self.exclude``). None or ``[]``: no
             effect, as in MNE.
+        exclude : None or list of int
+            Indices of the sources to remove (e.g. from :meth:`find_bads_eog`),
+            besides those in ``self.exclude``, as ``ICA.apply`` does; None
+            removes ``self.exclude`` alone.
         n_pca_components : None
             MNE's default only: the data beyond the sources are kept as they
             are (see above). A number (MNE's reduction of what is kept to
@@ -295,6 +299,7 @@ class MNEMixin:
             As the input: the fitted channels cleaned, every other channel
             unchanged.
         """
+        _check_by_name(positional)
         self._check_fitted()
         _check_pca_components(n_pca_components)
         exclude = self._excluded(exclude, include)
@@ -1287,7 +1292,7 @@ class MNEMixin:
         path : Path
         """
         path = _check_fif_target(path, overwrite)
-        return save_fif(self.apply(inst, exclude, u=u), path)
+        return save_fif(self.apply(inst, exclude=exclude, u=u), path)
 
 
 def _check_span(raw, start, duration) -> tuple[float, float]:
@@ -1373,12 +1378,12 @@ def _overlay_data(sep, inst, removed, span, u, fitted):
     import mne
 
     if isinstance(inst, mne.Evoked):
-        cleaned = sep.apply(inst, removed, u=u)
+        cleaned = sep.apply(inst, exclude=removed, u=u)
         return inst.get_data(picks=fitted), cleaned.get_data(picks=fitted), float(inst.times[0])
     _check_raw_arg(inst, "an mne.io.Raw or mne.Evoked")
     start, stop = _check_span(inst, *span)
     sfreq = inst.info["sfreq"]
-    cleaned = sep.apply(inst, removed, u=u)
+    cleaned = sep.apply(inst, exclude=removed, u=u)
     cut = slice(int(round(start * sfreq)), int(round(stop * sfreq)))
     return inst.get_data(picks=fitted)[:, cut], cleaned.get_data(picks=fitted)[:, cut], start
 
@@ -1503,6 +1508,17 @@ def _check_baseline(inst, on_baseline: str) -> None:
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def _check_by_name(positional) -> None:
+    """Refuse ``apply(inst, [k])``: MNE reads ``[k]`` as ``include``, sepkit read it as ``exclude``."""
+    if positional:
+        raise TypeError(
+            f"apply takes include and exclude by name, got {len(positional)} more positional "
+            f"argument(s) ({positional[0]!r}). Pass exclude={positional[0]!r} to remove those "
+            f"sources, or include={positional[0]!r} to keep only them (ICA.apply(inst, "
+            f"{positional[0]!r}) means include)."
+        )
 
 
 def _check_pca_components(n_pca_components) -> None:

@@ -216,7 +216,9 @@ def test_apply_without_exclusions_returns_the_input(fitted, sim):
     np.testing.assert_allclose(out.get_data(), raw.get_data(), rtol=0, atol=1e-12)
     # Also for a nonlinear decoder: the residual the model does not explain is kept.
     deep = IVAESeparator(4, n_layers=2, **TINY).fit(raw)
-    np.testing.assert_allclose(deep.apply(raw, []).get_data(), raw.get_data(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        deep.apply(raw, exclude=[]).get_data(), raw.get_data(), rtol=0, atol=1e-12
+    )
 
 
 def test_apply_removes_the_projection_of_the_excluded_source(fitted, sim):
@@ -239,7 +241,7 @@ def test_apply_in_place_and_bad_exclude(fitted, sim):
     target = raw.copy()
     out = fitted.apply(target, exclude=[0], copy=False)
     assert out is target
-    np.testing.assert_allclose(out.get_data(), fitted.apply(raw, [0]).get_data())
+    np.testing.assert_allclose(out.get_data(), fitted.apply(raw, exclude=[0]).get_data())
     with pytest.raises(
         ValueError, match=r"'exclude' holds source index 8 .* allowed indices are 0 to 7"
     ):
@@ -254,12 +256,19 @@ def test_apply_include_keeps_only_those_sources_as_mne(linear, sim):
     raw, _ = sim
     others = [k for k in range(N_SOURCES) if k not in (1, 4)]
     np.testing.assert_array_equal(
-        linear.apply(raw, include=[1, 4]).get_data(), linear.apply(raw, others).get_data()
+        linear.apply(raw, include=[1, 4]).get_data(), linear.apply(raw, exclude=others).get_data()
     )
+    # A second positional argument is ICA.apply's include and was our exclude: refused
+    # (audit: an MNE script removed the opposite sources without a word).
+    with pytest.raises(TypeError, match=r"apply takes include and exclude by name, got 1 more "
+                       r"positional argument\(s\) \(\[1\]\)\. Pass exclude=\[1\] to remove those "
+                       r"sources, or include=\[1\] to keep only them \(ICA\.apply\(inst, \[1\]\) "
+                       r"means include\)\."):  # fmt: skip
+        linear.apply(raw, [1])
     # With exclude too, both apply; None or [] keep every source, as in MNE.
     np.testing.assert_array_equal(
-        linear.apply(raw, [4], include=[1, 4]).get_data(),
-        linear.apply(raw, [k for k in range(N_SOURCES) if k != 1]).get_data(),
+        linear.apply(raw, exclude=[4], include=[1, 4]).get_data(),
+        linear.apply(raw, exclude=[k for k in range(N_SOURCES) if k != 1]).get_data(),
     )
     np.testing.assert_array_equal(linear.apply(raw, include=[]).get_data(), raw.get_data())
     # The exported ICA agrees (up to the removed sources' means, which MNE's apply
@@ -271,7 +280,7 @@ def test_apply_include_keeps_only_those_sources_as_mne(linear, sim):
     np.testing.assert_allclose(*centred, rtol=0, atol=1e-4 * np.abs(ours).max())
     epochs = _epochs(raw)
     np.testing.assert_array_equal(
-        linear.apply(epochs, include=[1, 4]).get_data(), linear.apply(epochs, others).get_data()
+        linear.apply(epochs, include=[1, 4]).get_data(), linear.apply(epochs, exclude=others).get_data()
     )
     with pytest.raises(ValueError, match=r"'include' holds source index 9 .* allowed indices"):
         linear.apply(raw, include=[9])
@@ -282,7 +291,10 @@ def test_exclude_attribute_like_ica_exclude(fitted, sim, tmp_path):
     sep = copy.deepcopy(fitted)  # the module's fitted separator stays as it is
     assert sep.exclude == []
     sep.exclude = [1]
-    only_1, both = fitted.apply(raw, [1]).get_data(), fitted.apply(raw, [1, 2]).get_data()
+    only_1, both = (
+        fitted.apply(raw, exclude=[1]).get_data(),
+        fitted.apply(raw, exclude=[1, 2]).get_data(),
+    )
     np.testing.assert_array_equal(sep.apply(raw).get_data(), only_1)
     # exclude= adds to sep.exclude, as ICA.apply does.
     np.testing.assert_array_equal(sep.apply(raw, exclude=[2]).get_data(), both)
@@ -420,19 +432,19 @@ def test_apply_to_epochs_and_evoked(linear, sim):
     keep = ["EOG", "ECG"]
     np.testing.assert_array_equal(cleaned.get_data(picks=keep), epochs.get_data(picks=keep))
     np.testing.assert_allclose(
-        linear.apply(epochs, []).get_data(), epochs.get_data(), rtol=0, atol=1e-12
+        linear.apply(epochs, exclude=[]).get_data(), epochs.get_data(), rtol=0, atol=1e-12
     )
     target = epochs.copy()
-    assert linear.apply(target, [k], copy=False) is target
+    assert linear.apply(target, exclude=[k], copy=False) is target
     np.testing.assert_allclose(target.get_data(), cleaned.get_data())
     with pytest.raises(ValueError, match=r"apply\(copy=False\) cleans the Epochs in place"):
-        linear.apply(_epochs(raw, preload=False), [k], copy=False)
+        linear.apply(_epochs(raw, preload=False), exclude=[k], copy=False)
     np.testing.assert_allclose(
-        linear.apply(_epochs(raw, preload=False), [k]).get_data(), cleaned.get_data()
+        linear.apply(_epochs(raw, preload=False), exclude=[k]).get_data(), cleaned.get_data()
     )
 
     evoked = epochs.average()
-    ev_clean = linear.apply(evoked, [k])
+    ev_clean = linear.apply(evoked, exclude=[k])
     np.testing.assert_allclose(
         ev_clean.get_data(picks=names), cleaned.average().get_data(picks=names), rtol=1e-4,
         atol=1e-4 * np.abs(evoked.data).max(),
@@ -444,20 +456,20 @@ def test_apply_to_epochs_and_evoked(linear, sim):
     # Baseline-corrected epochs keep a zero baseline after cleaning.
     events = mne.make_fixed_length_events(raw, duration=2.0)[1:-1]
     based = mne.Epochs(raw, events, tmin=-0.2, tmax=0.5, baseline=(None, 0), verbose="error")
-    out = linear.apply(based, [k])
+    out = linear.apply(based, exclude=[k])
     before_zero = out.times <= 0
     np.testing.assert_allclose(out.get_data(picks=names)[..., before_zero].mean(-1), 0, atol=1e-12)
     assert not np.allclose(out.get_data(picks=names), based.get_data(picks=names))
     # on_baseline as ICA.apply's: "warn" leaves the baseline as the cleaning moved it.
     with pytest.warns(RuntimeWarning, match=r"the Epochs were baseline-corrected \(\(.*\)\); the"):
-        left = linear.apply(based, [k], on_baseline="warn")
+        left = linear.apply(based, exclude=[k], on_baseline="warn")
     assert not np.allclose(left.get_data(picks=names)[..., before_zero].mean(-1), 0, atol=1e-12)
     with pytest.raises(ValueError, match=r"baseline-corrected .*, and on_baseline='raise'\. Pass"):
-        linear.apply(based, [k], on_baseline="raise")
+        linear.apply(based, exclude=[k], on_baseline="raise")
     with pytest.raises(ValueError, match=r"Invalid value for the 'on_baseline' parameter"):
-        linear.apply(based, [k], on_baseline="ignore")
-    np.testing.assert_array_equal(linear.apply(epochs, [k], on_baseline="raise").get_data(),
-                                  linear.apply(epochs, [k]).get_data())  # fmt: skip
+        linear.apply(based, exclude=[k], on_baseline="ignore")
+    np.testing.assert_array_equal(linear.apply(epochs, exclude=[k], on_baseline="raise").get_data(),
+                                  linear.apply(epochs, exclude=[k]).get_data())  # fmt: skip
 
 
 def test_epochs_need_a_separator_that_ignores_u(fitted, linear, sim):
@@ -466,11 +478,11 @@ def test_epochs_need_a_separator_that_ignores_u(fitted, linear, sim):
     with pytest.raises(ValueError, match=r"Epochs data have no window of the recording"):
         fitted.get_sources(epochs)
     with pytest.raises(ValueError, match=r"EvokedArray data have no window|Evoked data have no"):
-        fitted.apply(epochs.average(), [0])
+        fitted.apply(epochs.average(), exclude=[0])
     with pytest.raises(ValueError, match=r"'start' and 'stop' crop a Raw; for Epochs data"):
         linear.get_sources(epochs, start=1.0)
     with pytest.raises(ValueError, match="u is for a Raw; Epochs data have no u"):
-        linear.apply(epochs, [0], u="annotations")
+        linear.apply(epochs, exclude=[0], u="annotations")
     with pytest.raises(ValueError, match=r"The Epochs data lack the fitted channel\(s\) \['Cz'\]"):
         linear.get_sources(epochs.copy().drop_channels(["Cz"]))
 
@@ -1054,7 +1066,9 @@ def test_save_sources_and_cleaned_fif(fitted, sim, tmp_path):
 
     clean = fitted.save_cleaned(raw, tmp_path / "sub-01_clean_raw.fif", exclude=[1])
     back = mne.io.read_raw_fif(clean, preload=True, verbose="error")
-    np.testing.assert_allclose(back.get_data(), fitted.apply(raw, [1]).get_data(), rtol=1e-6)
+    np.testing.assert_allclose(
+        back.get_data(), fitted.apply(raw, exclude=[1]).get_data(), rtol=1e-6
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "sub-01_clean_raw.fif",
         "sub-01_ivae_raw.fif",
@@ -1220,7 +1234,7 @@ def test_plot_properties(linear, sim):
     # The title's share: the variance that removing the source takes, by hand.
     names = list(linear.ch_names_)
     X = raw.get_data(picks=names)
-    gone = ((X - linear.apply(raw, [BLINK]).get_data(picks=names)) ** 2).sum()
+    gone = ((X - linear.apply(raw, exclude=[BLINK]).get_data(picks=names)) ** 2).sum()
     share = 100 * gone / ((X - X.mean(axis=1, keepdims=True)) ** 2).sum()
     assert (
         figs[0].get_suptitle() == f"IVAE{BLINK:03d}: {share:.1f} % of the fitted channels' variance"
@@ -1242,12 +1256,12 @@ def test_plot_overlay(fitted, sim):
     span = slice(int(2.0 * SAMPLE_RATE), int(7.0 * SAMPLE_RATE))
     change = (
         raw.get_data(picks=names)[:, span]
-        - fitted.apply(raw, [BLINK]).get_data(picks=names)[:, span]
+        - fitted.apply(raw, exclude=[BLINK]).get_data(picks=names)[:, span]
     ) ** 2
     expected = [names[i] for i in np.argsort(-change.sum(axis=1))[:5]]
     assert [ax.get_ylabel().split("\n")[0] for ax in fig.axes] == expected
     before, after = fig.axes[0].lines
-    cleaned = fitted.apply(raw, [BLINK]).get_data(picks=expected[0])[0, span] * 1e6
+    cleaned = fitted.apply(raw, exclude=[BLINK]).get_data(picks=expected[0])[0, span] * 1e6
     np.testing.assert_allclose(after.get_ydata(), cleaned)
     np.testing.assert_allclose(before.get_ydata(), raw.get_data(picks=expected[0])[0, span] * 1e6)
     assert after.get_xdata()[0] == pytest.approx(2.0)
@@ -1535,9 +1549,14 @@ def test_find_bads_ecg_agrees_with_mne_on_the_export(linear, sim):
     for kw in (dict(method="ctps"), dict(method="correlation", measure="correlation")):
         ours_idx, ours = linear.find_bads_ecg(raw, ch_name="ECG", **kw)
         theirs_idx, theirs = ica.find_bads_ecg(raw, ch_name="ECG", verbose="error", **kw)
-        # Kuiper's index moves by 1e-5 with the sources' float32 rounding.
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
-        assert ours_idx == list(theirs_idx)
+        assert ours_idx == list(theirs_idx) and len(ours_idx) == 1
+        # The flagged source's score to float32 rounding. The Kuiper index of a source
+        # that does not follow the heart jumps where a phase crosses +-pi: on one
+        # machine MNE's own score of source 0 went from 0.092 to 0.076 when its
+        # sources were shifted by 1e-7 of their std, and ours (float32) gave 0.105.
+        np.testing.assert_allclose(ours[ours_idx], theirs[ours_idx], rtol=1e-4)
+        close = dict(rtol=1e-4, atol=1e-5) if kw["method"] == "correlation" else dict(atol=0.05)
+        np.testing.assert_allclose(ours, theirs, **close)
     _, ours = linear.find_bads_eog(raw, ch_name="EOG")
     _, theirs = ica.find_bads_eog(raw, ch_name="EOG", measure="correlation", verbose="error")
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)

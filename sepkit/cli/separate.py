@@ -868,7 +868,7 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
             warnings.simplefilter("ignore")
             entry["eog_reference"] = list(sep._eog_reference(raw, eog_channels))
     # apply=False (streamed): raw is the fit's excerpt, so the share is measured there.
-    cleaned = sep.apply(raw, exclude)
+    cleaned = sep.apply(raw, exclude=exclude)
     entry.update(_removed_variance(sep, raw, cleaned, exclude, entry["excluded"]))
     return (cleaned if apply else None), entry
 
@@ -924,7 +924,7 @@ def _removed_variance(sep, raw, cleaned, exclude, excluded) -> dict:
     shares = {}
     if not sep.exclude:  # per source only where no model-owned exclude is mixed in
         for k in excluded:
-            one = sep.apply(raw, [k]).get_data(picks=names)
+            one = sep.apply(raw, exclude=[k]).get_data(picks=names)
             shares[str(k)] = round(variance(before - one) / whole, 4)
     if total > _REMOVAL_WARN_SHARE:
         warnings.warn(

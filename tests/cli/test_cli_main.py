@@ -617,7 +617,7 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     assert np.shape(info["eog_scores"]) == (6,)
     cleaned = mne.io.read_raw_fif(out / "rec_cleaned_raw.fif", verbose="error")
     assert cleaned.ch_names == raw.ch_names  # the EOG lead kept, as MNE's apply does
-    _assert_same_in_float32(cleaned.get_data(), sep.apply(raw, info["excluded"]).get_data())
+    _assert_same_in_float32(cleaned.get_data(), sep.apply(raw, exclude=info["excluded"]).get_data())
 
     # Chosen by hand on a saved model; the model's own exclude is removed too.
     sep.exclude = [4]
@@ -627,7 +627,7 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     assert main(argv + ["--exclude", "3,0", "--quiet"]) == 0
     assert json.loads((out2 / "rec_metrics.json").read_text())["excluded"] == [0, 3, 4]
     cleaned = mne.io.read_raw_fif(out2 / "rec_cleaned_raw.fif", verbose="error").get_data()
-    _assert_same_in_float32(cleaned, sep.apply(raw, [0, 3]).get_data())
+    _assert_same_in_float32(cleaned, sep.apply(raw, exclude=[0, 3]).get_data())
 
     # An EOG lead that records no blink: nothing flagged, and the run says so.
     quiet_eye = raw.copy()
@@ -861,7 +861,7 @@ def test_separate_exclude_says_what_it_removed(tmp_path, capsys):
     sep = IVAESeparator.load(out / "rec_model.safetensors")
     names = list(sep.ch_names_)
     before = raw.get_data(picks=names)
-    change = before - sep.apply(raw, k).get_data(picks=names)
+    change = before - sep.apply(raw, exclude=k).get_data(picks=names)
     share = np.var(change, axis=1).sum() / np.var(before, axis=1).sum()
     assert metrics["removed_variance_share"] == pytest.approx(share, abs=1e-4)
     assert metrics["removed_variance_per_source"] == {str(k[0]): pytest.approx(share, abs=1e-4)}

@@ -63,7 +63,7 @@ def test_separate_epochs_writes_epochs(epochs_file, tmp_path, capsys):
     assert info["excluded"] == [int(np.argmax(truth))] and truth.max() > 0.9
     cleaned = mne.read_epochs(out / "sub-01_cleaned_epo.fif", verbose="error")
     assert cleaned.ch_names == epochs.ch_names  # the EOG lead kept, as MNE's apply does
-    _same_in_float32(cleaned.get_data(), sep.apply(epochs, info["excluded"]).get_data())
+    _same_in_float32(cleaned.get_data(), sep.apply(epochs, exclude=info["excluded"]).get_data())
     # The ICA file reads back in MNE, with the removal of this run.
     ica = mne.preprocessing.read_ica(out / "sub-01_ica.fif", verbose="error")
     assert ica.exclude == info["excluded"]
