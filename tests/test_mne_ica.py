@@ -64,7 +64,8 @@ def test_to_mne_ica_agrees_with_the_separator(raw, sep):
     _close(ica.get_components(), sep.get_components())
     for exclude in ([1], [0, 3]):
         _close(
-            ica.apply(raw.copy(), exclude=exclude).get_data(), sep.apply(raw, exclude=exclude).get_data()
+            ica.apply(raw.copy(), exclude=exclude).get_data(),
+            sep.apply(raw, exclude=exclude).get_data(),
         )
     # Nothing removed: both return the recording (MNE keeps every PCA component).
     _close(ica.apply(raw.copy(), exclude=[]).get_data(), raw.get_data())

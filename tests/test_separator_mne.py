@@ -280,7 +280,8 @@ def test_apply_include_keeps_only_those_sources_as_mne(linear, sim):
     np.testing.assert_allclose(*centred, rtol=0, atol=1e-4 * np.abs(ours).max())
     epochs = _epochs(raw)
     np.testing.assert_array_equal(
-        linear.apply(epochs, include=[1, 4]).get_data(), linear.apply(epochs, exclude=others).get_data()
+        linear.apply(epochs, include=[1, 4]).get_data(),
+        linear.apply(epochs, exclude=others).get_data(),
     )
     with pytest.raises(ValueError, match=r"'include' holds source index 9 .* allowed indices"):
         linear.apply(raw, include=[9])
