@@ -45,6 +45,7 @@ from .io.raw import (
     is_events_array,
     raw_like,
     span_mask,
+    with_recording_fields,
 )
 from .io.recording import check_names_present
 
@@ -681,7 +682,8 @@ class MNEMixin:
     def _check_score_threshold(self, threshold, measure) -> float:
         """``threshold`` of a correlation ``measure``, "auto" resolved, or the error."""
         check_option("measure", measure, ("correlation", "zscore"))
-        if isinstance(threshold, str) and threshold == "auto":
+        auto = isinstance(threshold, str) and threshold == "auto"
+        if auto:
             threshold = 0.5 if measure == "correlation" else 3.0
         elif measure == "correlation":
             threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
@@ -695,14 +697,7 @@ class MNEMixin:
         else:
             threshold = check_float("threshold", threshold, min_value=0.0, strict_min=True)
         if measure == "zscore":
-            reach = (self.n_sources_ - 1) / np.sqrt(self.n_sources_)
-            if threshold >= reach:
-                raise ValueError(
-                    f"measure='zscore' with threshold={threshold:g} cannot flag any of "
-                    f"{self.n_sources_} sources: the z-scores of {self.n_sources_} values never "
-                    f"exceed (n - 1) / sqrt(n) = {reach:.2f}. Pass a threshold below "
-                    f"{reach:.2f}, or measure='correlation'."
-                )
+            _check_zscore_reach(threshold, self.n_sources_, auto)
         return threshold
 
     @staticmethod
@@ -1164,25 +1159,9 @@ class MNEMixin:
 
     def _linear_maps(self):
         """(W, b, A): sources W @ (x - mean_) + b and patterns A, in sensor units."""
-        if self.family_ != "linear" or getattr(self, "sensor_coefs_", None) is not None:
-            what = {
-                "network": "the 'network' family (mixing_='nonlinear'), a neural network",
-                "tf": "the 'tf' family (domain_='tf'), a time-frequency model",
-            }.get(self.family_, "the post-nonlinear model (sensor_coefs_ set): a matrix "
-                                "times per-channel unwarped signals")  # fmt: skip
-            # No Python example in the advice: the command line rewrites
-            # mixing='linear' as its option, and an example would read as neither.
-            auto = (
-                " (mixing='auto' chooses the post-nonlinear model where channels look clipped)"
-                if self.family_ == "linear"
-                else ""
-            )
-            raise ValueError(
-                "to_mne_ica exports only the family whose sources are a matrix times the "
-                "channels, as an ICA's: family_='linear' without sensor unwarping "
-                f"(sensor_coefs_ None). This separator is {what}. Refit with "
-                f"mixing='linear'{auto}."
-            )
+        unwarped = getattr(self, "sensor_coefs_", None) is not None
+        if self.family_ != "linear" or unwarped:
+            raise ValueError(_not_exportable(self.family_, unwarped))
         unmixing, bias, mixing = self.fitted_.sensor_maps()
         return unmixing @ self.whitening_, bias, self.dewhitening_ @ mixing
 
@@ -1391,11 +1370,12 @@ def _overlay_data(sep, inst, removed, span, u, fitted):
 def _check_segment_rate(sep, inst) -> None:
     """Refuse Epochs / Evoked at another rate than the fit's, as transform refuses a Raw."""
     expected, got = getattr(sep, "sample_rate_", None), float(inst.info["sfreq"])
-    if expected is not None and got != float(expected):
+    if expected is not None and got != float(expected) and not sep.fitted_.per_sample:
         raise ValueError(
             f"The {type(inst).__name__} data are at {got:g} Hz but the model expects "
-            f"{float(expected):g} Hz. Resample them first (.resample({float(expected):g})), "
-            "or fit the separator at their rate."
+            f"{float(expected):g} Hz (the '{sep.family_}' family's model reads time, not just "
+            f"each sample). Resample them to {float(expected):g} Hz first "
+            f"(.resample({float(expected):g})), or fit the separator at their rate."
         )
 
 
@@ -1506,6 +1486,58 @@ def _check_baseline(inst, on_baseline: str) -> None:
         f"{what}; the cleaning moves their baseline, which is left as it is "
         "(on_baseline='warn'). Pass on_baseline='reapply' to correct it again.",
         RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+# What each family that to_mne_ica cannot export is, for its error.
+_NOT_A_MATRIX = {
+    "network": "the 'network' family (mixing_='nonlinear'), a neural network",
+    "flow": "the 'flow' family (mixing_='flow'), an invertible neural network",
+    "tf": "the 'tf' family (domain_='tf'), a time-frequency model",
+    "tf_pretrained": "the 'tf_pretrained' family (a pretrained source model), a "
+    "time-frequency model",
+}
+
+
+def _not_exportable(family: str, unwarped: bool) -> str:
+    """The error of ``to_mne_ica`` for a separator of ``family`` (``unwarped``: sensor unwarping)."""
+    if family == "linear" and unwarped:
+        what = "the post-nonlinear model (sensor_coefs_ set): a matrix times per-channel unwarped signals"
+        # No Python example in the advice: the command line rewrites mixing='linear'
+        # as its option, and an example would read as neither.
+        auto = " (mixing='auto' chooses the post-nonlinear model where channels look clipped)"
+    else:
+        what = _NOT_A_MATRIX.get(
+            family, f"the {family!r} family, whose sources are not a matrix times the channels"
+        )
+        auto = ""
+    return (
+        "to_mne_ica exports only the family whose sources are a matrix times the "
+        "channels, as an ICA's: family_='linear' without sensor unwarping "
+        f"(sensor_coefs_ None). This separator is {what}. Refit with mixing='linear'{auto}."
+    )
+
+
+def _check_zscore_reach(threshold: float, n_sources: int, auto: bool) -> None:
+    """Refuse (or, for the default threshold, warn about) a z-score no source can reach."""
+    reach = (n_sources - 1) / np.sqrt(n_sources)
+    if threshold < reach:
+        return
+    why = (
+        f"the z-scores of {n_sources} values never exceed (n - 1) / sqrt(n) = {reach:.2f}. "
+        f"Pass a threshold below {reach:.2f}, or measure='correlation'."
+    )
+    if not auto:
+        raise ValueError(
+            f"measure='zscore' with threshold={threshold:g} cannot flag any of "
+            f"{n_sources} sources: {why}"
+        )
+    # MNE flags none without a word; the default was not the user's choice, so no error.
+    warnings.warn(
+        f"measure='zscore' flags none of {n_sources} sources with the default threshold "
+        f"({threshold:g}): {why}",
+        UserWarning,
         stacklevel=4,
     )
 
@@ -1645,6 +1677,7 @@ def like_segments(data, info, inst):
     """
     import mne
 
+    info = with_recording_fields(info, inst.info)
     if isinstance(inst, mne.Evoked):
         return mne.EvokedArray(
             data[0], info, tmin=inst.times[0], comment=inst.comment, nave=inst.nave,

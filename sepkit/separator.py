@@ -1127,6 +1127,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
 
     def _set_fitted(self, fitted, ch_names, sample_rate) -> None:
         """Expose ``fitted`` and the fitted channels' names and rate as fitted attributes."""
+        _forget_previous_fit(self, fitted)
         self.fitted_ = fitted
         self.family_ = fitted.family
         self.n_sources_ = fitted.n_sources
@@ -1267,10 +1268,13 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             return X  # a plain array carries no rate
         if expected is None or float(got) == float(expected):
             return X
+        if not resample and self.fitted_.per_sample:  # a map of each sample: rate-free, as ICA
+            return X
         if not resample:
             raise ValueError(
                 f"X has sample_rate {float(got):g} Hz but the model expects {float(expected):g} "
-                "Hz. Pass resample=True to transform, or resample it first (raw.resample "
+                f"Hz (the '{self.family_}' family's model reads time, not just each sample). "
+                "Pass resample=True to transform, or resample it first (raw.resample "
                 "before get_sources or apply)."
             )
         if isinstance(X, Recording):
@@ -1547,6 +1551,13 @@ def _check_n_sources(n_sources) -> None:
                 "integer count, or None (every dimension the data hold)."
             )
         return
+    if isinstance(n_sources, str) or not isinstance(n_sources, (numbers.Integral, float)):
+        # Audit: "all" (the command line's word) drew "must be an integer".
+        raise TypeError(
+            f"'n_sources' must be an integer count, a float share of the variance in (0, 1) "
+            f"or None (every dimension the data hold: the command line's 'all'), got "
+            f"{n_sources!r} ({type(n_sources).__name__}). Pass e.g. 15, 0.99 or None."
+        )
     check_int("n_sources", n_sources, min_value=1)
 
 
@@ -1554,6 +1565,20 @@ def _chosen(choice) -> str:
     """The domain and mixing of a family choice, as settings (the tf family has no mixing)."""
     mixing = "" if choice.mixing is None else f", mixing={choice.mixing!r}"
     return f"domain={choice.domain!r}{mixing}"
+
+
+def _forget_previous_fit(sep, fitted) -> None:
+    """Remove the attributes of ``sep``'s earlier fit that ``fitted`` does not set.
+
+    A refit with another family (linear, then tf) left the first family's
+    ``unmixing_``, ``whitening_``, ... beside the new fit's, describing a model
+    that no longer exists (audit); as in scikit-learn, a fit replaces the fit.
+    """
+    previous = sep.__dict__.get("fitted_")
+    if previous is None or previous is fitted:
+        return
+    for name in set(previous.attributes()) - set(fitted.attributes()):
+        sep.__dict__.pop(name, None)
 
 
 def _is_count(n_sources) -> bool:

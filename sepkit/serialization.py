@@ -144,6 +144,8 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
         **meta,
         **estimator_meta,
     )
+    # Every file names its family (older ones are told by their domain and mixing).
+    header.setdefault("family_", fitted.family)
     # Check and digest what a reader will get back (JSON turns tuples into lists).
     header = json.loads(json.dumps(header))
     try:
@@ -261,7 +263,7 @@ def fitted_from_state(meta: dict, tensors: dict, params: dict, device, *, path=N
 
 def _family_name(meta: dict) -> str:
     """The family that wrote a file: its ``family_``, or (older files) its domain and mixing."""
-    if meta.get("family_") in ("tf_pretrained", "flow"):
+    if meta.get("family_") is not None:  # checked by _check_contents: one of FAMILIES
         return meta["family_"]
     if meta.get("domain_") == "tf":
         return "tf"
@@ -306,6 +308,14 @@ def _check_contents(meta: dict, tensors: dict, *, check_params: bool = True) -> 
     """Every metadata value the loader reads, the tensors it needs, and finite weights."""
     n_channels = _int(meta, "n_channels_", 1)
     _check_estimator_meta(meta, n_channels, check_params)
+    family = meta.get("family_")
+    if family is not None and family not in FAMILIES:
+        raise _Invalid(
+            f"'family_' must be one of {', '.join(repr(f) for f in FAMILIES)}, got "
+            f"{_short(family)}: a model family this sepkit does not know (a file from a "
+            "newer sepkit, or from a family added elsewhere; load it with the sepkit that "
+            "wrote it)"
+        )
     domain = _choice(meta, "domain_", _DOMAINS, default="time")
     if domain == "tf" and meta.get("family_") == "tf_pretrained":
         _check_tf_pretrained_state(meta, tensors, n_channels)

@@ -208,6 +208,11 @@ def test_to_mne_ica_refuses_families_without_an_unmixing_matrix(raw):
             dict(mixing="post-nonlinear"),
             r"post-nonlinear model \(sensor_coefs_ set\)",
         ),
+        # Audit: the flow was called "the post-nonlinear model".
+        "flow": (
+            dict(mixing="flow", fit_params={"n_steps": 2, "n_coupling": 2}),
+            r"'flow' family \(mixing_='flow'\), an invertible neural network",
+        ),
     }
     for kwargs, what in fits.values():
         sep = IVAESeparator(2, random_state=0, device="cpu", window=1.0, **kwargs)

@@ -226,7 +226,13 @@ def test_rank_deficient_data_is_handled():
         (dict(kernel_size=4), "'kernel_size' must be odd", ValueError),
         (dict(n_steps=0), "'n_steps' must be >= 1, got 0", ValueError),
         (dict(lr=-1.0), "'lr' must be > 0.0", ValueError),
-        (dict(n_sources="all"), "'n_sources' must be an integer, got 'all' (str)", TypeError),
+        (
+            dict(n_sources="all"),
+            "'n_sources' must be an integer count, a float share of the variance in (0, 1) or "
+            "None (every dimension the data hold: the command line's 'all'), got 'all' (str). "
+            "Pass e.g. 15, 0.99 or None.",
+            TypeError,
+        ),
         (
             dict(n_sources=1.5),
             "'n_sources' as a float is a share of the variance, between 0 and 1 (exclusive), "

@@ -89,6 +89,22 @@ def test_family_attributes_say_which_model_ran(data):
     )
 
 
+def test_a_refit_with_another_family_leaves_no_attribute_of_the_first():
+    # Audit: a tf refit of a linear separator kept whitening_, unmixing_, ... of the
+    # linear model beside the tf model's.
+    room = _room()
+    sep = IVAESeparator(2, domain="time", mixing="linear").fit(room)
+    first = set(sep.fitted_.attributes())
+    assert {"unmixing_", "whitening_", "segment_var_"} <= first
+    sep.set_params(domain="tf", mixing="auto").fit(room)
+    assert sep.family_ == "tf"
+    for name in first - set(sep.fitted_.attributes()):
+        assert not hasattr(sep, name), name
+    # A refit with the same family sets the same names again.
+    sep.set_params(domain="time", mixing="linear").fit(room)
+    assert set(sep.fitted_.attributes()) == first and sep.unmixing_ is not None
+
+
 def test_a_setting_the_family_ignores_warns():
     rec = _eeg()
     with pytest.warns(UserWarning, match=r"n_hidden=8, n_steps=30: not used by the 'linear'"):
@@ -113,7 +129,14 @@ def test_tf_settings_are_reachable_through_fit_params():
     assert S.data.shape == (2, rec.n_times)
     with pytest.raises(ValueError, match=r"fit_params has unknown key\(s\) \['n_itr'\].*n_iter"):
         IVAESeparator(2, domain="tf", fit_params={"n_itr": 3}).fit(rec)
-    with pytest.raises(ValueError, match=r"the .linear. family takes no fit_params.*domain=.tf."):
+    # Audit: it named domain='tf' alone, also for the network's and the flow's n_steps.
+    with pytest.raises(
+        ValueError,
+        match=r"the 'linear' family takes no fit_params \(its settings are IVAESeparator's "
+        r"arguments\)\. fit_params holds the settings of the families that have their own: "
+        r"the network \(mixing='nonlinear'\), the flow \(mixing='flow'\) and the "
+        r"time-frequency model \(domain='tf'\); drop them, or choose the family they belong to\.",
+    ):
         IVAESeparator(3, fit_params={"n_iter": 3}).fit(_eeg())
     with pytest.raises(TypeError, match="'fit_params' must be None or a dict"):
         IVAESeparator(2, fit_params=[("n_iter", 3)]).fit(rec)

@@ -160,6 +160,26 @@ def test_get_sources_is_a_raw_aligned_with_the_input(fitted, sim):
     assert (info["highpass"], info["lowpass"]) == (1.0, 30.0)
 
 
+def test_outputs_keep_what_the_recording_says_of_itself(linear, sim):
+    # Audit: get_sources dropped info["description"], which ICA.get_sources keeps.
+    raw, _ = sim
+    raw = raw.copy()
+    with raw.info._unlock():
+        raw.info["description"] = "sub-01 rest"
+        raw.info["experimenter"] = "A. B."
+        raw.info["line_freq"] = 50.0
+    ica = linear.to_mne_ica()
+    epochs = _epochs(raw)
+    evoked = epochs.average()
+    for out in (
+        *(linear.get_sources(raw), linear.apply(raw), ica.get_sources(raw)),
+        *(linear.get_sources(epochs), linear.apply(epochs), ica.get_sources(epochs)),
+        *(linear.get_sources(evoked), linear.apply(evoked)),
+    ):
+        got = {k: out.info[k] for k in ("description", "experimenter", "line_freq")}
+        assert got == {"description": "sub-01 rest", "experimenter": "A. B.", "line_freq": 50.0}
+
+
 def test_get_sources_start_stop_in_seconds(fitted, sim):
     raw, _ = sim
     full = fitted.get_sources(raw).get_data()
@@ -172,9 +192,10 @@ def test_get_sources_start_stop_in_seconds(fitted, sim):
     with pytest.raises(ValueError, match=r"must satisfy 0 <= start < stop <= 30 s"):
         fitted.get_sources(raw, start=4.0, stop=3.0)
     # An MNE script's sample index is refused, not read as seconds; 0 is 0 either way.
+    # The advice is a float (audit: it said "2", itself refused).
     with pytest.raises(
         TypeError,
-        match=r"start=256 is a whole number: sepkit takes start in seconds, where MNE's ICA reads an int as a sample index. Pass seconds as a float: 256.0 for 256 s, or 2 for sample 256 at 128 Hz.",
+        match=r"start=256 is a whole number: sepkit takes start in seconds, where MNE's ICA reads an int as a sample index. Pass seconds as a float: 256.0 for 256 s, or 2.0 for sample 256 at 128 Hz.",
     ):
         fitted.get_sources(raw, start=256)
     np.testing.assert_allclose(
@@ -794,12 +815,23 @@ def test_find_bads_eog_zscore(fitted, sim):
     two, scores2 = fake.find_bads_eog(raw, ch_name=["EOG", "Fp1"], measure="zscore", threshold=2.0)
     expected = set(_find_outliers(scores2[0], 2.0)) | set(_find_outliers(scores2[1], 2.0))
     assert set(two) == expected and two[0] == 6
+    # A threshold no z-score of 8 values reaches: refused where given; with the
+    # default ("auto", 3) none is flagged with a warning, as MNE flags none (audit:
+    # the error named a threshold=3 the user never passed).
     with pytest.raises(
         ValueError,
         match=r"measure='zscore' with threshold=3 cannot flag any of 8 sources: .* "
         r"\(n - 1\) / sqrt\(n\) = 2.47\. Pass a threshold below 2.47",
     ):
-        fake.find_bads_eog(raw, measure="zscore")
+        fake.find_bads_eog(raw, measure="zscore", threshold=3.0)
+    with pytest.warns(
+        UserWarning,
+        match=r"^measure='zscore' flags none of 8 sources with the default threshold \(3\): "
+        r"the z-scores of 8 values never exceed \(n - 1\) / sqrt\(n\) = 2.47\. Pass a "
+        r"threshold below 2.47, or measure='correlation'\.$",
+    ):
+        none, zscores = fake.find_bads_eog(raw, measure="zscore")
+    assert none == [] and np.array_equal(zscores, scores)
     with pytest.raises(
         ValueError, match=r"'measure' .* 'correlation' and 'zscore', but got 'zscores'"
     ):
@@ -1630,21 +1662,41 @@ def test_fit_refuses_trigger_channels(sim):
     )
 
 
-def test_epochs_and_evoked_at_another_rate_are_refused(linear, sim):
-    # As a Raw at another rate: the sources of a model fitted at 128 Hz are not those
-    # of data at 64 Hz (windows in seconds, kernels in samples).
+def test_another_rate_is_separated_by_a_per_sample_model_as_ica(linear, fitted, sim):
+    # Audit: Epochs(..., decim=2) of the recording the linear model was fitted on were
+    # refused, where ICA separates them: a matrix of the channels does not read time.
     raw, _ = sim
-    epochs = _epochs(raw).resample(raw.info["sfreq"] / 2, verbose="error")
+    epochs = _epochs(raw)
+    half = epochs.copy().decimate(2, verbose="error")
+    full = linear.get_sources(epochs).get_data()
+    scale = 1e-6 * np.abs(full).max()  # float32 sources
+    np.testing.assert_allclose(
+        linear.get_sources(half).get_data(), full[:, :, ::2], rtol=1e-5, atol=scale
+    )
+    cleaned = linear.apply(epochs, exclude=[0]).get_data()
+    np.testing.assert_allclose(
+        linear.apply(half, exclude=[0]).get_data(), cleaned[:, :, ::2],
+        rtol=1e-6, atol=1e-12,
+    )  # fmt: skip
+    evoked = half.average()
+    assert linear.apply(evoked, exclude=[0]).info["sfreq"] == raw.info["sfreq"] / 2
+    low = raw.copy().resample(raw.info["sfreq"] / 2, verbose="error")
+    assert linear.get_sources(low).info["sfreq"] == low.info["sfreq"]
+    linear.find_bads_eog(low, ch_name="EOG")
+    # The network reads time (windows in seconds, kernels in samples): refused.
     rate = f"{raw.info['sfreq'] / 2:g}"
-    for call in (
-        lambda: linear.get_sources(epochs),
-        lambda: linear.apply(epochs, exclude=[0]),
-        lambda: linear.apply(epochs.average(), exclude=[0]),
+    with pytest.raises(
+        ValueError,
+        match=rf"data are at {rate} Hz but the model expects 128 Hz \(the 'network' family's "
+        r"model reads time, not just each sample\)",
     ):
-        with pytest.raises(ValueError, match=rf"data are at {rate} Hz but the model expects"):
-            call()
-    with pytest.raises(ValueError, match=r"Pass resample=True to transform, or resample it"):
-        linear.get_sources(raw.copy().resample(raw.info["sfreq"] / 2, verbose="error"))
+        fitted.get_sources(half)
+    with pytest.raises(
+        ValueError,
+        match=r"the 'network' family's model reads time, not just each sample\)\. Pass "
+        r"resample=True to transform, or resample it",
+    ):
+        fitted.get_sources(low)
 
 
 def test_failed_refit_leaves_the_earlier_fit_whole(sim):

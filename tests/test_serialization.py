@@ -311,6 +311,7 @@ BAD_META = {
     "unknown prior_": ("linear", _set(prior_="gaus"), r"'prior_' must be one of 'gauss', 'laplace', 'standard', 'extended', 'gengauss', got 'gaus'"),
     "unknown posterior_": ("network", _set(posterior_=None), r"'posterior_' must be one of 'diag', 'full', got None"),
     "unknown mixing_": ("linear", _set(mixing_="linaer"), r"'mixing_' must be one of 'nonlinear', 'flow', 'linear', 'post-nonlinear', got 'linaer'"),
+    "unknown family_": ("linear", _set(family_="sobi"), r"'family_' must be one of 'network', .*, got 'sobi': a model family this sepkit does not know \(a file from a newer sepkit"),
     "zero window": ("network", _set(window_samples_=0), r"'window_samples_' must be >= 1, got 0"),
     "fractional window": ("network", _set(window_samples_=2.5), r"'window_samples_' must be an integer, got 2\.5 \(float\)"),
     "negative hop": ("network", _set(hop_samples_=-1), r"'hop_samples_' must be >= 1, got -1"),

@@ -195,7 +195,7 @@ CONFIG_ERRORS = {
     ),
     "n_sources a string": (
         NPY + MODEL.replace("n_sources = 3", 'n_sources = "two"'),
-        r"'n_sources' must be an integer, got 'two' \(str\)\.",
+        r"'n_sources' must be an integer count, .*, got 'two' \(str\)\. Pass e\.g\. 15",
     ),
     "n_sources zero": (
         NPY + MODEL.replace("n_sources = 3", "n_sources = 0"),

@@ -804,6 +804,9 @@ def _write_one(args, out: Path, item: _Input, model, result: _Result, keep) -> N
         with OutputSet(out, stem, output_names(stem), keep=keep, what=what) as staged:
             folder = staged.path
             if model is not None:
+                # The model file removes what this run removed, as the --save-ica file
+                # does (audit: load(model).apply(raw) removed nothing).
+                model.exclude = list(result.info.get("excluded", ()))
                 model.save(folder / f"{stem}_model.safetensors")
             if result.stream is not None:  # a streamed input: read, separated, written now
                 result.figures = result.stream(folder)

@@ -9,6 +9,7 @@ so that ``import sepkit`` stays fast.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -267,10 +268,38 @@ def _like_raw(out, raw, *, mne_info, names, ch_types):
         with mne_info._unlock():
             mne_info["highpass"] = raw.info["highpass"]
             mne_info["lowpass"] = raw.info["lowpass"]
+    mne_info = with_recording_fields(mne_info, raw.info)
     result = mne.io.RawArray(
         np.asarray(out, dtype=np.float64), mne_info, first_samp=raw.first_samp, verbose="error"
     )
     return align_in_time(result, raw)
+
+
+def with_recording_fields(info, source):
+    """A copy of ``info`` with what ``source`` (an Info) says of the recording as a whole.
+
+    The description, experimenter, subject, device, line frequency and
+    project (:data:`_RECORDING_INFO`): an output built from a recording keeps
+    them, as ``ICA.get_sources`` and ``ICA.apply`` keep the input's info.
+    """
+    info = info.copy()
+    with info._unlock():
+        for key in _RECORDING_INFO:
+            if source.get(key) is not None:
+                info[key] = deepcopy(source[key])
+    return info
+
+
+# The fields of an mne.Info about the recording as a whole (not its channels).
+_RECORDING_INFO = (
+    "description",
+    "experimenter",
+    "subject_info",
+    "device_info",
+    "line_freq",
+    "proj_id",
+    "proj_name",
+)
 
 
 def align_in_time(result, raw):
@@ -537,9 +566,16 @@ def check_seconds(name: str, value, raw) -> float:
         raise TypeError(
             f"{name}={value} is a whole number: sepkit takes {name} in seconds, where "
             f"MNE's ICA reads an int as a sample index. Pass seconds as a float: "
-            f"{float(value)} for {value} s, or {value / rate:g} for sample {value} at {rate:g} Hz."
+            f"{float(value)} for {value} s, or {_as_float_text(value / rate)} for sample {value} at "
+            f"{rate:g} Hz."
         )
     return check_float(name, value, min_value=0.0)
+
+
+def _as_float_text(seconds: float) -> str:
+    """``seconds`` as a float literal: 10.0, not 10 (an int is what the error refuses)."""
+    text = f"{seconds:g}"
+    return text if any(c in text for c in ".en") else f"{text}.0"
 
 
 def check_time_span(raw, start, stop) -> tuple[float, float]:

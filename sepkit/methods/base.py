@@ -49,8 +49,9 @@ def no_fit_params(family: str, fit_params) -> None:
         raise ValueError(
             f"fit_params has key(s) {sorted(fit_params)} but the {family!r} family takes no "
             "fit_params (its settings are IVAESeparator's arguments). fit_params holds the "
-            "settings of domain='tf' (sepkit.methods.tf.TFConfig); drop them, or pass "
-            "domain='tf'."
+            "settings of the families that have their own: the network (mixing='nonlinear'), "
+            "the flow (mixing='flow') and the time-frequency model (domain='tf'); drop them, "
+            "or choose the family they belong to."
         )
 
 
@@ -143,7 +144,12 @@ class Fitted(ABC):
     on a part of the recording (the tf families' ``max_fit_seconds``) also sets
     ``n_fitted_samples``, the samples its fit saw (the estimator's ``n_samples_``);
     one that separates at a rate of its own (a source model's) sets ``work_rate``,
-    the rate streaming reads at.
+    the rate streaming reads at. ``needs_u``: its sources and reconstruction
+    read u (streaming and Epochs, which have none, then refuse it).
+    ``per_sample``: they map each time sample on its own (a matrix, a
+    per-channel warp, an invertible map of the channels), so the sample rate
+    does not enter and data at another rate (decimated Epochs, a resampled
+    Raw) are separated as they are, as MNE's ICA separates them.
     """
 
     family: str
@@ -152,6 +158,8 @@ class Fitted(ABC):
     history: list
     n_fitted_samples: int | None = None
     work_rate: float | None = None
+    needs_u: bool = False
+    per_sample: bool = False
 
     @abstractmethod
     def sources(self, data: np.ndarray, u=None) -> np.ndarray:

@@ -202,6 +202,8 @@ class FlowFit(Fitted):
     """
 
     family = NAME
+    # g maps the channels of each sample on its own: the rate does not enter.
+    per_sample = True
 
     def __init__(self, model, standardizer, codec, config, source_mean=None, history=None):
         self.model = model

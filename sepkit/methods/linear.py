@@ -422,8 +422,10 @@ class LinearFit(Fitted):
         return int(self.standardizer.mean.shape[0])
 
     family = NAME
-    # The posterior mean B y does not depend on the window.
+    # The posterior mean B y does not depend on the window, nor on the time of a
+    # sample: the rate does not enter.
     needs_u = False
+    per_sample = True
 
     def sources(self, data, u=None):
         # u does not enter a linear unmixing, but a u that does not fit the recording

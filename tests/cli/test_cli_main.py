@@ -377,8 +377,8 @@ def test_separate_eeg_with_pretrained_model(tmp_path, capsys):
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err
     assert (
-        "sample_rate 128 Hz but the model expects 256 Hz. Pass --resample, or resample the file first."
-        in err
+        "sample_rate 128 Hz but the model expects 256 Hz (the 'network' family's model reads "
+        "time, not just each sample). Pass --resample, or resample the file first." in err
     )
     assert main(argv + ["--resample", "--plots", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
@@ -618,6 +618,9 @@ def test_separate_eeg_exclude_writes_the_cleaned_recording(tmp_path, capsys):
     cleaned = mne.io.read_raw_fif(out / "rec_cleaned_raw.fif", verbose="error")
     assert cleaned.ch_names == raw.ch_names  # the EOG lead kept, as MNE's apply does
     _assert_same_in_float32(cleaned.get_data(), sep.apply(raw, exclude=info["excluded"]).get_data())
+    # The model file removes what the run removed (audit: its exclude was empty).
+    assert sep.exclude == info["excluded"]
+    _assert_same_in_float32(cleaned.get_data(), sep.apply(raw).get_data())
 
     # Chosen by hand on a saved model; the model's own exclude is removed too.
     sep.exclude = [4]
