@@ -118,7 +118,7 @@ def check_data_2d(X, name: str = "X") -> np.ndarray:
         n_bad = int((~finite).sum())
         raise ValueError(
             f"{name} contains {n_bad} NaN or Inf values (in channel(s) "
-            f"{bad_rows[:10].tolist()}). Remove or interpolate them before fitting."
+            f"{bad_rows[:10].tolist()}). Remove or interpolate them first."
         )
     return np.ascontiguousarray(X, dtype=np.float32)
 
@@ -202,6 +202,10 @@ def check_device(device):
 # Largest magnitude fit accepts: float32 sums of squares of larger values overflow
 # (3.4e38) over long recordings, and every family's statistics start there.
 MAX_ABS_VALUE = 1e15
+# Smallest peak fit accepts: squares of smaller values fall below float32's normal
+# range (1.2e-38) within a few orders of magnitude. MEG in tesla (1e-13 to 1e-11)
+# and EEG in volts are far above it.
+MIN_ABS_PEAK = 1e-15
 
 
 def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
@@ -235,6 +239,12 @@ def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
             f"X holds values up to {peak:.3g}, beyond what the fit computes safely in float32 "
             f"(|x| <= {MAX_ABS_VALUE:g}). Rescale it first, e.g. X / np.abs(X).max(), or "
             "convert it to its physical unit."
+        )
+    if 0 < peak < MIN_ABS_PEAK:
+        raise ValueError(
+            f"X holds values of at most {peak:.3g}, below what the fit computes safely in "
+            f"float32 (a peak of at least {MIN_ABS_PEAK:g}). Rescale it first, e.g. "
+            "X / np.abs(X).max(), or convert it to its physical unit."
         )
     if _flat_rows(scale, peak).size == n_channels:
         raise ValueError(
@@ -412,8 +422,9 @@ def check_rank(data: np.ndarray, n_sources: int, good=None, kind: str = "eeg") -
 
 
 def _flat_rows(scale: np.ndarray, peak: float) -> np.ndarray:
-    # Constant up to rounding, relative to the largest value (and absolutely below 1e-12).
-    return np.flatnonzero(scale <= 1e-12 * max(1.0, peak))
+    # Constant up to rounding, relative to the largest value: MEG in tesla (1e-13)
+    # varies as much as audio does (audit: an absolute 1e-12 called it silent).
+    return np.flatnonzero(scale <= 1e-12 * peak)
 
 
 def check_flat_channels(stats: np.ndarray, ch_names=None, scale=None, peak=None) -> None:

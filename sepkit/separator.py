@@ -195,7 +195,9 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
     device : str
         "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     random_state : None or int
-        Seed for initialisation and batches; an int makes fits reproducible.
+        Seed for initialisation and batches, 0 to 2**63 - 1; an int makes fits
+        reproducible. A numpy Generator or RandomState is refused (torch takes
+        a number): pass a seed drawn from it.
     verbose : bool or "auto"
         Progress bars (network training, the time-frequency fit): True always,
         False never, "auto" (default) as tqdm does, only when stderr is a
@@ -685,8 +687,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         if self.chunk_samples is not None:
             check_int("chunk_samples", self.chunk_samples, min_value=1)
         check_float("lr", self.lr, min_value=0.0, strict_min=True)
-        if self.random_state is not None:
-            check_int("random_state", self.random_state, min_value=0)
+        _check_seed(self.random_state)
         if self.checkpoint_dir is not None and not isinstance(
             self.checkpoint_dir, (str, os.PathLike)
         ):
@@ -1092,10 +1093,11 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             mixing_=choice.mixing,
             try_unwarp=choice.try_unwarp,
             fit_filter=choice.fit_filter,
-            seed=(
+            # int(): torch's seeds take Python ints only (audit: np.int64 crashed).
+            seed=int(
                 self.random_state
                 if self.random_state is not None
-                else int(np.random.default_rng().integers(2**31))
+                else np.random.default_rng().integers(2**31)
             ),
         )
         if choice.source_model is not None:
@@ -1237,7 +1239,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         if data.shape[0] != self.n_channels_:
             names = f" ({', '.join(self.ch_names_)})" if self.ch_names_ else ""
             raise ValueError(
-                f"X has {data.shape[0]} channels but the separator was fitted on "
+                f"X has {data.shape[0]} channel{'s' * (data.shape[0] != 1)} but the separator was fitted on "
                 f"{self.n_channels_}{names}. Pass the same channels as in fit (for an MNE "
                 "Raw, picks=[...] selects them)."
             )
@@ -1538,6 +1540,28 @@ def _warn_filtering(raw, mixing, highpass) -> None:
         warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
 
 
+# The largest seed torch's generators take (a signed 64-bit integer).
+MAX_SEED = 2**63 - 1
+
+
+def _check_seed(random_state) -> None:
+    """``random_state``: None or a whole number 0 to :data:`MAX_SEED` (a seed, as torch takes it)."""
+    if random_state is None:
+        return
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral):
+        raise TypeError(
+            f"'random_state' must be None or an int from 0 to 2**63 - 1 (a seed), got "
+            f"{random_state!r} ({type(random_state).__name__}). The fits seed torch, which "
+            "takes a number: for a numpy Generator or RandomState, pass a seed drawn from "
+            "it, e.g. random_state=int(rng.integers(2**31))."
+        )
+    if not 0 <= random_state <= MAX_SEED:
+        raise ValueError(
+            f"'random_state' must be from 0 to 2**63 - 1 (a seed, as torch takes it), got "
+            f"{random_state}. Pass a smaller seed, e.g. {random_state % 2**31}."
+        )
+
+
 def _check_n_sources(n_sources) -> None:
     """``n_sources``: a whole number >= 1, None, or a share of variance in (0, 1) (MNE's forms)."""
     if n_sources is None:
@@ -1563,7 +1587,10 @@ def _check_n_sources(n_sources) -> None:
 
 def _chosen(choice) -> str:
     """The domain and mixing of a family choice, as settings (the tf family has no mixing)."""
-    mixing = "" if choice.mixing is None else f", mixing={choice.mixing!r}"
+    if choice.try_unwarp:  # auto tries the unwarping, and keeps it only where sensors clip
+        mixing = ", mixing='linear' (or 'post-nonlinear' where the sensors clip)"
+    else:
+        mixing = "" if choice.mixing is None else f", mixing={choice.mixing!r}"
     return f"domain={choice.domain!r}{mixing}"
 
 

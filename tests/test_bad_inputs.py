@@ -38,6 +38,14 @@ FIT_CASES = [
         r"flat \(constant\) channel\(s\) \['mic1'\]",
     ),
     ("values near 1e30", _audio(1e30 * NOISE), None, ValueError, r"values up to .*Rescale"),
+    (
+        "values near 1e-17",
+        1e-17 * _segments(),
+        None,
+        ValueError,
+        r"^X holds values of at most \S+e-16, below what the fit computes safely in float32 "
+        r"\(a peak of at least 1e-15\)\. Rescale it first",
+    ),
     ("transposed array", NOISE.T, None, ValueError, r"more channels .* pass X\.T"),
     ("NaN sample", np.where(np.eye(2, 16000) > 0, np.nan, NOISE), None, ValueError, "NaN or Inf"),
     (
@@ -69,6 +77,16 @@ def test_fit_refuses_bad_input(X, u, error, match, tmp_path, monkeypatch):
         sep.fit(X, u)
     assert not hasattr(sep, "fitted_")  # nothing half-fitted
     assert list(tmp_path.iterdir()) == []  # and nothing written
+
+
+def test_small_units_are_not_silent():
+    # Audit: data at 1e-12 (MEG in tesla) were called silent: the flat test was absolute.
+    X = _segments()
+    S = [
+        IVAESeparator(3, mixing="linear").fit(scale * X).transform(scale * X)
+        for scale in (1e-13, 1.0)
+    ]
+    np.testing.assert_allclose(S[0], S[1], rtol=1e-4, atol=1e-4 * np.abs(S[1]).max())
 
 
 def test_labels_to_a_separator_fitted_on_windows_are_named_as_such():

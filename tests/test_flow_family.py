@@ -53,6 +53,9 @@ def test_auto_picks_the_flow_for_a_square_array_with_defaults(data, monkeypatch)
     # n_sources=None (every dimension) is as square as the count (audit: it took the network).
     sep = IVAESeparator(None, random_state=0).fit(X, u)
     assert (sep.family_, sep.n_sources_) == ("flow", 3)
+    # A numpy integer seed is the same seed (audit: torch's Generator refused np.int64).
+    same = IVAESeparator(3, random_state=np.int64(0)).fit(X, u)
+    np.testing.assert_array_equal(same.transform(X, u), sep.transform(X, u))
 
 
 def test_flow_separates_better_than_its_linear_start(data, fitted):

@@ -98,7 +98,9 @@ def test_wrong_sample_rate_and_channels(registry):
     sep = IVAESeparator.from_pretrained(NAME, device="cpu")
     rec16 = _recording(seed=2, n_times=8000, rate=16000.0)
     with pytest.raises(
-        ValueError, match="sample_rate 16000 Hz but the model expects 8000 Hz. Pass resample=True"
+        ValueError,
+        match=r"sample_rate 16000 Hz but the model expects 8000 Hz \(the 'network' family's model "
+        r"reads time, not just each sample\)\. Pass resample=True",
     ):
         sep.transform(rec16)
     out = sep.transform(rec16, resample=True)

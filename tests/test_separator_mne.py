@@ -1525,6 +1525,23 @@ def test_decim_reject_flat_errors(sim):
             match=rf"decim must be None or a whole number >= 1 .*got {re.escape(repr(bad))}\.",
         ):
             lin.fit(raw, decim=bad)
+    # A decim that leaves a window too few samples for its variance (audit: 2 s of
+    # audio with decim=16000 was fitted on 2 samples; larger ones crashed in L-BFGS).
+    # Windows of 1 s are 128 samples: ceil(128 / decim) of them kept, 8 at decim=16 or
+    # 17, 7 at 19 (the last window and those cut by the BAD span may hold fewer, as
+    # without decim: the rule is judged on a whole window).
+    lin.fit(raw, decim=16)
+    for decim, left in ((17, 8), (19, 7), (100, 2), (10**6, 1)):
+        if left >= 8:
+            lin.fit(raw, decim=decim)
+            continue
+        with pytest.raises(
+            ValueError,
+            match=rf"^decim={decim} leaves {left} sample\(s\) in a window of 128 samples \(u's "
+            r"segments\), \d+ in all, and the fit estimates each segment's mean and variance "
+            r"from its samples: it needs at least 8\. Pass decim=16 or less, or longer windows\.$",
+        ):
+            lin.fit(raw, decim=decim)
     with pytest.raises(
         ValueError,
         match=r"decim=2 thins the samples of the linear families .*the 'network' family chosen here models the signal over time \(windows or STFT frames\), not sample by sample, and does not take it. Pass decim=None \(or mixing='linear' where the mixing is instantaneous, as in EEG\).",

@@ -178,7 +178,9 @@ def test_sample_rate_mismatch_suggests_resample(fitted):
     sep, rec, _ = fitted
     other = Recording(rec.data, 16000, rec.ch_names, "audio")
     with pytest.raises(
-        ValueError, match="16000 Hz but the model expects 8000 Hz. Pass resample=True"
+        ValueError,
+        match=r"16000 Hz but the model expects 8000 Hz \(the 'tf' family's model reads time, not "
+        r"just each sample\)\. Pass resample=True",
     ):
         sep.transform(other)
     out = sep.transform(other, resample=True)

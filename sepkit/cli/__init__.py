@@ -42,6 +42,7 @@ _OPTIONS = {
     "n_sources": "--n-sources",
     "decim": "--decim",
     "tstep": "--tstep",
+    "random_state": "--seed",
 }
 _SWITCHES = {"overwrite": "--force", "resample": "--resample"}  # name=True -> option
 _QUOTED = re.compile(r"'(" + "|".join(_OPTIONS) + r")'")
@@ -81,6 +82,13 @@ def command_line_phrasing(message: str) -> str:
     message = message.replace("ch_name=", "--eog-channels ")
     for python, command_line in _ADVICE:
         message = message.replace(python, command_line)
+    # A family's own settings (fit_params) have no option: say what the command line does.
+    message = re.sub(
+        r"; the '(\w+)' family's own (.+?) go in fit_params=\{[^}]*\}",
+        r"; the command line keeps the '\1' family's own \2 at their defaults (fit_params "
+        r"in Python sets them)",
+        message,
+    )
     message = re.sub(r"\bn_sources <= (\d+)", r"--n-sources \1 or fewer", message)
     # tf_pretrained's resampling note names the estimator's X and source_model.
     message = re.sub(
@@ -128,6 +136,18 @@ _ADVICE = (
         "them bad in the file, raw.info['bads'] with MNE).",
     ),
     ("reject has the key", "--reject has the key"),
+    # A file is never transposed; more channels than samples means it is too short.
+    (
+        "X must be (n_channels, n_times); if yours is (n_times, n_channels), pass X.T.",
+        "The file is too short to separate: give a recording with more samples than channels.",
+    ),
+    (
+        "fewer n_sources, or choose the windows yourself with window= (seconds) or "
+        "window_samples=.",
+        "fewer --n-sources, or choose the windows yourself with --window (seconds).",
+    ),
+    ("or window=None for the default.", "or no --window for the default."),
+    ("Use longer windows or fewer n_sources.", "Use a longer --window or fewer --n-sources."),
     ("flat has the key", "--flat has the key"),
     # The command line reads every data channel of the file; choosing is done in the file.
     ("(for an MNE Raw, picks=[...] selects them)", "(keep only those channels in the file)"),

@@ -348,11 +348,21 @@ def show_progress(args) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
-def check_targets(paths, force: bool) -> None:
+def check_targets(paths, force: bool, reads=()) -> None:
     """Refuse, before any work, to overwrite existing outputs without --force.
 
-    A folder where an output file goes is refused with or without --force.
+    A folder where an output file goes is refused with or without --force, and
+    so is an output that is one of the files this run reads (``reads``: its
+    inputs, a --model file): --force replaces outputs, never an input.
     """
+    read = {os.path.realpath(p): p for p in reads}
+    clash = [(p, read[os.path.realpath(p)]) for p in paths if os.path.realpath(p) in read]
+    if clash:
+        target, source = clash[0]
+        raise ValueError(
+            f"the output {target} would replace {source}, which this run reads. Choose "
+            "another output folder (-o), or rename that file."
+        )
     folders = [str(p) for p in paths if Path(p).is_dir()]
     if folders:
         raise ValueError(
@@ -485,6 +495,19 @@ def add_channels_option(p) -> None:
         "0,2,3 to leave out a dead microphone); EEG: mark channels bad in the file instead "
         "(info['bads']), as MNE does (default: every channel)",
     )
+
+
+def seed_arg(text: str) -> int:
+    """--seed: a whole number from 0 to 2**63 - 1 (torch's seeds are signed 64-bit)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(
+            f"takes a seed, a whole number from 0 to 2**63 - 1, got {text!r}"
+        )
+    return seed
 
 
 def channels_arg(text: str) -> list[int]:

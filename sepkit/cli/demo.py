@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import add_common, check_targets, say, show_progress, write_json
+from ._common import add_common, check_targets, say, seed_arg, show_progress, write_json
 
 AUDIO_RATE = 16000.0
 
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--fast", action="store_true", help="tiny problem (a few seconds), for smoke tests"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     add_common(p)
     return p
@@ -309,8 +309,6 @@ def _print_summary(args, results: dict, out: Path) -> None:
 
 def run(args) -> int:
     """Run ``sepkit demo``; returns the exit code."""
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}.")
     cfg = _settings(args.fast)
     out = Path(args.out)
     plots = not args.no_plots

@@ -51,6 +51,7 @@ from ._common import (
     remove_empty_folders,
     sample_line,
     say,
+    seed_arg,
     show_progress,
     write_json,
 )
@@ -88,7 +89,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_options(p)
     add_sample_options(p)
     add_channels_option(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     remember_defaults(p, MODEL_OPTIONS)  # to tell the model options given (with --init)
     return p
@@ -101,12 +102,11 @@ def run(args) -> int:
     out = check_model_path(args.out, "-o")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}.")
     metrics_path = out.with_name(out.name[: -len(".safetensors")] + "_metrics.json")
     sample_kwargs = fit_sample_kwargs(args)  # malformed options stop the run here
     check_input_file(args.input)
-    check_targets([out, metrics_path], args.force)
+    reads = [args.input, *([args.init] if args.init and Path(args.init).is_file() else [])]
+    check_targets([out, metrics_path], args.force, reads=reads)
     check_writable(out.parent, shown=out)
     # A FIF file of Epochs is fitted on its epochs end to end, as ICA.fit(epochs).
     epochs = is_epochs_file(args.input)

@@ -27,6 +27,7 @@ from ._common import (
     n_sources_value,
     read_input,
     remove_empty_folders,
+    seed_arg,
     stem_of,
 )
 
@@ -57,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="optimiser steps, domain time (default: %(default)s)",
     )
     add_model_options(p, tf_note="--steps does not apply")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
     )

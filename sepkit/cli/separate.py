@@ -16,9 +16,12 @@ STEM_model.safetensors; with --plots STEM_sources.png, STEM_training.png and,
 for EEG with a montage, STEM_topographies.png. Existing outputs are never overwritten without --force.
 Each input's outputs are written together or not at all: they are made in a
 hidden folder in OUTDIR and moved into place once all are complete, so a
-failed or interrupted run changes nothing. Inputs are separated one after the
-other, and the first that fails stops the run (exit 2): the output sets of the
-inputs before it stay written, those after it are not made. With --force the
+failed or interrupted run changes nothing. Every input is first read and
+checked (a file that cannot be read, or holds NaN or silence, stops the run
+before any fit); then the inputs are separated one after the other, each read
+again in its turn (one recording in memory at a time), and the first that
+fails stops the run (exit 2): the output sets of the inputs before it stay
+written, those after it are not made. With --force the
 outputs replace the earlier outputs of that input as a set: files of the earlier run that this one
 does not write (e.g. STEM_s3.wav of a 3-source run) are removed, so that no
 file of an older run sits beside the new ones (the inputs and the --model file
@@ -60,7 +63,7 @@ import math
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ._common import (
@@ -95,6 +98,7 @@ from ._common import (
     remove_empty_folders,
     sample_line,
     say,
+    seed_arg,
     show_progress,
     stem_of,
     write_json,
@@ -134,7 +138,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--resample",
         action="store_true",
-        help="resample inputs to the model's sample rate (else a mismatch is an error)",
+        help="resample inputs to the model's sample rate (else a mismatch is an error); "
+        "the sources are then written at the model's rate, and the run says so",
     )
     p.add_argument(
         "--fine-tune", action="store_true", help="with --model: fine-tune it on each input first"
@@ -180,7 +185,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     _add_ica_options(p)
     add_model_options(p)
     add_sample_options(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     add_common(p)
     # What the options are when not given, to tell the ones given (_check_unused).
     remember_defaults(p, MODEL_OPTIONS + _FIT_ONLY)
@@ -488,8 +493,6 @@ def _check_steps(args) -> None:
         raise ValueError("--fine-tune needs --model NAME (the model to start from).")
     if args.window is not None and args.window <= 0:
         raise ValueError(f"--window must be > 0 seconds, got {args.window}.")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}.")
 
 
 def output_names(stem: str) -> re.Pattern:
@@ -562,41 +565,63 @@ def run(args) -> int:
     for path, stem in zip(inputs, stems, strict=True):
         with naming_input(path):
             item = _read_one(args, path, stem, pretrained, (exclude, eog_channels))
-        loaded.append(item)
+        # One recording in memory at a time: with several inputs each is read
+        # again when its turn comes (memory bounded by an input, not by the run).
+        loaded.append(item if len(inputs) == 1 or item.long is not None else replace(item, X=None))
         targets += _outputs(out, item, n_sources, args, fits)
         targets += existing_outputs(out, output_names(stem), keep)
-    check_targets(list(dict.fromkeys(targets)), args.force)
+    del item  # the last one read: its copy in loaded holds what is kept
+    check_targets(list(dict.fromkeys(targets)), args.force, reads=keep)
     made = make_output_folder(out)
     try:
         for item in loaded:
-            t0 = time.perf_counter()
-            with naming_input(item.path):
-                sep = _fit_one(args, item, pretrained, n_sources, sample_kwargs)
-                check_exclude_range(exclude, sep.n_sources_)
-                result = _apply_one(args, item, sep, fits, (exclude, eog_channels))
-            result.info["seconds"] = time.perf_counter() - t0
-            result.t0 = t0
-            _write_one(args, out, item, sep if fits else None, result, keep)
-            say(args, model_line(item.path.name, result.info))
-            fitted_on = item.excerpt if item.excerpt is not None else item.X
-            if fits and (line := sample_line(item.path.name, result.info, args, fitted_on)):
-                say(args, line)
-            if "excluded" in result.info:
-                say(args, removal_line(item.path.name, result.info))
-            seconds = result.info["seconds"]
-            print(f"{item.path.name}: {sep.n_sources_} sources -> {out}/ ({seconds:.1f} s)")
+            # In a function of its own: its recording, model and sources go when it returns.
+            _separate_one(args, out, item, pretrained, (n_sources, sample_kwargs, fits, keep),
+                          (exclude, eog_channels))  # fmt: skip
     except BaseException:
         remove_empty_folders(made)
         raise
     return 0
 
 
-def _read_one(args, path: Path, stem: str, pretrained, removal) -> _Input:
-    """Read one input and refuse, before any fit, what cannot apply to it."""
+def _separate_one(args, out: Path, item: _Input, pretrained, plan, removal) -> None:
+    """Fit (or apply) and write one input; ``plan``: (n_sources, sample_kwargs, fits, keep)."""
+    n_sources, sample_kwargs, fits, keep = plan
+    exclude = removal[0]
+    t0 = time.perf_counter()
+    with naming_input(item.path):
+        if item.X is None and item.long is None:  # released after its checks
+            item = _read_one(args, item.path, item.stem, pretrained, removal, quiet=True)
+        sep = _fit_one(args, item, pretrained, n_sources, sample_kwargs)
+        check_exclude_range(exclude, sep.n_sources_)
+        result = _apply_one(args, item, sep, fits, removal)
+    result.info["seconds"] = time.perf_counter() - t0
+    result.t0 = t0
+    _write_one(args, out, item, sep if fits else None, result, keep)
+    say(args, model_line(item.path.name, result.info))
+    rates = result.info["input_sample_rate"], result.info["sample_rate"]
+    if None not in rates and rates[0] != rates[1]:  # --model ... --resample
+        say(args, f"{item.path.name}: resampled from {rates[0]:g} Hz to the model's "
+                  f"{rates[1]:g} Hz; its sources are written at {rates[1]:g} Hz")  # fmt: skip
+    fitted_on = item.excerpt if item.excerpt is not None else item.X
+    if fits and (line := sample_line(item.path.name, result.info, args, fitted_on)):
+        say(args, line)
+    if "excluded" in result.info:
+        say(args, removal_line(item.path.name, result.info))
+    seconds = result.info["seconds"]
+    print(f"{item.path.name}: {sep.n_sources_} sources -> {out}/ ({seconds:.1f} s)")
+
+
+def _read_one(args, path: Path, stem: str, pretrained, removal, quiet=False) -> _Input:
+    """Read one input and refuse, before any fit, what cannot apply to it.
+
+    ``quiet``: the second read of an input of several (no "reading" line).
+    """
     from ..io import is_epochs_file
 
     exclude, eog_channels = removal
-    say(args, f"reading {path}")
+    if not quiet:
+        say(args, f"reading {path}")
     # A FIF file of Epochs is fitted and separated end to end (as ICA.fit(epochs)
     # does), whole: its epochs are in memory anyway.
     epochs = is_epochs_file(path)

@@ -771,7 +771,7 @@ def chunk_reader(path, n_times_file, file_rate, rate, n_channels, channels=None)
         x = rec.data[:, lo - first * up : hi - first * up]
         if x.shape[0] != n_channels:
             raise ValueError(
-                f"'{path}' has {x.shape[0]} channels but the separator was fitted on "
+                f"'{path}' has {x.shape[0]} channel{'s' * (x.shape[0] != 1)} but the separator was fitted on "
                 f"{n_channels}. Pass a file with the same channels."
             )
         if not np.isfinite(x).all():

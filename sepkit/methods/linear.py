@@ -103,6 +103,7 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     lin_codes = all_codes if keep is None else all_codes[keep]
     # Drop segments without samples (e.g. wholly under BAD annotations) from the codes.
     _, lin_codes = np.unique(lin_codes, return_inverse=True)
+    _check_decimated(inp.decim, lin_codes, prep.codec)
     data, unwarp, nonlinearity, st = prep.data, None, None, None
     if opts["try_unwarp"] and mixing == "post-nonlinear":
         too_large = _unwarp_too_large(prep, all_codes)
@@ -145,6 +146,41 @@ def fit(inp: FitInput, opts: dict, *, device="auto", **_) -> LinearFit:
     _warn_not_converged(result, prior)
     fitted.source_mean = _source_mean(fitted, prep)
     return fitted
+
+
+# The fewest samples per segment of u that decim may leave: each segment's mean
+# and variance (eq. 7's conditional prior) are estimated from them.
+MIN_SEGMENT_SAMPLES = 8
+
+
+def _check_decimated(decim: int, codes: np.ndarray, codec) -> None:
+    """Refuse a ``decim`` that leaves a segment of u too few samples to estimate its prior.
+
+    Judged on a whole window (windows that BAD spans or rejection cut short
+    may hold fewer, with or without decim), or for labelled u on the median
+    segment. Audit: ``decim`` of 16000 on 2 s of audio fitted 2 samples and
+    wrote the result; larger ones crashed inside the optimiser.
+    """
+    if decim == 1:
+        return
+    if codec.classes is None:  # u = the window index
+        left = -(-codec.window_samples // decim)
+        segments = f"a window of {codec.window_samples} samples (u's segments)"
+        largest = max(1, codec.window_samples // MIN_SEGMENT_SAMPLES)
+        longer = "longer windows"
+    else:
+        counts = np.bincount(codes)
+        left = int(np.median(counts[counts > 0])) if counts.any() else 0
+        segments = "the median segment of u"
+        largest = max(1, decim * left // MIN_SEGMENT_SAMPLES)
+        longer = "longer segments"
+    if left >= MIN_SEGMENT_SAMPLES:
+        return
+    raise ValueError(
+        f"decim={decim} leaves {left} sample(s) in {segments}, {codes.size} in all, and "
+        f"the fit estimates each segment's mean and variance from its samples: it needs at "
+        f"least {MIN_SEGMENT_SAMPLES}. Pass decim={largest} or less, or {longer}."
+    )
 
 
 def _source_mean(fitted, prep) -> np.ndarray:

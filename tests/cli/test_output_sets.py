@@ -638,3 +638,48 @@ def test_sigterm_during_the_moves_is_held_until_the_set_is_in_place(
     assert sorted(moves) == sorted(before)  # every file moved, then the signal
     after = _snapshot(out)
     assert set(after) == set(before) and after["a_metrics.json"] != before["a_metrics.json"]
+
+
+def test_an_output_never_replaces_an_input_of_the_run(tmp_path, capsys):
+    # Audit: `separate mix.wav mix_s1.wav -o . --force` wrote source 1 of mix.wav over
+    # the input mix_s1.wav (the help says inputs are never removed).
+    a = _wav(tmp_path / "mix.wav")
+    b = _wav(tmp_path / "mix_s1.wav", seed=1)
+    before = _snapshot(tmp_path)
+    argv = ["separate", str(a), str(b), "--n-sources", "2", "-o", str(tmp_path), "--force"]
+    assert main([*argv, *LINEAR]) == 2
+    assert _one_line_error(capsys, "separate") == (
+        f"sepkit separate: error: the output {tmp_path / 'mix_s1.wav'} would replace "
+        f"{b}, which this run reads. Choose another output folder (-o), or rename that file."
+    )
+    assert _snapshot(tmp_path) == before
+
+
+def test_several_inputs_hold_one_recording_at_a_time(tmp_path, monkeypatch):
+    # Audit: every input was read and kept in memory before the first fit, so a run
+    # over many files grew with their number, not with one file.
+    import gc
+    import weakref
+
+    import sepkit.cli.separate as separate_cli
+
+    paths = [_wav(tmp_path / f"r{k}.wav", seed=k) for k in range(3)]
+    arrays, alive = [], []
+    real_read, real_fit = separate_cli._read_one, separate_cli._fit_one
+
+    def read(*args, **kw):
+        item = real_read(*args, **kw)
+        arrays.append(weakref.ref(item.X.data))
+        return item
+
+    def fit(args, item, *rest):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in arrays))
+        return real_fit(args, item, *rest)
+
+    monkeypatch.setattr(separate_cli, "_read_one", read)
+    monkeypatch.setattr(separate_cli, "_fit_one", fit)
+    argv = ["separate", *map(str, paths), "--n-sources", "2", "-o", str(tmp_path / "out")]
+    assert main([*argv, *LINEAR]) == 0
+    assert len(arrays) == 6  # each read to check it, then again in its turn
+    assert alive == [1, 1, 1]

@@ -205,14 +205,19 @@ def test_streamed_network_reads_no_u(tmp_path, tiny, capsys):
     assert _metrics(out, "a")["streamed"] is True and sep.n_steps_run_ == 3
 
 
-def test_streamed_with_a_model_and_resample(tmp_path, monkeypatch):
+def test_streamed_with_a_model_and_resample(tmp_path, monkeypatch, capsys):
     # A model fitted at 8 kHz, applied to a 16 kHz recording: streamed and in
     # memory resample alike (the chunks are resampled with context).
     model = tmp_path / "m.safetensors"
     _run(["fit", _wav(tmp_path / "a.wav"), "--n-sources", "2", "-o", model, *LINEAR])
     wav16 = _wav(tmp_path / "b.wav", seconds=2.0, rate=16000, seed=1)
-    argv = ["separate", wav16, "--model", model, "--resample", "--quiet"]
+    argv = ["separate", wav16, "--model", model, "--resample"]
+    capsys.readouterr()
     _run([*argv, "-o", tmp_path / "mem"])
+    # The sources are at the model's rate, and the run says so (audit: it did not).
+    assert "b.wav: resampled from 16000 Hz to the model's 8000 Hz; its sources are written at " \
+        "8000 Hz" in capsys.readouterr().err.splitlines()  # fmt: skip
+    argv.append("--quiet")
     monkeypatch.setattr(separate_cli, "STREAM_SECONDS", {"audio": 1.0, "eeg": 1.0})
     monkeypatch.setattr(streaming, "CHUNK_SECONDS", 0.3)
     _run([*argv, "-o", tmp_path / "streamed"])
