@@ -1159,8 +1159,10 @@ class MNEMixin:
 
     def _linear_maps(self):
         """(W, b, A): sources W @ (x - mean_) + b and patterns A, in sensor units."""
+        # A family exports when its fit is a matrix of the channels (``sensor_maps``)
+        # and no per-sensor unwarping comes before it.
         unwarped = getattr(self, "sensor_coefs_", None) is not None
-        if self.family_ != "linear" or unwarped:
+        if not hasattr(self.fitted_, "sensor_maps") or unwarped:
             raise ValueError(_not_exportable(self.family_, unwarped))
         unmixing, bias, mixing = self.fitted_.sensor_maps()
         return unmixing @ self.whitening_, bias, self.dewhitening_ @ mixing

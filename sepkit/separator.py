@@ -59,8 +59,8 @@ from .io.raw import (
     span_mask,
 )
 from .io.recording import Recording, recording_channels
-from .methods import load_family, resolve_domain
-from .methods._time import LINEAR_MIXINGS, LINEAR_PRIORS
+from .methods import MIXINGS, load_family, resolve_domain
+from .methods._time import LINEAR_PRIORS
 from .methods.base import FitInput
 from .preprocessing import FitFilter, band_text
 from .registry import verified_weights
@@ -719,17 +719,16 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
                 f"ica_init={self.ica_init!r} runs ICA on the whitened data and needs "
                 "whiten=True, got whiten=False. Pass whiten=True or ica_init=None."
             )
-        check_option("mixing", self.mixing, ("auto", "nonlinear", "flow", *LINEAR_MIXINGS))
+        check_option("mixing", self.mixing, ("auto", *MIXINGS))
         if self.refine_steps and (self.kernel_size != 1 or self.prior == "laplace"):
             raise ValueError(
                 f"refine_steps={self.refine_steps} refines each time sample on its own with a "
                 f"Gaussian prior; it needs kernel_size=1 (got {self.kernel_size}) and prior "
                 f"'gauss', 'standard' or 'auto' (got {self.prior!r}). Pass refine_steps=0."
             )
-        if self.mixing in LINEAR_MIXINGS:
-            _check_exact_options(self, "linear")
-        if self.mixing == "flow":
-            _check_exact_options(self, "flow")
+        family = MIXINGS.get(self.mixing)  # None for "auto"
+        if family is not None and load_family(family).EXACT is not None:
+            _check_exact_options(self, family)
 
     def _check_fitted(self):
         if not hasattr(self, "fitted_"):
@@ -885,6 +884,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         device = self._validate_params()
         check_option("reject_by_annotation", rejection.by_annotation, (True, False))
         check_option("resume", resume, (True, False))
+        _check_u_not_picks(X, u)
         data, sample_rate, kind, rec = self._unpack(X, picks)
         _check_u_column(u, data.shape[1])
         choice = self._choose_family(X, kind, rec, u, init)
@@ -1004,7 +1004,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             if kind == "recording"
             else None
         )
-        mixing = self._resolve_mixing(is_eeg or is_audio, init, u, n_channels)
+        mixing = _resolve_mixing(self, is_eeg or is_audio, init, u, n_channels)
         fit_filter = FitFilter.create(
             self.highpass, self.lowpass, getattr(rec, "sample_rate", None)
         )
@@ -1020,24 +1020,11 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         )
         if try_unwarp:
             mixing = "post-nonlinear"
-        if mixing == "flow":
-            return _Choice(
-                "flow", "time", mixing, "gauss", "diag", phase, False, fit_filter, is_eeg
-            )
-        if mixing in LINEAR_MIXINGS:
-            # The linear model's likelihood has a Gaussian, extended or
-            # generalised Gaussian prior and an exact (point-mass) posterior,
-            # stored as a diagonal one. For EEG "auto" is "extended": its
-            # stationary non-Gaussian sources (ECG, line noise) are not
-            # identified by their variance alone (benchmarks/README.md).
-            prior = self.prior if self.prior != "auto" else ("extended" if is_eeg else "gauss")
-            return _Choice(
-                "linear", "time", mixing, prior, "diag", phase, try_unwarp, fit_filter, is_eeg
-            )
-        prior = self.prior if self.prior != "auto" else ("laplace" if is_eeg else "gauss")
-        posterior = self.posterior if self.posterior != "auto" else ("diag" if is_eeg else "full")
+        # The family of that mixing resolves what "auto" means for its prior.
+        family = MIXINGS[mixing]
+        prior, posterior = load_family(family).resolve_prior(self.prior, self.posterior, is_eeg)
         return _Choice(
-            "network", "time", mixing, prior, posterior, phase, False, fit_filter, is_eeg
+            family, "time", mixing, prior, posterior, phase, try_unwarp, fit_filter, is_eeg
         )
 
     def _check_source_model_options(self, kind, rec, init):
@@ -1147,49 +1134,6 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             return callback(step, self)
 
         return call
-
-    def _resolve_mixing(self, linear_by_default, init, u, n_channels) -> str:
-        """``mixing_``: "linear" for EEG and audio, "flow" for square other data, else "nonlinear".
-
-        Scalp EEG is a linear mixture, and so is audio whose channels' cross-spectra
-        are real (an instantaneous mix: ``_choose_family`` sends rooms to the
-        time-frequency family); sensor saturation is tried on top (try_unwarp).
-        Other data with as many channels as sources may be an invertible
-        nonlinear mixture: the flow fits it by exact likelihood, unless an
-        option needs the ELBO network (a network setting changed from its
-        default, a prior other than Gaussian, ``init=``, a continuous u).
-        With more channels than sources (or ``mixing="nonlinear"``) the ELBO
-        network models the extra dimensions as noise.
-        """
-        if self.mixing in LINEAR_MIXINGS:
-            _check_exact_options(self, "linear", init, u)
-            return self.mixing
-        if self.mixing == "flow":
-            _check_exact_options(self, "flow", init, u)
-            return "flow"
-        if (
-            self.mixing != "nonlinear"
-            and linear_by_default
-            and not _exact_conflicts(self, "linear", init, u)
-        ):
-            return "linear"
-        if (
-            self.mixing == "auto"
-            and not linear_by_default
-            # None is every dimension the data hold: as square as the count of channels.
-            and self.n_sources in (None, n_channels)
-            and not _network_settings_changed(self)
-            and not _exact_conflicts(self, "flow", init, u)
-        ):
-            return "flow"
-        if self.prior in LINEAR_PRIORS:
-            raise ValueError(
-                f"prior={self.prior!r} is a prior of the linear models, but mixing resolved to "
-                f"'nonlinear' (mixing={self.mixing!r}"
-                + ("" if linear_by_default else ", and the data are neither EEG nor audio")
-                + "). Pass mixing='linear' (or 'post-nonlinear'), or another prior."
-            )
-        return "nonlinear"
 
     # ------------------------------------------------------------ inference
     def _wrap(self, out, kind, rec, prefix):
@@ -1594,6 +1538,77 @@ def _chosen(choice) -> str:
     return f"domain={choice.domain!r}{mixing}"
 
 
+def _resolve_mixing(sep, linear_by_default, init, u, n_channels) -> str:
+    """``mixing_``: "linear" for EEG and audio, "flow" for square other data, else "nonlinear".
+
+    A mixing asked for by name is its family's (:data:`sepkit.methods.MIXINGS`),
+    with the options checked that a family fitted by exact likelihood cannot take.
+    "auto": scalp EEG is a linear mixture, and so is audio whose channels'
+    cross-spectra are real (an instantaneous mix: ``_choose_family`` sends rooms
+    to the time-frequency family); sensor saturation is tried on top
+    (try_unwarp). Other data with as many channels as sources (or
+    ``n_sources=None``, every dimension) may be an invertible nonlinear
+    mixture: the flow fits it by exact likelihood, unless an option needs the
+    ELBO network (a network setting changed from its default, a prior other
+    than Gaussian, ``init=``, a continuous u). With more channels than sources
+    (or ``mixing="nonlinear"``) the ELBO network models the extra dimensions as
+    noise.
+    """
+    if sep.mixing not in ("auto", "nonlinear"):
+        family = MIXINGS[sep.mixing]
+        if load_family(family).EXACT is not None:
+            _check_exact_options(sep, family, init, u)
+        return sep.mixing
+    if sep.mixing == "auto" and linear_by_default and not _exact_conflicts(sep, "linear", init, u):
+        return "linear"
+    if (
+        sep.mixing == "auto"
+        and not linear_by_default
+        # None is every dimension the data hold: as square as the count of channels.
+        and sep.n_sources in (None, n_channels)
+        and not _network_settings_changed(sep)
+        and not _exact_conflicts(sep, "flow", init, u)
+    ):
+        return "flow"
+    if sep.prior in LINEAR_PRIORS:
+        raise ValueError(
+            f"prior={sep.prior!r} is a prior of the linear models, but mixing resolved to "
+            f"'nonlinear' (mixing={sep.mixing!r}"
+            + ("" if linear_by_default else ", and the data are neither EEG nor audio")
+            + "). Pass mixing='linear' (or 'post-nonlinear'), or another prior."
+        )
+    return "nonlinear"
+
+
+# What picks= takes besides channel names (MNE's channel types and groups).
+_PICK_WORDS = frozenset({"eeg", "eog", "ecg", "emg", "meg", "mag", "grad", "misc", "stim",
+                         "seeg", "ecog", "dbs", "data", "all"})  # fmt: skip
+
+
+def _check_u_not_picks(X, u) -> None:
+    """Refuse channel picks given as u (``ICA.fit(raw, picks)`` passes them second).
+
+    A channel type, or channel names of ``X`` (an MNE Raw or Epochs), as u.
+    Audit: they met an error about u's labels.
+    """
+    names = _PICK_WORDS | set(getattr(X, "ch_names", ()) if hasattr(X, "info") else ())
+    if isinstance(u, str):
+        picks = u in names
+    else:
+        picks = (
+            isinstance(u, (list, tuple))
+            and 0 < len(u)
+            and all(isinstance(v, str) and v in names for v in u)
+        )
+    if picks:
+        raise ValueError(
+            f"fit's second argument is u (the auxiliary variable: 'annotations', 'events', "
+            f"labels per sample, or None for the window index), got {u!r}: channel picks, "
+            "which MNE's ICA.fit(raw, picks) takes second. Pass them by name: "
+            f"fit(raw, picks={u!r})."
+        )
+
+
 def _forget_previous_fit(sep, fitted) -> None:
     """Remove the attributes of ``sep``'s earlier fit that ``fitted`` does not set.
 
@@ -1798,29 +1813,9 @@ def _auto_source_model(sep, rec) -> str | None:
     )
 
 
-# The families fitted by exact likelihood, in the words of their errors about an
-# option that needs the ELBO network.
-_EXACT_FAMILIES = {
-    "linear": dict(
-        priors=("auto", "gauss", *LINEAR_PRIORS),
-        prior="the linear model's prior is 'gauss', 'extended' or 'gengauss'",
-        decoder_u="a decoder conditioned on u is not linear",
-        fit="the linear fit",
-        does="fits the linear, noiseless iVAE by maximum likelihood and trains no network",
-    ),
-    "flow": dict(
-        priors=("auto", "gauss"),
-        prior="the flow's prior is 'gauss'",
-        decoder_u="the flow's g does not read u",
-        fit="the flow",
-        does="fits an invertible network by exact maximum likelihood and trains no ELBO network",
-    ),
-}
-
-
 def _exact_conflicts(sep, family: str, init=None, u=None) -> list[str]:
-    """The options that need the ELBO network that ``family`` ("linear", "flow") lacks."""
-    words = _EXACT_FAMILIES[family]
+    """The options that need the ELBO network that ``family`` (one with ``EXACT``) lacks."""
+    words = load_family(family).EXACT
     conflicts = []
     if sep.prior not in words["priors"]:
         conflicts.append(f"prior={sep.prior!r} ({words['prior']})")
@@ -1838,10 +1833,10 @@ def _exact_conflicts(sep, family: str, init=None, u=None) -> list[str]:
 
 
 def _check_exact_options(sep, family: str, init=None, u=None) -> None:
-    """Raise when an option needs the ELBO network that ``family`` ("linear", "flow") lacks."""
+    """Raise when an option needs the ELBO network that ``family`` (one with ``EXACT``) lacks."""
     conflicts = _exact_conflicts(sep, family, init, u)
     if conflicts:
-        words = _EXACT_FAMILIES[family]
+        words = load_family(family).EXACT
         mixing = sep.mixing if sep.mixing != "auto" else family
         raise ValueError(
             f"mixing={mixing!r} {words['does']}, so it cannot take {'; '.join(conflicts)}. "

@@ -39,7 +39,7 @@ from ._atomic import atomic_write
 from ._check import POSTERIORS, PRIORS, check_device, nonfinite_count
 from ._lazy import LazyModule, torch
 from ._version import __version__
-from .methods import FAMILIES, _time, load_family
+from .methods import FAMILIES, MIXINGS, _time, load_family
 
 # The safetensors writers of torch and numpy states, imported when a file is written
 # (a numpy state, the linear family's, is written without importing torch).
@@ -55,7 +55,7 @@ DIGEST_KEY = "sha256"
 # the constructor arguments it reads (sepkit.methods.base), together all of them.
 _DOMAINS = ("time", "tf")
 _PRIORS = (*PRIORS, *_time.LINEAR_PRIORS)
-_MIXINGS = ("nonlinear", "flow", *_time.LINEAR_MIXINGS)
+_MIXINGS = tuple(MIXINGS)
 _TF_MODEL_KEYS = ("n_freqs", "n_sources", "n_segments", "n_latent", "n_hidden")
 _UNWARP_TENSORS = ("sensor_mean_", "sensor_scale_", "sensor_coefs_")
 _FIX = "Refit the model and save it again, or restore the file from a backup."
@@ -268,7 +268,7 @@ def _family_name(meta: dict) -> str:
     if meta.get("domain_") == "tf":
         return "tf"
     # Files from before the mixing option hold a network.
-    return "linear" if meta.get("mixing_", "nonlinear") in _time.LINEAR_MIXINGS else "network"
+    return MIXINGS.get(meta.get("mixing_", "nonlinear"), "network")
 
 
 def known_params() -> frozenset:

@@ -38,3 +38,30 @@ def test_every_family_says_which_fit_keywords_it_honours():
     # The torch families train in steps on a device; the others run on the CPU at once.
     assert hooks["network"] == hooks["flow"] == {"device", "resume", "callback"}
     assert not hooks["linear"] and not hooks["tf"] and not hooks["tf_pretrained"]
+
+
+def test_every_mixing_names_a_family_that_resolves_its_prior():
+    # The one list of mixings (audit: the estimator, the file schema and the command
+    # line each kept their own). A family chosen by a mixing says what "auto" means
+    # for its prior and whether it is fitted by exact likelihood (EXACT: the words of
+    # the error about an option that needs the ELBO network).
+    from sepkit.cli import build_parser
+    from sepkit.methods import MIXINGS
+    from sepkit.serialization import _MIXINGS
+
+    assert set(MIXINGS.values()) <= set(FAMILIES)
+    assert _MIXINGS == tuple(MIXINGS)
+    separate = build_parser()._subparsers._group_actions[0].choices["separate"]
+    mixing = next(a for a in separate._actions if a.dest == "mixing")
+    assert tuple(mixing.choices) == ("auto", *MIXINGS)
+    for name in set(MIXINGS.values()):
+        family = load_family(name)
+        exact = family.EXACT
+        assert exact is None or set(exact) == {"priors", "prior", "decoder_u", "fit", "does"}
+        for is_eeg in (False, True):
+            prior, posterior = family.resolve_prior("auto", "auto", is_eeg)
+            assert prior != "auto" and posterior in ("diag", "full")
+    assert load_family("linear").resolve_prior("auto", "auto", True) == ("extended", "diag")
+    assert load_family("network").resolve_prior("auto", "auto", True) == ("laplace", "diag")
+    assert load_family("network").resolve_prior("auto", "auto", False) == ("gauss", "full")
+    assert load_family("network").EXACT is None

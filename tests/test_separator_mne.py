@@ -374,6 +374,25 @@ def test_epochs_and_evoked_sources(linear, sim):
     np.testing.assert_allclose(ev_sources.data, expected.mean(axis=0), rtol=1e-4, atol=1e-6)
 
 
+def test_picks_given_where_u_goes_name_picks(sim):
+    # Audit: MNE's ica.fit(raw, picks) passes picks second, where fit takes u; the
+    # error then spoke of u's labels.
+    raw, _ = sim
+    sep = IVAESeparator(3, mixing="linear")
+    for picks in ("eeg", raw.ch_names[:4]):
+        with pytest.raises(
+            ValueError,
+            match=r"^fit's second argument is u \(the auxiliary variable: 'annotations', "
+            r"'events', labels per sample, or None for the window index\), got .*: channel "
+            r"picks, which MNE's ICA\.fit\(raw, picks\) takes second\. Pass them by name: "
+            r"fit\(raw, picks=",
+        ):
+            sep.fit(raw, picks)
+    # Labels per sample that are strings stay u.
+    labels = np.where(np.arange(raw.n_times) < raw.n_times // 2, "rest", "task").tolist()
+    assert IVAESeparator(3, mixing="linear").fit(raw, labels).n_segments_ == 2
+
+
 def test_fit_on_epochs_as_ica_does(sim):
     # ICA.fit(epochs) takes the epochs end to end; so does fit (it raised
     # "'raw' must be an mne.io.Raw"), and transform / inverse_transform keep

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._atomic import atomic_write
+from ..methods import MIXINGS
 
 # The user errors that name no file (the estimator's checks say "X ..."), which
 # :func:`naming_input` prefixes with the input's name.
@@ -75,7 +76,7 @@ def add_model_options(p, *, tf_note: str = "") -> None:
     )
     p.add_argument(
         "--mixing",
-        choices=("auto", "linear", "post-nonlinear", "nonlinear", "flow"),
+        choices=("auto", *MIXINGS),
         default="auto",
         help="linear: the linear iVAE fitted by exact maximum likelihood (seconds, no "
         "network; --steps does not apply); post-nonlinear: the same behind a learned "

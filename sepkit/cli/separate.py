@@ -975,8 +975,13 @@ def removal_line(name: str, info: dict) -> str:
     share = info.get("removed_variance_share")
     text = f"{name}: removed source(s) {excluded}"
     if share is not None:
-        text += f", {100 * share:.1f} % of the fitted channels' variance"
-        text += f" ({detail})" if detail else ""
+        # Audit: read beside get_explained_variance_ratio (MNE's measure of what the
+        # sources explain), the share needs its definition on the line.
+        text += (
+            f", {100 * share:.1f} % of the fitted channels' variance taken away (var(before "
+            "- after) / var(before), summed over channels"
+        )
+        text += f"; per source {detail})" if detail else ")"
     if info.get("eog_reference"):
         text += f"; EOG reference {', '.join(info['eog_reference'])}"
     return text

@@ -14,6 +14,17 @@ from types import ModuleType
 # Every family, by NAME (the module of the same name in this package).
 FAMILIES = ("network", "flow", "linear", "tf", "tf_pretrained")
 
+# The values of the estimator's ``mixing`` (besides "auto") and the time-domain
+# family that fits each: the one list the estimator, the file schema and the
+# command line take their choices from. (The time-frequency families are chosen
+# by ``domain`` and ``source_model``.)
+MIXINGS = {
+    "nonlinear": "network",
+    "flow": "flow",
+    "linear": "linear",
+    "post-nonlinear": "linear",
+}
+
 
 def load_family(name: str) -> ModuleType:
     """The family module called ``name`` (one of :data:`FAMILIES`), imported on first use."""

@@ -2,19 +2,35 @@
 
 A family is a module with
 
-- ``NAME``: its name in ``sepkit separate``'s report and the metrics JSON;
+- ``NAME``: its name in ``sepkit separate``'s report and the metrics JSON (one
+  of :data:`sepkit.methods.FAMILIES`);
 - ``PARAMS``: the :class:`~sepkit.IVAESeparator` settings it reads (the
   estimator warns about any other setting changed from its default);
 - ``check_fit_params(fit_params)``: validate the family's ``fit_params``;
+  ``FIT_PARAMS`` (optional): the keys it takes there, named in the estimator's
+  advice when such a setting is given as an argument the family ignores;
+- ``HOOKS``: which of ``fit``'s ``device``, ``resume`` and ``callback`` it
+  honours (the estimator refuses or reports the others);
 - ``fit(inp, opts, **kw) -> Fitted``: fit on one :class:`FitInput`;
 - ``from_state(tensors, meta, params, device) -> Fitted``: rebuild a saved fit;
 - ``DECIM`` (optional, default False): True where ``fit`` honours
   ``FitInput.decim`` (the estimator refuses ``decim`` for the others).
 
+A time-domain family chosen by a value of ``mixing`` (:data:`sepkit.methods.MIXINGS`)
+also has
+
+- ``resolve_prior(prior, posterior, is_eeg) -> (prior, posterior)``: what
+  "auto" means for its prior and posterior;
+- ``EXACT``: None for a family fitted by the ELBO, or, for one fitted by exact
+  likelihood, the words of the estimator's error about an option that needs
+  the ELBO network (keys ``priors``: the priors it takes, ``prior``,
+  ``decoder_u``, ``fit``, ``does``).
+
 The :class:`Fitted` object answers every later question (sources,
 reconstruction, sensor patterns, state to save), so the estimator's
 ``transform``, ``inverse_transform``, ``get_components`` and ``save`` never
-ask which family ran.
+ask which family ran. Its optional ``sensor_maps()`` (the unmixing and mixing
+matrices in sensor units) is what ``to_mne_ica`` exports.
 """
 
 from __future__ import annotations

@@ -52,6 +52,20 @@ _DIVERGED_NATS = 1e-2
 # The estimator settings this family reads: the top-level ones (its own are in
 # fit_params, FlowConfig).
 PARAMS = TOP_LEVEL_PARAMS
+# Fitted by exact likelihood: the words of the estimator's error about an option
+# that needs the ELBO network (see linear.EXACT).
+EXACT = dict(
+    priors=("auto", "gauss"),
+    prior="the flow's prior is 'gauss'",
+    decoder_u="the flow's g does not read u",
+    fit="the flow",
+    does="fits an invertible network by exact maximum likelihood and trains no ELBO network",
+)
+
+
+def resolve_prior(prior: str, posterior: str, is_eeg: bool) -> tuple[str, str]:
+    """(prior, posterior) of a fit: the flow's is Gaussian, its posterior a point mass."""
+    return "gauss", "diag"
 
 
 @dataclass

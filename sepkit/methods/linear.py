@@ -54,6 +54,29 @@ PARAMS = COMMON_PARAMS | {
     "highpass",
     "lowpass",
 }
+# Fitted by exact likelihood: the words of the estimator's error about an option
+# that needs the ELBO network (a family fitted by the ELBO has EXACT = None).
+# ``priors``: the prior settings it takes.
+EXACT = dict(
+    priors=("auto", "gauss", *_time.LINEAR_PRIORS),
+    prior="the linear model's prior is 'gauss', 'extended' or 'gengauss'",
+    decoder_u="a decoder conditioned on u is not linear",
+    fit="the linear fit",
+    does="fits the linear, noiseless iVAE by maximum likelihood and trains no network",
+)
+
+
+def resolve_prior(prior: str, posterior: str, is_eeg: bool) -> tuple[str, str]:
+    """(prior, posterior) of a fit: "auto" resolved for this family.
+
+    The likelihood has a Gaussian, extended or generalised Gaussian prior and an
+    exact (point-mass) posterior, stored as a diagonal one. For EEG "auto" is
+    "extended": its stationary non-Gaussian sources (ECG, line noise) are not
+    identified by their variance alone (benchmarks/README.md).
+    """
+    return (prior if prior != "auto" else ("extended" if is_eeg else "gauss")), "diag"
+
+
 # Odd powers in the sensor unwarping of mixing="post-nonlinear" (x^3, x^5, x^7).
 UNWARP_DEGREE = 3
 # L-BFGS iterations of the joint fit that learns the unwarping h. Only h is

@@ -70,6 +70,21 @@ PARAMS = (
 )
 
 
+# Fitted by the ELBO: every option of the network applies (see EXACT in linear.py).
+EXACT = None
+
+
+def resolve_prior(prior: str, posterior: str, is_eeg: bool) -> tuple[str, str]:
+    """(prior, posterior) of a fit: "auto" resolved for this family.
+
+    EEG: a Laplace prior (blinks and bursts are heavy-tailed within a window)
+    and a diagonal posterior; other data: Gaussian, full.
+    """
+    prior = prior if prior != "auto" else ("laplace" if is_eeg else "gauss")
+    posterior = posterior if posterior != "auto" else ("diag" if is_eeg else "full")
+    return prior, posterior
+
+
 # The network's own settings, which fit_params may hold (the constructor
 # keywords of the same names are the other, older spelling).
 FIT_PARAMS = tuple(sorted(PARAMS - TOP_LEVEL_PARAMS))
