@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import re
+import signal
 import sys
 import warnings
 
@@ -243,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=module.run)
     _plain_parser(parser)
     return parser
+
+
+def console_main() -> int:
+    """The ``sepkit`` command (and ``python -m sepkit``): :func:`main`, whose status stands.
+
+    Once ``main`` returns, its outputs are complete (or untouched); Ctrl-C or
+    SIGTERM during the interpreter's teardown (torch's takes up to a second)
+    is ignored, so that it cannot turn a finished run's status into 130 / 143
+    (audit: a script read 143 and took the old outputs to be still there).
+    """
+    code = main()
+    for received in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(received, signal.SIG_IGN)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

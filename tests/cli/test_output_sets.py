@@ -683,3 +683,21 @@ def test_several_inputs_hold_one_recording_at_a_time(tmp_path, monkeypatch):
     assert main([*argv, *LINEAR]) == 0
     assert len(arrays) == 6  # each read to check it, then again in its turn
     assert alive == [1, 1, 1]
+
+
+def test_the_command_ignores_signals_once_its_work_is_done(monkeypatch, capsys):
+    # Audit: SIGTERM during the interpreter's teardown, after the outputs were in
+    # place, made the status 143. console_main (the `sepkit` command) ignores it then.
+    import signal
+
+    from sepkit.cli import console_main
+
+    monkeypatch.setattr(sys, "argv", ["sepkit", "models", "list"])
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert console_main() == 0
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in previous)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert capsys.readouterr().out
