@@ -25,24 +25,32 @@ What the reference is
 Lengths
     Reference and estimate (and mixture) are trimmed to the shortest along the last axis;
     separators often return a few samples more or less after an STFT round trip. The
-    correlation metrics (:func:`correlation_matrix`, :func:`mcc`) are the exception:
-    they pair the sources sample by sample, and refuse signals of different lengths
-    (a length mismatch there means misaligned sources, not an STFT's padding).
+    metrics that pair samples one to one (:func:`correlation_matrix`, :func:`mcc` and the
+    EEG denoising scores :func:`rrmse_temporal`, :func:`rrmse_spectral`, :func:`cc`) are
+    the exception: they refuse signals of different lengths (a length mismatch there
+    means misaligned signals, not an STFT's padding).
 Zero mean
     :func:`si_sdr`, :func:`sd_sdr` and :func:`si_sdr_improvement` remove the temporal mean
     of every signal first (``zero_mean=True``, Le Roux et al. 2019, Sec. 2); :func:`snr`
     and :func:`bss_eval` do not, as in torchmetrics' SNR and in BSS Eval / mir_eval /
     museval / fast_bss_eval (pass ``zero_mean=True`` to change this).
 Silence
-    A signal whose RMS is below ``1e-10`` (-200 dB re. full scale 1) after the optional
-    mean removal is *silent*. A metric involving a silent reference or estimate is
-    undefined: it is returned as NaN and a :class:`SilentSignalWarning` is emitted; it
-    never raises. Permutation solvers treat NaN scores as the worst possible match.
+    A signal that is all zeros, or constant where the metric removes the mean (the
+    correlations, the zero-mean SDRs, the spectra), is *silent*: its RMS after the
+    optional mean removal is at most ``1e-12`` of its own peak, so the test holds at any
+    scale (EEG in volts, MEG in tesla). A metric involving a silent reference or
+    estimate is undefined: it is returned as NaN and a :class:`SilentSignalWarning` is
+    emitted; it never raises. Permutation solvers treat NaN scores as the worst match
+    and +inf as the best, without changing how the finite scores are matched.
 Scale
     Results are in dB for the SDR family, unitless otherwise. SI-SDR and correlations
     are invariant to rescaling the estimate; SD-SDR and SNR are not (by design, they
     penalise a wrong gain). A perfect estimate gives ``+inf`` dB (an exact copy; a
-    scaled copy stops near 300 dB, where float64 rounding leaves a residual).
+    scaled copy stops near 300 dB, where float64 rounding leaves a residual). BSS Eval
+    forms its error energies as differences of projection energies: one below ``1e-12``
+    of those energies is float64 rounding, and counts as zero (``+inf`` dB), so an
+    estimate with no artefacts reads ``+inf`` SAR every time (mir_eval gives a rounding
+    figure near 300 dB).
 Precision
     Computations run in float64 whatever the input; results are float32 when every input
     is float32, and float64 otherwise (float64, float16, bfloat16 and integer inputs:
@@ -115,8 +123,13 @@ __all__ = [
     "solve_permutation",
 ]
 
-# RMS below which a signal counts as silent (see "Silence" in the module docstring).
-_SILENT_RMS = 1e-10
+# A signal is silent when its RMS (after the optional mean removal) is at most this
+# share of its own peak (see "Silence" in the module docstring): relative, so that
+# data in small units are not silent (audit: MEG in tesla was all NaN).
+_SILENT_REL = 1e-12
+# BSS Eval's error energies are differences of energies: below this share of those
+# energies they are float64 rounding, and count as zero.
+_ROUNDING_REL = 1e-12
 # Largest float64 element count of one intermediate block in bss_eval (2 GiB); bigger
 # batches are processed in chunks so that a 100-item GPU batch does not run out of memory.
 _MAX_BLOCK_ELEMENTS = 2**28
@@ -138,6 +151,13 @@ class BSSEvalResult(NamedTuple):
         Source image-to-spatial distortion ratio in dB (``images=True`` only).
     perm : array of int
         ``est[..., perm[i], ...]`` is the estimate evaluated against reference ``i``.
+
+    Notes
+    -----
+    The positional order is ``(sdr, sir, sar, isr, perm)`` in both modes, while
+    ``mir_eval.separation.bss_eval_images`` and museval return ``(sdr, isr, sir,
+    sar, perm)``: code ported from them should read the fields by name
+    (``result.isr``), not unpack them.
     """
 
     sdr: object
@@ -248,24 +268,37 @@ def _broadcast(named: dict, keep: int) -> list[torch.Tensor]:
     return [t.expand(*lead, *t.shape[t.ndim - keep :]) for t in named.values()]
 
 
-def _silent(x: torch.Tensor, dims=(-1,)) -> torch.Tensor:
-    """True where the RMS over ``dims`` is below the silence threshold."""
-    return x.pow(2).mean(dim=dims).sqrt() < _SILENT_RMS
+def _silent(x: torch.Tensor, dims=(-1,), zero_mean: bool = False) -> torch.Tensor:
+    """True where ``x`` is silent over ``dims``: all zeros, or constant with ``zero_mean``.
+
+    Judged on the signal as given (before any mean removal): its RMS after the
+    optional removal of the mean over time is at most ``_SILENT_REL`` of its peak.
+    """
+    peak = x.abs().amax(dim=dims)
+    centred = x - x.mean(dim=-1, keepdim=True) if zero_mean else x
+    return centred.pow(2).mean(dim=dims).sqrt() <= _SILENT_REL * peak
 
 
 def _warn_silent(mask: torch.Tensor, what: str) -> None:
     n = int(mask.sum())
     if n:
         warnings.warn(
-            f"{n} silent {what} signal(s) (RMS < {_SILENT_RMS:g}); the metrics that involve "
+            f"{n} silent {what} signal(s) (all zero, or constant where the mean is removed); "
+            "the metrics that involve "
             "them are NaN. Drop silent sources from the evaluation or check the files.",
             SilentSignalWarning,
             stacklevel=3,
         )
 
 
-def _db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``10 log10(num / den)``; a zero (or rounding-negative) ``den`` gives +inf."""
+def _db(num: torch.Tensor, den: torch.Tensor, scale=None) -> torch.Tensor:
+    """``10 log10(num / den)``; a zero (or rounding-negative) ``den`` gives +inf.
+
+    ``scale``: the energies ``den`` is a difference of; a ``den`` below
+    ``_ROUNDING_REL`` of it is their rounding, and counts as zero.
+    """
+    if scale is not None:
+        den = torch.where(den <= _ROUNDING_REL * scale, torch.zeros_like(den), den)
     return 10.0 * torch.log10(num / den.clamp_min(0.0))
 
 
@@ -284,8 +317,12 @@ def _check_bool(name: str, value) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-def _sdr_terms(ref: torch.Tensor, est: torch.Tensor, kind: str) -> torch.Tensor:
-    """SI-SDR / SD-SDR / SNR of broadcast float64 tensors along the last axis (no checks)."""
+def _sdr_terms(ref: torch.Tensor, est: torch.Tensor, kind: str, silent) -> torch.Tensor:
+    """SI-SDR / SD-SDR / SNR of broadcast float64 tensors along the last axis (no checks).
+
+    ``silent``: where a reference or estimate is silent (judged before the mean
+    removal: :func:`_silent`); NaN there.
+    """
     ref_energy = ref.pow(2).sum(-1)
     if kind == "snr":
         value = _db(ref_energy, (ref - est).pow(2).sum(-1))
@@ -301,7 +338,6 @@ def _sdr_terms(ref: torch.Tensor, est: torch.Tensor, kind: str) -> torch.Tensor:
             # SD-SDR, Eq. 6: the error is measured against the unscaled reference.
             residual = ref - est
         value = _db(target_energy, residual.pow(2).sum(-1))
-    silent = _silent(ref) | _silent(est)
     return torch.where(silent, torch.full_like(value, math.nan), value)
 
 
@@ -309,10 +345,11 @@ def _sdr_like(ref, est, zero_mean: bool, kind: str):
     zero_mean = _check_bool("zero_mean", zero_mean)
     (ref, est), k = _prepare({"ref": ref, "est": est})
     ref, est = _broadcast({"ref": ref, "est": est}, keep=1)
+    silent_ref, silent_est = _silent(ref, zero_mean=zero_mean), _silent(est, zero_mean=zero_mean)
     ref, est = _demean(ref, zero_mean), _demean(est, zero_mean)
-    _warn_silent(_silent(ref), "reference")
-    _warn_silent(_silent(est), "estimate")
-    return k.out(_sdr_terms(ref, est, kind))
+    _warn_silent(silent_ref, "reference")
+    _warn_silent(silent_est, "estimate")
+    return k.out(_sdr_terms(ref, est, kind, silent_ref | silent_est))
 
 
 def si_sdr(ref, est, zero_mean: bool = True):
@@ -330,7 +367,9 @@ def si_sdr(ref, est, zero_mean: bool = True):
     est : array or tensor, shape (..., n_times)
         Estimates; leading dimensions broadcast against ``ref``.
     zero_mean : bool, default True
-        Remove each signal's temporal mean first, as in the paper.
+        Remove each signal's temporal mean first, as in the paper and Asteroid
+        (torchmetrics' ``scale_invariant_signal_distortion_ratio`` defaults to
+        ``zero_mean=False``; with the same setting the two agree to 1e-14 dB).
 
     Returns
     -------
@@ -397,11 +436,13 @@ def si_sdr_improvement(ref, est, mix, zero_mean: bool = True):
     if mix.ndim == ref.ndim - 1:
         mix = mix.unsqueeze(-2)
     ref, est, mix = _broadcast({"ref": ref, "est": est, "mix": mix}, keep=1)
+    s_ref, s_est, s_mix = (_silent(x, zero_mean=zero_mean) for x in (ref, est, mix))
     ref, est, mix = (_demean(x, zero_mean) for x in (ref, est, mix))
-    _warn_silent(_silent(ref), "reference")
-    _warn_silent(_silent(est), "estimate")
-    _warn_silent(_silent(mix), "mixture")
-    return k.out(_sdr_terms(ref, est, "si_sdr") - _sdr_terms(ref, mix, "si_sdr"))
+    _warn_silent(s_ref, "reference")
+    _warn_silent(s_est, "estimate")
+    _warn_silent(s_mix, "mixture")
+    gain = _sdr_terms(ref, est, "si_sdr", s_ref | s_est)
+    return k.out(gain - _sdr_terms(ref, mix, "si_sdr", s_ref | s_mix))
 
 
 # --------------------------------------------------------------------------------------
@@ -412,12 +453,19 @@ def si_sdr_improvement(ref, est, mix, zero_mean: bool = True):
 def _hungarian(score: torch.Tensor) -> torch.Tensor:
     """Per-item maximum-sum assignment of a (..., n, m) score tensor, n <= m.
 
-    NaN scores (silent signals) count as the worst match and infinities are clipped so
-    the assignment stays well defined. Runs on the CPU (scipy); the scores are tiny.
+    NaN scores (silent signals) and -inf count as the worst match, +inf as the best,
+    through stand-ins just beyond the finite scores' range (scaled by it, so that the
+    finite scores still decide among themselves: stand-ins of +-1e300 swamped them, and
+    a silent estimate made the other sources' matching arbitrary). Runs on the CPU
+    (scipy); the scores are tiny.
     """
     s = score.detach().to("cpu", torch.float64).numpy()
-    s = np.nan_to_num(s, nan=-1e300, posinf=1e300, neginf=-1e300)
     n = s.shape[-2]
+    finite = s[np.isfinite(s)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    # More than every finite sum can differ by: one stand-in outweighs them all.
+    margin = (high - low + 1.0) * (n + 1)
+    s = np.nan_to_num(s, nan=low - margin, posinf=high + margin, neginf=low - margin)
     flat = s.reshape(-1, n, s.shape[-1])
     perm = np.empty((flat.shape[0], n), dtype=np.int64)
     for b in range(flat.shape[0]):
@@ -535,10 +583,18 @@ def find_permutation(
     (r, e), kind = _prepare({"ref": ref, "est": est}, min_ndim=2)
     _check_counts(r.shape[-2], e.shape[-2])
     if criterion == "correlation":
+        centred = (True, True)
+    else:
+        centred = (zero_mean, zero_mean)
+    silent = _silent(r, zero_mean=centred[0]).unsqueeze(-1) | _silent(
+        e, zero_mean=centred[1]
+    ).unsqueeze(-2)
+    if criterion == "correlation":
         score = _corr(r, e).abs()
     else:
         r, e = _demean(r, zero_mean), _demean(e, zero_mean)
-        score = _sdr_terms(r.unsqueeze(-2), e.unsqueeze(-3), "si_sdr")
+        score = _sdr_terms(r.unsqueeze(-2), e.unsqueeze(-3), "si_sdr", silent)
+    score = torch.where(silent, torch.full_like(score, math.nan), score)
     return kind.out_index(_hungarian(score))
 
 
@@ -574,10 +630,12 @@ def pit_loss(ref, est, criterion: str = "si_sdr", zero_mean: bool = True, reduct
     (r, e), kind = _prepare({"ref": ref, "est": est}, min_ndim=2)
     _check_counts(r.shape[-2], e.shape[-2])
     r, e = _broadcast({"ref": r, "est": e}, keep=2)
+    s_r, s_e = _silent(r, zero_mean=zero_mean), _silent(e, zero_mean=zero_mean)
     r, e = _demean(r, zero_mean), _demean(e, zero_mean)
-    _warn_silent(_silent(r), "reference")
-    _warn_silent(_silent(e), "estimate")
-    score = _sdr_terms(r.unsqueeze(-2), e.unsqueeze(-3), criterion)  # (..., n_ref, n_est)
+    _warn_silent(s_r, "reference")
+    _warn_silent(s_e, "estimate")
+    silent = s_r.unsqueeze(-1) | s_e.unsqueeze(-2)
+    score = _sdr_terms(r.unsqueeze(-2), e.unsqueeze(-3), criterion, silent)  # (..., n_ref, n_est)
     perm = _hungarian(score).to(score.device)
     matched = torch.gather(score, -1, perm.unsqueeze(-1)).squeeze(-1)
     loss = -matched.mean(-1)
@@ -681,12 +739,12 @@ def _ratios(own, p_all, est_e, ref_e, dot, images: bool):
     Images mode: s_true is the reference image, e_spat = P_j ŝ - s_true, and so on.
     Shapes broadcast as (..., n, m) for pairwise terms and (..., 1, m) for ``p_all``.
     """
-    sir = _db(own, p_all - own)
-    sar = _db(p_all, est_e - p_all)
+    sir = _db(own, p_all - own, p_all)
+    sar = _db(p_all, est_e - p_all, est_e)
     if not images:
-        return _db(own, est_e - own), sir, sar, None
-    sdr = _db(ref_e, est_e - 2.0 * dot + ref_e)
-    isr = _db(ref_e, own - 2.0 * dot + ref_e)
+        return _db(own, est_e - own, est_e), sir, sar, None
+    sdr = _db(ref_e, est_e - 2.0 * dot + ref_e, est_e + ref_e)
+    isr = _db(ref_e, own - 2.0 * dot + ref_e, own + ref_e)
     return sdr, sir, sar, isr
 
 
@@ -744,17 +802,17 @@ def _framewise(ref, est, stats, L, window, hop, images):
         o_o = p_own.pow(2).sum((3, 5))  # (B, n, m, F)
         o_a = torch.einsum("bjmcft,bmcft->bjmf", p_own, p_all)
         o_e = torch.einsum("bjmcft,bmcft->bjmf", p_own, ef_pad)
-        sar = _db(a_a, e_e - 2 * e_a + a_a).unsqueeze(1)  # ||ŝ - P_all||^2
-        sir = _db(o_o, a_a.unsqueeze(1) - 2 * o_a + o_o)
+        sar = _db(a_a, e_e - 2 * e_a + a_a, e_e + a_a).unsqueeze(1)  # ||ŝ - P_all||^2
+        sir = _db(o_o, a_a.unsqueeze(1) - 2 * o_a + o_o, a_a.unsqueeze(1) + o_o)
         if images:
             rf_pad = torch.nn.functional.pad(rf, (0, L - 1))
             s_s = rf_pad.pow(2).sum((2, 4)).unsqueeze(2)  # (B, n, 1, F)
             s_e = torch.einsum("bjcft,bmcft->bjmf", rf_pad, ef_pad)
             s_o = torch.einsum("bjcft,bjmcft->bjmf", rf_pad, p_own)
-            sdr = _db(s_s, e_e.unsqueeze(1) - 2 * s_e + s_s)
-            isr = _db(s_s, o_o - 2 * s_o + s_s)
+            sdr = _db(s_s, e_e.unsqueeze(1) - 2 * s_e + s_s, e_e.unsqueeze(1) + s_s)
+            isr = _db(s_s, o_o - 2 * s_o + s_s, o_o + s_s)
         else:
-            sdr = _db(o_o, e_e.unsqueeze(1) - 2 * o_e + o_o)
+            sdr = _db(o_o, e_e.unsqueeze(1) - 2 * o_e + o_o, e_e.unsqueeze(1) + o_o)
             isr = torch.zeros_like(sdr)
         silent = _silent(rf, dims=(2, 4)).unsqueeze(2) | _silent(ef, dims=(2, 4)).unsqueeze(1)
         vals = torch.stack(torch.broadcast_tensors(sdr, sir, sar, isr), dim=0)
@@ -907,10 +965,11 @@ def bss_eval(
     n, m = _check_bss_sources(r, e, nd, images, compute_permutation)
     r, e = _broadcast({"ref": r, "est": e}, keep=nd)
     lead = r.shape[:-nd]
-    r = _demean(r, zero_mean).reshape(-1, n, 1 if not images else r.shape[-2], r.shape[-1])
-    e = _demean(e, zero_mean).reshape(-1, m, r.shape[2], r.shape[-1])
-    silent_r = _silent(r, dims=(-2, -1))  # (B, n)
-    silent_e = _silent(e, dims=(-2, -1))  # (B, m)
+    r = r.reshape(-1, n, 1 if not images else r.shape[-2], r.shape[-1])
+    e = e.reshape(-1, m, r.shape[2], r.shape[-1])
+    silent_r = _silent(r, dims=(-2, -1), zero_mean=zero_mean)  # (B, n)
+    silent_e = _silent(e, dims=(-2, -1), zero_mean=zero_mean)  # (B, m)
+    r, e = _demean(r, zero_mean), _demean(e, zero_mean)
     # Warned here, not in a helper: stacklevel=3 must point at the caller of bss_eval.
     _warn_silent(silent_r, "reference")
     _warn_silent(silent_e, "estimate")
@@ -989,6 +1048,11 @@ def correlation_matrix(S_true, S_est, method: str = "pearson"):
             f"S_true has {a.shape[-1]} samples but S_est has {b.shape[-1]}; "
             "both must be (n_sources, n_times) over the same samples."
         )
+    if a.shape[-1] < 2:  # audit: empty signals gave an MCC of 0.0 without a word
+        raise ValueError(
+            f"The signals have {a.shape[-1]} sample(s) along the last (time) axis; a "
+            "correlation needs at least 2."
+        )
     for name, t in (("S_true", a), ("S_est", b)):
         # A NaN would make a whole row of correlations NaN, which mcc reads as a
         # silent source (0): a diverged estimate would get a plausible score.
@@ -997,9 +1061,12 @@ def correlation_matrix(S_true, S_est, method: str = "pearson"):
                 f"'{name}' contains {int((~torch.isfinite(t)).sum())} NaN or Inf values; "
                 "metrics need finite signals. Remove or interpolate them first."
             )
+    # Constant sources have no correlation: judged before the mean removal, which
+    # leaves a rounding residue that correlates to +-1 (audit: MCC 0.53 for 0.03).
+    constant = _silent(a, zero_mean=True).unsqueeze(-1) | _silent(b, zero_mean=True).unsqueeze(-2)
     if method == "spearman":
         a, b = _rank(a), _rank(b)
-    C = _corr(a, b)
+    C = torch.where(constant, torch.full_like(constant, math.nan, dtype=a.dtype), _corr(a, b))
     if kind.is_torch:
         return C.to(kind.torch_dtype)
     return C.cpu().numpy()
@@ -1102,6 +1169,27 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean(-1).sqrt()
 
 
+# The fewest samples rrmse_spectral estimates a spectrum from.
+MIN_SPECTRUM_SAMPLES = 16
+
+
+def _prepare_paired(ref, est):
+    """(ref, est) broadcast, for the metrics that pair samples one to one (no trimming).
+
+    Audit: ``cc(x, x[1:])`` gave 0.997, pairing each sample with its neighbour.
+    """
+    (r, e), kind = _prepare({"ref": ref, "est": est}, trim=False)
+    if r.shape[-1] != e.shape[-1]:
+        raise ValueError(
+            f"ref has {r.shape[-1]} samples but est has {e.shape[-1]}; the EEG denoising "
+            "scores pair them sample by sample. Pass signals of the same length (align "
+            "them first)."
+        )
+    if r.shape[-1] < 1:
+        raise ValueError("The signals have no samples along the last (time) axis.")
+    return _broadcast({"ref": r, "est": e}, keep=1), kind
+
+
 def rrmse_temporal(ref, est):
     """Relative RMS error in time, ``RMS(ŝ - s) / RMS(s)`` (Zhang et al. 2021, Eq. 4).
 
@@ -1117,8 +1205,7 @@ def rrmse_temporal(ref, est):
     rrmse : array or tensor, shape (...)
         0 is perfect; NaN for a silent reference.
     """
-    (r, e), kind = _prepare({"ref": ref, "est": est})
-    r, e = _broadcast({"ref": r, "est": e}, keep=1)
+    (r, e), kind = _prepare_paired(ref, est)
     silent = _silent(r)
     _warn_silent(silent, "reference")
     val = _rms(e - r) / _rms(r)
@@ -1169,8 +1256,13 @@ def rrmse_spectral(ref, est, nperseg: int = 256, noverlap: int | None = None):
     rrmse : array or tensor, shape (...)
     """
     nperseg = check_int("nperseg", nperseg, min_value=2)
-    (r, e), kind = _prepare({"ref": ref, "est": est})
-    r, e = _broadcast({"ref": r, "est": e}, keep=1)
+    (r, e), kind = _prepare_paired(ref, est)
+    if r.shape[-1] < MIN_SPECTRUM_SAMPLES:
+        raise ValueError(
+            f"rrmse_spectral needs signals of at least {MIN_SPECTRUM_SAMPLES} samples (a "
+            f"Welch spectrum of fewer has almost no frequency resolution), got "
+            f"{r.shape[-1]}. Use rrmse_temporal for such short signals."
+        )
     nperseg = min(nperseg, r.shape[-1])
     if noverlap is None:
         noverlap = nperseg // 2
@@ -1180,7 +1272,8 @@ def rrmse_spectral(ref, est, nperseg: int = 256, noverlap: int | None = None):
             f"'noverlap' must be < nperseg ({nperseg}), got {noverlap}. Pass a smaller "
             "overlap, e.g. nperseg // 2."
         )
-    silent = _silent(r)
+    # Welch removes each segment's mean: a constant reference has no spectrum.
+    silent = _silent(r, zero_mean=True)
     _warn_silent(silent, "reference")
     pr, pe = _welch(r, nperseg, noverlap), _welch(e, nperseg, noverlap)
     val = _rms(pe - pr) / _rms(pr)
@@ -1201,12 +1294,12 @@ def cc(ref, est):
     cc : array or tensor, shape (...)
         NaN if either signal is constant.
     """
-    (r, e), kind = _prepare({"ref": ref, "est": est})
-    r, e = _broadcast({"ref": r, "est": e}, keep=1)
+    (r, e), kind = _prepare_paired(ref, est)
+    s_r, s_e = _silent(r, zero_mean=True), _silent(e, zero_mean=True)
     r, e = _demean(r, True), _demean(e, True)
-    silent = _silent(r) | _silent(e)
-    _warn_silent(_silent(r), "reference")
-    _warn_silent(_silent(e), "estimate")
+    silent = s_r | s_e
+    _warn_silent(s_r, "reference")
+    _warn_silent(s_e, "estimate")
     val = (r * e).sum(-1) / (r.norm(dim=-1) * e.norm(dim=-1))
     return kind.out(torch.where(silent, torch.full_like(val, math.nan), val))
 

@@ -762,3 +762,97 @@ def test_dipolarity_errors(_head):
         ValueError, match=r"EEG channels \['a', 'b', 'c'\] of info have no position"
     ):
         M.dipolarity(np.eye(3), bare)
+
+
+# --------------------------------------------------------------------------------------
+# Audit D (metrics against references): the cases it found wrong
+# --------------------------------------------------------------------------------------
+
+
+def test_a_silent_estimate_leaves_the_others_matched_by_their_scores():
+    # Stand-ins of +-1e300 for NaN / inf swamped the finite scores, and the other
+    # sources' matching became arbitrary (audit: ref 1 lost its 10.3 dB estimate).
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((2, 4000))
+    est = np.stack([s[1] + 0.3 * s[0], np.zeros(4000)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", M.SilentSignalWarning)
+        for criterion in ("si_sdr", "correlation"):
+            np.testing.assert_array_equal(M.find_permutation(s, est, criterion=criterion), [1, 0])
+        np.testing.assert_array_equal(M.bss_eval(s, est).perm, [1, 0])
+    np.testing.assert_array_equal(M.solve_permutation([[6.56, np.nan], [9.04, np.nan]]), [1, 0])
+    # An exact copy (+inf) beside finite scores: the best finite sum among the rest,
+    # checked against every assignment.
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        score = rng.uniform(0, 15, (3, 4))
+        score[rng.integers(3), rng.integers(4)] = np.inf if trial % 2 else np.nan
+        perm = M.solve_permutation(score)
+
+        def key(p, score=score):
+            v = score[np.arange(3), list(p)]
+            return (np.isposinf(v).sum(), -np.isnan(v).sum(), np.nansum(v[np.isfinite(v)]))
+
+        best = max(itertools.permutations(range(4), 3), key=key)
+        assert key(tuple(perm)) == key(best), (score, perm, best)
+
+
+def test_metrics_do_not_depend_on_the_unit():
+    # An absolute silence threshold (RMS < 1e-10) made every score NaN for MEG in tesla.
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((2, 3000))
+    est = ref + 0.3 * rng.standard_normal((2, 3000))
+    values = {}
+    for scale in (1.0, 1e-13):
+        r, e = scale * ref, scale * est
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", M.SilentSignalWarning)
+            values[scale] = (
+                M.si_sdr(r, e), M.cc(r, e), M.rrmse_temporal(r, e), M.rrmse_spectral(r, e),
+                M.bss_eval(r, e, filter_length=32).sdr, M.snr(r, e),
+            )  # fmt: skip
+    for a, b in zip(values[1.0], values[1e-13], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+
+
+def test_constant_and_empty_sources_in_the_correlations():
+    # A constant source left a rounding residue that correlated to +-1 (audit: MCC
+    # 0.53 where the constant pair should count 0), and empty signals gave 0.0.
+    rng = np.random.default_rng(3)
+    true = np.stack([rng.standard_normal(1000), np.full(1000, 0.1)])
+    est = true.copy()
+    with pytest.warns(M.SilentSignalWarning, match=r"1 silent \(constant\) true source"):
+        C = M.correlation_matrix(true, est)
+        value = M.mcc(true, est)
+    assert np.isnan(C[1]).all() and np.isnan(C[:, 1]).all()
+    assert value == pytest.approx(0.5)  # 1 for the first source, 0 for the constant one
+    with pytest.raises(ValueError, match=r"The signals have 0 sample\(s\) along the last"):
+        M.mcc(np.zeros((2, 0)), np.zeros((2, 0)))
+
+
+def test_bss_eval_reads_inf_for_an_error_at_rounding_level():
+    # Error energies formed as differences of energies: a zero error came out as +inf
+    # or a finite number at random (audit: SAR inf for 15 of 20 seeds).
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        s = rng.standard_normal((2, 2000))
+        est = np.array([[1.0, 0.2], [0.3, 1.0]]) @ s  # no artefacts: mixtures of the refs
+        out = M.bss_eval(s, est, filter_length=16)
+        assert np.isposinf(out.sar).all(), out.sar
+        assert np.isfinite(out.sdr).all() and np.isfinite(out.sir).all()
+    copy = M.bss_eval(s, s, filter_length=16)
+    assert np.isposinf(copy.sdr).all() and np.isposinf(copy.sar).all()
+
+
+def test_the_eeg_scores_pair_samples_and_need_a_spectrum():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(500)
+    with pytest.raises(ValueError, match=r"ref has 500 samples but est has 499; the EEG denoising"):
+        M.cc(x, x[1:])
+    with pytest.raises(ValueError, match=r"ref has 500 samples but est has 495"):
+        M.rrmse_temporal(x, x[5:])
+    with pytest.raises(ValueError, match=r"rrmse_spectral needs signals of at least 16 samples"):
+        M.rrmse_spectral(x[:3], x[:3])
+    # A constant reference has no Welch spectrum (each segment's mean is removed): NaN.
+    with pytest.warns(M.SilentSignalWarning, match=r"1 silent reference"):
+        assert np.isnan(M.rrmse_spectral(np.ones(500), x))

@@ -43,7 +43,6 @@ import numpy as np
 from .._atomic import atomic_write
 from ._common import add_common, check_targets, say
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
 PER_SOURCE = ("si_sdr", "sd_sdr", "snr", "si_sdri")
 BSS = ("sdr", "sir", "sar", "isr")
 ALL_METRICS = PER_SOURCE + BSS
@@ -111,20 +110,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _collect(items: list[str], option: str) -> list[Path]:
     """Expand ``--ref``/``--est`` values into a list of files."""
     if len(items) == 1 and Path(items[0]).is_dir():
+        # Every suffix read_audio reads (audit: MP3 files were read one by one, but a
+        # folder of them "held no audio files"). Imported here: soundfile, not for --help.
+        from ..io import AUDIO_EXTENSIONS
+
         folder = Path(items[0])
         files = sorted(
-            f for f in folder.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+            f for f in folder.iterdir() if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()
         )
         if not files:
             raise FileNotFoundError(
                 f"{option} {folder}: the directory holds no audio files "
-                f"({', '.join(AUDIO_SUFFIXES)})."
+                f"({', '.join(AUDIO_EXTENSIONS)})."
             )
         return files
     files = [Path(x) for x in items]
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"{option}: {f} does not exist or is not a file.")
+    seen = {}
+    for f in files:  # the same file twice is a typo, and its matches would be ambiguous
+        first = seen.setdefault(f.resolve(), f)
+        if first is not f:
+            raise ValueError(
+                f"{option} names {first} twice (as {first} and {f}). Pass each file once."
+            )
     return files
 
 
@@ -390,9 +400,9 @@ def _silent_names(R, E, mix, ref_names, est_names) -> list[str]:
     """The signals (any channel, mean removed) below the metrics' silence threshold."""
     from .. import metrics as M  # torch: imported when scoring, not for --help
 
-    def silent(X):  # (n, C, T) -> (n,)
+    def silent(X):  # (n, C, T) -> (n,): all zero or constant, as sepkit.metrics judges
         rms = np.sqrt(np.mean((X - X.mean(-1, keepdims=True)) ** 2, axis=-1))
-        return (rms < M._SILENT_RMS).any(-1)
+        return (rms <= M._SILENT_REL * np.abs(X).max(-1)).any(-1)
 
     names = [f"--ref {n}" for n, s in zip(ref_names, silent(R), strict=True) if s]
     names += [f"--est {n}" for n, s in zip(est_names, silent(E), strict=True) if s]
@@ -433,7 +443,7 @@ def _warn_once(caught, silent: list[str]) -> None:
             key = M.SilentSignalWarning  # one warning names every silent signal
             if key not in seen:
                 warnings.warn(
-                    f"silent signal(s) (RMS < {M._SILENT_RMS:g}): {', '.join(silent)}; the "
+                    f"silent signal(s) (all zero or constant): {', '.join(silent)}; the "
                     "scores that involve them are NaN and the mean leaves them out.",
                     M.SilentSignalWarning,
                     stacklevel=3,
@@ -509,7 +519,12 @@ def _print_table(ref_names, est_names, metrics, table, means) -> None:
         [r, e, *(_fmt(float(table[m][i])) for m in metrics)]
         for i, (r, e) in enumerate(zip(ref_names, est_names, strict=True))
     ]
-    rows.append(["mean", "", *(_fmt(means[m]) for m in metrics)])
+    # A silent (failed) estimate is NaN and left out of the mean: say over how many
+    # (audit: a failed source's absence read as a better mean).
+    n = len(ref_names)
+    defined = min(int(np.sum(~np.isnan(np.asarray(table[m], float)))) for m in metrics)
+    rows.append(["mean", "" if defined == n else f"(over {defined} of {n})",
+                 *(_fmt(means[m]) for m in metrics)])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     line = "  ".join((f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}") for i, w in enumerate(widths))
     print(line.format(*head))

@@ -180,7 +180,10 @@ def test_evaluate_errors_name_the_files(case, tmp_path):
         _run([*ref, "--est", str(tmp / "est"), "--metrics", "isr"])
     with pytest.raises(ValueError, match="--filter-length must be >= 1"):
         _run([*ref, "--est", str(tmp / "est"), "--filter-length", "0"])
-    stereo_refs = [str(tmp / "stereo.wav")] * 3
+    stereo_refs = []
+    for k in range(3):  # three files (the same file three times is refused)
+        _write(tmp / f"stereo{k}.wav", np.stack([S[k], S[k]]))
+        stereo_refs.append(str(tmp / f"stereo{k}.wav"))
     with pytest.raises(ValueError, match=r"references have 2 channel\(s\) per source"):
         _run(["--ref", *stereo_refs, "--est", str(tmp / "est")])
     (tmp / "bad.wav").write_text("not audio")
@@ -419,9 +422,30 @@ def test_evaluate_says_each_warning_once(case, capsys):
     silent = [w for w in record if issubclass(w.category, M.SilentSignalWarning)]
     assert len(silent) == 1
     assert str(silent[0].message) == (
-        "silent signal(s) (RMS < 1e-10): --est y.wav; the scores that involve them are NaN "
+        "silent signal(s) (all zero or constant): --est y.wav; the scores that involve them are NaN "
         "and the mean leaves them out."
     )
-    capsys.readouterr()
+    # The mean row says it leaves the silent estimate out (audit).
+    assert any(
+        line.startswith("mean") and "(over 2 of 3)" in line
+        for line in capsys.readouterr().out.splitlines()
+    )
     code, err = _main(argv, capsys)
     assert code == 0 and err == [f"sepkit evaluate: warning: {silent[0].message}"]
+
+
+def test_evaluate_reads_every_audio_format_from_a_folder_and_refuses_a_file_twice(case, capsys):
+    # Audit: a folder of MP3 files "held no audio files" (they were read one by one),
+    # and the same estimate given twice was scored without a word.
+    tmp, S, _ = case
+    flac = tmp / "flac"
+    flac.mkdir()
+    for i, name in enumerate("abc"):
+        sf.write(str(flac / f"{name}.oga"), S[i], RATE, format="OGG", subtype="VORBIS")
+    assert evaluate._collect([str(flac)], "--ref") == sorted(flac.iterdir())
+    est = [str(tmp / "est" / f"{n}.wav") for n in "xyx"]
+    with pytest.raises(
+        ValueError,
+        match=r"^--est names .*x\.wav twice \(as .*x\.wav and .*x\.wav\)\. Pass each file once\.$",
+    ):
+        evaluate._collect(est, "--est")
