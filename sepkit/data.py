@@ -240,6 +240,12 @@ def _common_rate(sources: list[_Source], sample_rate: float | None) -> float:
 
 def _check_channels(channels):
     """None, "mean", or a tuple of channel names (EEG)."""
+    if isinstance(channels, str) and channels not in CHANNELS:
+        # Audit: channels="Fz" listed only None and 'mean', not the list it meant.
+        raise ValueError(
+            f"'channels' must be None, 'mean' or a list of channel names, got {channels!r}. "
+            f"For that one channel pass channels=[{channels!r}]."
+        )
     if channels is None or isinstance(channels, str):
         return check_option("channels", channels, CHANNELS)
     names = tuple(channels) if isinstance(channels, (list, tuple)) else None
@@ -319,6 +325,32 @@ def _common_channels(sources: list[_Source], channels) -> int:
             "channels."
         )
     return counts[0]
+
+
+def _common_kind(sources: list[_Source], channels, n_channels: int) -> tuple:
+    """(kind, ch_names) of the windows (see WindowDataset's attributes)."""
+    kinds = {s.kind for s in sources}
+    if {"eeg", "audio"} <= kinds:
+        eeg = next(s for s in sources if s.kind == "eeg")
+        audio = next(s for s in sources if s.kind == "audio")
+        warnings.warn(
+            f"'files' mixes EEG ({eeg.path.name}, in volts) and audio ({audio.path.name}, "
+            "in full scale): their windows are signals of units about 1e5 apart, and a "
+            "model fitted on them sees two kinds of data. Scale them yourself, or make a "
+            "corpus of one kind.",
+            UserWarning,
+            stacklevel=4,
+        )
+    kind = kinds.pop() if len(kinds) == 1 and kinds != {"npy"} else "other"
+    if channels == "mean":
+        return kind, ("mean",)
+    if isinstance(channels, tuple):
+        return kind, channels
+    if kind == "eeg":
+        return kind, tuple(sources[0].ch_names)
+    if kind == "audio":
+        return kind, tuple(f"ch{i}" for i in range(n_channels))
+    return kind, None
 
 
 def _n_samples(name: str, seconds: float, rate: float) -> int:
@@ -411,6 +443,15 @@ class WindowDataset(torch.utils.data.Dataset):
         Samples per window, at ``sample_rate``.
     n_channels : int
         Channels per window.
+    ch_names : tuple of str or None
+        Their names: the EEG channels read (those of ``channels``, or the good EEG
+        channels every file shares), ``("ch0", "ch1", ...)`` for audio (as
+        :func:`sepkit.read_audio` names them), ``("mean",)`` for the downmix, None
+        for ``.npy`` files.
+    kind : {"eeg", "audio", "other"}
+        What the files hold ("other": ``.npy``, or ``.npy`` beside either); a
+        :class:`sepkit.io.Recording` of the windows takes it. EEG beside audio
+        files is "other", with a warning (volts against full scale).
     recordings : tuple of int
         Indices in ``files`` of the recordings kept (with a window clear of
         bad annotations).
@@ -457,6 +498,7 @@ class WindowDataset(torch.utils.data.Dataset):
         sources = [source for source, _ in probed]
         self.sample_rate = float(_common_rate(sources, sample_rate))
         self.n_channels = _common_channels(sources, self.channels)
+        self.kind, self.ch_names = _common_kind(sources, self.channels, self.n_channels)
         named = isinstance(self.channels, tuple)
         self._picks = _name_picks(sources, self.channels) if named else {}
         self.window_samples = _n_samples("window_seconds", window_seconds, self.sample_rate)

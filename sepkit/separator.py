@@ -879,6 +879,13 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         self.fitted_on_epochs_ = bool(on_epochs)
         return self
 
+    def _planned_family(self, X, u=None) -> str:
+        """The family ``fit(X, u)`` would choose, without fitting (``sepkit.train`` asks it)."""
+        self._validate_params()
+        _, _, kind, rec = self._unpack(X, None)
+        with self._family_settings():
+            return self._choose_family(X, kind, rec, u, None).family
+
     def _fit(self, X, u, picks, rejection, resume, init, callback):
         """``fit`` with the family settings of ``fit_params`` in effect."""
         device = self._validate_params()
@@ -1852,7 +1859,11 @@ def _network_settings_changed(sep) -> list:
     ``mixing="flow"``).
     """
     defaults = _constructor_defaults()
-    only_network = load_family("network").PARAMS - load_family("flow").PARAMS
+    # Checkpoints manage a run, they choose no model (audit: checkpoint_dir in a
+    # training config turned the flow into the network without a word); the flow
+    # then reports them as settings it does not use.
+    run_management = {"checkpoint_dir", "checkpoint_every"}
+    only_network = load_family("network").PARAMS - load_family("flow").PARAMS - run_management
     changed = {name for name in only_network if not _same(getattr(sep, name), defaults[name])}
     return sorted(changed | set(sep.fit_params or {}))
 

@@ -300,7 +300,7 @@ def test_errors(tmp_path):
         (ValueError, r"different sample rates \[1000.0, 2000.0\] Hz and sample_rate is None. Pass sample_rate \(e.g. sample_rate=1000, the lowest", {"files": [a, "fast.wav"]}),
         (ValueError, r"\.npy files carry no sample rate \(x.npy\); pass sample_rate", {"files": [a, "x.npy"]}),
         (ValueError, r"mono.wav has 1 channels but a.wav has 2, and channels is None\. Pass channels='mean'", {"files": [a, "mono.wav"]}),
-        (ValueError, r"Invalid value for the 'channels' parameter. Allowed values are None and 'mean'", {"channels": "left"}),
+        (ValueError, r"'channels' must be None, 'mean' or a list of channel names, got 'left'\. For that one channel pass channels=\['left'\]\.", {"channels": "left"}),
         (ValueError, r"junk.npy is not a readable .npy array", {"files": ["junk.npy"], "sample_rate": 1000}),
         (ValueError, r"flat.npy holds an array of shape \(50,\)", {"files": ["flat.npy"], "sample_rate": 1000}),
         (ValueError, r"Could not open .*notes.wav with soundfile", {"files": ["notes.wav"]}),

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import sepkit.cli.train as train_cli
-from sepkit import IVAESeparator
+from sepkit import IVAESeparator, read_audio
 from sepkit.cli.train import main
 
 MODEL = """
@@ -132,7 +132,9 @@ def test_single_process_corpus_form_reads_windows(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(sf, "read", read)
     text = 'out = "c.safetensors"\n[data]\ncorpus = {files = ["a.wav", "b.flac", "c.wav"], '
-    text += "window_seconds = 0.1, sample_rate = 1000}\n" + MODEL
+    # The corpus is audio now (its kind is kept), which "auto" would separate as a room.
+    text += "window_seconds = 0.1, sample_rate = 1000}\n" + MODEL + 'mixing = "nonlinear"\n'
+    text += 'domain = "time"\n'
     assert main([str(_config(tmp_path, text))]) == 0
     out, err = capsys.readouterr()
     assert "saved" in out
@@ -147,6 +149,11 @@ def test_single_process_corpus_form_reads_windows(tmp_path, capsys, monkeypatch)
     sep = IVAESeparator.load(tmp_path / "c.safetensors", device="cpu")
     assert sep.n_segments_ == 1300 // 100 + (1650 - 200) // 200 + 1  # u: one per window
     assert sep.n_steps_run_ == 20 and np.isfinite(sep.history_[-1]["loss"])
+    # The corpus's kind, channel names and window length go with the model (audit: kind
+    # "other", channels ch0..., and labels u that no new recording could be given).
+    assert sep.ch_names_ == ("ch0", "ch1", "ch2") and sep.window_samples_ == 100
+    new = read_audio(str(tmp_path / "a.wav"))
+    assert sep.transform(new).data.shape == (3, 1300)
 
 
 FILES = 'out = "m.safetensors"\n[data]\nfiles = '
@@ -558,3 +565,65 @@ def test_source_model_form_under_torchrun_two_ranks(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "world size 2" in done.stdout
     assert (tmp_path / "ivae-tiny-8k-v1" / "weights.safetensors").is_file()
+
+
+def test_an_eeg_corpus_trains_the_eeg_model_and_keeps_its_channels(tmp_path, capsys):
+    # Audit: the corpus's kind and names were dropped, so an EEG corpus trained the flow
+    # with channels ch0..., which no Raw could be separated with.
+    import mne
+
+    from sepkit.datasets import make_eeg
+
+    for k in range(2):
+        raw, _, _ = make_eeg(5, duration=30.0, sample_rate=128.0, random_state=k)
+        raw.save(tmp_path / f"s{k}_raw.fif", verbose="error")
+    text = 'out = "m.safetensors"\n[data]\ncorpus = {files = ["s0_raw.fif", "s1_raw.fif"], '
+    text += "window_seconds = 2.0}\n[model]\nn_sources = 3\n"
+    assert main([str(_config(tmp_path, text))]) == 0
+    sep = IVAESeparator.load(tmp_path / "m.safetensors")
+    assert (sep.family_, sep.prior_, sep.window_samples_) == ("linear", "extended", 256)
+    raw = mne.io.read_raw_fif(tmp_path / "s1_raw.fif", verbose="error")
+    assert sep.ch_names_ == tuple(raw.ch_names)
+    sources = sep.get_sources(raw.copy().reorder_channels(raw.ch_names[::-1]))
+    assert sources.get_data().shape == (3, raw.n_times)
+
+
+def test_torchrun_is_refused_for_a_family_that_is_not_data_parallel():
+    # Audit: under torchrun the flow fitted the whole corpus on every rank (bit-identical
+    # weights in 2.6 times the time) while the run said "world size 2".
+    from sepkit.datasets import make_nonlinear_ica
+
+    X, _, u = make_nonlinear_ica(3, 10, 100, 1, random_state=0)
+    with pytest.raises(
+        ValueError,
+        match=r"^torchrun runs 2 processes, but the 'flow' family that \[model\] chooses here "
+        r"does not train data-parallel: every process would fit the whole corpus\. Run python "
+        r'-m sepkit\.train CONFIG without torchrun, or choose the network \(mixing = "nonlinear" '
+        r"in \[model\]\), which trains data-parallel\.$",
+    ):
+        train_cli._check_data_parallel(IVAESeparator(3), X, u, 2)
+    train_cli._check_data_parallel(IVAESeparator(3, mixing="nonlinear"), X, u, 2)
+
+
+def test_checkpoints_choose_no_model_and_a_resume_needs_the_same_processes(tmp_path, monkeypatch):
+    # Audit: checkpoint_dir turned the flow into the network (600 steps into 5000)
+    # without a word; and a resume under another number of processes started afresh.
+    from sepkit.datasets import make_nonlinear_ica
+    from sepkit.methods import flow
+    from sepkit.train import _open_checkpoint
+
+    short = flow.FlowConfig(n_steps=2, n_coupling=2)  # the defaults' 600 steps, shortened
+    monkeypatch.setattr(flow, "check_fit_params", lambda fit_params: short)
+    X, _, u = make_nonlinear_ica(3, 10, 100, 1, random_state=0)
+    sep = IVAESeparator(3, checkpoint_dir=str(tmp_path / "ck"))
+    with pytest.warns(UserWarning, match=r"checkpoint_dir=.*: not used by the 'flow' model family"):
+        assert sep.fit(X, u).family_ == "flow"
+    (tmp_path / "ck2").mkdir()
+    (tmp_path / "ck2" / "ivae_checkpoint.rank0.pt").write_bytes(b"")
+    with pytest.raises(
+        ValueError,
+        match=r"resume=True, but .*ck2 holds the checkpoints of a run with another number of "
+        r"processes \(ivae_checkpoint\.rank0\.pt; this run has 1 and looks for "
+        r"ivae_checkpoint\.pt\)\. Resume with the number of processes the run started with",
+    ):
+        _open_checkpoint(tmp_path / "ck2", resume=True)

@@ -7,13 +7,18 @@ data-parallel under ``torchrun``::
 
 Each rank holds all the data and draws its own batches (seed + rank);
 DistributedDataParallel averages the gradients, so the replicas stay
-identical. gloo is the backend on CPU, nccl on CUDA. Rank 0 writes the
-separator, readable with :meth:`sepkit.IVAESeparator.load`. The config
+identical. Only the network trains this way (``mixing = "nonlinear"``, or
+"auto" with a network setting); under torchrun a config whose model is
+another family (the flow that "auto" takes for a square corpus, the linear
+model of an EEG or audio corpus) is refused, since every process would fit
+the whole corpus. gloo is the backend on CPU, nccl on CUDA. Rank 0 writes the
+separator, readable with :meth:`sepkit.IVAESeparator.load`. A resume needs as
+many processes as the run had (the checkpoints are per rank). The config
 (TOML; paths relative to its folder)::
 
     out = "corpus.safetensors"   # the fitted separator
     overwrite = false            # replace an existing `out`
-    checkpoint_dir = "ckpt"      # optional: checkpoints, one file per rank
+    checkpoint_dir = "ckpt"      # optional: the network's checkpoints, one file per rank
     resume = false               # continue from the checkpoints in checkpoint_dir
 
     [data]
@@ -37,14 +42,19 @@ files); with ``synthetic``, the dataset's segment labels. Recordings are
 concatenated in time, so a training chunk longer than one sample
 (``kernel_size > 1``) may straddle the junction of two files.
 
-With ``corpus``, the keys are :class:`sepkit.data.WindowDataset`'s
-(``files``, ``window_seconds``, and optionally ``hop_seconds``,
-``sample_rate`` to resample every window to one rate, ``channels = "mean"``
-for mono): each file is read one window at a time (never whole; recordings
-shorter than a window are skipped with a warning), and the windows are
-concatenated in order, each with its own u (its number in the corpus), so u
-is again the window index within each file, numbered on. The windows of u are
-the corpus's, so [model] sets no ``window``, ``window_samples`` or
+With ``corpus``, the keys are ``files``, ``window_seconds``, and optionally
+``hop_seconds``, ``sample_rate`` to resample every window to one rate and
+``channels`` (``"mean"`` for mono, or EEG channel names), as
+:class:`sepkit.data.WindowDataset` takes them; windows over bad annotations
+are always left out (its ``reject_by_annotation=True``). Each file is read one
+window at a time (never whole; recordings shorter than a window are skipped
+with a warning), and the windows are concatenated in order, so that u, the
+window index of the concatenation at the corpus's window length, numbers the
+windows kept through the files. The separator keeps the corpus's kind (EEG,
+audio) and channel names, so it chooses the family it would for one such
+recording and separates a new Raw of the same channels by name; its windows
+(``window_samples_``) are the corpus's, which a new recording is then cut
+into. So [model] sets no ``window``, ``window_samples`` or
 ``window_overlap``. Overlapping windows (``hop_seconds < window_seconds``)
 repeat their shared samples. Every rank reads the whole corpus; the
 estimator's fit trains on data in memory.
@@ -357,7 +367,14 @@ def _synthetic(kwargs: dict, config: Path):
 
 
 def _windowed(spec: dict, base: Path, config: Path):
-    """The windows of [data] corpus, read one at a time, concatenated; u = window number."""
+    """The windows of [data] corpus, read one at a time, concatenated, and the window length.
+
+    A Recording of the corpus's kind and channel names (audit: kind "other" and no
+    names gave EEG corpora another family than EEG files, and a model that no Raw
+    could be separated with); u is then the window index at the corpus's window
+    length (the window number through the recordings, as before), so a new
+    recording is separated with windows of that length.
+    """
     spec = dict(spec)
     paths = _check_files(spec.pop("files"), base, config)
     try:
@@ -368,8 +385,9 @@ def _windowed(spec: dict, base: Path, config: Path):
     X = np.empty((ds.n_channels, n_windows * n), np.float32)
     for i in range(n_windows):
         X[:, i * n : (i + 1) * n] = ds[i]["window"].numpy()
-    # Windows count through the recordings in order, so u numbers them on across files.
-    return Recording(X, ds.sample_rate), np.repeat(np.arange(n_windows), n)
+    # Windows count through the recordings in order: the window index of the
+    # concatenation numbers them on across files.
+    return Recording(X, ds.sample_rate, ds.ch_names, ds.kind), n
 
 
 def _corpus(cfg: dict, base: Path, sep, config: Path):
@@ -378,7 +396,9 @@ def _corpus(cfg: dict, base: Path, sep, config: Path):
     if "synthetic" in data_cfg:
         return _synthetic(data_cfg["synthetic"], config)
     if "corpus" in data_cfg:
-        return _windowed(data_cfg["corpus"], base, config)
+        X, window_samples = _windowed(data_cfg["corpus"], base, config)
+        sep.set_params(window=None, window_samples=window_samples)
+        return X, None
     parts, labels, rates, offset = [], [], set(), 0
     names = data_cfg["files"]
     for name, path in zip(names, _check_files(names, base, config), strict=True):
@@ -408,6 +428,23 @@ def _corpus(cfg: dict, base: Path, sep, config: Path):
     if rate is not None:
         X = Recording(X, rate)
     return X, np.concatenate(labels)
+
+
+def _check_data_parallel(sep, X, u, world: int) -> None:
+    """Refuse torchrun for a family that would fit the whole corpus on every process.
+
+    Only the network trains data-parallel (each rank its own batches, gradients
+    averaged); the flow and the linear and time-frequency fits would repeat the
+    same fit on every rank (audit: bit-identical weights in 2.6 times the time).
+    """
+    family = sep._planned_family(X, u)
+    if family != "network":
+        raise ValueError(
+            f"torchrun runs {world} processes, but the '{family}' family that [model] "
+            "chooses here does not train data-parallel: every process would fit the whole "
+            "corpus. Run python -m sepkit.train CONFIG without torchrun, or choose the "
+            'network (mixing = "nonlinear" in [model]), which trains data-parallel.'
+        )
 
 
 def _train(config: Path) -> int:
@@ -440,6 +477,8 @@ def _train(config: Path) -> int:
         model_cfg["verbose"] = bool(model_cfg.get("verbose", False)) and rank == 0
         sep = IVAESeparator(**model_cfg)
         X, u = _corpus(cfg, base, sep, config)
+        if world > 1:
+            _check_data_parallel(sep, X, u, world)
         with distributed_training():
             sep.fit(X, u, resume=cfg.get("resume", False))
         if rank == 0:

@@ -459,6 +459,8 @@ def measure_domain(rec, n_sources: int) -> tuple[str, float | None]:
     if rec.data.shape[0] < 2:  # one channel, one source: nothing to unmix
         return "tf", None
     score = mixing_phase_score(rec.data, rec.sample_rate)
+    if np.isnan(score):  # unrelated channels: no phase to measure, nothing to store
+        return "tf", None
     return ("time" if score <= _INSTANTANEOUS_PHASE else "tf"), score
 
 

@@ -470,6 +470,18 @@ def _open_checkpoint(checkpoint_dir, resume: bool) -> Path | None:
             raise ValueError("resume=True needs a checkpoint_dir to resume from; none was given.")
         return None
     ckpt = checkpoint_path(checkpoint_dir)
+    others = sorted(
+        p.name for p in Path(checkpoint_dir).glob(f"{CHECKPOINT_NAME}*.pt") if p != ckpt
+    )
+    if resume and not ckpt.exists() and others:
+        # Audit: a run resumed with another number of processes started from step 0.
+        _, world = _rank_world()
+        raise ValueError(
+            f"resume=True, but {checkpoint_dir} holds the checkpoints of a run with another "
+            f"number of processes ({', '.join(others[:3])}; this run has {world} and looks "
+            f"for {ckpt.name}). Resume with the number of processes the run started with, "
+            "or choose another checkpoint_dir to start afresh."
+        )
     if ckpt.exists() and not resume:
         raise FileExistsError(
             f"{ckpt} holds a checkpoint of an earlier run. Pass resume=True to continue "
