@@ -415,8 +415,10 @@ class WindowDataset(torch.utils.data.Dataset):
     sample_rate : float or None
         Rate of the windows in Hz. Default None: the files' own rate, which
         they must share. A number: every window is resampled to it
-        (:func:`scipy.signal.resample_poly`, window by window, so the first and
-        last few samples of a window feel the filter's edge). ``.npy`` files
+        (:func:`scipy.signal.resample_poly`, window by window, each read with
+        the filter's reach of the file on both sides, so that it equals the file
+        resampled in one piece; only at the file's first and last samples does
+        the filter meet an edge, extended linearly there). ``.npy`` files
         carry no rate: they are taken to be at ``sample_rate``, which they need.
     channels : {None, "mean"} or list of str
         None (default): all channels, and every file must have as many (EEG
@@ -555,6 +557,31 @@ class WindowDataset(torch.utils.data.Dataset):
             return self._handle(source).get_data(picks=picks, start=start, stop=stop)
         return np.asarray(self._handle(source)[:, start:stop])
 
+    def _resampled(self, plan: _Plan, start: int) -> np.ndarray:
+        """The window at file sample ``start``, resampled with context on both sides.
+
+        The polyphase filter reaches ``10 max(up, down)`` samples at the upsampled
+        rate (scipy's default Kaiser window) to each side; that much of the file
+        is read around the window (where the file has it; a whole number of
+        ``down`` samples before it, so that the window's first output sample is one
+        of the block's), so that the window equals the file resampled in one piece
+        away from the file's ends. Audit: resampled alone, a window of unfiltered
+        EEG with a DC offset was off by 25 % at its first sample.
+        """
+        from scipy.signal import resample_poly
+
+        up, down = plan.up, plan.down
+        reach = -(-10 * max(up, down) // up) + 1  # input samples the filter spans
+        before = min(start, -(-reach // down) * down) // down * down
+        stop = min(plan.source.n_times, start + plan.read_samples + reach)
+        x = self._read(plan.source, start - before, stop)
+        if self.channels == "mean":
+            x = x.mean(axis=0, keepdims=True)
+        # At the file's ends, extend by a line rather than zeros (offsets, drifts).
+        y = resample_poly(x, up, down, axis=1, padtype="line")
+        first = before * up // down
+        return y[:, first : first + self.window_samples]
+
     def __getitem__(self, index: int) -> dict:
         """Window ``index``: {"window", "u", "recording", "start"} (see the module docstring)."""
         n = len(self)
@@ -567,13 +594,12 @@ class WindowDataset(torch.utils.data.Dataset):
         plan = self._plans[k]
         u = int(plan.kept[i - int(self._offsets[k])])
         start = u * plan.hop_samples
-        x = self._read(plan.source, start, start + plan.read_samples)
-        if self.channels == "mean":
-            x = x.mean(axis=0, keepdims=True)
-        if plan.up != plan.down:
-            from scipy.signal import resample_poly
-
-            x = resample_poly(x, plan.up, plan.down, axis=1)[:, : self.window_samples]
+        if plan.up == plan.down:
+            x = self._read(plan.source, start, start + plan.read_samples)
+            if self.channels == "mean":
+                x = x.mean(axis=0, keepdims=True)
+        else:
+            x = self._resampled(plan, start)
         window = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         return {"window": window, "u": u, "recording": plan.source.index, "start": start}
 
@@ -749,16 +775,49 @@ class WindowCorpus(torch.utils.data.IterableDataset):
         self._epoch, self._position = 0, 0
 
     def state_dict(self) -> dict:
-        """{"epoch": int, "position": int}: where the next iteration starts."""
-        return {"epoch": self._epoch, "position": self._position}
+        """Where the next iteration starts, and the stream it belongs to.
+
+        ``{"epoch", "position"}`` and what fixes the stream's order (``seed``,
+        ``shuffle``, ``world_size``, ``rank``, ``drop_last``, ``n_windows``), which
+        :meth:`load_state_dict` checks: a position in another order would skip
+        or repeat windows without a word.
+        """
+        return {"epoch": self._epoch, "position": self._position, **self._stream()}
+
+    def _stream(self) -> dict:
+        return dict(
+            seed=self.seed, shuffle=self.shuffle, world_size=self.world_size, rank=self.rank,
+            drop_last=self.drop_last, n_windows=len(self.dataset),
+        )  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state`` (of :meth:`state_dict`) at the next iteration."""
-        if not isinstance(state, dict) or set(state) != {"epoch", "position"}:
+        """Continue from ``state`` (of :meth:`state_dict`) at the next iteration.
+
+        Refused where ``state`` comes from a stream of another order (another
+        seed, rank, world size or corpus) or points past its end (audit: such
+        states were taken, and the iteration yielded nothing).
+        """
+        stream = self._stream()
+        if not isinstance(state, dict) or set(state) != {"epoch", "position", *stream}:
             raise ValueError(
-                f"'state' must be a dict with the keys 'epoch' and 'position', as state_dict() "
-                f"returns, got {state!r}."
+                f"'state' must be a dict with the keys {['epoch', 'position', *stream]}, as "
+                f"state_dict() returns, got {state!r}."
+            )
+        other = {k: (state[k], v) for k, v in stream.items() if state[k] != v}
+        if other:
+            said = ", ".join(f"{k} {a!r} (this corpus: {b!r})" for k, (a, b) in other.items())
+            raise ValueError(
+                f"'state' is the position of another stream of windows: {said}. Load it into "
+                "a WindowCorpus made as the one that saved it."
             )
         epoch = check_int("epoch", state["epoch"], min_value=0)
         position = check_int("position", state["position"], min_value=0)
+        n_epochs = self.n_epochs
+        last = len(self.epoch_indices(0))
+        if (n_epochs is not None and epoch >= n_epochs) or position > last:
+            raise ValueError(
+                f"'state' points past the end of the stream: epoch {epoch}, position "
+                f"{position}, where it has {n_epochs or 'endless'} epoch(s) of {last} windows "
+                "on this rank. Pass a state of this stream."
+            )
         self._epoch, self._position = epoch, position

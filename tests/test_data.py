@@ -88,7 +88,9 @@ def test_resampling_to_one_rate(tmp_path):
     assert ds.window_samples == 500 and ds.n_windows == (4, 4)
     item = ds[5]  # the second window of hi.wav, which starts at its sample 1000
     assert (item["recording"], item["u"], item["start"]) == (1, 1, 1000)
-    want = resample_poly(hi[:, 1000:2000], 1, 2, axis=1)
+    # The file resampled in one piece (the window is read with the filter's reach of
+    # context on both sides), not the window resampled alone.
+    want = resample_poly(hi.astype(np.float64), 1, 2, axis=1, padtype="line")[:, 500:1000]
     np.testing.assert_allclose(item["window"].numpy(), want, rtol=1e-5, atol=1e-6)
     # Away from the window's edges it is the same 40 Hz sine at 1000 Hz.
     sine = np.sin(2 * np.pi * 40 * (0.5 + np.arange(500) / 1000))
@@ -169,7 +171,8 @@ def test_resume_continues_exactly(corpus_files):
     it = iter(corpus)
     head = [next(it) for _ in range(11)]  # past the first epoch's 8
     state = corpus.state_dict()
-    assert state == {"epoch": 1, "position": 3}
+    stream = dict(seed=1, shuffle=True, world_size=2, rank=0, drop_last=False, n_windows=16)
+    assert state == {"epoch": 1, "position": 3, **stream}
     resumed = _corpus(files, seed=1, n_epochs=2, rank=0, world_size=2)
     resumed.load_state_dict(state)
     rest = list(resumed)
@@ -177,8 +180,21 @@ def test_resume_continues_exactly(corpus_files):
     for a, b in zip(head + rest, full, strict=True):
         assert torch.equal(a["window"], b["window"]) and a["start"] == b["start"]
     # A finished iteration starts over: the same windows again.
-    assert resumed.state_dict() == {"epoch": 0, "position": 0}
+    assert resumed.state_dict() == {"epoch": 0, "position": 0, **stream}
     assert _keys(resumed) == _keys(full)
+    # A state of another stream, or past this one's end, is refused (audit: taken, and
+    # the iteration skipped or yielded nothing).
+    other = _corpus(files, seed=99, n_epochs=2, rank=1, world_size=2)
+    with pytest.raises(
+        ValueError,
+        match=r"^'state' is the position of another stream of windows: seed 1 \(this corpus: "
+        r"99\), rank 0 \(this corpus: 1\)\. Load it into a WindowCorpus made as the one",
+    ):
+        other.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^'state' points past the end of the stream: epoch 5"):
+        resumed.load_state_dict({**state, "epoch": 5})
+    with pytest.raises(ValueError, match=r"position 1000000, where it has 2 epoch\(s\) of 8"):
+        resumed.load_state_dict({**state, "position": 10**6})
 
 
 def test_loops_forever_without_n_epochs(corpus_files):
@@ -186,7 +202,7 @@ def test_loops_forever_without_n_epochs(corpus_files):
     corpus = _corpus(files, n_epochs=None, rank=0, world_size=2)
     it = iter(corpus)
     items = [next(it) for _ in range(20)]
-    assert corpus.state_dict() == {"epoch": 2, "position": 4}
+    assert {k: corpus.state_dict()[k] for k in ("epoch", "position")} == {"epoch": 2, "position": 4}
     assert _keys(items[:16]) == _keys(_corpus(files, n_epochs=2, rank=0, world_size=2))
     with pytest.raises(TypeError, match=r"loops forever \(n_epochs=None\); it has no length"):
         len(corpus)
@@ -317,7 +333,7 @@ def test_errors(tmp_path):
         with pytest.raises(exc, match=match):
             WindowCorpus(files, window, **kw)
     corpus = WindowCorpus([a], 0.5)
-    with pytest.raises(ValueError, match=r"'state' must be a dict with the keys 'epoch' and 'pos"):
+    with pytest.raises(ValueError, match=r"'state' must be a dict with the keys \['epoch', 'pos"):
         corpus.load_state_dict({"epoch": 0})
 
 
@@ -363,3 +379,24 @@ def test_a_rate_no_small_ratio_reaches_is_refused(tmp_path):
                        r"a.wav: windows would come at 333.333 Hz \(4/3\)"):  # fmt: skip
         WindowDataset([tmp_path / "a.wav"], 0.5, sample_rate=333.3)
     assert WindowDataset([tmp_path / "a.wav"], 0.5, sample_rate=1000 / 3).window_samples == 167
+
+
+def test_resampled_windows_of_unfiltered_eeg_keep_their_edges(tmp_path):
+    # Audit: resampled alone, a window of EEG with a 1 mV offset began 25 % off (the
+    # filter met the window's edge); with context it equals the file resampled whole.
+    mne = pytest.importorskip("mne")
+    t = np.arange(512 * 12) / 512
+    x = np.vstack([1e-3 + 1e-5 * np.sin(2 * np.pi * 10 * t), 2e-5 * np.cos(2 * np.pi * 7 * t)])
+    raw = mne.io.RawArray(x, mne.create_info(["A", "B"], 512.0, "eeg"), verbose="error")
+    raw.save(tmp_path / "r_raw.fif", verbose="error")
+    ds = WindowDataset([tmp_path / "r_raw.fif"], 1.0, hop_seconds=0.75, sample_rate=256)
+    whole = resample_poly(raw.get_data(), 1, 2, axis=1, padtype="line")
+    for i in range(len(ds)):
+        start = ds[i]["start"] // 2  # at 256 Hz
+        # The file's own first samples meet the filter's edge either way (extended by
+        # a line through the block read, or through the whole file): left out.
+        keep = slice(8 if start == 0 else 0, None)
+        np.testing.assert_allclose(
+            ds[i]["window"].numpy()[:, keep], whole[:, start : start + 256][:, keep],
+            rtol=1e-5, atol=1e-9,
+        )  # fmt: skip
