@@ -1661,12 +1661,14 @@ def _check_decim(decim) -> int:
 def _check_decim_family(decim: int, module) -> None:
     """Refuse ``decim`` for a family that would not honour it."""
     if decim > 1 and not getattr(module, "DECIM", False):
+        # The mixings whose family takes decim, from the registry (not a list of ours).
+        thinned = [m for m, f in MIXINGS.items() if getattr(load_family(f), "DECIM", False)]
+        names = " or ".join(f"mixing={m!r}" for m in thinned)
         raise ValueError(
-            f"decim={decim} thins the samples of the linear families (mixing='linear' or "
-            "mixing='post-nonlinear', the EEG default), whose likelihood is a sum over "
-            f"samples; the {module.NAME!r} family chosen here models the signal over time "
-            "(windows or STFT frames), not sample by sample, and does not take it. Pass "
-            "decim=None (or mixing='linear' where the mixing is instantaneous, as in EEG)."
+            f"decim={decim} thins the samples of the families whose likelihood is a sum over "
+            f"samples ({names}; the EEG default); the {module.NAME!r} family chosen here "
+            "does not take it. Pass decim=None (or mixing='linear' where the mixing is "
+            "instantaneous, as in EEG)."
         )
 
 

@@ -1563,7 +1563,7 @@ def test_decim_reject_flat_errors(sim):
             lin.fit(raw, decim=decim)
     with pytest.raises(
         ValueError,
-        match=r"decim=2 thins the samples of the linear families .*the 'network' family chosen here models the signal over time \(windows or STFT frames\), not sample by sample, and does not take it. Pass decim=None \(or mixing='linear' where the mixing is instantaneous, as in EEG\).",
+        match=r"decim=2 thins the samples of the families whose likelihood is a sum over samples \(mixing='linear' or mixing='post-nonlinear'; the EEG default\); the 'network' family chosen here does not take it\. Pass decim=None \(or mixing='linear' where the mixing is instantaneous, as in EEG\)\.",
     ):
         IVAESeparator(N_SOURCES, **TINY).fit(raw, decim=2)
     with pytest.raises(

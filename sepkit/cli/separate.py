@@ -66,6 +66,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..methods import ICA_MIXINGS
 from ._common import (
     MODEL_OPTIONS,
     OutputSet,
@@ -477,7 +478,7 @@ def _check_linear(args, path: Path, kind: str, exclude, pretrained) -> None:
             f"{path.name}: {what[0]} fits --mixing linear (MNE's ICA holds only the linear "
             "family; --mixing auto could choose the post-nonlinear model)",
         )
-    elif args.mixing in ("nonlinear", "post-nonlinear", "flow") or args.domain == "tf":
+    elif (args.mixing != "auto" and args.mixing not in ICA_MIXINGS) or args.domain == "tf":
         option = "--domain tf" if args.domain == "tf" else f"--mixing {args.mixing}"
         raise ValueError(
             f"{what[0]} needs a separator whose sources are a matrix times the channels (the "

@@ -24,6 +24,11 @@ MIXINGS = {
     "linear": "linear",
     "post-nonlinear": "linear",
 }
+# The mixings whose fit is a matrix of the channels, as an ICA's: what
+# ``to_mne_ica`` exports (``Fitted.sensor_maps``; the post-nonlinear model's
+# per-sensor unwarping is no matrix). The command line refuses --save-ica for the
+# others before a fit is spent.
+ICA_MIXINGS = ("linear",)
 
 
 def load_family(name: str) -> ModuleType:
