@@ -1411,9 +1411,10 @@ def _eog_choice(raw, ch_name, stacklevel: int = 3) -> tuple[list[str], bool]:
     if named:
         warnings.warn(
             "The recording has no EOG-typed channel; using the EEG-typed channel(s) "
-            f"{named}, whose names say EOG, as the EOG reference. Set their type with "
-            f"raw.set_channel_types({{{named[0]!r}: 'eog'}}), or pass ch_name= to choose "
-            "others.",
+            f"{named}, whose names say EOG, as the EOG reference (typed EEG, they are also "
+            "among the channels fitted and cleaned, as in MNE). Set their type with "
+            f"raw.set_channel_types({{{named[0]!r}: 'eog'}}) before fitting, or pass "
+            "ch_name= to choose others.",
             RuntimeWarning,
             stacklevel=stacklevel,
         )

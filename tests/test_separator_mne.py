@@ -1033,8 +1033,9 @@ def test_find_bads_eog_takes_eeg_typed_channels_named_eog_before_frontal(fitted,
     assert len(said) == 1, said  # the frontal channels flag nothing the lead does not
     assert re.match(
         r"The recording has no EOG-typed channel; using the EEG-typed channel\(s\) \['EOG left'\], "
-        r"whose names say EOG, as the EOG reference\. Set their type with "
-        r"raw\.set_channel_types\(\{'EOG left': 'eog'\}\)",
+        r"whose names say EOG, as the EOG reference \(typed EEG, they are also among the "
+        r"channels fitted and cleaned, as in MNE\)\. Set their type with "
+        r"raw\.set_channel_types\(\{'EOG left': 'eog'\}\) before fitting",
         said[0],
     )
     assert indices == [5] and scores.shape == (N_SOURCES,)
