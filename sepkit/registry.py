@@ -70,36 +70,70 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def _registered(name: str) -> bool:
+    """Whether ``name`` is a bare model name of the registry (not a path)."""
+    if not _NAME_RE.match(name):
+        return False
+    root = pretrained_dir()
+    return root.is_dir() and (root / name / CONFIG_FILE).is_file()
+
+
 def _resolve(name_or_path) -> tuple[Path, dict]:
-    """Model folder and parsed config for a registered name or a model folder."""
+    """Model folder and parsed config for a registered name or a model folder.
+
+    A bare name of a shipped model is the registry's, whatever the working
+    folder holds (audit: a copy named like a shipped model in the working
+    folder took its place, also for the speech prior that ``domain="auto"``
+    picks); anything else is a path.
+    """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(
             "'name_or_path' must be a model name (str) or a model folder (path), got "
             f"{type(name_or_path).__name__}."
         )
     candidate = Path(name_or_path)
-    if candidate.is_dir() and (candidate / CONFIG_FILE).is_file():
+    if isinstance(name_or_path, str) and _registered(name_or_path):
+        folder = _registry_dir() / name_or_path
+    elif candidate.is_dir() and (candidate / CONFIG_FILE).is_file():
         folder = candidate
     elif candidate.is_file() and candidate.name == CONFIG_FILE:
         folder = candidate.parent
+    elif candidate.is_dir():
+        raise ValueError(
+            f"{candidate} is a folder without {CONFIG_FILE}: not a model folder. Pass a "
+            f"folder with {CONFIG_FILE} and {WEIGHTS_FILE}, or the name of a shipped model."
+        )
     else:
         name = os.fspath(name_or_path)
         valid = list_models()
-        if name not in valid:
-            raise ValueError(
-                f"Unknown pretrained model {name!r}. Valid names are: "
-                f"{', '.join(valid) if valid else '(none shipped)'}; or pass the path of a "
-                "model folder (with config.json and weights.safetensors)."
-            )
-        folder = _registry_dir() / name
+        raise ValueError(
+            f"Unknown pretrained model {name!r}. Valid names are: "
+            f"{', '.join(valid) if valid else '(none shipped)'}; or pass the path of a "
+            "model folder (with config.json and weights.safetensors)."
+        )
+    return folder, read_config(folder)
+
+
+def read_config(folder: Path) -> dict:
+    """The checked ``config.json`` of the model folder ``folder``."""
+    path = Path(folder) / CONFIG_FILE
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{folder / CONFIG_FILE} is not valid JSON: {err}") from None
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object (the model's config), got {config!r}.")
     for key in ("name", "sha256"):
         if key not in config:
-            raise ValueError(f"{folder / CONFIG_FILE} lacks the required key {key!r}.")
-    return folder, config
+            raise ValueError(f"{path} lacks the required key {key!r}.")
+    weights = config.get("weights", WEIGHTS_FILE)
+    if not isinstance(weights, str) or Path(weights).name != weights:
+        # The weights are the folder's own file (audit: "../x/weights.safetensors" and
+        # absolute paths elsewhere were read).
+        raise ValueError(
+            f"{path}: 'weights' must name a file in the model folder, got {weights!r}."
+        )
+    return config
 
 
 def model_info(name_or_path) -> dict:
@@ -136,6 +170,10 @@ def verified_weights(name_or_path) -> tuple[Path, dict, str]:
     weights = folder / config.get("weights", WEIGHTS_FILE)
     if not weights.is_file():
         raise FileNotFoundError(f"Model {config['name']!r} has no weights file at {weights}.")
+    return weights, config, _check_digest(weights, config)
+
+
+def _check_digest(weights: Path, config: dict) -> str:
     digest = sha256_file(weights)
     if digest != config["sha256"]:
         raise ValueError(
@@ -143,4 +181,22 @@ def verified_weights(name_or_path) -> tuple[Path, dict, str]:
             f"{digest}. The file is corrupt or was changed; restore it (git checkout) or "
             "re-run the recipe named in its MODEL_CARD.md under a new name."
         )
-    return weights, config, digest
+    return digest
+
+
+def check_model_file(path) -> None:
+    """Check a weights file loaded by its path against its model folder's sha256.
+
+    A file that its folder's ``config.json`` names as the model's weights is a
+    model folder's file: loaded by path it gets the same check as by name
+    (audit: ``--model pretrained/<name>/weights.safetensors`` skipped it, and a
+    changed byte changed the sources without a word). Other files have no
+    config to check against.
+    """
+    path = Path(path)
+    config_path = path.parent / CONFIG_FILE
+    if not config_path.is_file():
+        return
+    config = read_config(path.parent)
+    if config.get("weights", WEIGHTS_FILE) == path.name:
+        _check_digest(path, config)

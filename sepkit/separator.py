@@ -63,7 +63,7 @@ from .methods import MIXINGS, load_family, resolve_domain
 from .methods._time import LINEAR_PRIORS
 from .methods.base import FitInput
 from .preprocessing import FitFilter, band_text
-from .registry import verified_weights
+from .registry import check_model_file, verified_weights
 from .serialization import (
     MODEL_SUFFIX,
     check_model_path,
@@ -262,9 +262,10 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         the shipped speech prior ``ivae-speech-16k-v1`` (as
         ``source_model="ivae-speech-16k-v1"``; ``family_ == "tf_pretrained"``),
         which measured better than the per-mixture model there
-        (recipes/speech_source_model, 126 rooms: median SI-SDRi 7.12 against
-        5.88 dB with 2 sources, 2.95 against 2.19 with 3; not with 4, 1.74
-        against 1.72, where ILRMA leads);
+        (recipes/speech_source_model, 36 rooms per shape, with its default
+        post-filter: median SI-SDRi 7.76 against 5.78 dB with 2 sources on 2
+        microphones, 3.16 against 2.18 with 3 on 3; with 4 on 4 it is not chosen,
+        2.38 against 1.75 in 18 rooms where ILRMA leads with 3.00);
         pass ``domain="tf"`` (or ``fit_params`` of the tf family) for the
         per-mixture model, e.g. for sounds that are not speech. Anything else
         (arrays, EEG, Raw) is "time".
@@ -919,8 +920,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         self._set_fitted(fitted, inp.ch_names, inp.sample_rate)
         self.exclude = []  # indices chosen on an earlier fit name other sources now
         self.annotation_u_, self.event_u_ = inp.u_from == "annotations", inp.u_from == "events"
-        if init is None:  # fitted from scratch: no longer the pretrained model it was
-            self.__dict__.pop("pretrained_", None)
+        _set_provenance(self, init)
         self.n_samples_ = fitted.n_fitted_samples or inp.n_fitted
         self.reject_ = rejection.reject
         self.domain_, self.mixing_phase_ = choice.domain, choice.mixing_phase
@@ -1345,6 +1345,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
                 f"IVAESeparator(n_sources=k, source_model={config['name']!r}).fit(recording)."
             )
         sep = cls.load(weights, device=device)
+        _check_config_matches(sep, config, weights)
         sep.pretrained_ = {
             "name": config["name"],
             "version": config.get("version"),
@@ -1354,7 +1355,12 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path, *, device: str = "auto") -> IVAESeparator:
-        """Load a separator written by :meth:`save` (never unpickles anything)."""
+        """Load a separator written by :meth:`save` (never unpickles anything).
+
+        The weights file of a model folder, loaded by its path, is checked
+        against the folder's sha256 as :meth:`from_pretrained` checks it.
+        """
+        check_model_file(path)
         meta, tensors = read_separator(path)
         params = dict(meta["params"])
         params["device"] = device
@@ -1698,7 +1704,43 @@ def _check_tf_options(sep) -> None:
 # What fit recorded beside the model, kept in the file as MNE's -ica.fif keeps it
 # (read_ica restores info, n_samples_ and reject_), so that to_mne_ica, the
 # topographies and ICLabel work on a loaded separator as on the fitted one.
-_RECORD = ("n_samples_", "reject_", "mixing_phase_", "fitted_on_epochs_")
+_RECORD = ("n_samples_", "reject_", "mixing_phase_", "fitted_on_epochs_", "pretrained_")
+
+
+def _check_config_matches(sep, config: dict, weights) -> None:
+    """Refuse a model folder whose config.json says other than its weights do.
+
+    ``sepkit models list`` and the cards read the config; the separator, the
+    weights (audit: a config edited to 8000 Hz and 5 sources listed so, and
+    separated 16 kHz audio into 2).
+    """
+    said = {"sample_rate": sep.sample_rate_, "n_sources": sep.n_sources_,
+            "n_channels": sep.n_channels_}  # fmt: skip
+    other = {
+        k: (config[k], v)
+        for k, v in said.items()
+        if config.get(k) is not None and v is not None and float(config[k]) != float(v)
+    }
+    if other:
+        text = ", ".join(f"{k} {a!r} (the weights: {b!r})" for k, (a, b) in other.items())
+        raise ValueError(
+            f"{Path(weights).parent / 'config.json'} says {text}: the folder is inconsistent. "
+            "Restore it (git checkout), or re-export the model."
+        )
+
+
+def _set_provenance(sep, init) -> None:
+    """``pretrained_`` after a fit: the shipped model it started from, if any.
+
+    From scratch: none. Fine-tuned from a shipped model: its name, version and
+    sha256 with ``"fine_tuned": True`` (the weights are no longer those whose
+    sha256 it names; audit: the attribute was kept as it was).
+    """
+    start = None if init is None else getattr(init, "pretrained_", None)
+    if start is None:
+        sep.__dict__.pop("pretrained_", None)
+    else:
+        sep.pretrained_ = {**start, "fine_tuned": True}
 
 
 def _fit_record(sep) -> dict:

@@ -388,6 +388,17 @@ def _check_fit_record(meta: dict, names) -> None:
         raise _Invalid(
             f"'fitted_on_epochs_' must be true or false, got {_short(meta['fitted_on_epochs_'])}"
         )
+    origin = meta.get("pretrained_")
+    if origin is not None and not (
+        isinstance(origin, dict)
+        and {"name", "version", "sha256"}
+        <= set(origin)
+        <= {"name", "version", "sha256", "fine_tuned"}
+    ):
+        raise _Invalid(
+            "'pretrained_' must be null or an object with 'name', 'version' and 'sha256' (and "
+            f"'fine_tuned'), got {_short(origin)}"
+        )
     phase = meta.get("mixing_phase_")
     if phase is not None and not _finite_number(phase):
         raise _Invalid(f"'mixing_phase_' must be null or a finite number, got {_short(phase)}")

@@ -73,7 +73,60 @@ def test_fit_from_scratch_is_no_longer_the_pretrained_model(registry):
     assert not hasattr(sep, "pretrained_")
     tuned = IVAESeparator.from_pretrained(NAME, device="cpu").set_params(n_steps=2)
     tuned.fit(_recording(seed=2), init=NAME)
-    assert tuned.pretrained_["name"] == NAME
+    # Fine-tuned: the model it started from, said as such (audit: the attribute kept the
+    # shipped sha256 of weights it no longer held, and a save lost it).
+    shipped = IVAESeparator.from_pretrained(NAME).pretrained_
+    assert tuned.pretrained_ == {**shipped, "fine_tuned": True}
+    tuned.save(registry / "tuned.safetensors")
+    assert IVAESeparator.load(registry / "tuned.safetensors").pretrained_ == tuned.pretrained_
+
+
+def test_a_weights_file_loaded_by_path_is_checked_against_its_folder(registry):
+    # Audit: --model pretrained/<name>/weights.safetensors skipped the sha256 check.
+    weights = registry / NAME / "weights.safetensors"
+    IVAESeparator.load(weights)  # untouched: loads
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"sha256 mismatch for .*weights\.safetensors"):
+        IVAESeparator.load(weights)
+
+
+def test_a_shipped_name_is_the_registry_s_and_the_config_must_match(
+    registry, tmp_path_factory, monkeypatch
+):
+    # Audit: a folder of the shipped name in the working folder took its place; a
+    # config.json edited to another rate was listed so and not checked; weights outside
+    # the folder were read.
+    work = tmp_path_factory.mktemp("work")
+    (work / NAME).mkdir()
+    (work / NAME / "config.json").write_text(json.dumps({"name": NAME, "sha256": "0" * 64}))
+    monkeypatch.chdir(work)
+    assert IVAESeparator.from_pretrained(NAME).pretrained_["name"] == NAME  # the registry's
+    config_path = registry / NAME / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "sample_rate": 16000.0}))
+    with pytest.raises(
+        ValueError,
+        match=r"config\.json says sample_rate 16000\.0 \(the weights: 8000\.0\): the folder "
+        r"is inconsistent",
+    ):
+        IVAESeparator.from_pretrained(NAME)
+    config_path.write_text(json.dumps({**config, "weights": "../x/weights.safetensors"}))
+    with pytest.raises(ValueError, match=r"'weights' must name a file in the model folder"):
+        IVAESeparator.from_pretrained(NAME)
+    with pytest.raises(ValueError, match=r"is a folder without config\.json: not a model folder"):
+        IVAESeparator.from_pretrained(str(tmp_path_factory.mktemp("empty")))
+
+
+def test_models_list_shows_the_readable_models_beside_a_broken_one(registry, capsys):
+    from sepkit.cli import main
+
+    (registry / "ivae-bad-json-v1").mkdir()
+    (registry / "ivae-bad-json-v1" / "config.json").write_text("{not json")
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert NAME in out and "ivae-bad-json-v1                 unreadable: " in out
 
 
 def test_unknown_name_lists_valid_ones(registry):
@@ -147,6 +200,10 @@ def test_missing_folder_says_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path / "absent"))
     with pytest.raises(FileNotFoundError, match="non-editable install does not copy"):
         list_models()
+    # domain="auto" on a room falls back to the per-mixture model (audit: it failed).
+    from sepkit.methods.tf_pretrained import auto_source_model
+
+    assert auto_source_model(2, 2, 16000.0, 16000 * 12) is None
 
 
 # The models shipped in the repository: every one loads (sha256 verified),

@@ -198,6 +198,14 @@ def stage_evaluate(cfg: dict, data: dict) -> None:
     (exp / "eval.json").write_text(json.dumps(results, indent=2))
 
 
+# The weights of these separators are trained on data sepkit generates (no third
+# party's recordings): they ship under the code's licence.
+_LICENCE = (
+    "BSD-3-Clause, as sepkit's code (LICENSE): the weights were trained on data that "
+    "sepkit generates, no third party's recordings."
+)
+
+
 def card_text(cfg: dict, train: dict, ev: dict, command: str) -> str:
     info, d = cfg["model_info"], cfg["data"]
     audio = d["generator"] == "audio"
@@ -244,6 +252,7 @@ def card_text(cfg: dict, train: dict, ev: dict, command: str) -> str:
             lines.append(f"| {title} | {label} | {r['n_steps']} | {r['mcc']:.3f} |{sdr} "
                          f"{r['seconds']:.2f} |")  # fmt: skip
     lines += ["", "## Limits", "", info["limits"].strip(), ""]
+    lines += ["## Licence", "", _LICENCE, ""]
     return "\n".join(lines)
 
 

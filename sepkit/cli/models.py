@@ -34,7 +34,12 @@ def run(args) -> int:
             return 0
         print(f"{'name':<32} {'kind':<13} {'rate Hz':>8} {'ch':>4} {'src':>4} {'MB':>6}")
         for name in names:
-            info = model_info(name)
+            try:
+                info = model_info(name)
+            except (ValueError, OSError) as err:
+                # One broken folder must not hide the others (audit): its row says why.
+                print(f"{name:<32} unreadable: {err}")
+                continue
             rate = info.get("sample_rate")
             # A source model serves any number of channels and sources (>= 1 each).
             anyk = "any" if info.get("kind") == "source_model" else "?"

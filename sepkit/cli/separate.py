@@ -154,7 +154,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="audio: the sample format of the source WAV files (default: PCM_16; FLOAT "
         "and DOUBLE are never rescaled, the PCM formats get one common gain where the "
-        "loudest source would clip)",
+        "loudest source would clip). The time-frequency models' sources are their images "
+        "at the first microphone, in the input's scale; the time-domain models' (--domain "
+        "time: linear, network, flow) are latent sources of unit variance, so a float "
+        "file then holds samples beyond 1",
     )
     p.add_argument(
         "--steps",

@@ -151,7 +151,7 @@ def make_audio_mixture(
         side uniformly in [4, 8] x [3, 6] x [2.5, 3.5] m.
     sample_rate : float | None
         Rate in Hz. Recordings at another rate are resampled to it (with
-        :func:`sepkit.io.resample`). Default None takes the Recordings' common
+        :func:`sepkit.io.audio.resample`). Default None takes the Recordings' common
         rate, or 16000 Hz for plain arrays.
     duration : float | None
         Length of the mixture in seconds: longer sources are trimmed and

@@ -117,8 +117,10 @@ def auto_source_model(n_sources: int, n_channels: int, sample_rate, n_times: int
         return None
     try:
         config = model_info(AUTO_SOURCE_MODEL)
-    except ValueError:
-        return None  # an install without the pretrained folder: the per-mixture model
+    except (ValueError, FileNotFoundError):
+        # An install without the pretrained folder (a FileNotFoundError: audit, the
+        # room then failed instead of falling back): the per-mixture model.
+        return None
     if sample_rate < float(config["sample_rate"]):
         return None
     return AUTO_SOURCE_MODEL
