@@ -68,9 +68,13 @@ class FitFilter:
     highpass: float | None
     lowpass: float | None
     sample_rate: float
+    # Samples where the data join separate recordings (a Raw's EDGE annotations):
+    # each piece is filtered on its own, as MNE's raw.filter skips them (audit: a
+    # streamed fit's six blocks, joined, were filtered across their jumps).
+    edges: tuple = ()
 
     @classmethod
-    def create(cls, highpass, lowpass, sample_rate) -> FitFilter | None:
+    def create(cls, highpass, lowpass, sample_rate, edges=()) -> FitFilter | None:
         """The filter, or None when neither edge is set."""
         if highpass is None and lowpass is None:
             return None
@@ -80,18 +84,20 @@ class FitFilter:
                 "Pass a Recording or an MNE Raw, or highpass=None and lowpass=None."
             )
         check_band(highpass, lowpass, sample_rate, names=("highpass", "lowpass"))
-        return cls(highpass, lowpass, float(sample_rate))
+        return cls(highpass, lowpass, float(sample_rate), tuple(int(e) for e in edges))
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         import mne
 
-        return mne.filter.filter_data(
-            np.asarray(a, dtype=np.float64),
-            self.sample_rate,
-            self.highpass,
-            self.lowpass,
-            verbose="error",
-        )
+        a = np.asarray(a, dtype=np.float64)
+        bounds = [0, *(e for e in self.edges if 0 < e < a.shape[-1]), a.shape[-1]]
+        out = np.empty_like(a)
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            out[..., start:stop] = mne.filter.filter_data(
+                a[..., start:stop], self.sample_rate, self.highpass, self.lowpass,
+                verbose="error",
+            )  # fmt: skip
+        return out
 
 
 @dataclass

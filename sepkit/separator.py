@@ -41,7 +41,7 @@ from ._check import (
 from ._mne_mixin import MNEMixin, segment_sensors, segment_transform
 from ._mne_scores import ScoresMixin
 from .io.audio import resample as resample_recording
-from .io.eeg import is_highpassed, warn_if_not_highpassed
+from .io.eeg import edge_samples, is_highpassed, warn_if_not_highpassed
 from .io.eeg import resample as resample_raw
 from .io.raw import (
     check_flat_eeg,
@@ -1012,8 +1012,10 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             else None
         )
         mixing = _resolve_mixing(self, is_eeg or is_audio, init, u, n_channels)
+        # A Raw joined from recordings (a streamed fit's blocks) is filtered piece by piece.
+        edges = edge_samples(rec.raw) if kind == "raw" else ()
         fit_filter = FitFilter.create(
-            self.highpass, self.lowpass, getattr(rec, "sample_rate", None)
+            self.highpass, self.lowpass, getattr(rec, "sample_rate", None), edges
         )
         # Try the sensor unwarping where the signal reaches fit as the sensors
         # gave it: instantaneous audio (saturating microphones and amplifiers), and

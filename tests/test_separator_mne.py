@@ -1759,3 +1759,33 @@ def test_topographies_of_two_channels_say_why_not(sim):
     with pytest.raises(ValueError, match=r"found 2\. A map needs 3, and the separator was "
                        r"fitted on 2 EEG channel\(s\)"):  # fmt: skip
         sep.plot_components()
+
+
+def test_the_fit_filter_does_not_run_across_the_joins_of_recordings(monkeypatch):
+    # Audit: a streamed fit joins six blocks of the file (mne.concatenate_raws, which
+    # marks each join "EDGE boundary"); the fit filter ran across the joins, and a
+    # drifting DC-coupled recording then fitted worse (MCC 0.906 against 0.946).
+    from sepkit.io import edge_samples
+    from sepkit.preprocessing import FitFilter
+
+    rng = np.random.default_rng(0)
+    info = mne.create_info(["a", "b", "c"], 100.0, "eeg")
+    pieces = [
+        mne.io.RawArray(rng.standard_normal((3, 3000)) * 1e-6 + offset, info, verbose="error")
+        for offset in (0.0, 5e-3)  # a 5 mV jump at the join
+    ]
+    joined = mne.concatenate_raws([p.copy() for p in pieces], verbose="error")
+    assert edge_samples(joined) == (3000,)
+    band = FitFilter.create(1.0, None, 100.0, edge_samples(joined))
+    whole = band(joined.get_data())
+    for k, piece in enumerate(pieces):
+        alone = FitFilter.create(1.0, None, 100.0)(piece.get_data())
+        np.testing.assert_allclose(whole[:, 3000 * k : 3000 * (k + 1)], alone, atol=1e-12)
+    # The estimator's fit filter gets the joins.
+    seen = []
+    real = FitFilter.__call__
+    monkeypatch.setattr(
+        FitFilter, "__call__", lambda self, a: seen.append(self.edges) or real(self, a)
+    )
+    IVAESeparator(3, mixing="linear", highpass=1.0).fit(joined)
+    assert seen and set(seen) == {(3000,)}

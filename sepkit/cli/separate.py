@@ -18,7 +18,9 @@ Each input's outputs are written together or not at all: they are made in a
 hidden folder in OUTDIR and moved into place once all are complete, so a
 failed or interrupted run changes nothing. Every input is first read and
 checked (a file that cannot be read, or holds NaN or silence, stops the run
-before any fit); then the inputs are separated one after the other, each read
+before any fit; of a streamed input only its first second is read then, and a
+fault later in it stops the run when it is reached, with that input's outputs
+not made); then the inputs are separated one after the other, each read
 again in its turn (one recording in memory at a time), and the first that
 fails stops the run (exit 2): the output sets of the inputs before it stay
 written, those after it are not made. With --force the
@@ -899,10 +901,15 @@ def _cleaned(sep, raw, exclude, stem: str, eog_channels=None, *, apply: bool = T
         with warnings.catch_warnings():  # find_bads_eog has said which channels it took
             warnings.simplefilter("ignore")
             entry["eog_reference"] = list(sep._eog_reference(raw, eog_channels))
-    # apply=False (streamed): raw is the fit's excerpt, so the share is measured there.
+    if not apply:
+        # Streamed: raw is the fit's excerpt, and the share is measured there, chunk
+        # by chunk (audit: the whole excerpt cleaned at once, per source too, peaked at
+        # 9 GB for 256 channels at 1 kHz, most of a streamed run's memory).
+        entry.update(_streamed_removed_variance(sep, raw, exclude, entry["excluded"]))
+        return None, entry
     cleaned = sep.apply(raw, exclude=exclude)
     entry.update(_removed_variance(sep, raw, cleaned, exclude, entry["excluded"]))
-    return (cleaned if apply else None), entry
+    return cleaned, entry
 
 
 def _muscle_exclude(sep, raw, name: str) -> tuple[list, dict]:
@@ -958,15 +965,71 @@ def _removed_variance(sep, raw, cleaned, exclude, excluded) -> dict:
         for k in excluded:
             one = sep.apply(raw, exclude=[k]).get_data(picks=names)
             shares[str(k)] = round(variance(before - one) / whole, 4)
+    _warn_large_removal(excluded, total)
+    return dict(removed_variance_share=round(total, 4), removed_variance_per_source=shares)
+
+
+def _streamed_removed_variance(sep, raw, exclude, excluded) -> dict:
+    """:func:`_removed_variance` of a streamed input's excerpt, a chunk at a time.
+
+    What a removal takes is ``f(S) - f(S')``, ``S'`` the sources with the removed
+    rows held at their mean over the excerpt (as :meth:`apply` holds them over
+    the recording it is given): a first pass finds those means, a second sums,
+    per channel, the recording and each removal's change, whose variances about
+    the channel's own mean give the shares. Each chunk is read with the model's
+    context on both sides, as :mod:`sepkit.streaming` reads it.
+    """
+    import mne
+    import numpy as np
+
+    from ..streaming import CHUNK_SECONDS, _model_margin
+
+    names = list(sep.ch_names_)
+    removals = {"all": sep._excluded(exclude)}
+    if not sep.exclude:  # per source only where no model-owned exclude is mixed in
+        removals.update({str(k): [k] for k in excluded})
+    info = mne.pick_info(raw.info, [raw.ch_names.index(n) for n in names], verbose="error")
+    n_times, margin = raw.n_times, 2 * _model_margin(sep)
+    step = max(1, int(CHUNK_SECONDS * raw.info["sfreq"]))
+
+    def chunks():  # (x, S) of each chunk, without its margins
+        for start in range(0, n_times, step):
+            stop = min(n_times, start + step)
+            lo, hi = max(0, start - margin), min(n_times, stop + margin)
+            x = raw.get_data(picks=names, start=lo, stop=hi)
+            S = sep.transform(mne.io.RawArray(x, info, verbose="error")).get_data()
+            yield x[:, start - lo : stop - lo], S, slice(start - lo, stop - lo)
+
+    mean = sum(S[:, keep].sum(axis=1) for _, S, keep in chunks()) / n_times
+    sums = {key: np.zeros((2, len(names))) for key in ("before", *removals)}
+    for x, S, keep in chunks():
+        sums["before"] += (x.sum(axis=1), (x * x).sum(axis=1))
+        whole = sep.inverse_transform(S).astype(np.float64)
+        for key, rows in removals.items():
+            held = S.copy()
+            held[rows] = mean[rows][:, None]
+            d = (whole - sep.inverse_transform(held))[:, keep]
+            sums[key] += (d.sum(axis=1), (d * d).sum(axis=1))
+
+    def variance(key):
+        total, squares = sums[key]
+        return float((squares / n_times - (total / n_times) ** 2).sum())
+
+    share = variance("all") / variance("before")
+    per = {k: round(variance(k) / variance("before"), 4) for k in removals if k != "all"}
+    _warn_large_removal(excluded, share)
+    return dict(removed_variance_share=round(share, 4), removed_variance_per_source=per)
+
+
+def _warn_large_removal(excluded, total: float) -> None:
     if total > _REMOVAL_WARN_SHARE:
         warnings.warn(
             f"removing source(s) {excluded} takes {100 * total:.1f} % of the variance of the "
             "fitted channels: more than half, more like brain activity than an artefact. "
             "Check the components (--plots) before using the cleaned recording.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return dict(removed_variance_share=round(total, 4), removed_variance_per_source=shares)
 
 
 def removal_line(name: str, info: dict) -> str:

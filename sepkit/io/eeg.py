@@ -29,6 +29,7 @@ __all__ = [
     "apply_montage",
     "bad_annotation_mask",
     "bad_annotation_spans",
+    "edge_samples",
     "check_eeg_channels",
     "filter_eeg",
     "find_bad_channels",
@@ -1105,6 +1106,22 @@ def bad_annotation_spans(raw) -> list[tuple[int, int]]:
     _check_raw(raw)
     spans = _annotation_spans(raw, _is_bad_description)
     return [(start, stop) for _, start, stop in spans if stop > start]
+
+
+def edge_samples(raw) -> tuple[int, ...]:
+    """The samples where ``raw`` joins recordings: its ``EDGE`` annotations' onsets.
+
+    ``mne.concatenate_raws`` marks each join with "EDGE boundary"; filters must
+    not run across them (MNE's ``raw.filter`` skips them by default).
+
+    Returns
+    -------
+    starts : tuple of int
+        Sorted sample indices inside the recording (0 and its end left out).
+    """
+    _check_raw(raw)
+    spans = _annotation_spans(raw, lambda desc: desc.lower().startswith("edge"))
+    return tuple(sorted({start for _, start, _ in spans if 0 < start < raw.n_times}))
 
 
 def _finish_labels(u, labelled, raw, reject_by_annotation, unlabelled, n_labels):
