@@ -117,6 +117,10 @@ def _ddp_rank(rank: int, init_file: str, files: list[str], out: str) -> None:
             model, batches, n_fft=128, hop=32, segment_frames=8, n_steps=4, seed=rank, log_every=2
         )
         torch.save({"rank": corpus.rank, "state": model.state_dict()}, f"{out}.{rank}")
+        # Both ranks leave together: a rank that tore its group down while the other was
+        # still in gloo's last exchange aborted it once ("terminate called without an
+        # active exception", SIGABRT) in a clean-clone CI run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
