@@ -1113,7 +1113,7 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
             and not _same(value, defaults[name])
         }
         if ignored:
-            chose = _chosen(choice)
+            chose = _chosen(choice, self.source_model)
             warnings.warn(
                 f"{_settings_text(ignored)}: not used by the {choice.module.NAME!r} model family that "
                 f"this fit chose ({chose}); they are ignored. Pass 'domain' or 'mixing' to "
@@ -1544,8 +1544,10 @@ def _check_n_sources(n_sources) -> None:
     check_int("n_sources", n_sources, min_value=1)
 
 
-def _chosen(choice) -> str:
+def _chosen(choice, source_model=None) -> str:
     """The domain and mixing of a family choice, as settings (the tf family has no mixing)."""
+    if choice.family == "tf_pretrained":  # chosen by its source model, not by a domain
+        return f"source_model={choice.source_model or source_model!r}"
     if choice.try_unwarp:  # auto tries the unwarping, and keeps it only where sensors clip
         mixing = ", mixing='linear' (or 'post-nonlinear' where the sensors clip)"
     else:
