@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._check import NotFittedError
     from .io import Recording, read_audio, read_eeg, write_sources
-    from .separator import IVAESeparator
+    from .separator import IVAESeparator, NotFittedError
 
 __all__ = [
     "IVAESeparator",
@@ -26,7 +25,7 @@ __all__ = [
 # command line's `sepkit --help` do not load torch, MNE and scikit-learn.
 _LAZY = {
     "IVAESeparator": ".separator",
-    "NotFittedError": "._check",
+    "NotFittedError": ".separator",
     "Recording": ".io",
     "read_audio": ".io",
     "read_eeg": ".io",

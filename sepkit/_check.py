@@ -8,15 +8,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-
-class NotFittedError(RuntimeError, AttributeError):
-    """Raised when a method that needs a fitted estimator is called before ``fit``.
-
-    It subclasses both RuntimeError and AttributeError, as scikit-learn's does,
-    so ``hasattr``-style checks keep working.
-    """
-
-
 # The option values the estimator checks and the network family's modules take.
 ACTIVATIONS = ("lrelu", "xtanh", "elu")
 PRIORS = ("gauss", "laplace", "standard")
@@ -225,7 +216,8 @@ def check_fit_data(data: np.ndarray, ch_names=None, good=None) -> None:
         raise ValueError(
             f"X has shape {data.shape}: more channels ({n_channels}) than time samples "
             f"({n_times}). X must be (n_channels, n_times); if yours is (n_times, n_channels), "
-            "pass X.T."
+            "pass X.T (in a scikit-learn pipeline, use sepkit.dropin_sklearn.IVAETransformer, "
+            "which takes (n_samples, n_features))."
         )
     if good is not None and not good.any():
         raise ValueError(

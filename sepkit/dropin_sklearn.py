@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -41,17 +42,21 @@ _RANK_TOL = 1e-10
 def _feature_rank(data: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, int]:
     """Mask of the non-constant features of ``data`` (n_samples, n_features), and its rank."""
     centred = data - mean
-    # IVAESeparator's test for a flat channel.
-    keep = centred.std(axis=0) > 1e-12 * max(1.0, float(np.abs(data).max()))
-    kept = centred[:, keep]
+    # IVAESeparator's test for a flat channel, each feature against its own magnitude
+    # (audit: one large-valued column, a timestamp, made the others constant).
+    std = centred.std(axis=0)
+    keep = std > 1e-12 * np.abs(data).max(axis=0)
+    kept = centred[:, keep] / std[keep]
     if not kept.shape[1]:
         return keep, 0
+    # On the correlations: the rank does not depend on the features' units (audit: an
+    # income beside a ratio read as rank 2 of 3).
     evals = np.linalg.eigvalsh(kept.T @ kept / kept.shape[0])
     return keep, int((evals > evals[-1] * _RANK_TOL).sum())
 
 
 class IVAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """Linear iVAE source separation with scikit-learn's conventions (a FastICA drop-in).
+    """Linear iVAE source separation with scikit-learn's conventions (in FastICA's place).
 
     Fits the noiseless linear limit of the identifiable VAE of Khemakhem et
     al. (2020): ``x = A s + mean``, where the sources s are independent with
@@ -225,12 +230,25 @@ class IVAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 stacklevel=2,
             )
         sep = IVAESeparator(n_sources=k, mixing="linear", prior=self.prior, device="cpu")
-        with warnings.catch_warnings():
-            # Said above in this estimator's terms (segments, n_components).
-            warnings.filterwarnings(
-                "ignore", message="u takes .* distinct values", category=UserWarning
-            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             sep.fit(data[:, keep].T, u=codes)
+        for w in caught:
+            if "u takes" in str(w.message) and "distinct values" in str(w.message):
+                continue  # said above in this estimator's terms (segments, n_components)
+            if "without converging" in str(w.message):
+                # As scikit-learn's estimators say it (audit: a RuntimeWarning from inside
+                # sepkit whose advice, longer windows, this estimator has no setting for).
+                warnings.warn(
+                    f"IVAETransformer's fit stopped after {sep.history_[-1].get('n_iter', 0)} "
+                    "iterations without converging; the components may be off. Check X for "
+                    "outliers, or pass fewer n_segments (longer segments) or u with "
+                    "longer segments.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+                continue
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         patterns = sep.get_components()  # (n_kept, k), in feature units
         self.mixing_ = np.zeros((n_features, k))
         self.mixing_[keep] = patterns

@@ -187,6 +187,9 @@ def count_components(cov: np.ndarray, n_sources) -> int:
 # Dimensions whose variance is this far below the largest are numerical zeros
 # (e.g. the one an average reference removes).
 RANK_TOL = 1e-10
+# Channels whose standard deviations differ by more than this factor (variances by
+# its square, beyond RANK_TOL's reach) are whitened from their correlations.
+UNIT_SPREAD = 1e4
 
 
 def whitening(cov, n_sources: int, whiten: bool, scale):
@@ -201,6 +204,13 @@ def whitening(cov, n_sources: int, whiten: bool, scale):
             np.diag(scale).astype(np.float64),
             len(scale),
         )
+    std = np.sqrt(np.diag(cov))
+    if std.max() > UNIT_SPREAD * std.min() > 0:
+        # Channels in units far apart (tabular features: an income beside a ratio):
+        # standardised first, so that neither the rank nor the components depend on
+        # the units (audit: a full-rank X read as rank 2, its small column a zero).
+        w, dw, rank = whitening(cov / np.outer(std, std), n_sources, True, None)
+        return w / std[None, :], std[:, None] * dw, rank
     evals, evecs = np.linalg.eigh(cov)
     evals, evecs = evals[::-1], evecs[:, ::-1]
     keep = evals > evals[0] * RANK_TOL

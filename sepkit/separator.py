@@ -22,12 +22,12 @@ from types import MappingProxyType, ModuleType
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 from ._check import (
     ACTIVATIONS,
     POSTERIORS,
     PRIORS,
-    NotFittedError,
     check_data_2d,
     check_device_setting,
     check_finite_fit,
@@ -72,7 +72,17 @@ from .serialization import (
     write_separator,
 )
 
-__all__ = ["IVAESeparator", "MODEL_SUFFIX", "check_model_path"]
+__all__ = ["IVAESeparator", "MODEL_SUFFIX", "NotFittedError", "check_model_path"]
+
+
+class NotFittedError(_SklearnNotFittedError, RuntimeError):
+    """Raised when a method that needs a fitted estimator is called before ``fit``.
+
+    scikit-learn's ``NotFittedError`` (a ValueError and an AttributeError, so
+    ``except sklearn.exceptions.NotFittedError`` and ``hasattr``-style checks work
+    as for any scikit-learn estimator; audit: it was a class of its own that
+    neither caught), and a RuntimeError, as it was before.
+    """
 
 
 def _is_mne_raw(obj) -> bool:
@@ -1175,7 +1185,8 @@ class IVAESeparator(MNEMixin, ScoresMixin, BaseEstimator):
         Returns
         -------
         S : ndarray, shape (n_sources, n_times), or a Recording / Raw of sources
-            named IVAE000, IVAE001, ... (same type as ``X``). A Raw has
+            named IVAE000, IVAE001, ... (same type as ``X``), float32 whatever
+            the input's float type (the fits compute in float32). A Raw has
             ``misc`` channels and the sample rate, ``first_samp``,
             ``meas_date`` and annotations of ``X``.
         """

@@ -293,3 +293,16 @@ def test_extended_prior_separates_stationary_sources():
     gauss = IVAETransformer(n_components=3, n_segments=30, prior="gauss").fit(X)
     assert mcc(S.T, ext.transform(X).T) > 0.98
     assert mcc(S.T, gauss.transform(X).T) < mcc(S.T, ext.transform(X).T) - 0.02
+
+
+def test_non_convergence_is_a_convergence_warning_in_this_estimator_s_terms():
+    # Audit: a RuntimeWarning from inside sepkit, advising longer windows (a setting of
+    # IVAESeparator's), not scikit-learn's ConvergenceWarning that grid searches filter.
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_cauchy(size=(600, 4)) ** 3 @ rng.normal(size=(4, 4)).T
+    with pytest.warns(ConvergenceWarning, match=r"^IVAETransformer's fit stopped after \d+ "
+                      r"iterations without converging; .* pass fewer n_segments") as record:  # fmt: skip
+        IVAETransformer().fit(X)
+    assert all(w.filename == __file__ for w in record if w.category is ConvergenceWarning)

@@ -52,6 +52,30 @@ def test_transform_before_fit_raises():
             getattr(IVAESeparator(2), method)(X)
     with pytest.raises(NotFittedError, match="not fitted yet"):
         IVAESeparator(2).get_components()
+    # scikit-learn's class, as IVAETransformer raises it (audit: a class of its own that
+    # `except sklearn.exceptions.NotFittedError` did not catch).
+    import sklearn.exceptions
+
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        IVAESeparator(2).transform(X)
+    assert issubclass(NotFittedError, RuntimeError | AttributeError | ValueError)
+
+
+def test_features_in_units_far_apart_keep_their_rank():
+    # Audit: an income beside a ratio (standard deviations 2e4 and 0.003) read as rank 2
+    # of 3, the small column a numerical zero, where FastICA separates them.
+    from sepkit.dropin_sklearn import IVAETransformer
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    S = rng.laplace(size=(n, 3)) * np.repeat(rng.uniform(0.3, 2.0, (20, 3)), n // 20, axis=0)
+    X = (S @ rng.normal(size=(3, 3)).T) * [2e4, 10.0, 0.003] + [5e4, 40.0, 0.01]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence notes, not the point here
+        Z = IVAETransformer().fit_transform(X)
+        sep = IVAESeparator(3, mixing="linear").fit(X.T)
+    assert Z.shape == (n, 3) and mcc(S.T, Z.T) > 0.99
+    assert mcc(S.T, sep.transform(X.T)) > 0.99
 
 
 def test_transform_shapes_and_inverse(fitted, linear_data):

@@ -139,7 +139,9 @@ _ADVICE = (
     ("reject has the key", "--reject has the key"),
     # A file is never transposed; more channels than samples means it is too short.
     (
-        "X must be (n_channels, n_times); if yours is (n_times, n_channels), pass X.T.",
+        "X must be (n_channels, n_times); if yours is (n_times, n_channels), pass X.T (in a "
+        "scikit-learn pipeline, use sepkit.dropin_sklearn.IVAETransformer, which takes "
+        "(n_samples, n_features)).",
         "The file is too short to separate: give a recording with more samples than channels.",
     ),
     (
