@@ -469,3 +469,19 @@ def fit_blocks(n_times: int, sample_rate: float, max_fit_seconds: float) -> list
     block = budget // FIT_BLOCKS
     starts = np.linspace(0, n_times - block, FIT_BLOCKS).astype(np.int64)
     return [(int(s), int(s) + block) for s in starts]
+
+
+def check_fit_blocks(ranges, n_fft: int, max_fit_seconds: float, sample_rate: float) -> None:
+    """Refuse a ``max_fit_seconds`` whose blocks (:func:`fit_blocks`) are shorter than a frame.
+
+    Audit: the error blamed the recording ("X has 2666 samples ... Pass a longer
+    recording") for blocks that ``max_fit_seconds`` had made short.
+    """
+    shortest = min(b - a for a, b in ranges)
+    if len(ranges) > 1 and shortest < n_fft:
+        least = FIT_BLOCKS * n_fft / sample_rate
+        raise ValueError(
+            f"max_fit_seconds={max_fit_seconds:g} spreads the fit over {len(ranges)} blocks of "
+            f"{shortest} samples, shorter than one STFT frame ({n_fft} samples). Pass "
+            f"max_fit_seconds >= {least:.3g} in fit_params, or leave it at its default."
+        )

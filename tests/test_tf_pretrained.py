@@ -328,3 +328,51 @@ def test_a_band_the_source_model_deems_silent_does_not_stop_the_fit(tmp_path):
     rec = read_audio(tmp_path / "mix.wav")
     S = IVAESeparator(2, source_model="ivae-speech-16k-v1").fit(rec).transform(rec)
     assert S.data.shape == x.shape and np.isfinite(S.data).all()
+
+
+def test_auto_keeps_a_band_the_source_model_would_lose(model_dir, monkeypatch):
+    # Audit: at 44.1 kHz "auto" took the 16 kHz speech prior, whose sources hold nothing
+    # above 8 kHz (11 % of that room's power); now it keeps the per-mixture model when
+    # more than 1 % of the power lies above the model's Nyquist frequency, and an
+    # explicit source model says what it drops.
+    monkeypatch.setattr(tf_pretrained, "AUTO_SOURCE_MODEL", str(model_dir))
+    rule = tf_pretrained.auto_source_model
+    rate = 2 * RATE  # the test model is at 8 kHz: its Nyquist frequency is 4 kHz
+    n = int(tf_pretrained.AUTO_MIN_SECONDS * rate)
+    t = np.arange(n) / rate
+    low = np.stack([np.sin(2 * np.pi * 500 * t), np.cos(2 * np.pi * 700 * t)])
+    high = 0.5 * np.stack([np.sin(2 * np.pi * 6000 * t)] * 2)
+    assert rule(2, 2, rate, n, low) == str(model_dir)
+    assert rule(2, 2, rate, n, low + high) is None
+    rec = _room_mixture(n_times=24000)
+    hi = Recording(np.asarray(F_resample(rec.data, 2)), rate, rec.ch_names, "audio")
+    noisy = Recording(hi.data + 0.3 * np.random.default_rng(0).standard_normal(hi.data.shape).astype(np.float32), rate, hi.ch_names, "audio")  # fmt: skip
+    with pytest.warns(UserWarning, match=r"The band above 4000 Hz, \d+\.\d % of the power at the first microphone, is not separated"):  # fmt: skip
+        IVAESeparator(2, source_model=model_dir, fit_params={"n_init": 1, "n_iter": 1, "n_finetune": 0}).fit(noisy)  # fmt: skip
+
+
+def F_resample(x, factor):
+    from scipy.signal import resample_poly
+
+    return resample_poly(x, factor, 1, axis=1).astype(np.float32)
+
+
+def test_fit_params_of_both_families_under_auto_say_which_was_fitted(model_dir, monkeypatch):
+    # Audit: {"postfilter": 0.5} (a key of both) turned a room from the speech prior to the
+    # per-mixture model without a word; a key of the source model alone was refused.
+    monkeypatch.setattr(tf_pretrained, "AUTO_SOURCE_MODEL", str(model_dir))
+    monkeypatch.setattr(tf_pretrained, "AUTO_MIN_SECONDS", 1.0)
+    rec = _room_mixture()
+    with pytest.warns(UserWarning, match=r"fit_params \['n_init', 'n_iter'\] are settings of both the per-mixture tf model and the speech prior .* the per-mixture model is fitted\. Pass source_model="):  # fmt: skip
+        sep = IVAESeparator(2, random_state=0, fit_params={"n_init": 1, "n_iter": 1}).fit(rec)
+    assert sep.family_ == "tf"
+    own = IVAESeparator(2, random_state=0, fit_params={"n_finetune": 0}).fit(rec)
+    assert own.family_ == "tf_pretrained"
+
+
+def test_too_small_a_fit_budget_is_named(model_dir):
+    # Audit: the error blamed the recording's length for blocks max_fit_seconds made short.
+    rec = _room_mixture(n_times=int(4 * RATE))
+    for kw in (dict(domain="tf"), dict(source_model=model_dir)):
+        with pytest.raises(ValueError, match=r"^max_fit_seconds=0\.1 spreads the fit over 6 blocks of \d+ samples, shorter than one STFT frame \(\d+ samples\)\. Pass max_fit_seconds >= "):  # fmt: skip
+            IVAESeparator(2, fit_params={"max_fit_seconds": 0.1}, **kw).fit(rec)

@@ -305,3 +305,18 @@ def test_n_samples_counts_what_the_fit_saw(fitted):
     part = IVAESeparator(2, domain="tf", random_state=0, fit_params={"max_fit_seconds": 2.0})
     part.fit(rec)
     assert abs(part.n_samples_ - 2 * RATE) <= part.tf_.hop and part.n_samples_ < rec.n_times
+
+
+def test_a_transposed_array_and_a_frame_too_short_are_named(fitted):
+    # Audit: transform(x.T) said "X has 64000 channels but the separator was fitted on 2",
+    # with advice about MNE picks; frame_seconds=1e-5 ran with 16-sample FFTs.
+    sep, rec, _ = fitted
+    with pytest.raises(
+        ValueError,
+        match=rf"^X has shape \({rec.n_times}, 2\), {rec.n_times} channels of 2 samples, where "
+        r"the separator was fitted on 2 channels: it looks transposed\. X must be "
+        r"\(n_channels, n_times\); if yours is \(n_times, n_channels\), pass X\.T\.$",
+    ):
+        sep.transform(rec.data.T)
+    with pytest.raises(ValueError, match=r"'frame_seconds' must be >= 0\.004, got 1e-05"):
+        IVAESeparator(2, domain="tf", fit_params={"frame_seconds": 1e-5}).fit(rec)

@@ -52,6 +52,7 @@ from ..io.audio import resample
 from ..io.recording import Recording
 from ..models.source_prior import SpeechSourcePrior, segment_index
 from ..registry import model_info, verified_weights
+from ..windows import check_fit_blocks
 from .base import COMMON_PARAMS, FitInput, check_fit_param_keys
 from .tf import (
     SPEECH_POSTFILTER,
@@ -102,14 +103,24 @@ _SHORT = "source_model=None with domain='time' (the time-domain separator)"
 AUTO_SOURCE_MODEL = "ivae-speech-16k-v1"
 AUTO_MAX_SOURCES = 3
 AUTO_MIN_SECONDS = 10.0
+# Above the model's rate, the largest share of power above its Nyquist frequency
+# that "auto" leaves out of the separation (1 %, -20 dB).
+AUTO_MAX_HIGH_SHARE = 0.01
 
 
-def auto_source_model(n_sources: int, n_channels: int, sample_rate, n_times: int) -> str | None:
+def auto_source_model(
+    n_sources: int, n_channels: int, sample_rate, n_times: int, data=None
+) -> str | None:
     """The source model domain="auto" uses for a room, or None (the per-mixture tf family).
 
     The rule: 2 <= ``n_sources`` <= ``AUTO_MAX_SOURCES``, at least as many
     channels, a rate of at least the model's (16 kHz), at least
-    ``AUTO_MIN_SECONDS`` of audio, and the model installed (its folder found).
+    ``AUTO_MIN_SECONDS`` of audio, the model installed (its folder found), and,
+    above the model's rate, at most ``AUTO_MAX_HIGH_SHARE`` of the power of
+    ``data`` (the recording, (n_channels, n_times), when given) above the
+    model's Nyquist frequency: the model separates 16 kHz, and the band above
+    8 kHz would be lost (audit: 11 % of a 44.1 kHz room's power, dropped from
+    every source).
     """
     if not (2 <= n_sources <= min(AUTO_MAX_SOURCES, n_channels)) or sample_rate is None:
         return None
@@ -121,9 +132,23 @@ def auto_source_model(n_sources: int, n_channels: int, sample_rate, n_times: int
         # An install without the pretrained folder (a FileNotFoundError: audit, the
         # room then failed instead of falling back): the per-mixture model.
         return None
-    if sample_rate < float(config["sample_rate"]):
+    model_rate = float(config["sample_rate"])
+    if sample_rate < model_rate:
         return None
+    if data is not None and sample_rate > model_rate:
+        if high_band_share(data, sample_rate, model_rate) > AUTO_MAX_HIGH_SHARE:
+            return None
     return AUTO_SOURCE_MODEL
+
+
+def high_band_share(data: np.ndarray, sample_rate: float, model_rate: float) -> float:
+    """The share of the first channel's power above ``model_rate / 2`` (up to 60 s read)."""
+    from scipy.signal import welch
+
+    x = np.asarray(data[0, : int(60 * sample_rate)], dtype=np.float64)
+    freqs, power = welch(x - x.mean(), fs=sample_rate, nperseg=min(4096, x.size))
+    total = float(power.sum())
+    return float(power[freqs > model_rate / 2].sum()) / total if total > 0 else 0.0
 
 
 @dataclass
@@ -389,17 +414,25 @@ def fit(inp: FitInput, opts: dict, **_) -> PretrainedTFFit:
             "(sepkit.io.resample), or give its rate in whole Hz."
         )
     if inp.sample_rate != prior.sample_rate:
+        share = high_band_share(inp.data, inp.sample_rate, prior.sample_rate)
+        lost = (
+            f" The band above {prior.sample_rate / 2:g} Hz, {100 * share:.1f} % of the "
+            "power at the first microphone, is not separated: the sources hold nothing above "
+            "it (domain='tf' separates the whole band)."
+            if share > 0.001
+            else ""
+        )
         warnings.warn(
             f"X is at {inp.sample_rate:g} Hz and source_model {prior.name!r} at "
             f"{prior.sample_rate:g} Hz: X is resampled to {prior.sample_rate:g} Hz for the "
-            "separation and the sources back to the input's rate.",
+            f"separation and the sources back to the input's rate.{lost}",
             UserWarning,
             stacklevel=2,
         )
     x = _resample(inp.data, inp.sample_rate, prior.sample_rate)
-    blocks = [
-        x[:, a:b] for a, b in fit_blocks(x.shape[1], prior.sample_rate, settings["max_fit_seconds"])
-    ]
+    ranges = fit_blocks(x.shape[1], prior.sample_rate, settings["max_fit_seconds"])
+    check_fit_blocks(ranges, prior.n_fft, settings["max_fit_seconds"], prior.sample_rate)
+    blocks = [x[:, a:b] for a, b in ranges]
     for b in blocks:
         check_audio_input(b, opts["n_sources"], prior.n_fft, short=_SHORT)
     seed = opts["random_state"] if opts["random_state"] is not None else 0
