@@ -376,6 +376,13 @@ def si_sdr(ref, est, zero_mean: bool = True):
     si_sdr : array or tensor, shape (...)
         NaN where the reference or the estimate is silent; ``+inf`` for a perfect
         estimate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ref = np.sin(np.linspace(0, 20, 1000))
+    >>> round(float(si_sdr(ref, 2 * ref + 0.1 * np.cos(np.linspace(0, 7, 1000)))), 1)
+    25.7
     """
     return _sdr_like(ref, est, zero_mean, "si_sdr")
 
@@ -1095,6 +1102,16 @@ def mcc(S_true, S_est, method: str = "pearson", return_permutation: bool = False
         A constant (silent) source counts as correlation 0, with a warning.
     perm : ndarray or tensor of int, shape (..., n_sources)
         Only when ``return_permutation`` is True.
+
+    Examples
+    --------
+    Order, sign and scale do not count:
+
+    >>> import numpy as np
+    >>> S = np.random.default_rng(0).standard_normal((3, 500))
+    >>> value, perm = mcc(S, -2 * S[[2, 0, 1]], return_permutation=True)
+    >>> round(float(value), 6), perm.tolist()
+    (1.0, [1, 2, 0])
     """
     return_permutation = _check_bool("return_permutation", return_permutation)
     C = correlation_matrix(S_true, S_est, method=method)
@@ -1137,6 +1154,15 @@ def amari_index(W, A):
     Returns
     -------
     amari : array or tensor, shape (...)
+
+    Examples
+    --------
+    An unmixing right up to order and scale scores 0:
+
+    >>> import numpy as np
+    >>> A = np.random.default_rng(0).standard_normal((3, 3))
+    >>> round(float(amari_index(3 * np.linalg.inv(A)[[1, 0, 2]], A)), 6)
+    0.0
     """
     (w, a), kind = _prepare({"W": W, "A": A}, min_ndim=2, trim=False)
     if w.shape[-1] != a.shape[-2] or w.shape[-2] != a.shape[-1]:

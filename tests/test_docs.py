@@ -267,3 +267,30 @@ def test_readme_first_snippet_is_nonlinear_and_runs_twice(tmp_path, monkeypatch,
     assert (tmp_path / "sep.safetensors").is_file()
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2 and all(0.0 <= float(v) <= 1.0 for v in printed)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "sepkit.windows",
+        "sepkit.artifacts",
+        "sepkit.dropin_sklearn",
+        "sepkit.datasets.audio",
+        "sepkit.datasets.eeg",
+        "sepkit.datasets.nonlinear_ica",
+        "sepkit.cli",
+        "sepkit.cli.train",
+        "sepkit.separator",
+        "sepkit.io.recording",
+        "sepkit.io.audio",
+        "sepkit.metrics",
+    ],
+)
+def test_docstring_examples_run(module):
+    # The examples in the docstrings (those not marked +SKIP, which need files) are
+    # run, so that they cannot drift from the code unnoticed.
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0, result
