@@ -203,7 +203,9 @@ CONFIG_ERRORS = {
     ),
     "n_sources a string": (
         NPY + MODEL.replace("n_sources = 3", 'n_sources = "two"'),
-        r"'n_sources' must be an integer count, .*, got 'two' \(str\)\. Pass e\.g\. 15",
+        r"'n_sources' must be an integer count, a float share of the variance in \(0, 1\) or "
+        r"left out of \[model\] \(every dimension the data hold\), got 'two' \(str\)\. Set "
+        r"e\.g\. n_sources = 15 in \[model\]\.",
     ),
     "n_sources zero": (
         NPY + MODEL.replace("n_sources = 3", "n_sources = 0"),

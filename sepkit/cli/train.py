@@ -120,6 +120,11 @@ def config_phrasing(message: str) -> str:
     >>> config_phrasing("Pass resume=True to continue it.")
     'Pass resume = true to continue it.'
     """
+    # TOML has no None: "every dimension" is n_sources left out (audit).
+    message = message.replace(
+        "or None (every dimension the data hold: the command line's 'all')",
+        "or left out of [model] (every dimension the data hold)",
+    ).replace("Pass e.g. 15, 0.99 or None.", "Set e.g. n_sources = 15 in [model].")
     return _SWITCH.sub(lambda m: f"{m.group(1)} = {m.group(2).lower()}", message)
 
 
