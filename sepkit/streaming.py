@@ -323,10 +323,14 @@ def _checked_eeg(rec: LongRecording, names, lo: int, data) -> np.ndarray:
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         bad = [names[i] for i in np.flatnonzero(~finite)]
+        # Where exactly, in the file's seconds (audit: the chunk's sample range was given).
+        at = np.flatnonzero(~np.isfinite(x).all(axis=0))
+        first, last = (lo + at[0]) / rec.sample_rate, (lo + at[-1] + 1) / rec.sample_rate
         raise ValueError(
-            f"{rec.path.name}: channel(s) {bad} contain NaN or Inf values (samples {lo} to "
-            f"{lo + x.shape[1]}). Mark them bad (add them to raw.info['bads']) or interpolate "
-            "them with raw.interpolate_bads(), and save the recording again."
+            f"{rec.path.name}: channel(s) {bad} contain NaN or Inf values from {first:.3f} s "
+            f"to {last:.3f} s (at least; read in chunks). Mark them bad (add them to "
+            "raw.info['bads']) or interpolate them with raw.interpolate_bads(), and save the "
+            "recording again."
         )
     return x
 

@@ -303,11 +303,12 @@ def test_nan_in_a_streamed_eeg_channel(tmp_path, tiny, capsys):
     raw.save(tmp_path / "nan_raw.fif", verbose="error")
     argv = ["separate", tmp_path / "nan_raw.fif", "--model", tmp_path / "m.safetensors"]
     assert main([str(a) for a in [*argv, "-o", tmp_path / "out", "--quiet"]]) == 2
-    lo = 2000 // 90 * 90  # chunks of 0.7 s at 128 Hz: 90 samples
+    # Where, in seconds of the file (audit: the 0.7 s chunk's sample range was given).
     assert _one_line(capsys) == (
         f"sepkit separate: error: nan_raw.fif: channel(s) ['{raw.ch_names[2]}'] contain NaN or "
-        f"Inf values (samples {lo} to {lo + 90}). Mark them bad (add them to raw.info['bads']) "
-        "or interpolate them with raw.interpolate_bads(), and save the recording again."
+        f"Inf values from {2000 / 128:.3f} s to {2001 / 128:.3f} s (at least; read in chunks). "
+        "Mark them bad (add them to raw.info['bads']) or interpolate them with "
+        "raw.interpolate_bads(), and save the recording again."
     )
     assert not (tmp_path / "out").exists()
 
