@@ -238,6 +238,13 @@ def run_stages(
             f"--config {args.config}: no such file. Pass the path of a TOML config (the "
             f"recipe's own are in {here / 'conf'})."
         )
+    first, last = min(stages), max(stages)
+    if not first <= args.stage <= args.stop_stage <= last:
+        # Audit: --stage 0 was a KeyError traceback, --stage 9 did nothing.
+        raise SystemExit(
+            f"--stage {args.stage} --stop-stage {args.stop_stage}: the stages are {first} to "
+            f"{last}, and --stage must not come after --stop-stage. Pass numbers in that range."
+        )
     cfg = load(args.config, overrides)
     exp = args.exp or here / "exp" / args.config.stem
     for stage in range(args.stage, args.stop_stage + 1):

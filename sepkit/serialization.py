@@ -158,7 +158,14 @@ def write_separator(path: Path, params: dict, fitted, estimator_meta: dict) -> P
     header[DIGEST_KEY] = state_digest(tensors, header)
     with atomic_write(path) as tmp:
         writer = _safetensors_numpy if numpy_state else _safetensors_torch
-        writer.save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
+        try:
+            writer.save_file(tensors, str(tmp), metadata={"sepkit": json.dumps(header)})
+        except OSError:
+            raise
+        except Exception as err:  # safetensors' own error type for a failed write
+            # As an OSError, which callers (the command line) report as the disk's fault
+            # (audit: a full disk was a SafetensorError traceback).
+            raise OSError(f"could not write {path}: {err}") from err
     return path
 
 

@@ -175,3 +175,20 @@ def test_mne_ica_is_set_up_as_the_baselines_run_it():
     assert mne_ica("picard", 4, 3).method == "picard"
     with pytest.raises(KeyError, match="jade"):
         mne_ica("jade", 4, 3)
+
+
+def test_stage_numbers_outside_the_recipe_s_are_refused(tmp_path):
+    # Audit: --stage 0 was a KeyError traceback, --stage 9 ran nothing and exited 0.
+    from sepkit._recipe import load_config, recipe_parser, run_stages
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "default.toml").write_text("[data]\nx = 1\n")
+    ran = []
+    stages = {1: lambda cfg, exp: ran.append(1), 2: lambda cfg, exp: ran.append(2)}
+    parser = recipe_parser("doc", tmp_path, n_stages=2)
+    for argv in (["--stage", "0"], ["--stage", "9"], ["--stage", "2", "--stop-stage", "1"]):
+        with pytest.raises(SystemExit, match=r"the stages are 1 to 2, and --stage must not come"):
+            run_stages(parser, stages, tmp_path, argv, load=load_config)
+    assert ran == []
+    assert run_stages(parser, stages, tmp_path, ["--stage", "2"], load=load_config) == 0
+    assert ran == [2]

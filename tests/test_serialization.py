@@ -516,3 +516,24 @@ def test_loading_the_source_model_weights_points_to_source_model():
     with pytest.raises(ValueError, match=r"holds no sepkit separator\. Its folder holds the source "
                        r"model 'ivae-speech-16k-v1' .* source_model='ivae-speech-16k-v1'"):  # fmt: skip
         IVAESeparator.load(weights / "weights.safetensors")
+
+
+def test_a_failed_write_is_an_oserror(tmp_path, monkeypatch):
+    # Audit: a full disk was safetensors' own SafetensorError, a traceback on the command
+    # line (which reports OSErrors in one line).
+    import sepkit.serialization as ser
+    from sepkit import IVAESeparator
+
+    X = np.random.default_rng(0).standard_normal((2, 2000))
+    sep = IVAESeparator(2, mixing="linear").fit(X)
+
+    class SafetensorError(Exception):
+        pass
+
+    def full(*args, **kw):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(ser._safetensors_numpy, "save_file", full)
+    with pytest.raises(OSError, match=r"could not write .*m\.safetensors: Error while serializing"):
+        sep.save(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

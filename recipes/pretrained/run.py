@@ -302,6 +302,13 @@ def main(argv=None) -> int:
     command = " ".join(["python recipes/pretrained/run.py", "--config", str(rel), *overrides])
     stages = STAGES if args.stage == "all" else (args.stage,)
     target = (args.export_root or ROOT / "pretrained") / cfg["model_info"]["name"]
+    if "export" in stages and cfg["model_info"].get("smoke_test") and args.export_root is None:
+        # Audit: the tiny config exported a fake model into pretrained/, which
+        # `sepkit models list` then showed. Refused before any stage runs.
+        raise SystemExit(
+            f"{cfg['model_info']['name']} is a smoke test's model: pass --export-root with a "
+            "temporary folder; it is never exported into pretrained/."
+        )
     if "export" in stages and target.exists():
         raise SystemExit(
             f"{target} exists and released models are never overwritten; bump the version "

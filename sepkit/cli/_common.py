@@ -201,10 +201,14 @@ def add_sample_options(p) -> None:
     p.add_argument(
         "--tstep",
         type=float,
-        default=2.0,
+        default=TSTEP_DEFAULT,
         metavar="S",
         help="seconds per stretch that --reject and --flat judge (default: %(default)s)",
     )
+
+
+# --tstep's default, as fit's (MNE's ICA.fit's) tstep.
+TSTEP_DEFAULT = 2.0
 
 
 def parse_thresholds(text: str | None, option: str) -> dict | None:
@@ -276,6 +280,12 @@ def drop_bad_epochs(args, name: str, X, sample_kwargs: dict) -> tuple:
     reject, flat = sample_kwargs["reject"], sample_kwargs["flat"]
     if not is_epochs_or_evoked(X) or (reject is None and flat is None):
         return X, sample_kwargs
+    if sample_kwargs.get("tstep", TSTEP_DEFAULT) != TSTEP_DEFAULT:
+        # Audit: the library's error then said that neither --reject nor --flat was given.
+        raise ValueError(
+            f"--tstep sets the stretches of a continuous recording that --reject / --flat "
+            f"judge, but {name} holds Epochs, each judged whole. Drop --tstep."
+        )
     kept = X.copy().drop_bad(reject=reject, flat=flat, verbose="error")
     if len(kept) == 0:
         raise ValueError(

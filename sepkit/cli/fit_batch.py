@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ._common import (
     add_model_options,
+    check_writable,
     make_output_folder,
     model_options,
     n_sources_arg,
@@ -67,8 +68,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    # In the command line's words (audit: 'highpass' and device='cuda' where the user
+    # typed --highpass and --device).
+    from . import command_line_phrasing
+
+    text = command_line_phrasing(str(err)).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _rank_world() -> tuple[int, int]:
+    """RANK and WORLD_SIZE (torchrun's), checked: 0 <= RANK < WORLD_SIZE."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        rank = world = -1
+    if not (world >= 1 and 0 <= rank < world):
+        raise ValueError(
+            f"RANK={os.environ.get('RANK', '0')!r} and WORLD_SIZE="
+            f"{os.environ.get('WORLD_SIZE', '1')!r} must be whole numbers with 0 <= RANK < "
+            "WORLD_SIZE (torchrun sets them). Run under torchrun, or unset them."
+        )
+    return rank, world
 
 
 def run(args) -> int:
@@ -89,8 +110,13 @@ def run(args) -> int:
             )
         seen[t] = f
 
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = _rank_world()
+    check_writable(out_dir)
+    # The settings, checked once before any file is read (audit: a bad --highpass or
+    # --device failed every file, one FAILED line each, exit 1).
+    IVAESeparator(
+        1, n_steps=args.steps, **model_options(args), device=args.device, random_state=args.seed
+    )._validate_params()
     device = args.device
     if world > 1 and device in ("auto", "cuda"):
         import torch

@@ -353,6 +353,13 @@ def test_models_and_recipes(tmp_path, monkeypatch, capsys):
     # A released name is never overwritten: the recipe refuses before training.
     with pytest.raises(SystemExit, match="exists and released models are never overwritten"):
         recipe.main(argv)
+    # The smoke test's model never goes into pretrained/ (audit: it did, without
+    # --export-root, and `sepkit models list` showed it).
+    with pytest.raises(
+        SystemExit, match=r"ivae-tiny-test-v1 is a smoke test's model: pass --export-root"
+    ):
+        recipe.main(argv[:4])
+    assert not (REPO / "pretrained" / "ivae-tiny-test-v1").exists()
 
 
 def test_no_command_prints_help(capsys):

@@ -93,12 +93,17 @@ def test_files_are_sharded_by_rank(tmp_path, files, monkeypatch, capsys):
     ("extra", "match"),
     [
         (["--steps", "0"], "--steps must be >= 1, got 0."),
+        # Checked once before any file (audit: one FAILED line per file, exit 1).
+        (["--highpass", "-1"], "--highpass must be > 0.0, got -1.0."),
+        (["--device", "foo"], "Invalid value for the 'device' parameter. Allowed values are "
+         "'auto', 'cpu', 'cuda' and 'cuda:N', but got 'foo' instead."),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments(tmp_path, files, capsys, extra, match):
     a, _, _ = files
     assert main(["fit-batch", str(a), "--out", str(tmp_path / "m"), *extra]) == 2
     assert capsys.readouterr().err.strip() == f"sepkit fit-batch: error: {match}"
+    assert not (tmp_path / "m").exists()
     with pytest.raises(SystemExit) as exc:  # argparse: not a count, share or 'all'
         main(["fit-batch", str(a), "--out", str(tmp_path / "m"), "--n-sources", "0"])
     assert exc.value.code == 2
@@ -150,3 +155,18 @@ def test_eeg_files_with_a_bad_channel_and_epochs(tmp_path, capsys):
     two = IVAESeparator.load(out / "sub-02.safetensors")
     assert one.ch_names_ == ("Fz", "Cz", "Pz") and one.n_sources_ == 3
     assert two.fitted_on_epochs_ and not one.fitted_on_epochs_
+
+
+def test_rank_and_world_size_are_checked(tmp_path, files, monkeypatch, capsys):
+    # Audit: WORLD_SIZE=0 was a ZeroDivisionError traceback, RANK=5 of 2 did nothing.
+    a, _, _ = files
+    for rank, world in (("0", "0"), ("5", "2"), ("abc", "2")):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", world)
+        assert main(["fit-batch", str(a), "--out", str(tmp_path / "m"), *STEPS]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"sepkit fit-batch: error: RANK={rank!r} and WORLD_SIZE={world!r} must be whole "
+            "numbers with 0 <= RANK < WORLD_SIZE (torchrun sets them). Run under torchrun, "
+            "or unset them."
+        )
+    assert not (tmp_path / "m").exists()

@@ -172,3 +172,10 @@ def test_reject_drops_whole_epochs_from_the_fit(epochs_file, tmp_path, capsys):
         f"{len(epochs)} epochs, so nothing is left to fit. Check the thresholds' unit (volts "
         "for EEG: 150e-6 is 150 uV)."
     )
+    # --tstep has no stretches to set in Epochs (audit: the error said --reject was not given).
+    assert main([*argv, "--quiet", "--force", "--reject", "eeg=1.0", "--tstep", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sepkit separate: error: --tstep sets the stretches of a continuous "
+        "recording that --reject / --flat judge, but sub-01-epo.fif holds Epochs, each judged "
+        "whole. Drop --tstep."
+    )
