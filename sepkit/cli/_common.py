@@ -296,6 +296,31 @@ def drop_bad_epochs(args, name: str, X, sample_kwargs: dict) -> tuple:
     return kept, dict(sample_kwargs, reject=None, flat=None)
 
 
+def warn_given_unused(args, sep) -> None:
+    """Say that --steps / --window / --lr, given, are unused by the family that was fitted.
+
+    The estimator reports a setting changed from its default that the family
+    ignores; one given at its default value (``--steps 5000``) it cannot tell
+    from none (audit: dropped without a word).
+    """
+    import warnings
+
+    from ..methods import load_family
+    from ..separator import _constructor_defaults
+
+    reads = load_family(sep.family_).PARAMS
+    defaults = _constructor_defaults()
+    for option, name in (("steps", "n_steps"), ("window", "window"), ("lr", "lr")):
+        value = getattr(args, option, None)
+        if value is not None and name not in reads and value == defaults[name]:
+            warnings.warn(
+                f"--{option} {value:g}: not used by the {sep.family_!r} model family that "
+                "this fit chose; it is ignored.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+
 # The options of add_model_options: the model a new fit builds. A model given to
 # start from (--model, --init) keeps its own, so they are refused beside it.
 MODEL_OPTIONS = ("domain", "mixing", "highpass", "lowpass", "prior", "source_model")

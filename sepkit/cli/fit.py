@@ -53,6 +53,7 @@ from ._common import (
     say,
     seed_arg,
     show_progress,
+    warn_given_unused,
     write_json,
 )
 
@@ -159,6 +160,7 @@ def _fit(args, sep, read, init, sample_kwargs) -> dict:
     say(args, f"fitting {n_sources_phrase(count)} on {args.input} ({kind})")
     t0 = time.perf_counter()
     sep.fit(X, init=init, **fit_kwargs)
+    warn_given_unused(args, sep)
     sep.reject_ = sample_kwargs["reject"]  # as ICA.reject_, also for epochs dropped with it
     seconds = time.perf_counter() - t0
     loss = sep.history_[-1].get("loss") if sep.history_ else None

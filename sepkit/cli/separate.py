@@ -104,6 +104,7 @@ from ._common import (
     seed_arg,
     show_progress,
     stem_of,
+    warn_given_unused,
     write_json,
 )
 
@@ -708,6 +709,7 @@ def _fit_one(args, item: _Input, pretrained, n_sources: int, sample_kwargs: dict
         # _fit_excerpt's encoder_u=False, where the tf family was chosen after all.
         warnings.filterwarnings("ignore", "encoder_u=False: not used by", UserWarning)
         sep.fit(X, init=pretrained, **fit_kwargs)
+        warn_given_unused(args, sep)
     sep.reject_ = sample_kwargs["reject"]  # as ICA.reject_, also for epochs dropped with it
     return sep
 

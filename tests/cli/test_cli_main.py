@@ -969,3 +969,26 @@ def test_separate_refuses_options_it_would_not_use(tmp_path, capsys):
     )
     assert not out.exists()
     assert main(base + ["--quiet"]) == 0  # a plain --model run
+
+
+def test_an_option_given_at_its_default_is_still_reported_unused(tmp_path, capsys):
+    # Audit: `--steps 5000` (the estimator's default) on a linear fit was dropped without
+    # a word, where `--steps 10` was reported.
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    s = rng.laplace(size=(2, 16000)) * np.repeat(rng.uniform(0.2, 2, (2, 16)), 1000, axis=1)
+    sf.write(str(tmp_path / "a.wav"), (np.array([[1, 0.5], [0.3, 1]]) @ s).T / 20, 8000)
+    argv = [
+        "fit",
+        str(tmp_path / "a.wav"),
+        "--n-sources",
+        "2",
+        "-o",
+        str(tmp_path / "m.safetensors"),
+    ]
+    assert main([*argv, "--steps", "5000", "--domain", "time", "--mixing", "linear"]) == 0
+    assert (
+        "sepkit fit: warning: --steps 5000: not used by the 'linear' model family that this "
+        "fit chose; it is ignored." in capsys.readouterr().err.splitlines()
+    )
