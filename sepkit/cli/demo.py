@@ -10,19 +10,33 @@ EEG: a 19-channel 10-20 recording at 256 Hz from sepkit.datasets.make_eeg
 Both are separated with IVAESeparator and scored against the known sources.
 Written to --out (default ./sepkit-demo/): the separated sources (WAV, FIF),
 metrics.json, and figures (PNG): waveforms and spectrograms, training curves,
-true-vs-estimated correlation matrices, EEG topographies.
+true-vs-estimated correlation matrices, EEG topographies. They are written together
+or not at all (a failed or interrupted run changes nothing), and with --force they
+replace an earlier run's files as a whole (figures it does not draw are removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._common import add_common, check_targets, say, seed_arg, show_progress, write_json
+from ._common import (
+    OutputSet,
+    add_common,
+    check_targets,
+    check_writable,
+    make_output_folder,
+    remove_empty_folders,
+    say,
+    seed_arg,
+    show_progress,
+    write_json,
+)
 
 AUDIO_RATE = 16000.0
 
@@ -312,15 +326,31 @@ def run(args) -> int:
     cfg = _settings(args.fast)
     out = Path(args.out)
     plots = not args.no_plots
-    targets = _targets(out, cfg, plots)
-    check_targets(_flat(targets), args.force)
-    out.mkdir(parents=True, exist_ok=True)
+    check_targets(_flat(_targets(out, cfg, plots)), args.force)
+    check_writable(out)
     verbose = show_progress(args)
     results = dict(seed=args.seed, fast=bool(args.fast))
     t_all = time.perf_counter()
-    results["audio"] = _audio_demo(args, cfg, targets, out, plots, verbose)
-    results["eeg"] = _eeg_demo(args, cfg, targets, plots, verbose)
-    results["total_seconds"] = time.perf_counter() - t_all
-    write_json(results, targets["metrics"])
+    made = make_output_folder(out)
+    try:
+        # One output set, written together or not at all (audit: an interrupted --force
+        # run left new WAVs beside the earlier run's metrics and figures, and a run
+        # without --plots left the earlier run's figures).
+        with OutputSet(out, "demo", _DEMO_NAMES, what="the demo's outputs") as staged:
+            targets = _targets(staged.path, cfg, plots)
+            results["audio"] = _audio_demo(args, cfg, targets, staged.path, plots, verbose)
+            results["eeg"] = _eeg_demo(args, cfg, targets, plots, verbose)
+            results["total_seconds"] = time.perf_counter() - t_all
+            write_json(results, targets["metrics"])
+    except BaseException:
+        remove_empty_folders(made)
+        raise
     _print_summary(args, results, out)
     return 0
+
+
+# Every file a demo run writes (with or without figures): an earlier run's set.
+_DEMO_NAMES = re.compile(
+    r"audio_mixture\.wav|audio_source_s\d+\.wav|eeg_sources_raw\.fif|metrics\.json|"
+    r"(audio|eeg)_(sources|training|correlation|topographies)\.png"
+)

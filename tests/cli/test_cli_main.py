@@ -88,6 +88,27 @@ def test_demo_fast_end_to_end(tmp_path, capsys):
     assert "\n" not in err
     assert (out / "metrics.json").read_bytes() == before
 
+    # One output set (audit: an interrupted --force run left new WAVs beside the earlier
+    # run's metrics and figures): interrupted, nothing changes.
+    import sepkit.cli.demo as demo_cli
+
+    snapshot = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = demo_cli._eeg_demo
+    demo_cli._eeg_demo = stop
+    try:
+        assert main(["demo", "--fast", "--out", str(out), "--force", "--seed", "4"]) == 130
+    finally:
+        demo_cli._eeg_demo = real
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot
+    # A rerun without figures replaces the set as a whole: no earlier figure is left.
+    assert main(["demo", "--fast", "--out", str(out), "--force", "--no-plots", "--quiet"]) == 0
+    assert not list(out.glob("*.png")) and not list(out.glob(".*"))
+
 
 def test_separate_fit_end_to_end(tmp_path, capsys):
     a, b = _wav(tmp_path / "a.wav", 0), _wav(tmp_path / "b.wav", 1)
