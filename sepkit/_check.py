@@ -14,6 +14,10 @@ PRIORS = ("gauss", "laplace", "standard")
 POSTERIORS = ("diag", "full")
 PRECISIONS = ("fp32", "bf16")
 
+# The largest seed torch's generators take (a signed 64-bit integer); the estimator's
+# random_state and the command line's --seed share it.
+MAX_SEED = 2**63 - 1
+
 
 def check_option(name: str, value, allowed: Iterable):
     """Return the entry of ``allowed`` that ``value`` is, else raise a ValueError.

@@ -26,6 +26,7 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 from ._check import (
     ACTIVATIONS,
+    MAX_SEED,
     POSTERIORS,
     PRIORS,
     check_data_2d,
@@ -1515,10 +1516,6 @@ def _warn_filtering(raw, mixing, highpass) -> None:
             else ""
         )
         warn_if_not_highpassed(raw, stacklevel=4, fix=fix)
-
-
-# The largest seed torch's generators take (a signed 64-bit integer).
-MAX_SEED = 2**63 - 1
 
 
 def _check_seed(random_state) -> None:

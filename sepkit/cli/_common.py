@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .._atomic import atomic_write
+from .._check import MAX_SEED
 from ..methods import MIXINGS
 
 # The user errors that name no file (the estimator's checks say "X ..."), which
@@ -539,7 +540,7 @@ def seed_arg(text: str) -> int:
         seed = int(text)
     except ValueError:
         seed = -1
-    if not 0 <= seed <= 2**63 - 1:
+    if not 0 <= seed <= MAX_SEED:
         raise argparse.ArgumentTypeError(
             f"takes a seed, a whole number from 0 to 2**63 - 1, got {text!r}"
         )
