@@ -598,14 +598,13 @@ def fit(inp: FitInput, opts: dict, **_) -> TFFit:
         "STFT frame. Pass u=None, or domain='time'.",
     )
     config = check_fit_params(opts.get("fit_params"))
-    check_audio_input(inp.data, opts["n_sources"], F.fft_size_for(inp.sample_rate))
+    n_fft = F.fft_size_for(inp.sample_rate)  # the checks' frame (the default one)
+    check_audio_input(inp.data, opts["n_sources"], n_fft)
     ranges = fit_blocks(inp.n_times, inp.sample_rate, config.max_fit_seconds)
-    check_fit_blocks(
-        ranges, F.fft_size_for(inp.sample_rate), config.max_fit_seconds, inp.sample_rate
-    )
+    check_fit_blocks(ranges, n_fft, config.max_fit_seconds, inp.sample_rate)
     blocks = [inp.data[:, a:b] for a, b in ranges]
     for b in blocks:
-        check_audio_input(b, opts["n_sources"], F.fft_size_for(inp.sample_rate))
+        check_audio_input(b, opts["n_sources"], n_fft)
     demixer = fit_tf(
         blocks,
         inp.sample_rate,
